@@ -1,0 +1,331 @@
+//! Per-window sample store for timers, histograms and distributions.
+//!
+//! Most contexts see a handful of samples per window, so samples are first kept raw (exact
+//! percentiles, 16 bytes each, at most [`RAW_LIMIT`]). Past that they move into HDR histograms,
+//! whose memory depends on the value range and not on the sample count.
+//!
+//! What stays exact and what is bounded:
+//! - `count`, `sum`, `min` and `max` are always exact (f64 sums of the values as sent).
+//! - Percentiles are exact while samples are raw. In HDR form, `|value|` is recorded in
+//!   thousandths (so 0.0004 reads back as 0) with two significant digits (about 1 % relative
+//!   error), negative values in a second histogram, and the result is clamped to [min, max].
+//! - A `|value|` above [`MAX_TRACKABLE`] is recorded at that bound (its percentile rank still
+//!   counts) and reported by [`Samples::clamped`]; nothing is dropped.
+
+use hdrhistogram::Histogram;
+
+/// Raw samples kept before switching to HDR histograms.
+pub const RAW_LIMIT: usize = 32;
+/// Values are recorded in units of 1/SCALE.
+const SCALE: f64 = 1000.0;
+/// Largest `|value|` an HDR histogram tracks exactly enough (1e15 in value units).
+pub const MAX_TRACKABLE: f64 = 1.0e15;
+const SIGFIG: u8 = 2;
+
+#[derive(Debug, Clone)]
+struct Hdr {
+    pos: Histogram<u64>,
+    neg: Option<Histogram<u64>>,
+}
+
+/// Samples of one context in one window.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    raw: Vec<(f64, u32)>,
+    hdr: Option<Box<Hdr>>,
+    clamped: u64,
+}
+
+fn new_hdr() -> Histogram<u64> {
+    // Auto-resizing histograms start small and grow with the largest value recorded.
+    let mut h = Histogram::<u64>::new(SIGFIG).unwrap_or_else(|_| unreachable_hdr());
+    h.auto(true);
+    h
+}
+
+#[cold]
+fn unreachable_hdr() -> Histogram<u64> {
+    // SIGFIG is a valid constant (0..=5), so `new` cannot fail; keep a fallback anyway.
+    Histogram::<u64>::new_with_bounds(1, 2, 1).expect("hdr fallback")
+}
+
+impl Samples {
+    pub fn new() -> Samples {
+        Samples::default()
+    }
+
+    /// Adds `value` with `weight` (the inverse sample rate, at least 1).
+    pub fn add(&mut self, value: f64, weight: u32) {
+        let w = weight.max(1);
+        if self.count == 0 {
+            self.min = value;
+            self.max = value;
+        } else {
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
+        }
+        self.count += u64::from(w);
+        self.sum += value * f64::from(w);
+        if let Some(h) = self.hdr.as_deref_mut() {
+            self.clamped += record(h, value, w);
+        } else if self.raw.len() < RAW_LIMIT {
+            self.raw.push((value, w));
+        } else {
+            self.spill();
+            if let Some(h) = self.hdr.as_deref_mut() {
+                self.clamped += record(h, value, w);
+            }
+        }
+    }
+
+    fn spill(&mut self) {
+        let mut h = Box::new(Hdr { pos: new_hdr(), neg: None });
+        for (v, w) in self.raw.drain(..) {
+            self.clamped += record(&mut h, v, w);
+        }
+        self.raw = Vec::new();
+        self.hdr = Some(h);
+    }
+
+    /// Folds `other` (same context, another shard) into `self`.
+    pub fn merge(&mut self, mut other: Samples) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other;
+            return;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.clamped += other.clamped;
+        if self.hdr.is_none() && other.hdr.is_none() && self.raw.len() + other.raw.len() <= RAW_LIMIT {
+            self.raw.append(&mut other.raw);
+            return;
+        }
+        if self.hdr.is_none() {
+            self.spill();
+        }
+        let Some(mine) = self.hdr.as_deref_mut() else { return };
+        for (v, w) in other.raw.drain(..) {
+            self.clamped += record(mine, v, w);
+        }
+        if let Some(theirs) = other.hdr {
+            // Both histograms auto-resize, so adding cannot fail for range reasons.
+            let _ = mine.pos.add(&theirs.pos);
+            if let Some(tn) = theirs.neg {
+                let n = mine.neg.get_or_insert_with(new_hdr);
+                let _ = n.add(&tn);
+            }
+        }
+    }
+
+    /// Weighted number of samples.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+    pub fn min(&self) -> f64 {
+        self.min
+    }
+    pub fn max(&self) -> f64 {
+        self.max
+    }
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+    /// Samples whose magnitude exceeded [`MAX_TRACKABLE`] and were recorded at the bound.
+    pub fn clamped(&self) -> u64 {
+        self.clamped
+    }
+    /// True once the samples moved to HDR form.
+    pub fn is_compact(&self) -> bool {
+        self.hdr.is_some()
+    }
+
+    /// The nearest-rank quantile `q` in (0, 1]; NaN with no samples.
+    pub fn quantile(&mut self, q: f64) -> f64 {
+        if self.count == 0 {
+            return f64::NAN;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if let Some(h) = self.hdr.as_deref() {
+            let n_neg = h.neg.as_ref().map_or(0, |n| n.len());
+            let n_pos = h.pos.len();
+            let v = if rank <= n_neg {
+                let neg = h.neg.as_ref().map_or(0, |n| {
+                    let r = n_neg - rank + 1;
+                    n.median_equivalent(n.value_at_quantile(r as f64 / n_neg as f64))
+                });
+                -(neg as f64) / SCALE
+            } else if n_pos > 0 {
+                let r = rank - n_neg;
+                h.pos.median_equivalent(h.pos.value_at_quantile(r as f64 / n_pos as f64)) as f64 / SCALE
+            } else {
+                self.max
+            };
+            return v.clamp(self.min, self.max);
+        }
+        self.raw.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut seen = 0u64;
+        for &(v, w) in &self.raw {
+            seen += u64::from(w);
+            if seen >= rank {
+                return v;
+            }
+        }
+        self.max
+    }
+
+    /// Each stored value with its weight: exact values while raw, bucket representatives in
+    /// HDR form. Sinks that ship distributions (sketches) read this.
+    pub fn for_each_bin(&self, mut f: impl FnMut(f64, u64)) {
+        if let Some(h) = self.hdr.as_deref() {
+            if let Some(n) = &h.neg {
+                for it in n.iter_recorded() {
+                    f(-(n.median_equivalent(it.value_iterated_to()) as f64) / SCALE, it.count_at_value());
+                }
+            }
+            for it in h.pos.iter_recorded() {
+                f(h.pos.median_equivalent(it.value_iterated_to()) as f64 / SCALE, it.count_at_value());
+            }
+        } else {
+            for &(v, w) in &self.raw {
+                f(v, u64::from(w));
+            }
+        }
+    }
+}
+
+/// Records `value` with `weight`; returns 1 when the value had to be clamped.
+fn record(h: &mut Hdr, value: f64, weight: u32) -> u64 {
+    let mag = value.abs();
+    let (mag, clamped) = if mag > MAX_TRACKABLE { (MAX_TRACKABLE, 1) } else { (mag, 0) };
+    let scaled = (mag * SCALE).round() as u64;
+    let target = if value < 0.0 { h.neg.get_or_insert_with(new_hdr) } else { &mut h.pos };
+    // Auto-resize makes `record_n` infallible for values below u64::MAX / 2.
+    let _ = target.record_n(scaled, u64::from(weight));
+    clamped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(values: &[f64]) -> Samples {
+        let mut s = Samples::new();
+        for &v in values {
+            s.add(v, 1);
+        }
+        s
+    }
+
+    #[test]
+    fn raw_percentiles_are_exact() {
+        let mut s = from(&[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert!(!s.is_compact());
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.sum(), 15.0);
+        assert_eq!((s.min(), s.max(), s.avg()), (1.0, 5.0, 3.0));
+        assert_eq!(s.quantile(0.5), 3.0);
+        assert_eq!(s.quantile(0.95), 5.0);
+        assert_eq!(s.quantile(0.2), 1.0);
+        assert_eq!(s.quantile(0.21), 2.0);
+    }
+
+    #[test]
+    fn weights_count_like_repeated_samples() {
+        let mut s = Samples::new();
+        s.add(10.0, 4);
+        s.add(20.0, 1);
+        assert_eq!(s.count(), 5);
+        assert_eq!(s.sum(), 60.0);
+        assert_eq!(s.quantile(0.8), 10.0);
+        assert_eq!(s.quantile(0.81), 20.0);
+    }
+
+    #[test]
+    fn hdr_form_keeps_exact_moments_and_close_percentiles() {
+        let values: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let mut s = from(&values);
+        assert!(s.is_compact());
+        assert_eq!(s.count(), 1000);
+        assert_eq!(s.sum(), 500_500.0);
+        assert_eq!((s.min(), s.max()), (1.0, 1000.0));
+        for (q, want) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0)] {
+            let got = s.quantile(q);
+            assert!((got - want).abs() / want < 0.01, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(s.quantile(1.0), 1000.0);
+    }
+
+    #[test]
+    fn negative_and_fractional_values() {
+        let mut values: Vec<f64> = (1..=100).map(|i| -f64::from(i)).collect();
+        values.extend((1..=100).map(|i| f64::from(i) / 10.0));
+        let mut s = from(&values);
+        assert!(s.is_compact());
+        assert_eq!(s.min(), -100.0);
+        assert_eq!(s.max(), 10.0);
+        let p25 = s.quantile(0.25);
+        assert!((p25 - -51.0).abs() <= 0.6, "{p25}");
+        let p75 = s.quantile(0.75);
+        assert!((p75 - 5.0).abs() <= 0.06, "{p75}");
+    }
+
+    #[test]
+    fn huge_values_are_clamped_not_lost() {
+        let mut s = Samples::new();
+        for _ in 0..RAW_LIMIT {
+            s.add(1.0, 1);
+        }
+        s.add(1.0e300, 1);
+        assert_eq!(s.count(), RAW_LIMIT as u64 + 1);
+        assert_eq!(s.max(), 1.0e300);
+        assert_eq!(s.clamped(), 1);
+        assert!(s.quantile(1.0) >= MAX_TRACKABLE * 0.99);
+    }
+
+    #[test]
+    fn merge_raw_and_hdr() {
+        let mut a = from(&[1.0, 2.0]);
+        let b = from(&[3.0]);
+        a.merge(b);
+        assert!(!a.is_compact());
+        assert_eq!((a.count(), a.sum(), a.quantile(1.0)), (3, 6.0, 3.0));
+        let big = from(&(0..100).map(f64::from).collect::<Vec<_>>());
+        a.merge(big);
+        assert!(a.is_compact());
+        assert_eq!(a.count(), 103);
+        assert_eq!(a.max(), 99.0);
+        let mut empty = Samples::new();
+        empty.merge(from(&[7.0]));
+        assert_eq!(empty.quantile(0.5), 7.0);
+        let mut c = from(&[-1.0; 40]);
+        c.merge(from(&[-2.0; 40]));
+        assert_eq!(c.count(), 80);
+        assert!((c.quantile(0.25) - -2.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn bins_cover_every_sample() {
+        for n in [5usize, 500] {
+            let s = from(&(0..n).map(|i| i as f64 - 2.0).collect::<Vec<_>>());
+            let mut total = 0;
+            s.for_each_bin(|_, c| total += c);
+            assert_eq!(total, n as u64);
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Aggregation per flush window.
+//!
+//! Producers each own a [`Shard`] (see `shard.rs`). At every flush the [`Aggregator`] drains all
+//! shards, merges the same context counted in several shards, computes percentiles once, and
+//! returns an immutable [`Flush`] that every sink reads. Sinks never reach back in here.
+
+pub mod histogram;
+pub mod shard;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::HashTable;
+
+pub use histogram::Samples;
+pub use shard::{Shard, Shared, State};
+
+use crate::config::{Config, GaugeMode};
+use crate::model::{Context, Event, ServiceCheck};
+use crate::telemetry::Telemetry;
+
+/// Events and service checks held per window; more are dropped and counted.
+pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
+
+/// One window's worth of aggregated data, shared read-only by all sinks.
+#[derive(Debug)]
+pub struct Flush {
+    /// Unix seconds at which the window started.
+    pub timestamp: u64,
+    pub interval: Duration,
+    /// The quantiles in `SeriesValue::Samples`, in this order.
+    pub percentiles: Arc<[f64]>,
+    pub series: Vec<Series>,
+    pub events: Vec<Event>,
+    pub service_checks: Vec<ServiceCheck>,
+}
+
+#[derive(Debug)]
+pub struct Series {
+    pub ctx: Arc<Context>,
+    pub value: SeriesValue,
+}
+
+#[derive(Debug)]
+pub enum SeriesValue {
+    /// Sum of the window's increments, corrected for sample rate.
+    Counter(f64),
+    Gauge(f64),
+    /// Distinct members seen in the window.
+    Set(u64),
+    /// Timers, histograms, distributions.
+    Samples(Box<SampleSummary>),
+}
+
+#[derive(Debug)]
+pub struct SampleSummary {
+    pub samples: Samples,
+    /// One value per entry of `Flush::percentiles`.
+    pub quantiles: Vec<f64>,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    checks: Vec<ServiceCheck>,
+}
+
+/// What the flusher remembers between windows: gauge values for delta mode.
+#[derive(Default)]
+struct Memory {
+    gauges: HashMap<Arc<Context>, (f64, u64)>,
+    window: u64,
+}
+
+pub struct Aggregator {
+    shared: Arc<Shared>,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    pending: Mutex<Pending>,
+    memory: Mutex<Memory>,
+    percentiles: Arc<[f64]>,
+    interval: Duration,
+    expiry_windows: u64,
+}
+
+/// Locks a mutex, recovering the data if a holder panicked: aggregation state stays usable and
+/// a panic elsewhere must not stop metrics from flowing.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Aggregator {
+    pub fn new(cfg: &Config, telemetry: Arc<Telemetry>) -> Aggregator {
+        let a = &cfg.aggregate;
+        let interval = a.flush_interval;
+        let expiry_windows = (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        Aggregator {
+            shared: Arc::new(Shared::new(a.max_contexts, a.max_set_size, cfg.statsd.gauge_mode, telemetry)),
+            shards: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
+            memory: Mutex::new(Memory::default()),
+            percentiles: a.percentiles.clone().into(),
+            interval,
+            expiry_windows,
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A new shard for one producer, drained at every flush.
+    pub fn new_shard(&self) -> Arc<Mutex<Shard>> {
+        let s = Arc::new(Mutex::new(Shard::new(Arc::clone(&self.shared))));
+        lock(&self.shards).push(Arc::clone(&s));
+        s
+    }
+
+    /// Queues an event for the current window; false when the window's limit is reached.
+    pub fn push_event(&self, ev: Event) -> bool {
+        let mut p = lock(&self.pending);
+        if p.events.len() + p.checks.len() >= MAX_EVENTS_PER_WINDOW {
+            self.shared.telemetry.events_dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        p.events.push(ev);
+        true
+    }
+
+    /// Queues a service check for the current window; false when the window's limit is reached.
+    pub fn push_check(&self, sc: ServiceCheck) -> bool {
+        let mut p = lock(&self.pending);
+        if p.events.len() + p.checks.len() >= MAX_EVENTS_PER_WINDOW {
+            self.shared.telemetry.events_dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        p.checks.push(sc);
+        true
+    }
+
+    /// Closes the current window, stamped `timestamp` (unix seconds of its start).
+    pub fn flush(&self, timestamp: u64) -> Flush {
+        let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
+        let mut drained = Vec::new();
+        for s in &shards {
+            // Each shard is locked only while its touched entries are moved out.
+            lock(s).drain(self.expiry_windows, &mut drained);
+        }
+
+        // The same context may have been counted by several shards.
+        let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
+        let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
+        let mut set_dropped = 0;
+        for d in drained {
+            let found = index.entry(d.hash, |&(h, i)| h == d.hash && merged[i].ctx == d.ctx, |&(h, _)| h);
+            match found {
+                TableEntry::Occupied(o) => {
+                    let i = o.get().1;
+                    set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
+                }
+                TableEntry::Vacant(v) => {
+                    v.insert((d.hash, merged.len()));
+                    merged.push(d);
+                }
+            }
+        }
+
+        let mut memory = lock(&self.memory);
+        memory.window += 1;
+        let window = memory.window;
+        let delta_mode = self.shared.gauge_mode == GaugeMode::Delta;
+        let mut clamped = 0;
+        let series = merged
+            .into_iter()
+            .map(|d| {
+                let value = match d.state {
+                    State::Counter(v) => SeriesValue::Counter(v),
+                    State::Gauge(g) if delta_mode => {
+                        let prev = memory.gauges.get(&d.ctx).map(|(v, _)| *v);
+                        let v = g.resolve(prev);
+                        memory.gauges.insert(Arc::clone(&d.ctx), (v, window));
+                        SeriesValue::Gauge(v)
+                    }
+                    State::Gauge(g) => SeriesValue::Gauge(g.resolve(None)),
+                    State::Set(s) => SeriesValue::Set(s.len() as u64),
+                    State::Samples(mut samples) => {
+                        clamped += samples.clamped();
+                        let quantiles = self.percentiles.iter().map(|q| samples.quantile(*q)).collect();
+                        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+                    }
+                };
+                Series { ctx: d.ctx, value }
+            })
+            .collect::<Vec<_>>();
+        if delta_mode {
+            let keep = self.expiry_windows;
+            memory.gauges.retain(|_, (_, w)| window - *w < keep);
+        }
+        drop(memory);
+
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        let t = &self.shared.telemetry;
+        t.set_members_dropped.fetch_add(set_dropped, Relaxed);
+        t.histogram_clamped.fetch_add(clamped, Relaxed);
+        t.contexts.store(self.shared.contexts.load(Relaxed) as u64, Relaxed);
+        Flush {
+            timestamp,
+            interval: self.interval,
+            percentiles: Arc::clone(&self.percentiles),
+            series,
+            events: pending.events,
+            service_checks: pending.checks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statsd::parse::{parse_line, Line};
+    use crate::telemetry::LocalStats;
+
+    fn agg(cfg: Config) -> Aggregator {
+        Aggregator::new(&cfg, Arc::new(Telemetry::default()))
+    }
+
+    fn feed(shard: &Mutex<Shard>, shared: &Shared, lines: &[&str]) -> LocalStats {
+        let mut stats = LocalStats::default();
+        let mut s = lock(shard);
+        for l in lines {
+            match parse_line(l.as_bytes(), 100) {
+                Ok(Line::Metric(m)) => s.apply(&m, shared.seq(), &mut stats).expect("apply"),
+                other => panic!("{l}: {other:?}"),
+            }
+        }
+        stats
+    }
+
+    fn find<'a>(f: &'a Flush, name: &str, tags: &[&str]) -> &'a SeriesValue {
+        let want = Context::from_unsorted(
+            f.series.iter().find(|s| s.ctx.name() == name).map(|s| s.ctx.kind()).expect("name present"),
+            name,
+            tags,
+        );
+        &f.series.iter().find(|s| *s.ctx == want).unwrap_or_else(|| panic!("{name} {tags:?}")).value
+    }
+
+    #[test]
+    fn counters_gauges_sets_samples() {
+        let a = agg(Config::default());
+        let s = a.new_shard();
+        let stats = feed(
+            &s,
+            a.shared(),
+            &[
+                "hits:1|c|#b:2,a:1",
+                "hits:2|c|#a:1,b:2,a:1",
+                "hits:1|c|@0.5|#a:1,b:2",
+                "temp:10|g",
+                "temp:12|g",
+                "users:al|s",
+                "users:bo|s",
+                "users:al|s",
+                "lat:1:2:3:4|ms",
+            ],
+        );
+        assert_eq!(stats.samples, 12);
+        let f = a.flush(100);
+        assert_eq!(f.series.len(), 4);
+        assert!(matches!(find(&f, "hits", &["a:1", "b:2"]), SeriesValue::Counter(v) if *v == 5.0));
+        assert!(matches!(find(&f, "temp", &[]), SeriesValue::Gauge(v) if *v == 12.0));
+        assert!(matches!(find(&f, "users", &[]), SeriesValue::Set(2)));
+        let SeriesValue::Samples(h) = find(&f, "lat", &[]) else { panic!("samples") };
+        assert_eq!(h.samples.count(), 4);
+        assert_eq!(h.samples.sum(), 10.0);
+        assert_eq!(h.quantiles, vec![2.0, 4.0, 4.0]);
+
+        // The next window starts empty; idle contexts are not flushed.
+        assert!(a.flush(110).series.is_empty());
+    }
+
+    #[test]
+    fn shards_merge_at_flush() {
+        let a = agg(Config::default());
+        let (s1, s2) = (a.new_shard(), a.new_shard());
+        feed(&s1, a.shared(), &["c:1|c", "g:1|g", "u:x|s", "h:1|h"]);
+        feed(&s2, a.shared(), &["c:2|c", "g:2|g", "u:y|s", "u:x|s", "h:3|h"]);
+        let f = a.flush(0);
+        assert_eq!(f.series.len(), 4);
+        assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if *v == 3.0));
+        assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if *v == 2.0));
+        assert!(matches!(find(&f, "u", &[]), SeriesValue::Set(2)));
+        let SeriesValue::Samples(h) = find(&f, "h", &[]) else { panic!() };
+        assert_eq!((h.samples.count(), h.samples.min(), h.samples.max()), (2, 1.0, 3.0));
+    }
+
+    #[test]
+    fn delta_gauges_move_the_previous_value() {
+        let mut cfg = Config::default();
+        cfg.statsd.gauge_mode = GaugeMode::Delta;
+        let a = agg(cfg);
+        let s = a.new_shard();
+        feed(&s, a.shared(), &["g:10|g", "g:+3|g", "g:-1|g"]);
+        assert!(matches!(find(&a.flush(0), "g", &[]), SeriesValue::Gauge(v) if *v == 12.0));
+        feed(&s, a.shared(), &["g:-2|g"]);
+        assert!(matches!(find(&a.flush(10), "g", &[]), SeriesValue::Gauge(v) if *v == 10.0));
+
+        // In absolute mode the sign is part of the number.
+        let a = agg(Config::default());
+        let s = a.new_shard();
+        feed(&s, a.shared(), &["g:10|g", "g:-2|g"]);
+        assert!(matches!(find(&a.flush(0), "g", &[]), SeriesValue::Gauge(v) if *v == -2.0));
+    }
+
+    #[test]
+    fn sample_rates() {
+        let a = agg(Config::default());
+        let s = a.new_shard();
+        feed(&s, a.shared(), &["c:1|c|@0.1", "t:10|ms|@0.25", "g:5|g|@0.5"]);
+        let f = a.flush(0);
+        assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if (*v - 10.0).abs() < 1e-9));
+        let SeriesValue::Samples(h) = find(&f, "t", &[]) else { panic!() };
+        assert_eq!((h.samples.count(), h.samples.sum()), (4, 40.0));
+        assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if *v == 5.0));
+    }
+
+    #[test]
+    fn context_limit_drops_and_counts() {
+        let mut cfg = Config::default();
+        cfg.aggregate.max_contexts = 2;
+        let a = agg(cfg);
+        let s = a.new_shard();
+        let stats = feed(&s, a.shared(), &["a:1|c", "b:1|c", "c:1:2|d", "a:1|c"]);
+        assert_eq!(stats.dropped_context_limit, 2);
+        assert_eq!(stats.samples, 3);
+        assert_eq!(a.flush(0).series.len(), 2);
+    }
+
+    #[test]
+    fn idle_contexts_expire() {
+        let mut cfg = Config::default();
+        cfg.aggregate.flush_interval = Duration::from_secs(10);
+        cfg.aggregate.context_expiry = Duration::from_secs(20);
+        let a = agg(cfg);
+        let s = a.new_shard();
+        feed(&s, a.shared(), &["a:1|c"]);
+        a.flush(0);
+        assert_eq!(lock(&s).len(), 1);
+        a.flush(10);
+        assert_eq!(lock(&s).len(), 1);
+        a.flush(20);
+        assert_eq!(lock(&s).len(), 0);
+        assert_eq!(a.shared().contexts.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn set_limit() {
+        let mut cfg = Config::default();
+        cfg.aggregate.max_set_size = 2;
+        let a = agg(cfg);
+        let (s1, s2) = (a.new_shard(), a.new_shard());
+        let st = feed(&s1, a.shared(), &["u:a|s", "u:b|s", "u:c|s", "u:a|s"]);
+        assert_eq!(st.set_members_dropped, 1);
+        feed(&s2, a.shared(), &["u:d|s"]);
+        let f = a.flush(0);
+        assert!(matches!(find(&f, "u", &[]), SeriesValue::Set(2)));
+        assert_eq!(a.shared().telemetry.set_members_dropped.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let a = agg(Config::default());
+        let sc = ServiceCheck {
+            name: "x".into(),
+            status: crate::model::CheckStatus::Ok,
+            timestamp: None,
+            hostname: None,
+            message: None,
+            tags: vec![],
+        };
+        for _ in 0..MAX_EVENTS_PER_WINDOW {
+            assert!(a.push_check(sc.clone()));
+        }
+        assert!(!a.push_check(sc));
+        let f = a.flush(0);
+        assert_eq!(f.service_checks.len(), MAX_EVENTS_PER_WINDOW);
+        assert_eq!(a.shared().telemetry.events_dropped.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,377 @@
+//! One aggregation shard: the contexts and window state fed by one producer.
+//!
+//! Each receive loop (a UDP socket's thread, the UDS thread, the TCP connections together) owns
+//! a shard and locks it once per batch; the lock is contended only when the flusher drains it.
+//! A known context is found by hash and compared in place against the borrowed line, so the hot
+//! path allocates only when a context is seen for the first time.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use foldhash::quality::FixedState;
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::{HashSet, HashTable};
+
+use super::histogram::Samples;
+use crate::config::GaugeMode;
+use crate::model::{context_hash, Context, MetricKind};
+use crate::statsd::parse::{self, MetricLine, ParseError};
+use crate::telemetry::{LocalStats, Telemetry};
+
+/// Tags sorted on the stack; lines with more use a heap vector.
+const STACK_TAGS: usize = 32;
+
+/// Settings and counters every shard shares.
+pub struct Shared {
+    /// One seed for all shards, so equal contexts hash equally wherever they were counted.
+    pub hasher: FixedState,
+    pub max_contexts: usize,
+    pub max_set_size: usize,
+    pub gauge_mode: GaugeMode,
+    pub telemetry: Arc<Telemetry>,
+    /// Contexts held across all shards, checked against `max_contexts`.
+    pub contexts: AtomicUsize,
+    origin: Instant,
+}
+
+impl Shared {
+    pub fn new(max_contexts: usize, max_set_size: usize, gauge_mode: GaugeMode, telemetry: Arc<Telemetry>) -> Shared {
+        Shared {
+            hasher: FixedState::with_seed(rand_seed()),
+            max_contexts,
+            max_set_size,
+            gauge_mode,
+            telemetry,
+            contexts: AtomicUsize::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    /// A monotonic sequence number (nanoseconds since start) that orders gauge writes across
+    /// shards. Callers read it once per batch.
+    pub fn seq(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; one draw per process keeps hash flooding impractical.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7a11);
+    h.finish()
+}
+
+/// Window state of a gauge in one shard. In delta mode, `delta` sums the relative changes seen
+/// after the last absolute value (`abs`), and `delta_seq` says when the first of them arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GaugeState {
+    pub abs: Option<(f64, u64)>,
+    pub delta: f64,
+    pub delta_seq: Option<u64>,
+}
+
+impl GaugeState {
+    fn set(&mut self, v: f64, seq: u64) {
+        *self = GaugeState { abs: Some((v, seq)), delta: 0.0, delta_seq: None };
+    }
+
+    fn shift(&mut self, d: f64, seq: u64) {
+        self.delta += d;
+        self.delta_seq.get_or_insert(seq);
+    }
+
+    /// Combines the same gauge from two shards: the later absolute value wins, and deltas that
+    /// arrived after it are added.
+    pub fn merge(&mut self, other: GaugeState) {
+        let (mut win, lose) = match (self.abs, other.abs) {
+            (Some(a), Some(b)) if b.1 > a.1 => (other, *self),
+            (None, Some(_)) => (other, *self),
+            _ => (*self, other),
+        };
+        let after = match win.abs {
+            Some((_, seq)) => lose.delta_seq.is_some_and(|s| s >= seq),
+            None => true,
+        };
+        if after && lose.delta_seq.is_some() {
+            win.delta += lose.delta;
+            win.delta_seq = match (win.delta_seq, lose.delta_seq) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        *self = win;
+    }
+
+    /// The gauge's value given its value before the window (`prev`, delta mode only).
+    pub fn resolve(&self, prev: Option<f64>) -> f64 {
+        match self.abs {
+            Some((v, _)) => v + self.delta,
+            None => prev.unwrap_or(0.0) + self.delta,
+        }
+    }
+}
+
+/// Window state of one context.
+#[derive(Debug, Clone)]
+pub enum State {
+    Counter(f64),
+    Gauge(GaugeState),
+    Set(HashSet<u64, FixedState>),
+    Samples(Samples),
+}
+
+impl State {
+    fn new(kind: MetricKind, hasher: FixedState) -> State {
+        match kind {
+            MetricKind::Counter => State::Counter(0.0),
+            MetricKind::Gauge => State::Gauge(GaugeState::default()),
+            MetricKind::Set => State::Set(HashSet::with_hasher(hasher)),
+            _ => State::Samples(Samples::new()),
+        }
+    }
+
+    /// Moves the window's state out, leaving an empty state of the same kind.
+    fn take(&mut self) -> State {
+        match self {
+            State::Counter(v) => State::Counter(std::mem::take(v)),
+            State::Gauge(g) => State::Gauge(std::mem::take(g)),
+            State::Set(s) => {
+                let empty = HashSet::with_hasher(*s.hasher());
+                State::Set(std::mem::replace(s, empty))
+            }
+            State::Samples(s) => State::Samples(std::mem::take(s)),
+        }
+    }
+
+    /// Folds the same context's state from another shard into this one. Returns the set
+    /// members dropped at `max_set_size`.
+    pub fn merge(&mut self, other: State, max_set_size: usize) -> u64 {
+        match (self, other) {
+            (State::Counter(a), State::Counter(b)) => *a += b,
+            (State::Gauge(a), State::Gauge(b)) => a.merge(b),
+            (State::Samples(a), State::Samples(b)) => a.merge(b),
+            (State::Set(a), State::Set(b)) => {
+                let mut dropped = 0;
+                for m in b {
+                    if a.len() < max_set_size || a.contains(&m) {
+                        a.insert(m);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                return dropped;
+            }
+            // A context's kind is part of its identity, so kinds always agree.
+            _ => {}
+        }
+        0
+    }
+}
+
+struct Entry {
+    hash: u64,
+    ctx: Arc<Context>,
+    /// Window number of the last sample, for expiry.
+    last_window: u64,
+    touched: bool,
+    state: State,
+}
+
+/// A context's state drained from a shard at flush.
+pub struct Drained {
+    pub hash: u64,
+    pub ctx: Arc<Context>,
+    pub state: State,
+}
+
+pub struct Shard {
+    shared: Arc<Shared>,
+    table: HashTable<Entry>,
+    window: u64,
+}
+
+impl Shard {
+    pub fn new(shared: Arc<Shared>) -> Shard {
+        Shard { shared, table: HashTable::new(), window: 0 }
+    }
+
+    /// Number of contexts held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Adds a parsed metric line. `seq` comes from [`Shared::seq`].
+    pub fn apply(&mut self, m: &MetricLine<'_>, seq: u64, stats: &mut LocalStats) -> Result<(), ParseError> {
+        let mut stack: [&[u8]; STACK_TAGS] = [&[]; STACK_TAGS];
+        let mut heap: Vec<&[u8]> = Vec::new();
+        let mut n = 0;
+        for t in parse::tags(m.tags) {
+            if n < STACK_TAGS {
+                stack[n] = t;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&stack);
+                }
+                heap.push(t);
+            }
+            n += 1;
+        }
+        let tags: &mut [&[u8]] = if n <= STACK_TAGS { &mut stack[..n] } else { &mut heap[..] };
+        tags.sort_unstable();
+        let n = dedup_sorted(tags);
+        let tags = &tags[..n];
+
+        let shared = &*self.shared;
+        let hash = context_hash(&shared.hasher, m.kind, m.name, tags);
+        let window = self.window;
+        let entry = match self.table.entry(hash, |e| e.hash == hash && e.ctx.matches(m.kind, m.name, tags), |e| e.hash) {
+            TableEntry::Occupied(o) => o.into_mut(),
+            TableEntry::Vacant(v) => {
+                let name = std::str::from_utf8(m.name).map_err(|_| ParseError::Utf8)?;
+                let mut tag_strs: Vec<&str> = Vec::with_capacity(tags.len());
+                for t in tags {
+                    tag_strs.push(std::str::from_utf8(t).map_err(|_| ParseError::Utf8)?);
+                }
+                if shared.contexts.fetch_add(1, Relaxed) >= shared.max_contexts {
+                    shared.contexts.fetch_sub(1, Relaxed);
+                    stats.dropped_context_limit += value_count(m);
+                    return Ok(());
+                }
+                let ctx = Arc::new(Context::new(m.kind, name, &tag_strs));
+                let state = State::new(m.kind, shared.hasher);
+                v.insert(Entry { hash, ctx, last_window: window, touched: false, state }).into_mut()
+            }
+        };
+        entry.touched = true;
+        entry.last_window = window;
+        match &mut entry.state {
+            State::Counter(sum) => {
+                for v in parse::values(m.values) {
+                    *sum += v.value / m.sample_rate;
+                    stats.samples += 1;
+                }
+            }
+            State::Gauge(g) => {
+                for v in parse::values(m.values) {
+                    if v.signed && shared.gauge_mode == GaugeMode::Delta {
+                        g.shift(v.value, seq);
+                    } else {
+                        g.set(v.value, seq);
+                    }
+                    stats.samples += 1;
+                }
+            }
+            State::Set(set) => {
+                let member = shared.hasher.hash_one(m.values);
+                if set.len() < shared.max_set_size || set.contains(&member) {
+                    set.insert(member);
+                    stats.samples += 1;
+                } else {
+                    stats.set_members_dropped += 1;
+                }
+            }
+            State::Samples(s) => {
+                // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
+                let weight = (1.0 / m.sample_rate) as u32;
+                for v in parse::values(m.values) {
+                    s.add(v.value, weight);
+                    stats.samples += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves out the state of every context touched in this window and forgets contexts idle
+    /// for `expiry_windows` windows.
+    pub fn drain(&mut self, expiry_windows: u64, out: &mut Vec<Drained>) {
+        let window = self.window;
+        let mut expired = 0;
+        self.table.retain(|e| {
+            if e.touched {
+                e.touched = false;
+                out.push(Drained { hash: e.hash, ctx: Arc::clone(&e.ctx), state: e.state.take() });
+                true
+            } else if window.saturating_sub(e.last_window) >= expiry_windows {
+                expired += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.shared.contexts.fetch_sub(expired, Relaxed);
+        self.window += 1;
+    }
+}
+
+fn value_count(m: &MetricLine<'_>) -> u64 {
+    if m.kind == MetricKind::Set {
+        1
+    } else {
+        parse::values(m.values).count() as u64
+    }
+}
+
+/// Removes adjacent duplicates in place; returns the new length.
+fn dedup_sorted(tags: &mut [&[u8]]) -> usize {
+    if tags.is_empty() {
+        return 0;
+    }
+    let mut w = 1;
+    for r in 1..tags.len() {
+        if tags[r] != tags[w - 1] {
+            tags[w] = tags[r];
+            w += 1;
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup() {
+        let mut v: Vec<&[u8]> = vec![b"a", b"a", b"b", b"c", b"c"];
+        let n = dedup_sorted(&mut v);
+        assert_eq!(&v[..n], &[&b"a"[..], b"b", b"c"]);
+    }
+
+    #[test]
+    fn gauge_merge_orders_by_sequence() {
+        let mut a = GaugeState::default();
+        a.set(1.0, 10);
+        let mut b = GaugeState::default();
+        b.set(2.0, 20);
+        a.merge(b);
+        assert_eq!(a.resolve(None), 2.0);
+
+        // Delta after the winning absolute value counts; one before it does not.
+        let mut x = GaugeState::default();
+        x.set(5.0, 10);
+        let mut late = GaugeState::default();
+        late.shift(3.0, 11);
+        let mut early = GaugeState::default();
+        early.shift(100.0, 5);
+        x.merge(late);
+        x.merge(early);
+        assert_eq!(x.resolve(Some(1000.0)), 8.0);
+
+        // Only deltas: they move the previous value.
+        let mut d = GaugeState::default();
+        d.shift(-2.0, 1);
+        let mut e = GaugeState::default();
+        e.shift(5.0, 2);
+        d.merge(e);
+        assert_eq!(d.resolve(Some(10.0)), 13.0);
+        assert_eq!(d.resolve(None), 3.0);
+    }
+}

@@ -1,0 +1,571 @@
+//! Typed configuration: defaults for every key, the TOML file, environment overrides, validation.
+//!
+//! Precedence is defaults < file < environment. A file is checked twice: once as text (so a bad
+//! key or value is reported with its line and column) and once after the environment has been
+//! applied (so a bad environment value is reported with the variable's name). `config/tallyd.toml`
+//! must deserialize to exactly `Config::default()`; a test pins that.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole configuration. Every section and key has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub statsd: StatsdConfig,
+    pub aggregate: AggregateConfig,
+    pub http: HttpConfig,
+    pub prometheus: PrometheusConfig,
+    pub datadog: DatadogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a gauge value with a leading sign (`+3|g`, `-2|g`) is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GaugeMode {
+    /// The Datadog Agent's reading: the sign belongs to the number; `-2|g` sets the gauge to -2.
+    Absolute,
+    /// etsy statsd's and statsd_exporter's reading: a signed value moves the previous value.
+    Delta,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsdConfig {
+    /// UDP listen address; empty disables UDP.
+    pub udp_listen: String,
+    /// TCP listen address (newline-delimited); empty disables TCP.
+    pub tcp_listen: String,
+    /// Path of a Unix datagram socket; empty disables it.
+    pub unix_socket: String,
+    /// Number of UDP receiver threads, each with its own SO_REUSEPORT socket; 0 = one per core, at most 4.
+    pub udp_receivers: usize,
+    /// SO_RCVBUF requested for each UDP socket, in bytes.
+    pub udp_recv_buffer: usize,
+    /// Datagrams read per recvmmsg call.
+    pub udp_batch: usize,
+    /// Largest datagram accepted, in bytes; larger ones are truncated, counted, and their last line dropped.
+    pub max_packet_size: usize,
+    /// Concurrent TCP connections; further connections are refused and counted.
+    pub tcp_max_connections: usize,
+    /// A TCP connection that sends nothing for this long is closed.
+    #[serde(with = "duration_str")]
+    pub tcp_idle_timeout: Duration,
+    /// Longest TCP line accepted, in bytes; a longer line is discarded and counted.
+    pub tcp_max_line_length: usize,
+    /// Tags per line; a line with more is rejected and counted.
+    pub max_tags: usize,
+    /// `absolute` (Datadog Agent) or `delta` (etsy statsd, statsd_exporter).
+    pub gauge_mode: GaugeMode,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        Self {
+            udp_listen: "0.0.0.0:8125".into(),
+            tcp_listen: "0.0.0.0:8125".into(),
+            unix_socket: String::new(),
+            udp_receivers: 0,
+            udp_recv_buffer: 8 * 1024 * 1024,
+            udp_batch: 32,
+            max_packet_size: 8192,
+            tcp_max_connections: 1024,
+            tcp_idle_timeout: Duration::from_secs(300),
+            tcp_max_line_length: 65536,
+            max_tags: 100,
+            gauge_mode: GaugeMode::Absolute,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateConfig {
+    /// Length of one aggregation window.
+    #[serde(with = "duration_str")]
+    pub flush_interval: Duration,
+    /// Distinct contexts (name + tags + type) kept at once; samples for new contexts beyond it are dropped and counted.
+    pub max_contexts: usize,
+    /// Quantiles computed for timers, histograms and distributions, each in (0, 1).
+    pub percentiles: Vec<f64>,
+    /// Distinct members counted per set per window; members beyond it are dropped and counted.
+    pub max_set_size: usize,
+    /// A context with no sample for this long is forgotten by the aggregator (its memory freed).
+    #[serde(with = "duration_str")]
+    pub context_expiry: Duration,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(10),
+            max_contexts: 200_000,
+            percentiles: vec![0.5, 0.95, 0.99],
+            max_set_size: 100_000,
+            context_expiry: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP server (`/metrics`, `/health`).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:9090".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// A series that receives nothing for this long disappears from `/metrics`.
+    #[serde(with = "duration_str")]
+    pub series_ttl: Duration,
+    /// Series kept for `/metrics`; new series beyond it are dropped and counted.
+    pub max_series: usize,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        Self { series_ttl: Duration::from_secs(300), max_series: 200_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogConfig {
+    /// API key (`DD_API_KEY`). Recorded and reported; delivery to Datadog is not part of this build.
+    pub api_key: String,
+    /// Datadog site (`DD_SITE`).
+    pub site: String,
+    /// Host name reported with metrics (`DD_HOSTNAME`); empty = the system host name.
+    pub hostname: String,
+    /// `env:` tag (`DD_ENV`).
+    pub env: String,
+    /// `version:` tag (`DD_VERSION`).
+    pub version: String,
+    /// Constant tags (`DD_TAGS`, space or comma separated in the environment).
+    pub tags: Vec<String>,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            site: "datadoghq.com".into(),
+            hostname: String::new(),
+            env: String::new(),
+            version: String::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error, already phrased for the operator: it names the key and, for a file,
+/// the line and column.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Config {
+    /// Loads defaults, then the file (if any), then the process environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        Self::from_toml_with_env(&text, &origin, env)
+    }
+
+    /// Parses TOML text (checked with line and column), applies `env`, validates.
+    pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        // First pass: the text alone, so errors carry line, column and key.
+        toml::from_str::<Config>(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
+        apply_env(&mut table, env)?;
+        let cfg = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| err(format!("invalid value from the environment: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what types alone cannot: addresses, ranges, non-zero sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_addr("statsd.udp_listen", &self.statsd.udp_listen, true)?;
+        check_addr("statsd.tcp_listen", &self.statsd.tcp_listen, true)?;
+        check_addr("http.listen", &self.http.listen, false)?;
+        let positive = [
+            ("statsd.udp_recv_buffer", self.statsd.udp_recv_buffer),
+            ("statsd.udp_batch", self.statsd.udp_batch),
+            ("statsd.tcp_max_connections", self.statsd.tcp_max_connections),
+            ("statsd.tcp_max_line_length", self.statsd.tcp_max_line_length),
+            ("aggregate.max_contexts", self.aggregate.max_contexts),
+            ("aggregate.max_set_size", self.aggregate.max_set_size),
+            ("prometheus.max_series", self.prometheus.max_series),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(err(format!("invalid config: {key} must be greater than 0")));
+            }
+        }
+        if !(512..=65535).contains(&self.statsd.max_packet_size) {
+            return Err(err("invalid config: statsd.max_packet_size must be between 512 and 65535"));
+        }
+        if self.statsd.udp_batch > 1024 {
+            return Err(err("invalid config: statsd.udp_batch must be at most 1024"));
+        }
+        if self.statsd.udp_receivers > 64 {
+            return Err(err("invalid config: statsd.udp_receivers must be at most 64"));
+        }
+        if self.aggregate.flush_interval < Duration::from_millis(100) {
+            return Err(err("invalid config: aggregate.flush_interval must be at least 100ms"));
+        }
+        for (key, d) in [
+            ("statsd.tcp_idle_timeout", self.statsd.tcp_idle_timeout),
+            ("aggregate.context_expiry", self.aggregate.context_expiry),
+            ("prometheus.series_ttl", self.prometheus.series_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(err(format!("invalid config: {key} must be greater than 0s")));
+            }
+        }
+        for p in &self.aggregate.percentiles {
+            if !(*p > 0.0 && *p < 1.0) {
+                return Err(err(format!(
+                    "invalid config: aggregate.percentiles: {p} is not between 0 and 1 (exclusive)"
+                )));
+            }
+        }
+        if self.aggregate.percentiles.len() > 16 {
+            return Err(err("invalid config: aggregate.percentiles holds at most 16 values"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings, numbers and arrays cannot fail.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The UDP receiver thread count, resolving 0 to one per core (at most 4).
+    pub fn udp_receivers(&self) -> usize {
+        if self.statsd.udp_receivers > 0 {
+            return self.statsd.udp_receivers;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+    }
+}
+
+fn check_addr(key: &str, value: &str, may_be_empty: bool) -> Result<(), ConfigError> {
+    if value.is_empty() && may_be_empty {
+        return Ok(());
+    }
+    value
+        .parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| err(format!("invalid config: {key} = {value:?} is not an address like \"0.0.0.0:8125\"")))
+}
+
+/// Environment variables understood besides the general `TALLYD_SECTION__KEY` form.
+const DD_VARS: &[(&str, &str, &str)] = &[
+    ("DD_API_KEY", "datadog", "api_key"),
+    ("DD_SITE", "datadog", "site"),
+    ("DD_HOSTNAME", "datadog", "hostname"),
+    ("DD_ENV", "datadog", "env"),
+    ("DD_VERSION", "datadog", "version"),
+];
+
+/// Applies environment overrides to the parsed file. The default config serves as the schema:
+/// a key whose default is a string takes the variable's text as is; any other key takes the text
+/// as a TOML value (`5`, `true`, `[0.5, 0.99]`, `"10s"`).
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let schema = toml::Table::try_from(Config::default()).map_err(|e| err(format!("internal: {e}")))?;
+    for (name, value) in env {
+        if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
+            set_key(table, section, key, toml::Value::String(value.clone()));
+        } else if name == "DD_TAGS" {
+            let tags = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(|t| toml::Value::String(t.to_string()))
+                .collect();
+            set_key(table, "datadog", "tags", toml::Value::Array(tags));
+        } else if name == "DD_DOGSTATSD_PORT" {
+            let port: u16 = value
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port")))?;
+            for key in ["udp_listen", "tcp_listen"] {
+                let current = table
+                    .get("statsd")
+                    .and_then(|s| s.get(key))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .or_else(|| schema["statsd"][key].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                // As in the Datadog Agent, port 0 closes the UDP listener.
+                let new = if port == 0 && key == "udp_listen" {
+                    String::new()
+                } else {
+                    replace_port(&current, port)
+                };
+                set_key(table, "statsd", key, toml::Value::String(new));
+            }
+        } else if let Some(rest) = name.strip_prefix("TALLYD_") {
+            let Some((section, key)) = rest.split_once("__") else {
+                return Err(err(format!("environment variable {name}: expected TALLYD_<SECTION>__<KEY>")));
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let Some(default) = schema.get(&section).and_then(|s| s.get(&key)) else {
+                return Err(err(format!("environment variable {name}: there is no key {section}.{key}")));
+            };
+            let parsed = if default.is_str() {
+                toml::Value::String(value.clone())
+            } else {
+                let wrapped = format!("v = {value}");
+                let mut t: toml::Table = toml::from_str(&wrapped)
+                    .map_err(|_| err(format!("environment variable {name}: {value:?} is not a valid value for {section}.{key}")))?;
+                t.remove("v").unwrap_or(toml::Value::String(value.clone()))
+            };
+            set_key(table, &section, &key, parsed);
+        }
+    }
+    Ok(())
+}
+
+fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_string(), value);
+    }
+}
+
+fn replace_port(addr: &str, port: u16) -> String {
+    match addr.parse::<SocketAddr>() {
+        Ok(mut a) => {
+            a.set_port(port);
+            a.to_string()
+        }
+        Err(_) => format!("0.0.0.0:{port}"),
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h`, `2d` (one unit, whole numbers).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like \"10s\""))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+}
+
+/// Renders a duration in the largest unit that keeps it whole.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+mod duration_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn shipped_config_file_equals_defaults() {
+        let text = include_str!("../config/tallyd.toml");
+        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[]).expect("shipped config parses");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let cfg = Config::default();
+        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[]).expect("printed config parses");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_column() {
+        let e = Config::from_toml_with_env("[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n", "t.toml", &[])
+            .expect_err("unknown key must fail");
+        let msg = e.to_string();
+        assert!(msg.contains("bogus"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("column 1"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[]).expect_err("type");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = \"10 parsecs\"\n", "t.toml", &[]).expect_err("unit");
+        assert!(e.to_string().contains("unit"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[]).expect_err("addr");
+        assert!(e.to_string().contains("http.listen"), "{e}");
+        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[]).expect_err("pct");
+        assert!(e.to_string().contains("aggregate.percentiles"), "{e}");
+    }
+
+    #[test]
+    fn datadog_environment_overrides() {
+        let cfg = Config::from_toml_with_env(
+            "",
+            "t",
+            &env(&[
+                ("DD_API_KEY", "0123456789"),
+                ("DD_SITE", "datadoghq.eu"),
+                ("DD_HOSTNAME", "web-1"),
+                ("DD_ENV", "prod"),
+                ("DD_VERSION", "1.2.3"),
+                ("DD_TAGS", "team:core, region:eu  tier:web"),
+                ("DD_DOGSTATSD_PORT", "9125"),
+            ]),
+        )
+        .expect("valid env");
+        assert_eq!(cfg.datadog.api_key, "0123456789");
+        assert_eq!(cfg.datadog.site, "datadoghq.eu");
+        assert_eq!(cfg.datadog.hostname, "web-1");
+        assert_eq!(cfg.datadog.env, "prod");
+        assert_eq!(cfg.datadog.version, "1.2.3");
+        assert_eq!(cfg.datadog.tags, vec!["team:core", "region:eu", "tier:web"]);
+        assert_eq!(cfg.statsd.udp_listen, "0.0.0.0:9125");
+        assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:9125");
+    }
+
+    #[test]
+    fn dogstatsd_port_zero_closes_udp() {
+        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")])).expect("valid");
+        assert_eq!(cfg.statsd.udp_listen, "");
+        assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:0");
+    }
+
+    #[test]
+    fn general_environment_form() {
+        let cfg = Config::from_toml_with_env(
+            "[statsd]\nudp_listen = \"127.0.0.1:1\"\n",
+            "t",
+            &env(&[
+                ("TALLYD_STATSD__UDP_LISTEN", "127.0.0.1:7000"),
+                ("TALLYD_AGGREGATE__FLUSH_INTERVAL", "1s"),
+                ("TALLYD_AGGREGATE__PERCENTILES", "[0.9]"),
+                ("TALLYD_STATSD__GAUGE_MODE", "delta"),
+                ("TALLYD_STATSD__MAX_TAGS", "7"),
+            ]),
+        )
+        .expect("valid env");
+        assert_eq!(cfg.statsd.udp_listen, "127.0.0.1:7000");
+        assert_eq!(cfg.aggregate.flush_interval, Duration::from_secs(1));
+        assert_eq!(cfg.aggregate.percentiles, vec![0.9]);
+        assert_eq!(cfg.statsd.gauge_mode, GaugeMode::Delta);
+        assert_eq!(cfg.statsd.max_tags, 7);
+    }
+
+    #[test]
+    fn bad_environment_names_the_variable() {
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")])).expect_err("unknown");
+        assert!(e.to_string().contains("TALLYD_STATSD__NOPE"), "{e}");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")])).expect_err("type");
+        assert!(e.to_string().contains("TALLYD_STATSD__MAX_TAGS"), "{e}");
+        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")])).expect_err("port");
+        assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0ms");
+    }
+}

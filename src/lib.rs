@@ -1,0 +1,241 @@
+//! tallyd: a small, fast sidecar agent for StatsD/DogStatsD metrics.
+//!
+//! The flow (see ARCHITECTURE.md):
+//! ```text
+//! UDP (recvmmsg, N sockets) ─┐
+//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (one per producer)
+//! Unix datagram             ─┘                          │ every flush interval
+//!                                                       ▼
+//!                                   aggregate::Aggregator::flush ─▶ Arc<Flush> ─▶ sinks
+//! ```
+//! [`run`] binds every listener first (so a busy port fails fast with its name), then starts
+//! the receive threads, the TCP and HTTP servers and the flusher, and on shutdown stops intake,
+//! drains what was received, flushes one last time and returns.
+
+pub mod aggregate;
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod sinks;
+pub mod statsd;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use aggregate::Aggregator;
+use api::{Health, Status};
+use config::Config;
+use sinks::prometheus::Prometheus;
+use sinks::Sink;
+use statsd::Ingest;
+use telemetry::{Telemetry, Transport};
+
+/// Every socket tallyd listens on, bound before anything starts.
+struct Bound {
+    udp: Vec<UdpSocket>,
+    tcp: Option<tokio::net::TcpListener>,
+    uds: Option<(UnixDatagram, PathBuf)>,
+    http: tokio::net::TcpListener,
+}
+
+async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
+    let s = &cfg.statsd;
+    let udp = if s.udp_listen.is_empty() {
+        Vec::new()
+    } else {
+        let addr: SocketAddr = s.udp_listen.parse().context("statsd.udp_listen")?;
+        statsd::udp::bind(addr, cfg.udp_receivers(), s.udp_recv_buffer)
+            .with_context(|| format!("cannot bind the statsd UDP listener on {addr} (statsd.udp_listen)"))?
+    };
+    let tcp = if s.tcp_listen.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = s.tcp_listen.parse().context("statsd.tcp_listen")?;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the statsd TCP listener on {addr} (statsd.tcp_listen)"))?,
+        )
+    };
+    let uds = if s.unix_socket.is_empty() {
+        None
+    } else {
+        let path = PathBuf::from(&s.unix_socket);
+        let sock = statsd::udp::bind_unix(&path)
+            .with_context(|| format!("cannot bind the statsd Unix socket {} (statsd.unix_socket)", path.display()))?;
+        Some((sock, path))
+    };
+    let addr: SocketAddr = cfg.http.listen.parse().context("http.listen")?;
+    let http = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the HTTP listener on {addr} (http.listen)"))?;
+    Ok(Bound { udp, tcp, uds, http })
+}
+
+/// Runs tallyd until `shutdown` completes, then drains, flushes once more and returns.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let bound = bind_all(&cfg).await?;
+    let telemetry = Arc::new(Telemetry::default());
+    let aggregator = Arc::new(Aggregator::new(&cfg, Arc::clone(&telemetry)));
+    let prometheus =
+        Arc::new(Prometheus::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series, Arc::clone(&telemetry)));
+    let sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
+    let health = Arc::new(Health::new(cfg.aggregate.flush_interval, Arc::clone(&telemetry)));
+    let ingest = Arc::new(Ingest { aggregator: Arc::clone(&aggregator), max_tags: cfg.statsd.max_tags });
+    let cancel = CancellationToken::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+
+    let receiver = |transport| statsd::udp::Receiver {
+        ingest: Arc::clone(&ingest),
+        shard: aggregator.new_shard(),
+        telemetry: Arc::clone(&telemetry),
+        batch: cfg.statsd.udp_batch,
+        max_packet: cfg.statsd.max_packet_size,
+        transport,
+        stop: Arc::clone(&stop),
+    };
+
+    if bound.udp.is_empty() {
+        health.set("statsd_udp", Status::Disabled, "statsd.udp_listen is empty");
+    }
+    let mut ports = Vec::new();
+    for (i, sock) in bound.udp.into_iter().enumerate() {
+        let addr = sock.local_addr()?;
+        if i == 0 {
+            info!(component = "statsd_udp", addr = %addr, sockets = cfg.udp_receivers(), "listening");
+            health.set("statsd_udp", Status::Ok, format!("{addr}, {} sockets", cfg.udp_receivers()));
+        }
+        ports.push(addr.port());
+        let r = receiver(Transport::Udp);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("udp-recv-{i}"))
+                .spawn(move || r.run(sock.as_raw_fd()))
+                .context("cannot start a UDP receiver thread")?,
+        );
+    }
+    ports.dedup();
+    *aggregate::lock(&telemetry.udp_ports) = ports;
+
+    if let Some((sock, path)) = bound.uds {
+        info!(component = "statsd_uds", path = %path.display(), "listening");
+        health.set("statsd_uds", Status::Ok, path.display().to_string());
+        let r = receiver(Transport::Uds);
+        threads.push(
+            std::thread::Builder::new()
+                .name("uds-recv".into())
+                .spawn(move || {
+                    let _remove = statsd::udp::RemoveOnDrop(path);
+                    r.run(sock.as_raw_fd());
+                })
+                .context("cannot start the Unix socket receiver thread")?,
+        );
+    } else {
+        health.set("statsd_uds", Status::Disabled, "statsd.unix_socket is empty");
+    }
+
+    let tcp_task = if let Some(listener) = bound.tcp {
+        let addr = listener.local_addr()?;
+        info!(component = "statsd_tcp", addr = %addr, "listening");
+        health.set("statsd_tcp", Status::Ok, addr.to_string());
+        let server = Arc::new(statsd::tcp::TcpServer {
+            ingest: Arc::clone(&ingest),
+            shard: aggregator.new_shard(),
+            telemetry: Arc::clone(&telemetry),
+            max_connections: cfg.statsd.tcp_max_connections,
+            idle_timeout: cfg.statsd.tcp_idle_timeout,
+            max_line: cfg.statsd.tcp_max_line_length,
+        });
+        Some(tokio::spawn(server.run(listener, cancel.clone())))
+    } else {
+        health.set("statsd_tcp", Status::Disabled, "statsd.tcp_listen is empty");
+        None
+    };
+
+    let (flush_stop, flush_rx) = mpsc::channel::<()>();
+    let flusher = {
+        let aggregator = Arc::clone(&aggregator);
+        let telemetry = Arc::clone(&telemetry);
+        std::thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || flush_loop(&aggregator, &sinks, &telemetry, &flush_rx))
+            .context("cannot start the flusher thread")?
+    };
+
+    let http_addr = bound.http.local_addr()?;
+    info!(component = "http", addr = %http_addr, "listening");
+    health.set("http", Status::Ok, http_addr.to_string());
+    let app = api::router(api::AppState { prometheus, health: Arc::clone(&health) });
+    let http_cancel = CancellationToken::new();
+    let http_task = tokio::spawn({
+        let c = http_cancel.clone();
+        async move { axum::serve(bound.http, app).with_graceful_shutdown(c.cancelled_owned()).await }
+    });
+    health.set_ready(true);
+    info!(version = env!("CARGO_PKG_VERSION"), "tallyd started");
+
+    shutdown.await;
+    info!("shutting down: stopping intake, draining, final flush");
+    health.set_ready(false);
+    cancel.cancel();
+    stop.store(true, Relaxed);
+    if let Some(t) = tcp_task {
+        let _ = t.await;
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+        let _ = flush_stop.send(());
+        let _ = flusher.join();
+    });
+    let _ = joined.await;
+    http_cancel.cancel();
+    let _ = http_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Flushes at every multiple of the interval (wall clock aligned, like the Datadog Agent's
+/// buckets) until told to stop, then flushes the partial window once more.
+fn flush_loop(aggregator: &Aggregator, sinks: &[Arc<dyn Sink>], telemetry: &Telemetry, stop: &mpsc::Receiver<()>) {
+    let iv = aggregator.interval().as_millis().max(1) as u64;
+    loop {
+        let now = unix_now().as_millis() as u64;
+        let next = (now / iv + 1) * iv;
+        let last = !matches!(stop.recv_timeout(Duration::from_millis(next - now)), Err(mpsc::RecvTimeoutError::Timeout));
+        let start_ms = if last { (unix_now().as_millis() as u64 / iv) * iv } else { next - iv };
+        let t0 = Instant::now();
+        let flush = Arc::new(aggregator.flush(start_ms / 1000));
+        for s in sinks {
+            s.consume(&flush);
+        }
+        let took = t0.elapsed();
+        telemetry.flushes.fetch_add(1, Relaxed);
+        telemetry.flush_last_ns.store(took.as_nanos() as u64, Relaxed);
+        telemetry.flush_series.store(flush.series.len() as u64, Relaxed);
+        telemetry.flush_last_unix.store(unix_now().as_secs(), Relaxed);
+        if took > aggregator.interval() / 2 {
+            tracing::warn!(took_ms = took.as_millis() as u64, series = flush.series.len(), "flush took more than half the interval");
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The `tallyd` command line: parse arguments, load the configuration, start the runtime.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tallyd::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "tallyd", version, about = "StatsD/DogStatsD sidecar agent: aggregate per window, expose to Prometheus")]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded defaults apply.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log level or tracing filter (overrides log.level).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit: 0 when valid, 1 with one error otherwise.
+    CheckConfig,
+    /// Print the effective configuration (defaults + file + environment) as TOML.
+    PrintConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(l) = cli.log_level {
+        cfg.log.level = l;
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("config ok");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::PrintConfig) => {
+            print!("{}", cfg.to_toml());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
+    }
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(tallyd::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .map_err(|e| format!("invalid log.level {:?}: {e}", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

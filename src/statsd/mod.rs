@@ -1,0 +1,72 @@
+//! StatsD/DogStatsD intake: the parser and the UDP, TCP and Unix datagram listeners.
+//!
+//! Listeners only decode and hand on: every packet goes through [`Ingest::packet`] into the
+//! listener's own aggregation shard. They never wait on a sink.
+
+pub mod parse;
+pub mod tcp;
+pub mod udp;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::aggregate::{Aggregator, Shard};
+use crate::telemetry::LocalStats;
+use parse::{Line, ParseError};
+
+/// What every listener needs to turn packets into aggregated samples.
+pub struct Ingest {
+    pub aggregator: Arc<Aggregator>,
+    pub max_tags: usize,
+}
+
+impl Ingest {
+    /// Parses every line of `packet` into `shard`. A bad line is counted and skipped; the
+    /// rest of the packet still counts. When `truncated`, the last line is incomplete and is
+    /// counted as such instead of being misread.
+    pub fn packet(&self, packet: &[u8], truncated: bool, shard: &mut Shard, seq: u64, stats: &mut LocalStats) {
+        let mut lines = parse::lines(packet).peekable();
+        while let Some(line) = lines.next() {
+            stats.lines += 1;
+            if truncated && lines.peek().is_none() {
+                bad_line(stats, ParseError::Truncated, line);
+                continue;
+            }
+            match parse::parse_line(line, self.max_tags) {
+                Ok(Line::Metric(m)) => {
+                    if let Err(e) = shard.apply(&m, seq, stats) {
+                        bad_line(stats, e, line);
+                    }
+                }
+                Ok(Line::Event(ev)) => {
+                    if self.aggregator.push_event(ev) {
+                        stats.events += 1;
+                    }
+                }
+                Ok(Line::ServiceCheck(sc)) => {
+                    if self.aggregator.push_check(sc) {
+                        stats.service_checks += 1;
+                    }
+                }
+                Err(e) => bad_line(stats, e, line),
+            }
+        }
+    }
+}
+
+/// Counts a rejected line and logs it, at most once per second for the whole process.
+pub fn bad_line(stats: &mut LocalStats, reason: ParseError, line: &[u8]) {
+    stats.error(reason);
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = LAST.load(Relaxed);
+    if now > last && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let shown = &line[..line.len().min(200)];
+        tracing::warn!(
+            reason = reason.as_str(),
+            line = %String::from_utf8_lossy(shown),
+            "rejected a statsd line (further rejections this second are counted in tallyd_statsd_parse_errors_total, not logged)"
+        );
+    }
+}

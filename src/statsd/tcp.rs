@@ -1,0 +1,155 @@
+//! Newline-delimited statsd over TCP.
+//!
+//! Connections are limited in number (a permit is taken before a connection is served; without
+//! one the connection is closed at once and counted), in line length (a longer line is skipped
+//! up to its newline and counted) and in idle time. All connections feed one shared shard, taken
+//! once per read, so a busy connection costs one lock per read and not per line.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::parse::ParseError;
+use super::{bad_line, Ingest};
+use crate::aggregate::{lock, Shard};
+use crate::telemetry::{LocalStats, Telemetry, Transport};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+pub struct TcpServer {
+    pub ingest: Arc<Ingest>,
+    pub shard: Arc<Mutex<Shard>>,
+    pub telemetry: Arc<Telemetry>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_line: usize,
+}
+
+impl TcpServer {
+    /// Accepts until `cancel`, then waits for open connections to finish what they have read.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let tracker = TaskTracker::new();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    // Out of descriptors and similar errors clear up; back off instead of spinning.
+                    tracing::warn!(error = %e, "statsd TCP accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                self.telemetry.tcp_refused.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, "statsd TCP connection refused: statsd.tcp_max_connections reached");
+                drop(stream);
+                continue;
+            };
+            self.telemetry.tcp_total.fetch_add(1, Relaxed);
+            self.telemetry.tcp_active.fetch_add(1, Relaxed);
+            let this = Arc::clone(&self);
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                this.serve(stream, cancel).await;
+                this.telemetry.tcp_active.fetch_sub(1, Relaxed);
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn serve(&self, mut stream: TcpStream, cancel: CancellationToken) {
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut stats = LocalStats::default();
+        // True while skipping the rest of an over-long line.
+        let mut skipping = false;
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = tokio::time::timeout(self.idle_timeout, read_more(&mut stream, &mut buf)) => r,
+            };
+            let n = match read {
+                Err(_) => {
+                    self.telemetry.tcp_idle_closed.fetch_add(1, Relaxed);
+                    break;
+                }
+                Ok(Err(_)) | Ok(Ok(0)) => break,
+                Ok(Ok(n)) => n,
+            };
+            stats.packets += 1;
+            stats.bytes += n as u64;
+            let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+                if buf.len() > self.max_line {
+                    if !skipping {
+                        bad_line(&mut stats, ParseError::LineTooLong, &buf);
+                        stats.lines += 1;
+                    }
+                    skipping = true;
+                    buf.clear();
+                }
+                stats.publish(&self.telemetry, Transport::Tcp);
+                continue;
+            };
+            let mut complete = &buf[..=last_nl];
+            if skipping {
+                // Drop the tail of the over-long line, up to and including its newline.
+                let nl = complete.iter().position(|&b| b == b'\n').unwrap_or(complete.len() - 1);
+                complete = &complete[nl + 1..];
+                skipping = false;
+            }
+            self.ingest_lines(complete, &mut stats);
+            buf.drain(..=last_nl);
+            if buf.len() > self.max_line {
+                bad_line(&mut stats, ParseError::LineTooLong, &buf);
+                stats.lines += 1;
+                skipping = true;
+                buf.clear();
+            }
+            stats.publish(&self.telemetry, Transport::Tcp);
+        }
+        // A last line without a newline still counts (nc often sends one).
+        if !skipping && !buf.is_empty() {
+            let rest = std::mem::take(&mut buf);
+            self.ingest_lines(&rest, &mut stats);
+        }
+        stats.publish(&self.telemetry, Transport::Tcp);
+    }
+
+    fn ingest_lines(&self, data: &[u8], stats: &mut LocalStats) {
+        let seq = self.ingest.aggregator.shared().seq();
+        let mut shard = lock(&self.shard);
+        // Lines longer than the limit that arrived whole in one read are rejected here.
+        for line in data.split(|&b| b == b'\n') {
+            if line.len() > self.max_line {
+                stats.lines += 1;
+                bad_line(stats, ParseError::LineTooLong, line);
+            } else if !line.is_empty() {
+                self.ingest.packet(line, false, &mut shard, seq, stats);
+            }
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    stream.read_buf(buf).await
+}

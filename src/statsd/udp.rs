@@ -1,0 +1,207 @@
+//! Datagram receivers: UDP (several SO_REUSEPORT sockets, one thread each) and the Unix
+//! datagram socket. Both read with `recvmmsg`, many datagrams per system call, parse in place
+//! in the receive buffers, and lock their shard once per batch.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::Ingest;
+use crate::aggregate::{lock, Shard};
+use crate::telemetry::{LocalStats, Telemetry, Transport};
+
+/// How often a blocked receive wakes up to check for shutdown.
+const WAKE: Duration = Duration::from_millis(200);
+
+/// Binds `count` UDP sockets to `addr`, sharing the port with SO_REUSEPORT so the kernel spreads
+/// datagrams over them. With port 0, the first socket picks the port and the rest join it.
+pub fn bind(addr: SocketAddr, count: usize, recv_buffer: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        set_recv_buffer(&s, recv_buffer);
+        s.bind(&addr.into())?;
+        let sock: UdpSocket = s.into();
+        sock.set_read_timeout(Some(WAKE))?;
+        addr = sock.local_addr()?;
+        out.push(sock);
+    }
+    Ok(out)
+}
+
+/// Asks for `want` bytes of receive buffer. Above `net.core.rmem_max` the kernel caps the
+/// request; SO_RCVBUFFORCE (root or CAP_NET_ADMIN) lifts the cap. Logged when still short.
+fn set_recv_buffer(s: &Socket, want: usize) {
+    let _ = s.set_recv_buffer_size(want);
+    // The kernel reports twice the usable size it granted.
+    let got = s.recv_buffer_size().unwrap_or(0) / 2;
+    if got >= want {
+        return;
+    }
+    let v = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads exactly `size_of::<c_int>()` bytes from a valid pointer to a
+    // live c_int, on a descriptor owned by `s`.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let got = s.recv_buffer_size().unwrap_or(0) / 2;
+    if rc != 0 || got < want {
+        tracing::warn!(
+            requested = want,
+            granted = got,
+            "UDP receive buffer is smaller than statsd.udp_recv_buffer; raise net.core.rmem_max or run with CAP_NET_ADMIN"
+        );
+    }
+}
+
+/// Binds the Unix datagram socket at `path`, replacing a stale socket file, write-open to all
+/// (mode 0722, as the Datadog Agent sets it).
+pub fn bind_unix(path: &Path) -> io::Result<UnixDatagram> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "path is a directory"));
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    let sock = UnixDatagram::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))?;
+    sock.set_read_timeout(Some(WAKE))?;
+    Ok(sock)
+}
+
+/// Removes the Unix socket file when the receiver stops.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Settings of one receive loop.
+pub struct Receiver {
+    pub ingest: Arc<Ingest>,
+    pub shard: Arc<Mutex<Shard>>,
+    pub telemetry: Arc<Telemetry>,
+    pub batch: usize,
+    pub max_packet: usize,
+    pub transport: Transport,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Fixed receive buffers and the `mmsghdr` array pointing into them.
+struct Batch {
+    bufs: Vec<u8>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    size: usize,
+}
+
+impl Batch {
+    fn new(count: usize, size: usize) -> Batch {
+        let mut b = Batch { bufs: vec![0u8; count * size], iovecs: Vec::with_capacity(count), msgs: Vec::with_capacity(count), size };
+        let base = b.bufs.as_mut_ptr();
+        for i in 0..count {
+            // SAFETY: `i * size` is within `bufs` (count * size bytes), so the pointer stays in bounds.
+            let p = unsafe { base.add(i * size) };
+            b.iovecs.push(libc::iovec { iov_base: p.cast(), iov_len: size });
+        }
+        let iov = b.iovecs.as_mut_ptr();
+        for i in 0..count {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid (empty) value.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            // SAFETY: `i < count == iovecs.len()`, so the pointer is in bounds.
+            m.msg_hdr.msg_iov = unsafe { iov.add(i) };
+            m.msg_hdr.msg_iovlen = 1;
+            b.msgs.push(m);
+        }
+        b
+    }
+
+    /// Receives up to `msgs.len()` datagrams, waiting for the first one (at most the socket's
+    /// read timeout) and not for the rest.
+    fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
+        for m in &mut self.msgs {
+            m.msg_len = 0;
+            m.msg_hdr.msg_flags = 0;
+        }
+        let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+        // SAFETY: `msgs` holds `msgs.len()` initialised headers whose iovecs point into `bufs`,
+        // which lives as long as `self` and is never reallocated; the kernel writes at most
+        // `iov_len` bytes into each buffer and fills `msg_len`/`msg_flags`. No address buffer
+        // is passed (msg_name is null).
+        let n = unsafe {
+            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as libc::c_uint, flags, std::ptr::null_mut())
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// The `i`-th received datagram and whether the kernel truncated it.
+    fn datagram(&self, i: usize) -> (&[u8], bool) {
+        let m = &self.msgs[i];
+        let len = (m.msg_len as usize).min(self.size);
+        let start = i * self.size;
+        (&self.bufs[start..start + len], m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+}
+
+impl Receiver {
+    /// Receives until `stop` is set, then drains what the socket still holds and returns.
+    pub fn run(self, fd: RawFd) {
+        let mut batch = Batch::new(self.batch, self.max_packet);
+        let mut stats = LocalStats::default();
+        loop {
+            let stopping = self.stop.load(Relaxed);
+            match batch.recv(fd, !stopping) {
+                Ok(0) => {}
+                Ok(n) => {
+                    let seq = self.ingest.aggregator.shared().seq();
+                    let mut shard = lock(&self.shard);
+                    for i in 0..n {
+                        let (data, truncated) = batch.datagram(i);
+                        stats.packets += 1;
+                        stats.bytes += data.len() as u64;
+                        if truncated {
+                            self.telemetry.udp_truncated.fetch_add(1, Relaxed);
+                        }
+                        self.ingest.packet(data, truncated, &mut shard, seq, &mut stats);
+                    }
+                    drop(shard);
+                    stats.publish(&self.telemetry, self.transport);
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if stopping {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.telemetry.udp_receive_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, transport = self.transport.as_str(), "receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! tallyd's own metrics (`tallyd_*` on `/metrics`).
+//!
+//! Counters are plain atomics. Receive loops count into a [`LocalStats`] on their own stack and
+//! publish it once per batch, so the hot path never touches a shared cache line per line.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::sinks::prometheus::expo;
+use crate::statsd::parse::ParseError;
+
+/// The statsd transports, as label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp = 0,
+    Tcp = 1,
+    Uds = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Uds];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Uds => "uds",
+        }
+    }
+}
+
+const REASONS: usize = ParseError::ALL.len();
+
+#[derive(Default)]
+pub struct TransportStats {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub lines: AtomicU64,
+}
+
+/// Every counter and gauge tallyd keeps about itself.
+pub struct Telemetry {
+    started: Instant,
+    pub transports: [TransportStats; 3],
+    pub parse_errors: [AtomicU64; REASONS],
+    pub samples: AtomicU64,
+    pub events: AtomicU64,
+    pub service_checks: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub udp_truncated: AtomicU64,
+    pub udp_receive_errors: AtomicU64,
+    pub tcp_active: AtomicU64,
+    pub tcp_total: AtomicU64,
+    pub tcp_refused: AtomicU64,
+    pub tcp_idle_closed: AtomicU64,
+    pub contexts: AtomicU64,
+    pub samples_dropped_context_limit: AtomicU64,
+    pub set_members_dropped: AtomicU64,
+    pub histogram_clamped: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_last_ns: AtomicU64,
+    pub flush_series: AtomicU64,
+    pub flush_last_unix: AtomicU64,
+    pub prom_series: AtomicU64,
+    pub prom_conflicts: AtomicU64,
+    pub prom_series_dropped: AtomicU64,
+    /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
+    pub udp_ports: std::sync::Mutex<Vec<u16>>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            started: Instant::now(),
+            transports: Default::default(),
+            parse_errors: Default::default(),
+            samples: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            service_checks: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            udp_truncated: AtomicU64::new(0),
+            udp_receive_errors: AtomicU64::new(0),
+            tcp_active: AtomicU64::new(0),
+            tcp_total: AtomicU64::new(0),
+            tcp_refused: AtomicU64::new(0),
+            tcp_idle_closed: AtomicU64::new(0),
+            contexts: AtomicU64::new(0),
+            samples_dropped_context_limit: AtomicU64::new(0),
+            set_members_dropped: AtomicU64::new(0),
+            histogram_clamped: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_last_ns: AtomicU64::new(0),
+            flush_series: AtomicU64::new(0),
+            flush_last_unix: AtomicU64::new(0),
+            prom_series: AtomicU64::new(0),
+            prom_conflicts: AtomicU64::new(0),
+            prom_series_dropped: AtomicU64::new(0),
+            udp_ports: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Per-loop counters, published with [`LocalStats::publish`].
+#[derive(Default, Debug)]
+pub struct LocalStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lines: u64,
+    pub samples: u64,
+    pub events: u64,
+    pub service_checks: u64,
+    pub errors: [u64; REASONS],
+    pub dropped_context_limit: u64,
+    pub set_members_dropped: u64,
+}
+
+impl LocalStats {
+    pub fn error(&mut self, e: ParseError) {
+        self.errors[e.index()] += 1;
+    }
+
+    /// Adds these counts to `t` and zeroes them.
+    pub fn publish(&mut self, t: &Telemetry, transport: Transport) {
+        let ts = &t.transports[transport as usize];
+        add(&ts.packets, self.packets);
+        add(&ts.bytes, self.bytes);
+        add(&ts.lines, self.lines);
+        add(&t.samples, self.samples);
+        add(&t.events, self.events);
+        add(&t.service_checks, self.service_checks);
+        add(&t.samples_dropped_context_limit, self.dropped_context_limit);
+        add(&t.set_members_dropped, self.set_members_dropped);
+        for (i, n) in self.errors.iter().enumerate() {
+            add(&t.parse_errors[i], *n);
+        }
+        *self = LocalStats::default();
+    }
+}
+
+fn add(a: &AtomicU64, n: u64) {
+    if n != 0 {
+        a.fetch_add(n, Relaxed);
+    }
+}
+
+impl Telemetry {
+    /// Total parse errors for `reason` (tests and the smoke check read this).
+    pub fn parse_errors(&self, reason: ParseError) -> u64 {
+        self.parse_errors[reason.index()].load(Relaxed)
+    }
+
+    /// Appends every `tallyd_*` family in the text format (or OpenMetrics when `om`).
+    pub fn render(&self, out: &mut String, om: bool) {
+        let g = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let mut fam = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            expo::family_header(out, name, kind, help, om);
+            for (labels, v) in samples {
+                expo::sample(out, name, if kind == "counter" { "_total" } else { "" }, labels, *v);
+            }
+        };
+        let per_transport = |f: fn(&TransportStats) -> &AtomicU64| -> Vec<(String, f64)> {
+            Transport::ALL
+                .iter()
+                .map(|tr| (format!("transport=\"{}\"", tr.as_str()), g(f(&self.transports[*tr as usize]))))
+                .collect()
+        };
+        
+        let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+        fam("tallyd_build_info", "gauge", "tallyd build; always 1.", &[(&version, 1.0)]);
+        fam("tallyd_uptime_seconds", "gauge", "Seconds since tallyd started.", &[("", self.started.elapsed().as_secs_f64())]);
+        if let Some((rss, cpu)) = process_stats() {
+            fam("tallyd_process_resident_memory_bytes", "gauge", "Resident set size.", &[("", rss)]);
+            fam("tallyd_process_cpu_seconds", "counter", "User and system CPU time.", &[("", cpu)]);
+        }
+        let p = per_transport(|t| &t.packets);
+        fam("tallyd_statsd_packets", "counter", "Datagrams (UDP, UDS) or reads (TCP) received.", &borrow_labels(&p));
+        let b = per_transport(|t| &t.bytes);
+        fam("tallyd_statsd_bytes", "counter", "Bytes received.", &borrow_labels(&b));
+        let l = per_transport(|t| &t.lines);
+        fam("tallyd_statsd_lines", "counter", "Non-empty lines received, good or bad.", &borrow_labels(&l));
+        let reasons: Vec<(String, f64)> = ParseError::ALL
+            .iter()
+            .map(|r| (format!("reason=\"{}\"", r.as_str()), g(&self.parse_errors[r.index()])))
+            .collect();
+        fam("tallyd_statsd_parse_errors", "counter", "Lines rejected, by reason.", &borrow_labels(&reasons));
+        fam("tallyd_statsd_samples", "counter", "Metric values accepted into aggregation.", &[("", g(&self.samples))]);
+        fam("tallyd_statsd_events", "counter", "Events accepted.", &[("", g(&self.events))]);
+        fam("tallyd_statsd_service_checks", "counter", "Service checks accepted.", &[("", g(&self.service_checks))]);
+        fam("tallyd_statsd_events_dropped", "counter", "Events and service checks dropped at the per-window limit.", &[("", g(&self.events_dropped))]);
+        fam("tallyd_statsd_udp_truncated", "counter", "Datagrams larger than statsd.max_packet_size.", &[("", g(&self.udp_truncated))]);
+        fam("tallyd_statsd_udp_receive_errors", "counter", "Failed UDP/UDS receive calls.", &[("", g(&self.udp_receive_errors))]);
+        fam("tallyd_udp_kernel_drops", "counter", "Datagrams the kernel dropped on tallyd's UDP sockets (receive buffer full), from /proc/net/udp.", &[("", self.kernel_drops() as f64)]);
+        fam("tallyd_tcp_connections_active", "gauge", "Open statsd TCP connections.", &[("", g(&self.tcp_active))]);
+        fam("tallyd_tcp_connections", "counter", "Accepted statsd TCP connections.", &[("", g(&self.tcp_total))]);
+        fam("tallyd_tcp_connections_refused", "counter", "TCP connections refused at statsd.tcp_max_connections.", &[("", g(&self.tcp_refused))]);
+        fam("tallyd_tcp_idle_closed", "counter", "TCP connections closed after statsd.tcp_idle_timeout.", &[("", g(&self.tcp_idle_closed))]);
+        fam("tallyd_aggregate_contexts", "gauge", "Contexts held by the aggregator.", &[("", g(&self.contexts))]);
+        fam("tallyd_aggregate_samples_dropped", "counter", "Samples dropped because aggregate.max_contexts was reached.", &[("reason=\"context_limit\"", g(&self.samples_dropped_context_limit))]);
+        fam("tallyd_aggregate_set_members_dropped", "counter", "Set members dropped at aggregate.max_set_size.", &[("", g(&self.set_members_dropped))]);
+        fam("tallyd_aggregate_histogram_clamped", "counter", "Samples beyond the histogram range, recorded at its bound.", &[("", g(&self.histogram_clamped))]);
+        fam("tallyd_flush", "counter", "Windows flushed.", &[("", g(&self.flushes))]);
+        fam("tallyd_flush_duration_seconds", "gauge", "Duration of the last flush.", &[("", g(&self.flush_last_ns) / 1e9)]);
+        fam("tallyd_flush_series", "gauge", "Series in the last flush.", &[("", g(&self.flush_series))]);
+        fam("tallyd_flush_last_timestamp_seconds", "gauge", "Unix time of the last flush.", &[("", g(&self.flush_last_unix))]);
+        fam("tallyd_prometheus_series", "gauge", "Series exposed on /metrics.", &[("", g(&self.prom_series))]);
+        fam("tallyd_prometheus_conflicting_series", "gauge", "Series left out of the last scrape because their name and labels clashed with another series.", &[("", g(&self.prom_conflicts))]);
+        fam("tallyd_prometheus_series_dropped", "counter", "New series refused at prometheus.max_series.", &[("", g(&self.prom_series_dropped))]);
+    }
+
+    /// Sums the `drops` column of /proc/net/udp and /proc/net/udp6 over tallyd's UDP ports.
+    pub fn kernel_drops(&self) -> u64 {
+        let ports = match self.udp_ports.lock() {
+            Ok(p) => p.clone(),
+            Err(_) => return 0,
+        };
+        if ports.is_empty() {
+            return 0;
+        }
+        let mut total = 0;
+        for file in ["/proc/net/udp", "/proc/net/udp6"] {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                total += drops_for_ports(&text, &ports);
+            }
+        }
+        total
+    }
+}
+
+/// Parses /proc/net/udp text: `sl local_address rem_address st ... drops` (drops is the last column).
+fn drops_for_ports(text: &str, ports: &[u16]) -> u64 {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port_hex = cols.get(1)?.rsplit(':').next()?;
+            let port = u16::from_str_radix(port_hex, 16).ok()?;
+            ports.contains(&port).then(|| cols.last()?.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// (resident bytes, cpu seconds) of this process, from /proc.
+pub fn process_stats() -> Option<(f64, f64)> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // Linux reports in pages and clock ticks; 4 KiB pages and 100 Hz ticks on every mainstream target.
+    Some((pages * 4096.0, (utime + stime) / 100.0))
+}
+
+/// Renders telemetry alone (handy in tests).
+pub fn render_to_string(t: &Telemetry) -> String {
+    let mut s = String::new();
+    t.render(&mut s, false);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_udp_drops() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+   10: 00000000:1FBD 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12345 2 0000000000000000 17\n\
+   11: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 12346 2 0000000000000000 4\n";
+        assert_eq!(drops_for_ports(text, &[8125]), 17);
+        assert_eq!(drops_for_ports(text, &[8125, 53]), 21);
+        assert_eq!(drops_for_ports(text, &[9]), 0);
+    }
+
+    #[test]
+    fn local_stats_publish_and_reset() {
+        let t = Telemetry::default();
+        let mut l = LocalStats { packets: 2, lines: 5, ..Default::default() };
+        l.error(ParseError::Value);
+        l.publish(&t, Transport::Tcp);
+        assert_eq!(t.transports[Transport::Tcp as usize].packets.load(Relaxed), 2);
+        assert_eq!(t.parse_errors(ParseError::Value), 1);
+        assert_eq!(l.packets, 0);
+        let text = render_to_string(&t);
+        assert!(text.contains("tallyd_statsd_parse_errors_total{reason=\"invalid_value\"} 1\n"), "{text}");
+        assert!(text.contains("tallyd_statsd_lines_total{transport=\"tcp\"} 5\n"), "{text}");
+    }
+}
+
+fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+}
