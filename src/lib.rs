@@ -235,6 +235,7 @@ fn flush_loop(aggregator: &Aggregator, sinks: &[Arc<dyn Sink>], telemetry: &Tele
             tracing::warn!(took_ms = took.as_millis() as u64, series = flush.series.len(), "flush took more than half the interval");
         }
         if last {
+            info!(series = flush.series.len(), events = flush.events.len(), "final flush done");
             return;
         }
     }

@@ -65,6 +65,14 @@ pub struct Telemetry {
     pub prom_series_dropped: AtomicU64,
     /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
     pub udp_ports: std::sync::Mutex<Vec<u16>>,
+    /// Subsystems that render their own `tallyd_*` families (forwarder, alerts, ...).
+    sources: std::sync::Mutex<Vec<std::sync::Arc<dyn MetricsSource>>>,
+}
+
+/// A subsystem's own metrics, rendered after the core ones on `/metrics`.
+pub trait MetricsSource: Send + Sync {
+    /// Appends complete families (use `sinks::prometheus::expo`); `om` selects OpenMetrics.
+    fn render(&self, out: &mut String, om: bool);
 }
 
 impl Default for Telemetry {
@@ -95,6 +103,7 @@ impl Default for Telemetry {
             prom_conflicts: AtomicU64::new(0),
             prom_series_dropped: AtomicU64::new(0),
             udp_ports: std::sync::Mutex::new(Vec::new()),
+            sources: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -143,6 +152,11 @@ fn add(a: &AtomicU64, n: u64) {
 }
 
 impl Telemetry {
+    /// Adds a subsystem whose metrics are rendered with tallyd's own.
+    pub fn register(&self, source: std::sync::Arc<dyn MetricsSource>) {
+        crate::aggregate::lock(&self.sources).push(source);
+    }
+
     /// Total parse errors for `reason` (tests and the smoke check read this).
     pub fn parse_errors(&self, reason: ParseError) -> u64 {
         self.parse_errors[reason.index()].load(Relaxed)
@@ -204,6 +218,10 @@ impl Telemetry {
         fam("tallyd_prometheus_series", "gauge", "Series exposed on /metrics.", &[("", g(&self.prom_series))]);
         fam("tallyd_prometheus_conflicting_series", "gauge", "Series left out of the last scrape because their name and labels clashed with another series.", &[("", g(&self.prom_conflicts))]);
         fam("tallyd_prometheus_series_dropped", "counter", "New series refused at prometheus.max_series.", &[("", g(&self.prom_series_dropped))]);
+        let sources = crate::aggregate::lock(&self.sources).clone();
+        for s in sources {
+            s.render(out, om);
+        }
     }
 
     /// Sums the `drops` column of /proc/net/udp and /proc/net/udp6 over tallyd's UDP ports.

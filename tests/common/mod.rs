@@ -1,0 +1,242 @@
+//! Test harness: starts the real `tallyd` binary on free loopback ports and talks to it over
+//! real sockets. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Listener settings that bind everything to loopback port 0, flush every 200 ms.
+pub const BASE_CONFIG: &str = r#"
+[log]
+level = "info"
+format = "json"
+[statsd]
+udp_listen = "127.0.0.1:0"
+tcp_listen = "127.0.0.1:0"
+udp_receivers = 2
+[aggregate]
+flush_interval = "200ms"
+[http]
+listen = "127.0.0.1:0"
+"#;
+
+pub struct Tallyd {
+    child: Option<Child>,
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tallyd")
+}
+
+/// A command for the binary with tallyd's and the Datadog Agent's variables removed, so the
+/// developer's environment cannot change a test.
+pub fn command() -> Command {
+    let mut c = Command::new(bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TALLYD_") || k.starts_with("DD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+impl Tallyd {
+    /// Starts tallyd with `BASE_CONFIG` followed by `extra` (later keys of a table must not
+    /// repeat earlier ones; pass a whole config with [`Tallyd::start_raw`] to replace it).
+    pub fn start(extra: &str) -> Tallyd {
+        Self::start_raw(&merge(BASE_CONFIG, extra), &[])
+    }
+
+    pub fn start_raw(config: &str, env: &[(&str, &str)]) -> Tallyd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config.replace("@DIR@", &dir.path().display().to_string());
+        let path = dir.path().join("tallyd.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = command();
+        cmd.arg("--config").arg(&path).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tallyd");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = logs.lock().expect("logs").clone();
+            if lines.iter().any(|l| l.contains("tallyd started")) {
+                let find = |component: &str| -> Option<SocketAddr> {
+                    lines.iter().find_map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                        let f = v.get("fields")?;
+                        if f.get("component")?.as_str()? == component {
+                            f.get("addr")?.as_str()?.parse().ok()
+                        } else {
+                            None
+                        }
+                    })
+                };
+                let http = find("http").expect("http address in logs");
+                return Tallyd { child: Some(child), udp: find("statsd_udp"), tcp: find("statsd_tcp"), http, dir, logs };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tallyd exited early with {status}: {lines:#?}");
+            }
+            assert!(Instant::now() < deadline, "tallyd did not start: {lines:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn send_udp(&self, data: &str) {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        s.send_to(data.as_bytes(), self.udp.expect("udp listener")).expect("udp send");
+    }
+
+    pub fn send_tcp(&self, data: &str) {
+        let mut s = TcpStream::connect(self.tcp.expect("tcp listener")).expect("tcp connect");
+        s.write_all(data.as_bytes()).expect("tcp write");
+    }
+
+    /// GET `path`; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_request(self.http, "GET", path, &[], "")
+    }
+
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").1
+    }
+
+    /// Polls `/metrics` until `series` (the exact text before the value, e.g.
+    /// `foo_total{a="b"}`) has `want`, or panics after 10 s with the last scrape.
+    pub fn wait_value(&self, series: &str, want: f64) -> String {
+        self.wait_metrics(|text| value(text, series) == Some(want), &format!("{series} == {want}"))
+    }
+
+    pub fn wait_metrics(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics();
+            if pred(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: kill only sends a signal to the child we started; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tallyd did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+}
+
+impl Drop for Tallyd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Appends `extra` to `base`, merging keys into tables that `base` already opens.
+pub fn merge(base: &str, extra: &str) -> String {
+    let mut table: toml::Table = toml::from_str(base).expect("base toml");
+    let extra: toml::Table = toml::from_str(extra).expect("extra toml");
+    for (k, v) in extra {
+        match (table.get_mut(&k), v) {
+            (Some(toml::Value::Table(t)), toml::Value::Table(e)) => t.extend(e),
+            (_, v) => {
+                table.insert(k, v);
+            }
+        }
+    }
+    toml::to_string(&table).expect("render toml")
+}
+
+/// The value of the sample whose text before the value is exactly `series`.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name == series).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// A minimal HTTP/1.1 client over a real socket: one request, `Connection: close`.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("http write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("http read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Response headers of a GET, lower-cased names.
+pub fn http_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut s = TcpStream::connect(addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("http write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("http read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}

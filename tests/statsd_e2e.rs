@@ -1,0 +1,144 @@
+//! End-to-end: the real binary, real UDP/TCP/Unix sockets, real scrapes of /metrics.
+
+mod common;
+
+use common::{http_headers, value, Tallyd};
+use std::os::unix::net::UnixDatagram;
+
+#[test]
+fn udp_counter_reaches_metrics() {
+    let t = Tallyd::start("");
+    t.send_udp("test.metric:1|c\n");
+    t.wait_value("test_metric_total", 1.0);
+    t.send_udp("test.metric:2|c");
+    t.wait_value("test_metric_total", 3.0);
+}
+
+#[test]
+fn tcp_and_unix_socket_give_the_same_result() {
+    let t = Tallyd::start("[statsd]\nunix_socket = \"@DIR@/dsd.socket\"\n");
+    t.send_tcp("test.metric:1|c\n");
+    t.wait_value("test_metric_total", 1.0);
+    let sock = UnixDatagram::unbound().expect("unix socket");
+    sock.send_to(b"test.metric:1|c", t.path("dsd.socket")).expect("uds send");
+    let text = t.wait_value("test_metric_total", 2.0);
+    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"uds\"}"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"tcp\"}"), Some(1.0));
+}
+
+#[test]
+fn full_grammar_with_bad_lines_mixed_in() {
+    let t = Tallyd::start("");
+    let packet = "\
+req:1|c|#route:/a,env:prod\r\n\
+req:1|c|@0.5|#env:prod,route:/a\n\
+not a metric\n\
+lat:10:20:30:40|ms|#db:main\n\
+lat:oops|ms\n\
+size:5|h|@0.25\n\
+temp:21.5|g\n\
+temp:-3|g\n\
+users:alice|s\n\
+users:bob|s\n\
+users:alice|s\n\
+dist:1:2:3:4:5:6:7:8:9:10|d|T1700000000|c:abc|card:high\n\
+_e{5,4}:title|text|#a:b\n\
+_sc|db.up|0|#env:prod\n\
+x:1|q\n";
+    t.send_udp(packet);
+    let text = t.wait_value("req_total{env=\"prod\",route=\"/a\"}", 3.0);
+    let text = if value(&text, "dist_count") == Some(10.0) { text } else { t.wait_value("dist_count", 10.0) };
+    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.5\"}"), Some(20.0));
+    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.99\"}"), Some(40.0));
+    assert_eq!(value(&text, "lat_sum{db=\"main\"}"), Some(100.0));
+    assert_eq!(value(&text, "lat_count{db=\"main\"}"), Some(4.0));
+    assert_eq!(value(&text, "size_count"), Some(4.0));
+    assert_eq!(value(&text, "size_sum"), Some(20.0));
+    assert_eq!(value(&text, "temp"), Some(-3.0));
+    assert_eq!(value(&text, "users"), Some(2.0));
+    assert_eq!(value(&text, "dist{quantile=\"0.5\"}"), Some(5.0));
+    assert_eq!(value(&text, "dist_sum"), Some(55.0));
+    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_format\"}"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_value\"}"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_type\"}"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_events_total"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_service_checks_total"), Some(1.0));
+    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"udp\"}"), Some(15.0));
+}
+
+#[test]
+fn delta_gauges_when_configured() {
+    let t = Tallyd::start("[statsd]\ngauge_mode = \"delta\"\n");
+    t.send_udp("g:10|g");
+    t.wait_value("g", 10.0);
+    t.send_udp("g:+5|g\ng:-2|g");
+    t.wait_value("g", 13.0);
+}
+
+#[test]
+fn openmetrics_when_asked() {
+    let t = Tallyd::start("");
+    t.send_udp("hits:2|c");
+    t.wait_value("hits_total", 2.0);
+    let h = http_headers(t.http, "/metrics", &[("Accept", "application/openmetrics-text; version=1.0.0")]);
+    let ct = h.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let (_, body) = common::http_request(
+        t.http,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0,text/plain;q=0.5")],
+        "",
+    );
+    assert!(body.contains("# TYPE hits counter\n"), "{body}");
+    assert!(body.ends_with("# EOF\n"));
+    let plain = t.metrics();
+    assert!(plain.contains("# TYPE hits_total counter\n"));
+    assert!(!plain.contains("# EOF"));
+}
+
+#[test]
+fn health_endpoints() {
+    let t = Tallyd::start("");
+    let (code, body) = t.get("/health");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["components"]["statsd_udp"]["status"], "ok");
+    assert_eq!(v["components"]["statsd_uds"]["status"], "disabled");
+    assert_eq!(t.get("/health/live").0, 200);
+    assert_eq!(t.get("/health/ready").0, 200);
+    assert_eq!(t.get("/nope").0, 404);
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    let mut t = Tallyd::start("[aggregate]\nflush_interval = \"1h\"\n");
+    t.send_udp("late:1|c");
+    // Give the datagram time to be read; the window will not close for an hour.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = t.terminate();
+    assert!(status.success(), "{status}");
+    let logs = t.logs().join("\n");
+    let last = t.logs().into_iter().find(|l| l.contains("final flush done")).unwrap_or_else(|| panic!("{logs}"));
+    let v: serde_json::Value = serde_json::from_str(&last).expect("json log");
+    assert_eq!(v["fields"]["series"], 1, "{last}");
+    assert!(logs.contains("\"stopped\""), "{logs}");
+}
+
+#[test]
+fn port_in_use_is_one_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let config = format!(
+        "[statsd]\nudp_listen = \"\"\ntcp_listen = \"\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = common::command().arg("--config").arg(&path).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"), "{err}");
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}
