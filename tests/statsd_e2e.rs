@@ -167,7 +167,10 @@ fn health_endpoints() {
 fn sigterm_flushes_and_exits_zero() {
     let mut t = Tallyd::start("[aggregate]\nflush_interval = \"1h\"\n");
     t.send_udp("late:1|c");
-    // Give the datagram time to be read; the window will not close for an hour.
+    // A TCP client that keeps its connection open through the shutdown.
+    let mut open = std::net::TcpStream::connect(t.tcp.expect("tcp")).expect("connect");
+    std::io::Write::write_all(&mut open, b"tcp.late:1|c\n").expect("write");
+    // Give the data time to arrive; the window will not close for an hour.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let status = t.terminate();
     assert!(status.success(), "{status}");
@@ -178,7 +181,7 @@ fn sigterm_flushes_and_exits_zero() {
         .find(|l| l.contains("final flush done"))
         .unwrap_or_else(|| panic!("{logs}"));
     let v: serde_json::Value = serde_json::from_str(&last).expect("json log");
-    assert_eq!(v["fields"]["series"], 1, "{last}");
+    assert_eq!(v["fields"]["series"], 2, "{last}");
     assert!(logs.contains("\"stopped\""), "{logs}");
 }
 
