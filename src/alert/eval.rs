@@ -287,9 +287,11 @@ impl Evaluator {
                     Phase::Pending { since, severity } => (&mut s.pending, since, severity),
                     Phase::Firing { since, severity, .. } => (&mut s.firing, since, severity),
                 };
+                let mut all = rs.rule.labels.clone();
+                all.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
                 list.push(ActiveAlert {
                     alert: rs.rule.name.clone(),
-                    labels: labels.clone(),
+                    labels: all,
                     state: phase.name(),
                     severity,
                     value,
