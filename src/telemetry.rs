@@ -277,6 +277,10 @@ pub fn render_to_string(t: &Telemetry) -> String {
     s
 }
 
+fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,8 +308,4 @@ mod tests {
         assert!(text.contains("tallyd_statsd_parse_errors_total{reason=\"invalid_value\"} 1\n"), "{text}");
         assert!(text.contains("tallyd_statsd_lines_total{transport=\"tcp\"} 5\n"), "{text}");
     }
-}
-
-fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
 }

@@ -48,7 +48,11 @@ impl Drop for Alertmanager {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn start_alertmanager(webhook: &str) -> Alertmanager {
@@ -63,23 +67,35 @@ fn start_alertmanager(webhook: &str) -> Alertmanager {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let child = Command::new(&bin)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .arg("--cluster.listen-address=")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let mut am = Alertmanager { child, addr, _dir: dir };
+    let mut am = Alertmanager {
+        child,
+        addr,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if std::net::TcpStream::connect(addr).is_ok() && http_request(addr, "GET", "/-/ready", &[], "").0 == 200 {
+        if std::net::TcpStream::connect(addr).is_ok()
+            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
+        {
             return am;
         }
         if let Ok(Some(status)) = am.child.try_wait() {
             panic!("alertmanager exited early with {status}");
         }
-        assert!(Instant::now() < deadline, "alertmanager did not become ready on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -89,7 +105,12 @@ fn active(am: SocketAddr, name: &str) -> Vec<Value> {
     let (code, body) = http_request(am, "GET", "/api/v2/alerts", &[], "");
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("alerts json");
-    v.as_array().expect("array").iter().filter(|a| a["labels"]["alertname"] == name).cloned().collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == name)
+        .cloned()
+        .collect()
 }
 
 fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
@@ -126,30 +147,49 @@ resend_interval = "1s"
     ));
 
     t.send_udp("checkout.latency:900|ms|#service:cart\ncheckout.latency:950|ms|#service:cart\ncheckout.latency:20|ms|#service:search");
-    wait_until("the alert in Alertmanager", || !active(am.addr, "CheckoutSlow").is_empty());
+    wait_until("the alert in Alertmanager", || {
+        !active(am.addr, "CheckoutSlow").is_empty()
+    });
     let alerts = active(am.addr, "CheckoutSlow");
-    assert_eq!(alerts.len(), 1, "only the cart service is slow: {alerts:#?}");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "only the cart service is slow: {alerts:#?}"
+    );
     let a = &alerts[0];
     assert_eq!(a["labels"]["service"], "cart");
     assert_eq!(a["labels"]["severity"], "critical");
     assert_eq!(a["labels"]["source"], "tallyd");
     assert_eq!(a["status"]["state"], "active");
-    assert_eq!(a["annotations"]["summary"], "p95 checkout latency of cart is 950 ms");
+    assert_eq!(
+        a["annotations"]["summary"],
+        "p95 checkout latency of cart is 950 ms"
+    );
     // Alertmanager routes it to its receiver.
     let got = rx.wait("/am-webhook", "Alertmanager's firing notification", |r| {
         r.iter().any(|x| x.json()["status"] == "firing")
     });
-    let n = got.iter().find(|x| x.json()["status"] == "firing").expect("firing").json();
+    let n = got
+        .iter()
+        .find(|x| x.json()["status"] == "firing")
+        .expect("firing")
+        .json();
     assert_eq!(n["alerts"][0]["labels"]["alertname"], "CheckoutSlow");
     assert_eq!(n["alerts"][0]["labels"]["service"], "cart");
 
     // Fast again: tallyd resolves it, Alertmanager drops it and sends the recovery.
     t.send_udp("checkout.latency:40|ms|#service:cart");
-    wait_until("the alert to resolve in Alertmanager", || active(am.addr, "CheckoutSlow").is_empty());
+    wait_until("the alert to resolve in Alertmanager", || {
+        active(am.addr, "CheckoutSlow").is_empty()
+    });
     let got = rx.wait("/am-webhook", "Alertmanager's resolved notification", |r| {
         r.iter().any(|x| x.json()["status"] == "resolved")
     });
-    let n = got.iter().find(|x| x.json()["status"] == "resolved").expect("resolved").json();
+    let n = got
+        .iter()
+        .find(|x| x.json()["status"] == "resolved")
+        .expect("resolved")
+        .json();
     assert_eq!(n["alerts"][0]["labels"]["service"], "cart");
     assert_eq!(n["alerts"][0]["status"], "resolved");
 }

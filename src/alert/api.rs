@@ -50,12 +50,19 @@ struct TestQuery {
 ///
 /// # Errors
 /// The status and message to answer with.
-pub fn authorize(peer: SocketAddr, headers: &HeaderMap, token: &str) -> Result<(), (StatusCode, &'static str)> {
+pub fn authorize(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<(), (StatusCode, &'static str)> {
     if peer.ip().to_canonical().is_loopback() {
         return Ok(());
     }
     if token.is_empty() {
-        return Err((StatusCode::FORBIDDEN, "this endpoint is loopback-only unless http.admin_token is set"));
+        return Err((
+            StatusCode::FORBIDDEN,
+            "this endpoint is loopback-only unless http.admin_token is set",
+        ));
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -65,7 +72,10 @@ pub fn authorize(peer: SocketAddr, headers: &HeaderMap, token: &str) -> Result<(
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
-        Err((StatusCode::UNAUTHORIZED, "missing or wrong Authorization: Bearer token"))
+        Err((
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong Authorization: Bearer token",
+        ))
     }
 }
 
@@ -91,11 +101,19 @@ async fn test(
         "critical" => Severity::Critical,
         other => {
             let msg = format!("alert_type {other:?} must be warning, critical or info");
-            return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": msg }));
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": msg }),
+            );
         }
     };
-    let message = q.message.unwrap_or_else(|| "tallyd test notification".into());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let message = q
+        .message
+        .unwrap_or_else(|| "tallyd test notification".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     let labels: BTreeMap<String, String> = [("test".to_string(), "true".to_string())].into();
     let event = AlertEvent {
         status: EventStatus::Test,
@@ -120,8 +138,15 @@ async fn test(
     };
     let results = s.shared.dispatcher.test(&event).await;
     let ok = results.iter().all(|r| r.ok);
-    let code = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
-    json(code, &serde_json::json!({ "alert_type": severity.as_str(), "message": message, "ok": ok, "results": results }))
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    json(
+        code,
+        &serde_json::json!({ "alert_type": severity.as_str(), "message": message, "ok": ok, "results": results }),
+    )
 }
 
 fn json<T: serde::Serialize>(code: StatusCode, body: &T) -> Response {
@@ -141,11 +166,20 @@ mod tests {
         let none = HeaderMap::new();
         assert!(authorize(lo, &none, "").is_ok());
         assert!(authorize(lo6, &none, "").is_ok());
-        assert_eq!(authorize(remote, &none, "").map_err(|e| e.0), Err(StatusCode::FORBIDDEN));
-        assert_eq!(authorize(remote, &none, "s3cret").map_err(|e| e.0), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            authorize(remote, &none, "").map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            authorize(remote, &none, "s3cret").map_err(|e| e.0),
+            Err(StatusCode::UNAUTHORIZED)
+        );
         let mut wrong = HeaderMap::new();
         wrong.insert(header::AUTHORIZATION, "Bearer nope".parse().expect("hdr"));
-        assert_eq!(authorize(remote, &wrong, "s3cret").map_err(|e| e.0), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            authorize(remote, &wrong, "s3cret").map_err(|e| e.0),
+            Err(StatusCode::UNAUTHORIZED)
+        );
         let mut right = HeaderMap::new();
         right.insert(header::AUTHORIZATION, "Bearer s3cret".parse().expect("hdr"));
         assert!(authorize(remote, &right, "s3cret").is_ok());

@@ -139,7 +139,9 @@ impl Direction {
 }
 
 /// Alert severity, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -317,7 +319,9 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        crate::config::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+        crate::config::parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -342,7 +346,9 @@ impl AlertsConfig {
             }
         }
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
-            return Err(err("alerts.retry_initial must be > 0 and at most alerts.retry_max".into()));
+            return Err(err(
+                "alerts.retry_initial must be > 0 and at most alerts.retry_max".into(),
+            ));
         }
         if self.timeout.is_zero() {
             return Err(err("alerts.timeout must be greater than 0s".into()));
@@ -354,7 +360,10 @@ impl AlertsConfig {
                 return Err(err(format!("{at}.name must be set")));
             }
             if !names.insert(r.name.as_str()) {
-                return Err(err(format!("{at}.name {:?} is used by an earlier rule", r.name)));
+                return Err(err(format!(
+                    "{at}.name {:?} is used by an earlier rule",
+                    r.name
+                )));
             }
             let at = format!("{at} ({:?})", r.name);
             if let Err(e) = crate::alert::rules::Rule::compile(r, &self.notifiers) {
@@ -364,24 +373,37 @@ impl AlertsConfig {
         for (name, n) in &self.notifiers {
             let at = format!("alerts.notifiers.{name}");
             if name == "log" {
-                return Err(err(format!("{at}: the name \"log\" is reserved for the built-in log notifier")));
+                return Err(err(format!(
+                    "{at}: the name \"log\" is reserved for the built-in log notifier"
+                )));
             }
             let needs_url = n.kind != NotifierKind::Pagerduty;
             if needs_url && n.url.is_empty() {
-                return Err(err(format!("{at}.url must be set for type {:?}", n.kind.as_str())));
+                return Err(err(format!(
+                    "{at}.url must be set for type {:?}",
+                    n.kind.as_str()
+                )));
             }
-            if !n.url.is_empty() && !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                return Err(err(format!("{at}.url {:?} must start with http:// or https://", n.url)));
+            if !(n.url.is_empty() || n.url.starts_with("http://") || n.url.starts_with("https://"))
+            {
+                return Err(err(format!(
+                    "{at}.url {:?} must start with http:// or https://",
+                    n.url
+                )));
             }
             if n.kind == NotifierKind::Pagerduty && n.routing_key.is_empty() {
-                return Err(err(format!("{at}.routing_key must be set for type \"pagerduty\"")));
+                return Err(err(format!(
+                    "{at}.routing_key must be set for type \"pagerduty\""
+                )));
             }
             if n.kind == NotifierKind::Alertmanager && n.resend_interval.is_zero() {
                 return Err(err(format!("{at}.resend_interval must be greater than 0s")));
             }
             for k in n.headers.keys() {
                 if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                    return Err(err(format!("{at}.headers: {k:?} is not a valid header name")));
+                    return Err(err(format!(
+                        "{at}.headers: {k:?} is not a valid header name"
+                    )));
                 }
             }
         }
@@ -401,7 +423,9 @@ impl AlertsConfig {
             ("gps_invalid_rate_percent", h.gps_invalid_rate_percent),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(err(format!("alerts.health.{key} = {v} must be a number >= 0")));
+                return Err(err(format!(
+                    "alerts.health.{key} = {v} must be a number >= 0"
+                )));
             }
         }
         Ok(())

@@ -89,7 +89,14 @@ impl Acc {
     }
 
     /// The aggregated value; `prev` is the group's previous `last` (for a gauge's rate).
-    fn value(&mut self, agg: Aggregation, dir: Direction, secs: f64, prev: Option<(f64, u64)>, now: u64) -> Option<f64> {
+    fn value(
+        &mut self,
+        agg: Aggregation,
+        dir: Direction,
+        secs: f64,
+        prev: Option<(f64, u64)>,
+        now: u64,
+    ) -> Option<f64> {
         if self.series == 0 {
             return None;
         }
@@ -209,11 +216,23 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(rules: Vec<Rule>, host: String, repeat_interval: Duration, max_groups: usize, history_size: usize) -> Self {
+    pub fn new(
+        rules: Vec<Rule>,
+        host: String,
+        repeat_interval: Duration,
+        max_groups: usize,
+        history_size: usize,
+    ) -> Self {
         Evaluator {
             rules: rules
                 .into_iter()
-                .map(|rule| RuleState { rule, groups: HashMap::new(), seen_ms: None, first_ms: None, no_data: Phase::Ok })
+                .map(|rule| RuleState {
+                    rule,
+                    groups: HashMap::new(),
+                    seen_ms: None,
+                    first_ms: None,
+                    no_data: Phase::Ok,
+                })
                 .collect(),
             own: SelfMetrics::default(),
             host,
@@ -229,7 +248,9 @@ impl Evaluator {
 
     /// True when some rule reads `tallyd_*` metrics (so the caller renders them).
     pub fn needs_self_metrics(&self) -> bool {
-        self.rules.iter().any(|r| r.rule.source.selectors().iter().any(|s| s.is_self_metric()))
+        self.rules
+            .iter()
+            .any(|r| r.rule.source.selectors().iter().any(|s| s.is_self_metric()))
     }
 
     /// Self series not tracked at the bound.
@@ -244,22 +265,57 @@ impl Evaluator {
         self.last_now = now;
         self.evaluations += 1;
         let own = self.own.read(own_text);
-        let window = Window { flush, own: &own, secs: flush.interval.as_secs_f64() };
-        let mut out = Output { now_ms: now, ..Output::default() };
+        let window = Window {
+            flush,
+            own: &own,
+            secs: flush.interval.as_secs_f64(),
+        };
+        let mut out = Output {
+            now_ms: now,
+            ..Output::default()
+        };
         let mut history = Vec::new();
         for rs in &mut self.rules {
             let repeat = rs.rule.repeat_ms.unwrap_or(self.repeat_ms);
-            let ctx = Ctx { host: &self.host, now, repeat };
-            let dropped = evaluate_rule(rs, &window, &ctx, self.max_groups, &mut out.events, &mut history);
+            let ctx = Ctx {
+                host: &self.host,
+                now,
+                repeat,
+            };
+            let dropped = evaluate_rule(
+                rs,
+                &window,
+                &ctx,
+                self.max_groups,
+                &mut out.events,
+                &mut history,
+            );
             self.groups_dropped += dropped;
             if want_firing {
                 for g in rs.groups.values() {
-                    if let Phase::Firing { since, severity, .. } = g.phase {
-                        out.firing.push(ctx.event(&rs.rule, g, EventStatus::Firing, severity, since));
+                    if let Phase::Firing {
+                        since, severity, ..
+                    } = g.phase
+                    {
+                        out.firing.push(ctx.event(
+                            &rs.rule,
+                            g,
+                            EventStatus::Firing,
+                            severity,
+                            since,
+                        ));
                     }
                 }
-                if let Phase::Firing { since, severity, .. } = rs.no_data {
-                    out.firing.push(ctx.no_data_event(&rs.rule, EventStatus::Firing, severity, since));
+                if let Phase::Firing {
+                    since, severity, ..
+                } = rs.no_data
+                {
+                    out.firing.push(ctx.no_data_event(
+                        &rs.rule,
+                        EventStatus::Firing,
+                        severity,
+                        since,
+                    ));
                 }
             }
         }
@@ -285,7 +341,9 @@ impl Evaluator {
                 let (list, since, severity) = match phase {
                     Phase::Ok => return,
                     Phase::Pending { since, severity } => (&mut s.pending, since, severity),
-                    Phase::Firing { since, severity, .. } => (&mut s.firing, since, severity),
+                    Phase::Firing {
+                        since, severity, ..
+                    } => (&mut s.firing, since, severity),
                 };
                 let mut all = rs.rule.labels.clone();
                 all.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -305,7 +363,8 @@ impl Evaluator {
             }
             push(&BTreeMap::new(), rs.no_data, None, true);
         }
-        let order = |a: &ActiveAlert, b: &ActiveAlert| (&a.alert, &a.labels).cmp(&(&b.alert, &b.labels));
+        let order =
+            |a: &ActiveAlert, b: &ActiveAlert| (&a.alert, &a.labels).cmp(&(&b.alert, &b.labels));
         s.firing.sort_by(order);
         s.pending.sort_by(order);
         s
@@ -319,7 +378,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn event(&self, rule: &Rule, g: &Group, status: EventStatus, severity: Severity, since: u64) -> AlertEvent {
+    fn event(
+        &self,
+        rule: &Rule,
+        g: &Group,
+        status: EventStatus,
+        severity: Severity,
+        since: u64,
+    ) -> AlertEvent {
         let mut labels = rule.labels.clone();
         labels.extend(g.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let threshold = rule.threshold(severity);
@@ -368,7 +434,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn no_data_event(&self, rule: &Rule, status: EventStatus, severity: Severity, since: u64) -> AlertEvent {
+    fn no_data_event(
+        &self,
+        rule: &Rule,
+        status: EventStatus,
+        severity: Severity,
+        since: u64,
+    ) -> AlertEvent {
         let g = Group {
             labels: BTreeMap::new(),
             phase: Phase::Ok,
@@ -405,7 +477,10 @@ fn aggregation_name(a: Aggregation) -> String {
 }
 
 /// Group key and labels of a series: the values of the rule's `group_by` tags ("" if absent).
-fn group_of(group_by: &[String], tags: &mut dyn Iterator<Item = &str>) -> (Vec<String>, BTreeMap<String, String>) {
+fn group_of(
+    group_by: &[String],
+    tags: &mut dyn Iterator<Item = &str>,
+) -> (Vec<String>, BTreeMap<String, String>) {
     if group_by.is_empty() {
         return (Vec::new(), BTreeMap::new());
     }
@@ -427,7 +502,16 @@ fn group_of(group_by: &[String], tags: &mut dyn Iterator<Item = &str>) -> (Vec<S
 
 type Accs = HashMap<Vec<String>, (Acc, BTreeMap<String, String>)>;
 
-fn collect(window: &Window<'_>, rule: &Rule, sel: &super::rules::Selector, limit: usize, dropped: &mut u64) -> Accs {
+/// A group's window: value, labels, and whether its data is counted.
+type Current = (Option<f64>, BTreeMap<String, String>, bool);
+
+fn collect(
+    window: &Window<'_>,
+    rule: &Rule,
+    sel: &super::rules::Selector,
+    limit: usize,
+    dropped: &mut u64,
+) -> Accs {
     let mut accs: Accs = HashMap::new();
     window.for_each(sel, |tags, p| {
         let (key, labels) = group_of(&rule.group_by, tags);
@@ -435,7 +519,10 @@ fn collect(window: &Window<'_>, rule: &Rule, sel: &super::rules::Selector, limit
             *dropped += 1;
             return;
         }
-        accs.entry(key).or_insert_with(|| (Acc::default(), labels)).0.add(p);
+        accs.entry(key)
+            .or_insert_with(|| (Acc::default(), labels))
+            .0
+            .add(p);
     });
     accs
 }
@@ -455,29 +542,42 @@ fn evaluate_rule(
     rs.first_ms.get_or_insert(now);
 
     // value, labels, counting, last (for a gauge's rate)
-    let mut current: HashMap<Vec<String>, (Option<f64>, BTreeMap<String, String>, bool)> = HashMap::new();
-    let prev_of = |groups: &HashMap<Vec<String>, Group>, k: &Vec<String>| groups.get(k).and_then(|g| g.prev_last);
+    let mut current: HashMap<Vec<String>, Current> = HashMap::new();
+    let prev_of = |groups: &HashMap<Vec<String>, Group>, k: &Vec<String>| {
+        groups.get(k).and_then(|g| g.prev_last)
+    };
     let mut lasts: HashMap<Vec<String>, f64> = HashMap::new();
     let mut matched = false;
     match &rule.source {
         Source::Metric(sel) => {
             for (key, (mut acc, labels)) in collect(window, rule, sel, max_groups, &mut dropped) {
                 matched = true;
-                let v = acc.value(rule.aggregation, rule.direction, window.secs, prev_of(&rs.groups, &key), now);
+                let v = acc.value(
+                    rule.aggregation,
+                    rule.direction,
+                    window.secs,
+                    prev_of(&rs.groups, &key),
+                    now,
+                );
                 if acc.gauges > 0 {
                     lasts.insert(key.clone(), acc.last(rule.direction));
                 }
                 current.insert(key, (v, labels, acc.gauges == 0));
             }
         }
-        Source::Ratio { numerator, denominator } => {
+        Source::Ratio {
+            numerator,
+            denominator,
+        } => {
             let mut num = collect(window, rule, numerator, max_groups, &mut dropped);
             let den = collect(window, rule, denominator, max_groups, &mut dropped);
             matched = !den.is_empty();
             for (key, (mut d, labels)) in den {
                 let dv = d.value(rule.aggregation, rule.direction, window.secs, None, now);
                 let nv = match num.get_mut(&key) {
-                    Some((n, _)) => n.value(rule.aggregation, rule.direction, window.secs, None, now),
+                    Some((n, _)) => {
+                        n.value(rule.aggregation, rule.direction, window.secs, None, now)
+                    }
                     None if rule.aggregation.counts() => Some(0.0),
                     None => None,
                 };
@@ -501,7 +601,14 @@ fn evaluate_rule(
             }
             rs.groups.insert(
                 key.clone(),
-                Group { labels: labels.clone(), phase: Phase::Ok, value: None, seen_ms: now, counting: *counting, prev_last: None },
+                Group {
+                    labels: labels.clone(),
+                    phase: Phase::Ok,
+                    value: None,
+                    seen_ms: now,
+                    counting: *counting,
+                    prev_last: None,
+                },
             );
         }
         if let Some(g) = rs.groups.get_mut(key) {
@@ -515,7 +622,11 @@ fn evaluate_rule(
         }
     }
     let mut forget = Vec::new();
-    for (key, g) in rs.groups.iter_mut().filter(|(k, _)| !current.contains_key(*k)) {
+    for (key, g) in rs
+        .groups
+        .iter_mut()
+        .filter(|(k, _)| !current.contains_key(*k))
+    {
         let stale = now.saturating_sub(g.seen_ms) >= GROUP_HOLD_MS;
         if g.counting && rule.aggregation.counts() {
             g.value = Some(0.0);
@@ -537,19 +648,31 @@ fn evaluate_rule(
         // tallyd's own families are watched only once seen: one never rendered belongs to a
         // subsystem that is off. Application metrics are watched from the first evaluation.
         let own = rule.source.selectors().iter().all(|s| s.is_self_metric());
-        let armed = if own { rs.seen_ms } else { rs.seen_ms.or(rs.first_ms) };
-        let cond = armed.filter(|t| now.saturating_sub(*t) >= rule.no_data_ms).map(|_| rule.no_data_severity);
+        let armed = if own {
+            rs.seen_ms
+        } else {
+            rs.seen_ms.or(rs.first_ms)
+        };
+        let cond = armed
+            .filter(|t| now.saturating_sub(*t) >= rule.no_data_ms)
+            .map(|_| rule.no_data_severity);
         let before = rs.no_data;
         if let Some(t) = rs.no_data.step(now, cond, 0, ctx.repeat) {
             let (status, severity, since, event) = match (t, before) {
-                (Transition::Resolved { severity, since }, _) => (EventStatus::Resolved, severity, since, "resolved"),
-                (Transition::Fired { severity }, _) => (EventStatus::Firing, severity, now, "no_data"),
-                (Transition::Repeated { severity } | Transition::Changed { to: severity, .. }, Phase::Firing { since, .. }) => {
-                    (EventStatus::Firing, severity, since, "repeated")
+                (Transition::Resolved { severity, since }, _) => {
+                    (EventStatus::Resolved, severity, since, "resolved")
                 }
-                (Transition::Repeated { severity } | Transition::Changed { to: severity, .. }, _) => {
-                    (EventStatus::Firing, severity, now, "repeated")
+                (Transition::Fired { severity }, _) => {
+                    (EventStatus::Firing, severity, now, "no_data")
                 }
+                (
+                    Transition::Repeated { severity } | Transition::Changed { to: severity, .. },
+                    Phase::Firing { since, .. },
+                ) => (EventStatus::Firing, severity, since, "repeated"),
+                (
+                    Transition::Repeated { severity } | Transition::Changed { to: severity, .. },
+                    _,
+                ) => (EventStatus::Firing, severity, now, "repeated"),
             };
             let mut e = ctx.no_data_event(rule, status, severity, since);
             e.repeat = event == "repeated";
@@ -585,8 +708,12 @@ fn record(
     let (status, severity, event, previous, since) = match t {
         Transition::Fired { severity } => (EventStatus::Firing, severity, "firing", None, since),
         Transition::Changed { from, to } => (EventStatus::Firing, to, "changed", Some(from), since),
-        Transition::Repeated { severity } => (EventStatus::Firing, severity, "repeated", None, since),
-        Transition::Resolved { severity, since } => (EventStatus::Resolved, severity, "resolved", None, since),
+        Transition::Repeated { severity } => {
+            (EventStatus::Firing, severity, "repeated", None, since)
+        }
+        Transition::Resolved { severity, since } => {
+            (EventStatus::Resolved, severity, "resolved", None, since)
+        }
     };
     let mut e = ctx.event(rule, g, status, severity, since);
     e.previous_severity = previous;
@@ -610,24 +737,34 @@ mod tests {
 
     use super::*;
     use crate::aggregate::{SampleSummary, Series, SeriesValue};
-    use crate::alert::config::{AlertsConfig, RuleConfig};
+    use crate::alert::config::AlertsConfig;
     use crate::alert::rules::build_rules;
     use crate::model::{Context, MetricKind};
 
     const IV: u64 = 10;
 
     fn rules(toml_text: &str) -> Vec<Rule> {
-        let cfg: AlertsConfig = toml::from_str(&format!("default_rules = false\n{toml_text}")).expect("alerts toml");
+        let cfg: AlertsConfig =
+            toml::from_str(&format!("default_rules = false\n{toml_text}")).expect("alerts toml");
         cfg.validate().expect("valid");
         build_rules(&cfg, true).expect("rules")
     }
 
     fn evaluator(toml_text: &str) -> Evaluator {
-        Evaluator::new(rules(toml_text), "host-1".into(), Duration::from_secs(3600), 100, 50)
+        Evaluator::new(
+            rules(toml_text),
+            "host-1".into(),
+            Duration::from_secs(3600),
+            100,
+            50,
+        )
     }
 
     fn series(kind: MetricKind, name: &str, tags: &[&str], value: SeriesValue) -> Series {
-        Series { ctx: Arc::new(Context::from_unsorted(kind, name, tags)), value }
+        Series {
+            ctx: Arc::new(Context::from_unsorted(kind, name, tags)),
+            value,
+        }
     }
     fn gauge(name: &str, tags: &[&str], v: f64) -> Series {
         series(MetricKind::Gauge, name, tags, SeriesValue::Gauge(v))
@@ -640,7 +777,15 @@ mod tests {
         for v in values {
             samples.add(*v, 1);
         }
-        series(MetricKind::Timer, name, &[], SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles: vec![] })))
+        series(
+            MetricKind::Timer,
+            name,
+            &[],
+            SeriesValue::Samples(Box::new(SampleSummary {
+                samples,
+                quantiles: vec![],
+            })),
+        )
     }
 
     /// Evaluates the window that starts at `t` seconds.
@@ -660,7 +805,10 @@ mod tests {
     }
 
     fn kinds(o: &Output) -> Vec<(String, EventStatus, Severity)> {
-        o.events.iter().map(|e| (e.alert.clone(), e.status, e.severity)).collect()
+        o.events
+            .iter()
+            .map(|e| (e.alert.clone(), e.status, e.severity))
+            .collect()
     }
 
     #[test]
@@ -670,18 +818,33 @@ mod tests {
         );
         assert!(at(&mut e, 0, vec![gauge("q", &[], 20.0)]).events.is_empty());
         assert_eq!(e.snapshot().pending.len(), 1);
-        assert!(at(&mut e, 10, vec![gauge("q", &[], 20.0)]).events.is_empty());
-        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)]).events.is_empty());
+        assert!(at(&mut e, 10, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
+        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
         let o = at(&mut e, 30, vec![gauge("q", &[], 200.0)]);
-        assert_eq!(kinds(&o), vec![("Q".into(), EventStatus::Firing, Severity::Critical)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("Q".into(), EventStatus::Firing, Severity::Critical)]
+        );
         assert_eq!(o.events[0].value, Some(200.0));
-        assert_eq!(o.events[0].message, "Q is critical: q last = 200 (above 100)");
+        assert_eq!(
+            o.events[0].message,
+            "Q is critical: q last = 200 (above 100)"
+        );
         // A dip below the threshold resets `for`.
-        let mut e = evaluator("[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\nfor = \"20s\"\n");
+        let mut e =
+            evaluator("[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\nfor = \"20s\"\n");
         at(&mut e, 0, vec![gauge("q", &[], 20.0)]);
         at(&mut e, 10, vec![gauge("q", &[], 5.0)]);
-        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)]).events.is_empty());
-        assert!(at(&mut e, 30, vec![gauge("q", &[], 20.0)]).events.is_empty());
+        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
+        assert!(at(&mut e, 30, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
         assert_eq!(kinds(&at(&mut e, 40, vec![gauge("q", &[], 20.0)])).len(), 1);
     }
 
@@ -691,22 +854,34 @@ mod tests {
             "[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\ncritical = 50.0\nrepeat_interval = \"30s\"\n",
         );
         assert_eq!(kinds(&at(&mut e, 0, vec![gauge("q", &[], 20.0)])).len(), 1);
-        assert!(at(&mut e, 10, vec![gauge("q", &[], 20.0)]).events.is_empty());
-        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)]).events.is_empty());
+        assert!(at(&mut e, 10, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
+        assert!(at(&mut e, 20, vec![gauge("q", &[], 20.0)])
+            .events
+            .is_empty());
         let o = at(&mut e, 30, vec![gauge("q", &[], 20.0)]);
         assert!(o.events[0].repeat, "repeat after 30 s");
         let o = at(&mut e, 40, vec![gauge("q", &[], 60.0)]);
         assert_eq!(o.events[0].previous_severity, Some(Severity::Warning));
         assert_eq!(o.events[0].severity, Severity::Critical);
         let o = at(&mut e, 50, vec![gauge("q", &[], 1.0)]);
-        assert_eq!(kinds(&o), vec![("Q".into(), EventStatus::Resolved, Severity::Critical)]);
-        assert_eq!(o.events[0].starts_at_ms, 10_000, "resolution carries the start of firing");
+        assert_eq!(
+            kinds(&o),
+            vec![("Q".into(), EventStatus::Resolved, Severity::Critical)]
+        );
+        assert_eq!(
+            o.events[0].starts_at_ms, 10_000,
+            "resolution carries the start of firing"
+        );
         let snap = e.snapshot();
         assert!(snap.firing.is_empty());
         let events: Vec<&str> = snap.history.iter().map(|h| h.event).collect();
         assert_eq!(events, vec!["resolved", "changed", "repeated", "firing"]);
         // send_resolved = false keeps the recovery out of notifications (still in history).
-        let mut e = evaluator("[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\nsend_resolved = false\n");
+        let mut e = evaluator(
+            "[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\nsend_resolved = false\n",
+        );
         at(&mut e, 0, vec![gauge("q", &[], 20.0)]);
         assert!(at(&mut e, 10, vec![gauge("q", &[], 1.0)]).events.is_empty());
         assert_eq!(e.snapshot().history[0].event, "resolved");
@@ -730,7 +905,13 @@ mod tests {
         let mut got: Vec<(String, Severity, String)> = o
             .events
             .iter()
-            .map(|e| (e.labels["queue_type"].clone(), e.severity, e.message.clone()))
+            .map(|e| {
+                (
+                    e.labels["queue_type"].clone(),
+                    e.severity,
+                    e.message.clone(),
+                )
+            })
             .collect();
         got.sort();
         assert_eq!(
@@ -745,10 +926,19 @@ mod tests {
         let o = at(
             &mut e,
             10,
-            vec![gauge("queue.pending", &["queue_type:email"], 7000.0), gauge("queue.pending", &["queue_type:push"], 3.0)],
+            vec![
+                gauge("queue.pending", &["queue_type:email"], 7000.0),
+                gauge("queue.pending", &["queue_type:push"], 3.0),
+            ],
         );
         assert_eq!(o.events.len(), 1);
-        assert_eq!((o.events[0].status, o.events[0].labels["queue_type"].as_str()), (EventStatus::Resolved, "push"));
+        assert_eq!(
+            (
+                o.events[0].status,
+                o.events[0].labels["queue_type"].as_str()
+            ),
+            (EventStatus::Resolved, "push")
+        );
         assert_eq!(e.snapshot().firing.len(), 1);
     }
 
@@ -760,14 +950,36 @@ mod tests {
         let o = at(
             &mut e,
             0,
-            vec![counter("api.requests", &["status:2xx"], 94.0), counter("api.requests", &["status:5xx"], 6.0)],
+            vec![
+                counter("api.requests", &["status:2xx"], 94.0),
+                counter("api.requests", &["status:5xx"], 6.0),
+            ],
         );
-        assert_eq!(kinds(&o), vec![("ErrRate".into(), EventStatus::Firing, Severity::Warning)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("ErrRate".into(), EventStatus::Firing, Severity::Warning)]
+        );
         assert_eq!(o.events[0].value, Some(6.0));
-        assert!(at(&mut e, 10, vec![counter("api.requests", &["status:2xx"], 50.0), counter("api.requests", &["status:5xx"], 4.0)]).events.is_empty());
+        assert!(at(
+            &mut e,
+            10,
+            vec![
+                counter("api.requests", &["status:2xx"], 50.0),
+                counter("api.requests", &["status:5xx"], 4.0)
+            ]
+        )
+        .events
+        .is_empty());
         // No errors at all this window: the numerator counts as 0 and the alert resolves.
-        let o = at(&mut e, 20, vec![counter("api.requests", &["status:2xx"], 100.0)]);
-        assert_eq!(kinds(&o), vec![("ErrRate".into(), EventStatus::Resolved, Severity::Warning)]);
+        let o = at(
+            &mut e,
+            20,
+            vec![counter("api.requests", &["status:2xx"], 100.0)],
+        );
+        assert_eq!(
+            kinds(&o),
+            vec![("ErrRate".into(), EventStatus::Resolved, Severity::Warning)]
+        );
         assert_eq!(e.snapshot().history[0].value, Some(0.0));
         // No traffic: nothing to divide by, nothing fires.
         assert!(at(&mut e, 30, vec![]).events.is_empty());
@@ -781,19 +993,32 @@ mod tests {
         // First evaluation ends at 10 s; 30 s later (window ending at 40 s) it fires.
         assert!(at(&mut e, 20, vec![]).events.is_empty());
         let o = at(&mut e, 30, vec![]);
-        assert_eq!(kinds(&o), vec![("Live".into(), EventStatus::Firing, Severity::Critical)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("Live".into(), EventStatus::Firing, Severity::Critical)]
+        );
         assert!(o.events[0].no_data);
         assert_eq!(o.events[0].labels["alert_kind"], "no_data");
         assert!(at(&mut e, 40, vec![]).events.is_empty(), "de-duplicated");
         let o = at(&mut e, 50, vec![gauge("live.data", &[], 1.0)]);
-        assert_eq!(kinds(&o), vec![("Live".into(), EventStatus::Resolved, Severity::Critical)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("Live".into(), EventStatus::Resolved, Severity::Critical)]
+        );
     }
 
     #[test]
     fn own_metrics_of_disabled_subsystems_never_fire_no_data() {
         let mut e = evaluator("[[rules]]\nname = \"Gps\"\nmetric = \"tallyd_gps_messages_total\"\naggregation = \"sum\"\nno_data = \"20s\"\n");
         for t in 0..10 {
-            assert!(at_own(&mut e, t * IV, vec![], "# TYPE tallyd_flush_total counter\ntallyd_flush_total 3\n").events.is_empty());
+            assert!(at_own(
+                &mut e,
+                t * IV,
+                vec![],
+                "# TYPE tallyd_flush_total counter\ntallyd_flush_total 3\n"
+            )
+            .events
+            .is_empty());
         }
         // Once the family exists, its disappearance is an alert.
         let with = "# TYPE tallyd_gps_messages_total counter\ntallyd_gps_messages_total 3\n";
@@ -804,10 +1029,14 @@ mod tests {
 
     #[test]
     fn default_rules_read_own_metrics_with_env_thresholds() {
-        let env: Vec<(String, String)> = [("ALERT_QUEUE_PENDING_WARN", "7"), ("ALERT_QUEUE_PENDING_CRIT", "70"), ("ALERT_NO_DATA_MINUTES", "1")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: Vec<(String, String)> = [
+            ("ALERT_QUEUE_PENDING_WARN", "7"),
+            ("ALERT_QUEUE_PENDING_CRIT", "70"),
+            ("ALERT_NO_DATA_MINUTES", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let cfg = crate::config::Config::from_toml_with_env("", "t", &env).expect("config");
         assert_eq!(cfg.alerts.health.queue_pending_warn, 7.0);
         let rules = build_rules(&cfg.alerts, true).expect("rules");
@@ -817,7 +1046,14 @@ mod tests {
         };
         assert!(at_own(&mut e, 0, vec![], &own(6, 10)).events.is_empty());
         let o = at_own(&mut e, 10, vec![], &own(8, 20));
-        assert_eq!(kinds(&o), vec![("TallydForwarderQueuePending".into(), EventStatus::Firing, Severity::Warning)]);
+        assert_eq!(
+            kinds(&o),
+            vec![(
+                "TallydForwarderQueuePending".into(),
+                EventStatus::Firing,
+                Severity::Warning
+            )]
+        );
         let o = at_own(&mut e, 20, vec![], &own(80, 30));
         assert_eq!(o.events[0].severity, Severity::Critical);
         // Samples stop growing: after a minute (ALERT_NO_DATA_MINUTES=1) "no data received" fires.
@@ -829,7 +1065,11 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(fired, Some(9), "pending from the window at 30 s, firing 60 s later");
+        assert_eq!(
+            fired,
+            Some(9),
+            "pending from the window at 30 s, firing 60 s later"
+        );
         // An invalid environment value names the variable.
         let bad = vec![("ALERT_DLQ_WARN".to_string(), "lots".to_string())];
         let err = crate::config::Config::from_toml_with_env("", "t", &bad).expect_err("bad env");
@@ -841,16 +1081,26 @@ mod tests {
         let mut e = evaluator(
             "[[rules]]\nname = \"Errs\"\nmetric = \"errors\"\naggregation = \"sum\"\nwarn = 5.0\n[[rules]]\nname = \"Temp\"\nmetric = \"temp\"\nwarn = 50.0\n",
         );
-        let o = at(&mut e, 0, vec![counter("errors", &[], 9.0), gauge("temp", &[], 80.0)]);
+        let o = at(
+            &mut e,
+            0,
+            vec![counter("errors", &[], 9.0), gauge("temp", &[], 80.0)],
+        );
         assert_eq!(o.events.len(), 2);
         // Nothing sent next window: no errors counted (resolves); the gauge keeps its value.
         let o = at(&mut e, 10, vec![]);
-        assert_eq!(kinds(&o), vec![("Errs".into(), EventStatus::Resolved, Severity::Warning)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("Errs".into(), EventStatus::Resolved, Severity::Warning)]
+        );
         assert_eq!(e.snapshot().firing.len(), 1);
         // After GROUP_HOLD_MS without data the gauge's alert clears.
         let later = 10 + GROUP_HOLD_MS / 1000;
         let o = at(&mut e, later, vec![]);
-        assert_eq!(kinds(&o), vec![("Temp".into(), EventStatus::Resolved, Severity::Warning)]);
+        assert_eq!(
+            kinds(&o),
+            vec![("Temp".into(), EventStatus::Resolved, Severity::Warning)]
+        );
     }
 
     #[test]
@@ -860,9 +1110,17 @@ mod tests {
         );
         let mut values: Vec<f64> = (1..=20).map(|i| i as f64 * 10.0).collect();
         values.extend([5000.0; 5]);
-        let o = at(&mut e, 0, vec![timer("lat", &values), counter("hits", &[], 30.0)]);
+        let o = at(
+            &mut e,
+            0,
+            vec![timer("lat", &values), counter("hits", &[], 30.0)],
+        );
         let fired: Vec<String> = o.events.iter().map(|e| e.alert.clone()).collect();
-        assert_eq!(fired, vec!["P95".to_string(), "Rate".to_string()], "p95 = 5000, rate = 3/s, avg = 1084");
+        assert_eq!(
+            fired,
+            vec!["P95".to_string(), "Rate".to_string()],
+            "p95 = 5000, rate = 3/s, avg = 1084"
+        );
         assert_eq!(o.events[1].value, Some(3.0));
     }
 
@@ -875,7 +1133,9 @@ mod tests {
             3,
             10,
         );
-        let s: Vec<Series> = (0..5).map(|i| gauge("g", &[&format!("k:{i}")], 5.0)).collect();
+        let s: Vec<Series> = (0..5)
+            .map(|i| gauge("g", &[&format!("k:{i}")], 5.0))
+            .collect();
         assert_eq!(at(&mut e, 0, s).events.len(), 3);
         assert_eq!(e.groups_dropped, 2);
     }

@@ -59,8 +59,12 @@ impl SelfMetrics {
             if line.starts_with('#') || line.is_empty() {
                 continue;
             }
-            let Some((series, value)) = line.rsplit_once(' ') else { continue };
-            let Ok(value) = value.parse::<f64>() else { continue };
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
             let (name, labels) = match series.split_once('{') {
                 Some((n, l)) => (n, l.strip_suffix('}').unwrap_or(l)),
                 None => (series, ""),
@@ -87,7 +91,12 @@ impl SelfMetrics {
             } else {
                 (name, value)
             };
-            out.push(SelfSeries { name: family.to_string(), tags, counter, value });
+            out.push(SelfSeries {
+                name: family.to_string(),
+                tags,
+                counter,
+                value,
+            });
         }
         out
     }
@@ -132,18 +141,35 @@ pub struct Window<'a> {
 
 impl<'a> Window<'a> {
     /// Calls `f(tags, point)` for every series the selector matches.
-    pub fn for_each(&self, sel: &Selector, mut f: impl FnMut(&mut dyn Iterator<Item = &str>, Point<'a>)) {
+    pub fn for_each(
+        &self,
+        sel: &Selector,
+        mut f: impl FnMut(&mut dyn Iterator<Item = &str>, Point<'a>),
+    ) {
         if sel.is_self_metric() {
             let want = sel.metric.strip_suffix("_total").unwrap_or(&sel.metric);
-            for s in self.own.iter().filter(|s| s.name == want || (!s.counter && s.name == sel.metric)) {
+            for s in self
+                .own
+                .iter()
+                .filter(|s| s.name == want || (!s.counter && s.name == sel.metric))
+            {
                 if sel.matches_tags(|| s.tags.iter().map(String::as_str)) {
-                    let p = if s.counter { Point::Counter(s.value) } else { Point::Gauge(s.value) };
+                    let p = if s.counter {
+                        Point::Counter(s.value)
+                    } else {
+                        Point::Gauge(s.value)
+                    };
                     f(&mut s.tags.iter().map(String::as_str), p);
                 }
             }
             return;
         }
-        for s in self.flush.series.iter().filter(|s| s.ctx.name() == sel.metric) {
+        for s in self
+            .flush
+            .series
+            .iter()
+            .filter(|s| s.ctx.name() == sel.metric)
+        {
             if !sel.matches_tags(|| s.ctx.tags()) {
                 continue;
             }
@@ -169,9 +195,22 @@ mod tests {
         let first = m.read(text);
         assert_eq!(
             first[0],
-            SelfSeries { name: "tallyd_x".into(), tags: vec!["k:q\"z".into(), "reason:a b".into()], counter: true, value: 5.0 }
+            SelfSeries {
+                name: "tallyd_x".into(),
+                tags: vec!["k:q\"z".into(), "reason:a b".into()],
+                counter: true,
+                value: 5.0
+            }
         );
-        assert_eq!(first[1], SelfSeries { name: "tallyd_g".into(), tags: vec![], counter: false, value: 3.5 });
+        assert_eq!(
+            first[1],
+            SelfSeries {
+                name: "tallyd_g".into(),
+                tags: vec![],
+                counter: false,
+                value: 3.5
+            }
+        );
         let second = m.read(&text.replace("} 5", "} 12"));
         assert_eq!(second[0].value, 7.0);
         let reset = m.read(&text.replace("} 5", "} 2"));

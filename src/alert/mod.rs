@@ -87,16 +87,24 @@ impl Alerting {
     ///
     /// # Errors
     /// A rule that does not compile, or the HTTP client cannot be built.
-    pub fn start(cfg: &crate::config::Config, telemetry: Arc<Telemetry>, host: String) -> Result<Alerting, String> {
+    pub fn start(
+        cfg: &crate::config::Config,
+        telemetry: Arc<Telemetry>,
+        host: String,
+    ) -> Result<Alerting, String> {
         let a = &cfg.alerts;
-        let statsd_enabled =
-            !(cfg.statsd.udp_listen.is_empty() && cfg.statsd.tcp_listen.is_empty() && cfg.statsd.unix_socket.is_empty());
+        let statsd_enabled = !(cfg.statsd.udp_listen.is_empty()
+            && cfg.statsd.tcp_listen.is_empty()
+            && cfg.statsd.unix_socket.is_empty());
         let rules = rules::build_rules(a, statsd_enabled)?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let dispatcher = Dispatcher::start(a, &tracker, &cancel)?;
         let shared = Arc::new(Shared {
-            snapshot: Mutex::new(Snapshot { rules: rules.len(), ..Snapshot::default() }),
+            snapshot: Mutex::new(Snapshot {
+                rules: rules.len(),
+                ..Snapshot::default()
+            }),
             dispatcher: Arc::clone(&dispatcher),
             windows_dropped: AtomicU64::new(0),
             evaluations: AtomicU64::new(0),
@@ -106,10 +114,25 @@ impl Alerting {
         });
         telemetry.register(Arc::new(metrics::AlertMetrics(Arc::clone(&shared))));
         let (tx, rx) = mpsc::channel(a.eval_queue);
-        let evaluator = Evaluator::new(rules, host, a.repeat_interval, a.max_groups_per_rule, a.history_size);
+        let evaluator = Evaluator::new(
+            rules,
+            host,
+            a.repeat_interval,
+            a.max_groups_per_rule,
+            a.history_size,
+        );
         let evaluator = tokio::spawn(evaluate_loop(evaluator, rx, Arc::clone(&shared), telemetry));
-        let sink = Arc::new(AlertSink { tx: Mutex::new(Some(tx)), shared: Arc::clone(&shared) });
-        Ok(Alerting { sink, shared, evaluator, tracker, cancel })
+        let sink = Arc::new(AlertSink {
+            tx: Mutex::new(Some(tx)),
+            shared: Arc::clone(&shared),
+        });
+        Ok(Alerting {
+            sink,
+            shared,
+            evaluator,
+            tracker,
+            cancel,
+        })
     }
 
     /// Rules in effect (for the startup log).
@@ -127,7 +150,10 @@ impl Alerting {
         // Then the notifier queues close and the workers end after delivering what is queued.
         self.shared.dispatcher.close();
         self.tracker.close();
-        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("alert notifications still pending at shutdown; abandoning them");
             self.cancel.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
@@ -153,8 +179,12 @@ async fn evaluate_loop(
         let snap = evaluator.snapshot();
         *lock(&shared.snapshot) = snap;
         shared.evaluations.store(evaluator.evaluations, Relaxed);
-        shared.groups_dropped.store(evaluator.groups_dropped, Relaxed);
-        shared.self_series_dropped.store(evaluator.self_series_dropped(), Relaxed);
+        shared
+            .groups_dropped
+            .store(evaluator.groups_dropped, Relaxed);
+        shared
+            .self_series_dropped
+            .store(evaluator.self_series_dropped(), Relaxed);
     }
 }
 

@@ -40,19 +40,30 @@ impl Aggregation {
             "count" => Aggregation::Count,
             "rate" => Aggregation::Rate,
             p if p.starts_with('p') => {
-                let q: f64 = p[1..].parse().map_err(|_| format!("{s:?} is not a percentile like p95 or p99.9"))?;
+                let q: f64 = p[1..]
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a percentile like p95 or p99.9"))?;
                 if !(q > 0.0 && q < 100.0) {
-                    return Err(format!("{s:?}: the percentile must be between 0 and 100 (exclusive)"));
+                    return Err(format!(
+                        "{s:?}: the percentile must be between 0 and 100 (exclusive)"
+                    ));
                 }
                 Aggregation::Quantile(q / 100.0)
             }
-            _ => return Err(format!("{s:?} is not one of last, avg, min, max, sum, count, rate, pNN")),
+            _ => {
+                return Err(format!(
+                    "{s:?} is not one of last, avg, min, max, sum, count, rate, pNN"
+                ))
+            }
         })
     }
 
     /// Aggregations whose value for a window without samples is 0 (nothing was counted).
     pub fn counts(self) -> bool {
-        matches!(self, Aggregation::Sum | Aggregation::Count | Aggregation::Rate)
+        matches!(
+            self,
+            Aggregation::Sum | Aggregation::Count | Aggregation::Rate
+        )
     }
 }
 
@@ -89,11 +100,16 @@ impl Selector {
                 TagFilter::Equals(t.clone())
             };
             if t.is_empty() || t == "!" || t.contains(',') {
-                return Err(format!("tags: {t:?} is not a tag condition (k:v, k:*, !k:v or flag)"));
+                return Err(format!(
+                    "tags: {t:?} is not a tag condition (k:v, k:*, !k:v or flag)"
+                ));
             }
             filters.push(f);
         }
-        Ok(Selector { metric: metric.to_string(), filters })
+        Ok(Selector {
+            metric: metric.to_string(),
+            filters,
+        })
     }
 
     /// True when every condition holds for these tags.
@@ -116,14 +132,20 @@ impl Selector {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Metric(Selector),
-    Ratio { numerator: Selector, denominator: Selector },
+    Ratio {
+        numerator: Selector,
+        denominator: Selector,
+    },
 }
 
 impl Source {
     pub fn selectors(&self) -> Vec<&Selector> {
         match self {
             Source::Metric(s) => vec![s],
-            Source::Ratio { numerator, denominator } => vec![numerator, denominator],
+            Source::Ratio {
+                numerator,
+                denominator,
+            } => vec![numerator, denominator],
         }
     }
 
@@ -131,7 +153,10 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Metric(s) => s.metric.clone(),
-            Source::Ratio { numerator, denominator } => format!("{} / {}", numerator.metric, denominator.metric),
+            Source::Ratio {
+                numerator,
+                denominator,
+            } => format!("{} / {}", numerator.metric, denominator.metric),
         }
     }
 }
@@ -169,22 +194,43 @@ impl Rule {
     ///
     /// # Errors
     /// `key: problem`, for the caller to prefix with the rule's position.
-    pub fn compile(r: &RuleConfig, notifiers: &BTreeMap<String, NotifierConfig>) -> Result<Rule, String> {
+    pub fn compile(
+        r: &RuleConfig,
+        notifiers: &BTreeMap<String, NotifierConfig>,
+    ) -> Result<Rule, String> {
         let source = match (&r.numerator, &r.denominator, r.metric.is_empty()) {
-            (None, None, false) => Source::Metric(Selector::compile(&r.metric, &r.tags).map_err(|e| key_err("", e))?),
+            (None, None, false) => {
+                Source::Metric(Selector::compile(&r.metric, &r.tags).map_err(|e| key_err("", e))?)
+            }
             (Some(n), Some(d), true) => {
                 if !r.tags.is_empty() {
-                    return Err("tags: a ratio rule takes its tags in numerator.tags and denominator.tags".into());
+                    return Err(
+                        "tags: a ratio rule takes its tags in numerator.tags and denominator.tags"
+                            .into(),
+                    );
                 }
-                let side = |s: &SelectorConfig, key: &str| Selector::compile(&s.metric, &s.tags).map_err(|e| format!("{key}.{e}"));
-                Source::Ratio { numerator: side(n, "numerator")?, denominator: side(d, "denominator")? }
+                let side = |s: &SelectorConfig, key: &str| {
+                    Selector::compile(&s.metric, &s.tags).map_err(|e| format!("{key}.{e}"))
+                };
+                Source::Ratio {
+                    numerator: side(n, "numerator")?,
+                    denominator: side(d, "denominator")?,
+                }
             }
-            (None, None, true) => return Err("metric must be set (or numerator and denominator for a ratio rule)".into()),
+            (None, None, true) => {
+                return Err(
+                    "metric must be set (or numerator and denominator for a ratio rule)".into(),
+                )
+            }
             _ => return Err("metric: set either metric, or both numerator and denominator".into()),
         };
-        let aggregation = Aggregation::parse(&r.aggregation).map_err(|e| format!("aggregation: {e}"))?;
+        let aggregation =
+            Aggregation::parse(&r.aggregation).map_err(|e| format!("aggregation: {e}"))?;
         if r.warn.is_none() && r.critical.is_none() && r.no_data.is_zero() {
-            return Err("warn: set warn, critical, or no_data (a rule with none of them never fires)".into());
+            return Err(
+                "warn: set warn, critical, or no_data (a rule with none of them never fires)"
+                    .into(),
+            );
         }
         for (k, v) in [("warn", r.warn), ("critical", r.critical)] {
             if let Some(v) = v {
@@ -212,10 +258,16 @@ impl Rule {
         }
         for n in &r.notify {
             if n != "log" && !notifiers.contains_key(n) {
-                return Err(format!("notify: there is no notifier named {n:?} in [alerts.notifiers]"));
+                return Err(format!(
+                    "notify: there is no notifier named {n:?} in [alerts.notifiers]"
+                ));
             }
         }
-        let message = if r.message.is_empty() { DEFAULT_MESSAGE } else { &r.message };
+        let message = if r.message.is_empty() {
+            DEFAULT_MESSAGE
+        } else {
+            &r.message
+        };
         Ok(Rule {
             name: r.name.clone(),
             source,
@@ -278,7 +330,10 @@ fn key_err(prefix: &str, e: String) -> String {
 pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>, String> {
     let mut user = Vec::new();
     for (i, r) in cfg.rules.iter().enumerate() {
-        user.push(Rule::compile(r, &cfg.notifiers).map_err(|e| format!("alerts.rules[{i}] ({:?}).{e}", r.name))?);
+        user.push(
+            Rule::compile(r, &cfg.notifiers)
+                .map_err(|e| format!("alerts.rules[{i}] ({:?}).{e}", r.name))?,
+        );
     }
     let mut rules: Vec<Rule> = if cfg.default_rules {
         health_rules(&cfg.health, statsd_enabled)
@@ -308,15 +363,18 @@ pub mod names {
 
 /// tallyd's own health rules with the given thresholds.
 pub fn health_rules(h: &HealthThresholds, statsd_enabled: bool) -> Vec<Rule> {
-    let base = |name: &str, metric: &str, agg: &str, warn: Option<f64>, crit: Option<f64>, msg: &str| RuleConfig {
-        name: name.into(),
-        metric: metric.into(),
-        aggregation: agg.into(),
-        warn,
-        critical: crit,
-        message: msg.into(),
-        ..RuleConfig::default()
-    };
+    let base =
+        |name: &str, metric: &str, agg: &str, warn: Option<f64>, crit: Option<f64>, msg: &str| {
+            RuleConfig {
+                name: name.into(),
+                metric: metric.into(),
+                aggregation: agg.into(),
+                warn,
+                critical: crit,
+                message: msg.into(),
+                ..RuleConfig::default()
+            }
+        };
     let mut cfgs = vec![
         base(
             "TallydForwarderQueuePending",
@@ -361,8 +419,14 @@ pub fn health_rules(h: &HealthThresholds, statsd_enabled: bool) -> Vec<Rule> {
     ];
     let ratio = |name: &str, num: (&str, &[&str]), den: &str, warn: f64, msg: &str| RuleConfig {
         name: name.into(),
-        numerator: Some(SelectorConfig { metric: num.0.into(), tags: num.1.iter().map(|s| s.to_string()).collect() }),
-        denominator: Some(SelectorConfig { metric: den.into(), tags: Vec::new() }),
+        numerator: Some(SelectorConfig {
+            metric: num.0.into(),
+            tags: num.1.iter().map(|s| s.to_string()).collect(),
+        }),
+        denominator: Some(SelectorConfig {
+            metric: den.into(),
+            tags: Vec::new(),
+        }),
         aggregation: "sum".into(),
         warn: Some(warn),
         message: msg.into(),
@@ -422,8 +486,19 @@ enum Part {
 
 /// Placeholders a template may use besides `tags.KEY` / `labels.KEY`.
 pub const TEMPLATE_VARS: &[&str] = &[
-    "alert", "metric", "aggregation", "value", "warn", "critical", "threshold", "severity", "direction", "for", "host",
-    "tags", "state",
+    "alert",
+    "metric",
+    "aggregation",
+    "value",
+    "warn",
+    "critical",
+    "threshold",
+    "severity",
+    "direction",
+    "for",
+    "host",
+    "tags",
+    "state",
 ];
 
 impl Template {
@@ -437,10 +512,18 @@ impl Template {
                 parts.push(Part::Text(rest[..open].to_string()));
             }
             let after = &rest[open + 2..];
-            let close = after.find("}}").ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
-            let name = after[..close].trim().trim_start_matches('$').trim_start_matches('.');
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
+            let name = after[..close]
+                .trim()
+                .trim_start_matches('$')
+                .trim_start_matches('.');
             let known = TEMPLATE_VARS.contains(&name)
-                || name.strip_prefix("tags.").or_else(|| name.strip_prefix("labels.")).is_some_and(|k| !k.is_empty());
+                || name
+                    .strip_prefix("tags.")
+                    .or_else(|| name.strip_prefix("labels."))
+                    .is_some_and(|k| !k.is_empty());
             if !known {
                 return Err(format!(
                     "unknown placeholder {{{{{name}}}}}; use one of {} or tags.KEY",
@@ -461,13 +544,20 @@ impl Template {
     }
 
     /// Fills the placeholders; `lookup` answers names, `tags` answers `tags.KEY`.
-    pub fn render(&self, lookup: &dyn Fn(&str) -> String, tags: &BTreeMap<String, String>) -> String {
+    pub fn render(
+        &self,
+        lookup: &dyn Fn(&str) -> String,
+        tags: &BTreeMap<String, String>,
+    ) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Var(v) => {
-                    if let Some(k) = v.strip_prefix("tags.").or_else(|| v.strip_prefix("labels.")) {
+                    if let Some(k) = v
+                        .strip_prefix("tags.")
+                        .or_else(|| v.strip_prefix("labels."))
+                    {
                         out.push_str(tags.get(k).map(String::as_str).unwrap_or(""));
                     } else {
                         out.push_str(&lookup(v));
@@ -510,7 +600,9 @@ mod tests {
     #[test]
     fn aggregations_parse() {
         assert_eq!(Aggregation::parse("p95"), Ok(Aggregation::Quantile(0.95)));
-        assert!(matches!(Aggregation::parse("p99.9"), Ok(Aggregation::Quantile(q)) if (q - 0.999).abs() < 1e-12));
+        assert!(
+            matches!(Aggregation::parse("p99.9"), Ok(Aggregation::Quantile(q)) if (q - 0.999).abs() < 1e-12)
+        );
         assert!(Aggregation::parse("p100").is_err());
         assert!(Aggregation::parse("median").is_err());
         assert_eq!(Aggregation::parse("rate"), Ok(Aggregation::Rate));
@@ -518,7 +610,11 @@ mod tests {
 
     #[test]
     fn tag_filters() {
-        let s = Selector::compile("m", &["env:prod".into(), "queue:*".into(), "!tier:dev".into()]).expect("ok");
+        let s = Selector::compile(
+            "m",
+            &["env:prod".into(), "queue:*".into(), "!tier:dev".into()],
+        )
+        .expect("ok");
         assert!(s.matches_tags(|| ["env:prod", "queue:a"].into_iter()));
         assert!(!s.matches_tags(|| ["env:prod"].into_iter()));
         assert!(!s.matches_tags(|| ["env:prod", "queue:a", "tier:dev"].into_iter()));
@@ -527,19 +623,27 @@ mod tests {
 
     #[test]
     fn compile_errors_name_the_key() {
-        let e = rule("name = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0").expect_err("agg");
+        let e = rule("name = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0")
+            .expect_err("agg");
         assert!(e.starts_with("aggregation:"), "{e}");
         let e = rule("name = \"x\"\nmetric = \"m\"").expect_err("no threshold");
         assert!(e.starts_with("warn:"), "{e}");
-        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0").expect_err("order");
+        let e =
+            rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0").expect_err("order");
         assert!(e.starts_with("critical:"), "{e}");
-        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nmessage = \"{{ nope }}\"").expect_err("tpl");
+        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nmessage = \"{{ nope }}\"")
+            .expect_err("tpl");
         assert!(e.starts_with("message:"), "{e}");
-        let e = rule("name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\" }").expect_err("ratio");
+        let e =
+            rule("name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\" }").expect_err("ratio");
         assert!(e.starts_with("metric:"), "{e}");
-        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nnotify = [\"pager\"]").expect_err("notify");
+        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nnotify = [\"pager\"]")
+            .expect_err("notify");
         assert!(e.starts_with("notify:"), "{e}");
-        assert!(rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\ndirection = \"below\"\ncritical = 0.5").is_ok());
+        assert!(rule(
+            "name = \"x\"\nmetric = \"m\"\nwarn = 1.0\ndirection = \"below\"\ncritical = 0.5"
+        )
+        .is_ok());
     }
 
     #[test]
@@ -549,7 +653,10 @@ mod tests {
         assert_eq!(r.classify(10.5), Some(Severity::Warning));
         assert_eq!(r.classify(21.0), Some(Severity::Critical));
         assert_eq!(r.classify(f64::NAN), None);
-        let r = rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0\ndirection = \"below\"").expect("ok");
+        let r = rule(
+            "name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0\ndirection = \"below\"",
+        )
+        .expect("ok");
         assert_eq!(r.classify(9.0), Some(Severity::Warning));
         assert_eq!(r.classify(4.0), Some(Severity::Critical));
         assert_eq!(r.classify(10.0), None);
@@ -558,8 +665,12 @@ mod tests {
     #[test]
     fn templates() {
         let t = Template::parse("{{alert}} at {{ $value }} on {{tags.queue_type}}!").expect("ok");
-        let tags: BTreeMap<String, String> = [("queue_type".to_string(), "email".to_string())].into();
-        let s = t.render(&|n| if n == "alert" { "A".into() } else { "7".into() }, &tags);
+        let tags: BTreeMap<String, String> =
+            [("queue_type".to_string(), "email".to_string())].into();
+        let s = t.render(
+            &|n| if n == "alert" { "A".into() } else { "7".into() },
+            &tags,
+        );
         assert_eq!(s, "A at 7 on email!");
         assert!(Template::parse("{{alert").is_err());
         assert_eq!(format_value(5.0), "5");
@@ -569,15 +680,43 @@ mod tests {
 
     #[test]
     fn health_rules_follow_thresholds() {
-        let h = HealthThresholds { queue_pending_warn: 7.0, latency_warn_ms: 250.0, ..Default::default() };
+        let h = HealthThresholds {
+            queue_pending_warn: 7.0,
+            latency_warn_ms: 250.0,
+            ..Default::default()
+        };
         let rules = health_rules(&h, true);
         assert_eq!(rules.len(), 8);
-        let q = rules.iter().find(|r| r.name == "TallydForwarderQueuePending").expect("queue rule");
+        let q = rules
+            .iter()
+            .find(|r| r.name == "TallydForwarderQueuePending")
+            .expect("queue rule");
         assert_eq!((q.warn, q.critical), (Some(7.0), Some(5000.0)));
-        let f = rules.iter().find(|r| r.name == "TallydFlushSlow").expect("flush rule");
+        let f = rules
+            .iter()
+            .find(|r| r.name == "TallydFlushSlow")
+            .expect("flush rule");
         assert_eq!(f.warn, Some(0.25));
-        let n = rules.iter().find(|r| r.name == "TallydNoDataReceived").expect("no data rule");
+        let n = rules
+            .iter()
+            .find(|r| r.name == "TallydNoDataReceived")
+            .expect("no data rule");
         assert_eq!(n.for_ms, 300_000);
-        assert!(health_rules(&h, false).iter().all(|r| r.name != "TallydNoDataReceived"));
+        assert!(health_rules(&h, false)
+            .iter()
+            .all(|r| r.name != "TallydNoDataReceived"));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn platform_example_is_valid_and_complete() {
+        let text = include_str!("../../config/examples/platform-alerts.toml");
+        let cfg = crate::config::Config::from_toml_with_env(text, "platform-alerts.toml", &[]).expect("example parses");
+        let rules = super::build_rules(&cfg.alerts, true).expect("rules compile");
+        let user: Vec<&str> = rules.iter().filter(|r| !r.builtin).map(|r| r.name.as_str()).collect();
+        assert_eq!(user.len(), 10, "{user:?}");
+        assert!(rules.iter().any(|r| r.builtin), "health rules stay on");
     }
 }

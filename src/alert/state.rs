@@ -13,29 +13,55 @@ use super::config::Severity;
 pub enum Phase {
     Ok,
     /// The condition holds since `since`, not yet for the rule's `for`.
-    Pending { since: u64, severity: Severity },
+    Pending {
+        since: u64,
+        severity: Severity,
+    },
     /// Notified; `last_sent` drives the repeat interval.
-    Firing { since: u64, severity: Severity, last_sent: u64 },
+    Firing {
+        since: u64,
+        severity: Severity,
+        last_sent: u64,
+    },
 }
 
 /// What a step asks to notify.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transition {
-    Fired { severity: Severity },
+    Fired {
+        severity: Severity,
+    },
     /// Still firing at another severity (sent at once, without waiting for the repeat).
-    Changed { from: Severity, to: Severity },
+    Changed {
+        from: Severity,
+        to: Severity,
+    },
     /// Still firing; the repeat interval has passed since the last notification.
-    Repeated { severity: Severity },
-    Resolved { severity: Severity, since: u64 },
+    Repeated {
+        severity: Severity,
+    },
+    Resolved {
+        severity: Severity,
+        since: u64,
+    },
 }
 
 impl Phase {
     /// Advances with the condition observed at `now`. `repeat_ms == 0` disables repeats.
-    pub fn step(&mut self, now: u64, cond: Option<Severity>, for_ms: u64, repeat_ms: u64) -> Option<Transition> {
+    pub fn step(
+        &mut self,
+        now: u64,
+        cond: Option<Severity>,
+        for_ms: u64,
+        repeat_ms: u64,
+    ) -> Option<Transition> {
         match (*self, cond) {
             (Phase::Ok, None) => None,
             (Phase::Ok, Some(severity)) => {
-                *self = Phase::Pending { since: now, severity };
+                *self = Phase::Pending {
+                    since: now,
+                    severity,
+                };
                 self.promote(now, for_ms)
             }
             (Phase::Pending { .. }, None) => {
@@ -46,16 +72,36 @@ impl Phase {
                 *self = Phase::Pending { since, severity };
                 self.promote(now, for_ms)
             }
-            (Phase::Firing { severity, since, .. }, None) => {
+            (
+                Phase::Firing {
+                    severity, since, ..
+                },
+                None,
+            ) => {
                 *self = Phase::Ok;
                 Some(Transition::Resolved { severity, since })
             }
-            (Phase::Firing { severity, since, last_sent }, Some(to)) => {
+            (
+                Phase::Firing {
+                    severity,
+                    since,
+                    last_sent,
+                },
+                Some(to),
+            ) => {
                 if to != severity {
-                    *self = Phase::Firing { since, severity: to, last_sent: now };
+                    *self = Phase::Firing {
+                        since,
+                        severity: to,
+                        last_sent: now,
+                    };
                     Some(Transition::Changed { from: severity, to })
                 } else if repeat_ms > 0 && now.saturating_sub(last_sent) >= repeat_ms {
-                    *self = Phase::Firing { since, severity, last_sent: now };
+                    *self = Phase::Firing {
+                        since,
+                        severity,
+                        last_sent: now,
+                    };
                     Some(Transition::Repeated { severity })
                 } else {
                     None
@@ -67,7 +113,11 @@ impl Phase {
     fn promote(&mut self, now: u64, for_ms: u64) -> Option<Transition> {
         if let Phase::Pending { since, severity } = *self {
             if now.saturating_sub(since) >= for_ms {
-                *self = Phase::Firing { since: now, severity, last_sent: now };
+                *self = Phase::Firing {
+                    since: now,
+                    severity,
+                    last_sent: now,
+                };
                 return Some(Transition::Fired { severity });
             }
         }
@@ -105,28 +155,55 @@ mod tests {
         assert_eq!(p.step(25_000, None, 30_000, 0), None);
         assert_eq!(p, Phase::Ok);
         assert_eq!(p.step(30_000, Some(Warning), 30_000, 0), None);
-        assert_eq!(p.step(60_000, Some(Critical), 30_000, 0), Some(Transition::Fired { severity: Critical }));
+        assert_eq!(
+            p.step(60_000, Some(Critical), 30_000, 0),
+            Some(Transition::Fired { severity: Critical })
+        );
     }
 
     #[test]
     fn zero_for_fires_at_once() {
         let mut p = Phase::Ok;
-        assert_eq!(p.step(5, Some(Critical), 0, 0), Some(Transition::Fired { severity: Critical }));
+        assert_eq!(
+            p.step(5, Some(Critical), 0, 0),
+            Some(Transition::Fired { severity: Critical })
+        );
     }
 
     #[test]
     fn dedup_repeat_change_and_resolve() {
         let mut p = Phase::Ok;
         let repeat = 60_000;
-        assert_eq!(p.step(0, Some(Warning), 0, repeat), Some(Transition::Fired { severity: Warning }));
+        assert_eq!(
+            p.step(0, Some(Warning), 0, repeat),
+            Some(Transition::Fired { severity: Warning })
+        );
         // Still firing: de-duplicated until the repeat interval.
         assert_eq!(p.step(10_000, Some(Warning), 0, repeat), None);
         assert_eq!(p.step(59_999, Some(Warning), 0, repeat), None);
-        assert_eq!(p.step(60_000, Some(Warning), 0, repeat), Some(Transition::Repeated { severity: Warning }));
-        assert_eq!(p.step(70_000, Some(Critical), 0, repeat), Some(Transition::Changed { from: Warning, to: Critical }));
+        assert_eq!(
+            p.step(60_000, Some(Warning), 0, repeat),
+            Some(Transition::Repeated { severity: Warning })
+        );
+        assert_eq!(
+            p.step(70_000, Some(Critical), 0, repeat),
+            Some(Transition::Changed {
+                from: Warning,
+                to: Critical
+            })
+        );
         assert_eq!(p.step(129_999, Some(Critical), 0, repeat), None);
-        assert_eq!(p.step(130_000, Some(Critical), 0, repeat), Some(Transition::Repeated { severity: Critical }));
-        assert_eq!(p.step(140_000, None, 0, repeat), Some(Transition::Resolved { severity: Critical, since: 0 }));
+        assert_eq!(
+            p.step(130_000, Some(Critical), 0, repeat),
+            Some(Transition::Repeated { severity: Critical })
+        );
+        assert_eq!(
+            p.step(140_000, None, 0, repeat),
+            Some(Transition::Resolved {
+                severity: Critical,
+                since: 0
+            })
+        );
         assert_eq!(p, Phase::Ok);
         // No repeats when the interval is 0.
         p.step(200_000, Some(Warning), 0, 0);

@@ -26,10 +26,14 @@ pub struct Request {
 
 impl Request {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -77,7 +81,11 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, routes, requests }
+        Receiver {
+            addr,
+            routes,
+            requests,
+        }
     }
 
     /// Serves `service` under `prefix`, answering `faults` first.
@@ -91,24 +99,42 @@ impl Receiver {
     }
 
     pub fn received(&self, prefix: &str) -> Vec<Request> {
-        self.requests.lock().expect("requests").iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
+        self.requests
+            .lock()
+            .expect("requests")
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Waits (at most 15 s) until `pred` holds for the requests under `prefix`.
-    pub fn wait(&self, prefix: &str, what: &str, pred: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+    pub fn wait(
+        &self,
+        prefix: &str,
+        what: &str,
+        pred: impl Fn(&[Request]) -> bool,
+    ) -> Vec<Request> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.received(prefix);
             if pred(&got) {
                 return got;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what} at {prefix}; got {got:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} at {prefix}; got {got:#?}"
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
 }
 
-fn serve(stream: std::net::TcpStream, routes: &Mutex<Vec<Route>>, log: &Mutex<Vec<Request>>) -> std::io::Result<()> {
+fn serve(
+    stream: std::net::TcpStream,
+    routes: &Mutex<Vec<Route>>,
+    log: &Mutex<Vec<Request>>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -146,21 +172,39 @@ fn serve(stream: std::net::TcpStream, routes: &Mutex<Vec<Route>>, log: &Mutex<Ve
             },
         }
     };
-    log.lock().expect("log").push(Request { method, path, headers, body, status });
+    log.lock().expect("log").push(Request {
+        method,
+        path,
+        headers,
+        body,
+        status,
+    });
     let mut out = stream;
-    write!(out, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len())?;
+    write!(
+        out,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )?;
     out.flush()
 }
 
 fn is_json(headers: &[(String, String)]) -> bool {
-    headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/json"))
+    headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("application/json"))
 }
 
 fn rfc3339(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| humantime::parse_rfc3339(s).is_ok())
+    v.as_str()
+        .is_some_and(|s| humantime::parse_rfc3339(s).is_ok())
 }
 
-fn answer(service: Service, method: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+fn answer(
+    service: Service,
+    method: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> (u16, String) {
     if method != "POST" {
         return (405, "method not allowed".into());
     }
@@ -180,7 +224,10 @@ fn answer(service: Service, method: &str, headers: &[(String, String)], body: &s
         Service::PagerDuty => {
             let mut errors = Vec::new();
             let v = parsed.unwrap_or(Value::Null);
-            if v.get("routing_key").and_then(Value::as_str).map_or(true, |k| k.len() != 32) {
+            if v.get("routing_key")
+                .and_then(Value::as_str)
+                .map_or(true, |k| k.len() != 32)
+            {
                 errors.push("'routing_key' must be a 32 character integration key");
             }
             let action = v.get("event_action").and_then(Value::as_str).unwrap_or("");
@@ -193,10 +240,16 @@ fn answer(service: Service, method: &str, headers: &[(String, String)], body: &s
             }
             if action == "trigger" {
                 let p = v.get("payload").cloned().unwrap_or(Value::Null);
-                if p.get("summary").and_then(Value::as_str).map_or(true, |s| s.is_empty() || s.chars().count() > 1024) {
+                if p.get("summary")
+                    .and_then(Value::as_str)
+                    .map_or(true, |s| s.is_empty() || s.chars().count() > 1024)
+                {
                     errors.push("'payload.summary' is missing or too long");
                 }
-                if p.get("source").and_then(Value::as_str).map_or(true, str::is_empty) {
+                if p.get("source")
+                    .and_then(Value::as_str)
+                    .map_or(true, str::is_empty)
+                {
                     errors.push("'payload.source' is missing");
                 }
                 let sev = p.get("severity").and_then(Value::as_str).unwrap_or("");
@@ -208,17 +261,25 @@ fn answer(service: Service, method: &str, headers: &[(String, String)], body: &s
                 }
             }
             if errors.is_empty() && is_json(headers) {
-                let key = dedup.map(str::to_string).unwrap_or_else(|| "generated".into());
+                let key = dedup
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "generated".into());
                 (202, serde_json::json!({"status": "success", "message": "Event processed", "dedup_key": key}).to_string())
             } else {
                 (400, serde_json::json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}).to_string())
             }
         }
         Service::Alertmanager => {
-            let Ok(Value::Array(alerts)) = parsed else { return (400, "body must be a JSON array of alerts".into()) };
+            let Ok(Value::Array(alerts)) = parsed else {
+                return (400, "body must be a JSON array of alerts".into());
+            };
             for a in &alerts {
                 let labels = a.get("labels").and_then(Value::as_object);
-                if labels.and_then(|l| l.get("alertname")).and_then(Value::as_str).map_or(true, str::is_empty) {
+                if labels
+                    .and_then(|l| l.get("alertname"))
+                    .and_then(Value::as_str)
+                    .map_or(true, str::is_empty)
+                {
                     return (400, "labels.alertname is required".into());
                 }
                 for f in ["startsAt", "endsAt"] {

@@ -41,7 +41,11 @@ fn alert(e: &AlertEvent, severity: Severity, resolved: bool, resend: Duration) -
     if !e.runbook.is_empty() {
         annotations.insert("runbook_url", e.runbook.clone());
     }
-    let ends = if resolved { e.at_ms } else { e.at_ms + 4 * resend.as_millis() as u64 };
+    let ends = if resolved {
+        e.at_ms
+    } else {
+        e.at_ms + 4 * resend.as_millis() as u64
+    };
     json!({
         "labels": labels(e, severity),
         "annotations": annotations,
@@ -57,7 +61,12 @@ pub fn body(events: &[AlertEvent], resend: Duration) -> Value {
         if let Some(prev) = e.previous_severity {
             out.push(alert(e, prev, true, resend));
         }
-        out.push(alert(e, e.severity, e.status == EventStatus::Resolved, resend));
+        out.push(alert(
+            e,
+            e.severity,
+            e.status == EventStatus::Resolved,
+            resend,
+        ));
     }
     Value::Array(out)
 }

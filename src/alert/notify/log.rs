@@ -6,8 +6,16 @@ use crate::alert::config::Severity;
 
 /// Writes one event: firing at `warn` (critical at `error`), resolved and tests at `info`.
 pub fn write(e: &AlertEvent) {
-    let value = e.value.map(crate::alert::rules::format_value).unwrap_or_default();
-    let labels = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let value = e
+        .value
+        .map(crate::alert::rules::format_value)
+        .unwrap_or_default();
+    let labels = e
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     match (e.status, e.severity) {
         (EventStatus::Firing, Severity::Critical) => tracing::error!(
             alert = %e.alert, state = "firing", severity = e.severity.as_str(), value = %value, labels = %labels,

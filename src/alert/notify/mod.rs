@@ -125,11 +125,24 @@ impl Notifier {
     /// The requests (URL, JSON body) that deliver `events`.
     pub fn requests(&self, events: &[AlertEvent]) -> Vec<(String, serde_json::Value)> {
         match self.cfg.kind {
-            NotifierKind::Webhook => events.iter().map(|e| (self.cfg.url.clone(), webhook::body(e))).collect(),
-            NotifierKind::Slack => events.iter().map(|e| (self.cfg.url.clone(), slack::body(e))).collect(),
+            NotifierKind::Webhook => events
+                .iter()
+                .map(|e| (self.cfg.url.clone(), webhook::body(e)))
+                .collect(),
+            NotifierKind::Slack => events
+                .iter()
+                .map(|e| (self.cfg.url.clone(), slack::body(e)))
+                .collect(),
             NotifierKind::Pagerduty => {
-                let url = if self.cfg.url.is_empty() { super::config::PAGERDUTY_URL.to_string() } else { self.cfg.url.clone() };
-                events.iter().map(|e| (url.clone(), pagerduty::body(e, &self.cfg.routing_key))).collect()
+                let url = if self.cfg.url.is_empty() {
+                    super::config::PAGERDUTY_URL.to_string()
+                } else {
+                    self.cfg.url.clone()
+                };
+                events
+                    .iter()
+                    .map(|e| (url.clone(), pagerduty::body(e, &self.cfg.routing_key)))
+                    .collect()
             }
             NotifierKind::Alertmanager => {
                 let url = format!("{}/api/v2/alerts", self.cfg.url.trim_end_matches('/'));
@@ -143,22 +156,32 @@ impl Notifier {
     /// # Errors
     /// The first request that failed, classified for retry.
     pub async fn send(&self, events: &[AlertEvent]) -> Result<Answer, SendError> {
-        let mut last = Answer { status: 0, body: String::new() };
+        let mut last = Answer {
+            status: 0,
+            body: String::new(),
+        };
         for (url, body) in self.requests(events) {
             let mut req = self.client.post(&url).json(&body);
             for (k, v) in &self.cfg.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
-            let resp = req.send().await.map_err(|e| SendError::Retryable(format!("{url}: {e}")))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| SendError::Retryable(format!("{url}: {e}")))?;
             let status = resp.status().as_u16();
             let mut text = resp.text().await.unwrap_or_default();
             truncate(&mut text, ANSWER_LIMIT);
             if (200..300).contains(&status) {
                 last = Answer { status, body: text };
             } else if status == 429 || status >= 500 || status == 408 {
-                return Err(SendError::Retryable(format!("{url}: HTTP {status}: {text}")));
+                return Err(SendError::Retryable(format!(
+                    "{url}: HTTP {status}: {text}"
+                )));
             } else {
-                return Err(SendError::Permanent(format!("{url}: HTTP {status}: {text}")));
+                return Err(SendError::Permanent(format!(
+                    "{url}: HTTP {status}: {text}"
+                )));
             }
         }
         Ok(last)
@@ -226,13 +249,21 @@ impl Dispatcher {
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS setup).
-    pub fn start(cfg: &AlertsConfig, tracker: &TaskTracker, cancel: &CancellationToken) -> Result<Arc<Dispatcher>, String> {
+    pub fn start(
+        cfg: &AlertsConfig,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Dispatcher>, String> {
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client for alert notifiers: {e}"))?;
-        let retry = Retry { attempts: cfg.max_attempts, initial: cfg.retry_initial, max: cfg.retry_max };
+        let retry = Retry {
+            attempts: cfg.max_attempts,
+            initial: cfg.retry_initial,
+            max: cfg.retry_max,
+        };
         let mut notifiers = Vec::new();
         let mut queues = Vec::new();
         for (name, n) in &cfg.notifiers {
@@ -248,7 +279,11 @@ impl Dispatcher {
             notifiers.push(notifier);
             queues.push(tx);
         }
-        Ok(Arc::new(Dispatcher { notifiers, queues: std::sync::Mutex::new(queues), logged: AtomicU64::new(0) }))
+        Ok(Arc::new(Dispatcher {
+            notifiers,
+            queues: std::sync::Mutex::new(queues),
+            logged: AtomicU64::new(0),
+        }))
     }
 
     /// Stops taking notifications; workers end after delivering what is queued.
@@ -258,7 +293,9 @@ impl Dispatcher {
 
     /// True when some notifier wants every firing alert re-sent (Alertmanager).
     pub fn wants_firing(&self) -> bool {
-        self.notifiers.iter().any(|n| n.cfg.kind == NotifierKind::Alertmanager)
+        self.notifiers
+            .iter()
+            .any(|n| n.cfg.kind == NotifierKind::Alertmanager)
     }
 
     /// Logs the evaluation's events and queues them for each notifier; never waits.
@@ -273,9 +310,11 @@ impl Dispatcher {
             if n.cfg.kind == NotifierKind::Alertmanager {
                 // Alertmanager takes one array; transitions go at once, and every firing alert
                 // is re-sent each resend_interval so Alertmanager keeps it active.
-                let mut batch: Vec<AlertEvent> = out.events.iter().filter(routed).cloned().collect();
+                let mut batch: Vec<AlertEvent> =
+                    out.events.iter().filter(routed).cloned().collect();
                 let last = n.last_refresh.load(Relaxed);
-                let due = out.now_ms.saturating_sub(last) >= n.cfg.resend_interval.as_millis() as u64;
+                let due =
+                    out.now_ms.saturating_sub(last) >= n.cfg.resend_interval.as_millis() as u64;
                 if due && !out.firing.is_empty() {
                     n.last_refresh.store(out.now_ms, Relaxed);
                     let fresh: Vec<AlertEvent> = out
@@ -302,18 +341,25 @@ impl Dispatcher {
     pub async fn test(&self, event: &AlertEvent) -> Vec<TestResult> {
         log::write(event);
         self.logged.fetch_add(1, Relaxed);
-        let mut results =
-            vec![TestResult { notifier: "log".into(), kind: "log", ok: true, status: None, answer: None, error: None }];
+        let mut results = vec![TestResult {
+            notifier: "log".into(),
+            kind: "log",
+            ok: true,
+            status: None,
+            answer: None,
+            error: None,
+        }];
         let sends = self.notifiers.iter().map(|n| {
             let (n, event) = (Arc::clone(n), event.clone());
             async move {
-            let r = n.send(std::slice::from_ref(&event)).await;
-            match &r {
-                Ok(_) => n.stats.sent.fetch_add(1, Relaxed),
-                Err(_) => n.stats.failed.fetch_add(1, Relaxed),
-            };
-            (n, r)
-        }});
+                let r = n.send(std::slice::from_ref(&event)).await;
+                match &r {
+                    Ok(_) => n.stats.sent.fetch_add(1, Relaxed),
+                    Err(_) => n.stats.failed.fetch_add(1, Relaxed),
+                };
+                (n, r)
+            }
+        });
         for (n, r) in futures_join_all(sends).await {
             let kind = n.cfg.kind.as_str();
             results.push(match r {
@@ -340,9 +386,9 @@ impl Dispatcher {
 }
 
 /// Runs futures concurrently and returns their outputs in order (a tiny join_all on tokio).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut set = tokio::task::JoinSet::new();
@@ -372,7 +418,12 @@ fn enqueue(n: &Notifier, q: &mpsc::Sender<Vec<AlertEvent>>, batch: Vec<AlertEven
 }
 
 /// Delivers one notifier's queue in order, retrying each batch with backoff.
-async fn worker(n: Arc<Notifier>, mut rx: mpsc::Receiver<Vec<AlertEvent>>, retry: Retry, cancel: CancellationToken) {
+async fn worker(
+    n: Arc<Notifier>,
+    mut rx: mpsc::Receiver<Vec<AlertEvent>>,
+    retry: Retry,
+    cancel: CancellationToken,
+) {
     while let Some(batch) = rx.recv().await {
         n.stats.queued.fetch_sub(1, Relaxed);
         let mut attempt = 1;
@@ -412,7 +463,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let r = Retry { attempts: 10, initial: Duration::from_millis(100), max: Duration::from_millis(700) };
+        let r = Retry {
+            attempts: 10,
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(700),
+        };
         assert_eq!(r.delay(1), Duration::from_millis(100));
         assert_eq!(r.delay(2), Duration::from_millis(200));
         assert_eq!(r.delay(3), Duration::from_millis(400));

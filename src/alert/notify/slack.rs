@@ -11,12 +11,20 @@ use crate::alert::config::Severity;
 pub fn body(e: &AlertEvent) -> Value {
     let (icon, state) = match (e.status, e.severity) {
         (EventStatus::Resolved, _) => (":white_check_mark:", "RESOLVED".to_string()),
-        (EventStatus::Test, s) => (":information_source:", format!("TEST {}", s.as_str().to_uppercase())),
+        (EventStatus::Test, s) => (
+            ":information_source:",
+            format!("TEST {}", s.as_str().to_uppercase()),
+        ),
         (EventStatus::Firing, Severity::Critical) => (":red_circle:", "CRITICAL".to_string()),
         (EventStatus::Firing, Severity::Warning) => (":warning:", "WARNING".to_string()),
         (EventStatus::Firing, Severity::Info) => (":information_source:", "INFO".to_string()),
     };
-    let mut text = format!("{icon} *[{state}] {}* on `{}`\n{}", escape(&e.alert), escape(&e.host), escape(&e.message));
+    let mut text = format!(
+        "{icon} *[{state}] {}* on `{}`\n{}",
+        escape(&e.alert),
+        escape(&e.host),
+        escape(&e.message)
+    );
     if !e.labels.is_empty() {
         let l: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         text.push_str(&format!("\nLabels: {}", escape(&l.join(", "))));
@@ -29,5 +37,7 @@ pub fn body(e: &AlertEvent) -> Value {
 
 /// Slack's three control characters in text (https://docs.slack.dev/messaging/formatting-message-text).
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
