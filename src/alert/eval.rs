@@ -10,12 +10,15 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::aggregate::{Flush, Samples};
+use crate::aggregate::Flush;
+#[cfg(test)]
+use crate::aggregate::Samples;
 use crate::sinks::prometheus::sanitize_label;
 
-use super::config::{Direction, Severity};
-use super::input::{Point, SelfMetrics, Window};
+use super::config::Severity;
+use super::input::{SelfMetrics, Window};
 use super::notify::{AlertEvent, EventStatus};
+use super::reduce::Acc;
 use super::rules::{format_value, Aggregation, Rule, Source};
 use super::state::{Phase, Transition};
 
@@ -46,95 +49,6 @@ pub fn fingerprint(alert: &str, labels: &BTreeMap<String, String>) -> String {
         eat(v.as_bytes());
     }
     format!("{h:016x}")
-}
-
-/// A window's values of one group, before aggregation.
-#[derive(Default)]
-struct Acc {
-    total: f64,
-    count: f64,
-    series: usize,
-    gauges: usize,
-    sampled: bool,
-    values: Samples,
-}
-
-impl Acc {
-    fn add(&mut self, p: Point<'_>) {
-        self.series += 1;
-        match p {
-            Point::Counter(v) => {
-                self.total += v;
-                self.count += v;
-                self.values.add(v, 1);
-            }
-            Point::Gauge(v) => {
-                self.gauges += 1;
-                self.total += v;
-                self.count += 1.0;
-                self.values.add(v, 1);
-            }
-            Point::Set(n) => {
-                self.total += n as f64;
-                self.count += n as f64;
-                self.values.add(n as f64, 1);
-            }
-            Point::Samples(s) => {
-                self.sampled = true;
-                self.total += s.sum();
-                self.count += s.count() as f64;
-                self.values.merge(s.clone());
-            }
-        }
-    }
-
-    /// The aggregated value; `prev` is the group's previous `last` (for a gauge's rate).
-    fn value(
-        &mut self,
-        agg: Aggregation,
-        dir: Direction,
-        secs: f64,
-        prev: Option<(f64, u64)>,
-        now: u64,
-    ) -> Option<f64> {
-        if self.series == 0 {
-            return None;
-        }
-        let v = match agg {
-            Aggregation::Sum => self.total,
-            Aggregation::Count => self.count,
-            Aggregation::Min => self.values.min(),
-            Aggregation::Max => self.values.max(),
-            Aggregation::Avg => self.values.avg(),
-            Aggregation::Quantile(q) => self.values.quantile(q),
-            Aggregation::Last => self.last(dir),
-            Aggregation::Rate if self.gauges > 0 => {
-                let (p, at) = prev?;
-                let dt = now.saturating_sub(at) as f64 / 1000.0;
-                if dt <= 0.0 {
-                    return None;
-                }
-                (self.last(dir) - p) / dt
-            }
-            Aggregation::Rate => self.count / secs.max(1e-3),
-        };
-        Some(v)
-    }
-
-    /// Gauges: the worst series (highest for `above`, lowest for `below`); timers: the mean;
-    /// counters and sets: the window total.
-    fn last(&self, dir: Direction) -> f64 {
-        if self.gauges > 0 {
-            match dir {
-                Direction::Above => self.values.max(),
-                Direction::Below => self.values.min(),
-            }
-        } else if self.sampled {
-            self.values.avg()
-        } else {
-            self.total
-        }
-    }
 }
 
 struct Group {

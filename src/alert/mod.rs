@@ -11,6 +11,7 @@ pub mod eval;
 pub mod input;
 pub mod metrics;
 pub mod notify;
+pub mod reduce;
 pub mod rules;
 pub mod state;
 
