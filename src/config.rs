@@ -22,6 +22,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub prometheus: PrometheusConfig,
     pub datadog: DatadogConfig,
+    pub alerts: crate::alert::AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,12 +143,15 @@ impl Default for AggregateConfig {
 pub struct HttpConfig {
     /// Address of the HTTP server (`/metrics`, `/health`).
     pub listen: String,
+    /// Bearer token for mutating API routes called from other hosts; empty = loopback only.
+    pub admin_token: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:9090".into(),
+            admin_token: String::new(),
         }
     }
 }
@@ -213,6 +217,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error with a message already phrased for the operator.
+    pub fn new(msg: impl Into<String>) -> ConfigError {
+        ConfigError(msg.into())
+    }
+}
 
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
@@ -324,6 +335,7 @@ impl Config {
                 "invalid config: aggregate.percentiles holds at most 16 values",
             ));
         }
+        self.alerts.validate()?;
         Ok(())
     }
 
@@ -374,6 +386,26 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
     for (name, value) in env {
         if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
             set_key(table, section, key, toml::Value::String(value.clone()));
+        } else if let Some((_, key)) = crate::alert::config::HEALTH_ENV
+            .iter()
+            .find(|(v, _)| v == name)
+        {
+            let v: f64 = value.trim().parse().map_err(|_| {
+                err(format!(
+                    "invalid value from the environment: {name}={value:?} is not a number"
+                ))
+            })?;
+            let alerts = table
+                .entry("alerts")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(alerts) = alerts {
+                let health = alerts
+                    .entry("health")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(h) = health {
+                    h.insert(key.to_string(), toml::Value::Float(v));
+                }
+            }
         } else if name == "DD_TAGS" {
             let tags = value
                 .split(|c: char| c == ',' || c.is_whitespace())
@@ -489,7 +521,7 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -13,6 +13,7 @@
 //! drains what was received, flushes one last time and returns.
 
 pub mod aggregate;
+pub mod alert;
 pub mod api;
 pub mod config;
 pub mod model;
@@ -101,7 +102,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cfg.prometheus.max_series,
         Arc::clone(&telemetry),
     ));
-    let sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
+    let alerting = if cfg.alerts.enabled {
+        let a = alert::Alerting::start(&cfg, Arc::clone(&telemetry), alert::host_name(&cfg))
+            .map_err(anyhow::Error::msg)?;
+        sinks.push(a.sink.clone());
+        Some(a)
+    } else {
+        None
+    };
     let health = Arc::new(Health::new(
         cfg.aggregate.flush_interval,
         Arc::clone(&telemetry),
@@ -202,14 +211,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let http_addr = bound.http.local_addr()?;
     info!(component = "http", addr = %http_addr, "listening");
     health.set("http", Status::Ok, http_addr.to_string());
-    let app = api::router(api::AppState {
+    let mut app = api::router(api::AppState {
         prometheus,
         health: Arc::clone(&health),
     });
+    if let Some(a) = &alerting {
+        info!(
+            component = "alerts",
+            rules = a.rule_count(),
+            notifiers = a.shared.dispatcher.notifiers.len(),
+            "alerting enabled"
+        );
+        health.set("alerts", Status::Ok, format!("{} rules", a.rule_count()));
+        app = app.merge(alert::api::router(alert::api::ApiState {
+            shared: Arc::clone(&a.shared),
+            admin_token: cfg.http.admin_token.as_str().into(),
+        }));
+    } else {
+        health.set("alerts", Status::Disabled, "alerts.enabled is false");
+    }
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn({
         let c = http_cancel.clone();
         async move {
+            // Peer addresses let mutating routes exempt loopback callers from the admin token.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(bound.http, app)
                 .with_graceful_shutdown(c.cancelled_owned())
                 .await
@@ -234,6 +260,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = flusher.join();
     });
     let _ = joined.await;
+    if let Some(a) = alerting {
+        // The final window is evaluated and its notifications get a bounded chance to go out.
+        a.shutdown(Duration::from_secs(5)).await;
+    }
     http_cancel.cancel();
     let _ = http_task.await;
     info!("stopped");

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v curl >/dev/null || missing+=(curl)
+# A real Alertmanager for tests/alertmanager_e2e.rs.
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

@@ -1,0 +1,433 @@
+//! The `[alerts]` configuration: rules, notifiers, the thresholds of tallyd's own health rules,
+//! and the validation that names the offending key.
+//!
+//! This module only describes and checks settings; `rules.rs` turns them into compiled rules.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{duration_str, ConfigError};
+
+/// `[alerts]`: edge alerting. Every key has a default; the section may be left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Master switch: false evaluates nothing and sends nothing.
+    pub enabled: bool,
+    /// Adds tallyd's own health rules (see `[alerts.health]`) to the rules below.
+    pub default_rules: bool,
+    /// How often a still-firing alert is notified again; a rule may override it; 0 = never.
+    #[serde(with = "duration_str")]
+    pub repeat_interval: Duration,
+    /// Alert transitions kept for `GET /api/alerts`.
+    pub history_size: usize,
+    /// Groups (alert instances) tracked per rule; new groups beyond it are ignored and counted.
+    pub max_groups_per_rule: usize,
+    /// Flushed windows waiting for evaluation; more are dropped and counted.
+    pub eval_queue: usize,
+    /// Notifications waiting per notifier; more are dropped and counted.
+    pub notify_queue: usize,
+    /// Attempts per notification (1 = no retry).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max`.
+    #[serde(with = "duration_str")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "duration_str")]
+    pub retry_max: Duration,
+    /// Timeout of one notification request.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// Thresholds of the shipped health rules (`ALERT_*` environment variables).
+    pub health: HealthThresholds,
+    /// User rules (`[[alerts.rules]]`).
+    pub rules: Vec<RuleConfig>,
+    /// Named notifiers (`[alerts.notifiers.NAME]`).
+    pub notifiers: BTreeMap<String, NotifierConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_rules: true,
+            repeat_interval: Duration::from_secs(4 * 3600),
+            history_size: 200,
+            max_groups_per_rule: 1000,
+            eval_queue: 16,
+            notify_queue: 1000,
+            max_attempts: 6,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            health: HealthThresholds::default(),
+            rules: Vec::new(),
+            notifiers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[alerts.health]`: thresholds of the shipped rules, each also read from the environment
+/// variable the platform documents use (named in [`HEALTH_ENV`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthThresholds {
+    pub queue_pending_warn: f64,
+    pub queue_pending_crit: f64,
+    pub dlq_warn: f64,
+    pub dlq_crit: f64,
+    pub processing_lag_secs: f64,
+    pub no_data_minutes: f64,
+    pub error_rate_percent: f64,
+    pub latency_warn_ms: f64,
+    pub latency_crit_ms: f64,
+    pub gps_blacklisted_warn: f64,
+    pub gps_blacklisted_crit: f64,
+    pub gps_invalid_rate_percent: f64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        Self {
+            queue_pending_warn: 1000.0,
+            queue_pending_crit: 5000.0,
+            dlq_warn: 10.0,
+            dlq_crit: 100.0,
+            processing_lag_secs: 300.0,
+            no_data_minutes: 5.0,
+            error_rate_percent: 5.0,
+            latency_warn_ms: 1000.0,
+            latency_crit_ms: 5000.0,
+            gps_blacklisted_warn: 5.0,
+            gps_blacklisted_crit: 20.0,
+            gps_invalid_rate_percent: 10.0,
+        }
+    }
+}
+
+/// Environment variables that set `[alerts.health]` keys (platform names, same defaults).
+pub const HEALTH_ENV: &[(&str, &str)] = &[
+    ("ALERT_QUEUE_PENDING_WARN", "queue_pending_warn"),
+    ("ALERT_QUEUE_PENDING_CRIT", "queue_pending_crit"),
+    ("ALERT_DLQ_WARN", "dlq_warn"),
+    ("ALERT_DLQ_CRIT", "dlq_crit"),
+    ("ALERT_PROCESSING_LAG", "processing_lag_secs"),
+    ("ALERT_NO_DATA_MINUTES", "no_data_minutes"),
+    ("ALERT_ERROR_RATE", "error_rate_percent"),
+    ("ALERT_LATENCY_WARN", "latency_warn_ms"),
+    ("ALERT_LATENCY_CRIT", "latency_crit_ms"),
+];
+
+/// Which side of a threshold is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Above,
+    Below,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Above => "above",
+            Direction::Below => "below",
+        }
+    }
+}
+
+/// Alert severity, lowest first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which metric a rule (or one side of a ratio) reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectorConfig {
+    /// StatsD name as sent (`queue.pending`) or a `tallyd_*` name from `/metrics`.
+    pub metric: String,
+    /// Tag filter, all must hold: `k:v` (equal), `k:*` (present), `!k:v` (not equal), `flag`.
+    pub tags: Vec<String>,
+}
+
+/// One `[[alerts.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    /// Alert name (Alertmanager's `alertname`); unique.
+    pub name: String,
+    /// Metric read by a threshold rule; leave empty for a ratio rule.
+    pub metric: String,
+    /// Tag filter for `metric` (see [`SelectorConfig::tags`]).
+    pub tags: Vec<String>,
+    /// Ratio rule: value = 100 * numerator / denominator (percent), each aggregated alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numerator: Option<SelectorConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<SelectorConfig>,
+    /// `last`, `avg`, `min`, `max`, `sum`, `count`, `rate` (per second) or `pNN` (`p95`, `p99.9`).
+    pub aggregation: String,
+    /// Warning threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warn: Option<f64>,
+    /// Critical threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical: Option<f64>,
+    /// `above` (value > threshold is bad) or `below` (value < threshold is bad).
+    pub direction: Direction,
+    /// How long the condition must hold before the alert fires; 0 = at once.
+    #[serde(rename = "for", with = "duration_str")]
+    pub for_: Duration,
+    /// Tags that split the rule into one alert per value combination.
+    pub group_by: Vec<String>,
+    /// Fire when no matching series has been seen for this long; 0 = off.
+    #[serde(with = "duration_str")]
+    pub no_data: Duration,
+    /// Severity of the no-data alert.
+    pub no_data_severity: Severity,
+    /// Message template (see the README for placeholders); empty = the built-in message.
+    pub message: String,
+    /// Runbook URL or text template; empty = none.
+    pub runbook: String,
+    /// Notifiers (by name) this rule goes to; empty = all. Each notifier may also filter by severity.
+    pub notify: Vec<String>,
+    /// Overrides `alerts.repeat_interval` for this rule.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub repeat_interval: Option<Duration>,
+    /// Send a recovery notification when the alert resolves.
+    pub send_resolved: bool,
+    /// Extra labels sent with the alert (Alertmanager labels, webhook `labels`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            metric: String::new(),
+            tags: Vec::new(),
+            numerator: None,
+            denominator: None,
+            aggregation: "last".into(),
+            warn: None,
+            critical: None,
+            direction: Direction::Above,
+            for_: Duration::ZERO,
+            group_by: Vec::new(),
+            no_data: Duration::ZERO,
+            no_data_severity: Severity::Warning,
+            message: String::new(),
+            runbook: String::new(),
+            notify: Vec::new(),
+            repeat_interval: None,
+            send_resolved: true,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Notifier kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    #[default]
+    Webhook,
+    Slack,
+    Pagerduty,
+    Alertmanager,
+}
+
+impl NotifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Webhook => "webhook",
+            NotifierKind::Slack => "slack",
+            NotifierKind::Pagerduty => "pagerduty",
+            NotifierKind::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// PagerDuty Events API v2 endpoint (developer.pagerduty.com/docs/events-api-v2/trigger-events).
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// One `[alerts.notifiers.NAME]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierConfig {
+    /// `webhook`, `slack`, `pagerduty` or `alertmanager`.
+    #[serde(rename = "type")]
+    pub kind: NotifierKind,
+    /// Endpoint: the webhook URL, the Slack incoming-webhook URL, the PagerDuty enqueue URL
+    /// (empty = PagerDuty's), or Alertmanager's base URL (`http://am:9093`).
+    pub url: String,
+    /// PagerDuty integration (routing) key.
+    pub routing_key: String,
+    /// Severities sent to this notifier; empty = all.
+    pub severities: Vec<Severity>,
+    /// Extra HTTP headers (for example `Authorization`).
+    pub headers: BTreeMap<String, String>,
+    /// Alertmanager: how often firing alerts are sent again (Alertmanager forgets alerts that
+    /// are not refreshed).
+    #[serde(with = "duration_str")]
+    pub resend_interval: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            kind: NotifierKind::Webhook,
+            url: String::new(),
+            routing_key: String::new(),
+            severities: Vec::new(),
+            headers: BTreeMap::new(),
+            resend_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+mod opt_duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&crate::config::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::config::parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn err(msg: String) -> ConfigError {
+    ConfigError::new(format!("invalid config: {msg}"))
+}
+
+impl AlertsConfig {
+    /// Checks every rule and notifier; errors name the key (`alerts.rules[2].aggregation`).
+    ///
+    /// # Errors
+    /// The first invalid key, with what is wrong with it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("alerts.max_groups_per_rule", self.max_groups_per_rule),
+            ("alerts.eval_queue", self.eval_queue),
+            ("alerts.notify_queue", self.notify_queue),
+            ("alerts.max_attempts", self.max_attempts as usize),
+        ] {
+            if v == 0 {
+                return Err(err(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return Err(err(
+                "alerts.retry_initial must be > 0 and at most alerts.retry_max".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(err("alerts.timeout must be greater than 0s".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("alerts.rules[{i}]");
+            if r.name.trim().is_empty() {
+                return Err(err(format!("{at}.name must be set")));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(err(format!(
+                    "{at}.name {:?} is used by an earlier rule",
+                    r.name
+                )));
+            }
+            let at = format!("{at} ({:?})", r.name);
+            if let Err(e) = crate::alert::rules::Rule::compile(r, &self.notifiers) {
+                return Err(err(format!("{at}.{e}")));
+            }
+        }
+        for (name, n) in &self.notifiers {
+            let at = format!("alerts.notifiers.{name}");
+            if name == "log" {
+                return Err(err(format!(
+                    "{at}: the name \"log\" is reserved for the built-in log notifier"
+                )));
+            }
+            let needs_url = n.kind != NotifierKind::Pagerduty;
+            if needs_url && n.url.is_empty() {
+                return Err(err(format!(
+                    "{at}.url must be set for type {:?}",
+                    n.kind.as_str()
+                )));
+            }
+            if !(n.url.is_empty() || n.url.starts_with("http://") || n.url.starts_with("https://"))
+            {
+                return Err(err(format!(
+                    "{at}.url {:?} must start with http:// or https://",
+                    n.url
+                )));
+            }
+            if n.kind == NotifierKind::Pagerduty && n.routing_key.is_empty() {
+                return Err(err(format!(
+                    "{at}.routing_key must be set for type \"pagerduty\""
+                )));
+            }
+            if n.kind == NotifierKind::Alertmanager && n.resend_interval.is_zero() {
+                return Err(err(format!("{at}.resend_interval must be greater than 0s")));
+            }
+            for k in n.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    return Err(err(format!(
+                        "{at}.headers: {k:?} is not a valid header name"
+                    )));
+                }
+            }
+        }
+        let h = &self.health;
+        for (key, v) in [
+            ("queue_pending_warn", h.queue_pending_warn),
+            ("queue_pending_crit", h.queue_pending_crit),
+            ("dlq_warn", h.dlq_warn),
+            ("dlq_crit", h.dlq_crit),
+            ("processing_lag_secs", h.processing_lag_secs),
+            ("no_data_minutes", h.no_data_minutes),
+            ("error_rate_percent", h.error_rate_percent),
+            ("latency_warn_ms", h.latency_warn_ms),
+            ("latency_crit_ms", h.latency_crit_ms),
+            ("gps_blacklisted_warn", h.gps_blacklisted_warn),
+            ("gps_blacklisted_crit", h.gps_blacklisted_crit),
+            ("gps_invalid_rate_percent", h.gps_invalid_rate_percent),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(err(format!(
+                    "alerts.health.{key} = {v} must be a number >= 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

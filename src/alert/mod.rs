@@ -1,0 +1,210 @@
+//! Threshold alerts at the edge: rules evaluated on every flushed window, a state machine per
+//! rule and group, and notifications to the log, webhooks, Slack, PagerDuty and Alertmanager.
+//!
+//! The flusher hands each `Flush` to [`AlertSink`], which only `try_send`s it into a bounded
+//! channel; one task evaluates (`eval.rs`) and queues notifications (`notify/`), whose workers
+//! deliver them. Nothing here reaches back into the aggregator or blocks the flusher.
+
+pub mod api;
+pub mod config;
+pub mod eval;
+pub mod input;
+pub mod metrics;
+pub mod notify;
+pub mod reduce;
+pub mod rules;
+pub mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::aggregate::{lock, Flush};
+use crate::sinks::Sink;
+use crate::telemetry::Telemetry;
+
+pub use config::AlertsConfig;
+use eval::{Evaluator, Snapshot};
+use notify::Dispatcher;
+use rules::Rule;
+
+/// State shared by the evaluator task, the API and `/metrics`.
+pub struct Shared {
+    pub snapshot: Mutex<Snapshot>,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Windows not evaluated because the evaluator was behind (`alerts.eval_queue` full).
+    pub windows_dropped: AtomicU64,
+    pub evaluations: AtomicU64,
+    pub groups_dropped: AtomicU64,
+    pub self_series_dropped: AtomicU64,
+    pub host: String,
+}
+
+/// The flusher's handle: forwards each window to the evaluator without waiting.
+pub struct AlertSink {
+    tx: Mutex<Option<mpsc::Sender<Arc<Flush>>>>,
+    shared: Arc<Shared>,
+}
+
+impl Sink for AlertSink {
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+
+    fn consume(&self, flush: &Arc<Flush>) {
+        let tx = lock(&self.tx).clone();
+        if let Some(tx) = tx {
+            if tx.try_send(Arc::clone(flush)).is_err() {
+                self.shared.windows_dropped.fetch_add(1, Relaxed);
+                tracing::warn!("alert evaluation is behind; window not evaluated");
+            }
+        }
+    }
+}
+
+impl AlertSink {
+    /// Stops forwarding; the evaluator finishes what it holds and ends.
+    pub fn close(&self) {
+        lock(&self.tx).take();
+    }
+}
+
+/// The running alert subsystem.
+pub struct Alerting {
+    pub sink: Arc<AlertSink>,
+    pub shared: Arc<Shared>,
+    evaluator: tokio::task::JoinHandle<()>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Alerting {
+    /// Compiles the rules, starts the notifier workers and the evaluator task, and registers
+    /// tallyd_alert_* metrics. Call inside the tokio runtime.
+    ///
+    /// # Errors
+    /// A rule that does not compile, or the HTTP client cannot be built.
+    pub fn start(
+        cfg: &crate::config::Config,
+        telemetry: Arc<Telemetry>,
+        host: String,
+    ) -> Result<Alerting, String> {
+        let a = &cfg.alerts;
+        let statsd_enabled = !(cfg.statsd.udp_listen.is_empty()
+            && cfg.statsd.tcp_listen.is_empty()
+            && cfg.statsd.unix_socket.is_empty());
+        let rules = rules::build_rules(a, statsd_enabled)?;
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let dispatcher = Dispatcher::start(a, &tracker, &cancel)?;
+        let shared = Arc::new(Shared {
+            snapshot: Mutex::new(Snapshot {
+                rules: rules.len(),
+                ..Snapshot::default()
+            }),
+            dispatcher: Arc::clone(&dispatcher),
+            windows_dropped: AtomicU64::new(0),
+            evaluations: AtomicU64::new(0),
+            groups_dropped: AtomicU64::new(0),
+            self_series_dropped: AtomicU64::new(0),
+            host: host.clone(),
+        });
+        telemetry.register(Arc::new(metrics::AlertMetrics(Arc::clone(&shared))));
+        let (tx, rx) = mpsc::channel(a.eval_queue);
+        let evaluator = Evaluator::new(
+            rules,
+            host,
+            a.repeat_interval,
+            a.max_groups_per_rule,
+            a.history_size,
+        );
+        let evaluator = tokio::spawn(evaluate_loop(evaluator, rx, Arc::clone(&shared), telemetry));
+        let sink = Arc::new(AlertSink {
+            tx: Mutex::new(Some(tx)),
+            shared: Arc::clone(&shared),
+        });
+        Ok(Alerting {
+            sink,
+            shared,
+            evaluator,
+            tracker,
+            cancel,
+        })
+    }
+
+    /// Rules in effect (for the startup log).
+    pub fn rule_count(&self) -> usize {
+        lock(&self.shared.snapshot).rules
+    }
+
+    /// Closes intake, lets the evaluator and the notifier queues drain for at most `grace`,
+    /// then abandons what is left (retries in backoff are cancelled).
+    pub async fn shutdown(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.sink.close();
+        // The evaluator ends once it has evaluated the windows it holds (the final one too).
+        let _ = tokio::time::timeout_at(deadline, self.evaluator).await;
+        // Then the notifier queues close and the workers end after delivering what is queued.
+        self.shared.dispatcher.close();
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("alert notifications still pending at shutdown; abandoning them");
+            self.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+        }
+    }
+}
+
+async fn evaluate_loop(
+    mut evaluator: Evaluator,
+    mut rx: mpsc::Receiver<Arc<Flush>>,
+    shared: Arc<Shared>,
+    telemetry: Arc<Telemetry>,
+) {
+    let own = evaluator.needs_self_metrics();
+    let wants_firing = shared.dispatcher.wants_firing();
+    while let Some(flush) = rx.recv().await {
+        let mut text = String::new();
+        if own {
+            telemetry.render(&mut text, false);
+        }
+        let out = evaluator.evaluate(&flush, &text, wants_firing);
+        shared.dispatcher.dispatch(&out);
+        let snap = evaluator.snapshot();
+        *lock(&shared.snapshot) = snap;
+        shared.evaluations.store(evaluator.evaluations, Relaxed);
+        shared
+            .groups_dropped
+            .store(evaluator.groups_dropped, Relaxed);
+        shared
+            .self_series_dropped
+            .store(evaluator.self_series_dropped(), Relaxed);
+    }
+}
+
+/// The host name alerts carry: `datadog.hostname`, else the kernel's, else `localhost`.
+pub fn host_name(cfg: &crate::config::Config) -> String {
+    if !cfg.datadog.hostname.is_empty() {
+        return cfg.datadog.hostname.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Compiled rules for a configuration (used by `check-config`-style callers and tests).
+///
+/// # Errors
+/// The first rule that does not compile.
+pub fn compiled_rules(cfg: &crate::config::Config) -> Result<Vec<Rule>, String> {
+    rules::build_rules(&cfg.alerts, true)
+}

@@ -1,0 +1,727 @@
+//! Compiled alert rules: the aggregation, tag filters, thresholds and templates of one
+//! `[[alerts.rules]]` entry checked once at startup, and the shipped health rules.
+//!
+//! Nothing here looks at data; `eval.rs` applies these rules to each flushed window.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::config::{
+    AlertsConfig, Direction, HealthThresholds, NotifierConfig, RuleConfig, SelectorConfig, Severity,
+};
+
+/// How a window's values are reduced to one number per group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregation {
+    Last,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    Rate,
+    /// A quantile in (0, 1).
+    Quantile(f64),
+}
+
+impl Aggregation {
+    /// Parses `last`, `avg`, …, `p95`, `p99.9`.
+    ///
+    /// # Errors
+    /// A message naming the accepted forms.
+    pub fn parse(s: &str) -> Result<Aggregation, String> {
+        Ok(match s {
+            "last" => Aggregation::Last,
+            "avg" => Aggregation::Avg,
+            "min" => Aggregation::Min,
+            "max" => Aggregation::Max,
+            "sum" => Aggregation::Sum,
+            "count" => Aggregation::Count,
+            "rate" => Aggregation::Rate,
+            p if p.starts_with('p') => {
+                let q: f64 = p[1..]
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a percentile like p95 or p99.9"))?;
+                if !(q > 0.0 && q < 100.0) {
+                    return Err(format!(
+                        "{s:?}: the percentile must be between 0 and 100 (exclusive)"
+                    ));
+                }
+                Aggregation::Quantile(q / 100.0)
+            }
+            _ => {
+                return Err(format!(
+                    "{s:?} is not one of last, avg, min, max, sum, count, rate, pNN"
+                ))
+            }
+        })
+    }
+
+    /// Aggregations whose value for a window without samples is 0 (nothing was counted).
+    pub fn counts(self) -> bool {
+        matches!(
+            self,
+            Aggregation::Sum | Aggregation::Count | Aggregation::Rate
+        )
+    }
+}
+
+/// One tag condition.
+#[derive(Debug, Clone, PartialEq)]
+enum TagFilter {
+    /// `k:v`, or a bare `flag` (matches the tag exactly).
+    Equals(String),
+    /// `k:*`.
+    Present(String),
+    /// `!k:v`.
+    NotEquals(String),
+}
+
+/// A metric name plus tag conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    pub metric: String,
+    filters: Vec<TagFilter>,
+}
+
+impl Selector {
+    fn compile(metric: &str, tags: &[String]) -> Result<Selector, String> {
+        if metric.trim().is_empty() {
+            return Err("metric must be set".into());
+        }
+        let mut filters = Vec::new();
+        for t in tags {
+            let f = if let Some(rest) = t.strip_prefix('!') {
+                TagFilter::NotEquals(rest.to_string())
+            } else if let Some(k) = t.strip_suffix(":*") {
+                TagFilter::Present(format!("{k}:"))
+            } else {
+                TagFilter::Equals(t.clone())
+            };
+            if t.is_empty() || t == "!" || t.contains(',') {
+                return Err(format!(
+                    "tags: {t:?} is not a tag condition (k:v, k:*, !k:v or flag)"
+                ));
+            }
+            filters.push(f);
+        }
+        Ok(Selector {
+            metric: metric.to_string(),
+            filters,
+        })
+    }
+
+    /// True when every condition holds for these tags.
+    pub fn matches_tags<'a, I: Iterator<Item = &'a str>>(&self, tags: impl Fn() -> I) -> bool {
+        self.filters.iter().all(|f| match f {
+            TagFilter::Equals(t) => tags().any(|x| x == t),
+            TagFilter::Present(prefix) => tags().any(|x| x.starts_with(prefix.as_str())),
+            TagFilter::NotEquals(t) => !tags().any(|x| x == t),
+        })
+    }
+
+    /// tallyd's own metrics are watched for no-data only once they have been seen, because a
+    /// family that was never rendered belongs to a subsystem that is off (see the README).
+    pub fn is_self_metric(&self) -> bool {
+        self.metric.starts_with("tallyd_")
+    }
+}
+
+/// What a rule reads: one metric, or a ratio of two.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Metric(Selector),
+    Ratio {
+        numerator: Selector,
+        denominator: Selector,
+    },
+}
+
+impl Source {
+    pub fn selectors(&self) -> Vec<&Selector> {
+        match self {
+            Source::Metric(s) => vec![s],
+            Source::Ratio {
+                numerator,
+                denominator,
+            } => vec![numerator, denominator],
+        }
+    }
+
+    /// The metric named in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Metric(s) => s.metric.clone(),
+            Source::Ratio {
+                numerator,
+                denominator,
+            } => format!("{} / {}", numerator.metric, denominator.metric),
+        }
+    }
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub source: Source,
+    pub aggregation: Aggregation,
+    pub warn: Option<f64>,
+    pub critical: Option<f64>,
+    pub direction: Direction,
+    pub for_ms: u64,
+    pub group_by: Vec<String>,
+    pub no_data_ms: u64,
+    pub no_data_severity: Severity,
+    pub message: Template,
+    pub runbook: Template,
+    pub notify: Vec<String>,
+    /// `None` = the global `alerts.repeat_interval`.
+    pub repeat_ms: Option<u64>,
+    pub send_resolved: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Shipped health rule (shown as such in the API).
+    pub builtin: bool,
+}
+
+/// The built-in message when a rule has none.
+pub const DEFAULT_MESSAGE: &str =
+    "{{alert}} is {{severity}}: {{metric}} {{aggregation}} = {{value}} ({{direction}} {{threshold}}){{tags}}";
+
+impl Rule {
+    /// Checks and compiles one rule. The error starts with the key it concerns.
+    ///
+    /// # Errors
+    /// `key: problem`, for the caller to prefix with the rule's position.
+    pub fn compile(
+        r: &RuleConfig,
+        notifiers: &BTreeMap<String, NotifierConfig>,
+    ) -> Result<Rule, String> {
+        let source = match (&r.numerator, &r.denominator, r.metric.is_empty()) {
+            (None, None, false) => {
+                Source::Metric(Selector::compile(&r.metric, &r.tags).map_err(|e| key_err("", e))?)
+            }
+            (Some(n), Some(d), true) => {
+                if !r.tags.is_empty() {
+                    return Err(
+                        "tags: a ratio rule takes its tags in numerator.tags and denominator.tags"
+                            .into(),
+                    );
+                }
+                let side = |s: &SelectorConfig, key: &str| {
+                    Selector::compile(&s.metric, &s.tags).map_err(|e| format!("{key}.{e}"))
+                };
+                Source::Ratio {
+                    numerator: side(n, "numerator")?,
+                    denominator: side(d, "denominator")?,
+                }
+            }
+            (None, None, true) => {
+                return Err(
+                    "metric must be set (or numerator and denominator for a ratio rule)".into(),
+                )
+            }
+            _ => return Err("metric: set either metric, or both numerator and denominator".into()),
+        };
+        let aggregation =
+            Aggregation::parse(&r.aggregation).map_err(|e| format!("aggregation: {e}"))?;
+        if r.warn.is_none() && r.critical.is_none() && r.no_data.is_zero() {
+            return Err(
+                "warn: set warn, critical, or no_data (a rule with none of them never fires)"
+                    .into(),
+            );
+        }
+        for (k, v) in [("warn", r.warn), ("critical", r.critical)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return Err(format!("{k}: {v} is not a finite number"));
+                }
+            }
+        }
+        if let (Some(w), Some(c)) = (r.warn, r.critical) {
+            let ordered = match r.direction {
+                Direction::Above => w <= c,
+                Direction::Below => w >= c,
+            };
+            if !ordered {
+                return Err(format!(
+                    "critical: {c} is less severe than warn {w} for direction {:?}",
+                    r.direction.as_str()
+                ));
+            }
+        }
+        for g in &r.group_by {
+            if g.is_empty() || g.contains(':') || g.contains(',') {
+                return Err(format!("group_by: {g:?} is not a tag key"));
+            }
+        }
+        for n in &r.notify {
+            if n != "log" && !notifiers.contains_key(n) {
+                return Err(format!(
+                    "notify: there is no notifier named {n:?} in [alerts.notifiers]"
+                ));
+            }
+        }
+        let message = if r.message.is_empty() {
+            DEFAULT_MESSAGE
+        } else {
+            &r.message
+        };
+        Ok(Rule {
+            name: r.name.clone(),
+            source,
+            aggregation,
+            warn: r.warn,
+            critical: r.critical,
+            direction: r.direction,
+            for_ms: r.for_.as_millis() as u64,
+            group_by: r.group_by.clone(),
+            no_data_ms: r.no_data.as_millis() as u64,
+            no_data_severity: r.no_data_severity,
+            message: Template::parse(message).map_err(|e| format!("message: {e}"))?,
+            runbook: Template::parse(&r.runbook).map_err(|e| format!("runbook: {e}"))?,
+            notify: r.notify.clone(),
+            repeat_ms: r.repeat_interval.map(|d| d.as_millis() as u64),
+            send_resolved: r.send_resolved,
+            labels: r.labels.clone(),
+            builtin: false,
+        })
+    }
+
+    /// The severity the value calls for, if any.
+    pub fn classify(&self, v: f64) -> Option<Severity> {
+        if v.is_nan() {
+            return None;
+        }
+        let crossed = |t: Option<f64>| {
+            t.is_some_and(|t| match self.direction {
+                Direction::Above => v > t,
+                Direction::Below => v < t,
+            })
+        };
+        if crossed(self.critical) {
+            Some(Severity::Critical)
+        } else if crossed(self.warn) {
+            Some(Severity::Warning)
+        } else {
+            None
+        }
+    }
+
+    /// The threshold that `severity` corresponds to.
+    pub fn threshold(&self, severity: Severity) -> Option<f64> {
+        match severity {
+            Severity::Critical => self.critical,
+            _ => self.warn.or(self.critical),
+        }
+    }
+}
+
+fn key_err(prefix: &str, e: String) -> String {
+    format!("{prefix}{e}")
+}
+
+/// All rules in effect: the shipped health rules (when `alerts.default_rules`), then the
+/// user's. A user rule with the same name as a health rule replaces it.
+///
+/// # Errors
+/// The first rule that does not compile (user rules are validated with their key first).
+pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>, String> {
+    let mut user = Vec::new();
+    for (i, r) in cfg.rules.iter().enumerate() {
+        user.push(
+            Rule::compile(r, &cfg.notifiers)
+                .map_err(|e| format!("alerts.rules[{i}] ({:?}).{e}", r.name))?,
+        );
+    }
+    let mut rules: Vec<Rule> = if cfg.default_rules {
+        health_rules(&cfg.health, statsd_enabled)
+            .into_iter()
+            .filter(|h| !user.iter().any(|u| u.name == h.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    rules.extend(user);
+    Ok(rules)
+}
+
+/// Metric names the health rules watch. Families other subsystems register (forwarder, GPS)
+/// are rendered only when that subsystem runs; until then their rules see no data.
+pub mod names {
+    pub const FORWARDER_QUEUE_PENDING: &str = "tallyd_forwarder_queue_pending";
+    pub const FORWARDER_DLQ: &str = "tallyd_forwarder_dlq_pending";
+    pub const FORWARDER_OLDEST_AGE: &str = "tallyd_forwarder_queue_oldest_age_seconds";
+    pub const FORWARDER_REQUESTS: &str = "tallyd_forwarder_requests";
+    pub const STATSD_SAMPLES: &str = "tallyd_statsd_samples";
+    pub const GPS_BLACKLISTED: &str = "tallyd_gps_blacklisted_ips";
+    pub const GPS_MESSAGES: &str = "tallyd_gps_messages";
+    pub const GPS_INVALID: &str = "tallyd_gps_invalid_messages";
+    pub const FLUSH_DURATION: &str = "tallyd_flush_duration_seconds";
+}
+
+/// tallyd's own health rules with the given thresholds.
+pub fn health_rules(h: &HealthThresholds, statsd_enabled: bool) -> Vec<Rule> {
+    let base =
+        |name: &str, metric: &str, agg: &str, warn: Option<f64>, crit: Option<f64>, msg: &str| {
+            RuleConfig {
+                name: name.into(),
+                metric: metric.into(),
+                aggregation: agg.into(),
+                warn,
+                critical: crit,
+                message: msg.into(),
+                ..RuleConfig::default()
+            }
+        };
+    let mut cfgs = vec![
+        base(
+            "TallydForwarderQueuePending",
+            names::FORWARDER_QUEUE_PENDING,
+            "last",
+            Some(h.queue_pending_warn),
+            Some(h.queue_pending_crit),
+            "{{value}} payloads are waiting in the forwarder queue (warn {{warn}}, critical {{critical}})",
+        ),
+        base(
+            "TallydDeadLetterQueue",
+            names::FORWARDER_DLQ,
+            "last",
+            Some(h.dlq_warn),
+            Some(h.dlq_crit),
+            "{{value}} payloads are in the dead-letter queue (warn {{warn}}, critical {{critical}})",
+        ),
+        base(
+            "TallydProcessingLag",
+            names::FORWARDER_OLDEST_AGE,
+            "last",
+            Some(h.processing_lag_secs),
+            None,
+            "the oldest queued payload is {{value}} s old (warn {{warn}} s)",
+        ),
+        base(
+            "TallydFlushSlow",
+            names::FLUSH_DURATION,
+            "max",
+            Some(h.latency_warn_ms / 1000.0),
+            Some(h.latency_crit_ms / 1000.0),
+            "flushing a window took {{value}} s (warn {{warn}} s, critical {{critical}} s)",
+        ),
+        base(
+            "TallydGpsBlacklistedIps",
+            names::GPS_BLACKLISTED,
+            "last",
+            Some(h.gps_blacklisted_warn),
+            Some(h.gps_blacklisted_crit),
+            "{{value}} IP addresses are blacklisted by the GPS server (warn {{warn}}, critical {{critical}})",
+        ),
+    ];
+    let ratio = |name: &str, num: (&str, &[&str]), den: &str, warn: f64, msg: &str| RuleConfig {
+        name: name.into(),
+        numerator: Some(SelectorConfig {
+            metric: num.0.into(),
+            tags: num.1.iter().map(|s| s.to_string()).collect(),
+        }),
+        denominator: Some(SelectorConfig {
+            metric: den.into(),
+            tags: Vec::new(),
+        }),
+        aggregation: "sum".into(),
+        warn: Some(warn),
+        message: msg.into(),
+        ..RuleConfig::default()
+    };
+    cfgs.push(ratio(
+        "TallydGpsInvalidMessageRate",
+        (names::GPS_INVALID, &[]),
+        names::GPS_MESSAGES,
+        h.gps_invalid_rate_percent,
+        "{{value}} % of GPS messages were invalid in the last window (warn {{warn}} %)",
+    ));
+    cfgs.push(ratio(
+        "TallydForwarderErrorRate",
+        (names::FORWARDER_REQUESTS, &["result:error"]),
+        names::FORWARDER_REQUESTS,
+        h.error_rate_percent,
+        "{{value}} % of forwarder requests failed in the last window (warn {{warn}} %)",
+    ));
+    if statsd_enabled {
+        // "No data received": the agent took in no sample for the whole period. Self counters
+        // are always rendered, so this is a threshold on the window's increase.
+        let minutes = h.no_data_minutes;
+        cfgs.push(RuleConfig {
+            direction: Direction::Below,
+            for_: Duration::from_secs_f64((minutes * 60.0).max(0.0)),
+            ..base(
+                "TallydNoDataReceived",
+                names::STATSD_SAMPLES,
+                "sum",
+                Some(1.0),
+                None,
+                "no StatsD sample received for {{for}}",
+            )
+        });
+    }
+    cfgs.iter()
+        .filter_map(|c| {
+            let mut r = Rule::compile(c, &BTreeMap::new()).ok()?;
+            r.builtin = true;
+            Some(r)
+        })
+        .collect()
+}
+
+/// A message or runbook template: text with `{{ name }}` placeholders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+/// Placeholders a template may use besides `tags.KEY` / `labels.KEY`.
+pub const TEMPLATE_VARS: &[&str] = &[
+    "alert",
+    "metric",
+    "aggregation",
+    "value",
+    "warn",
+    "critical",
+    "threshold",
+    "severity",
+    "direction",
+    "for",
+    "host",
+    "tags",
+    "state",
+];
+
+impl Template {
+    /// # Errors
+    /// An unclosed `{{` or an unknown placeholder.
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
+            let name = after[..close]
+                .trim()
+                .trim_start_matches('$')
+                .trim_start_matches('.');
+            let known = TEMPLATE_VARS.contains(&name)
+                || name
+                    .strip_prefix("tags.")
+                    .or_else(|| name.strip_prefix("labels."))
+                    .is_some_and(|k| !k.is_empty());
+            if !known {
+                return Err(format!(
+                    "unknown placeholder {{{{{name}}}}}; use one of {} or tags.KEY",
+                    TEMPLATE_VARS.join(", ")
+                ));
+            }
+            parts.push(Part::Var(name.to_string()));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Fills the placeholders; `lookup` answers names, `tags` answers `tags.KEY`.
+    pub fn render(
+        &self,
+        lookup: &dyn Fn(&str) -> String,
+        tags: &BTreeMap<String, String>,
+    ) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(v) => {
+                    if let Some(k) = v
+                        .strip_prefix("tags.")
+                        .or_else(|| v.strip_prefix("labels."))
+                    {
+                        out.push_str(tags.get(k).map(String::as_str).unwrap_or(""));
+                    } else {
+                        out.push_str(&lookup(v));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Formats a value for people: integers without a fraction, others with up to 3 decimals.
+pub fn format_value(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    let mut s = String::new();
+    let _ = write!(s, "{v:.3}");
+    while s.ends_with('0') {
+        s.pop();
+    }
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(toml_text: &str) -> Result<Rule, String> {
+        let r: RuleConfig = toml::from_str(toml_text).expect("rule toml");
+        Rule::compile(&r, &BTreeMap::new())
+    }
+
+    #[test]
+    fn aggregations_parse() {
+        assert_eq!(Aggregation::parse("p95"), Ok(Aggregation::Quantile(0.95)));
+        assert!(
+            matches!(Aggregation::parse("p99.9"), Ok(Aggregation::Quantile(q)) if (q - 0.999).abs() < 1e-12)
+        );
+        assert!(Aggregation::parse("p100").is_err());
+        assert!(Aggregation::parse("median").is_err());
+        assert_eq!(Aggregation::parse("rate"), Ok(Aggregation::Rate));
+    }
+
+    #[test]
+    fn tag_filters() {
+        let s = Selector::compile(
+            "m",
+            &["env:prod".into(), "queue:*".into(), "!tier:dev".into()],
+        )
+        .expect("ok");
+        assert!(s.matches_tags(|| ["env:prod", "queue:a"].into_iter()));
+        assert!(!s.matches_tags(|| ["env:prod"].into_iter()));
+        assert!(!s.matches_tags(|| ["env:prod", "queue:a", "tier:dev"].into_iter()));
+        assert!(!s.matches_tags(|| ["env:dev", "queue:a"].into_iter()));
+    }
+
+    #[test]
+    fn compile_errors_name_the_key() {
+        let e = rule("name = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0")
+            .expect_err("agg");
+        assert!(e.starts_with("aggregation:"), "{e}");
+        let e = rule("name = \"x\"\nmetric = \"m\"").expect_err("no threshold");
+        assert!(e.starts_with("warn:"), "{e}");
+        let e =
+            rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0").expect_err("order");
+        assert!(e.starts_with("critical:"), "{e}");
+        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nmessage = \"{{ nope }}\"")
+            .expect_err("tpl");
+        assert!(e.starts_with("message:"), "{e}");
+        let e =
+            rule("name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\" }").expect_err("ratio");
+        assert!(e.starts_with("metric:"), "{e}");
+        let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nnotify = [\"pager\"]")
+            .expect_err("notify");
+        assert!(e.starts_with("notify:"), "{e}");
+        assert!(rule(
+            "name = \"x\"\nmetric = \"m\"\nwarn = 1.0\ndirection = \"below\"\ncritical = 0.5"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn classify_both_directions() {
+        let r = rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 20.0").expect("ok");
+        assert_eq!(r.classify(10.0), None);
+        assert_eq!(r.classify(10.5), Some(Severity::Warning));
+        assert_eq!(r.classify(21.0), Some(Severity::Critical));
+        assert_eq!(r.classify(f64::NAN), None);
+        let r = rule(
+            "name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0\ndirection = \"below\"",
+        )
+        .expect("ok");
+        assert_eq!(r.classify(9.0), Some(Severity::Warning));
+        assert_eq!(r.classify(4.0), Some(Severity::Critical));
+        assert_eq!(r.classify(10.0), None);
+    }
+
+    #[test]
+    fn templates() {
+        let t = Template::parse("{{alert}} at {{ $value }} on {{tags.queue_type}}!").expect("ok");
+        let tags: BTreeMap<String, String> =
+            [("queue_type".to_string(), "email".to_string())].into();
+        let s = t.render(
+            &|n| if n == "alert" { "A".into() } else { "7".into() },
+            &tags,
+        );
+        assert_eq!(s, "A at 7 on email!");
+        assert!(Template::parse("{{alert").is_err());
+        assert_eq!(format_value(5.0), "5");
+        assert_eq!(format_value(0.12345), "0.123");
+        assert_eq!(format_value(2.5), "2.5");
+    }
+
+    #[test]
+    fn health_rules_follow_thresholds() {
+        let h = HealthThresholds {
+            queue_pending_warn: 7.0,
+            latency_warn_ms: 250.0,
+            ..Default::default()
+        };
+        let rules = health_rules(&h, true);
+        assert_eq!(rules.len(), 8);
+        let q = rules
+            .iter()
+            .find(|r| r.name == "TallydForwarderQueuePending")
+            .expect("queue rule");
+        assert_eq!((q.warn, q.critical), (Some(7.0), Some(5000.0)));
+        let f = rules
+            .iter()
+            .find(|r| r.name == "TallydFlushSlow")
+            .expect("flush rule");
+        assert_eq!(f.warn, Some(0.25));
+        let n = rules
+            .iter()
+            .find(|r| r.name == "TallydNoDataReceived")
+            .expect("no data rule");
+        assert_eq!(n.for_ms, 300_000);
+        assert!(health_rules(&h, false)
+            .iter()
+            .all(|r| r.name != "TallydNoDataReceived"));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn platform_example_is_valid_and_complete() {
+        let text = include_str!("../../config/examples/platform-alerts.toml");
+        let cfg = crate::config::Config::from_toml_with_env(text, "platform-alerts.toml", &[])
+            .expect("example parses");
+        let rules = super::build_rules(&cfg.alerts, true).expect("rules compile");
+        let user: Vec<&str> = rules
+            .iter()
+            .filter(|r| !r.builtin)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(user.len(), 10, "{user:?}");
+        assert!(rules.iter().any(|r| r.builtin), "health rules stay on");
+    }
+}

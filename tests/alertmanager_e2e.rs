@@ -1,0 +1,195 @@
+//! A real Prometheus Alertmanager (Debian package `prometheus-alertmanager`) receives an alert
+//! that tallyd fired from StatsD traffic, notifies its own webhook receiver, and then sees the
+//! alert resolve. The Alertmanager binary is required: CI installs it; a missing binary fails
+//! the test with instructions rather than skipping it.
+
+mod common;
+mod receiver;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http_request, Tallyd};
+use receiver::{Receiver, Service};
+use serde_json::Value;
+
+/// `ALERTMANAGER_BIN`, else `prometheus-alertmanager` (Debian) or `alertmanager` on PATH.
+fn alertmanager_bin() -> String {
+    if let Ok(b) = std::env::var("ALERTMANAGER_BIN") {
+        return b;
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for name in ["prometheus-alertmanager", "alertmanager"] {
+        for dir in path.split(':') {
+            let p = std::path::Path::new(dir).join(name);
+            if p.is_file() {
+                return p.display().to_string();
+            }
+        }
+    }
+    panic!(
+        "the Alertmanager binary was not found: install it with `apt-get update && apt-get install -y \
+         prometheus-alertmanager` (CI does this), or set ALERTMANAGER_BIN to its path"
+    );
+}
+
+struct Alertmanager {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start_alertmanager(webhook: &str) -> Alertmanager {
+    let bin = alertmanager_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "route:\n  receiver: tallyd-test\n  group_by: ['alertname']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n  - name: tallyd-test\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
+    );
+    let cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(&cfg, config).expect("write config");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let child = Command::new(&bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let mut am = Alertmanager {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok()
+            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
+        {
+            return am;
+        }
+        if let Ok(Some(status)) = am.child.try_wait() {
+            panic!("alertmanager exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Active alerts Alertmanager holds with this alertname.
+fn active(am: SocketAddr, name: &str) -> Vec<Value> {
+    let (code, body) = http_request(am, "GET", "/api/v2/alerts", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("alerts json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == name)
+        .cloned()
+        .collect()
+}
+
+fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn statsd_traffic_fires_and_resolves_in_a_real_alertmanager() {
+    let rx = Receiver::start();
+    let hook = rx.route("/am-webhook", Service::Webhook, &[]);
+    let am = start_alertmanager(&hook);
+    let t = Tallyd::start(&format!(
+        r#"
+[alerts]
+default_rules = false
+[[alerts.rules]]
+name = "CheckoutSlow"
+metric = "checkout.latency"
+aggregation = "p95"
+group_by = ["service"]
+warn = 500.0
+critical = 800.0
+message = "p95 checkout latency of {{{{tags.service}}}} is {{{{value}}}} ms"
+[alerts.notifiers.am]
+type = "alertmanager"
+url = "http://{}"
+resend_interval = "1s"
+"#,
+        am.addr
+    ));
+
+    t.send_udp("checkout.latency:900|ms|#service:cart\ncheckout.latency:950|ms|#service:cart\ncheckout.latency:20|ms|#service:search");
+    wait_until("the alert in Alertmanager", || {
+        !active(am.addr, "CheckoutSlow").is_empty()
+    });
+    let alerts = active(am.addr, "CheckoutSlow");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "only the cart service is slow: {alerts:#?}"
+    );
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["service"], "cart");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["source"], "tallyd");
+    assert_eq!(a["status"]["state"], "active");
+    assert_eq!(
+        a["annotations"]["summary"],
+        "p95 checkout latency of cart is 950 ms"
+    );
+    // Alertmanager routes it to its receiver.
+    let got = rx.wait("/am-webhook", "Alertmanager's firing notification", |r| {
+        r.iter().any(|x| x.json()["status"] == "firing")
+    });
+    let n = got
+        .iter()
+        .find(|x| x.json()["status"] == "firing")
+        .expect("firing")
+        .json();
+    assert_eq!(n["alerts"][0]["labels"]["alertname"], "CheckoutSlow");
+    assert_eq!(n["alerts"][0]["labels"]["service"], "cart");
+
+    // Fast again: tallyd resolves it, Alertmanager drops it and sends the recovery.
+    t.send_udp("checkout.latency:40|ms|#service:cart");
+    wait_until("the alert to resolve in Alertmanager", || {
+        active(am.addr, "CheckoutSlow").is_empty()
+    });
+    let got = rx.wait("/am-webhook", "Alertmanager's resolved notification", |r| {
+        r.iter().any(|x| x.json()["status"] == "resolved")
+    });
+    let n = got
+        .iter()
+        .find(|x| x.json()["status"] == "resolved")
+        .expect("resolved")
+        .json();
+    assert_eq!(n["alerts"][0]["labels"]["service"], "cart");
+    assert_eq!(n["alerts"][0]["status"], "resolved");
+}
