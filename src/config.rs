@@ -22,6 +22,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub prometheus: PrometheusConfig,
     pub datadog: DatadogConfig,
+    pub queue: QueueConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +36,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -139,11 +143,16 @@ impl Default for AggregateConfig {
 pub struct HttpConfig {
     /// Address of the HTTP server (`/metrics`, `/health`).
     pub listen: String,
+    /// Bearer token for the mutating `/admin/queue/*` endpoints; empty = loopback peers only.
+    pub admin_token: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:9090".into() }
+        Self {
+            listen: "0.0.0.0:9090".into(),
+            admin_token: String::new(),
+        }
     }
 }
 
@@ -159,17 +168,47 @@ pub struct PrometheusConfig {
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
-        Self { series_ttl: Duration::from_secs(300), max_series: 200_000 }
+        Self {
+            series_ttl: Duration::from_secs(300),
+            max_series: 200_000,
+        }
     }
 }
+
+/// Payload compression for the Datadog intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+    Deflate,
+}
+
+/// Sites listed by the Datadog Agent's config template and the public API docs (REFERENCE.md §3.2).
+pub const DATADOG_SITES: &[&str] = &[
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "uk1.datadoghq.com",
+    "ddog-gov.com",
+    "us2.ddog-gov.com",
+];
+
+/// Histogram aggregates the Datadog Agent knows (`histogram_aggregates`).
+pub const HISTOGRAM_AGGREGATES: &[&str] = &["min", "max", "median", "avg", "sum", "count"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatadogConfig {
-    /// API key (`DD_API_KEY`). Recorded and reported; delivery to Datadog is not part of this build.
+    /// API key (`DD_API_KEY`). Delivery to Datadog is on exactly when this is set.
     pub api_key: String,
     /// Datadog site (`DD_SITE`).
     pub site: String,
+    /// Base URL overriding the one derived from `site` (proxies, tests); empty = `https://api.<site>`.
+    pub url: String,
     /// Host name reported with metrics (`DD_HOSTNAME`); empty = the system host name.
     pub hostname: String,
     /// `env:` tag (`DD_ENV`).
@@ -178,6 +217,17 @@ pub struct DatadogConfig {
     pub version: String,
     /// Constant tags (`DD_TAGS`, space or comma separated in the environment).
     pub tags: Vec<String>,
+    /// `zstd` (the Agent's default), `gzip` or `deflate`.
+    pub compression: Compression,
+    /// Aggregates sent for timers and histograms: min, max, median, avg, sum, count.
+    pub histogram_aggregates: Vec<String>,
+    /// Percentiles sent for timers and histograms, each in (0, 1), as `<name>.<N>percentile`.
+    pub histogram_percentiles: Vec<f64>,
+    /// Timeout of one request to the intake.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+    /// Check the key against `/api/v1/validate` at start.
+    pub validate_api_key: bool,
 }
 
 impl Default for DatadogConfig {
@@ -185,10 +235,61 @@ impl Default for DatadogConfig {
         Self {
             api_key: String::new(),
             site: "datadoghq.com".into(),
+            url: String::new(),
             hostname: String::new(),
             env: String::new(),
             version: String::new(),
             tags: Vec::new(),
+            compression: Compression::Zstd,
+            histogram_aggregates: ["max", "median", "avg", "count"].map(String::from).to_vec(),
+            histogram_percentiles: vec![0.95],
+            request_timeout: Duration::from_secs(20),
+            validate_api_key: true,
+        }
+    }
+}
+
+impl DatadogConfig {
+    /// The intake base URL: `url` if set, else `https://api.<site>`.
+    pub fn base_url(&self) -> String {
+        if self.url.is_empty() {
+            format!("https://api.{}", self.site)
+        } else {
+            self.url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+/// The durable delivery queues (Datadog today; other sinks share the directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Directory holding one sub-directory per queue.
+    pub directory: String,
+    /// Bytes of pending payloads per queue; at the limit the oldest are dropped and counted.
+    pub max_bytes: u64,
+    /// Bytes of dead letters per queue; at the limit the oldest are dropped and counted.
+    pub dlq_max_bytes: u64,
+    /// Wait after the first failed attempt; doubles per failure up to `backoff_max`, with jitter.
+    #[serde(with = "duration_str")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts (a `Retry-After` from the far side is honoured even if longer).
+    #[serde(with = "duration_str")]
+    pub backoff_max: Duration,
+    /// At shutdown, how long the senders may keep delivering what is queued (it stays on disk).
+    #[serde(with = "duration_str")]
+    pub shutdown_drain: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            directory: "/var/lib/tallyd/queue".into(),
+            max_bytes: 256 * 1024 * 1024,
+            dlq_max_bytes: 64 * 1024 * 1024,
+            backoff_initial: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(64),
+            shutdown_drain: Duration::from_secs(2),
         }
     }
 }
@@ -218,21 +319,31 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given explicitly (tests).
-    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p)
                 .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?,
             None => String::new(),
         };
-        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
         Self::from_toml_with_env(&text, &origin, env)
     }
 
     /// Parses TOML text (checked with line and column), applies `env`, validates.
-    pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         // First pass: the text alone, so errors carry line, column and key.
         toml::from_str::<Config>(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
         apply_env(&mut table, env)?;
         let cfg = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| err(format!("invalid value from the environment: {e}")))?;
@@ -248,8 +359,14 @@ impl Config {
         let positive = [
             ("statsd.udp_recv_buffer", self.statsd.udp_recv_buffer),
             ("statsd.udp_batch", self.statsd.udp_batch),
-            ("statsd.tcp_max_connections", self.statsd.tcp_max_connections),
-            ("statsd.tcp_max_line_length", self.statsd.tcp_max_line_length),
+            (
+                "statsd.tcp_max_connections",
+                self.statsd.tcp_max_connections,
+            ),
+            (
+                "statsd.tcp_max_line_length",
+                self.statsd.tcp_max_line_length,
+            ),
             ("aggregate.max_contexts", self.aggregate.max_contexts),
             ("aggregate.max_set_size", self.aggregate.max_set_size),
             ("prometheus.max_series", self.prometheus.max_series),
@@ -260,16 +377,22 @@ impl Config {
             }
         }
         if !(512..=65535).contains(&self.statsd.max_packet_size) {
-            return Err(err("invalid config: statsd.max_packet_size must be between 512 and 65535"));
+            return Err(err(
+                "invalid config: statsd.max_packet_size must be between 512 and 65535",
+            ));
         }
         if self.statsd.udp_batch > 1024 {
             return Err(err("invalid config: statsd.udp_batch must be at most 1024"));
         }
         if self.statsd.udp_receivers > 64 {
-            return Err(err("invalid config: statsd.udp_receivers must be at most 64"));
+            return Err(err(
+                "invalid config: statsd.udp_receivers must be at most 64",
+            ));
         }
         if self.aggregate.flush_interval < Duration::from_millis(100) {
-            return Err(err("invalid config: aggregate.flush_interval must be at least 100ms"));
+            return Err(err(
+                "invalid config: aggregate.flush_interval must be at least 100ms",
+            ));
         }
         for (key, d) in [
             ("statsd.tcp_idle_timeout", self.statsd.tcp_idle_timeout),
@@ -277,7 +400,9 @@ impl Config {
             ("prometheus.series_ttl", self.prometheus.series_ttl),
         ] {
             if d.is_zero() {
-                return Err(err(format!("invalid config: {key} must be greater than 0s")));
+                return Err(err(format!(
+                    "invalid config: {key} must be greater than 0s"
+                )));
             }
         }
         for p in &self.aggregate.percentiles {
@@ -287,8 +412,73 @@ impl Config {
                 )));
             }
         }
+        self.validate_datadog()?;
         if self.aggregate.percentiles.len() > 16 {
-            return Err(err("invalid config: aggregate.percentiles holds at most 16 values"));
+            return Err(err(
+                "invalid config: aggregate.percentiles holds at most 16 values",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_datadog(&self) -> Result<(), ConfigError> {
+        let d = &self.datadog;
+        if d.url.is_empty() && !DATADOG_SITES.contains(&d.site.as_str()) {
+            return Err(err(format!(
+                "invalid config: datadog.site = {:?} is not a Datadog site (one of {}); set datadog.url for anything else",
+                d.site,
+                DATADOG_SITES.join(", ")
+            )));
+        }
+        if !d.url.is_empty() && !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
+            return Err(err(format!(
+                "invalid config: datadog.url = {:?} must start with http:// or https://",
+                d.url
+            )));
+        }
+        for a in &d.histogram_aggregates {
+            if !HISTOGRAM_AGGREGATES.contains(&a.as_str()) {
+                return Err(err(format!(
+                    "invalid config: datadog.histogram_aggregates: {a:?} is not one of {}",
+                    HISTOGRAM_AGGREGATES.join(", ")
+                )));
+            }
+        }
+        for p in &d.histogram_percentiles {
+            if !(*p > 0.0 && *p < 1.0) || ((p * 100.0).round() - p * 100.0).abs() > 1e-9 {
+                return Err(err(format!(
+                    "invalid config: datadog.histogram_percentiles: {p} must be in (0, 1) with at most two decimals"
+                )));
+            }
+        }
+        if d.request_timeout.is_zero() {
+            return Err(err(
+                "invalid config: datadog.request_timeout must be greater than 0s",
+            ));
+        }
+        let q = &self.queue;
+        if q.directory.is_empty() {
+            return Err(err("invalid config: queue.directory must not be empty"));
+        }
+        if q.max_bytes < 1024 * 1024 {
+            return Err(err(
+                "invalid config: queue.max_bytes must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if q.dlq_max_bytes < 1024 * 1024 {
+            return Err(err(
+                "invalid config: queue.dlq_max_bytes must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if q.backoff_initial.is_zero() {
+            return Err(err(
+                "invalid config: queue.backoff_initial must be greater than 0s",
+            ));
+        }
+        if q.backoff_max < q.backoff_initial {
+            return Err(err(
+                "invalid config: queue.backoff_max must be at least queue.backoff_initial",
+            ));
         }
         Ok(())
     }
@@ -304,7 +494,10 @@ impl Config {
         if self.statsd.udp_receivers > 0 {
             return self.statsd.udp_receivers;
         }
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
     }
 }
 
@@ -312,10 +505,11 @@ fn check_addr(key: &str, value: &str, may_be_empty: bool) -> Result<(), ConfigEr
     if value.is_empty() && may_be_empty {
         return Ok(());
     }
-    value
-        .parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| err(format!("invalid config: {key} = {value:?} is not an address like \"0.0.0.0:8125\"")))
+    value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+        err(format!(
+            "invalid config: {key} = {value:?} is not an address like \"0.0.0.0:8125\""
+        ))
+    })
 }
 
 /// Environment variables understood besides the general `TALLYD_SECTION__KEY` form.
@@ -325,13 +519,15 @@ const DD_VARS: &[(&str, &str, &str)] = &[
     ("DD_HOSTNAME", "datadog", "hostname"),
     ("DD_ENV", "datadog", "env"),
     ("DD_VERSION", "datadog", "version"),
+    ("DD_DD_URL", "datadog", "url"),
 ];
 
 /// Applies environment overrides to the parsed file. The default config serves as the schema:
 /// a key whose default is a string takes the variable's text as is; any other key takes the text
 /// as a TOML value (`5`, `true`, `[0.5, 0.99]`, `"10s"`).
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let schema = toml::Table::try_from(Config::default()).map_err(|e| err(format!("internal: {e}")))?;
+    let schema =
+        toml::Table::try_from(Config::default()).map_err(|e| err(format!("internal: {e}")))?;
     for (name, value) in env {
         if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
             set_key(table, section, key, toml::Value::String(value.clone()));
@@ -343,10 +539,11 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                 .collect();
             set_key(table, "datadog", "tags", toml::Value::Array(tags));
         } else if name == "DD_DOGSTATSD_PORT" {
-            let port: u16 = value
-                .trim()
-                .parse()
-                .map_err(|_| err(format!("invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port")))?;
+            let port: u16 = value.trim().parse().map_err(|_| {
+                err(format!(
+                    "invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port"
+                ))
+            })?;
             for key in ["udp_listen", "tcp_listen"] {
                 let current = table
                     .get("statsd")
@@ -365,11 +562,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             }
         } else if let Some(rest) = name.strip_prefix("TALLYD_") {
             let Some((section, key)) = rest.split_once("__") else {
-                return Err(err(format!("environment variable {name}: expected TALLYD_<SECTION>__<KEY>")));
+                return Err(err(format!(
+                    "environment variable {name}: expected TALLYD_<SECTION>__<KEY>"
+                )));
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             let Some(default) = schema.get(&section).and_then(|s| s.get(&key)) else {
-                return Err(err(format!("environment variable {name}: there is no key {section}.{key}")));
+                return Err(err(format!(
+                    "environment variable {name}: there is no key {section}.{key}"
+                )));
             };
             let parsed = if default.is_str() {
                 toml::Value::String(value.clone())
@@ -386,7 +587,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 }
 
 fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
         t.insert(key.to_string(), value);
     }
@@ -407,14 +610,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like \"10s\""))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number and a unit, like \"10s\"")
+    })?;
     let ms = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
@@ -424,7 +633,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Renders a duration in the largest unit that keeps it whole.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -450,27 +664,36 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn shipped_config_file_equals_defaults() {
         let text = include_str!("../config/tallyd.toml");
-        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[]).expect("shipped config parses");
+        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[])
+            .expect("shipped config parses");
         assert_eq!(cfg, Config::default());
     }
 
     #[test]
     fn print_config_round_trips() {
         let cfg = Config::default();
-        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[]).expect("printed config parses");
+        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[])
+            .expect("printed config parses");
         assert_eq!(back, cfg);
     }
 
     #[test]
     fn unknown_key_names_key_line_and_column() {
-        let e = Config::from_toml_with_env("[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n", "t.toml", &[])
-            .expect_err("unknown key must fail");
+        let e = Config::from_toml_with_env(
+            "[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unknown key must fail");
         let msg = e.to_string();
         assert!(msg.contains("bogus"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
@@ -479,17 +702,25 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[]).expect_err("type");
+        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[])
+            .expect_err("type");
         assert!(e.to_string().contains("line 2"), "{e}");
-        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = \"10 parsecs\"\n", "t.toml", &[]).expect_err("unit");
+        let e = Config::from_toml_with_env(
+            "[aggregate]\nflush_interval = \"10 parsecs\"\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unit");
         assert!(e.to_string().contains("unit"), "{e}");
     }
 
     #[test]
     fn validation_names_the_key() {
-        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[]).expect_err("addr");
+        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[])
+            .expect_err("addr");
         assert!(e.to_string().contains("http.listen"), "{e}");
-        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[]).expect_err("pct");
+        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[])
+            .expect_err("pct");
         assert!(e.to_string().contains("aggregate.percentiles"), "{e}");
     }
 
@@ -520,8 +751,50 @@ mod tests {
     }
 
     #[test]
+    fn datadog_and_queue_validation_names_the_key() {
+        let cases = [
+            ("[datadog]\nsite = \"example.com\"", "datadog.site"),
+            ("[datadog]\nurl = \"ftp://x\"", "datadog.url"),
+            (
+                "[datadog]\nhistogram_aggregates = [\"p99\"]",
+                "datadog.histogram_aggregates",
+            ),
+            (
+                "[datadog]\nhistogram_percentiles = [0.999]",
+                "datadog.histogram_percentiles",
+            ),
+            ("[datadog]\ncompression = \"lz4\"", "compression"),
+            ("[queue]\nmax_bytes = 10", "queue.max_bytes"),
+            (
+                "[queue]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"",
+                "queue.backoff_max",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml_with_env(text, "t", &[])
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = Config::from_toml_with_env(
+            "[datadog]\nsite = \"nowhere\"\nurl = \"http://127.0.0.1:1\"",
+            "t",
+            &[],
+        );
+        assert_eq!(
+            ok.expect("url overrides site").datadog.base_url(),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            Config::default().datadog.base_url(),
+            "https://api.datadoghq.com"
+        );
+    }
+
+    #[test]
     fn dogstatsd_port_zero_closes_udp() {
-        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")])).expect("valid");
+        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")]))
+            .expect("valid");
         assert_eq!(cfg.statsd.udp_listen, "");
         assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:0");
     }
@@ -549,11 +822,14 @@ mod tests {
 
     #[test]
     fn bad_environment_names_the_variable() {
-        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")])).expect_err("unknown");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")]))
+            .expect_err("unknown");
         assert!(e.to_string().contains("TALLYD_STATSD__NOPE"), "{e}");
-        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")])).expect_err("type");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")]))
+            .expect_err("type");
         assert!(e.to_string().contains("TALLYD_STATSD__MAX_TAGS"), "{e}");
-        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")])).expect_err("port");
+        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")]))
+            .expect_err("port");
         assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
     }
 

@@ -20,10 +20,17 @@ fn tcp_and_unix_socket_give_the_same_result() {
     t.send_tcp("test.metric:1|c\n");
     t.wait_value("test_metric_total", 1.0);
     let sock = UnixDatagram::unbound().expect("unix socket");
-    sock.send_to(b"test.metric:1|c", t.path("dsd.socket")).expect("uds send");
+    sock.send_to(b"test.metric:1|c", t.path("dsd.socket"))
+        .expect("uds send");
     let text = t.wait_value("test_metric_total", 2.0);
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"uds\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"tcp\"}"), Some(1.0));
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"uds\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"tcp\"}"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -47,9 +54,19 @@ _sc|db.up|0|#env:prod\n\
 x:1|q\n";
     t.send_udp(packet);
     let text = t.wait_value("req_total{env=\"prod\",route=\"/a\"}", 3.0);
-    let text = if value(&text, "dist_count") == Some(10.0) { text } else { t.wait_value("dist_count", 10.0) };
-    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.5\"}"), Some(20.0));
-    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.99\"}"), Some(40.0));
+    let text = if value(&text, "dist_count") == Some(10.0) {
+        text
+    } else {
+        t.wait_value("dist_count", 10.0)
+    };
+    assert_eq!(
+        value(&text, "lat{db=\"main\",quantile=\"0.5\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(&text, "lat{db=\"main\",quantile=\"0.99\"}"),
+        Some(40.0)
+    );
     assert_eq!(value(&text, "lat_sum{db=\"main\"}"), Some(100.0));
     assert_eq!(value(&text, "lat_count{db=\"main\"}"), Some(4.0));
     assert_eq!(value(&text, "size_count"), Some(4.0));
@@ -58,12 +75,36 @@ x:1|q\n";
     assert_eq!(value(&text, "users"), Some(2.0));
     assert_eq!(value(&text, "dist{quantile=\"0.5\"}"), Some(5.0));
     assert_eq!(value(&text, "dist_sum"), Some(55.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_format\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_value\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_type\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_format\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_value\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_type\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(value(&text, "tallyd_statsd_events_total"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_service_checks_total"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"udp\"}"), Some(15.0));
+    assert_eq!(
+        value(&text, "tallyd_statsd_service_checks_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"udp\"}"),
+        Some(15.0)
+    );
 }
 
 #[test]
@@ -80,14 +121,25 @@ fn openmetrics_when_asked() {
     let t = Tallyd::start("");
     t.send_udp("hits:2|c");
     t.wait_value("hits_total", 2.0);
-    let h = http_headers(t.http, "/metrics", &[("Accept", "application/openmetrics-text; version=1.0.0")]);
-    let ct = h.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+    let h = http_headers(
+        t.http,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    let ct = h
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     let (_, body) = common::http_request(
         t.http,
         "GET",
         "/metrics",
-        &[("Accept", "application/openmetrics-text; version=1.0.0,text/plain;q=0.5")],
+        &[(
+            "Accept",
+            "application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+        )],
         "",
     );
     assert!(body.contains("# TYPE hits counter\n"), "{body}");
@@ -120,7 +172,11 @@ fn sigterm_flushes_and_exits_zero() {
     let status = t.terminate();
     assert!(status.success(), "{status}");
     let logs = t.logs().join("\n");
-    let last = t.logs().into_iter().find(|l| l.contains("final flush done")).unwrap_or_else(|| panic!("{logs}"));
+    let last = t
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("final flush done"))
+        .unwrap_or_else(|| panic!("{logs}"));
     let v: serde_json::Value = serde_json::from_str(&last).expect("json log");
     assert_eq!(v["fields"]["series"], 1, "{last}");
     assert!(logs.contains("\"stopped\""), "{logs}");
@@ -136,9 +192,16 @@ fn port_in_use_is_one_clear_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config).expect("write");
-    let out = common::command().arg("--config").arg(&path).output().expect("run");
+    let out = common::command()
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"),
+        "{err}"
+    );
     assert!(err.to_lowercase().contains("in use"), "{err}");
 }

@@ -113,7 +113,10 @@ impl TcpServer {
             let mut complete = &buf[..=last_nl];
             if skipping {
                 // Drop the tail of the over-long line, up to and including its newline.
-                let nl = complete.iter().position(|&b| b == b'\n').unwrap_or(complete.len() - 1);
+                let nl = complete
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(complete.len() - 1);
                 complete = &complete[nl + 1..];
                 skipping = false;
             }
