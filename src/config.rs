@@ -430,7 +430,7 @@ impl Config {
                 DATADOG_SITES.join(", ")
             )));
         }
-        if !d.url.is_empty() && !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
+        if !(d.url.is_empty() || d.url.starts_with("http://") || d.url.starts_with("https://")) {
             return Err(err(format!(
                 "invalid config: datadog.url = {:?} must start with http:// or https://",
                 d.url

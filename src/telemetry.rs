@@ -439,6 +439,10 @@ pub fn render_to_string(t: &Telemetry) -> String {
     s
 }
 
+fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,8 +483,4 @@ mod tests {
             "{text}"
         );
     }
-}
-
-fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
 }
