@@ -23,6 +23,7 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     pub datadog: DatadogConfig,
     pub alerts: crate::alert::AlertsConfig,
+    pub queue: QueueConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +144,7 @@ impl Default for AggregateConfig {
 pub struct HttpConfig {
     /// Address of the HTTP server (`/metrics`, `/health`).
     pub listen: String,
-    /// Bearer token for mutating API routes called from other hosts; empty = loopback only.
+    /// Bearer token for mutating API routes (alert test, queue admin) called from other hosts; empty = loopback only.
     pub admin_token: String,
 }
 
@@ -175,13 +176,40 @@ impl Default for PrometheusConfig {
     }
 }
 
+/// Payload compression for the Datadog intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+    Deflate,
+}
+
+/// Sites listed by the Datadog Agent's config template and the public API docs (REFERENCE.md §3.2).
+pub const DATADOG_SITES: &[&str] = &[
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "uk1.datadoghq.com",
+    "ddog-gov.com",
+    "us2.ddog-gov.com",
+];
+
+/// Histogram aggregates the Datadog Agent knows (`histogram_aggregates`).
+pub const HISTOGRAM_AGGREGATES: &[&str] = &["min", "max", "median", "avg", "sum", "count"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatadogConfig {
-    /// API key (`DD_API_KEY`). Recorded and reported; delivery to Datadog is not part of this build.
+    /// API key (`DD_API_KEY`). Delivery to Datadog is on exactly when this is set.
     pub api_key: String,
     /// Datadog site (`DD_SITE`).
     pub site: String,
+    /// Base URL overriding the one derived from `site` (proxies, tests); empty = `https://api.<site>`.
+    pub url: String,
     /// Host name reported with metrics (`DD_HOSTNAME`); empty = the system host name.
     pub hostname: String,
     /// `env:` tag (`DD_ENV`).
@@ -190,6 +218,17 @@ pub struct DatadogConfig {
     pub version: String,
     /// Constant tags (`DD_TAGS`, space or comma separated in the environment).
     pub tags: Vec<String>,
+    /// `zstd` (the Agent's default), `gzip` or `deflate`.
+    pub compression: Compression,
+    /// Aggregates sent for timers and histograms: min, max, median, avg, sum, count.
+    pub histogram_aggregates: Vec<String>,
+    /// Percentiles sent for timers and histograms, each in (0, 1), as `<name>.<N>percentile`.
+    pub histogram_percentiles: Vec<f64>,
+    /// Timeout of one request to the intake.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+    /// Check the key against `/api/v1/validate` at start.
+    pub validate_api_key: bool,
 }
 
 impl Default for DatadogConfig {
@@ -197,10 +236,61 @@ impl Default for DatadogConfig {
         Self {
             api_key: String::new(),
             site: "datadoghq.com".into(),
+            url: String::new(),
             hostname: String::new(),
             env: String::new(),
             version: String::new(),
             tags: Vec::new(),
+            compression: Compression::Zstd,
+            histogram_aggregates: ["max", "median", "avg", "count"].map(String::from).to_vec(),
+            histogram_percentiles: vec![0.95],
+            request_timeout: Duration::from_secs(20),
+            validate_api_key: true,
+        }
+    }
+}
+
+impl DatadogConfig {
+    /// The intake base URL: `url` if set, else `https://api.<site>`.
+    pub fn base_url(&self) -> String {
+        if self.url.is_empty() {
+            format!("https://api.{}", self.site)
+        } else {
+            self.url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+/// The durable delivery queues (Datadog today; other sinks share the directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Directory holding one sub-directory per queue.
+    pub directory: String,
+    /// Bytes of pending payloads per queue; at the limit the oldest are dropped and counted.
+    pub max_bytes: u64,
+    /// Bytes of dead letters per queue; at the limit the oldest are dropped and counted.
+    pub dlq_max_bytes: u64,
+    /// Wait after the first failed attempt; doubles per failure up to `backoff_max`, with jitter.
+    #[serde(with = "duration_str")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts (a `Retry-After` from the far side is honoured even if longer).
+    #[serde(with = "duration_str")]
+    pub backoff_max: Duration,
+    /// At shutdown, how long the senders may keep delivering what is queued (it stays on disk).
+    #[serde(with = "duration_str")]
+    pub shutdown_drain: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            directory: "/var/lib/tallyd/queue".into(),
+            max_bytes: 256 * 1024 * 1024,
+            dlq_max_bytes: 64 * 1024 * 1024,
+            backoff_initial: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(64),
+            shutdown_drain: Duration::from_secs(2),
         }
     }
 }
@@ -330,12 +420,75 @@ impl Config {
                 )));
             }
         }
+        self.validate_datadog()?;
         if self.aggregate.percentiles.len() > 16 {
             return Err(err(
                 "invalid config: aggregate.percentiles holds at most 16 values",
             ));
         }
         self.alerts.validate()?;
+        Ok(())
+    }
+
+    fn validate_datadog(&self) -> Result<(), ConfigError> {
+        let d = &self.datadog;
+        if d.url.is_empty() && !DATADOG_SITES.contains(&d.site.as_str()) {
+            return Err(err(format!(
+                "invalid config: datadog.site = {:?} is not a Datadog site (one of {}); set datadog.url for anything else",
+                d.site,
+                DATADOG_SITES.join(", ")
+            )));
+        }
+        if !(d.url.is_empty() || d.url.starts_with("http://") || d.url.starts_with("https://")) {
+            return Err(err(format!(
+                "invalid config: datadog.url = {:?} must start with http:// or https://",
+                d.url
+            )));
+        }
+        for a in &d.histogram_aggregates {
+            if !HISTOGRAM_AGGREGATES.contains(&a.as_str()) {
+                return Err(err(format!(
+                    "invalid config: datadog.histogram_aggregates: {a:?} is not one of {}",
+                    HISTOGRAM_AGGREGATES.join(", ")
+                )));
+            }
+        }
+        for p in &d.histogram_percentiles {
+            if !(*p > 0.0 && *p < 1.0) || ((p * 100.0).round() - p * 100.0).abs() > 1e-9 {
+                return Err(err(format!(
+                    "invalid config: datadog.histogram_percentiles: {p} must be in (0, 1) with at most two decimals"
+                )));
+            }
+        }
+        if d.request_timeout.is_zero() {
+            return Err(err(
+                "invalid config: datadog.request_timeout must be greater than 0s",
+            ));
+        }
+        let q = &self.queue;
+        if q.directory.is_empty() {
+            return Err(err("invalid config: queue.directory must not be empty"));
+        }
+        if q.max_bytes < 1024 * 1024 {
+            return Err(err(
+                "invalid config: queue.max_bytes must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if q.dlq_max_bytes < 1024 * 1024 {
+            return Err(err(
+                "invalid config: queue.dlq_max_bytes must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if q.backoff_initial.is_zero() {
+            return Err(err(
+                "invalid config: queue.backoff_initial must be greater than 0s",
+            ));
+        }
+        if q.backoff_max < q.backoff_initial {
+            return Err(err(
+                "invalid config: queue.backoff_max must be at least queue.backoff_initial",
+            ));
+        }
         Ok(())
     }
 
@@ -375,6 +528,7 @@ const DD_VARS: &[(&str, &str, &str)] = &[
     ("DD_HOSTNAME", "datadog", "hostname"),
     ("DD_ENV", "datadog", "env"),
     ("DD_VERSION", "datadog", "version"),
+    ("DD_DD_URL", "datadog", "url"),
 ];
 
 /// Applies environment overrides to the parsed file. The default config serves as the schema:
@@ -623,6 +777,47 @@ mod tests {
         assert_eq!(cfg.datadog.tags, vec!["team:core", "region:eu", "tier:web"]);
         assert_eq!(cfg.statsd.udp_listen, "0.0.0.0:9125");
         assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:9125");
+    }
+
+    #[test]
+    fn datadog_and_queue_validation_names_the_key() {
+        let cases = [
+            ("[datadog]\nsite = \"example.com\"", "datadog.site"),
+            ("[datadog]\nurl = \"ftp://x\"", "datadog.url"),
+            (
+                "[datadog]\nhistogram_aggregates = [\"p99\"]",
+                "datadog.histogram_aggregates",
+            ),
+            (
+                "[datadog]\nhistogram_percentiles = [0.999]",
+                "datadog.histogram_percentiles",
+            ),
+            ("[datadog]\ncompression = \"lz4\"", "compression"),
+            ("[queue]\nmax_bytes = 10", "queue.max_bytes"),
+            (
+                "[queue]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"",
+                "queue.backoff_max",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml_with_env(text, "t", &[])
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = Config::from_toml_with_env(
+            "[datadog]\nsite = \"nowhere\"\nurl = \"http://127.0.0.1:1\"",
+            "t",
+            &[],
+        );
+        assert_eq!(
+            ok.expect("url overrides site").datadog.base_url(),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            Config::default().datadog.base_url(),
+            "https://api.datadoghq.com"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod alert;
 pub mod api;
 pub mod config;
 pub mod model;
+pub mod queue;
 pub mod sinks;
 pub mod statsd;
 pub mod telemetry;
@@ -115,6 +116,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cfg.aggregate.flush_interval,
         Arc::clone(&telemetry),
     ));
+    let queues = Arc::new(queue::Registry::default());
+    telemetry.register(queues.clone());
+    let datadog = if cfg.datadog.api_key.is_empty() {
+        health.set(
+            "datadog",
+            Status::Disabled,
+            "no API key (datadog.api_key or DD_API_KEY)",
+        );
+        None
+    } else {
+        let dd = sinks::datadog::DatadogSink::start(&cfg, Arc::clone(&health), &queues)
+            .map_err(anyhow::Error::msg)?;
+        telemetry.register(dd.clone());
+        sinks.push(dd.clone());
+        Some(dd)
+    };
     let ingest = Arc::new(Ingest {
         aggregator: Arc::clone(&aggregator),
         max_tags: cfg.statsd.max_tags,
@@ -211,10 +228,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let http_addr = bound.http.local_addr()?;
     info!(component = "http", addr = %http_addr, "listening");
     health.set("http", Status::Ok, http_addr.to_string());
+    let admin = queue::admin::AdminState {
+        registry: queues,
+        token: cfg.http.admin_token.as_str().into(),
+    };
     let mut app = api::router(api::AppState {
         prometheus,
         health: Arc::clone(&health),
-    });
+    })
+    .merge(queue::admin::router(admin));
     if let Some(a) = &alerting {
         info!(
             component = "alerts",
@@ -233,9 +255,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn({
         let c = http_cancel.clone();
+        // Peer addresses let mutating routes (queue admin, alert test) trust loopback callers.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         async move {
-            // Peer addresses let mutating routes exempt loopback callers from the admin token.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(bound.http, app)
                 .with_graceful_shutdown(c.cancelled_owned())
                 .await
@@ -260,6 +282,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = flusher.join();
     });
     let _ = joined.await;
+    if let Some(dd) = datadog {
+        dd.shutdown().await;
+    }
     if let Some(a) = alerting {
         // The final window is evaluated and its notifications get a bounded chance to go out.
         a.shutdown(Duration::from_secs(5)).await;

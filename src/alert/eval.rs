@@ -956,7 +956,7 @@ mod tests {
         let rules = build_rules(&cfg.alerts, true).expect("rules");
         let mut e = Evaluator::new(rules, "h".into(), Duration::from_secs(3600), 100, 50);
         let own = |pending: u64, samples: u64| {
-            format!("# TYPE tallyd_forwarder_queue_pending gauge\ntallyd_forwarder_queue_pending {pending}\n# TYPE tallyd_statsd_samples_total counter\ntallyd_statsd_samples_total {samples}\n# TYPE tallyd_flush_duration_seconds gauge\ntallyd_flush_duration_seconds 0.001\n")
+            format!("# TYPE tallyd_forwarder_queue_depth gauge\ntallyd_forwarder_queue_depth {pending}\n# TYPE tallyd_statsd_samples_total counter\ntallyd_statsd_samples_total {samples}\n# TYPE tallyd_flush_duration_seconds gauge\ntallyd_flush_duration_seconds 0.001\n")
         };
         assert!(at_own(&mut e, 0, vec![], &own(6, 10)).events.is_empty());
         let o = at_own(&mut e, 10, vec![], &own(8, 20));

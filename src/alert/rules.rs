@@ -350,8 +350,8 @@ pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>
 /// Metric names the health rules watch. Families other subsystems register (forwarder, GPS)
 /// are rendered only when that subsystem runs; until then their rules see no data.
 pub mod names {
-    pub const FORWARDER_QUEUE_PENDING: &str = "tallyd_forwarder_queue_pending";
-    pub const FORWARDER_DLQ: &str = "tallyd_forwarder_dlq_pending";
+    pub const FORWARDER_QUEUE_PENDING: &str = "tallyd_forwarder_queue_depth";
+    pub const FORWARDER_DLQ: &str = "tallyd_forwarder_dlq_size";
     pub const FORWARDER_OLDEST_AGE: &str = "tallyd_forwarder_queue_oldest_age_seconds";
     pub const FORWARDER_REQUESTS: &str = "tallyd_forwarder_requests";
     pub const STATSD_SAMPLES: &str = "tallyd_statsd_samples";

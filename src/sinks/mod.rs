@@ -3,6 +3,7 @@
 //! A sink must not block the flusher: it takes what it needs from the shared batch and returns.
 //! Work that crosses the network belongs behind a queue of the sink's own.
 
+pub mod datadog;
 pub mod prometheus;
 
 use std::sync::Arc;

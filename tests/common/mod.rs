@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod intake;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -180,6 +182,18 @@ impl Tallyd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the process with SIGKILL (no drain, no final flush) and waits for it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// POST `path` with an empty body; returns (status, body).
+    pub fn post(&self, path: &str) -> (u16, String) {
+        http_request(self.http, "POST", path, &[], "")
     }
 
     pub fn logs(&self) -> Vec<String> {

@@ -1,0 +1,336 @@
+//! Sending one payload and judging the answer: delivered, retry later, or reject for good.
+//!
+//! The retry policy follows the Datadog Agent (REFERENCE.md §3.5, DDA `transaction.go`) except
+//! that nothing is silently dropped: connection errors, timeouts, 404, 408, 429 and 5xx are
+//! retried (429 and 503 honour `Retry-After`); 400, 413 and other 4xx go to the dead-letter
+//! queue; 403 goes there only once the key is known bad (checked against a validation endpoint
+//! when one is configured), and is retried otherwise.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
+
+use super::store::Meta;
+
+/// Why an attempt failed, as a telemetry label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    Client4xx = 0,
+    Server5xx = 1,
+    Timeout = 2,
+    Connection = 3,
+}
+
+impl FailureClass {
+    pub const ALL: [FailureClass; 4] = [
+        FailureClass::Client4xx,
+        FailureClass::Server5xx,
+        FailureClass::Timeout,
+        FailureClass::Connection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Client4xx => "4xx",
+            FailureClass::Server5xx => "5xx",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Connection => "connection",
+        }
+    }
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered {
+        status: u16,
+    },
+    /// Try again later; `after` is the far side's `Retry-After` when it gave one.
+    Retry {
+        class: FailureClass,
+        status: Option<u16>,
+        after: Option<Duration>,
+        why: String,
+    },
+    /// Rejected for good: to the dead-letter queue with this status and body.
+    Reject {
+        status: u16,
+        body: String,
+    },
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends one payload somewhere.
+pub trait Deliver: Send + Sync {
+    fn deliver<'a>(&'a self, meta: &'a Meta, body: Vec<u8>) -> BoxFuture<'a, Attempt>;
+}
+
+/// What is known about the credentials a target uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KeyState {
+    Unknown = 0,
+    Valid = 1,
+    Invalid = 2,
+}
+
+/// Shared, updatable [`KeyState`]: the start-up check and the sender both write it, health reads it.
+#[derive(Default)]
+pub struct KeyStatus(AtomicU8);
+
+impl KeyStatus {
+    pub fn get(&self) -> KeyState {
+        match self.0.load(Relaxed) {
+            1 => KeyState::Valid,
+            2 => KeyState::Invalid,
+            _ => KeyState::Unknown,
+        }
+    }
+    pub fn set(&self, s: KeyState) {
+        self.0.store(s as u8, Relaxed);
+    }
+}
+
+/// Delivers payloads as HTTP POSTs to `base_url` + [`Meta::endpoint`].
+pub struct HttpDeliver {
+    pub client: reqwest::Client,
+    pub base_url: String,
+    /// Sent with every request (API key, agent identification).
+    pub headers: HeaderMap,
+    /// GET path that answers 2xx for a good key and 403 for a bad one; used on a 403.
+    pub validate_path: Option<String>,
+    pub key: Arc<KeyStatus>,
+}
+
+impl HttpDeliver {
+    /// # Errors
+    /// The HTTP client cannot be built (TLS roots unavailable).
+    pub fn new(
+        base_url: &str,
+        headers: HeaderMap,
+        timeout: Duration,
+        validate_path: Option<String>,
+    ) -> Result<HttpDeliver, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(45))
+            .build()?;
+        Ok(HttpDeliver {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            headers,
+            validate_path,
+            key: Arc::new(KeyStatus::default()),
+        })
+    }
+
+    /// Asks the validation endpoint about the key; records and returns what it learnt.
+    pub async fn validate_key(&self) -> Result<KeyState, String> {
+        let Some(path) = &self.validate_path else {
+            return Ok(KeyState::Unknown);
+        };
+        let url = format!("{}{path}", self.base_url);
+        match self
+            .client
+            .get(&url)
+            .headers(self.headers.clone())
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                self.key.set(KeyState::Valid);
+                Ok(KeyState::Valid)
+            }
+            Ok(r) if r.status().as_u16() == 403 || r.status().as_u16() == 401 => {
+                self.key.set(KeyState::Invalid);
+                Ok(KeyState::Invalid)
+            }
+            Ok(r) => Err(format!("{url} answered {}", r.status().as_u16())),
+            Err(e) => Err(format!("{url}: {}", describe(&e))),
+        }
+    }
+
+    async fn post(&self, meta: &Meta, body: Vec<u8>) -> Attempt {
+        let url = format!("{}{}", self.base_url, meta.endpoint);
+        let mut req = self.client.post(&url).headers(self.headers.clone());
+        if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+            req = req.header(CONTENT_TYPE, v);
+        }
+        if !meta.content_encoding.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&meta.content_encoding) {
+                req = req.header(CONTENT_ENCODING, v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&meta.id) {
+            req = req.header(HeaderName::from_static("x-tallyd-payload-id"), v);
+        }
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let class = if e.is_timeout() {
+                    FailureClass::Timeout
+                } else {
+                    FailureClass::Connection
+                };
+                return Attempt::Retry {
+                    class,
+                    status: None,
+                    after: None,
+                    why: describe(&e),
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let after = retry_after(resp.headers(), SystemTime::now());
+        // Reading the body may fail on a dropped connection; the status already decides.
+        let text = match resp.bytes().await {
+            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(super::store::MAX_RESPONSE_BODY)])
+                .into_owned(),
+            Err(e) if (200..300).contains(&status) => {
+                tracing::debug!(error = %describe(&e), "response body lost after a 2xx status");
+                String::new()
+            }
+            Err(e) => describe(&e),
+        };
+        match classify(status, after) {
+            Verdict::Forbidden => {
+                if self.validate_key().await == Ok(KeyState::Invalid) {
+                    Attempt::Reject { status, body: text }
+                } else {
+                    Attempt::Retry {
+                        class: FailureClass::Client4xx,
+                        status: Some(status),
+                        after,
+                        why: format!("{status} {text}"),
+                    }
+                }
+            }
+            Verdict::Done(Attempt::Retry {
+                class,
+                status,
+                after,
+                ..
+            }) => Attempt::Retry {
+                class,
+                status,
+                after,
+                why: format!("{} {text}", status.unwrap_or(0)),
+            },
+            Verdict::Done(Attempt::Reject { status, .. }) => Attempt::Reject { status, body: text },
+            Verdict::Done(a) => a,
+        }
+    }
+}
+
+impl Deliver for HttpDeliver {
+    fn deliver<'a>(&'a self, meta: &'a Meta, body: Vec<u8>) -> BoxFuture<'a, Attempt> {
+        Box::pin(self.post(meta, body))
+    }
+}
+
+/// A status judged without the body.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Done(Attempt),
+    /// 403: depends on whether the key is known bad.
+    Forbidden,
+}
+
+/// The retry policy for an HTTP status.
+pub fn classify(status: u16, after: Option<Duration>) -> Verdict {
+    let retry = |class| {
+        Verdict::Done(Attempt::Retry {
+            class,
+            status: Some(status),
+            after,
+            why: String::new(),
+        })
+    };
+    match status {
+        200..=299 => Verdict::Done(Attempt::Delivered { status }),
+        403 => Verdict::Forbidden,
+        // 404: a regional endpoint or proxy glitch (the Agent retries it too).
+        404 | 408 | 429 => retry(FailureClass::Client4xx),
+        500..=599 => retry(FailureClass::Server5xx),
+        // 1xx/3xx are not expected from an intake; a redirect reqwest did not follow is a
+        // configuration problem that retrying will not fix, but losing data would be worse.
+        100..=199 | 300..=399 => retry(FailureClass::Client4xx),
+        _ => Verdict::Done(Attempt::Reject {
+            status,
+            body: String::new(),
+        }),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at one hour.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = httpdate::parse_http_date(v).ok()?;
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(Duration::from_secs(3600)))
+}
+
+/// A reqwest error with its cause chain, which is where "connection refused" lives.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            classify(202, None),
+            Verdict::Done(Attempt::Delivered { status: 202 })
+        );
+        for s in [404, 408, 429, 500, 502, 503] {
+            assert!(
+                matches!(classify(s, None), Verdict::Done(Attempt::Retry { .. })),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 413, 422] {
+            assert!(
+                matches!(classify(s, None), Verdict::Done(Attempt::Reject { .. })),
+                "{s}"
+            );
+        }
+        assert_eq!(classify(403, None), Verdict::Forbidden);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&date).expect("header"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("999999"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3600)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! Durable, disk-backed delivery queues with a dead-letter queue.
+//!
+//! A payload handed to a [`Queue`] is on disk (written, fsynced, renamed into place) before
+//! [`Queue::push`] returns; it leaves the disk only after the far side answered 2xx, or moves to
+//! the dead-letter queue when the far side rejects it for good. Queues are bounded in bytes: at
+//! the bound the oldest payloads are dropped and counted. Only a small index lives in memory, so
+//! a long outage costs disk, not RAM. The on-disk format is described in ARCHITECTURE.md and in
+//! `store.rs`.
+//!
+//! The queue knows nothing about what it carries: payload bytes plus a small [`Meta`] (endpoint,
+//! content type, encoding). A [`Deliver`] implementation (the HTTP one is [`HttpDeliver`]) sends
+//! one payload and classifies the answer; [`sender::run`] drives retries with backoff.
+
+pub mod admin;
+pub mod deliver;
+pub mod sender;
+pub mod stats;
+pub mod store;
+
+pub use deliver::{Attempt, Deliver, FailureClass, HttpDeliver};
+pub use sender::{Backoff, Registry};
+pub use stats::QueueStats;
+pub use store::{Meta, Queue, QueueError};

@@ -1,0 +1,607 @@
+//! Turns one [`Flush`] into compressed Datadog payloads, with the Datadog Agent's semantics
+//! (REFERENCE.md §2) and within its payload limits (§3.4):
+//!
+//! - counter → RATE, value = sum / interval, `interval` = the window in whole seconds;
+//! - gauge → GAUGE; set → GAUGE of the distinct count;
+//! - timer / histogram → `<name>.<aggregate>` per `histogram_aggregates` (`.count` a RATE, the
+//!   others GAUGE) and `<name>.<N>percentile` GAUGEs per `histogram_percentiles`;
+//! - distribution → an Agent DDSketch in a `SketchPayload`;
+//! - service checks → one JSON array per payload for `/api/v1/check_run`;
+//! - events → one JSON object per payload for `/api/v1/events`.
+//!
+//! A `host:<name>` tag sets the host of that metric and is removed from its tags, as the
+//! Agent's enrichment does. Every point carries the window's start time.
+
+use std::collections::HashSet;
+
+use prost::Message;
+use serde_json::json;
+
+use super::proto::{
+    Dogsketch, MetricPayload, MetricPoint, MetricSeries, MetricType, Resource, Sketch,
+    SketchPayload,
+};
+use super::sketch;
+use crate::aggregate::{Flush, SeriesValue};
+use crate::config::{Compression, DatadogConfig};
+use crate::model::{AlertType, MetricKind, Priority};
+
+/// Limits of one payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_compressed: usize,
+    pub max_uncompressed: usize,
+    pub max_items: usize,
+}
+
+/// v2 series: the Agent's `serializer_max_series_payload_size` (512,000 B compressed),
+/// `serializer_max_series_uncompressed_payload_size` (5,242,880 B) and
+/// `serializer_max_series_points_per_payload` (10,000) (DDA pkg/config/setup/config.go).
+pub const SERIES_LIMITS: Limits = Limits {
+    max_compressed: 512_000,
+    max_uncompressed: 5_242_880,
+    max_items: 10_000,
+};
+/// Sketches and JSON payloads: the Agent's generic `serializer_max_payload_size` (2.5 MB
+/// compressed) and `serializer_max_uncompressed_payload_size` (4 MB).
+pub const GENERIC_LIMITS: Limits = Limits {
+    max_compressed: 2_621_440,
+    max_uncompressed: 4_194_304,
+    max_items: 10_000,
+};
+/// Longest event text the events API accepts (docs: "limited to 4000 characters").
+pub const MAX_EVENT_TEXT: usize = 4000;
+
+pub const SERIES_ENDPOINT: &str = "/api/v2/series";
+pub const SKETCH_ENDPOINT: &str = "/api/beta/sketches";
+pub const CHECK_ENDPOINT: &str = "/api/v1/check_run";
+pub const EVENT_ENDPOINT: &str = "/api/v1/events";
+
+/// One encoded, compressed request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub endpoint: &'static str,
+    pub content_type: &'static str,
+    /// `Content-Encoding`, or "" for none.
+    pub encoding: &'static str,
+    pub body: Vec<u8>,
+    /// Series, sketches, checks or events inside.
+    pub items: usize,
+}
+
+/// Why something could not be encoded (counted, never fatal).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EncodeStats {
+    /// Single items larger than a whole payload may be, dropped.
+    pub oversized: u64,
+    pub compress_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Aggregate {
+    Min,
+    Max,
+    Median,
+    Avg,
+    Sum,
+    Count,
+}
+
+/// The Datadog encoding settings, resolved once at start.
+pub struct Encoder {
+    host: String,
+    const_tags: Vec<String>,
+    compression: Compression,
+    aggregates: Vec<Aggregate>,
+    /// (quantile, name suffix such as `.95percentile`)
+    percentiles: Vec<(f64, String)>,
+}
+
+impl Encoder {
+    pub fn new(cfg: &DatadogConfig, host: String) -> Encoder {
+        let mut const_tags: Vec<String> = cfg.tags.clone();
+        if !cfg.env.is_empty() {
+            const_tags.push(format!("env:{}", cfg.env));
+        }
+        if !cfg.version.is_empty() {
+            const_tags.push(format!("version:{}", cfg.version));
+        }
+        let mut seen = HashSet::new();
+        const_tags.retain(|t| seen.insert(t.clone()));
+        let aggregates = cfg
+            .histogram_aggregates
+            .iter()
+            .filter_map(|a| match a.as_str() {
+                "min" => Some(Aggregate::Min),
+                "max" => Some(Aggregate::Max),
+                "median" => Some(Aggregate::Median),
+                "avg" => Some(Aggregate::Avg),
+                "sum" => Some(Aggregate::Sum),
+                "count" => Some(Aggregate::Count),
+                _ => None,
+            })
+            .collect();
+        let percentiles = cfg
+            .histogram_percentiles
+            .iter()
+            .map(|p| (*p, format!(".{}percentile", (p * 100.0).round() as u32)))
+            .collect();
+        Encoder {
+            host,
+            const_tags,
+            compression: cfg.compression,
+            aggregates,
+            percentiles,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Host and tags of a context: a `host:` tag moves into the host.
+    fn host_and_tags<'a>(&'a self, tags: impl Iterator<Item = &'a str>) -> (String, Vec<String>) {
+        let mut host = None;
+        let mut out = Vec::new();
+        for t in tags {
+            match t.strip_prefix("host:") {
+                Some(h) => host = Some(h.to_string()),
+                None => out.push(t.to_string()),
+            }
+        }
+        for t in &self.const_tags {
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+        (host.unwrap_or_else(|| self.host.clone()), out)
+    }
+
+    /// Every payload of one window.
+    pub fn encode(&self, flush: &Flush, now_unix: i64) -> (Vec<Payload>, EncodeStats) {
+        let mut stats = EncodeStats::default();
+        let mut out = Vec::new();
+        let series = self.series(flush);
+        self.split(
+            series,
+            SERIES_LIMITS,
+            SERIES_ENDPOINT,
+            |s| MetricPayload { series: s }.encode_to_vec(),
+            &mut out,
+            &mut stats,
+        );
+        let sketches = self.sketches(flush);
+        self.split(
+            sketches,
+            GENERIC_LIMITS,
+            SKETCH_ENDPOINT,
+            |s| SketchPayload { sketches: s }.encode_to_vec(),
+            &mut out,
+            &mut stats,
+        );
+        self.checks(flush, now_unix, &mut out, &mut stats);
+        self.events(flush, now_unix, &mut out);
+        (out, stats)
+    }
+
+    /// The v2 series of a window.
+    pub fn series(&self, flush: &Flush) -> Vec<MetricSeries> {
+        let ts = flush.timestamp as i64;
+        let secs = flush.interval.as_secs_f64().max(1e-3);
+        let interval = (secs.round() as i64).max(1);
+        let mut out = Vec::with_capacity(flush.series.len());
+        for s in &flush.series {
+            let kind = s.ctx.kind();
+            if kind == MetricKind::Distribution {
+                continue;
+            }
+            let (host, tags) = self.host_and_tags(s.ctx.tags());
+            let mk = |suffix: &str, t: MetricType, v: f64| MetricSeries {
+                resources: vec![Resource {
+                    r#type: "host".into(),
+                    name: host.clone(),
+                }],
+                metric: format!("{}{suffix}", s.ctx.name()),
+                tags: tags.clone(),
+                points: vec![MetricPoint {
+                    value: v,
+                    timestamp: ts,
+                }],
+                r#type: t as i32,
+                unit: String::new(),
+                source_type_name: String::new(),
+                interval: if t == MetricType::Gauge { 0 } else { interval },
+            };
+            match &s.value {
+                SeriesValue::Counter(v) => out.push(mk("", MetricType::Rate, v / secs)),
+                SeriesValue::Gauge(v) => out.push(mk("", MetricType::Gauge, *v)),
+                SeriesValue::Set(n) => out.push(mk("", MetricType::Gauge, *n as f64)),
+                SeriesValue::Samples(h) => {
+                    let smp = &h.samples;
+                    if smp.count() == 0 {
+                        continue;
+                    }
+                    let quantile = |q: f64| -> f64 {
+                        match flush.percentiles.iter().position(|p| (p - q).abs() < 1e-12) {
+                            Some(i) if i < h.quantiles.len() => h.quantiles[i],
+                            _ => smp.clone().quantile(q),
+                        }
+                    };
+                    for a in &self.aggregates {
+                        out.push(match a {
+                            Aggregate::Min => mk(".min", MetricType::Gauge, smp.min()),
+                            Aggregate::Max => mk(".max", MetricType::Gauge, smp.max()),
+                            Aggregate::Median => mk(".median", MetricType::Gauge, quantile(0.5)),
+                            Aggregate::Avg => mk(".avg", MetricType::Gauge, smp.avg()),
+                            Aggregate::Sum => mk(".sum", MetricType::Gauge, smp.sum()),
+                            Aggregate::Count => {
+                                mk(".count", MetricType::Rate, smp.count() as f64 / secs)
+                            }
+                        });
+                    }
+                    for (q, suffix) in &self.percentiles {
+                        out.push(mk(suffix, MetricType::Gauge, quantile(*q)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The sketches of a window's distributions.
+    pub fn sketches(&self, flush: &Flush) -> Vec<Sketch> {
+        let ts = flush.timestamp as i64;
+        let mut out = Vec::new();
+        for s in &flush.series {
+            if s.ctx.kind() != MetricKind::Distribution {
+                continue;
+            }
+            let SeriesValue::Samples(h) = &s.value else {
+                continue;
+            };
+            if h.samples.count() == 0 {
+                continue;
+            }
+            let sk = sketch::from_samples(&h.samples);
+            let (host, tags) = self.host_and_tags(s.ctx.tags());
+            out.push(Sketch {
+                metric: s.ctx.name().to_string(),
+                host,
+                tags,
+                dogsketches: vec![Dogsketch {
+                    ts,
+                    cnt: sk.cnt,
+                    min: sk.min,
+                    max: sk.max,
+                    avg: sk.avg,
+                    sum: sk.sum,
+                    k: sk.keys,
+                    n: sk.counts,
+                }],
+            });
+        }
+        out
+    }
+
+    /// Packs `items` into payloads within `limits`, halving a batch whose compressed size is
+    /// still too large. An item that alone exceeds the limits is dropped and counted.
+    fn split<T: Message + Clone>(
+        &self,
+        items: Vec<T>,
+        limits: Limits,
+        endpoint: &'static str,
+        wrap: impl Fn(Vec<T>) -> Vec<u8> + Copy,
+        out: &mut Vec<Payload>,
+        stats: &mut EncodeStats,
+    ) {
+        let mut batch: Vec<T> = Vec::new();
+        let mut size = 0usize;
+        for it in items {
+            let len = it.encoded_len();
+            let framed = 1 + prost::length_delimiter_len(len) + len;
+            if framed > limits.max_uncompressed {
+                stats.oversized += 1;
+                continue;
+            }
+            if !batch.is_empty()
+                && (size + framed > limits.max_uncompressed || batch.len() >= limits.max_items)
+            {
+                self.emit(
+                    std::mem::take(&mut batch),
+                    limits,
+                    endpoint,
+                    wrap,
+                    out,
+                    stats,
+                );
+                size = 0;
+            }
+            size += framed;
+            batch.push(it);
+        }
+        if !batch.is_empty() {
+            self.emit(batch, limits, endpoint, wrap, out, stats);
+        }
+    }
+
+    fn emit<T: Message + Clone>(
+        &self,
+        mut batch: Vec<T>,
+        limits: Limits,
+        endpoint: &'static str,
+        wrap: impl Fn(Vec<T>) -> Vec<u8> + Copy,
+        out: &mut Vec<Payload>,
+        stats: &mut EncodeStats,
+    ) {
+        let n = batch.len();
+        let raw = wrap(batch.clone());
+        let body = match self.compression.compress(&raw) {
+            Ok(b) => b,
+            Err(_) => {
+                stats.compress_errors += 1;
+                return;
+            }
+        };
+        if body.len() <= limits.max_compressed {
+            out.push(Payload {
+                endpoint,
+                content_type: "application/x-protobuf",
+                encoding: self.compression.encoding(),
+                body,
+                items: n,
+            });
+        } else if n > 1 {
+            let second = batch.split_off(n / 2);
+            self.emit(batch, limits, endpoint, wrap, out, stats);
+            self.emit(second, limits, endpoint, wrap, out, stats);
+        } else {
+            stats.oversized += 1;
+        }
+    }
+
+    fn checks(&self, flush: &Flush, now: i64, out: &mut Vec<Payload>, stats: &mut EncodeStats) {
+        let mut batch: Vec<serde_json::Value> = Vec::new();
+        let mut size = 2;
+        let push = |batch: &mut Vec<serde_json::Value>,
+                    out: &mut Vec<Payload>,
+                    stats: &mut EncodeStats| {
+            if batch.is_empty() {
+                return;
+            }
+            let items = batch.len();
+            let raw = serde_json::to_vec(&std::mem::take(batch)).unwrap_or_default();
+            match self.compression.compress(&raw) {
+                Ok(body) => out.push(Payload {
+                    endpoint: CHECK_ENDPOINT,
+                    content_type: "application/json",
+                    encoding: self.compression.encoding(),
+                    body,
+                    items,
+                }),
+                Err(_) => stats.compress_errors += 1,
+            }
+        };
+        for sc in &flush.service_checks {
+            let (host, tags) = self.host_and_tags(sc.tags.iter().map(String::as_str));
+            let v = json!({
+                "check": sc.name,
+                "host_name": sc.hostname.clone().unwrap_or(host),
+                "status": sc.status as u8,
+                "timestamp": sc.timestamp.unwrap_or(now),
+                "message": sc.message.clone().unwrap_or_default(),
+                "tags": tags,
+            });
+            let len = v.to_string().len() + 1;
+            if size + len > GENERIC_LIMITS.max_uncompressed
+                || batch.len() >= GENERIC_LIMITS.max_items
+            {
+                push(&mut batch, out, stats);
+                size = 2;
+            }
+            size += len;
+            batch.push(v);
+        }
+        push(&mut batch, out, stats);
+    }
+
+    fn events(&self, flush: &Flush, now: i64, out: &mut Vec<Payload>) {
+        for ev in &flush.events {
+            let (host, tags) = self.host_and_tags(ev.tags.iter().map(String::as_str));
+            let mut text = ev.text.clone();
+            if text.chars().count() > MAX_EVENT_TEXT {
+                text = text.chars().take(MAX_EVENT_TEXT).collect();
+            }
+            let mut v = json!({
+                "title": ev.title,
+                "text": text,
+                "date_happened": ev.timestamp.unwrap_or(now),
+                "priority": match ev.priority { Priority::Normal => "normal", Priority::Low => "low" },
+                "host": ev.hostname.clone().unwrap_or(host),
+                "tags": tags,
+                "alert_type": match ev.alert_type {
+                    AlertType::Info => "info",
+                    AlertType::Warning => "warning",
+                    AlertType::Error => "error",
+                    AlertType::Success => "success",
+                },
+            });
+            if let Some(k) = &ev.aggregation_key {
+                v["aggregation_key"] = json!(k);
+            }
+            if let Some(s) = &ev.source_type {
+                v["source_type_name"] = json!(s);
+            }
+            let body = serde_json::to_vec(&v).unwrap_or_default();
+            out.push(Payload {
+                endpoint: EVENT_ENDPOINT,
+                content_type: "application/json",
+                encoding: "",
+                body,
+                items: 1,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{SampleSummary, Samples, Series};
+    use crate::model::Context;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn flush(series: Vec<Series>) -> Flush {
+        Flush {
+            timestamp: 1_700_000_000,
+            interval: Duration::from_secs(10),
+            percentiles: Arc::from(vec![0.5, 0.95, 0.99]),
+            series,
+            events: vec![],
+            service_checks: vec![],
+        }
+    }
+
+    fn ser(kind: MetricKind, name: &str, tags: &[&str], value: SeriesValue) -> Series {
+        Series {
+            ctx: Arc::new(Context::from_unsorted(kind, name, tags)),
+            value,
+        }
+    }
+
+    fn samples(values: &[f64]) -> SeriesValue {
+        let mut s = Samples::new();
+        for v in values {
+            s.add(*v, 1);
+        }
+        let quantiles = [0.5, 0.95, 0.99]
+            .iter()
+            .map(|q| s.clone().quantile(*q))
+            .collect();
+        SeriesValue::Samples(Box::new(SampleSummary {
+            samples: s,
+            quantiles,
+        }))
+    }
+
+    fn encoder(cfg: DatadogConfig) -> Encoder {
+        Encoder::new(&cfg, "box".into())
+    }
+
+    #[test]
+    fn agent_semantics_per_type() {
+        let mut cfg = DatadogConfig {
+            env: "prod".into(),
+            tags: vec!["team:a".into()],
+            ..Default::default()
+        };
+        cfg.histogram_percentiles = vec![0.95, 0.75];
+        let e = encoder(cfg);
+        let f = flush(vec![
+            ser(
+                MetricKind::Counter,
+                "hits",
+                &["a:1", "host:web-9"],
+                SeriesValue::Counter(50.0),
+            ),
+            ser(MetricKind::Gauge, "temp", &[], SeriesValue::Gauge(-3.5)),
+            ser(MetricKind::Set, "users", &[], SeriesValue::Set(7)),
+            ser(
+                MetricKind::Timer,
+                "lat",
+                &[],
+                samples(&[1.0, 2.0, 3.0, 4.0]),
+            ),
+        ]);
+        let s = e.series(&f);
+        let get = |m: &str| {
+            s.iter()
+                .find(|x| x.metric == m)
+                .unwrap_or_else(|| panic!("{m}"))
+        };
+        let hits = get("hits");
+        assert_eq!(
+            (hits.r#type, hits.interval, hits.points[0].value),
+            (MetricType::Rate as i32, 10, 5.0)
+        );
+        assert_eq!(hits.points[0].timestamp, 1_700_000_000);
+        assert_eq!(hits.resources[0].name, "web-9");
+        assert_eq!(hits.tags, vec!["a:1", "team:a", "env:prod"]);
+        assert_eq!(
+            (get("temp").r#type, get("temp").points[0].value),
+            (MetricType::Gauge as i32, -3.5)
+        );
+        assert_eq!(get("temp").resources[0].name, "box");
+        assert_eq!(get("users").points[0].value, 7.0);
+        assert_eq!(get("lat.max").points[0].value, 4.0);
+        assert_eq!(get("lat.median").points[0].value, 2.0);
+        assert_eq!(get("lat.avg").points[0].value, 2.5);
+        assert_eq!(
+            (get("lat.count").r#type, get("lat.count").points[0].value),
+            (MetricType::Rate as i32, 0.4)
+        );
+        assert_eq!(get("lat.95percentile").points[0].value, 4.0);
+        assert_eq!(get("lat.75percentile").points[0].value, 3.0);
+        assert!(s
+            .iter()
+            .all(|x| x.metric != "lat.min" && x.metric != "lat.sum"));
+        assert_eq!(s.len(), 3 + 6);
+    }
+
+    #[test]
+    fn series_split_within_limits() {
+        let e = encoder(DatadogConfig {
+            compression: Compression::Gzip,
+            ..Default::default()
+        });
+        let series: Vec<Series> = (0..25_000)
+            .map(|i| {
+                ser(
+                    MetricKind::Gauge,
+                    &format!("m.{i}"),
+                    &[&format!("i:{i}")],
+                    SeriesValue::Gauge(i as f64),
+                )
+            })
+            .collect();
+        let (payloads, stats) = e.encode(&flush(series), 0);
+        assert_eq!(stats, EncodeStats::default());
+        assert!(payloads.len() >= 3);
+        assert_eq!(payloads.iter().map(|p| p.items).sum::<usize>(), 25_000);
+        for p in &payloads {
+            assert!(p.items <= 10_000 && p.body.len() <= SERIES_LIMITS.max_compressed);
+        }
+    }
+
+    #[test]
+    fn incompressible_batches_are_halved() {
+        let e = encoder(DatadogConfig::default());
+        let mut seed = 1u64;
+        let mut noise = || {
+            (0..200)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    char::from(b'a' + (seed >> 59) as u8)
+                })
+                .collect::<String>()
+        };
+        let series: Vec<Series> = (0..4000)
+            .map(|_| {
+                ser(
+                    MetricKind::Gauge,
+                    &noise(),
+                    &[&noise()],
+                    SeriesValue::Gauge(1.0),
+                )
+            })
+            .collect();
+        let (payloads, _) = e.encode(&flush(series), 0);
+        assert!(payloads.len() >= 2);
+        assert_eq!(payloads.iter().map(|p| p.items).sum::<usize>(), 4000);
+        assert!(payloads
+            .iter()
+            .all(|p| p.body.len() <= SERIES_LIMITS.max_compressed));
+    }
+}

@@ -1,0 +1,391 @@
+//! The Datadog [`Sink`]: a bounded hand-off from the flusher to an encoder thread, which writes
+//! payloads into the durable queue `datadog`; a background sender posts them.
+//!
+//! `consume` never blocks: it offers the window to a channel of [`WINDOW_BACKLOG`] slots and
+//! counts the window as dropped if the encoder is that far behind (a stalled disk). The API key
+//! is checked once at start; the `datadog` component in `/health` follows the key's state and
+//! the queue's delivery.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::encode::{EncodeStats, Encoder};
+use crate::aggregate::{lock, Flush};
+use crate::api::{Health, Status};
+use crate::config::Config;
+use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
+use crate::queue::sender::Handle;
+use crate::queue::store::{unix_ms, Limits, Meta, Queue};
+use crate::queue::{Backoff, Registry};
+use crate::sinks::prometheus::expo;
+use crate::sinks::Sink;
+use crate::telemetry::MetricsSource;
+
+/// The queue's name, in its directory, the admin API and metric labels.
+pub const QUEUE_NAME: &str = "datadog";
+/// Windows waiting for the encoder before new ones are dropped (and counted).
+pub const WINDOW_BACKLOG: usize = 4;
+const VALIDATE_PATH: &str = "/api/v1/validate";
+
+#[derive(Default)]
+struct Counters {
+    windows_dropped: AtomicU64,
+    oversized: AtomicU64,
+    compress_errors: AtomicU64,
+    queue_errors: AtomicU64,
+}
+
+/// Datadog delivery, wired by `lib.rs` when an API key is set.
+pub struct DatadogSink {
+    tx: Mutex<Option<SyncSender<Arc<Flush>>>>,
+    counters: Arc<Counters>,
+    handle: Arc<Handle>,
+    key: Arc<KeyStatus>,
+    encoder_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    drain: Duration,
+}
+
+/// The host name reported: configured, else the kernel's.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn headers(api_key: &str) -> Result<HeaderMap, String> {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut h = HeaderMap::new();
+    let key = HeaderValue::from_str(api_key)
+        .map_err(|_| "datadog.api_key contains characters not allowed in a header".to_string())?;
+    h.insert(HeaderName::from_static("dd-api-key"), key);
+    h.insert(
+        HeaderName::from_static("dd-agent-version"),
+        HeaderValue::from_static(version),
+    );
+    let ua = HeaderValue::from_str(&format!("tallyd/{version}")).map_err(|e| e.to_string())?;
+    h.insert(USER_AGENT, ua);
+    Ok(h)
+}
+
+impl DatadogSink {
+    /// Opens the queue, starts the encoder thread, the sender, the key check and the health
+    /// watcher. Call from inside the runtime.
+    ///
+    /// # Errors
+    /// The queue directory cannot be used, or the HTTP client cannot be built; the message
+    /// names the setting.
+    pub fn start(
+        cfg: &Config,
+        health: Arc<Health>,
+        registry: &Registry,
+    ) -> Result<Arc<DatadogSink>, String> {
+        let d = &cfg.datadog;
+        let host = if d.hostname.is_empty() {
+            system_hostname()
+        } else {
+            d.hostname.clone()
+        };
+        let limits = Limits {
+            max_bytes: cfg.queue.max_bytes,
+            dlq_max_bytes: cfg.queue.dlq_max_bytes,
+        };
+        let queue =
+            Queue::open(Path::new(&cfg.queue.directory), QUEUE_NAME, limits).map_err(|e| {
+                format!(
+                    "cannot open the delivery queue in {} (queue.directory): {e}",
+                    cfg.queue.directory
+                )
+            })?;
+        let queue = Arc::new(queue);
+        let base = d.base_url();
+        let deliver = HttpDeliver::new(
+            &base,
+            headers(&d.api_key)?,
+            d.request_timeout,
+            Some(VALIDATE_PATH.into()),
+        )
+        .map_err(|e| format!("cannot build the HTTP client for {base} (datadog.url): {e}"))?;
+        let key = Arc::clone(&deliver.key);
+        let deliver = Arc::new(deliver);
+        let backoff = Backoff {
+            initial: cfg.queue.backoff_initial,
+            max: cfg.queue.backoff_max,
+        };
+        let handle = Arc::new(Handle {
+            queue: Arc::clone(&queue),
+            deliver: deliver.clone(),
+            backoff,
+        });
+        registry.add(Arc::clone(&handle));
+
+        let d0 = queue.depth();
+        info!(component = "datadog", url = %base, host = %host, queued = d0.pending, dead_letters = d0.dlq, "datadog delivery on");
+        let cancel = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(Arc::clone(&handle).run(cancel.clone()))];
+        if d.validate_api_key {
+            tasks.push(tokio::spawn(validate_loop(
+                deliver,
+                backoff,
+                cancel.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(watch_health(
+            Arc::clone(&handle),
+            Arc::clone(&key),
+            health,
+            cancel.clone(),
+        )));
+
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = sync_channel(WINDOW_BACKLOG);
+        let encoder = Encoder::new(d, host);
+        let thread = {
+            let (queue, counters) = (Arc::clone(&queue), Arc::clone(&counters));
+            std::thread::Builder::new()
+                .name("datadog-encode".into())
+                .spawn(move || encode_loop(&rx, &encoder, &queue, &counters))
+                .map_err(|e| format!("cannot start the datadog encoder thread: {e}"))?
+        };
+        Ok(Arc::new(DatadogSink {
+            tx: Mutex::new(Some(tx)),
+            counters,
+            handle,
+            key,
+            encoder_thread: Mutex::new(Some(thread)),
+            cancel,
+            tasks: Mutex::new(tasks),
+            drain: cfg.queue.shutdown_drain,
+        }))
+    }
+
+    /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
+    /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
+    pub async fn shutdown(&self) {
+        drop(lock(&self.tx).take());
+        let thread = lock(&self.encoder_thread).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let deadline = Instant::now() + self.drain;
+        while self.handle.queue.head().is_some()
+            && Instant::now() < deadline
+            && self.key.get() != KeyState::Invalid
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.cancel.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+        let d = self.handle.queue.depth();
+        info!(
+            component = "datadog",
+            queued = d.pending,
+            dead_letters = d.dlq,
+            "datadog delivery stopped"
+        );
+    }
+}
+
+impl Sink for DatadogSink {
+    fn name(&self) -> &'static str {
+        "datadog"
+    }
+
+    fn consume(&self, flush: &Arc<Flush>) {
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else { return };
+        match tx.try_send(Arc::clone(flush)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.counters.windows_dropped.fetch_add(1, Relaxed) + 1;
+                if n == 1 || n % 100 == 0 {
+                    warn!(
+                        component = "datadog",
+                        dropped = n,
+                        "datadog encoder behind (disk stalled?); window dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn encode_loop(rx: &Receiver<Arc<Flush>>, enc: &Encoder, queue: &Queue, c: &Counters) {
+    let mut last_error_log: Option<Instant> = None;
+    while let Ok(flush) = rx.recv() {
+        let now = (unix_ms() / 1000) as i64;
+        let (payloads, stats) = enc.encode(&flush, now);
+        let EncodeStats {
+            oversized,
+            compress_errors,
+        } = stats;
+        c.oversized.fetch_add(oversized, Relaxed);
+        c.compress_errors.fetch_add(compress_errors, Relaxed);
+        if oversized > 0 {
+            warn!(
+                component = "datadog",
+                oversized, "items larger than a whole payload were dropped"
+            );
+        }
+        for p in payloads {
+            let meta = Meta {
+                endpoint: p.endpoint.into(),
+                content_type: p.content_type.into(),
+                content_encoding: p.encoding.into(),
+                ..Default::default()
+            };
+            if let Err(e) = queue.push(meta, &p.body) {
+                c.queue_errors.fetch_add(1, Relaxed);
+                if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                    error!(component = "datadog", error = %e, kind = e.as_label(), "cannot queue a payload; it is lost");
+                    last_error_log = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// Checks the key until the intake gives an answer; an invalid key is logged once.
+async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        match deliver.validate_key().await {
+            Ok(KeyState::Invalid) => {
+                error!(component = "datadog", url = %format!("{}{VALIDATE_PATH}", deliver.base_url), "the Datadog API key was rejected (403); payloads stay queued on disk until the key is fixed");
+                return;
+            }
+            Ok(_) => {
+                info!(component = "datadog", "Datadog API key is valid");
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    warn!(component = "datadog", error = %e, "cannot check the Datadog API key yet; will retry");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.delay(failures, 0.5)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Keeps the `datadog` component of `/health` current.
+async fn watch_health(
+    h: Arc<Handle>,
+    key: Arc<KeyStatus>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let q = &h.queue;
+        let d = q.depth();
+        let fails = q.stats.consecutive_failures.load(Relaxed);
+        let (status, detail) = if key.get() == KeyState::Invalid {
+            (
+                Status::Down,
+                format!(
+                    "API key rejected by the intake; {} payloads queued",
+                    d.pending
+                ),
+            )
+        } else if fails > 0 {
+            (
+                Status::Degraded,
+                format!(
+                    "{fails} failed attempts in a row; {} payloads queued",
+                    d.pending
+                ),
+            )
+        } else {
+            (
+                Status::Ok,
+                format!(
+                    "{} payloads delivered, {} queued, {} dead letters",
+                    q.stats.delivered.load(Relaxed),
+                    d.pending,
+                    d.dlq
+                ),
+            )
+        };
+        health.set("datadog", status, detail);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+impl MetricsSource for DatadogSink {
+    fn render(&self, out: &mut String, om: bool) {
+        let c = &self.counters;
+        let rows = [
+            (
+                "tallyd_forwarder_windows_dropped",
+                "Windows not encoded because the encoder was behind.",
+                &c.windows_dropped,
+            ),
+            (
+                "tallyd_forwarder_items_oversized",
+                "Series or sketches larger than a whole payload, dropped.",
+                &c.oversized,
+            ),
+            (
+                "tallyd_forwarder_compress_errors",
+                "Payloads that failed to compress, dropped.",
+                &c.compress_errors,
+            ),
+            (
+                "tallyd_forwarder_enqueue_errors",
+                "Payloads that could not be written to the queue, lost.",
+                &c.queue_errors,
+            ),
+        ];
+        for (name, help, v) in rows {
+            expo::family_header(out, name, "counter", help, om);
+            expo::sample(
+                out,
+                name,
+                "_total",
+                "queue=\"datadog\"",
+                v.load(Relaxed) as f64,
+            );
+        }
+        expo::family_header(
+            out,
+            "tallyd_forwarder_api_key_valid",
+            "gauge",
+            "1 valid, 0 rejected, -1 not known yet.",
+            om,
+        );
+        let v = match self.key.get() {
+            KeyState::Valid => 1.0,
+            KeyState::Invalid => 0.0,
+            KeyState::Unknown => -1.0,
+        };
+        expo::sample(
+            out,
+            "tallyd_forwarder_api_key_valid",
+            "",
+            "queue=\"datadog\"",
+            v,
+        );
+    }
+}

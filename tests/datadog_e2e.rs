@@ -1,0 +1,451 @@
+//! End-to-end: the real binary sends to a local Datadog intake stand-in (tests/common/intake.rs)
+//! over real loopback HTTP. DogStatsD traffic in, exact series, sketches, checks and events out;
+//! outages, faults, kill -9 and the dead-letter queue.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::intake::{sketch_key, Fault, Intake};
+use common::{merge, Tallyd, BASE_CONFIG};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// tallyd pointed at `intake`, flushing every second, with short backoffs and timeouts.
+fn config(intake: &Intake, queue_dir: &str, extra: &str) -> String {
+    let dd = format!(
+        r#"
+[aggregate]
+flush_interval = "1s"
+[datadog]
+api_key = "{KEY}"
+url = "{}"
+hostname = "test-host"
+env = "ci"
+tags = ["team:core"]
+request_timeout = "500ms"
+[queue]
+directory = "{queue_dir}"
+backoff_initial = "50ms"
+backoff_max = "200ms"
+"#,
+        intake.url()
+    );
+    merge(&merge(BASE_CONFIG, &dd), extra)
+}
+
+fn start(intake: &Intake, extra: &str) -> Tallyd {
+    Tallyd::start_raw(&config(intake, "@DIR@/queue", extra), &[])
+}
+
+fn stats(t: &Tallyd) -> serde_json::Value {
+    let (code, body) = t.get("/admin/queue/stats");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).expect("stats json")["queues"]["datadog"]
+        .clone()
+}
+
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn dogstatsd_traffic_arrives_as_the_agent_would_send_it() {
+    let intake = Intake::start(KEY);
+    let t = start(&intake, "");
+    // One packet, one line per metric: each lands in a single window.
+    t.send_udp(
+        "hits:3|c|#route:/a\n\
+         temp:21.5|g\n\
+         users:al|s\nusers:bo|s\nusers:al|s\n\
+         lat:10:20:30:40|ms|#db:main\n\
+         moved:5|c|#host:other-box\n\
+         dist:1:2:3:4:5:6:7:8:9:10|d|#shard:1\n\
+         _e{5,4}:title|text|#a:b|t:warning|p:low|k:agg1\n\
+         _sc|db.up|2|#env:prod|m:down again\n",
+    );
+    intake.wait(15, "every kind of payload", |a| {
+        let names = ["hits", "temp", "users", "lat.max", "moved"];
+        names
+            .iter()
+            .all(|n| a.series.iter().any(|s| s.metric == *n))
+            && !a.sketches.is_empty()
+            && !a.checks.is_empty()
+            && !a.events.is_empty()
+    });
+    let a = intake.accepted();
+    let find = |m: &str| {
+        a.series
+            .iter()
+            .find(|s| s.metric == m)
+            .unwrap_or_else(|| panic!("{m}"))
+    };
+
+    let hits = find("hits");
+    assert_eq!(
+        (hits.mtype, hits.interval, hits.points[0].value),
+        (2, 1, 3.0),
+        "counter = RATE per second"
+    );
+    assert_eq!(hits.tags, vec!["route:/a", "team:core", "env:ci"]);
+    assert_eq!(
+        (
+            hits.resources[0].rtype.as_str(),
+            hits.resources[0].name.as_str()
+        ),
+        ("host", "test-host")
+    );
+    assert_eq!(
+        (find("temp").mtype, find("temp").points[0].value),
+        (3, 21.5)
+    );
+    assert_eq!(
+        (find("users").mtype, find("users").points[0].value),
+        (3, 2.0)
+    );
+    assert_eq!(
+        find("moved").resources[0].name,
+        "other-box",
+        "host: tag sets the host"
+    );
+    assert!(!find("moved").tags.iter().any(|t| t.starts_with("host:")));
+    let lat = |suffix: &str| {
+        let s = find(&format!("lat{suffix}"));
+        assert_eq!(s.tags, vec!["db:main", "team:core", "env:ci"]);
+        (s.mtype, s.points[0].value)
+    };
+    assert_eq!(lat(".max"), (3, 40.0));
+    assert_eq!(lat(".median"), (3, 20.0));
+    assert_eq!(lat(".avg"), (3, 25.0));
+    assert_eq!(lat(".count"), (2, 4.0));
+    assert_eq!(lat(".95percentile"), (3, 40.0));
+    assert!(!a
+        .series
+        .iter()
+        .any(|s| s.metric == "lat" || s.metric == "lat.min" || s.metric == "dist"));
+
+    let sk = &a.sketches[0];
+    assert_eq!(
+        (sk.metric.as_str(), sk.host.as_str()),
+        ("dist", "test-host")
+    );
+    assert_eq!(sk.tags, vec!["shard:1", "team:core", "env:ci"]);
+    assert!(sk.legacy_distributions.is_empty());
+    let d = &sk.dogsketches[0];
+    assert_eq!(
+        (d.cnt, d.min, d.max, d.sum, d.avg),
+        (10, 1.0, 10.0, 55.0, 5.5)
+    );
+    let want: Vec<i32> = (1..=10).map(|v| sketch_key(f64::from(v))).collect();
+    assert_eq!(d.k, want);
+    assert_eq!(d.n, vec![1; 10]);
+
+    let c = &a.checks[0];
+    assert_eq!(c["check"], "db.up");
+    assert_eq!(c["status"], 2);
+    assert_eq!(c["host_name"], "test-host");
+    assert_eq!(c["message"], "down again");
+    assert_eq!(
+        c["tags"],
+        serde_json::json!(["env:prod", "team:core", "env:ci"])
+    );
+    let e = &a.events[0];
+    assert_eq!(
+        (e["title"].as_str(), e["text"].as_str()),
+        (Some("title"), Some("text"))
+    );
+    assert_eq!(
+        (e["alert_type"].as_str(), e["priority"].as_str()),
+        (Some("warning"), Some("low"))
+    );
+    assert_eq!(e["aggregation_key"], "agg1");
+    assert_eq!(e["tags"], serde_json::json!(["a:b", "team:core", "env:ci"]));
+    drop(a);
+
+    // Headers and encodings as sent.
+    let seen = intake.seen();
+    let series_req = seen
+        .iter()
+        .find(|s| s.path == "/api/v2/series" && s.status == 202)
+        .expect("series request");
+    let h = |k: &str| {
+        series_req
+            .headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(h("dd-api-key"), KEY);
+    assert_eq!(h("content-encoding"), "zstd");
+    assert_eq!(h("content-type"), "application/x-protobuf");
+    assert_eq!(h("dd-agent-version"), env!("CARGO_PKG_VERSION"));
+    assert!(h("user-agent").starts_with("tallyd/"));
+
+    let text = t.metrics();
+    assert!(
+        common::value(
+            &text,
+            "tallyd_forwarder_payloads_sent_total{queue=\"datadog\"}"
+        )
+        .unwrap_or(0.0)
+            >= 4.0,
+        "{text}"
+    );
+    let (code, body) = t.get("/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"datadog\":{\"status\":\"ok\""), "{body}");
+}
+
+#[test]
+fn gzip_and_deflate_are_selectable() {
+    for (name, _) in [("gzip", ()), ("deflate", ())] {
+        let intake = Intake::start(KEY);
+        let t = start(&intake, &format!("[datadog]\ncompression = \"{name}\"\n"));
+        t.send_udp("z.count:2|c\n_sc|z.check|0\n");
+        intake.wait(15, "series and check", |a| {
+            a.series.iter().any(|s| s.metric == "z.count") && !a.checks.is_empty()
+        });
+        let seen = intake.seen();
+        assert!(seen.iter().filter(|s| s.status == 202).all(|s| s
+            .headers
+            .iter()
+            .any(|(k, v)| k == "content-encoding" && v == name)));
+    }
+}
+
+#[test]
+fn outage_with_traffic_flowing_loses_nothing_and_duplicates_nothing() {
+    let intake = Intake::start(KEY);
+    let t = start(&intake, "");
+    intake.set_fault(Fault::Status(503));
+    let mut sent = 0;
+    let phases = [
+        Fault::Status(503),
+        Fault::Drop,
+        Fault::Slow(Duration::from_millis(800)),
+        Fault::TooMany { retry_after: 1 },
+        Fault::Status(500),
+    ];
+    for f in phases {
+        intake.set_fault(f);
+        for _ in 0..8 {
+            t.send_udp("outage.hits:1|c\n");
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    wait_until(10, "payloads queued during the outage", || {
+        stats(&t)["pending"].as_u64().unwrap_or(0) >= 2
+    });
+    intake.set_fault(Fault::None);
+    wait_until(30, "every point delivered", || {
+        intake.counted("outage.hits") >= f64::from(sent)
+    });
+    wait_until(10, "queue drained", || stats(&t)["pending"] == 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        intake.counted("outage.hits"),
+        f64::from(sent),
+        "exactly once"
+    );
+    let a = intake.accepted();
+    let mut ids = a.ids.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), a.ids.len(), "a payload was delivered twice");
+    drop(a);
+    assert!(
+        intake
+            .state
+            .dropped_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let text = t.metrics();
+    for class in ["5xx", "4xx", "connection", "timeout"] {
+        let v = common::value(
+            &text,
+            &format!("tallyd_forwarder_failures_total{{queue=\"datadog\",class=\"{class}\"}}"),
+        );
+        assert!(v.unwrap_or(0.0) > 0.0, "class {class}: {text}");
+    }
+    assert!(
+        common::value(&text, "tallyd_forwarder_retries_total{queue=\"datadog\"}").unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(
+        common::value(
+            &text,
+            "tallyd_forwarder_payloads_dropped_total{queue=\"datadog\"}"
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let intake = Intake::start(KEY);
+    intake.set_fault(Fault::TooMany { retry_after: 2 });
+    let t = start(&intake, "");
+    t.send_udp("ra.hits:1|c\n");
+    wait_until(10, "a 429", || {
+        intake.seen().iter().any(|s| s.status == 429)
+    });
+    intake.set_fault(Fault::None);
+    intake.wait(15, "delivery after Retry-After", |a| {
+        a.series.iter().any(|s| s.metric == "ra.hits")
+    });
+    let seen = intake.seen();
+    let first = seen.iter().find(|s| s.status == 429).expect("429");
+    let next = seen
+        .iter()
+        .find(|s| s.at > first.at && s.payload_id == first.payload_id && s.status != 429)
+        .expect("retry of the same payload");
+    // Backoff alone would have retried after at most 200 ms.
+    assert!(
+        next.at - first.at >= Duration::from_millis(1900),
+        "retried after {:?}",
+        next.at - first.at
+    );
+    drop(t);
+}
+
+#[test]
+fn kill9_while_the_intake_is_down_then_restart_delivers_the_queue() {
+    let intake = Intake::start(KEY);
+    intake.set_fault(Fault::Drop);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qdir = dir.path().join("queue").display().to_string();
+    let mut t = Tallyd::start_raw(&config(&intake, &qdir, ""), &[]);
+    for _ in 0..5 {
+        t.send_udp("k9.hits:2|c\n");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    wait_until(10, "payloads on disk", || {
+        stats(&t)["pending"].as_u64().unwrap_or(0) >= 2
+    });
+    // Let the last window reach the queue too, then kill without any drain.
+    std::thread::sleep(Duration::from_millis(1500));
+    t.kill9();
+    assert_eq!(intake.counted("k9.hits"), 0.0);
+    let files = std::fs::read_dir(dir.path().join("queue/datadog/pending"))
+        .expect("pending dir")
+        .count();
+    assert!(files >= 2, "{files} files on disk");
+
+    intake.set_fault(Fault::None);
+    let t2 = Tallyd::start_raw(&config(&intake, &qdir, ""), &[]);
+    wait_until(20, "queued points delivered after restart", || {
+        intake.counted("k9.hits") >= 10.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(intake.counted("k9.hits"), 10.0);
+    wait_until(10, "queue empty", || stats(&t2)["pending"] == 0);
+}
+
+#[test]
+fn a_400_goes_to_the_dlq_and_process_dlq_moves_it_back() {
+    let intake = Intake::start(KEY);
+    intake.set_fault(Fault::StatusFor("/api/v2/series", 400));
+    let t = start(&intake, "");
+    t.send_udp("dlq.hits:7|c\n");
+    wait_until(15, "a dead letter", || {
+        stats(&t)["dlq_size"].as_u64().unwrap_or(0) >= 1
+    });
+
+    let (code, body) = t.post("/admin/queue/process-dlq/datadog?dry_run=true");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let item = &v["items"][0];
+    assert_eq!(item["status"], 400);
+    assert_eq!(item["endpoint"], "/api/v2/series");
+    assert!(
+        item["response"]
+            .as_str()
+            .unwrap_or("")
+            .contains("injected rejection"),
+        "{body}"
+    );
+    let (_, health) = t.get("/admin/queue/health");
+    assert!(
+        health.contains("degraded") && health.contains("dead-letter"),
+        "{health}"
+    );
+    let dlq_before = stats(&t)["dlq_size"].as_u64().unwrap_or(0);
+
+    intake.set_fault(Fault::None);
+    let (code, body) = t.post("/admin/queue/process-dlq/datadog?dry_run=false");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(v["requeued"].as_u64().unwrap_or(0) >= dlq_before, "{body}");
+    wait_until(15, "the requeued series", || {
+        intake.counted("dlq.hits") >= 7.0
+    });
+    assert_eq!(intake.counted("dlq.hits"), 7.0);
+    assert_eq!(stats(&t)["dlq_size"], 0);
+
+    assert_eq!(t.post("/admin/queue/process-dlq/nope").0, 404);
+    assert_eq!(
+        t.post("/admin/queue/process-dlq/datadog?dry_run=maybe").0,
+        400
+    );
+    let (code, body) = t.post("/admin/queue/force-process/datadog?batch_size=5");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        t.post("/admin/queue/force-process/datadog?batch_size=0").0,
+        400
+    );
+}
+
+#[test]
+fn force_process_skips_a_long_backoff() {
+    let intake = Intake::start(KEY);
+    intake.set_fault(Fault::Status(503));
+    let extra = "[queue]\nbackoff_initial = \"1h\"\nbackoff_max = \"1h\"\n";
+    let t = start(&intake, extra);
+    t.send_udp("fp.hits:4|c\n");
+    wait_until(10, "a failed attempt", || {
+        intake.seen().iter().any(|s| s.status == 503)
+    });
+    intake.set_fault(Fault::None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        intake.counted("fp.hits"),
+        0.0,
+        "still in its one-hour backoff"
+    );
+    let (code, body) = t.post("/admin/queue/force-process/datadog?batch_size=100");
+    assert_eq!(code, 200, "{body}");
+    wait_until(10, "forced delivery", || intake.counted("fp.hits") >= 4.0);
+}
+
+#[test]
+fn an_invalid_key_is_one_log_line_and_an_unhealthy_component() {
+    let intake = Intake::start("another-key");
+    let t = start(&intake, "");
+    wait_until(10, "datadog down in /health", || {
+        let (code, body) = t.get("/health");
+        code == 503 && body.contains("\"datadog\":{\"status\":\"down\"")
+    });
+    for _ in 0..5 {
+        t.send_udp("bad.key:1|c\n");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let logs = t.logs();
+    let key_lines = logs
+        .iter()
+        .filter(|l| l.contains("API key was rejected"))
+        .count();
+    assert_eq!(key_lines, 1, "{logs:#?}");
+    let rejected_lines = logs
+        .iter()
+        .filter(|l| l.contains("moved to the dead-letter queue"))
+        .count();
+    assert!(rejected_lines <= 1, "{logs:#?}");
+    assert!(logs.len() < 40, "log flood: {logs:#?}");
+}
