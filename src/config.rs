@@ -22,6 +22,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub prometheus: PrometheusConfig,
     pub datadog: DatadogConfig,
+    pub gps: crate::gps::GpsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +281,7 @@ impl Config {
                 return Err(err(format!("invalid config: {key} must be greater than 0s")));
             }
         }
+        self.gps.validate().map_err(|e| err(format!("invalid config: {e}")))?;
         for p in &self.aggregate.percentiles {
             if !(*p > 0.0 && *p < 1.0) {
                 return Err(err(format!(
@@ -432,7 +434,7 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod config;
+pub mod gps;
 pub mod model;
 pub mod sinks;
 pub mod statsd;
