@@ -8,13 +8,18 @@
 //! StatsD metrics; `api` serves the registry, the live view and the blacklist.
 //! Sources never reach sinks directly: points go through the [`points::PointSink`] interface.
 
+pub mod api;
 pub mod detect;
 pub mod fix;
 pub mod gt06;
 pub mod guard;
 pub mod h02;
+pub mod metrics;
 pub mod nmea;
+pub mod points;
 pub mod registry;
+pub mod server;
+pub mod service;
 pub mod teltonika;
 pub mod tk103;
 

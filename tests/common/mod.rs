@@ -23,12 +23,15 @@ udp_receivers = 2
 flush_interval = "200ms"
 [http]
 listen = "127.0.0.1:0"
+[gps]
+listen = "127.0.0.1:0"
 "#;
 
 pub struct Tallyd {
     child: Option<Child>,
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub gps: Option<SocketAddr>,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     pub logs: Arc<Mutex<Vec<String>>>,
@@ -92,7 +95,7 @@ impl Tallyd {
                     })
                 };
                 let http = find("http").expect("http address in logs");
-                return Tallyd { child: Some(child), udp: find("statsd_udp"), tcp: find("statsd_tcp"), http, dir, logs };
+                return Tallyd { child: Some(child), udp: find("statsd_udp"), tcp: find("statsd_tcp"), gps: find("gps"), http, dir, logs };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("tallyd exited early with {status}: {lines:#?}");
