@@ -20,7 +20,11 @@ fn crc_itu(data: &[u8]) -> u16 {
     for b in data {
         crc ^= u16::from(*b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x8408
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -32,7 +36,11 @@ fn crc_ibm(data: &[u8]) -> u16 {
     for b in data {
         crc ^= u16::from(*b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -54,11 +62,24 @@ fn gt06_ack(protocol: u8, serial: u16) -> Vec<u8> {
 
 /// GT06 login for IMEI 863586038760942 (BCD with a leading 0 nibble).
 fn gt06_login(serial: u16) -> Vec<u8> {
-    gt06_frame(0x01, &[0x08, 0x63, 0x58, 0x60, 0x38, 0x76, 0x09, 0x42, 0x00, 0x01, 0x00, 0x00], serial)
+    gt06_frame(
+        0x01,
+        &[
+            0x08, 0x63, 0x58, 0x60, 0x38, 0x76, 0x09, 0x42, 0x00, 0x01, 0x00, 0x00,
+        ],
+        serial,
+    )
 }
 
 /// A GT06 location (0x12) at minute `m` of 2024-03-01 12:00 UTC; raw lat/lon in 1/30000 minutes.
-fn gt06_location(m: u8, lat_raw: u32, lon_raw: u32, speed: u8, course: u16, serial: u16) -> Vec<u8> {
+fn gt06_location(
+    m: u8,
+    lat_raw: u32,
+    lon_raw: u32,
+    speed: u8,
+    course: u16,
+    serial: u16,
+) -> Vec<u8> {
     let mut c = vec![24, 3, 1, 12, m, 0, 0xC8];
     c.extend_from_slice(&lat_raw.to_be_bytes());
     c.extend_from_slice(&lon_raw.to_be_bytes());
@@ -108,12 +129,14 @@ fn nmea(body: &str) -> Vec<u8> {
 
 /// Connects to `to` from 127.0.0.`host`.
 fn connect_from(to: SocketAddr, host: u8) -> TcpStream {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let from: SocketAddr = format!("127.0.0.{host}:0").parse().expect("addr");
     sock.bind(&from.into()).expect("bind source address");
     sock.connect(&to.into()).expect("connect");
     let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s
 }
 
@@ -163,7 +186,10 @@ fn wait_points(t: &Tallyd, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<s
         if pred(&p) {
             return p;
         }
-        assert!(Instant::now() < deadline, "points file never matched; it has: {p:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "points file never matched; it has: {p:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -190,7 +216,15 @@ fn every_protocol_at_once() {
         s.write_all(&gt06_login(1)).expect("login");
         assert_eq!(read_n(&mut s, 10), gt06_ack(0x01, 1), "login ACK");
         for i in 0..5u16 {
-            s.write_all(&gt06_location(i as u8, 40_000_000 + u32::from(i), 200_000_000, 50 + i as u8, 100 + i, 2 + i)).expect("loc");
+            s.write_all(&gt06_location(
+                i as u8,
+                40_000_000 + u32::from(i),
+                200_000_000,
+                50 + i as u8,
+                100 + i,
+                2 + i,
+            ))
+            .expect("loc");
         }
         s.write_all(&gt06_heartbeat(7)).expect("hb");
         assert_eq!(read_n(&mut s, 10), gt06_ack(0x13, 7), "heartbeat ACK");
@@ -200,10 +234,17 @@ fn every_protocol_at_once() {
         let mut s = connect_from(gps, 12);
         s.write_all(b"\x00\x0f356307042441013").expect("imei");
         assert_eq!(read_n(&mut s, 1), vec![0x01], "IMEI accepted");
-        let recs = [(1_709_294_400_000, 252_562_916, 546_676_016, 138, 270, 6, 42), (1_709_294_401_000, 252_562_917, 546_676_017, 139, 271, 7, 43)];
+        let recs = [
+            (1_709_294_400_000, 252_562_916, 546_676_016, 138, 270, 6, 42),
+            (1_709_294_401_000, 252_562_917, 546_676_017, 139, 271, 7, 43),
+        ];
         s.write_all(&teltonika_packet(0x08, &recs)).expect("avl");
         assert_eq!(read_n(&mut s, 4), vec![0, 0, 0, 2], "codec 8 ACK");
-        s.write_all(&teltonika_packet(0x8E, &[(1_709_294_402_000, -1_000_000, -2_000_000, -5, 0, 9, 0)])).expect("avl 8E");
+        s.write_all(&teltonika_packet(
+            0x8E,
+            &[(1_709_294_402_000, -1_000_000, -2_000_000, -5, 0, 9, 0)],
+        ))
+        .expect("avl 8E");
         assert_eq!(read_n(&mut s, 4), vec![0, 0, 0, 1], "codec 8E ACK");
         s
     });
@@ -213,8 +254,14 @@ fn every_protocol_at_once() {
             let frame = format!("*HQ,4970105243,V1,10400{i},A,2235.177{i},N,11357.8913,E,000.27,235,130721,FFFFFBFF,460,11,d18e105,7752,6#\r\n");
             s.write_all(frame.as_bytes()).expect("v1");
             let reply = read_until(&mut s, b'#');
-            let stamp = reply.strip_prefix("*HQ,4970105243,V4,V1,").and_then(|r| r.strip_suffix('#')).unwrap_or_else(|| panic!("{reply}"));
-            assert!(stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit()), "{reply}");
+            let stamp = reply
+                .strip_prefix("*HQ,4970105243,V4,V1,")
+                .and_then(|r| r.strip_suffix('#'))
+                .unwrap_or_else(|| panic!("{reply}"));
+            assert!(
+                stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit()),
+                "{reply}"
+            );
         }
         s
     });
@@ -236,13 +283,22 @@ fn every_protocol_at_once() {
         let mut s = connect_from(gps, 15);
         s.write_all(&nmea("PGID,boat-7")).expect("pgid");
         for i in 0..3 {
-            s.write_all(&nmea(&format!("GPGGA,08000{i}.00,4916.450{i},N,12311.1200,W,1,08,0.9,12.{i},M,,M,,"))).expect("gga");
-            s.write_all(&nmea(&format!("GPRMC,08000{i}.00,A,4916.450{i},N,12311.1200,W,5.0,054.7,010324,,,A"))).expect("rmc");
+            s.write_all(&nmea(&format!(
+                "GPGGA,08000{i}.00,4916.450{i},N,12311.1200,W,1,08,0.9,12.{i},M,,M,,"
+            )))
+            .expect("gga");
+            s.write_all(&nmea(&format!(
+                "GPRMC,08000{i}.00,A,4916.450{i},N,12311.1200,W,5.0,054.7,010324,,,A"
+            )))
+            .expect("rmc");
         }
         s
     });
     // The connections stay open until the end, so the registry shows them connected.
-    let _open: Vec<TcpStream> = [gt06, teltonika, h02, tk103, nmea_dev].into_iter().map(|h| h.join().expect("device thread")).collect();
+    let _open: Vec<TcpStream> = [gt06, teltonika, h02, tk103, nmea_dev]
+        .into_iter()
+        .map(|h| h.join().expect("device thread"))
+        .collect();
 
     let all = wait_points(&t, |p| p.len() >= 17);
     assert_eq!(all.len(), 17, "{all:#?}");
@@ -313,12 +369,33 @@ fn every_protocol_at_once() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["count"], 5, "{body}");
-    let dev = |id: &str| v["devices"].as_array().expect("array").iter().find(|d| d["id"] == id).cloned().unwrap_or_else(|| panic!("{id}: {body}"));
+    let dev = |id: &str| {
+        v["devices"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|d| d["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id}: {body}"))
+    };
     let gd = dev("863586038760942");
-    assert_eq!((gd["protocol"].as_str(), gd["connected"].as_bool(), gd["active"].as_bool()), (Some("gt06"), Some(true), Some(true)));
+    assert_eq!(
+        (
+            gd["protocol"].as_str(),
+            gd["connected"].as_bool(),
+            gd["active"].as_bool()
+        ),
+        (Some("gt06"), Some(true), Some(true))
+    );
     assert_eq!(gd["valid_messages"], 7);
     assert_eq!(gd["invalid_messages"], 0);
-    assert!(gd["remote_addr"].as_str().expect("addr").starts_with("127.0.0.11:"), "{gd}");
+    assert!(
+        gd["remote_addr"]
+            .as_str()
+            .expect("addr")
+            .starts_with("127.0.0.11:"),
+        "{gd}"
+    );
     assert_eq!(gd["last_fix"]["time"], "2024-03-01T12:04:00.000Z");
     assert_eq!(gd["last_fix"]["satellites"], 8);
     assert_eq!(dev("boat-7")["last_fix"]["altitude"], 12.2);
@@ -327,11 +404,42 @@ fn every_protocol_at_once() {
 
     // Metrics, through aggregation, on /metrics.
     let text = t.wait_value("live_points_processed_total", 17.0);
-    let text = if value(&text, "live_latency_count") == Some(17.0) { text } else { t.wait_value("live_latency_count", 17.0) };
-    for (proto, messages, locations) in [("gt06", 7.0, 5.0), ("teltonika", 3.0, 3.0), ("h02", 3.0, 3.0), ("tk103", 6.0, 3.0), ("nmea", 7.0, 3.0)] {
-        assert_eq!(value(&text, &format!("gps_tcp_messages_received_total{{protocol=\"{proto}\"}}")), Some(messages), "{proto}\n{text}");
-        assert_eq!(value(&text, &format!("gps_tcp_locations_valid_total{{protocol=\"{proto}\"}}")), Some(locations), "{proto}");
-        assert_eq!(value(&text, &format!("gps_tcp_active_devices{{protocol=\"{proto}\"}}")), Some(1.0), "{proto}");
+    let text = if value(&text, "live_latency_count") == Some(17.0) {
+        text
+    } else {
+        t.wait_value("live_latency_count", 17.0)
+    };
+    for (proto, messages, locations) in [
+        ("gt06", 7.0, 5.0),
+        ("teltonika", 3.0, 3.0),
+        ("h02", 3.0, 3.0),
+        ("tk103", 6.0, 3.0),
+        ("nmea", 7.0, 3.0),
+    ] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("gps_tcp_messages_received_total{{protocol=\"{proto}\"}}")
+            ),
+            Some(messages),
+            "{proto}\n{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("gps_tcp_locations_valid_total{{protocol=\"{proto}\"}}")
+            ),
+            Some(locations),
+            "{proto}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("gps_tcp_active_devices{{protocol=\"{proto}\"}}")
+            ),
+            Some(1.0),
+            "{proto}"
+        );
     }
     assert_eq!(value(&text, "gps_tcp_connections_total_total"), Some(5.0));
     assert_eq!(value(&text, "gps_tcp_devices_total"), Some(5.0));
@@ -348,7 +456,10 @@ fn every_protocol_at_once() {
     assert_eq!(live["points"]["processed"], 17);
     assert_eq!(live["latency_ms"]["count"], 17);
     assert!(live["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
-    assert_eq!(t.get("/api/monitoring/metrics/live?window_minutes=0").0, 400);
+    assert_eq!(
+        t.get("/api/monitoring/metrics/live?window_minutes=0").0,
+        400
+    );
 }
 
 /// A GT06 device that logs in and then sends `rounds` location + heartbeat pairs, asserting
@@ -358,9 +469,21 @@ fn good_gt06(gps: SocketAddr, host: u8, rounds: u16) -> TcpStream {
     s.write_all(&gt06_login(1)).expect("login");
     assert_eq!(read_n(&mut s, 10), gt06_ack(0x01, 1));
     for i in 0..rounds {
-        s.write_all(&gt06_location((i % 60) as u8, 40_000_000, 200_000_000, 10, 10, 100 + i)).expect("loc");
+        s.write_all(&gt06_location(
+            (i % 60) as u8,
+            40_000_000,
+            200_000_000,
+            10,
+            10,
+            100 + i,
+        ))
+        .expect("loc");
         s.write_all(&gt06_heartbeat(1000 + i)).expect("hb");
-        assert_eq!(read_n(&mut s, 10), gt06_ack(0x13, 1000 + i), "ACK while hostile peers are around");
+        assert_eq!(
+            read_n(&mut s, 10),
+            gt06_ack(0x13, 1000 + i),
+            "ACK while hostile peers are around"
+        );
     }
     s
 }
@@ -378,9 +501,21 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
     let good = std::thread::spawn(move || {
         let mut s = good_gt06(gps, 2, 1);
         for round in 0..40u16 {
-            s.write_all(&gt06_location(0, 40_000_000, 200_000_000, 10, 10, 2000 + round)).expect("loc");
+            s.write_all(&gt06_location(
+                0,
+                40_000_000,
+                200_000_000,
+                10,
+                10,
+                2000 + round,
+            ))
+            .expect("loc");
             s.write_all(&gt06_heartbeat(3000 + round)).expect("hb");
-            assert_eq!(read_n(&mut s, 10), gt06_ack(0x13, 3000 + round), "good device starved");
+            assert_eq!(
+                read_n(&mut s, 10),
+                gt06_ack(0x13, 3000 + round),
+                "good device starved"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     });
@@ -392,7 +527,10 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
     let star = bad.iter().position(|b| *b == b'*').expect("star");
     bad[star + 1] = if bad[star + 1] == b'0' { b'1' } else { b'0' };
     s.write_all(&bad).expect("bad");
-    s.write_all(&nmea("GPRMC,080001,A,4916.4500,N,12311.1200,W,5.0,054.7,010324,,,A")).expect("good");
+    s.write_all(&nmea(
+        "GPRMC,080001,A,4916.4500,N,12311.1200,W,5.0,054.7,010324,,,A",
+    ))
+    .expect("good");
     wait_points(&t, |p| !of_device(p, "checksum-dev").is_empty());
     drop(s);
 
@@ -404,7 +542,11 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
     f[5] ^= 0xFF;
     s.write_all(&f).expect("bad crc");
     s.write_all(&gt06_heartbeat(3)).expect("hb");
-    assert_eq!(read_n(&mut s, 10), gt06_ack(0x13, 3), "the bad frame got no ACK, the good one did");
+    assert_eq!(
+        read_n(&mut s, 10),
+        gt06_ack(0x13, 3),
+        "the bad frame got no ACK, the good one did"
+    );
     drop(s);
 
     // Truncated Teltonika packet: cut off after frame_timeout.
@@ -417,12 +559,14 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
 
     // Garbage: not a protocol.
     let mut s = connect_from(gps, 6);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("garbage");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("garbage");
     assert!(closed_by_server(&mut s));
 
     // Oversized H02 line: no `#` within max_line_bytes.
     let mut s = connect_from(gps, 7);
-    s.write_all(format!("*HQ,4970105299,V1,{}", "1".repeat(300)).as_bytes()).expect("long");
+    s.write_all(format!("*HQ,4970105299,V1,{}", "1".repeat(300)).as_bytes())
+        .expect("long");
     assert!(closed_by_server(&mut s));
 
     // One byte per 300 ms: each byte arrives well inside any idle timeout, but the frame never
@@ -438,14 +582,19 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
             cut = true;
             break;
         }
-        s.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_millis(1)))
+            .expect("timeout");
         let mut one = [0u8; 1];
         if matches!(s.read(&mut one), Ok(0)) {
             cut = true;
             break;
         }
     }
-    assert!(cut, "slow sender kept its connection for {:?}", started.elapsed());
+    assert!(
+        cut,
+        "slow sender kept its connection for {:?}",
+        started.elapsed()
+    );
 
     // Invalid frames from one IP: blacklisted at the 5th, refused afterwards.
     let mut s = connect_from(gps, 9);
@@ -468,26 +617,66 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     let bans = v["blacklist"].as_array().expect("array");
-    let reason = |ip: &str| bans.iter().find(|b| b["ip"] == ip).map(|b| b["reason"].as_str().unwrap_or_default().to_string());
-    assert_eq!(reason("127.0.0.9").as_deref(), Some("invalid_frames"), "{body}");
-    assert_eq!(reason("127.0.0.10").as_deref(), Some("connection_rate"), "{body}");
+    let reason = |ip: &str| {
+        bans.iter()
+            .find(|b| b["ip"] == ip)
+            .map(|b| b["reason"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(
+        reason("127.0.0.9").as_deref(),
+        Some("invalid_frames"),
+        "{body}"
+    );
+    assert_eq!(
+        reason("127.0.0.10").as_deref(),
+        Some("connection_rate"),
+        "{body}"
+    );
     assert_eq!(bans.len(), 2, "only the two abusers: {body}");
 
-    let text = t.wait_metrics(|m| value(m, "gps_tcp_blacklisted_ips") == Some(2.0), "two blacklisted IPs");
+    let text = t.wait_metrics(
+        |m| value(m, "gps_tcp_blacklisted_ips") == Some(2.0),
+        "two blacklisted IPs",
+    );
     let text = if value(&text, "live_points_processed_total") >= Some(42.0) {
         text
     } else {
-        t.wait_metrics(|m| value(m, "live_points_processed_total") >= Some(42.0), "good points processed")
+        t.wait_metrics(
+            |m| value(m, "live_points_processed_total") >= Some(42.0),
+            "good points processed",
+        )
     };
-    let v = |series: &str| value(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
-    assert_eq!(v("gps_tcp_messages_invalid_total{protocol=\"nmea\",reason=\"bad_checksum\"}"), 1.0);
-    assert_eq!(v("gps_tcp_messages_invalid_total{protocol=\"gt06\",reason=\"bad_checksum\"}"), 1.0);
-    assert_eq!(v("gps_tcp_messages_invalid_total{protocol=\"h02\",reason=\"too_long\"}"), 1.0);
-    assert_eq!(v("gps_tcp_messages_invalid_total{protocol=\"unknown\",reason=\"malformed\"}"), 1.0);
-    assert_eq!(v("gps_tcp_messages_invalid_total{protocol=\"tk103\",reason=\"malformed\"}"), 5.0);
-    assert_eq!(v("gps_tcp_connections_failed_total{reason=\"unknown_protocol\"}"), 1.0);
+    let v =
+        |series: &str| value(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    assert_eq!(
+        v("gps_tcp_messages_invalid_total{protocol=\"nmea\",reason=\"bad_checksum\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("gps_tcp_messages_invalid_total{protocol=\"gt06\",reason=\"bad_checksum\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("gps_tcp_messages_invalid_total{protocol=\"h02\",reason=\"too_long\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("gps_tcp_messages_invalid_total{protocol=\"unknown\",reason=\"malformed\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("gps_tcp_messages_invalid_total{protocol=\"tk103\",reason=\"malformed\"}"),
+        5.0
+    );
+    assert_eq!(
+        v("gps_tcp_connections_failed_total{reason=\"unknown_protocol\"}"),
+        1.0
+    );
     assert!(v("gps_tcp_connections_failed_total{reason=\"blacklisted\"}") >= 2.0);
-    assert_eq!(v("tallyd_gps_connections_closed_total{reason=\"frame_timeout\"}"), 2.0);
+    assert_eq!(
+        v("tallyd_gps_connections_closed_total{reason=\"frame_timeout\"}"),
+        2.0
+    );
     assert_eq!(v("tallyd_gps_blacklistings_total"), 2.0);
     assert_eq!(v("live_points_failed_total"), 0.0);
 
@@ -501,7 +690,10 @@ fn plain_nmea_without_identification_uses_the_connection() {
     let t = Tallyd::start(POINTS_CONFIG);
     let mut s = connect_from(t.gps.expect("gps"), 20);
     let local = s.local_addr().expect("local");
-    s.write_all(&nmea("GNRMC,120000,A,4916.4500,N,12311.1200,W,0,0,010324,,,A")).expect("rmc");
+    s.write_all(&nmea(
+        "GNRMC,120000,A,4916.4500,N,12311.1200,W,0,0,010324,,,A",
+    ))
+    .expect("rmc");
     let p = wait_points(&t, |p| !p.is_empty());
     assert_eq!(p[0]["device_id"], format!("nmea:{local}"));
     s.flush().expect("flush");
@@ -515,9 +707,26 @@ fn handshake_timeout_and_per_ip_limit() {
     let mut silent = connect_from(gps, 30);
     let second = connect_from(gps, 30);
     let mut third = connect_from(gps, 30);
-    assert!(closed_by_server(&mut third), "third connection from one IP accepted");
+    assert!(
+        closed_by_server(&mut third),
+        "third connection from one IP accepted"
+    );
     assert!(closed_by_server(&mut silent), "silent peer kept its slot");
     drop(second);
-    let text = t.wait_metrics(|m| value(m, "gps_tcp_connections_failed_total{reason=\"handshake_timeout\"}") == Some(2.0), "handshake timeouts");
-    assert_eq!(value(&text, "gps_tcp_connections_failed_total{reason=\"per_ip_limit\"}"), Some(1.0));
+    let text = t.wait_metrics(
+        |m| {
+            value(
+                m,
+                "gps_tcp_connections_failed_total{reason=\"handshake_timeout\"}",
+            ) == Some(2.0)
+        },
+        "handshake timeouts",
+    );
+    assert_eq!(
+        value(
+            &text,
+            "gps_tcp_connections_failed_total{reason=\"per_ip_limit\"}"
+        ),
+        Some(1.0)
+    );
 }

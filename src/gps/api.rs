@@ -80,8 +80,17 @@ async fn live(State(s): State<GpsApi>, Query(q): Query<LiveQuery>) -> Response {
     let (devices, active) = s.registry.counts(now);
     let count = lat.count();
     let mut q = |p: f64| (count > 0).then(|| lat.quantile(p));
-    let latency = Latency { p50: q(0.5), p95: q(0.95), p99: q(0.99), max: None, count };
-    let latency = Latency { max: (count > 0).then(|| lat.max()), ..latency };
+    let latency = Latency {
+        p50: q(0.5),
+        p95: q(0.95),
+        p99: q(0.99),
+        max: None,
+        count,
+    };
+    let latency = Latency {
+        max: (count > 0).then(|| lat.max()),
+        ..latency
+    };
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -98,7 +107,10 @@ async fn live(State(s): State<GpsApi>, Query(q): Query<LiveQuery>) -> Response {
 
 async fn blacklist(State(s): State<GpsApi>) -> Response {
     let list = s.guard.blacklist(Instant::now(), now_ms());
-    json(StatusCode::OK, &serde_json::json!({"count": list.len(), "blacklist": list}))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"count": list.len(), "blacklist": list}),
+    )
 }
 
 fn json<T: Serialize>(code: StatusCode, body: &T) -> Response {

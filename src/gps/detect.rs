@@ -34,8 +34,12 @@ pub fn detect(head: &[u8]) -> Detect {
         [] => Detect::NeedMore,
         [b'$'] => Detect::NeedMore,
         [b'$', c, ..] if c.is_ascii_uppercase() => Detect::Found(Protocol::Nmea),
-        [b'*'] | [b'*', _] | [b'*', _, _] => prefix_or_unknown(text, |t| t[1..].iter().all(u8::is_ascii_alphabetic)),
-        [b'*', a, b, b',', ..] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Detect::Found(Protocol::H02),
+        [b'*'] | [b'*', _] | [b'*', _, _] => {
+            prefix_or_unknown(text, |t| t[1..].iter().all(u8::is_ascii_alphabetic))
+        }
+        [b'*', a, b, b',', ..] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Detect::Found(Protocol::H02)
+        }
         [d, ..] if d.is_ascii_digit() => Detect::Found(Protocol::Tk103),
         [b'#', ..] => prefix_of(text, b"##,"),
         [b'i', ..] => prefix_of(text, b"imei:"),
@@ -72,7 +76,10 @@ mod tests {
             (b"\x78\x78\x11\x01", Detect::Found(Protocol::Gt06)),
             (b"\x79\x79\x00", Detect::Found(Protocol::Gt06)),
             (b"\x78", Detect::NeedMore),
-            (b"\x00\x0f356307042441013", Detect::Found(Protocol::Teltonika)),
+            (
+                b"\x00\x0f356307042441013",
+                Detect::Found(Protocol::Teltonika),
+            ),
             (b"\x00\x0f", Detect::NeedMore),
             (b"\x00\x00\x00\x00", Detect::Unknown),
             (b"*HQ,4970105243,V1", Detect::Found(Protocol::H02)),

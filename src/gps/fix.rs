@@ -15,7 +15,13 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 5] = [Protocol::Nmea, Protocol::H02, Protocol::Tk103, Protocol::Gt06, Protocol::Teltonika];
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Nmea,
+        Protocol::H02,
+        Protocol::Tk103,
+        Protocol::Gt06,
+        Protocol::Teltonika,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,7 +86,12 @@ pub struct Message {
 
 impl Message {
     pub fn new(kind: Kind) -> Message {
-        Message { device_id: None, kind, fixes: Vec::new(), reply: None }
+        Message {
+            device_id: None,
+            kind,
+            fixes: Vec::new(),
+            reply: None,
+        }
     }
 }
 
@@ -100,8 +111,13 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    pub const ALL: [FrameError; 5] =
-        [FrameError::Checksum, FrameError::Malformed, FrameError::TooLong, FrameError::Unsupported, FrameError::Unidentified];
+    pub const ALL: [FrameError; 5] = [
+        FrameError::Checksum,
+        FrameError::Malformed,
+        FrameError::TooLong,
+        FrameError::Unsupported,
+        FrameError::Unidentified,
+    ];
 
     pub fn as_label(self) -> &'static str {
         match self {
@@ -130,7 +146,10 @@ pub enum Step {
     /// Not a whole frame yet.
     Incomplete,
     /// A whole frame of `len` bytes was consumed, good or bad.
-    Frame { len: usize, msg: Result<Message, FrameError> },
+    Frame {
+        len: usize,
+        msg: Result<Message, FrameError>,
+    },
     /// `len` bytes that are not a message (blank lines, a Teltonika ping byte).
     Skip(usize),
     /// The stream cannot be resynchronised (binary framing lost, or a frame over the limit).
@@ -141,7 +160,11 @@ pub enum Step {
 /// without its terminator and without surrounding whitespace, and the bytes consumed; `None`
 /// when no terminator has arrived yet. A frame longer than `max` (or `max` bytes without a
 /// terminator) is `Err(TooLong)`.
-pub fn text_frame(buf: &[u8], is_end: impl Fn(u8) -> bool, max: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+pub fn text_frame(
+    buf: &[u8],
+    is_end: impl Fn(u8) -> bool,
+    max: usize,
+) -> Result<Option<(&[u8], usize)>, FrameError> {
     let window = &buf[..buf.len().min(max.saturating_add(1))];
     match window.iter().position(|&b| is_end(b)) {
         Some(p) => Ok(Some((window[..p].trim_ascii(), p + 1))),
@@ -167,11 +190,20 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Unix milliseconds for a UTC date and time, or None when a field is out of range.
 pub fn unix_ms(year: i64, month: u32, day: u32, h: u32, m: u32, s: u32, ms: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || ms > 999 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || m > 59
+        || s > 60
+        || ms > 999
+    {
         return None;
     }
     let days = days_from_civil(year, month, day);
-    Some(((days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1000) + i64::from(ms))
+    Some(
+        ((days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1000)
+            + i64::from(ms),
+    )
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2021-07-13T10:40:00.000Z`.
@@ -188,7 +220,12 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s, ms) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, s, ms) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 

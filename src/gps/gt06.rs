@@ -37,7 +37,9 @@ pub fn decode(buf: &[u8], max_frame: usize) -> Step {
     let (header, body_len) = match buf {
         [0x78, 0x78, len, ..] => (3, usize::from(*len)),
         [0x79, 0x79, hi, lo, ..] => (4, usize::from(u16::from_be_bytes([*hi, *lo]))),
-        [] | [0x78] | [0x79] | [0x78, 0x78] | [0x79, 0x79] | [0x79, 0x79, _] => return Step::Incomplete,
+        [] | [0x78] | [0x79] | [0x78, 0x78] | [0x79, 0x79] | [0x79, 0x79, _] => {
+            return Step::Incomplete
+        }
         _ => return Step::Fatal(FrameError::Malformed),
     };
     if body_len < 5 {
@@ -56,11 +58,21 @@ pub fn decode(buf: &[u8], max_frame: usize) -> Step {
     let checked = &buf[2..total - 4];
     let crc = u16::from_be_bytes([buf[total - 4], buf[total - 3]]);
     if CRC_ITU.checksum(checked) != crc {
-        return Step::Frame { len: total, msg: Err(FrameError::Checksum) };
+        return Step::Frame {
+            len: total,
+            msg: Err(FrameError::Checksum),
+        };
     }
     let body = &buf[header..total - 4];
-    let (protocol, content, serial) = (body[0], &body[1..body.len() - 2], [body[body.len() - 2], body[body.len() - 1]]);
-    Step::Frame { len: total, msg: message(protocol, content, serial) }
+    let (protocol, content, serial) = (
+        body[0],
+        &body[1..body.len() - 2],
+        [body[body.len() - 2], body[body.len() - 1]],
+    );
+    Step::Frame {
+        len: total,
+        msg: message(protocol, content, serial),
+    }
 }
 
 /// The short-frame answer `78 78 05 <protocol> <serial> <crc> 0D 0A`.
@@ -76,22 +88,47 @@ fn message(protocol: u8, content: &[u8], serial: [u8; 2]) -> Result<Message, Fra
     match protocol {
         0x01 => {
             let imei = content.get(..8).ok_or(FrameError::Malformed)?;
-            let digits: String = imei.iter().flat_map(|b| [b >> 4, b & 0x0F]).map(|n| char::from(b'0' + n.min(9))).collect();
+            let digits: String = imei
+                .iter()
+                .flat_map(|b| [b >> 4, b & 0x0F])
+                .map(|n| char::from(b'0' + n.min(9)))
+                .collect();
             if imei.iter().any(|b| b >> 4 > 9 || b & 0x0F > 9) {
                 return Err(FrameError::Malformed);
             }
             let id = digits.strip_prefix('0').unwrap_or(&digits).to_string();
-            Ok(Message { device_id: Some(id), reply: Some(ack(0x01, serial)), ..Message::new(Kind::Login) })
+            Ok(Message {
+                device_id: Some(id),
+                reply: Some(ack(0x01, serial)),
+                ..Message::new(Kind::Login)
+            })
         }
-        0x13 | 0x23 => Ok(Message { reply: Some(ack(protocol, serial)), ..Message::new(Kind::Heartbeat) }),
+        0x13 | 0x23 => Ok(Message {
+            reply: Some(ack(protocol, serial)),
+            ..Message::new(Kind::Heartbeat)
+        }),
         0x10 | 0x11 | 0x12 | 0x22 => {
-            let fix = gps(content).map_err(|_| FrameError::Malformed)?.1.ok_or(FrameError::Malformed)?;
-            Ok(Message { fixes: vec![fix], ..Message::new(Kind::Location) })
+            let fix = gps(content)
+                .map_err(|_| FrameError::Malformed)?
+                .1
+                .ok_or(FrameError::Malformed)?;
+            Ok(Message {
+                fixes: vec![fix],
+                ..Message::new(Kind::Location)
+            })
         }
         0x16 | 0x26 => {
-            let mut fix = gps(content).map_err(|_| FrameError::Malformed)?.1.ok_or(FrameError::Malformed)?;
-            fix.attributes.insert("alarm_protocol".to_string(), Attr::Int(i64::from(protocol)));
-            Ok(Message { fixes: vec![fix], reply: Some(ack(protocol, serial)), ..Message::new(Kind::Alarm) })
+            let mut fix = gps(content)
+                .map_err(|_| FrameError::Malformed)?
+                .1
+                .ok_or(FrameError::Malformed)?;
+            fix.attributes
+                .insert("alarm_protocol".to_string(), Attr::Int(i64::from(protocol)));
+            Ok(Message {
+                fixes: vec![fix],
+                reply: Some(ack(protocol, serial)),
+                ..Message::new(Kind::Alarm)
+            })
         }
         _ => Ok(Message::new(Kind::Other)),
     }
@@ -99,7 +136,8 @@ fn message(protocol: u8, content: &[u8], serial: [u8; 2]) -> Result<Message, Fra
 
 /// The 18-byte GPS block; `None` when the date or coordinates are out of range.
 fn gps(i: &[u8]) -> IResult<&[u8], Option<Fix>> {
-    let (i, (date, info, lat, lon, speed, flags)) = tuple((take(6usize), be_u8, be_u32, be_u32, be_u8, be_u16))(i)?;
+    let (i, (date, info, lat, lon, speed, flags)) =
+        tuple((take(6usize), be_u8, be_u32, be_u32, be_u8, be_u16))(i)?;
     let d = |k: usize| u32::from(date[k]);
     let Some(time_ms) = unix_ms(2000 + i64::from(date[0]), d(1), d(2), d(3), d(4), d(5), 0) else {
         return Ok((i, None));
@@ -139,7 +177,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     fn one(bytes: &[u8]) -> Result<Message, FrameError> {
@@ -166,12 +207,18 @@ mod tests {
     #[test]
     fn crc_itu_matches_published_frames() {
         assert_eq!(CRC_ITU.checksum(&hex("0a 13 c4 06 04 00 02 01 29")), 0x8F5B);
-        assert_eq!(CRC_ITU.checksum(&hex("11 01 08 63 58 60 38 76 09 42 a0 01 00 00 01 0a")), 0xA400);
+        assert_eq!(
+            CRC_ITU.checksum(&hex("11 01 08 63 58 60 38 76 09 42 a0 01 00 00 01 0a")),
+            0xA400
+        );
     }
 
     #[test]
     fn login_and_its_ack() {
-        let msg = one(&hex("78 78 11 01 08 63 58 60 38 76 09 42 a0 01 00 00 01 0a a4 00 0d 0a")).expect("login");
+        let msg = one(&hex(
+            "78 78 11 01 08 63 58 60 38 76 09 42 a0 01 00 00 01 0a a4 00 0d 0a",
+        ))
+        .expect("login");
         assert_eq!(msg.kind, Kind::Login);
         assert_eq!(msg.device_id.as_deref(), Some("863586038760942"));
         // CRC-ITU of 05 01 01 0a is 0x7ED7 (computed independently of this crate).
@@ -202,7 +249,10 @@ mod tests {
         let f = &msg.fixes[0];
         assert_eq!(f.time_ms, unix_ms(2021, 7, 13, 10, 40, 0, 0).expect("date"));
         assert!((f.lat - 22.586_295).abs() < 1e-6 && (f.lon - 113.964_855).abs() < 1e-6);
-        assert_eq!((f.speed_kmh, f.course, f.satellites, f.valid), (60.0, 235.0, Some(9), true));
+        assert_eq!(
+            (f.speed_kmh, f.course, f.satellites, f.valid),
+            (60.0, 235.0, Some(9), true)
+        );
 
         // South, west, not fixed; an alarm is acknowledged with its own protocol number.
         content[16..18].copy_from_slice(&((1u16 << 11) | 90).to_be_bytes());
@@ -225,9 +275,18 @@ mod tests {
         for cut in 0..f.len() {
             assert_eq!(decode(&f[..cut], 1024), Step::Incomplete, "cut at {cut}");
         }
-        assert_eq!(decode(b"GET / HTTP/1.1", 1024), Step::Fatal(FrameError::Malformed));
-        assert_eq!(decode(&hex("78 78 02 13"), 1024), Step::Fatal(FrameError::Malformed));
-        assert_eq!(decode(&hex("79 79 ff ff"), 1024), Step::Fatal(FrameError::TooLong));
+        assert_eq!(
+            decode(b"GET / HTTP/1.1", 1024),
+            Step::Fatal(FrameError::Malformed)
+        );
+        assert_eq!(
+            decode(&hex("78 78 02 13"), 1024),
+            Step::Fatal(FrameError::Malformed)
+        );
+        assert_eq!(
+            decode(&hex("79 79 ff ff"), 1024),
+            Step::Fatal(FrameError::TooLong)
+        );
         let mut bad_stop = f.clone();
         bad_stop[14] = 0;
         assert_eq!(decode(&bad_stop, 1024), Step::Fatal(FrameError::Malformed));

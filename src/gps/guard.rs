@@ -30,7 +30,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [Refusal::Blacklisted, Refusal::PerIpLimit, Refusal::TableFull];
+    pub const ALL: [Refusal; 3] = [
+        Refusal::Blacklisted,
+        Refusal::PerIpLimit,
+        Refusal::TableFull,
+    ];
     pub fn as_label(self) -> &'static str {
         match self {
             Refusal::Blacklisted => "blacklisted",
@@ -143,7 +147,9 @@ impl Guard {
     /// Counts a frame from `ip`; returns true when `ip` is (now) blacklisted.
     pub fn frame(&self, ip: IpAddr, valid: bool, now: Instant, now_ms: i64) -> bool {
         let mut ips = lock(&self.ips);
-        let Some(s) = ips.get_mut(&ip) else { return false };
+        let Some(s) = ips.get_mut(&ip) else {
+            return false;
+        };
         self.roll(s, now);
         if s.ban.is_some() {
             return true;
@@ -157,7 +163,9 @@ impl Guard {
         }
         let reason = if s.invalid >= self.invalid_frames {
             Some(Reason::InvalidFrames)
-        } else if s.frames >= self.min_frames && s.invalid as f64 >= self.invalid_ratio * s.frames as f64 {
+        } else if s.frames >= self.min_frames
+            && s.invalid as f64 >= self.invalid_ratio * s.frames as f64
+        {
             Some(Reason::InvalidRatio)
         } else {
             None
@@ -173,7 +181,9 @@ impl Guard {
 
     /// True while `ip` is blacklisted.
     pub fn is_blacklisted(&self, ip: IpAddr, now: Instant) -> bool {
-        lock(&self.ips).get(&ip).is_some_and(|s| s.ban.is_some_and(|(until, _, _)| until > now))
+        lock(&self.ips)
+            .get(&ip)
+            .is_some_and(|s| s.ban.is_some_and(|(until, _, _)| until > now))
     }
 
     fn ban(&self, s: &mut IpState, reason: Reason, now: Instant, now_ms: i64) {
@@ -218,7 +228,10 @@ impl Guard {
     /// (IPs blacklisted now, IPs tracked).
     pub fn counts(&self, now: Instant) -> (u64, u64) {
         let ips = lock(&self.ips);
-        let banned = ips.values().filter(|s| s.ban.is_some_and(|(until, _, _)| until > now)).count();
+        let banned = ips
+            .values()
+            .filter(|s| s.ban.is_some_and(|(until, _, _)| until > now))
+            .count();
         (banned as u64, ips.len() as u64)
     }
 }
@@ -265,8 +278,14 @@ mod tests {
         assert_eq!(g.admit(ip(2), t, 0), Ok(()));
         let bans = g.blacklist(t, 1_000);
         assert_eq!(bans.len(), 1);
-        assert_eq!((bans[0].ip.as_str(), bans[0].reason, bans[0].remaining_secs), ("10.0.0.1", Reason::ConnectionRate, 60));
-        assert_eq!(g.admit(ip(1), t + Duration::from_secs(59), 0), Err(Refusal::Blacklisted));
+        assert_eq!(
+            (bans[0].ip.as_str(), bans[0].reason, bans[0].remaining_secs),
+            ("10.0.0.1", Reason::ConnectionRate, 60)
+        );
+        assert_eq!(
+            g.admit(ip(1), t + Duration::from_secs(59), 0),
+            Err(Refusal::Blacklisted)
+        );
         assert_eq!(g.admit(ip(1), t + Duration::from_secs(61), 0), Ok(()));
         assert_eq!(g.counts(t + Duration::from_secs(61)).0, 0);
         assert_eq!(g.blacklistings.load(Relaxed), 1);
@@ -284,7 +303,10 @@ mod tests {
         assert!(!g.frame(ip(1), false, t, 0));
         assert!(!g.frame(ip(1), true, t, 0));
         assert!(!g.frame(ip(1), true, t, 0));
-        assert!(g.frame(ip(1), false, t, 0), "2 of 4 invalid reaches the ratio");
+        assert!(
+            g.frame(ip(1), false, t, 0),
+            "2 of 4 invalid reaches the ratio"
+        );
         assert!(g.is_blacklisted(ip(1), t));
 
         let g = guard(|c| {

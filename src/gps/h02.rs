@@ -15,7 +15,10 @@ use nom::character::complete::char;
 use nom::sequence::{delimited, terminated, tuple};
 use nom::IResult;
 
-use super::fix::{nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH};
+use super::fix::{
+    nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step,
+    KNOT_KMH,
+};
 use super::nmea::{ddmmyy, time_of_day, valid_id};
 
 /// Decodes the next `#`-terminated frame. `now_ms` (Unix ms) stamps the V1 acknowledgement.
@@ -23,7 +26,10 @@ pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
     match text_frame(buf, |b| b == b'#', max_line) {
         Err(e) => Step::Fatal(e),
         Ok(None) => Step::Incomplete,
-        Ok(Some((frame, len))) => Step::Frame { len, msg: frame_message(frame, now_ms) },
+        Ok(Some((frame, len))) => Step::Frame {
+            len,
+            msg: frame_message(frame, now_ms),
+        },
     }
 }
 
@@ -31,7 +37,11 @@ pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
 fn header(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8], &[u8])> {
     let field = |i| take_while1(|b: u8| b.is_ascii_alphanumeric())(i);
     tuple((
-        delimited(char('*'), take_while_m_n(2, 2, |b: u8| b.is_ascii_alphabetic()), char(',')),
+        delimited(
+            char('*'),
+            take_while_m_n(2, 2, |b: u8| b.is_ascii_alphabetic()),
+            char(','),
+        ),
         terminated(field, char(',')),
         field,
     ))(i)
@@ -47,14 +57,34 @@ fn frame_message(frame: &[u8], now_ms: i64) -> Result<Message, FrameError> {
     let device_id = Some(id.to_string());
     match cmd {
         b"V1" => {
-            let fields: Vec<&str> = rest.strip_prefix(',').ok_or(FrameError::Malformed)?.split(',').collect();
+            let fields: Vec<&str> = rest
+                .strip_prefix(',')
+                .ok_or(FrameError::Malformed)?
+                .split(',')
+                .collect();
             let fix = v1(&fields)?;
-            let stamp: String = rfc3339_ms(now_ms).bytes().filter(u8::is_ascii_digit).take(14).map(char::from).collect();
+            let stamp: String = rfc3339_ms(now_ms)
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .take(14)
+                .map(char::from)
+                .collect();
             let reply = format!("*HQ,{id},V4,V1,{stamp}#").into_bytes();
-            Ok(Message { device_id, kind: Kind::Location, fixes: vec![fix], reply: Some(reply) })
+            Ok(Message {
+                device_id,
+                kind: Kind::Location,
+                fixes: vec![fix],
+                reply: Some(reply),
+            })
         }
-        b"XT" | b"HTBT" => Ok(Message { device_id, ..Message::new(Kind::Heartbeat) }),
-        _ => Ok(Message { device_id, ..Message::new(Kind::Other) }),
+        b"XT" | b"HTBT" => Ok(Message {
+            device_id,
+            ..Message::new(Kind::Heartbeat)
+        }),
+        _ => Ok(Message {
+            device_id,
+            ..Message::new(Kind::Other)
+        }),
     }
 }
 
@@ -65,14 +95,23 @@ fn v1(f: &[&str]) -> Result<Fix, FrameError> {
     let tod = time_of_day(f[0]).ok_or(FrameError::Malformed)?;
     let (d, mo, y) = ddmmyy(f[8]).ok_or(FrameError::Malformed)?;
     let time_ms = unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod);
-    let hemi = |s: &str| s.bytes().next().filter(|_| s.len() == 1).ok_or(FrameError::Malformed);
+    let hemi = |s: &str| {
+        s.bytes()
+            .next()
+            .filter(|_| s.len() == 1)
+            .ok_or(FrameError::Malformed)
+    };
     let lat = nmea_coord(f[2], hemi(f[3])?).ok_or(FrameError::Malformed)?;
     let lon = nmea_coord(f[4], hemi(f[5])?).ok_or(FrameError::Malformed)?;
     let num = |s: &str| -> Result<f64, FrameError> {
         if s.is_empty() {
             return Ok(0.0);
         }
-        s.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or(FrameError::Malformed)
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or(FrameError::Malformed)
     };
     let mut attributes = BTreeMap::new();
     attributes.insert("validity".to_string(), Attr::Text(f[1].to_string()));
@@ -113,7 +152,10 @@ mod tests {
         let frame = b"*HQ,4970105243,V1,104000,A,2235.1777,N,11357.8913,E,000.27,235,130721,FFFFFBFF,460,11,d18e105,7752,6#";
         let msg = one(frame).expect("valid");
         assert_eq!(msg.device_id.as_deref(), Some("4970105243"));
-        assert_eq!(msg.reply.as_deref(), Some(&b"*HQ,4970105243,V4,V1,20210713104005#"[..]));
+        assert_eq!(
+            msg.reply.as_deref(),
+            Some(&b"*HQ,4970105243,V4,V1,20210713104005#"[..])
+        );
         let f = &msg.fixes[0];
         assert_eq!(f.time_ms, unix_ms(2021, 7, 13, 10, 40, 0, 0).expect("date"));
         assert!((f.lat - (22.0 + 35.1777 / 60.0)).abs() < 1e-9);
@@ -126,7 +168,8 @@ mod tests {
 
     #[test]
     fn southern_western_invalid() {
-        let msg = one(b"*HQ,1234567890,V1,000001,V,3350.0000,S,07030.0000,W,0,0,010124,FFFFFFFF#").expect("valid frame");
+        let msg = one(b"*HQ,1234567890,V1,000001,V,3350.0000,S,07030.0000,W,0,0,010124,FFFFFFFF#")
+            .expect("valid frame");
         let f = &msg.fixes[0];
         assert!(f.lat < 0.0 && f.lon < 0.0 && !f.valid);
     }
@@ -135,17 +178,31 @@ mod tests {
     fn heartbeat_and_other_commands() {
         let msg = one(b"*HQ,4970105243,XT,1,100#").expect("heartbeat");
         assert_eq!((msg.kind, msg.reply), (Kind::Heartbeat, None));
-        assert_eq!(one(b"*HQ,4970105243,V4,S20,OK,104000,130721#").expect("reply").kind, Kind::Other);
+        assert_eq!(
+            one(b"*HQ,4970105243,V4,S20,OK,104000,130721#")
+                .expect("reply")
+                .kind,
+            Kind::Other
+        );
     }
 
     #[test]
     fn bad_frames() {
-        assert_eq!(one(b"*HQ,4970105243,V1,104000,A,2235.1777,N#"), Err(FrameError::Malformed));
+        assert_eq!(
+            one(b"*HQ,4970105243,V1,104000,A,2235.1777,N#"),
+            Err(FrameError::Malformed)
+        );
         assert_eq!(one(b"*HQ,49 70,V1#"), Err(FrameError::Malformed));
         assert_eq!(one(b"HQ,4970105243,XT#"), Err(FrameError::Malformed));
-        assert_eq!(one(b"*HQ,4970105243,V1,104000,A,2299.0000,N,11357.8913,E,0,0,130721#"), Err(FrameError::Malformed));
+        assert_eq!(
+            one(b"*HQ,4970105243,V1,104000,A,2299.0000,N,11357.8913,E,0,0,130721#"),
+            Err(FrameError::Malformed)
+        );
         assert_eq!(decode(b"*HQ,4970", 512, NOW), Step::Incomplete);
-        assert_eq!(decode(&[b'*'; 600], 512, NOW), Step::Fatal(FrameError::TooLong));
+        assert_eq!(
+            decode(&[b'*'; 600], 512, NOW),
+            Step::Fatal(FrameError::TooLong)
+        );
     }
 
     proptest::proptest! {

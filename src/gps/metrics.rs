@@ -85,8 +85,15 @@ pub enum Close {
 }
 
 impl Close {
-    pub const ALL: [Close; 7] =
-        [Close::Eof, Close::IdleTimeout, Close::FrameTimeout, Close::BadStream, Close::Blacklisted, Close::WriteFailed, Close::Shutdown];
+    pub const ALL: [Close; 7] = [
+        Close::Eof,
+        Close::IdleTimeout,
+        Close::FrameTimeout,
+        Close::BadStream,
+        Close::Blacklisted,
+        Close::WriteFailed,
+        Close::Shutdown,
+    ];
 
     pub fn as_label(self) -> &'static str {
         match self {
@@ -137,7 +144,10 @@ fn bucket(ring: &mut Vec<Minute>, now_ms: i64) -> &mut Minute {
     }
     let slot = &mut ring[minute.rem_euclid(LIVE_MINUTES as i64) as usize];
     if slot.minute != minute {
-        *slot = Minute { minute, ..Minute::default() };
+        *slot = Minute {
+            minute,
+            ..Minute::default()
+        };
     }
     slot
 }
@@ -197,7 +207,11 @@ impl GpsStats {
 
     /// (received, processed, failed) since start.
     pub fn point_counts(&self) -> (u64, u64, u64) {
-        (self.points_received.load(Relaxed), self.points_processed.load(Relaxed), self.points_failed.load(Relaxed))
+        (
+            self.points_received.load(Relaxed),
+            self.points_processed.load(Relaxed),
+            self.points_failed.load(Relaxed),
+        )
     }
 
     /// Totals over the last `minutes` minutes: (messages, received, processed, failed, latency).
@@ -205,7 +219,10 @@ impl GpsStats {
         let now_min = now_ms.div_euclid(60_000);
         let ring = lock(&self.minutes);
         let mut t = (0, 0, 0, 0, Samples::new());
-        for m in ring.iter().filter(|m| m.minute > now_min - minutes && m.minute <= now_min) {
+        for m in ring
+            .iter()
+            .filter(|m| m.minute > now_min - minutes && m.minute <= now_min)
+        {
             t.0 += m.messages;
             t.1 += m.received;
             t.2 += m.processed;
@@ -275,21 +292,39 @@ impl Publisher {
         let load = |a: &AtomicU64| a.load(Relaxed);
 
         for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
-            let _ = writeln!(out, "{p}active_connections:{}|g|#protocol:{label}", load(&s.active[i]));
+            let _ = writeln!(
+                out,
+                "{p}active_connections:{}|g|#protocol:{label}",
+                load(&s.active[i])
+            );
         }
         let total = load(&s.connections_total);
-        let _ = writeln!(out, "{p}connections_total:{}|c", total - self.last.connections_total);
+        let _ = writeln!(
+            out,
+            "{p}connections_total:{}|c",
+            total - self.last.connections_total
+        );
         self.last.connections_total = total;
         for f in Failure::ALL {
             let v = load(&s.failed[f.index()]);
             if v > 0 {
-                let _ = writeln!(out, "{p}connections_failed:{}|c|#reason:{}", v - self.last.failed[f.index()], f.as_label());
+                let _ = writeln!(
+                    out,
+                    "{p}connections_failed:{}|c|#reason:{}",
+                    v - self.last.failed[f.index()],
+                    f.as_label()
+                );
             }
             self.last.failed[f.index()] = v;
         }
         let (devices, active) = self.registry.counts(now_ms);
         for proto in Protocol::ALL {
-            let _ = writeln!(out, "{p}active_devices:{}|g|#protocol:{}", active[proto.index()], proto.as_str());
+            let _ = writeln!(
+                out,
+                "{p}active_devices:{}|g|#protocol:{}",
+                active[proto.index()],
+                proto.as_str()
+            );
         }
         let _ = writeln!(out, "{p}devices_total:{devices}|g");
         let _ = writeln!(out, "{p}blacklisted_ips:{}|g", self.guard.counts(now).0);
@@ -298,29 +333,52 @@ impl Publisher {
         for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
             let v = load(&s.received[i]);
             messages += v - self.last.received[i];
-            let _ = writeln!(out, "{p}messages_received:{}|c|#protocol:{label}", v - self.last.received[i]);
+            let _ = writeln!(
+                out,
+                "{p}messages_received:{}|c|#protocol:{label}",
+                v - self.last.received[i]
+            );
             self.last.received[i] = v;
             for e in FrameError::ALL {
                 let v = load(&s.invalid[i][e.index()]);
                 if v > 0 {
                     let d = v - self.last.invalid[i][e.index()];
-                    let _ = writeln!(out, "{p}messages_invalid:{d}|c|#protocol:{label},reason:{}", e.as_label());
+                    let _ = writeln!(
+                        out,
+                        "{p}messages_invalid:{d}|c|#protocol:{label},reason:{}",
+                        e.as_label()
+                    );
                 }
                 self.last.invalid[i][e.index()] = v;
             }
         }
-        let elapsed = self.last_at.map(|t| now.duration_since(t).as_secs_f64()).filter(|e| *e > 0.0);
+        let elapsed = self
+            .last_at
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .filter(|e| *e > 0.0);
         if let Some(secs) = elapsed {
             let _ = writeln!(out, "{p}messages_per_second:{}|g", messages as f64 / secs);
         }
         self.last_at = Some(now);
         for proto in Protocol::ALL {
             let v = load(&s.locations_valid[proto.index()]);
-            let _ = writeln!(out, "{p}locations_valid:{}|c|#protocol:{}", v - self.last.locations_valid[proto.index()], proto.as_str());
+            let _ = writeln!(
+                out,
+                "{p}locations_valid:{}|c|#protocol:{}",
+                v - self.last.locations_valid[proto.index()],
+                proto.as_str()
+            );
             self.last.locations_valid[proto.index()] = v;
         }
         let (r, pr, f) = s.point_counts();
-        for (k, (name, v)) in [("points_received", r), ("points_processed", pr), ("points_failed", f)].into_iter().enumerate() {
+        for (k, (name, v)) in [
+            ("points_received", r),
+            ("points_processed", pr),
+            ("points_failed", f),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let _ = writeln!(out, "{lp}{name}:{}|c", v - self.last.points[k]);
             self.last.points[k] = v;
         }
@@ -335,7 +393,13 @@ impl Publisher {
 
         let mut local = LocalStats::default();
         let seq = self.ingest.aggregator.shared().seq();
-        self.ingest.packet(out.as_bytes(), false, &mut lock(&self.shard), seq, &mut local);
+        self.ingest.packet(
+            out.as_bytes(),
+            false,
+            &mut lock(&self.shard),
+            seq,
+            &mut local,
+        );
         if local.errors.iter().any(|e| *e > 0) || local.dropped_context_limit > 0 {
             tracing::warn!(?local, "some GPS metrics were not aggregated (check gps.metric_prefix and aggregate.max_contexts)");
         }
@@ -358,16 +422,53 @@ impl MetricsSource for GpsTelemetry {
                 expo::sample(out, name, "_total", labels, *v as f64);
             }
         };
-        let closed: Vec<(String, u64)> =
-            Close::ALL.iter().map(|c| (format!("reason=\"{}\"", c.as_label()), s.closed[*c as usize].load(Relaxed))).collect();
-        counter("tallyd_gps_connections_closed", "GPS connections closed after identification, by reason.", &closed);
-        counter("tallyd_gps_registry_evicted", "Disconnected devices forgotten at gps.max_devices.", &[(String::new(), self.registry.evicted.load(Relaxed))]);
-        counter("tallyd_gps_registry_refused", "New devices not tracked because gps.max_devices devices were connected.", &[(String::new(), self.registry.refused.load(Relaxed))]);
-        counter("tallyd_gps_blacklistings", "IPs put on the GPS blacklist.", &[(String::new(), self.guard.blacklistings.load(Relaxed))]);
-        counter("tallyd_gps_points_queue_full", "Point batches refused because gps.points_queue_batches were waiting.", &[(String::new(), s.queue_full.load(Relaxed))]);
-        counter("tallyd_gps_latency_samples_dropped", "Latency samples dropped between two publishes (bound 20000).", &[(String::new(), s.latency_dropped.load(Relaxed))]);
+        let closed: Vec<(String, u64)> = Close::ALL
+            .iter()
+            .map(|c| {
+                (
+                    format!("reason=\"{}\"", c.as_label()),
+                    s.closed[*c as usize].load(Relaxed),
+                )
+            })
+            .collect();
+        counter(
+            "tallyd_gps_connections_closed",
+            "GPS connections closed after identification, by reason.",
+            &closed,
+        );
+        counter(
+            "tallyd_gps_registry_evicted",
+            "Disconnected devices forgotten at gps.max_devices.",
+            &[(String::new(), self.registry.evicted.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_registry_refused",
+            "New devices not tracked because gps.max_devices devices were connected.",
+            &[(String::new(), self.registry.refused.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_blacklistings",
+            "IPs put on the GPS blacklist.",
+            &[(String::new(), self.guard.blacklistings.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_points_queue_full",
+            "Point batches refused because gps.points_queue_batches were waiting.",
+            &[(String::new(), s.queue_full.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_latency_samples_dropped",
+            "Latency samples dropped between two publishes (bound 20000).",
+            &[(String::new(), s.latency_dropped.load(Relaxed))],
+        );
         let (_, ips) = self.guard.counts(Instant::now());
-        expo::family_header(out, "tallyd_gps_tracked_ips", "gauge", "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).", om);
+        expo::family_header(
+            out,
+            "tallyd_gps_tracked_ips",
+            "gauge",
+            "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",
+            om,
+        );
         expo::sample(out, "tallyd_gps_tracked_ips", "", "", ips as f64);
     }
 }
@@ -383,11 +484,22 @@ mod tests {
     fn publishes_counters_as_deltas_into_its_shard() {
         let cfg = Config::default();
         let agg = Arc::new(Aggregator::new(&cfg, Arc::new(Telemetry::default())));
-        let ingest = Arc::new(Ingest { aggregator: Arc::clone(&agg), max_tags: 100 });
+        let ingest = Arc::new(Ingest {
+            aggregator: Arc::clone(&agg),
+            max_tags: 100,
+        });
         let stats = Arc::new(GpsStats::default());
         let registry = Arc::new(Registry::new(10, std::time::Duration::from_secs(300)));
         let guard = Arc::new(Guard::new(&cfg.gps));
-        let mut p = Publisher::new(ingest, agg.new_shard(), Arc::clone(&stats), registry, guard, "gps_tcp.", "live.");
+        let mut p = Publisher::new(
+            ingest,
+            agg.new_shard(),
+            Arc::clone(&stats),
+            registry,
+            guard,
+            "gps_tcp.",
+            "live.",
+        );
         let t0 = Instant::now();
         stats.message(Protocol::Gt06.index(), None, 0);
         stats.message(Protocol::Gt06.index(), Some(FrameError::Checksum), 0);
@@ -405,14 +517,25 @@ mod tests {
                 .map(|s| &s.value)
                 .unwrap_or_else(|| panic!("{name} {tags:?}"))
         };
-        assert!(matches!(find("gps_tcp.messages_received", &["protocol:gt06"]), SeriesValue::Counter(v) if *v == 3.0));
-        assert!(matches!(find("gps_tcp.messages_invalid", &["protocol:gt06", "reason:bad_checksum"]), SeriesValue::Counter(v) if *v == 1.0));
-        assert!(matches!(find("gps_tcp.messages_per_second", &[]), SeriesValue::Gauge(v) if *v == 0.5));
+        assert!(
+            matches!(find("gps_tcp.messages_received", &["protocol:gt06"]), SeriesValue::Counter(v) if *v == 3.0)
+        );
+        assert!(
+            matches!(find("gps_tcp.messages_invalid", &["protocol:gt06", "reason:bad_checksum"]), SeriesValue::Counter(v) if *v == 1.0)
+        );
+        assert!(
+            matches!(find("gps_tcp.messages_per_second", &[]), SeriesValue::Gauge(v) if *v == 0.5)
+        );
         assert!(matches!(find("live.points_processed", &[]), SeriesValue::Counter(v) if *v == 2.0));
-        let SeriesValue::Samples(h) = find("live.latency", &[]) else { panic!("latency") };
+        let SeriesValue::Samples(h) = find("live.latency", &[]) else {
+            panic!("latency")
+        };
         assert_eq!((h.samples.count(), h.samples.sum()), (2, 400.0));
         let (messages, received, processed, failed, mut lat) = stats.window(5, 0);
-        assert_eq!((messages, received, processed, failed, lat.count()), (3, 2, 2, 0, 2));
+        assert_eq!(
+            (messages, received, processed, failed, lat.count()),
+            (3, 2, 2, 0, 2)
+        );
         assert_eq!(lat.quantile(0.99), 300.0);
     }
 }

@@ -104,7 +104,10 @@ impl GpsConfig {
     /// Checks what types cannot; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!("gps.listen = {:?} is not an address like \"0.0.0.0:5000\"", self.listen));
+            return Err(format!(
+                "gps.listen = {:?} is not an address like \"0.0.0.0:5000\"",
+                self.listen
+            ));
         }
         let positive = [
             ("gps.max_connections", self.max_connections),
@@ -143,8 +146,13 @@ impl GpsConfig {
         if self.points_file_max_bytes < 4096 {
             return Err("gps.points_file_max_bytes must be at least 4096".into());
         }
-        if self.metric_prefix.contains(['|', ':', '#', '\n', ',']) || self.live_metric_prefix.contains(['|', ':', '#', '\n', ',']) {
-            return Err("gps.metric_prefix and gps.live_metric_prefix may not contain | : # , or a newline".into());
+        if self.metric_prefix.contains(['|', ':', '#', '\n', ','])
+            || self.live_metric_prefix.contains(['|', ':', '#', '\n', ','])
+        {
+            return Err(
+                "gps.metric_prefix and gps.live_metric_prefix may not contain | : # , or a newline"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -19,7 +19,9 @@ use nom::combinator::{all_consuming, map_res};
 use nom::sequence::{preceded, separated_pair};
 use nom::IResult;
 
-use super::fix::{nmea_coord, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH};
+use super::fix::{
+    nmea_coord, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH,
+};
 
 /// Connection state: the last GGA, waiting for its RMC.
 #[derive(Debug, Default)]
@@ -43,7 +45,10 @@ impl Nmea {
             Err(e) => Step::Fatal(e),
             Ok(None) => Step::Incomplete,
             Ok(Some((line, len))) if line.is_empty() => Step::Skip(len),
-            Ok(Some((line, len))) => Step::Frame { len, msg: self.sentence(line) },
+            Ok(Some((line, len))) => Step::Frame {
+                len,
+                msg: self.sentence(line),
+            },
         }
     }
 
@@ -62,17 +67,25 @@ impl Nmea {
                 if !valid_id(id) {
                     return Err(FrameError::Malformed);
                 }
-                Ok(Message { device_id: Some(id.to_string()), ..Message::new(Kind::Login) })
+                Ok(Message {
+                    device_id: Some(id.to_string()),
+                    ..Message::new(Kind::Login)
+                })
             }
             a if a.len() == 5 && &a[2..] == "RMC" => {
                 let fix = self.rmc(&fields)?;
-                Ok(Message { fixes: fix.into_iter().collect(), ..Message::new(Kind::Location) })
+                Ok(Message {
+                    fixes: fix.into_iter().collect(),
+                    ..Message::new(Kind::Location)
+                })
             }
             a if a.len() == 5 && &a[2..] == "GGA" => {
                 self.pending_gga = Some(gga(&fields)?);
                 Ok(Message::new(Kind::Location))
             }
-            a if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric()) => Ok(Message::new(Kind::Other)),
+            a if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Ok(Message::new(Kind::Other))
+            }
             _ => Err(FrameError::Malformed),
         }
     }
@@ -85,11 +98,16 @@ impl Nmea {
         }
         let status = f[1];
         if f[2].is_empty() && f[4].is_empty() {
-            return if status == "V" { Ok(None) } else { Err(FrameError::Malformed) };
+            return if status == "V" {
+                Ok(None)
+            } else {
+                Err(FrameError::Malformed)
+            };
         }
         let tod_ms = time_of_day(f[0]).ok_or(FrameError::Malformed)?;
         let (d, mo, y) = ddmmyy(f[8]).ok_or(FrameError::Malformed)?;
-        let time_ms = unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod_ms);
+        let time_ms =
+            unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod_ms);
         let lat = nmea_coord(f[2], hemisphere(f[3])?).ok_or(FrameError::Malformed)?;
         let lon = nmea_coord(f[4], hemisphere(f[5])?).ok_or(FrameError::Malformed)?;
         let speed = number_or_zero(f[6])?;
@@ -112,7 +130,8 @@ impl Nmea {
         if let Some(g) = self.pending_gga.take().filter(|g| g.tod_ms == tod_ms) {
             fix.altitude = g.altitude;
             fix.satellites = g.satellites;
-            fix.attributes.insert("fix_quality".to_string(), Attr::Int(i64::from(g.quality)));
+            fix.attributes
+                .insert("fix_quality".to_string(), Attr::Int(i64::from(g.quality)));
         }
         Ok(Some(fix))
     }
@@ -126,13 +145,16 @@ fn split_sentence(line: &[u8]) -> Result<(&[u8], u8), FrameError> {
             separated_pair(take_till1(|b| b == b'*' || b == b'$'), char('*'), hex_byte),
         ))(i)
     }
-    parser(line).map(|(_, v)| v).map_err(|_| FrameError::Malformed)
+    parser(line)
+        .map(|(_, v)| v)
+        .map_err(|_| FrameError::Malformed)
 }
 
 fn hex_byte(i: &[u8]) -> IResult<&[u8], u8> {
-    map_res(take_while_m_n(2, 2, |b: u8| b.is_ascii_hexdigit()), |h: &[u8]| {
-        u8::from_str_radix(std::str::from_utf8(h).unwrap_or("x"), 16)
-    })(i)
+    map_res(
+        take_while_m_n(2, 2, |b: u8| b.is_ascii_hexdigit()),
+        |h: &[u8]| u8::from_str_radix(std::str::from_utf8(h).unwrap_or("x"), 16),
+    )(i)
 }
 
 /// GGA: time, lat, N/S, lon, E/W, quality, satellites, hdop, altitude, M, ...
@@ -141,10 +163,27 @@ fn gga(f: &[&str]) -> Result<Gga, FrameError> {
         return Err(FrameError::Malformed);
     }
     let tod_ms = time_of_day(f[0]).ok_or(FrameError::Malformed)?;
-    let quality = if f[5].is_empty() { 0 } else { f[5].parse().map_err(|_| FrameError::Malformed)? };
-    let satellites = if f[6].is_empty() { None } else { Some(f[6].parse().map_err(|_| FrameError::Malformed)?) };
-    let altitude = if f[8].is_empty() { None } else { Some(f[8].parse().map_err(|_| FrameError::Malformed)?) };
-    Ok(Gga { tod_ms, altitude, satellites, quality })
+    let quality = if f[5].is_empty() {
+        0
+    } else {
+        f[5].parse().map_err(|_| FrameError::Malformed)?
+    };
+    let satellites = if f[6].is_empty() {
+        None
+    } else {
+        Some(f[6].parse().map_err(|_| FrameError::Malformed)?)
+    };
+    let altitude = if f[8].is_empty() {
+        None
+    } else {
+        Some(f[8].parse().map_err(|_| FrameError::Malformed)?)
+    };
+    Ok(Gga {
+        tod_ms,
+        altitude,
+        satellites,
+        quality,
+    })
 }
 
 fn hemisphere(s: &str) -> Result<u8, FrameError> {
@@ -167,7 +206,10 @@ fn number_or_zero(s: &str) -> Result<f64, FrameError> {
 /// `hhmmss` or `hhmmss.sss` to milliseconds since midnight.
 pub fn time_of_day(s: &str) -> Option<u32> {
     let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
-    if hms.len() != 6 || !hms.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if hms.len() != 6
+        || !hms.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let n = |r: std::ops::Range<usize>| hms[r].parse::<u32>().ok();
@@ -191,12 +233,19 @@ pub fn ddmmyy(s: &str) -> Option<(u32, u32, i64)> {
     }
     let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
     let yy = i64::from(n(4..6)?);
-    Some((n(0..2)?, n(2..4)?, if yy < 80 { 2000 + yy } else { 1900 + yy }))
+    Some((
+        n(0..2)?,
+        n(2..4)?,
+        if yy < 80 { 2000 + yy } else { 1900 + yy },
+    ))
 }
 
 /// A device id from the wire: 1 to 64 of `[A-Za-z0-9_.:-]`.
 pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 #[cfg(test)]
@@ -225,7 +274,10 @@ mod tests {
         let msg = one(&mut Nmea::default(), line).expect("valid");
         assert_eq!(msg.kind, Kind::Location);
         let f = &msg.fixes[0];
-        assert_eq!(f.time_ms, unix_ms(1994, 11, 19, 22, 54, 46, 0).expect("date"));
+        assert_eq!(
+            f.time_ms,
+            unix_ms(1994, 11, 19, 22, 54, 46, 0).expect("date")
+        );
         assert!((f.lat - 49.274_166_666).abs() < 1e-6);
         assert!((f.lon + 123.185_333_333).abs() < 1e-6);
         assert!((f.speed_kmh - 0.5 * 1.852).abs() < 1e-9);
@@ -238,7 +290,10 @@ mod tests {
         let line = b"$GPRMC,225446,A,4916.45,N,12311.12,W,000.5,054.7,191194,020.3,E*69\r\n";
         assert_eq!(one(&mut Nmea::default(), line), Err(FrameError::Checksum));
         let missing = b"$GPRMC,225446,A,4916.45,N,12311.12,W,000.5,054.7,191194,020.3,E\r\n";
-        assert_eq!(one(&mut Nmea::default(), missing), Err(FrameError::Malformed));
+        assert_eq!(
+            one(&mut Nmea::default(), missing),
+            Err(FrameError::Malformed)
+        );
     }
 
     #[test]
@@ -253,8 +308,16 @@ mod tests {
         assert_eq!((f.altitude, f.satellites), (Some(545.4), Some(9)));
         assert!((f.speed_kmh - 18.52).abs() < 1e-9);
         // A GGA of another second is not attached.
-        one(&mut n, &sentence("GPGGA,104001,2235.1777,N,11357.8913,E,1,09,0.9,545.4,M,46.9,M,,")).expect("gga");
-        let msg = one(&mut n, &sentence("GPRMC,104002,A,2235.1777,N,11357.8913,E,0,0,130721,,")).expect("rmc");
+        one(
+            &mut n,
+            &sentence("GPGGA,104001,2235.1777,N,11357.8913,E,1,09,0.9,545.4,M,46.9,M,,"),
+        )
+        .expect("gga");
+        let msg = one(
+            &mut n,
+            &sentence("GPRMC,104002,A,2235.1777,N,11357.8913,E,0,0,130721,,"),
+        )
+        .expect("rmc");
         assert_eq!(msg.fixes[0].altitude, None);
     }
 
@@ -263,7 +326,11 @@ mod tests {
         let mut n = Nmea::default();
         let msg = one(&mut n, &sentence("GPRMC,104000,V,,,,,,,130721,,,N")).expect("no fix yet");
         assert!(msg.fixes.is_empty());
-        let msg = one(&mut n, &sentence("GPRMC,104000,A,2235.1777,N,11357.8913,E,0,0,130721,,,N")).expect("mode N");
+        let msg = one(
+            &mut n,
+            &sentence("GPRMC,104000,A,2235.1777,N,11357.8913,E,0,0,130721,,,N"),
+        )
+        .expect("mode N");
         assert!(!msg.fixes[0].valid);
     }
 
@@ -272,7 +339,10 @@ mod tests {
         let msg = one(&mut Nmea::default(), &sentence("PGID,123456789012345")).expect("login");
         assert_eq!(msg.kind, Kind::Login);
         assert_eq!(msg.device_id.as_deref(), Some("123456789012345"));
-        assert_eq!(one(&mut Nmea::default(), &sentence("PGID,bad id")), Err(FrameError::Malformed));
+        assert_eq!(
+            one(&mut Nmea::default(), &sentence("PGID,bad id")),
+            Err(FrameError::Malformed)
+        );
     }
 
     #[test]
@@ -280,10 +350,22 @@ mod tests {
         let mut n = Nmea::default();
         assert_eq!(n.decode(b"$GPRMC,2254", 200), Step::Incomplete);
         assert_eq!(n.decode(b"\r\n", 200), Step::Skip(2));
-        assert_eq!(n.decode(&[b'x'; 300], 200), Step::Fatal(FrameError::TooLong));
-        assert!(matches!(one(&mut n, &sentence("GPGSV,1,1,00")), Ok(Message { kind: Kind::Other, .. })));
+        assert_eq!(
+            n.decode(&[b'x'; 300], 200),
+            Step::Fatal(FrameError::TooLong)
+        );
+        assert!(matches!(
+            one(&mut n, &sentence("GPGSV,1,1,00")),
+            Ok(Message {
+                kind: Kind::Other,
+                ..
+            })
+        ));
         assert_eq!(one(&mut n, b"garbage\n"), Err(FrameError::Malformed));
-        assert_eq!(one(&mut n, &sentence("GPRMC,99,A")), Err(FrameError::Malformed));
+        assert_eq!(
+            one(&mut n, &sentence("GPRMC,99,A")),
+            Err(FrameError::Malformed)
+        );
     }
 
     proptest::proptest! {

@@ -116,8 +116,16 @@ impl Delivery {
         }
         let (tx, rx) = mpsc::channel(capacity);
         let s = Arc::clone(&stats);
-        let handle = std::thread::Builder::new().name("gps-points".into()).spawn(move || writer(rx, sinks, &s))?;
-        Ok((Delivery { tx: Some(tx), stats }, Some(handle)))
+        let handle = std::thread::Builder::new()
+            .name("gps-points".into())
+            .spawn(move || writer(rx, sinks, &s))?;
+        Ok((
+            Delivery {
+                tx: Some(tx),
+                stats,
+            },
+            Some(handle),
+        ))
     }
 
     /// True when points are delivered anywhere.
@@ -208,13 +216,26 @@ impl NdjsonFile {
     ///
     /// # Errors
     /// When the directory or file cannot be created.
-    pub fn open(path: &Path, max_bytes: u64, max_files: usize, fsync: bool) -> std::io::Result<NdjsonFile> {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        max_files: usize,
+        fsync: bool,
+    ) -> std::io::Result<NdjsonFile> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(NdjsonFile { path: path.to_path_buf(), file: Some(file), size, max_bytes, max_files, fsync, buf: Vec::new() })
+        Ok(NdjsonFile {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max_bytes,
+            max_files,
+            fsync,
+            buf: Vec::new(),
+        })
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
@@ -237,7 +258,12 @@ impl NdjsonFile {
             }
             std::fs::rename(&self.path, self.rotated(1))?;
         }
-        self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        self.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
         self.size = 0;
         Ok(())
     }
@@ -247,9 +273,16 @@ impl NdjsonFile {
             self.rotate()?;
         }
         if self.file.is_none() {
-            self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
-        let Some(f) = self.file.as_mut() else { return Err(std::io::Error::other("no file")) };
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no file"));
+        };
         f.write_all(&self.buf)?;
         if self.fsync {
             f.sync_data()?;
@@ -277,7 +310,10 @@ impl PointSink for NdjsonFile {
             // Reopen on the next batch; a partial line may remain, and the batch is retried by the device.
             self.file = None;
         }
-        r.map_err(|e| PointError { sink: "ndjson_file", detail: format!("{}: {e}", self.path.display()) })
+        r.map_err(|e| PointError {
+            sink: "ndjson_file",
+            detail: format!("{}: {e}", self.path.display()),
+        })
     }
 }
 
@@ -324,17 +360,25 @@ mod tests {
             f.store(&[point(i)]).expect("store");
             written += 1;
         }
-        let mut files: Vec<String> =
-            std::fs::read_dir(path.parent().expect("dir")).expect("ls").map(|e| e.expect("entry").file_name().into_string().expect("utf8")).collect();
+        let mut files: Vec<String> = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+            .collect();
         files.sort();
-        assert_eq!(files, vec!["points.ndjson", "points.ndjson.1", "points.ndjson.2"]);
+        assert_eq!(
+            files,
+            vec!["points.ndjson", "points.ndjson.1", "points.ndjson.2"]
+        );
         for name in &files {
-            let len = std::fs::metadata(path.with_file_name(name)).expect("meta").len();
+            let len = std::fs::metadata(path.with_file_name(name))
+                .expect("meta")
+                .len();
             assert!(len <= 4096, "{name} is {len} bytes");
         }
         // The newest lines are in the current file, in order, and none is split.
         let current = std::fs::read_to_string(&path).expect("read");
-        let last: serde_json::Value = serde_json::from_str(current.lines().last().expect("line")).expect("json");
+        let last: serde_json::Value =
+            serde_json::from_str(current.lines().last().expect("line")).expect("json");
         assert_eq!(last["time_ms"], written - 1);
     }
 
@@ -346,10 +390,15 @@ mod tests {
                 "failing"
             }
             fn store(&mut self, _: &[Point]) -> Result<(), PointError> {
-                Err(PointError { sink: "failing", detail: "disk full".into() })
+                Err(PointError {
+                    sink: "failing",
+                    detail: "disk full".into(),
+                })
             }
         }
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
         let dir = tempfile::tempdir().expect("tempdir");
         let stats = Arc::new(GpsStats::default());
         let file = NdjsonFile::open(&dir.path().join("p.ndjson"), 1 << 20, 2, false).expect("open");
@@ -362,7 +411,8 @@ mod tests {
         assert_eq!(stats.point_counts(), (2, 2, 0));
 
         let stats = Arc::new(GpsStats::default());
-        let (d, h) = Delivery::start(vec![Box::new(Failing)], 4, Arc::clone(&stats)).expect("start");
+        let (d, h) =
+            Delivery::start(vec![Box::new(Failing)], 4, Arc::clone(&stats)).expect("start");
         assert!(!rt.block_on(d.deliver(vec![point(1)])));
         drop(d);
         h.expect("thread").join().expect("join");

@@ -81,7 +81,11 @@ impl Registry {
     pub fn connected(&self, id: &str, protocol: Protocol, remote: SocketAddr, now_ms: i64) -> bool {
         let mut d = lock(&self.devices);
         if !d.contains_key(id) && d.len() >= self.max_devices {
-            let oldest = d.iter().filter(|(_, e)| e.connections == 0).min_by_key(|(_, e)| e.last_seen_ms).map(|(k, _)| k.clone());
+            let oldest = d
+                .iter()
+                .filter(|(_, e)| e.connections == 0)
+                .min_by_key(|(_, e)| e.last_seen_ms)
+                .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => {
                     d.remove(&k);
@@ -203,7 +207,14 @@ mod tests {
         assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0]));
         let active = r.snapshot(true, 400_000);
         assert_eq!(active.len(), 1);
-        assert_eq!((active[0].id.as_str(), active[0].valid_messages, active[0].invalid_messages), ("a", 1, 1));
+        assert_eq!(
+            (
+                active[0].id.as_str(),
+                active[0].valid_messages,
+                active[0].invalid_messages
+            ),
+            ("a", 1, 1)
+        );
         assert_eq!(r.snapshot(false, 400_000).len(), 2);
     }
 

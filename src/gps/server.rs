@@ -38,7 +38,10 @@ const READ_CHUNK: usize = 4096;
 
 /// Wall-clock Unix milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Connection limits, from `[gps]`.
@@ -304,10 +307,16 @@ impl<'a> Connection<'a> {
                         self.slot = p.index();
                         self.decoder.insert(Decoder::new(p))
                     }
-                    Detect::NeedMore if self.buf.len() <= self.server.limits.max_line => return Ok(()),
+                    Detect::NeedMore if self.buf.len() <= self.server.limits.max_line => {
+                        return Ok(())
+                    }
                     Detect::NeedMore | Detect::Unknown => {
-                        self.server.stats.message(UNKNOWN, Some(FrameError::Malformed), now_ms);
-                        self.server.guard.frame(self.peer.ip(), false, Instant::now(), now_ms);
+                        self.server
+                            .stats
+                            .message(UNKNOWN, Some(FrameError::Malformed), now_ms);
+                        self.server
+                            .guard
+                            .frame(self.peer.ip(), false, Instant::now(), now_ms);
                         return Err(End::Failed(Failure::UnknownProtocol));
                     }
                 },
@@ -361,7 +370,9 @@ impl<'a> Connection<'a> {
         if let Some(old) = self.device.take() {
             self.server.registry.disconnected(&old);
         }
-        self.server.registry.connected(id, protocol, self.peer, now_ms);
+        self.server
+            .registry
+            .connected(id, protocol, self.peer, now_ms);
         self.device = Some(id.to_string());
     }
 
@@ -385,7 +396,8 @@ impl<'a> Connection<'a> {
         if s.guard.frame(self.peer.ip(), true, Instant::now(), now_ms) {
             return Err(End::Closed(Close::Blacklisted));
         }
-        s.registry.message(&id, true, m.fixes.iter().max_by_key(|f| f.time_ms), now_ms);
+        s.registry
+            .message(&id, true, m.fixes.iter().max_by_key(|f| f.time_ms), now_ms);
         let mut points = Vec::new();
         for fix in m.fixes.into_iter().filter(|f| f.valid) {
             s.stats.location_valid(protocol);
@@ -395,7 +407,8 @@ impl<'a> Connection<'a> {
         }
         let stored = points.is_empty() || s.delivery.deliver(points).await;
         if let (Some(reply), true) = (m.reply, stored) {
-            let write = tokio::time::timeout(s.limits.frame_timeout, self.stream.write_all(&reply)).await;
+            let write =
+                tokio::time::timeout(s.limits.frame_timeout, self.stream.write_all(&reply)).await;
             if !matches!(write, Ok(Ok(()))) {
                 return Err(End::Closed(Close::WriteFailed));
             }

@@ -36,8 +36,15 @@ pub fn configured_sinks(cfg: &GpsConfig) -> std::io::Result<Vec<Box<dyn PointSin
     let mut sinks: Vec<Box<dyn PointSink>> = Vec::new();
     if !cfg.points_file.is_empty() {
         let path = Path::new(&cfg.points_file);
-        let file = NdjsonFile::open(path, cfg.points_file_max_bytes, cfg.points_file_max_files, cfg.points_fsync)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("gps.points_file {}: {e}", path.display())))?;
+        let file = NdjsonFile::open(
+            path,
+            cfg.points_file_max_bytes,
+            cfg.points_file_max_files,
+            cfg.points_fsync,
+        )
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("gps.points_file {}: {e}", path.display()))
+        })?;
         sinks.push(Box::new(file));
     }
     Ok(sinks)
@@ -75,7 +82,8 @@ pub fn start(
         &cfg.live_metric_prefix,
     );
     // Publish often enough that every window sees fresh gauges, at most once a second.
-    let every = (aggregator.interval() / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let every =
+        (aggregator.interval() / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let server = Arc::new(Server {
         limits: Limits::from_config(cfg),
         guard: Arc::clone(&guard),
@@ -83,7 +91,12 @@ pub fn start(
         stats: Arc::clone(&stats),
         delivery,
     });
-    let router = api::router(GpsApi { registry, guard, stats, active_window_secs: cfg.active_window.as_secs() });
+    let router = api::router(GpsApi {
+        registry,
+        guard,
+        stats,
+        active_window_secs: cfg.active_window.as_secs(),
+    });
     let task = tokio::spawn(async move {
         let stop_publishing = CancellationToken::new();
         let publishing = tokio::spawn({

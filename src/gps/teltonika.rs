@@ -48,7 +48,11 @@ impl Teltonika {
             return Step::Skip(1);
         }
         if buf.len() < 8 {
-            return if buf.iter().all(|b| *b == 0) { Step::Incomplete } else { Step::Fatal(FrameError::Malformed) };
+            return if buf.iter().all(|b| *b == 0) {
+                Step::Incomplete
+            } else {
+                Step::Fatal(FrameError::Malformed)
+            };
         }
         if buf[..4] != [0, 0, 0, 0] {
             return Step::Fatal(FrameError::Malformed);
@@ -65,20 +69,35 @@ impl Teltonika {
             return Step::Incomplete;
         }
         let data = &buf[8..8 + data_len];
-        let crc = u32::from_be_bytes([buf[total - 4], buf[total - 3], buf[total - 2], buf[total - 1]]);
+        let crc = u32::from_be_bytes([
+            buf[total - 4],
+            buf[total - 3],
+            buf[total - 2],
+            buf[total - 1],
+        ]);
         if crc > 0xFFFF || u32::from(CRC_IBM.checksum(data)) != crc {
-            return Step::Frame { len: total, msg: Err(FrameError::Checksum) };
+            return Step::Frame {
+                len: total,
+                msg: Err(FrameError::Checksum),
+            };
         }
-        Step::Frame { len: total, msg: avl(data) }
+        Step::Frame {
+            len: total,
+            msg: avl(data),
+        }
     }
 
     fn handshake(&mut self, buf: &[u8]) -> Step {
-        let [hi, lo, rest @ ..] = buf else { return Step::Incomplete };
+        let [hi, lo, rest @ ..] = buf else {
+            return Step::Incomplete;
+        };
         let len = usize::from(u16::from_be_bytes([*hi, *lo]));
         if !(1..=20).contains(&len) {
             return Step::Fatal(FrameError::Malformed);
         }
-        let Some(imei) = rest.get(..len) else { return Step::Incomplete };
+        let Some(imei) = rest.get(..len) else {
+            return Step::Incomplete;
+        };
         if !imei.iter().all(u8::is_ascii_digit) {
             return Step::Fatal(FrameError::Malformed);
         }
@@ -86,7 +105,11 @@ impl Teltonika {
         let id = String::from_utf8_lossy(imei).into_owned();
         Step::Frame {
             len: 2 + len,
-            msg: Ok(Message { device_id: Some(id), reply: Some(vec![0x01]), ..Message::new(Kind::Login) }),
+            msg: Ok(Message {
+                device_id: Some(id),
+                reply: Some(vec![0x01]),
+                ..Message::new(Kind::Login)
+            }),
         }
     }
 }
@@ -108,7 +131,11 @@ fn avl(data: &[u8]) -> Result<Message, FrameError> {
     if rest != [n1] {
         return Err(FrameError::Malformed);
     }
-    Ok(Message { reply: Some(u32::from(n1).to_be_bytes().to_vec()), fixes, ..Message::new(Kind::Location) })
+    Ok(Message {
+        reply: Some(u32::from(n1).to_be_bytes().to_vec()),
+        fixes,
+        ..Message::new(Kind::Location)
+    })
 }
 
 fn count(i: &[u8], ext: bool) -> IResult<&[u8], u16> {
@@ -150,7 +177,9 @@ fn record(i: &[u8], ext: bool) -> IResult<&[u8], Option<Fix>> {
         }
     }
     let (lat, lon) = (f64::from(lat) / 1e7, f64::from(lon) / 1e7);
-    let Ok(time_ms) = i64::try_from(ts) else { return Ok((i, None)) };
+    let Ok(time_ms) = i64::try_from(ts) else {
+        return Ok((i, None));
+    };
     if lat.abs() > 90.0 || lon.abs() > 180.0 {
         return Ok((i, None));
     }
@@ -176,7 +205,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     fn identified() -> Teltonika {
@@ -196,13 +228,24 @@ mod tests {
         let mut t = Teltonika::default();
         let hs = hex("000F 333536333037303432343431303133");
         assert_eq!(t.decode(&hs[..10], 2048), Step::Incomplete);
-        let Step::Frame { len, msg: Ok(msg) } = t.decode(&hs, 2048) else { panic!("handshake") };
+        let Step::Frame { len, msg: Ok(msg) } = t.decode(&hs, 2048) else {
+            panic!("handshake")
+        };
         assert_eq!(len, 17);
         assert_eq!(msg.device_id.as_deref(), Some("356307042441013"));
         assert_eq!(msg.reply, Some(vec![0x01]));
-        assert_eq!(Teltonika::default().decode(&hex("000F 41"), 2048), Step::Incomplete);
-        assert_eq!(Teltonika::default().decode(&hex("000F 4142434445464748494a4b4c4d4e4f"), 2048), Step::Fatal(FrameError::Malformed));
-        assert_eq!(Teltonika::default().decode(&hex("0100"), 2048), Step::Fatal(FrameError::Malformed));
+        assert_eq!(
+            Teltonika::default().decode(&hex("000F 41"), 2048),
+            Step::Incomplete
+        );
+        assert_eq!(
+            Teltonika::default().decode(&hex("000F 4142434445464748494a4b4c4d4e4f"), 2048),
+            Step::Fatal(FrameError::Malformed)
+        );
+        assert_eq!(
+            Teltonika::default().decode(&hex("0100"), 2048),
+            Step::Fatal(FrameError::Malformed)
+        );
     }
 
     #[test]
@@ -213,12 +256,17 @@ mod tests {
         let p = hex(
             "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF",
         );
-        let Step::Frame { len, msg: Ok(msg) } = identified().decode(&p, 2048) else { panic!("avl") };
+        let Step::Frame { len, msg: Ok(msg) } = identified().decode(&p, 2048) else {
+            panic!("avl")
+        };
         assert_eq!(len, p.len());
         assert_eq!(msg.reply, Some(vec![0, 0, 0, 1]));
         let f = &msg.fixes[0];
         assert_eq!(f.time_ms, 1_560_161_086_000);
-        assert_eq!((f.lat, f.lon, f.satellites, f.valid), (0.0, 0.0, Some(0), false));
+        assert_eq!(
+            (f.lat, f.lon, f.satellites, f.valid),
+            (0.0, 0.0, Some(0), false)
+        );
         assert_eq!(f.attributes.get("io21"), Some(&Attr::Int(3)));
         assert_eq!(f.attributes.get("io66"), Some(&Attr::Int(0x5E0F)));
         assert_eq!(f.attributes.get("io241"), Some(&Attr::Int(0x601A)));
@@ -228,7 +276,10 @@ mod tests {
     #[test]
     fn codec8_extended_built_from_the_spec() {
         let mut data = vec![CODEC_8E, 2];
-        for (ts, lon, lat) in [(1_700_000_000_000u64, 252_562_916i32, 546_676_016i32), (1_700_000_001_000, -1, -2)] {
+        for (ts, lon, lat) in [
+            (1_700_000_000_000u64, 252_562_916i32, 546_676_016i32),
+            (1_700_000_001_000, -1, -2),
+        ] {
             data.extend_from_slice(&ts.to_be_bytes());
             data.push(1); // priority
             data.extend_from_slice(&lon.to_be_bytes());
@@ -243,14 +294,22 @@ mod tests {
             data.extend_from_slice(&hex("0001 0101 0003 AABBCC")); // NX: id 257, 3 bytes
         }
         data.push(2);
-        let Step::Frame { msg: Ok(msg), .. } = identified().decode(&packet(&data), 2048) else { panic!("8E") };
+        let Step::Frame { msg: Ok(msg), .. } = identified().decode(&packet(&data), 2048) else {
+            panic!("8E")
+        };
         assert_eq!(msg.reply, Some(vec![0, 0, 0, 2]));
         assert_eq!(msg.fixes.len(), 2);
         let f = &msg.fixes[0];
         assert_eq!((f.lat, f.lon), (54.667_601_6, 25.256_291_6));
-        assert_eq!((f.altitude, f.course, f.speed_kmh, f.satellites, f.valid), (Some(138.0), 270.0, 42.0, Some(6), true));
+        assert_eq!(
+            (f.altitude, f.course, f.speed_kmh, f.satellites, f.valid),
+            (Some(138.0), 270.0, 42.0, Some(6), true)
+        );
         assert_eq!(f.attributes.get("io239"), Some(&Attr::Int(1)));
-        assert_eq!(f.attributes.get("io257"), Some(&Attr::Text("aabbcc".into())));
+        assert_eq!(
+            f.attributes.get("io257"),
+            Some(&Attr::Text("aabbcc".into()))
+        );
     }
 
     #[test]
@@ -260,18 +319,46 @@ mod tests {
         );
         let mut bad_crc = good.clone();
         bad_crc[20] ^= 1;
-        assert!(matches!(identified().decode(&bad_crc, 2048), Step::Frame { msg: Err(FrameError::Checksum), .. }));
+        assert!(matches!(
+            identified().decode(&bad_crc, 2048),
+            Step::Frame {
+                msg: Err(FrameError::Checksum),
+                ..
+            }
+        ));
         for cut in 0..good.len() {
-            assert_eq!(identified().decode(&good[..cut], 2048), Step::Incomplete, "cut at {cut}");
+            assert_eq!(
+                identified().decode(&good[..cut], 2048),
+                Step::Incomplete,
+                "cut at {cut}"
+            );
         }
-        assert_eq!(identified().decode(&good, 40), Step::Fatal(FrameError::TooLong));
-        assert_eq!(identified().decode(&hex("0000000100000010"), 2048), Step::Fatal(FrameError::Malformed));
+        assert_eq!(
+            identified().decode(&good, 40),
+            Step::Fatal(FrameError::TooLong)
+        );
+        assert_eq!(
+            identified().decode(&hex("0000000100000010"), 2048),
+            Step::Fatal(FrameError::Malformed)
+        );
         assert_eq!(identified().decode(&[0xFF, 0, 0], 2048), Step::Skip(1));
         // N2 differs from N1.
         let mut data = good[8..good.len() - 4].to_vec();
         *data.last_mut().expect("n2") = 2;
-        assert!(matches!(identified().decode(&packet(&data), 2048), Step::Frame { msg: Err(FrameError::Malformed), .. }));
-        assert!(matches!(identified().decode(&packet(&[0x10, 0, 0]), 2048), Step::Frame { msg: Err(FrameError::Unsupported), .. }));
+        assert!(matches!(
+            identified().decode(&packet(&data), 2048),
+            Step::Frame {
+                msg: Err(FrameError::Malformed),
+                ..
+            }
+        ));
+        assert!(matches!(
+            identified().decode(&packet(&[0x10, 0, 0]), 2048),
+            Step::Frame {
+                msg: Err(FrameError::Unsupported),
+                ..
+            }
+        ));
     }
 
     proptest::proptest! {

@@ -18,7 +18,9 @@ use nom::character::complete::char;
 use nom::sequence::{preceded, terminated, tuple};
 use nom::IResult;
 
-use super::fix::{nmea_coord, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH};
+use super::fix::{
+    nmea_coord, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH,
+};
 use super::nmea::{time_of_day, valid_id};
 
 /// Decodes the next `;`- or newline-terminated frame.
@@ -27,7 +29,10 @@ pub fn decode(buf: &[u8], max_line: usize) -> Step {
         Err(e) => Step::Fatal(e),
         Ok(None) => Step::Incomplete,
         Ok(Some((frame, len))) if frame.is_empty() => Step::Skip(len),
-        Ok(Some((frame, len))) => Step::Frame { len, msg: frame_message(frame) },
+        Ok(Some((frame, len))) => Step::Frame {
+            len,
+            msg: frame_message(frame),
+        },
     }
 }
 
@@ -42,20 +47,35 @@ fn login(i: &[u8]) -> IResult<&[u8], &[u8]> {
 
 /// `imei:<digits>,<keyword>,` then the rest.
 fn report(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
-    tuple((preceded(tag("imei:"), terminated(digits, char(','))), terminated(take_till(|b| b == b','), char(','))))(i)
+    tuple((
+        preceded(tag("imei:"), terminated(digits, char(','))),
+        terminated(take_till(|b| b == b','), char(',')),
+    ))(i)
 }
 
 fn frame_message(frame: &[u8]) -> Result<Message, FrameError> {
-    let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_string).map_err(|_| FrameError::Malformed);
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| FrameError::Malformed)
+    };
     if let Ok((_, imei)) = login(frame) {
-        return Ok(Message { device_id: Some(text(imei)?), reply: Some(b"LOAD".to_vec()), ..Message::new(Kind::Login) });
+        return Ok(Message {
+            device_id: Some(text(imei)?),
+            reply: Some(b"LOAD".to_vec()),
+            ..Message::new(Kind::Login)
+        });
     }
     if frame.iter().all(u8::is_ascii_digit) {
         let id = text(frame)?;
         if !valid_id(&id) {
             return Err(FrameError::Malformed);
         }
-        return Ok(Message { device_id: Some(id), reply: Some(b"ON".to_vec()), ..Message::new(Kind::Heartbeat) });
+        return Ok(Message {
+            device_id: Some(id),
+            reply: Some(b"ON".to_vec()),
+            ..Message::new(Kind::Heartbeat)
+        });
     }
     let (rest, (imei, keyword)) = report(frame).map_err(|_| FrameError::Malformed)?;
     let (imei, keyword) = (text(imei)?, text(keyword)?);
@@ -65,9 +85,16 @@ fn frame_message(frame: &[u8]) -> Result<Message, FrameError> {
     let rest = std::str::from_utf8(rest).map_err(|_| FrameError::Malformed)?;
     let f: Vec<&str> = rest.split(',').collect();
     // f: 0 local time, 1 phone, 2 F|L, 3 utc time, 4 A|V, 5 lat, 6 N|S, 7 lon, 8 E|W, 9 speed, 10 course, 11 altitude
-    let kind = if keyword == "tracker" { Kind::Location } else { Kind::Alarm };
+    let kind = if keyword == "tracker" {
+        Kind::Location
+    } else {
+        Kind::Alarm
+    };
     if f.get(2) == Some(&"L") {
-        return Ok(Message { device_id: Some(imei), ..Message::new(kind) });
+        return Ok(Message {
+            device_id: Some(imei),
+            ..Message::new(kind)
+        });
     }
     if f.len() < 11 || f[2] != "F" {
         return Err(FrameError::Malformed);
@@ -78,16 +105,26 @@ fn frame_message(frame: &[u8]) -> Result<Message, FrameError> {
     }
     let n = |r: std::ops::Range<usize>| local[r].parse::<u32>().map_err(|_| FrameError::Malformed);
     let tod = time_of_day(f[3]).ok_or(FrameError::Malformed)?;
-    let time_ms = unix_ms(2000 + i64::from(n(0..2)?), n(2..4)?, n(4..6)?, 0, 0, 0, 0).ok_or(FrameError::Malformed)?
+    let time_ms = unix_ms(2000 + i64::from(n(0..2)?), n(2..4)?, n(4..6)?, 0, 0, 0, 0)
+        .ok_or(FrameError::Malformed)?
         + i64::from(tod);
-    let hemi = |s: &str| s.bytes().next().filter(|_| s.len() == 1).ok_or(FrameError::Malformed);
+    let hemi = |s: &str| {
+        s.bytes()
+            .next()
+            .filter(|_| s.len() == 1)
+            .ok_or(FrameError::Malformed)
+    };
     let lat = nmea_coord(f[5], hemi(f[6])?).ok_or(FrameError::Malformed)?;
     let lon = nmea_coord(f[7], hemi(f[8])?).ok_or(FrameError::Malformed)?;
     let num = |s: &str| -> Result<Option<f64>, FrameError> {
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse::<f64>().ok().filter(|v| v.is_finite()).map(Some).ok_or(FrameError::Malformed)
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or(FrameError::Malformed)
     };
     let mut attributes = BTreeMap::new();
     attributes.insert("event".to_string(), Attr::Text(keyword));
@@ -102,7 +139,12 @@ fn frame_message(frame: &[u8]) -> Result<Message, FrameError> {
         valid: f[4] == "A",
         attributes,
     };
-    Ok(Message { device_id: Some(imei), kind, fixes: vec![fix], reply: None })
+    Ok(Message {
+        device_id: Some(imei),
+        kind,
+        fixes: vec![fix],
+        reply: None,
+    })
 }
 
 #[cfg(test)]
@@ -141,7 +183,10 @@ mod tests {
         assert_eq!(msg.kind, Kind::Location);
         assert_eq!(msg.device_id.as_deref(), Some("864035050002451"));
         let f = &msg.fixes[0];
-        assert_eq!(f.time_ms, unix_ms(2020, 12, 23, 6, 49, 47, 0).expect("date"));
+        assert_eq!(
+            f.time_ms,
+            unix_ms(2020, 12, 23, 6, 49, 47, 0).expect("date")
+        );
         assert!((f.lat - (19.0 + 35.7064 / 60.0)).abs() < 1e-9);
         assert!((f.lon + (98.0 + 59.94436 / 60.0)).abs() < 1e-9);
         assert!((f.speed_kmh - 0.025 * 1.852).abs() < 1e-9);
@@ -155,15 +200,24 @@ mod tests {
             .expect("alarm");
         assert_eq!(msg.kind, Kind::Alarm);
         assert_eq!(msg.fixes[0].altitude, Some(35.5));
-        assert_eq!(msg.fixes[0].attributes.get("event"), Some(&Attr::Text("help me".into())));
+        assert_eq!(
+            msg.fixes[0].attributes.get("event"),
+            Some(&Attr::Text("help me".into()))
+        );
         let msg = one(b"imei:359586015829802,tracker,2401011200,,L,,,1a2b,,3c4d,,,;").expect("lbs");
         assert!(msg.fixes.is_empty());
     }
 
     #[test]
     fn bad_frames() {
-        assert_eq!(one(b"imei:35958601582980x,tracker;"), Err(FrameError::Malformed));
-        assert_eq!(one(b"imei:359586015829802,tracker,2401011200,,F,120000,A,5130.0000;"), Err(FrameError::Malformed));
+        assert_eq!(
+            one(b"imei:35958601582980x,tracker;"),
+            Err(FrameError::Malformed)
+        );
+        assert_eq!(
+            one(b"imei:359586015829802,tracker,2401011200,,F,120000,A,5130.0000;"),
+            Err(FrameError::Malformed)
+        );
         assert_eq!(one(b"hello;"), Err(FrameError::Malformed));
         assert_eq!(decode(b"\n", 10), Step::Skip(1));
         assert_eq!(decode(&[b'1'; 40], 32), Step::Fatal(FrameError::TooLong));
