@@ -36,7 +36,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -144,7 +147,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:9090".into() }
+        Self {
+            listen: "0.0.0.0:9090".into(),
+        }
     }
 }
 
@@ -160,7 +165,10 @@ pub struct PrometheusConfig {
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
-        Self { series_ttl: Duration::from_secs(300), max_series: 200_000 }
+        Self {
+            series_ttl: Duration::from_secs(300),
+            max_series: 200_000,
+        }
     }
 }
 
@@ -219,21 +227,31 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given explicitly (tests).
-    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p)
                 .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?,
             None => String::new(),
         };
-        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into());
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
         Self::from_toml_with_env(&text, &origin, env)
     }
 
     /// Parses TOML text (checked with line and column), applies `env`, validates.
-    pub fn from_toml_with_env(text: &str, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         // First pass: the text alone, so errors carry line, column and key.
         toml::from_str::<Config>(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| err(format!("invalid config {origin}: {e}")))?;
         apply_env(&mut table, env)?;
         let cfg = Config::deserialize(toml::Value::Table(table))
             .map_err(|e| err(format!("invalid value from the environment: {e}")))?;
@@ -249,8 +267,14 @@ impl Config {
         let positive = [
             ("statsd.udp_recv_buffer", self.statsd.udp_recv_buffer),
             ("statsd.udp_batch", self.statsd.udp_batch),
-            ("statsd.tcp_max_connections", self.statsd.tcp_max_connections),
-            ("statsd.tcp_max_line_length", self.statsd.tcp_max_line_length),
+            (
+                "statsd.tcp_max_connections",
+                self.statsd.tcp_max_connections,
+            ),
+            (
+                "statsd.tcp_max_line_length",
+                self.statsd.tcp_max_line_length,
+            ),
             ("aggregate.max_contexts", self.aggregate.max_contexts),
             ("aggregate.max_set_size", self.aggregate.max_set_size),
             ("prometheus.max_series", self.prometheus.max_series),
@@ -261,16 +285,22 @@ impl Config {
             }
         }
         if !(512..=65535).contains(&self.statsd.max_packet_size) {
-            return Err(err("invalid config: statsd.max_packet_size must be between 512 and 65535"));
+            return Err(err(
+                "invalid config: statsd.max_packet_size must be between 512 and 65535",
+            ));
         }
         if self.statsd.udp_batch > 1024 {
             return Err(err("invalid config: statsd.udp_batch must be at most 1024"));
         }
         if self.statsd.udp_receivers > 64 {
-            return Err(err("invalid config: statsd.udp_receivers must be at most 64"));
+            return Err(err(
+                "invalid config: statsd.udp_receivers must be at most 64",
+            ));
         }
         if self.aggregate.flush_interval < Duration::from_millis(100) {
-            return Err(err("invalid config: aggregate.flush_interval must be at least 100ms"));
+            return Err(err(
+                "invalid config: aggregate.flush_interval must be at least 100ms",
+            ));
         }
         for (key, d) in [
             ("statsd.tcp_idle_timeout", self.statsd.tcp_idle_timeout),
@@ -278,10 +308,14 @@ impl Config {
             ("prometheus.series_ttl", self.prometheus.series_ttl),
         ] {
             if d.is_zero() {
-                return Err(err(format!("invalid config: {key} must be greater than 0s")));
+                return Err(err(format!(
+                    "invalid config: {key} must be greater than 0s"
+                )));
             }
         }
-        self.gps.validate().map_err(|e| err(format!("invalid config: {e}")))?;
+        self.gps
+            .validate()
+            .map_err(|e| err(format!("invalid config: {e}")))?;
         for p in &self.aggregate.percentiles {
             if !(*p > 0.0 && *p < 1.0) {
                 return Err(err(format!(
@@ -290,7 +324,9 @@ impl Config {
             }
         }
         if self.aggregate.percentiles.len() > 16 {
-            return Err(err("invalid config: aggregate.percentiles holds at most 16 values"));
+            return Err(err(
+                "invalid config: aggregate.percentiles holds at most 16 values",
+            ));
         }
         Ok(())
     }
@@ -306,7 +342,10 @@ impl Config {
         if self.statsd.udp_receivers > 0 {
             return self.statsd.udp_receivers;
         }
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
     }
 }
 
@@ -314,10 +353,11 @@ fn check_addr(key: &str, value: &str, may_be_empty: bool) -> Result<(), ConfigEr
     if value.is_empty() && may_be_empty {
         return Ok(());
     }
-    value
-        .parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| err(format!("invalid config: {key} = {value:?} is not an address like \"0.0.0.0:8125\"")))
+    value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+        err(format!(
+            "invalid config: {key} = {value:?} is not an address like \"0.0.0.0:8125\""
+        ))
+    })
 }
 
 /// Environment variables understood besides the general `TALLYD_SECTION__KEY` form.
@@ -333,7 +373,8 @@ const DD_VARS: &[(&str, &str, &str)] = &[
 /// a key whose default is a string takes the variable's text as is; any other key takes the text
 /// as a TOML value (`5`, `true`, `[0.5, 0.99]`, `"10s"`).
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let schema = toml::Table::try_from(Config::default()).map_err(|e| err(format!("internal: {e}")))?;
+    let schema =
+        toml::Table::try_from(Config::default()).map_err(|e| err(format!("internal: {e}")))?;
     for (name, value) in env {
         if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
             set_key(table, section, key, toml::Value::String(value.clone()));
@@ -345,10 +386,11 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                 .collect();
             set_key(table, "datadog", "tags", toml::Value::Array(tags));
         } else if name == "DD_DOGSTATSD_PORT" {
-            let port: u16 = value
-                .trim()
-                .parse()
-                .map_err(|_| err(format!("invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port")))?;
+            let port: u16 = value.trim().parse().map_err(|_| {
+                err(format!(
+                    "invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port"
+                ))
+            })?;
             for key in ["udp_listen", "tcp_listen"] {
                 let current = table
                     .get("statsd")
@@ -367,11 +409,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             }
         } else if let Some(rest) = name.strip_prefix("TALLYD_") {
             let Some((section, key)) = rest.split_once("__") else {
-                return Err(err(format!("environment variable {name}: expected TALLYD_<SECTION>__<KEY>")));
+                return Err(err(format!(
+                    "environment variable {name}: expected TALLYD_<SECTION>__<KEY>"
+                )));
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             let Some(default) = schema.get(&section).and_then(|s| s.get(&key)) else {
-                return Err(err(format!("environment variable {name}: there is no key {section}.{key}")));
+                return Err(err(format!(
+                    "environment variable {name}: there is no key {section}.{key}"
+                )));
             };
             let parsed = if default.is_str() {
                 toml::Value::String(value.clone())
@@ -388,7 +434,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 }
 
 fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
-    let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
         t.insert(key.to_string(), value);
     }
@@ -409,14 +457,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like \"10s\""))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number and a unit, like \"10s\"")
+    })?;
     let ms = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
@@ -426,7 +480,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Renders a duration in the largest unit that keeps it whole.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -452,27 +511,36 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn shipped_config_file_equals_defaults() {
         let text = include_str!("../config/tallyd.toml");
-        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[]).expect("shipped config parses");
+        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[])
+            .expect("shipped config parses");
         assert_eq!(cfg, Config::default());
     }
 
     #[test]
     fn print_config_round_trips() {
         let cfg = Config::default();
-        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[]).expect("printed config parses");
+        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[])
+            .expect("printed config parses");
         assert_eq!(back, cfg);
     }
 
     #[test]
     fn unknown_key_names_key_line_and_column() {
-        let e = Config::from_toml_with_env("[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n", "t.toml", &[])
-            .expect_err("unknown key must fail");
+        let e = Config::from_toml_with_env(
+            "[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unknown key must fail");
         let msg = e.to_string();
         assert!(msg.contains("bogus"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
@@ -481,17 +549,25 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[]).expect_err("type");
+        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[])
+            .expect_err("type");
         assert!(e.to_string().contains("line 2"), "{e}");
-        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = \"10 parsecs\"\n", "t.toml", &[]).expect_err("unit");
+        let e = Config::from_toml_with_env(
+            "[aggregate]\nflush_interval = \"10 parsecs\"\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unit");
         assert!(e.to_string().contains("unit"), "{e}");
     }
 
     #[test]
     fn validation_names_the_key() {
-        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[]).expect_err("addr");
+        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[])
+            .expect_err("addr");
         assert!(e.to_string().contains("http.listen"), "{e}");
-        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[]).expect_err("pct");
+        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[])
+            .expect_err("pct");
         assert!(e.to_string().contains("aggregate.percentiles"), "{e}");
     }
 
@@ -523,7 +599,8 @@ mod tests {
 
     #[test]
     fn dogstatsd_port_zero_closes_udp() {
-        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")])).expect("valid");
+        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")]))
+            .expect("valid");
         assert_eq!(cfg.statsd.udp_listen, "");
         assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:0");
     }
@@ -551,11 +628,14 @@ mod tests {
 
     #[test]
     fn bad_environment_names_the_variable() {
-        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")])).expect_err("unknown");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")]))
+            .expect_err("unknown");
         assert!(e.to_string().contains("TALLYD_STATSD__NOPE"), "{e}");
-        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")])).expect_err("type");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")]))
+            .expect_err("type");
         assert!(e.to_string().contains("TALLYD_STATSD__MAX_TAGS"), "{e}");
-        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")])).expect_err("port");
+        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")]))
+            .expect_err("port");
         assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
     }
 

@@ -57,25 +57,28 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
         Vec::new()
     } else {
         let addr: SocketAddr = s.udp_listen.parse().context("statsd.udp_listen")?;
-        statsd::udp::bind(addr, cfg.udp_receivers(), s.udp_recv_buffer)
-            .with_context(|| format!("cannot bind the statsd UDP listener on {addr} (statsd.udp_listen)"))?
+        statsd::udp::bind(addr, cfg.udp_receivers(), s.udp_recv_buffer).with_context(|| {
+            format!("cannot bind the statsd UDP listener on {addr} (statsd.udp_listen)")
+        })?
     };
     let tcp = if s.tcp_listen.is_empty() {
         None
     } else {
         let addr: SocketAddr = s.tcp_listen.parse().context("statsd.tcp_listen")?;
-        Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the statsd TCP listener on {addr} (statsd.tcp_listen)"))?,
-        )
+        Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot bind the statsd TCP listener on {addr} (statsd.tcp_listen)")
+        })?)
     };
     let uds = if s.unix_socket.is_empty() {
         None
     } else {
         let path = PathBuf::from(&s.unix_socket);
-        let sock = statsd::udp::bind_unix(&path)
-            .with_context(|| format!("cannot bind the statsd Unix socket {} (statsd.unix_socket)", path.display()))?;
+        let sock = statsd::udp::bind_unix(&path).with_context(|| {
+            format!(
+                "cannot bind the statsd Unix socket {} (statsd.unix_socket)",
+                path.display()
+            )
+        })?;
         Some((sock, path))
     };
     let gps = if cfg.gps.enabled && !cfg.gps.listen.is_empty() {
@@ -92,7 +95,13 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
     let http = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the HTTP listener on {addr} (http.listen)"))?;
-    Ok(Bound { udp, tcp, uds, gps, http })
+    Ok(Bound {
+        udp,
+        tcp,
+        uds,
+        gps,
+        http,
+    })
 }
 
 /// Runs tallyd until `shutdown` completes, then drains, flushes once more and returns.
@@ -100,11 +109,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let bound = bind_all(&cfg).await?;
     let telemetry = Arc::new(Telemetry::default());
     let aggregator = Arc::new(Aggregator::new(&cfg, Arc::clone(&telemetry)));
-    let prometheus =
-        Arc::new(Prometheus::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series, Arc::clone(&telemetry)));
+    let prometheus = Arc::new(Prometheus::new(
+        cfg.prometheus.series_ttl,
+        cfg.prometheus.max_series,
+        Arc::clone(&telemetry),
+    ));
     let sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
-    let health = Arc::new(Health::new(cfg.aggregate.flush_interval, Arc::clone(&telemetry)));
-    let ingest = Arc::new(Ingest { aggregator: Arc::clone(&aggregator), max_tags: cfg.statsd.max_tags });
+    let health = Arc::new(Health::new(
+        cfg.aggregate.flush_interval,
+        Arc::clone(&telemetry),
+    ));
+    let ingest = Arc::new(Ingest {
+        aggregator: Arc::clone(&aggregator),
+        max_tags: cfg.statsd.max_tags,
+    });
     let cancel = CancellationToken::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -127,7 +145,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let addr = sock.local_addr()?;
         if i == 0 {
             info!(component = "statsd_udp", addr = %addr, sockets = cfg.udp_receivers(), "listening");
-            health.set("statsd_udp", Status::Ok, format!("{addr}, {} sockets", cfg.udp_receivers()));
+            health.set(
+                "statsd_udp",
+                Status::Ok,
+                format!("{addr}, {} sockets", cfg.udp_receivers()),
+            );
         }
         ports.push(addr.port());
         let r = receiver(Transport::Udp);
@@ -155,7 +177,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                 .context("cannot start the Unix socket receiver thread")?,
         );
     } else {
-        health.set("statsd_uds", Status::Disabled, "statsd.unix_socket is empty");
+        health.set(
+            "statsd_uds",
+            Status::Disabled,
+            "statsd.unix_socket is empty",
+        );
     }
 
     let tcp_task = if let Some(listener) = bound.tcp {
@@ -179,13 +205,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let gps = if let Some(listener) = bound.gps {
         let addr = listener.local_addr()?;
         let sinks = gps::service::configured_sinks(&cfg.gps)?;
-        let g = gps::service::start(&cfg.gps, listener, sinks, Arc::clone(&ingest), &aggregator, &telemetry, cancel.clone())
-            .context("cannot start the GPS server")?;
+        let g = gps::service::start(
+            &cfg.gps,
+            listener,
+            sinks,
+            Arc::clone(&ingest),
+            &aggregator,
+            &telemetry,
+            cancel.clone(),
+        )
+        .context("cannot start the GPS server")?;
         info!(component = "gps", addr = %addr, "listening");
         health.set("gps", Status::Ok, addr.to_string());
         Some(g)
     } else {
-        health.set("gps", Status::Disabled, "gps.enabled is false or gps.listen is empty");
+        health.set(
+            "gps",
+            Status::Disabled,
+            "gps.enabled is false or gps.listen is empty",
+        );
         None
     };
 
@@ -202,7 +240,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let http_addr = bound.http.local_addr()?;
     info!(component = "http", addr = %http_addr, "listening");
     health.set("http", Status::Ok, http_addr.to_string());
-    let mut app = api::router(api::AppState { prometheus, health: Arc::clone(&health) });
+    let mut app = api::router(api::AppState {
+        prometheus,
+        health: Arc::clone(&health),
+    });
     let gps_task = gps.map(|g| {
         app = std::mem::take(&mut app).merge(g.router);
         g.task
@@ -210,7 +251,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn({
         let c = http_cancel.clone();
-        async move { axum::serve(bound.http, app).with_graceful_shutdown(c.cancelled_owned()).await }
+        async move {
+            axum::serve(bound.http, app)
+                .with_graceful_shutdown(c.cancelled_owned())
+                .await
+        }
     });
     health.set_ready(true);
     info!(version = env!("CARGO_PKG_VERSION"), "tallyd started");
@@ -241,18 +286,32 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 }
 
 fn unix_now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Flushes at every multiple of the interval (wall clock aligned, like the Datadog Agent's
 /// buckets) until told to stop, then flushes the partial window once more.
-fn flush_loop(aggregator: &Aggregator, sinks: &[Arc<dyn Sink>], telemetry: &Telemetry, stop: &mpsc::Receiver<()>) {
+fn flush_loop(
+    aggregator: &Aggregator,
+    sinks: &[Arc<dyn Sink>],
+    telemetry: &Telemetry,
+    stop: &mpsc::Receiver<()>,
+) {
     let iv = aggregator.interval().as_millis().max(1) as u64;
     loop {
         let now = unix_now().as_millis() as u64;
         let next = (now / iv + 1) * iv;
-        let last = !matches!(stop.recv_timeout(Duration::from_millis(next - now)), Err(mpsc::RecvTimeoutError::Timeout));
-        let start_ms = if last { (unix_now().as_millis() as u64 / iv) * iv } else { next - iv };
+        let last = !matches!(
+            stop.recv_timeout(Duration::from_millis(next - now)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        let start_ms = if last {
+            (unix_now().as_millis() as u64 / iv) * iv
+        } else {
+            next - iv
+        };
         let t0 = Instant::now();
         let flush = Arc::new(aggregator.flush(start_ms / 1000));
         for s in sinks {
@@ -260,14 +319,28 @@ fn flush_loop(aggregator: &Aggregator, sinks: &[Arc<dyn Sink>], telemetry: &Tele
         }
         let took = t0.elapsed();
         telemetry.flushes.fetch_add(1, Relaxed);
-        telemetry.flush_last_ns.store(took.as_nanos() as u64, Relaxed);
-        telemetry.flush_series.store(flush.series.len() as u64, Relaxed);
-        telemetry.flush_last_unix.store(unix_now().as_secs(), Relaxed);
+        telemetry
+            .flush_last_ns
+            .store(took.as_nanos() as u64, Relaxed);
+        telemetry
+            .flush_series
+            .store(flush.series.len() as u64, Relaxed);
+        telemetry
+            .flush_last_unix
+            .store(unix_now().as_secs(), Relaxed);
         if took > aggregator.interval() / 2 {
-            tracing::warn!(took_ms = took.as_millis() as u64, series = flush.series.len(), "flush took more than half the interval");
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                series = flush.series.len(),
+                "flush took more than half the interval"
+            );
         }
         if last {
-            info!(series = flush.series.len(), events = flush.events.len(), "final flush done");
+            info!(
+                series = flush.series.len(),
+                events = flush.events.len(),
+                "final flush done"
+            );
             return;
         }
     }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tallyd::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "tallyd", version, about = "StatsD/DogStatsD sidecar agent: aggregate per window, expose to Prometheus")]
+#[command(
+    name = "tallyd",
+    version,
+    about = "StatsD/DogStatsD sidecar agent: aggregate per window, expose to Prometheus"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded defaults apply.
     #[arg(long, global = true, value_name = "PATH")]
@@ -60,8 +64,15 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 2);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -82,7 +93,10 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .map_err(|e| format!("invalid log.level {:?}: {e}", cfg.log.level))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -39,7 +39,10 @@ impl MetricKind {
 
     /// Timers, histograms and distributions keep a distribution of samples per window.
     pub fn is_sampled(self) -> bool {
-        matches!(self, MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution)
+        matches!(
+            self,
+            MetricKind::Timer | MetricKind::Histogram | MetricKind::Distribution
+        )
     }
 }
 
@@ -59,13 +62,19 @@ pub struct Context {
 impl Context {
     /// Builds a context from a name and tags that are already sorted and de-duplicated.
     pub fn new(kind: MetricKind, name: &str, sorted_tags: &[&str]) -> Context {
-        let mut key = String::with_capacity(name.len() + sorted_tags.iter().map(|t| t.len() + 1).sum::<usize>());
+        let mut key = String::with_capacity(
+            name.len() + sorted_tags.iter().map(|t| t.len() + 1).sum::<usize>(),
+        );
         key.push_str(name);
         for t in sorted_tags {
             key.push(',');
             key.push_str(t);
         }
-        Context { kind, name_len: name.len() as u32, key: key.into_boxed_str() }
+        Context {
+            kind,
+            name_len: name.len() as u32,
+            key: key.into_boxed_str(),
+        }
     }
 
     /// Builds a context from unsorted tags (sorts and de-duplicates them).
@@ -101,7 +110,10 @@ impl Context {
         }
         let mut rest = &key[name.len()..];
         for t in sorted_tags {
-            if rest.first() != Some(&b',') || rest.len() < t.len() + 1 || &rest[1..t.len() + 1] != *t {
+            if rest.first() != Some(&b',')
+                || rest.len() < t.len() + 1
+                || &rest[1..t.len() + 1] != *t
+            {
                 return false;
             }
             rest = &rest[t.len() + 1..];
@@ -124,7 +136,12 @@ impl Hash for Context {
 }
 
 /// Hashes a context given as borrowed parts; equal contexts hash equally whatever their origin.
-pub fn context_hash(hasher: &foldhash::quality::FixedState, kind: MetricKind, name: &[u8], sorted_tags: &[&[u8]]) -> u64 {
+pub fn context_hash(
+    hasher: &foldhash::quality::FixedState,
+    kind: MetricKind,
+    name: &[u8],
+    sorted_tags: &[&[u8]],
+) -> u64 {
     use std::hash::BuildHasher;
     let mut h = hasher.build_hasher();
     h.write_u8(kind as u8);

@@ -168,56 +168,215 @@ impl Telemetry {
         let mut fam = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
             expo::family_header(out, name, kind, help, om);
             for (labels, v) in samples {
-                expo::sample(out, name, if kind == "counter" { "_total" } else { "" }, labels, *v);
+                expo::sample(
+                    out,
+                    name,
+                    if kind == "counter" { "_total" } else { "" },
+                    labels,
+                    *v,
+                );
             }
         };
         let per_transport = |f: fn(&TransportStats) -> &AtomicU64| -> Vec<(String, f64)> {
             Transport::ALL
                 .iter()
-                .map(|tr| (format!("transport=\"{}\"", tr.as_str()), g(f(&self.transports[*tr as usize]))))
+                .map(|tr| {
+                    (
+                        format!("transport=\"{}\"", tr.as_str()),
+                        g(f(&self.transports[*tr as usize])),
+                    )
+                })
                 .collect()
         };
-        
+
         let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
-        fam("tallyd_build_info", "gauge", "tallyd build; always 1.", &[(&version, 1.0)]);
-        fam("tallyd_uptime_seconds", "gauge", "Seconds since tallyd started.", &[("", self.started.elapsed().as_secs_f64())]);
+        fam(
+            "tallyd_build_info",
+            "gauge",
+            "tallyd build; always 1.",
+            &[(&version, 1.0)],
+        );
+        fam(
+            "tallyd_uptime_seconds",
+            "gauge",
+            "Seconds since tallyd started.",
+            &[("", self.started.elapsed().as_secs_f64())],
+        );
         if let Some((rss, cpu)) = process_stats() {
-            fam("tallyd_process_resident_memory_bytes", "gauge", "Resident set size.", &[("", rss)]);
-            fam("tallyd_process_cpu_seconds", "counter", "User and system CPU time.", &[("", cpu)]);
+            fam(
+                "tallyd_process_resident_memory_bytes",
+                "gauge",
+                "Resident set size.",
+                &[("", rss)],
+            );
+            fam(
+                "tallyd_process_cpu_seconds",
+                "counter",
+                "User and system CPU time.",
+                &[("", cpu)],
+            );
         }
         let p = per_transport(|t| &t.packets);
-        fam("tallyd_statsd_packets", "counter", "Datagrams (UDP, UDS) or reads (TCP) received.", &borrow_labels(&p));
+        fam(
+            "tallyd_statsd_packets",
+            "counter",
+            "Datagrams (UDP, UDS) or reads (TCP) received.",
+            &borrow_labels(&p),
+        );
         let b = per_transport(|t| &t.bytes);
-        fam("tallyd_statsd_bytes", "counter", "Bytes received.", &borrow_labels(&b));
+        fam(
+            "tallyd_statsd_bytes",
+            "counter",
+            "Bytes received.",
+            &borrow_labels(&b),
+        );
         let l = per_transport(|t| &t.lines);
-        fam("tallyd_statsd_lines", "counter", "Non-empty lines received, good or bad.", &borrow_labels(&l));
+        fam(
+            "tallyd_statsd_lines",
+            "counter",
+            "Non-empty lines received, good or bad.",
+            &borrow_labels(&l),
+        );
         let reasons: Vec<(String, f64)> = ParseError::ALL
             .iter()
-            .map(|r| (format!("reason=\"{}\"", r.as_str()), g(&self.parse_errors[r.index()])))
+            .map(|r| {
+                (
+                    format!("reason=\"{}\"", r.as_str()),
+                    g(&self.parse_errors[r.index()]),
+                )
+            })
             .collect();
-        fam("tallyd_statsd_parse_errors", "counter", "Lines rejected, by reason.", &borrow_labels(&reasons));
-        fam("tallyd_statsd_samples", "counter", "Metric values accepted into aggregation.", &[("", g(&self.samples))]);
-        fam("tallyd_statsd_events", "counter", "Events accepted.", &[("", g(&self.events))]);
-        fam("tallyd_statsd_service_checks", "counter", "Service checks accepted.", &[("", g(&self.service_checks))]);
-        fam("tallyd_statsd_events_dropped", "counter", "Events and service checks dropped at the per-window limit.", &[("", g(&self.events_dropped))]);
-        fam("tallyd_statsd_udp_truncated", "counter", "Datagrams larger than statsd.max_packet_size.", &[("", g(&self.udp_truncated))]);
-        fam("tallyd_statsd_udp_receive_errors", "counter", "Failed UDP/UDS receive calls.", &[("", g(&self.udp_receive_errors))]);
+        fam(
+            "tallyd_statsd_parse_errors",
+            "counter",
+            "Lines rejected, by reason.",
+            &borrow_labels(&reasons),
+        );
+        fam(
+            "tallyd_statsd_samples",
+            "counter",
+            "Metric values accepted into aggregation.",
+            &[("", g(&self.samples))],
+        );
+        fam(
+            "tallyd_statsd_events",
+            "counter",
+            "Events accepted.",
+            &[("", g(&self.events))],
+        );
+        fam(
+            "tallyd_statsd_service_checks",
+            "counter",
+            "Service checks accepted.",
+            &[("", g(&self.service_checks))],
+        );
+        fam(
+            "tallyd_statsd_events_dropped",
+            "counter",
+            "Events and service checks dropped at the per-window limit.",
+            &[("", g(&self.events_dropped))],
+        );
+        fam(
+            "tallyd_statsd_udp_truncated",
+            "counter",
+            "Datagrams larger than statsd.max_packet_size.",
+            &[("", g(&self.udp_truncated))],
+        );
+        fam(
+            "tallyd_statsd_udp_receive_errors",
+            "counter",
+            "Failed UDP/UDS receive calls.",
+            &[("", g(&self.udp_receive_errors))],
+        );
         fam("tallyd_udp_kernel_drops", "counter", "Datagrams the kernel dropped on tallyd's UDP sockets (receive buffer full), from /proc/net/udp.", &[("", self.kernel_drops() as f64)]);
-        fam("tallyd_tcp_connections_active", "gauge", "Open statsd TCP connections.", &[("", g(&self.tcp_active))]);
-        fam("tallyd_tcp_connections", "counter", "Accepted statsd TCP connections.", &[("", g(&self.tcp_total))]);
-        fam("tallyd_tcp_connections_refused", "counter", "TCP connections refused at statsd.tcp_max_connections.", &[("", g(&self.tcp_refused))]);
-        fam("tallyd_tcp_idle_closed", "counter", "TCP connections closed after statsd.tcp_idle_timeout.", &[("", g(&self.tcp_idle_closed))]);
-        fam("tallyd_aggregate_contexts", "gauge", "Contexts held by the aggregator.", &[("", g(&self.contexts))]);
-        fam("tallyd_aggregate_samples_dropped", "counter", "Samples dropped because aggregate.max_contexts was reached.", &[("reason=\"context_limit\"", g(&self.samples_dropped_context_limit))]);
-        fam("tallyd_aggregate_set_members_dropped", "counter", "Set members dropped at aggregate.max_set_size.", &[("", g(&self.set_members_dropped))]);
-        fam("tallyd_aggregate_histogram_clamped", "counter", "Samples beyond the histogram range, recorded at its bound.", &[("", g(&self.histogram_clamped))]);
-        fam("tallyd_flush", "counter", "Windows flushed.", &[("", g(&self.flushes))]);
-        fam("tallyd_flush_duration_seconds", "gauge", "Duration of the last flush.", &[("", g(&self.flush_last_ns) / 1e9)]);
-        fam("tallyd_flush_series", "gauge", "Series in the last flush.", &[("", g(&self.flush_series))]);
-        fam("tallyd_flush_last_timestamp_seconds", "gauge", "Unix time of the last flush.", &[("", g(&self.flush_last_unix))]);
-        fam("tallyd_prometheus_series", "gauge", "Series exposed on /metrics.", &[("", g(&self.prom_series))]);
+        fam(
+            "tallyd_tcp_connections_active",
+            "gauge",
+            "Open statsd TCP connections.",
+            &[("", g(&self.tcp_active))],
+        );
+        fam(
+            "tallyd_tcp_connections",
+            "counter",
+            "Accepted statsd TCP connections.",
+            &[("", g(&self.tcp_total))],
+        );
+        fam(
+            "tallyd_tcp_connections_refused",
+            "counter",
+            "TCP connections refused at statsd.tcp_max_connections.",
+            &[("", g(&self.tcp_refused))],
+        );
+        fam(
+            "tallyd_tcp_idle_closed",
+            "counter",
+            "TCP connections closed after statsd.tcp_idle_timeout.",
+            &[("", g(&self.tcp_idle_closed))],
+        );
+        fam(
+            "tallyd_aggregate_contexts",
+            "gauge",
+            "Contexts held by the aggregator.",
+            &[("", g(&self.contexts))],
+        );
+        fam(
+            "tallyd_aggregate_samples_dropped",
+            "counter",
+            "Samples dropped because aggregate.max_contexts was reached.",
+            &[(
+                "reason=\"context_limit\"",
+                g(&self.samples_dropped_context_limit),
+            )],
+        );
+        fam(
+            "tallyd_aggregate_set_members_dropped",
+            "counter",
+            "Set members dropped at aggregate.max_set_size.",
+            &[("", g(&self.set_members_dropped))],
+        );
+        fam(
+            "tallyd_aggregate_histogram_clamped",
+            "counter",
+            "Samples beyond the histogram range, recorded at its bound.",
+            &[("", g(&self.histogram_clamped))],
+        );
+        fam(
+            "tallyd_flush",
+            "counter",
+            "Windows flushed.",
+            &[("", g(&self.flushes))],
+        );
+        fam(
+            "tallyd_flush_duration_seconds",
+            "gauge",
+            "Duration of the last flush.",
+            &[("", g(&self.flush_last_ns) / 1e9)],
+        );
+        fam(
+            "tallyd_flush_series",
+            "gauge",
+            "Series in the last flush.",
+            &[("", g(&self.flush_series))],
+        );
+        fam(
+            "tallyd_flush_last_timestamp_seconds",
+            "gauge",
+            "Unix time of the last flush.",
+            &[("", g(&self.flush_last_unix))],
+        );
+        fam(
+            "tallyd_prometheus_series",
+            "gauge",
+            "Series exposed on /metrics.",
+            &[("", g(&self.prom_series))],
+        );
         fam("tallyd_prometheus_conflicting_series", "gauge", "Series left out of the last scrape because their name and labels clashed with another series.", &[("", g(&self.prom_conflicts))]);
-        fam("tallyd_prometheus_series_dropped", "counter", "New series refused at prometheus.max_series.", &[("", g(&self.prom_series_dropped))]);
+        fam(
+            "tallyd_prometheus_series_dropped",
+            "counter",
+            "New series refused at prometheus.max_series.",
+            &[("", g(&self.prom_series_dropped))],
+        );
         let sources = crate::aggregate::lock(&self.sources).clone();
         for s in sources {
             s.render(out, om);
@@ -251,7 +410,10 @@ fn drops_for_ports(text: &str, ports: &[u16]) -> u64 {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let port_hex = cols.get(1)?.rsplit(':').next()?;
             let port = u16::from_str_radix(port_hex, 16).ok()?;
-            ports.contains(&port).then(|| cols.last()?.parse::<u64>().ok()).flatten()
+            ports
+                .contains(&port)
+                .then(|| cols.last()?.parse::<u64>().ok())
+                .flatten()
         })
         .sum()
 }
@@ -277,6 +439,10 @@ pub fn render_to_string(t: &Telemetry) -> String {
     s
 }
 
+fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,18 +460,27 @@ mod tests {
     #[test]
     fn local_stats_publish_and_reset() {
         let t = Telemetry::default();
-        let mut l = LocalStats { packets: 2, lines: 5, ..Default::default() };
+        let mut l = LocalStats {
+            packets: 2,
+            lines: 5,
+            ..Default::default()
+        };
         l.error(ParseError::Value);
         l.publish(&t, Transport::Tcp);
-        assert_eq!(t.transports[Transport::Tcp as usize].packets.load(Relaxed), 2);
+        assert_eq!(
+            t.transports[Transport::Tcp as usize].packets.load(Relaxed),
+            2
+        );
         assert_eq!(t.parse_errors(ParseError::Value), 1);
         assert_eq!(l.packets, 0);
         let text = render_to_string(&t);
-        assert!(text.contains("tallyd_statsd_parse_errors_total{reason=\"invalid_value\"} 1\n"), "{text}");
-        assert!(text.contains("tallyd_statsd_lines_total{transport=\"tcp\"} 5\n"), "{text}");
+        assert!(
+            text.contains("tallyd_statsd_parse_errors_total{reason=\"invalid_value\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tallyd_statsd_lines_total{transport=\"tcp\"} 5\n"),
+            "{text}"
+        );
     }
-}
-
-fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
 }

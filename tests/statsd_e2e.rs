@@ -20,10 +20,17 @@ fn tcp_and_unix_socket_give_the_same_result() {
     t.send_tcp("test.metric:1|c\n");
     t.wait_value("test_metric_total", 1.0);
     let sock = UnixDatagram::unbound().expect("unix socket");
-    sock.send_to(b"test.metric:1|c", t.path("dsd.socket")).expect("uds send");
+    sock.send_to(b"test.metric:1|c", t.path("dsd.socket"))
+        .expect("uds send");
     let text = t.wait_value("test_metric_total", 2.0);
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"uds\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"tcp\"}"), Some(1.0));
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"uds\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"tcp\"}"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -47,9 +54,19 @@ _sc|db.up|0|#env:prod\n\
 x:1|q\n";
     t.send_udp(packet);
     let text = t.wait_value("req_total{env=\"prod\",route=\"/a\"}", 3.0);
-    let text = if value(&text, "dist_count") == Some(10.0) { text } else { t.wait_value("dist_count", 10.0) };
-    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.5\"}"), Some(20.0));
-    assert_eq!(value(&text, "lat{db=\"main\",quantile=\"0.99\"}"), Some(40.0));
+    let text = if value(&text, "dist_count") == Some(10.0) {
+        text
+    } else {
+        t.wait_value("dist_count", 10.0)
+    };
+    assert_eq!(
+        value(&text, "lat{db=\"main\",quantile=\"0.5\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(&text, "lat{db=\"main\",quantile=\"0.99\"}"),
+        Some(40.0)
+    );
     assert_eq!(value(&text, "lat_sum{db=\"main\"}"), Some(100.0));
     assert_eq!(value(&text, "lat_count{db=\"main\"}"), Some(4.0));
     assert_eq!(value(&text, "size_count"), Some(4.0));
@@ -58,12 +75,36 @@ x:1|q\n";
     assert_eq!(value(&text, "users"), Some(2.0));
     assert_eq!(value(&text, "dist{quantile=\"0.5\"}"), Some(5.0));
     assert_eq!(value(&text, "dist_sum"), Some(55.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_format\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_value\"}"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_parse_errors_total{reason=\"invalid_type\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_format\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_value\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"invalid_type\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(value(&text, "tallyd_statsd_events_total"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_service_checks_total"), Some(1.0));
-    assert_eq!(value(&text, "tallyd_statsd_lines_total{transport=\"udp\"}"), Some(15.0));
+    assert_eq!(
+        value(&text, "tallyd_statsd_service_checks_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "tallyd_statsd_lines_total{transport=\"udp\"}"),
+        Some(15.0)
+    );
 }
 
 #[test]
@@ -80,14 +121,25 @@ fn openmetrics_when_asked() {
     let t = Tallyd::start("");
     t.send_udp("hits:2|c");
     t.wait_value("hits_total", 2.0);
-    let h = http_headers(t.http, "/metrics", &[("Accept", "application/openmetrics-text; version=1.0.0")]);
-    let ct = h.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+    let h = http_headers(
+        t.http,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    let ct = h
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     let (_, body) = common::http_request(
         t.http,
         "GET",
         "/metrics",
-        &[("Accept", "application/openmetrics-text; version=1.0.0,text/plain;q=0.5")],
+        &[(
+            "Accept",
+            "application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+        )],
         "",
     );
     assert!(body.contains("# TYPE hits counter\n"), "{body}");
@@ -116,14 +168,21 @@ fn sigterm_flushes_and_exits_zero() {
     // GPS off: its metrics would add series to the flush counted here.
     let mut t = Tallyd::start("[aggregate]\nflush_interval = \"1h\"\n[gps]\nenabled = false\n");
     t.send_udp("late:1|c");
-    // Give the datagram time to be read; the window will not close for an hour.
+    // A TCP client that keeps its connection open through the shutdown.
+    let mut open = std::net::TcpStream::connect(t.tcp.expect("tcp")).expect("connect");
+    std::io::Write::write_all(&mut open, b"tcp.late:1|c\n").expect("write");
+    // Give the data time to arrive; the window will not close for an hour.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let status = t.terminate();
     assert!(status.success(), "{status}");
     let logs = t.logs().join("\n");
-    let last = t.logs().into_iter().find(|l| l.contains("final flush done")).unwrap_or_else(|| panic!("{logs}"));
+    let last = t
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("final flush done"))
+        .unwrap_or_else(|| panic!("{logs}"));
     let v: serde_json::Value = serde_json::from_str(&last).expect("json log");
-    assert_eq!(v["fields"]["series"], 1, "{last}");
+    assert_eq!(v["fields"]["series"], 2, "{last}");
     assert!(logs.contains("\"stopped\""), "{logs}");
 }
 
@@ -137,9 +196,128 @@ fn port_in_use_is_one_clear_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config).expect("write");
-    let out = common::command().arg("--config").arg(&path).output().expect("run");
+    let out = common::command()
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("http.listen"),
+        "{err}"
+    );
     assert!(err.to_lowercase().contains("in use"), "{err}");
+}
+
+#[test]
+fn tcp_limits_line_length_idle_and_connections() {
+    let t = Tallyd::start(
+        "[statsd]\ntcp_max_line_length = 64\ntcp_idle_timeout = \"300ms\"\ntcp_max_connections = 2\n",
+    );
+    use std::io::{Read, Write};
+    let tcp = t.tcp.expect("tcp");
+    // An over-long line is skipped up to its newline; the connection and later lines go on.
+    let mut s = std::net::TcpStream::connect(tcp).expect("connect");
+    let long = format!("long:{}|c\nok.after:1|c\n", "1".repeat(200));
+    s.write_all(long.as_bytes()).expect("write");
+    // A line split across writes still counts.
+    s.write_all(b"split:").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    s.write_all(b"1|c\n").expect("write");
+    let text = t.wait_value("ok_after_total", 1.0);
+    let text = if value(&text, "split_total") == Some(1.0) {
+        text
+    } else {
+        t.wait_value("split_total", 1.0)
+    };
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"line_too_long\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Two connections are open (s and one more); a third is refused at once.
+    let _second = std::net::TcpStream::connect(tcp).expect("connect");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut third = std::net::TcpStream::connect(tcp).expect("connect");
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        third.read(&mut buf).unwrap_or(0),
+        0,
+        "refused connection is closed"
+    );
+    t.wait_metrics(
+        |m| value(m, "tallyd_tcp_connections_refused_total") == Some(1.0),
+        "refused counted",
+    );
+
+    // Idle connections are closed after the timeout.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "idle connection closed");
+    t.wait_metrics(
+        |m| value(m, "tallyd_tcp_idle_closed_total").unwrap_or(0.0) >= 1.0,
+        "idle close counted",
+    );
+}
+
+#[test]
+fn oversized_datagram_is_truncated_and_counted() {
+    let t = Tallyd::start("[statsd]\nmax_packet_size = 512\n");
+    let mut packet = String::from("first:1|c\n");
+    while packet.len() < 600 {
+        packet.push_str("filler:1|c\n");
+    }
+    t.send_udp(&packet);
+    let text = t.wait_value("first_total", 1.0);
+    assert_eq!(value(&text, "tallyd_statsd_udp_truncated_total"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_statsd_parse_errors_total{reason=\"truncated\"}"
+        ),
+        Some(1.0)
+    );
+    // 512 bytes hold 1 + 46 whole lines (11 bytes each) and one cut line, which is rejected.
+    assert_eq!(value(&text, "filler_total"), Some(45.0));
+}
+
+#[test]
+fn context_limit_drops_are_counted() {
+    // GPS off: its metrics would take the two contexts.
+    let t = Tallyd::start("[aggregate]\nmax_contexts = 2\n[gps]\nenabled = false\n");
+    t.send_udp("a:1|c\nb:1|c\nc:1|c\nd:1:1|h");
+    let text = t.wait_value("a_total", 1.0);
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_aggregate_samples_dropped_total{reason=\"context_limit\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(value(&text, "b_total"), Some(1.0));
+    assert_eq!(value(&text, "c_total"), None);
+}
+
+#[test]
+fn same_name_as_two_types_keeps_both() {
+    let t = Tallyd::start("");
+    t.send_udp("dual:1|c\ndual:5|ms\n");
+    let text = t.wait_value("dual_total", 1.0);
+    let text = if value(&text, "dual_timer_count") == Some(1.0) {
+        text
+    } else {
+        t.wait_value("dual_timer_count", 1.0)
+    };
+    assert!(text.contains("# TYPE dual_timer summary"), "{text}");
+    assert_eq!(
+        value(&text, "tallyd_prometheus_conflicting_series"),
+        Some(0.0)
+    );
 }

@@ -83,7 +83,10 @@ impl Samples {
     }
 
     fn spill(&mut self) {
-        let mut h = Box::new(Hdr { pos: new_hdr(), neg: None });
+        let mut h = Box::new(Hdr {
+            pos: new_hdr(),
+            neg: None,
+        });
         for (v, w) in self.raw.drain(..) {
             self.clamped += record(&mut h, v, w);
         }
@@ -105,14 +108,19 @@ impl Samples {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.clamped += other.clamped;
-        if self.hdr.is_none() && other.hdr.is_none() && self.raw.len() + other.raw.len() <= RAW_LIMIT {
+        if self.hdr.is_none()
+            && other.hdr.is_none()
+            && self.raw.len() + other.raw.len() <= RAW_LIMIT
+        {
             self.raw.append(&mut other.raw);
             return;
         }
         if self.hdr.is_none() {
             self.spill();
         }
-        let Some(mine) = self.hdr.as_deref_mut() else { return };
+        let Some(mine) = self.hdr.as_deref_mut() else {
+            return;
+        };
         for (v, w) in other.raw.drain(..) {
             self.clamped += record(mine, v, w);
         }
@@ -172,7 +180,10 @@ impl Samples {
                 -(neg as f64) / SCALE
             } else if n_pos > 0 {
                 let r = rank - n_neg;
-                h.pos.median_equivalent(h.pos.value_at_quantile(r as f64 / n_pos as f64)) as f64 / SCALE
+                h.pos
+                    .median_equivalent(h.pos.value_at_quantile(r as f64 / n_pos as f64))
+                    as f64
+                    / SCALE
             } else {
                 self.max
             };
@@ -195,11 +206,17 @@ impl Samples {
         if let Some(h) = self.hdr.as_deref() {
             if let Some(n) = &h.neg {
                 for it in n.iter_recorded() {
-                    f(-(n.median_equivalent(it.value_iterated_to()) as f64) / SCALE, it.count_at_value());
+                    f(
+                        -(n.median_equivalent(it.value_iterated_to()) as f64) / SCALE,
+                        it.count_at_value(),
+                    );
                 }
             }
             for it in h.pos.iter_recorded() {
-                f(h.pos.median_equivalent(it.value_iterated_to()) as f64 / SCALE, it.count_at_value());
+                f(
+                    h.pos.median_equivalent(it.value_iterated_to()) as f64 / SCALE,
+                    it.count_at_value(),
+                );
             }
         } else {
             for &(v, w) in &self.raw {
@@ -212,9 +229,17 @@ impl Samples {
 /// Records `value` with `weight`; returns 1 when the value had to be clamped.
 fn record(h: &mut Hdr, value: f64, weight: u32) -> u64 {
     let mag = value.abs();
-    let (mag, clamped) = if mag > MAX_TRACKABLE { (MAX_TRACKABLE, 1) } else { (mag, 0) };
+    let (mag, clamped) = if mag > MAX_TRACKABLE {
+        (MAX_TRACKABLE, 1)
+    } else {
+        (mag, 0)
+    };
     let scaled = (mag * SCALE).round() as u64;
-    let target = if value < 0.0 { h.neg.get_or_insert_with(new_hdr) } else { &mut h.pos };
+    let target = if value < 0.0 {
+        h.neg.get_or_insert_with(new_hdr)
+    } else {
+        &mut h.pos
+    };
     // Auto-resize makes `record_n` infallible for values below u64::MAX / 2.
     let _ = target.record_n(scaled, u64::from(weight));
     clamped

@@ -95,9 +95,15 @@ impl Aggregator {
     pub fn new(cfg: &Config, telemetry: Arc<Telemetry>) -> Aggregator {
         let a = &cfg.aggregate;
         let interval = a.flush_interval;
-        let expiry_windows = (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        let expiry_windows =
+            (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
         Aggregator {
-            shared: Arc::new(Shared::new(a.max_contexts, a.max_set_size, cfg.statsd.gauge_mode, telemetry)),
+            shared: Arc::new(Shared::new(
+                a.max_contexts,
+                a.max_set_size,
+                cfg.statsd.gauge_mode,
+                telemetry,
+            )),
             shards: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending::default()),
             memory: Mutex::new(Memory::default()),
@@ -158,7 +164,11 @@ impl Aggregator {
         let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
         let mut set_dropped = 0;
         for d in drained {
-            let found = index.entry(d.hash, |&(h, i)| h == d.hash && merged[i].ctx == d.ctx, |&(h, _)| h);
+            let found = index.entry(
+                d.hash,
+                |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
+                |&(h, _)| h,
+            );
             match found {
                 TableEntry::Occupied(o) => {
                     let i = o.get().1;
@@ -191,7 +201,11 @@ impl Aggregator {
                     State::Set(s) => SeriesValue::Set(s.len() as u64),
                     State::Samples(mut samples) => {
                         clamped += samples.clamped();
-                        let quantiles = self.percentiles.iter().map(|q| samples.quantile(*q)).collect();
+                        let quantiles = self
+                            .percentiles
+                            .iter()
+                            .map(|q| samples.quantile(*q))
+                            .collect();
                         SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
                     }
                 };
@@ -208,7 +222,8 @@ impl Aggregator {
         let t = &self.shared.telemetry;
         t.set_members_dropped.fetch_add(set_dropped, Relaxed);
         t.histogram_clamped.fetch_add(clamped, Relaxed);
-        t.contexts.store(self.shared.contexts.load(Relaxed) as u64, Relaxed);
+        t.contexts
+            .store(self.shared.contexts.load(Relaxed) as u64, Relaxed);
         Flush {
             timestamp,
             interval: self.interval,
@@ -244,11 +259,19 @@ mod tests {
 
     fn find<'a>(f: &'a Flush, name: &str, tags: &[&str]) -> &'a SeriesValue {
         let want = Context::from_unsorted(
-            f.series.iter().find(|s| s.ctx.name() == name).map(|s| s.ctx.kind()).expect("name present"),
+            f.series
+                .iter()
+                .find(|s| s.ctx.name() == name)
+                .map(|s| s.ctx.kind())
+                .expect("name present"),
             name,
             tags,
         );
-        &f.series.iter().find(|s| *s.ctx == want).unwrap_or_else(|| panic!("{name} {tags:?}")).value
+        &f.series
+            .iter()
+            .find(|s| *s.ctx == want)
+            .unwrap_or_else(|| panic!("{name} {tags:?}"))
+            .value
     }
 
     #[test]
@@ -276,7 +299,9 @@ mod tests {
         assert!(matches!(find(&f, "hits", &["a:1", "b:2"]), SeriesValue::Counter(v) if *v == 5.0));
         assert!(matches!(find(&f, "temp", &[]), SeriesValue::Gauge(v) if *v == 12.0));
         assert!(matches!(find(&f, "users", &[]), SeriesValue::Set(2)));
-        let SeriesValue::Samples(h) = find(&f, "lat", &[]) else { panic!("samples") };
+        let SeriesValue::Samples(h) = find(&f, "lat", &[]) else {
+            panic!("samples")
+        };
         assert_eq!(h.samples.count(), 4);
         assert_eq!(h.samples.sum(), 10.0);
         assert_eq!(h.quantiles, vec![2.0, 4.0, 4.0]);
@@ -290,14 +315,23 @@ mod tests {
         let a = agg(Config::default());
         let (s1, s2) = (a.new_shard(), a.new_shard());
         feed(&s1, a.shared(), &["c:1|c", "g:1|g", "u:x|s", "h:1|h"]);
-        feed(&s2, a.shared(), &["c:2|c", "g:2|g", "u:y|s", "u:x|s", "h:3|h"]);
+        feed(
+            &s2,
+            a.shared(),
+            &["c:2|c", "g:2|g", "u:y|s", "u:x|s", "h:3|h"],
+        );
         let f = a.flush(0);
         assert_eq!(f.series.len(), 4);
         assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if *v == 3.0));
         assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if *v == 2.0));
         assert!(matches!(find(&f, "u", &[]), SeriesValue::Set(2)));
-        let SeriesValue::Samples(h) = find(&f, "h", &[]) else { panic!() };
-        assert_eq!((h.samples.count(), h.samples.min(), h.samples.max()), (2, 1.0, 3.0));
+        let SeriesValue::Samples(h) = find(&f, "h", &[]) else {
+            panic!()
+        };
+        assert_eq!(
+            (h.samples.count(), h.samples.min(), h.samples.max()),
+            (2, 1.0, 3.0)
+        );
     }
 
     #[test]
@@ -322,10 +356,16 @@ mod tests {
     fn sample_rates() {
         let a = agg(Config::default());
         let s = a.new_shard();
-        feed(&s, a.shared(), &["c:1|c|@0.1", "t:10|ms|@0.25", "g:5|g|@0.5"]);
+        feed(
+            &s,
+            a.shared(),
+            &["c:1|c|@0.1", "t:10|ms|@0.25", "g:5|g|@0.5"],
+        );
         let f = a.flush(0);
         assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if (*v - 10.0).abs() < 1e-9));
-        let SeriesValue::Samples(h) = find(&f, "t", &[]) else { panic!() };
+        let SeriesValue::Samples(h) = find(&f, "t", &[]) else {
+            panic!()
+        };
         assert_eq!((h.samples.count(), h.samples.sum()), (4, 40.0));
         assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if *v == 5.0));
     }

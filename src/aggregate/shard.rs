@@ -37,7 +37,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(max_contexts: usize, max_set_size: usize, gauge_mode: GaugeMode, telemetry: Arc<Telemetry>) -> Shared {
+    pub fn new(
+        max_contexts: usize,
+        max_set_size: usize,
+        gauge_mode: GaugeMode,
+        telemetry: Arc<Telemetry>,
+    ) -> Shared {
         Shared {
             hasher: FixedState::with_seed(rand_seed()),
             max_contexts,
@@ -75,7 +80,11 @@ pub struct GaugeState {
 
 impl GaugeState {
     fn set(&mut self, v: f64, seq: u64) {
-        *self = GaugeState { abs: Some((v, seq)), delta: 0.0, delta_seq: None };
+        *self = GaugeState {
+            abs: Some((v, seq)),
+            delta: 0.0,
+            delta_seq: None,
+        };
     }
 
     fn shift(&mut self, d: f64, seq: u64) {
@@ -195,7 +204,11 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(shared: Arc<Shared>) -> Shard {
-        Shard { shared, table: HashTable::new(), window: 0 }
+        Shard {
+            shared,
+            table: HashTable::new(),
+            window: 0,
+        }
     }
 
     /// Number of contexts held.
@@ -208,7 +221,12 @@ impl Shard {
     }
 
     /// Adds a parsed metric line. `seq` comes from [`Shared::seq`].
-    pub fn apply(&mut self, m: &MetricLine<'_>, seq: u64, stats: &mut LocalStats) -> Result<(), ParseError> {
+    pub fn apply(
+        &mut self,
+        m: &MetricLine<'_>,
+        seq: u64,
+        stats: &mut LocalStats,
+    ) -> Result<(), ParseError> {
         let mut stack: [&[u8]; STACK_TAGS] = [&[]; STACK_TAGS];
         let mut heap: Vec<&[u8]> = Vec::new();
         let mut n = 0;
@@ -223,7 +241,11 @@ impl Shard {
             }
             n += 1;
         }
-        let tags: &mut [&[u8]] = if n <= STACK_TAGS { &mut stack[..n] } else { &mut heap[..] };
+        let tags: &mut [&[u8]] = if n <= STACK_TAGS {
+            &mut stack[..n]
+        } else {
+            &mut heap[..]
+        };
         tags.sort_unstable();
         let n = dedup_sorted(tags);
         let tags = &tags[..n];
@@ -231,7 +253,11 @@ impl Shard {
         let shared = &*self.shared;
         let hash = context_hash(&shared.hasher, m.kind, m.name, tags);
         let window = self.window;
-        let entry = match self.table.entry(hash, |e| e.hash == hash && e.ctx.matches(m.kind, m.name, tags), |e| e.hash) {
+        let entry = match self.table.entry(
+            hash,
+            |e| e.hash == hash && e.ctx.matches(m.kind, m.name, tags),
+            |e| e.hash,
+        ) {
             TableEntry::Occupied(o) => o.into_mut(),
             TableEntry::Vacant(v) => {
                 let name = std::str::from_utf8(m.name).map_err(|_| ParseError::Utf8)?;
@@ -246,7 +272,14 @@ impl Shard {
                 }
                 let ctx = Arc::new(Context::new(m.kind, name, &tag_strs));
                 let state = State::new(m.kind, shared.hasher);
-                v.insert(Entry { hash, ctx, last_window: window, touched: false, state }).into_mut()
+                v.insert(Entry {
+                    hash,
+                    ctx,
+                    last_window: window,
+                    touched: false,
+                    state,
+                })
+                .into_mut()
             }
         };
         entry.touched = true;
@@ -297,7 +330,11 @@ impl Shard {
         self.table.retain(|e| {
             if e.touched {
                 e.touched = false;
-                out.push(Drained { hash: e.hash, ctx: Arc::clone(&e.ctx), state: e.state.take() });
+                out.push(Drained {
+                    hash: e.hash,
+                    ctx: Arc::clone(&e.ctx),
+                    state: e.state.take(),
+                });
                 true
             } else if window.saturating_sub(e.last_window) >= expiry_windows {
                 expired += 1;

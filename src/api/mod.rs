@@ -43,11 +43,22 @@ pub struct Health {
 
 impl Health {
     pub fn new(flush_interval: Duration, telemetry: Arc<Telemetry>) -> Health {
-        Health { components: Mutex::new(BTreeMap::new()), ready: AtomicBool::new(false), flush_interval, telemetry }
+        Health {
+            components: Mutex::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+            flush_interval,
+            telemetry,
+        }
     }
 
     pub fn set(&self, name: &'static str, status: Status, detail: impl Into<String>) {
-        lock(&self.components).insert(name, Component { status, detail: detail.into() });
+        lock(&self.components).insert(
+            name,
+            Component {
+                status,
+                detail: detail.into(),
+            },
+        );
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -62,14 +73,26 @@ impl Health {
     pub fn snapshot(&self) -> (Status, BTreeMap<&'static str, Component>) {
         let mut c = lock(&self.components).clone();
         let last = self.telemetry.flush_last_unix.load(Relaxed);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let late = 3 * self.flush_interval.as_secs().max(1);
         let agg = if last == 0 {
-            Component { status: Status::Ok, detail: "waiting for the first flush".into() }
+            Component {
+                status: Status::Ok,
+                detail: "waiting for the first flush".into(),
+            }
         } else if now.saturating_sub(last) > late {
-            Component { status: Status::Down, detail: format!("no flush for {}s", now - last) }
+            Component {
+                status: Status::Down,
+                detail: format!("no flush for {}s", now - last),
+            }
         } else {
-            Component { status: Status::Ok, detail: format!("last flush {}s ago", now.saturating_sub(last)) }
+            Component {
+                status: Status::Ok,
+                detail: format!("last flush {}s ago", now.saturating_sub(last)),
+            }
         };
         c.insert("aggregator", agg);
         let overall = if !self.is_ready() || c.values().any(|x| x.status == Status::Down) {
@@ -111,8 +134,14 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let om = wants_openmetrics(&headers);
     let prom = Arc::clone(&s.prometheus);
     // Rendering a large state takes a while; keep it off the async workers.
-    let body = tokio::task::spawn_blocking(move || prom.render(om)).await.unwrap_or_default();
-    let ct = if om { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
+    let body = tokio::task::spawn_blocking(move || prom.render(om))
+        .await
+        .unwrap_or_default();
+    let ct = if om {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        TEXT_CONTENT_TYPE
+    };
     ([(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
@@ -126,8 +155,17 @@ struct HealthBody {
 
 async fn health(State(s): State<AppState>) -> Response {
     let (status, components) = s.health.snapshot();
-    let code = if status == Status::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    let body = HealthBody { status, ready: s.health.is_ready(), version: env!("CARGO_PKG_VERSION"), components };
+    let code = if status == Status::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = HealthBody {
+        status,
+        ready: s.health.is_ready(),
+        version: env!("CARGO_PKG_VERSION"),
+        components,
+    };
     json(code, &body)
 }
 
@@ -139,7 +177,10 @@ async fn ready(State(s): State<AppState>) -> Response {
     if s.health.is_ready() {
         json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
     } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "starting"}))
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "starting"}),
+        )
     }
 }
 

@@ -34,7 +34,10 @@ pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
 }
 
 /// `*XX,id,CMD,` then the rest.
-fn header(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8], &[u8])> {
+/// Maker code, device id and command of an H02 frame.
+type Header<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+fn header(i: &[u8]) -> IResult<&[u8], Header<'_>> {
     let field = |i| take_while1(|b: u8| b.is_ascii_alphanumeric())(i);
     tuple((
         delimited(

@@ -44,7 +44,7 @@ impl Nmea {
         match text_frame(buf, |b| b == b'\n', max_line) {
             Err(e) => Step::Fatal(e),
             Ok(None) => Step::Incomplete,
-            Ok(Some((line, len))) if line.is_empty() => Step::Skip(len),
+            Ok(Some((&[], len))) => Step::Skip(len),
             Ok(Some((line, len))) => Step::Frame {
                 len,
                 msg: self.sentence(line),

@@ -28,7 +28,7 @@ pub fn decode(buf: &[u8], max_line: usize) -> Step {
     match text_frame(buf, |b| b == b';' || b == b'\n', max_line) {
         Err(e) => Step::Fatal(e),
         Ok(None) => Step::Incomplete,
-        Ok(Some((frame, len))) if frame.is_empty() => Step::Skip(len),
+        Ok(Some((&[], len))) => Step::Skip(len),
         Ok(Some((frame, len))) => Step::Frame {
             len,
             msg: frame_message(frame),

@@ -28,7 +28,8 @@ use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
 
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Low-level writers for the exposition formats, shared with tallyd's own telemetry.
 pub mod expo {
@@ -37,8 +38,16 @@ pub mod expo {
     /// `# HELP` and `# TYPE` lines. In the text format a counter family is named by its
     /// `_total` sample; in OpenMetrics by its base name.
     pub fn family_header(out: &mut String, name: &str, kind: &str, help: &str, om: bool) {
-        let suffix = if kind == "counter" && !om { "_total" } else { "" };
-        let _ = writeln!(out, "# HELP {name}{suffix} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+        let suffix = if kind == "counter" && !om {
+            "_total"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name}{suffix} {}",
+            help.replace('\\', "\\\\").replace('\n', "\\n")
+        );
         let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
     }
 
@@ -83,8 +92,16 @@ pub mod expo {
 
 /// Sanitises a statsd name into the Prometheus metric-name charset.
 pub fn sanitize_name(name: &str) -> String {
-    let mut s: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) || s.is_empty() {
         s.insert(0, '_');
     }
@@ -93,7 +110,16 @@ pub fn sanitize_name(name: &str) -> String {
 
 /// Sanitises a tag key into a label name (see the module docs).
 pub fn sanitize_label(key: &str) -> String {
-    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
     }
@@ -137,7 +163,11 @@ pub fn render_labels(ctx: &Context) -> String {
 enum Value {
     Counter(f64),
     Gauge(f64),
-    Summary { quantiles: Vec<f64>, sum: f64, count: u64 },
+    Summary {
+        quantiles: Vec<f64>,
+        sum: f64,
+        count: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -164,9 +194,16 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn new(ttl: std::time::Duration, max_series: usize, telemetry: Arc<Telemetry>) -> Prometheus {
+    pub fn new(
+        ttl: std::time::Duration,
+        max_series: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Prometheus {
         Prometheus {
-            state: Mutex::new(State { series: HashMap::new(), percentiles: Arc::from(Vec::new()) }),
+            state: Mutex::new(State {
+                series: HashMap::new(),
+                percentiles: Arc::from(Vec::new()),
+            }),
             ttl_secs: ttl.as_secs().max(1),
             max_series,
             telemetry,
@@ -207,7 +244,11 @@ impl Sink for Prometheus {
                 let value = match s.ctx.kind() {
                     MetricKind::Counter => Value::Counter(0.0),
                     MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
-                    _ => Value::Summary { quantiles: Vec::new(), sum: 0.0, count: 0 },
+                    _ => Value::Summary {
+                        quantiles: Vec::new(),
+                        sum: 0.0,
+                        count: 0,
+                    },
                 };
                 let entry = Entry {
                     kind: s.ctx.kind(),
@@ -218,13 +259,22 @@ impl Sink for Prometheus {
                 };
                 state.series.insert(Arc::clone(&s.ctx), entry);
             }
-            let Some(e) = state.series.get_mut(&s.ctx) else { continue };
+            let Some(e) = state.series.get_mut(&s.ctx) else {
+                continue;
+            };
             e.updated = flush.timestamp;
             match (&mut e.value, &s.value) {
                 (Value::Counter(total), SeriesValue::Counter(v)) => *total += v,
                 (Value::Gauge(g), SeriesValue::Gauge(v)) => *g = *v,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
-                (Value::Summary { quantiles, sum, count }, SeriesValue::Samples(h)) => {
+                (
+                    Value::Summary {
+                        quantiles,
+                        sum,
+                        count,
+                    },
+                    SeriesValue::Samples(h),
+                ) => {
                     quantiles.clone_from(&h.quantiles);
                     *sum += h.samples.sum();
                     *count += h.samples.count();
@@ -234,9 +284,15 @@ impl Sink for Prometheus {
         }
         let ttl = self.ttl_secs;
         let now = flush.timestamp;
-        state.series.retain(|_, e| now.saturating_sub(e.updated) < ttl);
-        self.telemetry.prom_series.store(state.series.len() as u64, Relaxed);
-        self.telemetry.prom_series_dropped.fetch_add(dropped, Relaxed);
+        state
+            .series
+            .retain(|_, e| now.saturating_sub(e.updated) < ttl);
+        self.telemetry
+            .prom_series
+            .store(state.series.len() as u64, Relaxed);
+        self.telemetry
+            .prom_series_dropped
+            .fetch_add(dropped, Relaxed);
     }
 }
 
@@ -252,7 +308,11 @@ fn prom_type(kind: MetricKind) -> &'static str {
 fn claims(base: &str, kind: MetricKind) -> Vec<String> {
     match prom_type(kind) {
         "counter" => vec![base.to_string(), format!("{base}_total")],
-        "summary" => vec![base.to_string(), format!("{base}_sum"), format!("{base}_count")],
+        "summary" => vec![
+            base.to_string(),
+            format!("{base}_sum"),
+            format!("{base}_count"),
+        ],
         _ => vec![base.to_string()],
     }
 }
@@ -260,7 +320,9 @@ fn claims(base: &str, kind: MetricKind) -> Vec<String> {
 /// Writes all families; returns how many series were left out for clashes.
 fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
     let mut entries: Vec<&Entry> = state.series.values().collect();
-    entries.sort_unstable_by(|a, b| (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels)));
+    entries.sort_unstable_by(|a, b| {
+        (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels))
+    });
     let mut taken: HashSet<String> = HashSet::new();
     let mut left_out = 0u64;
     let mut i = 0;
@@ -272,7 +334,9 @@ fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
         }
         let group = &entries[i..j];
         i = j;
-        let free = |name: &str| !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c));
+        let free = |name: &str| {
+            !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c))
+        };
         let renamed = format!("{family}_{}", kind.name());
         let name = if free(family) {
             family.clone()
@@ -284,7 +348,13 @@ fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
         };
         taken.extend(claims(&name, kind));
         let kind_str = prom_type(kind);
-        expo::family_header(out, &name, kind_str, &format!("statsd {} {}", kind.name(), group[0].family), om);
+        expo::family_header(
+            out,
+            &name,
+            kind_str,
+            &format!("statsd {} {}", kind.name(), group[0].family),
+            om,
+        );
         let mut last_labels: Option<&str> = None;
         for e in group {
             if last_labels == Some(e.labels.as_str()) {
@@ -295,7 +365,11 @@ fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
             match &e.value {
                 Value::Counter(v) => expo::sample(out, &name, "_total", &e.labels, *v),
                 Value::Gauge(v) => expo::sample(out, &name, "", &e.labels, *v),
-                Value::Summary { quantiles, sum, count } => {
+                Value::Summary {
+                    quantiles,
+                    sum,
+                    count,
+                } => {
                     for (q, v) in state.percentiles.iter().zip(quantiles) {
                         let mut l = e.labels.clone();
                         if !l.is_empty() {
@@ -328,7 +402,10 @@ mod tests {
             percentiles: Arc::from(vec![0.5, 0.99]),
             series: series
                 .into_iter()
-                .map(|(k, n, t, value)| Series { ctx: Arc::new(Context::from_unsorted(k, n, t)), value })
+                .map(|(k, n, t, value)| Series {
+                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
+                    value,
+                })
                 .collect(),
             events: vec![],
             service_checks: vec![],
@@ -345,11 +422,18 @@ mod tests {
     }
 
     fn sink() -> Prometheus {
-        Prometheus::new(Duration::from_secs(300), 1000, Arc::new(Telemetry::default()))
+        Prometheus::new(
+            Duration::from_secs(300),
+            1000,
+            Arc::new(Telemetry::default()),
+        )
     }
 
     fn user_part(text: &str) -> String {
-        text.split("# HELP tallyd_build_info").next().unwrap_or_default().to_string()
+        text.split("# HELP tallyd_build_info")
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     #[test]
@@ -358,13 +442,31 @@ mod tests {
         p.consume(&flush(
             0,
             vec![
-                (MetricKind::Counter, "page.views", &["env:prod", "flag"], SeriesValue::Counter(3.0)),
+                (
+                    MetricKind::Counter,
+                    "page.views",
+                    &["env:prod", "flag"],
+                    SeriesValue::Counter(3.0),
+                ),
                 (MetricKind::Gauge, "temp-c", &[], SeriesValue::Gauge(-1.5)),
                 (MetricKind::Set, "users", &[], SeriesValue::Set(4)),
-                (MetricKind::Timer, "db.query", &["db:main"], summary(&[1.0, 2.0, 3.0])),
+                (
+                    MetricKind::Timer,
+                    "db.query",
+                    &["db:main"],
+                    summary(&[1.0, 2.0, 3.0]),
+                ),
             ],
         ));
-        p.consume(&flush(10, vec![(MetricKind::Counter, "page.views", &["env:prod", "flag"], SeriesValue::Counter(2.0))]));
+        p.consume(&flush(
+            10,
+            vec![(
+                MetricKind::Counter,
+                "page.views",
+                &["env:prod", "flag"],
+                SeriesValue::Counter(2.0),
+            )],
+        ));
         let text = user_part(&p.render(false));
         let want = "\
 # HELP db_query statsd timer db_query
@@ -385,7 +487,10 @@ users 4
 ";
         assert_eq!(text, want);
         let om = p.render(true);
-        assert!(om.contains("# TYPE page_views counter\npage_views_total{env=\"prod\"} 5\n"), "{om}");
+        assert!(
+            om.contains("# TYPE page_views counter\npage_views_total{env=\"prod\"} 5\n"),
+            "{om}"
+        );
         assert!(om.ends_with("# EOF\n"));
     }
 
@@ -394,7 +499,17 @@ users 4
         let c = Context::from_unsorted(
             MetricKind::Gauge,
             "m",
-            &["env:b", "env:a", "1st:x", "__name__:y", "quantile:q", "my.key:va\"l\\ue", "bare", "empty:", "url:http://x"],
+            &[
+                "env:b",
+                "env:a",
+                "1st:x",
+                "__name__:y",
+                "quantile:q",
+                "my.key:va\"l\\ue",
+                "bare",
+                "empty:",
+                "url:http://x",
+            ],
         );
         assert_eq!(
             render_labels(&c),
@@ -412,10 +527,25 @@ users 4
                 (MetricKind::Counter, "foo", &[], SeriesValue::Counter(1.0)),
                 (MetricKind::Timer, "foo", &[], summary(&[1.0])),
                 (MetricKind::Histogram, "foo", &[], summary(&[2.0])),
-                (MetricKind::Gauge, "foo_timer_count", &[], SeriesValue::Gauge(1.0)),
+                (
+                    MetricKind::Gauge,
+                    "foo_timer_count",
+                    &[],
+                    SeriesValue::Gauge(1.0),
+                ),
                 (MetricKind::Gauge, "bar", &["flag"], SeriesValue::Gauge(1.0)),
-                (MetricKind::Gauge, "bar", &["other"], SeriesValue::Gauge(2.0)),
-                (MetricKind::Gauge, "tallyd_uptime_seconds", &[], SeriesValue::Gauge(2.0)),
+                (
+                    MetricKind::Gauge,
+                    "bar",
+                    &["other"],
+                    SeriesValue::Gauge(2.0),
+                ),
+                (
+                    MetricKind::Gauge,
+                    "tallyd_uptime_seconds",
+                    &[],
+                    SeriesValue::Gauge(2.0),
+                ),
             ],
         ));
         let text = user_part(&p.render(false));
@@ -427,7 +557,11 @@ users 4
         assert!(text.contains("foo_timer_count_gauge 1\n"), "{text}");
         // Valueless tags are not labels, so the two `bar` series clash: one is left out, and
         // so is the reserved name.
-        assert_eq!(text.lines().filter(|l| l.starts_with("bar ")).count(), 1, "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("bar ")).count(),
+            1,
+            "{text}"
+        );
         assert_eq!(p.telemetry.prom_conflicts.load(Relaxed), 2);
         let names: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let unique: HashSet<&&str> = names.iter().collect();
@@ -436,9 +570,19 @@ users 4
 
     #[test]
     fn series_expire_after_ttl() {
-        let p = Prometheus::new(Duration::from_secs(30), 1000, Arc::new(Telemetry::default()));
-        p.consume(&flush(0, vec![(MetricKind::Gauge, "old", &[], SeriesValue::Gauge(1.0))]));
-        p.consume(&flush(20, vec![(MetricKind::Gauge, "new", &[], SeriesValue::Gauge(1.0))]));
+        let p = Prometheus::new(
+            Duration::from_secs(30),
+            1000,
+            Arc::new(Telemetry::default()),
+        );
+        p.consume(&flush(
+            0,
+            vec![(MetricKind::Gauge, "old", &[], SeriesValue::Gauge(1.0))],
+        ));
+        p.consume(&flush(
+            20,
+            vec![(MetricKind::Gauge, "new", &[], SeriesValue::Gauge(1.0))],
+        ));
         assert!(user_part(&p.render(false)).contains("old 1"));
         p.consume(&flush(30, vec![]));
         let text = user_part(&p.render(false));

@@ -25,7 +25,14 @@ impl Ingest {
     /// Parses every line of `packet` into `shard`. A bad line is counted and skipped; the
     /// rest of the packet still counts. When `truncated`, the last line is incomplete and is
     /// counted as such instead of being misread.
-    pub fn packet(&self, packet: &[u8], truncated: bool, shard: &mut Shard, seq: u64, stats: &mut LocalStats) {
+    pub fn packet(
+        &self,
+        packet: &[u8],
+        truncated: bool,
+        shard: &mut Shard,
+        seq: u64,
+        stats: &mut LocalStats,
+    ) {
         let mut lines = parse::lines(packet).peekable();
         while let Some(line) = lines.next() {
             stats.lines += 1;
@@ -59,7 +66,10 @@ impl Ingest {
 pub fn bad_line(stats: &mut LocalStats, reason: ParseError, line: &[u8]) {
     stats.error(reason);
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let last = LAST.load(Relaxed);
     if now > last && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
         let shown = &line[..line.len().min(200)];

@@ -136,7 +136,11 @@ pub fn parse_line(line: &[u8], max_tags: usize) -> Result<Line<'_>, ParseError> 
 
 fn name_and_values(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     terminated(
-        separated_pair(take_till1(|c| c == b':' || c == b'|'), ch(':'), take_till1(|c| c == b'|')),
+        separated_pair(
+            take_till1(|c| c == b':' || c == b'|'),
+            ch(':'),
+            take_till1(|c| c == b'|'),
+        ),
         ch('|'),
     )(i)
 }
@@ -158,7 +162,15 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
     let (rest, (name, values)) = name_and_values(line).map_err(|_| ParseError::Format)?;
     let mut fields = rest.split(|&c| c == b'|');
     let kind = kind(fields.next().unwrap_or_default())?;
-    let mut out = MetricLine { name, values, kind, sample_rate: 1.0, tags: &[], container_id: None, timestamp: None };
+    let mut out = MetricLine {
+        name,
+        values,
+        kind,
+        sample_rate: 1.0,
+        tags: &[],
+        container_id: None,
+        timestamp: None,
+    };
     for field in fields {
         match field.first() {
             Some(b'@') => out.sample_rate = parse_rate(&field[1..])?,
@@ -208,9 +220,14 @@ fn memchr_count(needle: u8, hay: &[u8]) -> usize {
 
 /// The numeric values of a metric line (not sets), empty packed values skipped.
 pub fn values(raw: &[u8]) -> impl Iterator<Item = Value> + '_ {
-    raw.split(|&c| c == b':').filter(|v| !v.is_empty()).filter_map(|v| {
-        parse_value(v).map(|value| Value { value, signed: matches!(v.first(), Some(b'+') | Some(b'-')) })
-    })
+    raw.split(|&c| c == b':')
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| {
+            parse_value(v).map(|value| Value {
+                value,
+                signed: matches!(v.first(), Some(b'+') | Some(b'-')),
+            })
+        })
 }
 
 /// Parses a finite decimal number. Integers (the common case) take a fast path.
@@ -221,7 +238,9 @@ pub fn parse_value(v: &[u8]) -> Option<f64> {
         _ => (false, v),
     };
     if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
-        let n = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')) as f64;
+        let n = digits
+            .iter()
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')) as f64;
         return Some(if neg { -n } else { n });
     }
     let s = std::str::from_utf8(v).ok()?;
@@ -240,7 +259,11 @@ fn parse_rate(v: &[u8]) -> Result<f64, ParseError> {
 }
 
 fn decimal_u64(i: &[u8]) -> IResult<&[u8], u64> {
-    map_res(digit1, |d: &[u8]| std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<u64>().map_err(|_| ())))(i)
+    map_res(digit1, |d: &[u8]| {
+        std::str::from_utf8(d)
+            .map_err(|_| ())
+            .and_then(|s| s.parse::<u64>().map_err(|_| ()))
+    })(i)
 }
 
 fn parse_timestamp(v: &[u8]) -> Result<i64, ParseError> {
@@ -260,7 +283,11 @@ fn owned_tags(raw: &[u8], e: ParseError) -> Result<Vec<String>, ParseError> {
 }
 
 fn event_header(i: &[u8]) -> IResult<&[u8], (u64, u64)> {
-    delimited(tag("_e{"), separated_pair(decimal_u64, ch(','), decimal_u64), tag("}:"))(i)
+    delimited(
+        tag("_e{"),
+        separated_pair(decimal_u64, ch(','), decimal_u64),
+        tag("}:"),
+    )(i)
 }
 
 /// Parses `_e{title_len,text_len}:title|text|d:..|h:..|k:..|p:..|s:..|t:..|#..`.
@@ -273,7 +300,8 @@ pub fn parse_event(line: &[u8]) -> Result<Event, ParseError> {
         return Err(e);
     }
     let (rest, title) = take::<_, _, nom::error::Error<&[u8]>>(title_len)(rest).map_err(|_| e)?;
-    let (rest, text) = preceded(ch::<_, nom::error::Error<&[u8]>>('|'), take(text_len))(rest).map_err(|_| e)?;
+    let (rest, text) =
+        preceded(ch::<_, nom::error::Error<&[u8]>>('|'), take(text_len))(rest).map_err(|_| e)?;
     let mut ev = Event {
         title: unescape_newlines(&utf8(title, e)?),
         text: unescape_newlines(&utf8(text, e)?),
@@ -295,11 +323,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event, ParseError> {
             [b'h', b':', v @ ..] => ev.hostname = utf8(v, e).ok(),
             [b'k', b':', v @ ..] => ev.aggregation_key = utf8(v, e).ok(),
             [b's', b':', v @ ..] => ev.source_type = utf8(v, e).ok(),
-            [b'p', b':', v @ ..] => {
-                if v.eq_ignore_ascii_case(b"low") {
-                    ev.priority = Priority::Low;
-                }
-            }
+            [b'p', b':', v @ ..] if v.eq_ignore_ascii_case(b"low") => ev.priority = Priority::Low,
             [b't', b':', v @ ..] => {
                 ev.alert_type = match v {
                     b"error" => AlertType::Error,
@@ -320,7 +344,14 @@ fn unescape_newlines(s: &str) -> String {
 }
 
 fn check_head(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
-    preceded(tag("_sc|"), separated_pair(take_till1(|c| c == b'|'), ch('|'), take_while1(|c: u8| c.is_ascii_digit())))(i)
+    preceded(
+        tag("_sc|"),
+        separated_pair(
+            take_till1(|c| c == b'|'),
+            ch('|'),
+            take_while1(|c: u8| c.is_ascii_digit()),
+        ),
+    )(i)
 }
 
 /// Parses `_sc|name|status|d:..|h:..|#..|m:..`.
@@ -394,11 +425,15 @@ mod tests {
 
     #[test]
     fn optional_fields_in_any_order() {
-        let m = metric("page.views:3|c|#env:prod,flag|@0.5|c:abc123|T1700000000|e:it-false|card:low");
+        let m =
+            metric("page.views:3|c|#env:prod,flag|@0.5|c:abc123|T1700000000|e:it-false|card:low");
         assert_eq!(m.name, b"page.views");
         assert_eq!(vals(&m), vec![3.0]);
         assert_eq!(m.sample_rate, 0.5);
-        assert_eq!(tags(m.tags).collect::<Vec<_>>(), vec![&b"env:prod"[..], b"flag"]);
+        assert_eq!(
+            tags(m.tags).collect::<Vec<_>>(),
+            vec![&b"env:prod"[..], b"flag"]
+        );
         assert_eq!(m.container_id, Some(&b"abc123"[..]));
         assert_eq!(m.timestamp, Some(1_700_000_000));
         let m = metric("x:1|ms|@0.25|#a:b");
@@ -414,8 +449,13 @@ mod tests {
         assert_eq!(vals(&metric("a:+3|g")), vec![3.0]);
         assert_eq!(vals(&metric("a:1.5e3|ms")), vec![1500.0]);
         assert_eq!(vals(&metric("a:0.25|c")), vec![0.25]);
-        assert_eq!(vals(&metric("a:1234567890123456789|c")), vec![1234567890123456789.0]);
-        let signed: Vec<bool> = values(metric("a:+3:-2:4|g").values).map(|v| v.signed).collect();
+        assert_eq!(
+            vals(&metric("a:1234567890123456789|c")),
+            vec![1234567890123456789.0]
+        );
+        let signed: Vec<bool> = values(metric("a:+3:-2:4|g").values)
+            .map(|v| v.signed)
+            .collect();
         assert_eq!(signed, vec![true, true, false]);
     }
 
@@ -462,14 +502,21 @@ mod tests {
             ("a:1|c|T99999999999999999999", ParseError::Timestamp),
         ];
         for (line, want) in table {
-            assert_eq!(parse_line(line.as_bytes(), 100).err(), Some(*want), "{line}");
+            assert_eq!(
+                parse_line(line.as_bytes(), 100).err(),
+                Some(*want),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn tag_limit() {
         assert!(parse_line(b"a:1|c|#a,b,c", 3).is_ok());
-        assert_eq!(parse_line(b"a:1|c|#a,b,c,d", 3).err(), Some(ParseError::TooManyTags));
+        assert_eq!(
+            parse_line(b"a:1|c|#a,b,c,d", 3).err(),
+            Some(ParseError::TooManyTags)
+        );
     }
 
     #[test]
@@ -483,7 +530,9 @@ mod tests {
     #[test]
     fn events() {
         let line = b"_e{5,4}:title|text|d:1700000000|h:web-1|k:agg|p:low|s:src|t:warning|#a:b,c";
-        let Ok(Line::Event(ev)) = parse_line(line, 100) else { panic!("event") };
+        let Ok(Line::Event(ev)) = parse_line(line, 100) else {
+            panic!("event")
+        };
         assert_eq!(ev.title, "title");
         assert_eq!(ev.text, "text");
         assert_eq!(ev.timestamp, Some(1_700_000_000));
@@ -495,12 +544,18 @@ mod tests {
         assert_eq!(ev.tags, vec!["a:b", "c"]);
 
         // Lengths are byte lengths, and a title may contain `|`.
-        let Ok(Line::Event(ev)) = parse_line("_e{3,6}:a|b|héllo".as_bytes(), 100) else { panic!("event") };
+        let Ok(Line::Event(ev)) = parse_line("_e{3,6}:a|b|héllo".as_bytes(), 100) else {
+            panic!("event")
+        };
         assert_eq!(ev.title, "a|b");
         assert_eq!(ev.text, "héllo");
-        let Ok(Line::Event(ev)) = parse_line(b"_e{2,0}:hi|", 100) else { panic!("empty text") };
+        let Ok(Line::Event(ev)) = parse_line(b"_e{2,0}:hi|", 100) else {
+            panic!("empty text")
+        };
         assert_eq!(ev.text, "");
-        let Ok(Line::Event(ev)) = parse_line(b"_e{4,9}:up\\n|line\\none|t:bogus", 100) else { panic!("escapes") };
+        let Ok(Line::Event(ev)) = parse_line(b"_e{4,9}:up\\n|line\\none|t:bogus", 100) else {
+            panic!("escapes")
+        };
         assert_eq!(ev.title, "up\n");
         assert_eq!(ev.text, "line\none");
         assert_eq!(ev.alert_type, AlertType::Info);
@@ -518,14 +573,21 @@ mod tests {
             b"_e{5}:title|text",
             b"_e{99999999999999999999,1}:a|b",
         ] {
-            assert_eq!(parse_line(line, 100).err(), Some(ParseError::Event), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse_line(line, 100).err(),
+                Some(ParseError::Event),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
     #[test]
     fn service_checks() {
-        let Ok(Line::ServiceCheck(sc)) = parse_line(b"_sc|db.up|2|d:1700000000|h:db-1|#env:prod|m:down\\nhard", 100)
-        else {
+        let Ok(Line::ServiceCheck(sc)) = parse_line(
+            b"_sc|db.up|2|d:1700000000|h:db-1|#env:prod|m:down\\nhard",
+            100,
+        ) else {
             panic!("check")
         };
         assert_eq!(sc.name, "db.up");
@@ -534,10 +596,24 @@ mod tests {
         assert_eq!(sc.hostname.as_deref(), Some("db-1"));
         assert_eq!(sc.tags, vec!["env:prod"]);
         assert_eq!(sc.message.as_deref(), Some("down\nhard"));
-        let Ok(Line::ServiceCheck(sc)) = parse_line(b"_sc|x|0", 100) else { panic!("bare") };
+        let Ok(Line::ServiceCheck(sc)) = parse_line(b"_sc|x|0", 100) else {
+            panic!("bare")
+        };
         assert_eq!(sc.status, CheckStatus::Ok);
-        for line in [&b"_sc|x|4"[..], b"_sc|x", b"_sc||0", b"_sc|x|", b"_sc|x|1|d:zz", b"_sc|x|12"] {
-            assert_eq!(parse_line(line, 100).err(), Some(ParseError::ServiceCheck), "{}", String::from_utf8_lossy(line));
+        for line in [
+            &b"_sc|x|4"[..],
+            b"_sc|x",
+            b"_sc||0",
+            b"_sc|x|",
+            b"_sc|x|1|d:zz",
+            b"_sc|x|12",
+        ] {
+            assert_eq!(
+                parse_line(line, 100).err(),
+                Some(ParseError::ServiceCheck),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 

@@ -85,7 +85,19 @@ impl TcpServer {
                 buf.reserve(READ_CHUNK);
             }
             let read = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => {
+                    // Shutting down: take what the kernel already holds for us, then stop.
+                    drain_ready(&stream, &mut buf, self.max_line);
+                    // Only whole lines: the peer may be in the middle of one.
+                    if let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') {
+                        let whole: Vec<u8> = buf.drain(..=last_nl).collect();
+                        if !skipping {
+                            self.ingest_lines(&whole, &mut stats);
+                        }
+                    }
+                    buf.clear();
+                    break;
+                }
                 r = tokio::time::timeout(self.idle_timeout, read_more(&mut stream, &mut buf)) => r,
             };
             let n = match read {
@@ -113,7 +125,10 @@ impl TcpServer {
             let mut complete = &buf[..=last_nl];
             if skipping {
                 // Drop the tail of the over-long line, up to and including its newline.
-                let nl = complete.iter().position(|&b| b == b'\n').unwrap_or(complete.len() - 1);
+                let nl = complete
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(complete.len() - 1);
                 complete = &complete[nl + 1..];
                 skipping = false;
             }
@@ -146,6 +161,17 @@ impl TcpServer {
             } else if !line.is_empty() {
                 self.ingest.packet(line, false, &mut shard, seq, stats);
             }
+        }
+    }
+}
+
+/// Reads whatever is already buffered on the socket without waiting, up to about `limit` bytes.
+fn drain_ready(stream: &TcpStream, buf: &mut Vec<u8>, limit: usize) {
+    while buf.len() <= limit {
+        buf.reserve(READ_CHUNK);
+        match stream.try_read_buf(buf) {
+            Ok(n) if n > 0 => {}
+            _ => return,
         }
     }
 }

@@ -74,7 +74,10 @@ fn set_recv_buffer(s: &Socket, want: usize) {
 pub fn bind_unix(path: &Path) -> io::Result<UnixDatagram> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "path is a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path is a directory",
+            ));
         }
         Ok(_) => std::fs::remove_file(path)?,
         Err(_) => {}
@@ -116,12 +119,20 @@ struct Batch {
 
 impl Batch {
     fn new(count: usize, size: usize) -> Batch {
-        let mut b = Batch { bufs: vec![0u8; count * size], iovecs: Vec::with_capacity(count), msgs: Vec::with_capacity(count), size };
+        let mut b = Batch {
+            bufs: vec![0u8; count * size],
+            iovecs: Vec::with_capacity(count),
+            msgs: Vec::with_capacity(count),
+            size,
+        };
         let base = b.bufs.as_mut_ptr();
         for i in 0..count {
             // SAFETY: `i * size` is within `bufs` (count * size bytes), so the pointer stays in bounds.
             let p = unsafe { base.add(i * size) };
-            b.iovecs.push(libc::iovec { iov_base: p.cast(), iov_len: size });
+            b.iovecs.push(libc::iovec {
+                iov_base: p.cast(),
+                iov_len: size,
+            });
         }
         let iov = b.iovecs.as_mut_ptr();
         for i in 0..count {
@@ -142,13 +153,23 @@ impl Batch {
             m.msg_len = 0;
             m.msg_hdr.msg_flags = 0;
         }
-        let flags = if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         // SAFETY: `msgs` holds `msgs.len()` initialised headers whose iovecs point into `bufs`,
         // which lives as long as `self` and is never reallocated; the kernel writes at most
         // `iov_len` bytes into each buffer and fills `msg_len`/`msg_flags`. No address buffer
         // is passed (msg_name is null).
         let n = unsafe {
-            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), self.msgs.len() as libc::c_uint, flags, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                self.msgs.len() as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -162,7 +183,10 @@ impl Batch {
         let m = &self.msgs[i];
         let len = (m.msg_len as usize).min(self.size);
         let start = i * self.size;
-        (&self.bufs[start..start + len], m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+        (
+            &self.bufs[start..start + len],
+            m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        )
     }
 }
 
@@ -185,12 +209,18 @@ impl Receiver {
                         if truncated {
                             self.telemetry.udp_truncated.fetch_add(1, Relaxed);
                         }
-                        self.ingest.packet(data, truncated, &mut shard, seq, &mut stats);
+                        self.ingest
+                            .packet(data, truncated, &mut shard, seq, &mut stats);
                     }
                     drop(shard);
                     stats.publish(&self.telemetry, self.transport);
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if stopping {
                         return;
                     }

@@ -66,7 +66,11 @@ impl Tallyd {
         let path = dir.path().join("tallyd.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = command();
-        cmd.arg("--config").arg(&path).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -95,12 +99,23 @@ impl Tallyd {
                     })
                 };
                 let http = find("http").expect("http address in logs");
-                return Tallyd { child: Some(child), udp: find("statsd_udp"), tcp: find("statsd_tcp"), gps: find("gps"), http, dir, logs };
+                return Tallyd {
+                    child: Some(child),
+                    udp: find("statsd_udp"),
+                    tcp: find("statsd_tcp"),
+                    gps: find("gps"),
+                    http,
+                    dir,
+                    logs,
+                };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("tallyd exited early with {status}: {lines:#?}");
             }
-            assert!(Instant::now() < deadline, "tallyd did not start: {lines:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "tallyd did not start: {lines:#?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -111,7 +126,8 @@ impl Tallyd {
 
     pub fn send_udp(&self, data: &str) {
         let s = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
-        s.send_to(data.as_bytes(), self.udp.expect("udp listener")).expect("udp send");
+        s.send_to(data.as_bytes(), self.udp.expect("udp listener"))
+            .expect("udp send");
     }
 
     pub fn send_tcp(&self, data: &str) {
@@ -131,7 +147,10 @@ impl Tallyd {
     /// Polls `/metrics` until `series` (the exact text before the value, e.g.
     /// `foo_total{a="b"}`) has `want`, or panics after 10 s with the last scrape.
     pub fn wait_value(&self, series: &str, want: f64) -> String {
-        self.wait_metrics(|text| value(text, series) == Some(want), &format!("{series} == {want}"))
+        self.wait_metrics(
+            |text| value(text, series) == Some(want),
+            &format!("{series} == {want}"),
+        )
     }
 
     pub fn wait_metrics(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
@@ -205,10 +224,20 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
 }
 
 /// A minimal HTTP/1.1 client over a real socket: one request, `Connection: close`.
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("http connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -219,14 +248,23 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
     s.read_to_end(&mut raw).expect("http read");
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, body.to_string())
 }
 
 /// Response headers of a GET, lower-cased names.
-pub fn http_headers(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn http_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut s = TcpStream::connect(addr).expect("http connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));

@@ -1,0 +1,129 @@
+//! The command line from the user's side: check-config, print-config, --version, environment.
+
+mod common;
+
+use common::command;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("t.toml");
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn check_config_accepts_the_shipped_file() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tallyd.toml");
+    let out = command()
+        .args(["check-config", "--config", file])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+}
+
+#[test]
+fn check_config_names_key_line_and_column() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write(
+        &dir,
+        "[statsd]\nudp_listen = \"0.0.0.0:8125\"\n\n[aggregate]\nflush_intervall = \"10s\"\n",
+    );
+    let out = command()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flush_intervall"), "{err}");
+    assert!(err.contains("line 5, column 1"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_reports_bad_values_and_missing_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write(&dir, "[http]\nlisten = \"localhost\"\n");
+    let out = command()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
+
+    let out = command()
+        .args(["check-config", "--config", "/nonexistent/tallyd.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tallyd.toml"));
+}
+
+#[test]
+fn print_config_merges_defaults_file_and_environment() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write(&dir, "[aggregate]\nflush_interval = \"30s\"\n");
+    let out = command()
+        .arg("print-config")
+        .arg("--config")
+        .arg(&p)
+        .env("DD_DOGSTATSD_PORT", "9125")
+        .env("DD_API_KEY", "abc")
+        .env("TALLYD_PROMETHEUS__SERIES_TTL", "10m")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: toml::Table = toml::from_str(&text).expect("print-config output is TOML");
+    assert_eq!(v["aggregate"]["flush_interval"].as_str(), Some("30s"));
+    assert_eq!(v["statsd"]["udp_listen"].as_str(), Some("0.0.0.0:9125"));
+    assert_eq!(v["statsd"]["tcp_listen"].as_str(), Some("0.0.0.0:9125"));
+    assert_eq!(v["datadog"]["api_key"].as_str(), Some("abc"));
+    assert_eq!(v["prometheus"]["series_ttl"].as_str(), Some("10m"));
+    assert_eq!(v["http"]["listen"].as_str(), Some("0.0.0.0:9090"));
+}
+
+#[test]
+fn print_config_without_file_is_the_defaults() {
+    let out = command().arg("print-config").output().expect("run");
+    assert!(out.status.success());
+    let printed: tallyd::config::Config =
+        toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("parse printed config");
+    assert_eq!(printed, tallyd::config::Config::default());
+}
+
+#[test]
+fn bad_environment_is_a_clear_error() {
+    let out = command()
+        .arg("check-config")
+        .env("TALLYD_STATSD__MAX_TAGS", "lots")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TALLYD_STATSD__MAX_TAGS"));
+}
+
+#[test]
+fn version_flag() {
+    let out = command().arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tallyd {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: installs the system tools the tests use when they are missing (Debian,
+# as root), then runs every test. Usage: bash tests/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nc >/dev/null || missing+=(netcat-openbsd)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "tests/run.sh: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+cargo test "$@"
