@@ -24,6 +24,7 @@ pub struct Config {
     pub datadog: DatadogConfig,
     pub alerts: crate::alert::AlertsConfig,
     pub queue: QueueConfig,
+    pub gps: crate::gps::GpsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,6 +414,9 @@ impl Config {
                 )));
             }
         }
+        self.gps
+            .validate()
+            .map_err(|e| err(format!("invalid config: {e}")))?;
         for p in &self.aggregate.percentiles {
             if !(*p > 0.0 && *p < 1.0) {
                 return Err(err(format!(

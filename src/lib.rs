@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod api;
 pub mod config;
+pub mod gps;
 pub mod model;
 pub mod queue;
 pub mod sinks;
@@ -48,6 +49,7 @@ struct Bound {
     udp: Vec<UdpSocket>,
     tcp: Option<tokio::net::TcpListener>,
     uds: Option<(UnixDatagram, PathBuf)>,
+    gps: Option<tokio::net::TcpListener>,
     http: tokio::net::TcpListener,
 }
 
@@ -81,6 +83,16 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
         })?;
         Some((sock, path))
     };
+    let gps = if cfg.gps.enabled && !cfg.gps.listen.is_empty() {
+        let addr: SocketAddr = cfg.gps.listen.parse().context("gps.listen")?;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the GPS listener on {addr} (gps.listen)"))?,
+        )
+    } else {
+        None
+    };
     let addr: SocketAddr = cfg.http.listen.parse().context("http.listen")?;
     let http = tokio::net::TcpListener::bind(addr)
         .await
@@ -89,6 +101,7 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
         udp,
         tcp,
         uds,
+        gps,
         http,
     })
 }
@@ -215,6 +228,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None
     };
 
+    let gps = if let Some(listener) = bound.gps {
+        let addr = listener.local_addr()?;
+        let sinks = gps::service::configured_sinks(&cfg.gps)?;
+        let g = gps::service::start(
+            &cfg.gps,
+            listener,
+            sinks,
+            Arc::clone(&ingest),
+            &aggregator,
+            &telemetry,
+            cancel.clone(),
+        )
+        .context("cannot start the GPS server")?;
+        info!(component = "gps", addr = %addr, "listening");
+        health.set("gps", Status::Ok, addr.to_string());
+        Some(g)
+    } else {
+        health.set(
+            "gps",
+            Status::Disabled,
+            "gps.enabled is false or gps.listen is empty",
+        );
+        None
+    };
+
     let (flush_stop, flush_rx) = mpsc::channel::<()>();
     let flusher = {
         let aggregator = Arc::clone(&aggregator);
@@ -252,6 +290,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     } else {
         health.set("alerts", Status::Disabled, "alerts.enabled is false");
     }
+    let gps_task = gps.map(|g| {
+        app = std::mem::take(&mut app).merge(g.router);
+        g.task
+    });
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn({
         let c = http_cancel.clone();
@@ -272,6 +314,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     cancel.cancel();
     stop.store(true, Relaxed);
     if let Some(t) = tcp_task {
+        let _ = t.await;
+    }
+    if let Some(t) = gps_task {
         let _ = t.await;
     }
     let joined = tokio::task::spawn_blocking(move || {

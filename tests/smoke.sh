@@ -44,6 +44,12 @@ grep -qx 'page_load_count{page="home"} 1' <<<"$metrics" || fail "timer missing"
 grep -qx 'tallyd_statsd_parse_errors_total{reason="invalid_format"} 1' <<<"$metrics" || fail "bad line not counted"
 curl -s localhost:9090/health | grep -q '"status":"ok"' || fail "/health not ok"
 
+# The README's GPS example: an NMEA device that names itself.
+printf '$PGID,boat-7*34\r\n$GPRMC,225446,A,4916.45,N,12311.12,W,000.5,054.7,191194,020.3,E*68\r\n' \
+  | nc -w1 localhost 5000
+curl -s 'localhost:9090/api/monitoring/metrics/devices?active_only=true' | grep -q '"id":"boat-7"' \
+  || fail "GPS device boat-7 not in the registry"
+
 kill -TERM "$pid"
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then fail "tallyd did not stop on SIGTERM"; fi

@@ -165,7 +165,8 @@ fn health_endpoints() {
 
 #[test]
 fn sigterm_flushes_and_exits_zero() {
-    let mut t = Tallyd::start("[aggregate]\nflush_interval = \"1h\"\n");
+    // GPS off: its metrics would add series to the flush counted here.
+    let mut t = Tallyd::start("[aggregate]\nflush_interval = \"1h\"\n[gps]\nenabled = false\n");
     t.send_udp("late:1|c");
     // A TCP client that keeps its connection open through the shutdown.
     let mut open = std::net::TcpStream::connect(t.tcp.expect("tcp")).expect("connect");
@@ -212,7 +213,7 @@ fn port_in_use_is_one_clear_error() {
 #[test]
 fn tcp_limits_line_length_idle_and_connections() {
     let t = Tallyd::start(
-        "[statsd]\ntcp_max_line_length = 64\ntcp_idle_timeout = \"300ms\"\ntcp_max_connections = 2\n",
+        "[statsd]\ntcp_max_line_length = 64\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 2\n",
     );
     use std::io::{Read, Write};
     let tcp = t.tcp.expect("tcp");
@@ -289,7 +290,8 @@ fn oversized_datagram_is_truncated_and_counted() {
 
 #[test]
 fn context_limit_drops_are_counted() {
-    let t = Tallyd::start("[aggregate]\nmax_contexts = 2\n");
+    // GPS off: its metrics would take the two contexts.
+    let t = Tallyd::start("[aggregate]\nmax_contexts = 2\n[gps]\nenabled = false\n");
     t.send_udp("a:1|c\nb:1|c\nc:1|c\nd:1:1|h");
     let text = t.wait_value("a_total", 1.0);
     assert_eq!(

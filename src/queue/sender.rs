@@ -151,7 +151,7 @@ impl Handle {
             }
         }
         // Let the background sender re-check at once (it may be sleeping a long backoff).
-        self.queue.wake.notify_one();
+        self.queue.skip_backoff.notify_one();
         r
     }
 
@@ -189,8 +189,8 @@ impl Handle {
                 },
                 Some(d) => tokio::select! {
                     () = tokio::time::sleep(d) => {}
-                    // A forced batch or a requeue cuts the backoff short.
-                    () = q.wake.notified() => {}
+                    // A forced batch or a requeue cuts the backoff short; new payloads do not.
+                    () = q.skip_backoff.notified() => {}
                     () = cancel.cancelled() => return,
                 },
             }

@@ -153,6 +153,9 @@ pub struct Queue {
     pub stats: QueueStats,
     /// Wakes the sender: something was queued, or an operator asked to send now.
     pub wake: tokio::sync::Notify,
+    /// Cuts a running backoff short (force-process, DLQ requeue). New payloads only `wake` an
+    /// idle sender: under steady traffic they must not turn a backoff into a retry per flush.
+    pub skip_backoff: tokio::sync::Notify,
     /// Held while a payload is being sent, so a forced batch and the sender never send the
     /// same payload at once.
     pub send_lock: tokio::sync::Mutex<()>,
@@ -250,6 +253,7 @@ impl Queue {
             index: Mutex::new(Index::default()),
             stats: QueueStats::default(),
             wake: tokio::sync::Notify::new(),
+            skip_backoff: tokio::sync::Notify::new(),
             send_lock: tokio::sync::Mutex::new(()),
         };
         let pending = q.scan("pending")?;
@@ -533,6 +537,7 @@ impl Queue {
         self.stats.requeued.fetch_add(moved, Relaxed);
         self.evict();
         self.wake.notify_one();
+        self.skip_backoff.notify_one();
         Ok(moved)
     }
 

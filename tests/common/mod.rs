@@ -25,12 +25,15 @@ udp_receivers = 2
 flush_interval = "200ms"
 [http]
 listen = "127.0.0.1:0"
+[gps]
+listen = "127.0.0.1:0"
 "#;
 
 pub struct Tallyd {
     child: Option<Child>,
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    pub gps: Option<SocketAddr>,
     pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     pub logs: Arc<Mutex<Vec<String>>>,
@@ -102,6 +105,7 @@ impl Tallyd {
                     child: Some(child),
                     udp: find("statsd_udp"),
                     tcp: find("statsd_tcp"),
+                    gps: find("gps"),
                     http,
                     dir,
                     logs,

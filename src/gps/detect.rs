@@ -1,0 +1,111 @@
+//! Which protocol a connection speaks, from its first bytes.
+//!
+//! One port serves every protocol, so the first bytes decide (REFERENCE.md §6.1):
+//! `78 78` / `79 79` GT06; `00 <len 1..=20>` followed by an ASCII digit: the Teltonika IMEI
+//! handshake; `*` + two letters + `,`: H02; `##,`, `imei:` or a digit: TK103/GPS103; `$` + an
+//! upper-case letter: NMEA. Anything else is refused.
+
+use super::fix::Protocol;
+
+/// The outcome of looking at the first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detect {
+    Found(Protocol),
+    /// Too few bytes to tell; wait for more.
+    NeedMore,
+    /// No supported protocol starts like this.
+    Unknown,
+}
+
+/// Decides from `head` (the bytes received so far).
+pub fn detect(head: &[u8]) -> Detect {
+    // Leading blank lines are tolerated for the text protocols.
+    let text = head.trim_ascii_start();
+    match head {
+        [] => return Detect::NeedMore,
+        [0x78] | [0x79] => return Detect::NeedMore,
+        [0x78, 0x78, ..] | [0x79, 0x79, ..] => return Detect::Found(Protocol::Gt06),
+        [0x00] | [0x00, 1..=20] => return Detect::NeedMore,
+        [0x00, 1..=20, d, ..] if d.is_ascii_digit() => return Detect::Found(Protocol::Teltonika),
+        [0x00, ..] => return Detect::Unknown,
+        _ => {}
+    }
+    match text {
+        [] => Detect::NeedMore,
+        [b'$'] => Detect::NeedMore,
+        [b'$', c, ..] if c.is_ascii_uppercase() => Detect::Found(Protocol::Nmea),
+        [b'*'] | [b'*', _] | [b'*', _, _] => {
+            prefix_or_unknown(text, |t| t[1..].iter().all(u8::is_ascii_alphabetic))
+        }
+        [b'*', a, b, b',', ..] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Detect::Found(Protocol::H02)
+        }
+        [d, ..] if d.is_ascii_digit() => Detect::Found(Protocol::Tk103),
+        [b'#', ..] => prefix_of(text, b"##,"),
+        [b'i', ..] => prefix_of(text, b"imei:"),
+        _ => Detect::Unknown,
+    }
+}
+
+fn prefix_of(text: &[u8], magic: &[u8]) -> Detect {
+    let n = text.len().min(magic.len());
+    if text[..n] != magic[..n] {
+        Detect::Unknown
+    } else if n < magic.len() {
+        Detect::NeedMore
+    } else {
+        Detect::Found(Protocol::Tk103)
+    }
+}
+
+fn prefix_or_unknown(text: &[u8], ok: impl Fn(&[u8]) -> bool) -> Detect {
+    if ok(text) {
+        Detect::NeedMore
+    } else {
+        Detect::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes() {
+        let cases: &[(&[u8], Detect)] = &[
+            (b"\x78\x78\x11\x01", Detect::Found(Protocol::Gt06)),
+            (b"\x79\x79\x00", Detect::Found(Protocol::Gt06)),
+            (b"\x78", Detect::NeedMore),
+            (
+                b"\x00\x0f356307042441013",
+                Detect::Found(Protocol::Teltonika),
+            ),
+            (b"\x00\x0f", Detect::NeedMore),
+            (b"\x00\x00\x00\x00", Detect::Unknown),
+            (b"*HQ,4970105243,V1", Detect::Found(Protocol::H02)),
+            (b"*H", Detect::NeedMore),
+            (b"*1", Detect::Unknown),
+            (b"##,imei:1", Detect::Found(Protocol::Tk103)),
+            (b"##", Detect::NeedMore),
+            (b"imei:35958", Detect::Found(Protocol::Tk103)),
+            (b"ime", Detect::NeedMore),
+            (b"359586015829802;", Detect::Found(Protocol::Tk103)),
+            (b"$GPRMC,", Detect::Found(Protocol::Nmea)),
+            (b"\r\n$PGID,1*00", Detect::Found(Protocol::Nmea)),
+            (b"$", Detect::NeedMore),
+            (b"GET / HTTP/1.1\r\n", Detect::Unknown),
+            (b"\x16\x03\x01", Detect::Unknown),
+            (b"", Detect::NeedMore),
+        ];
+        for (head, want) in cases {
+            assert_eq!(detect(head), *want, "{:?}", String::from_utf8_lossy(head));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = detect(&bytes);
+        }
+    }
+}

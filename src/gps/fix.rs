@@ -1,0 +1,278 @@
+//! What every decoder produces: the protocol, the decoded message (with its acknowledgement
+//! bytes and its fixes) and the errors a frame can have. No I/O here; decoders are pure.
+
+use std::collections::BTreeMap;
+
+/// The tracker protocols spoken on the GPS port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Nmea,
+    H02,
+    Tk103,
+    Gt06,
+    Teltonika,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Nmea,
+        Protocol::H02,
+        Protocol::Tk103,
+        Protocol::Gt06,
+        Protocol::Teltonika,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Nmea => "nmea",
+            Protocol::H02 => "h02",
+            Protocol::Tk103 => "tk103",
+            Protocol::Gt06 => "gt06",
+            Protocol::Teltonika => "teltonika",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A raw attribute value kept with a fix (status words, IO elements, alarm names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Attr {
+    Int(i64),
+    Text(String),
+}
+
+/// One position report. Units are fixed across protocols: degrees (WGS84), metres, km/h,
+/// degrees clockwise from true north; `time_ms` is Unix milliseconds UTC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fix {
+    pub time_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub altitude: Option<f64>,
+    pub speed_kmh: f64,
+    pub course: f64,
+    pub satellites: Option<u32>,
+    /// The device's own judgement (NMEA/H02/TK103 `A`, GT06 "GPS fixed", Teltonika satellites > 0).
+    pub valid: bool,
+    pub attributes: BTreeMap<String, Attr>,
+}
+
+/// What a message is, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Login,
+    Heartbeat,
+    Location,
+    Alarm,
+    /// Understood but carries no position (LBS-only, command replies, unsupported types).
+    Other,
+}
+
+/// One decoded message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The device identity when the message carries it (logins, and every text-protocol frame).
+    pub device_id: Option<String>,
+    pub kind: Kind,
+    pub fixes: Vec<Fix>,
+    /// Bytes the device waits for, if any. Sent after the fixes are stored (see server.rs).
+    pub reply: Option<Vec<u8>>,
+}
+
+impl Message {
+    pub fn new(kind: Kind) -> Message {
+        Message {
+            device_id: None,
+            kind,
+            fixes: Vec::new(),
+            reply: None,
+        }
+    }
+}
+
+/// Why a frame was rejected. `as_label` gives the `reason` tag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Checksum or CRC does not match the content.
+    Checksum,
+    /// The frame does not follow the grammar.
+    Malformed,
+    /// Longer than `gps.max_frame_bytes` / `gps.max_line_bytes`.
+    TooLong,
+    /// Well-formed but of a kind this server does not decode.
+    Unsupported,
+    /// A position arrived before the device identified itself.
+    Unidentified,
+}
+
+impl FrameError {
+    pub const ALL: [FrameError; 5] = [
+        FrameError::Checksum,
+        FrameError::Malformed,
+        FrameError::TooLong,
+        FrameError::Unsupported,
+        FrameError::Unidentified,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            FrameError::Checksum => "bad_checksum",
+            FrameError::Malformed => "malformed",
+            FrameError::TooLong => "too_long",
+            FrameError::Unsupported => "unsupported",
+            FrameError::Unidentified => "unidentified",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_label())
+    }
+}
+
+/// One step of decoding a byte stream.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Not a whole frame yet.
+    Incomplete,
+    /// A whole frame of `len` bytes was consumed, good or bad.
+    Frame {
+        len: usize,
+        msg: Result<Message, FrameError>,
+    },
+    /// `len` bytes that are not a message (blank lines, a Teltonika ping byte).
+    Skip(usize),
+    /// The stream cannot be resynchronised (binary framing lost, or a frame over the limit).
+    Fatal(FrameError),
+}
+
+/// Finds the next text frame ending at a byte for which `is_end` holds. Returns the frame
+/// without its terminator and without surrounding whitespace, and the bytes consumed; `None`
+/// when no terminator has arrived yet. A frame longer than `max` (or `max` bytes without a
+/// terminator) is `Err(TooLong)`.
+pub fn text_frame(
+    buf: &[u8],
+    is_end: impl Fn(u8) -> bool,
+    max: usize,
+) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let window = &buf[..buf.len().min(max.saturating_add(1))];
+    match window.iter().position(|&b| is_end(b)) {
+        Some(p) => Ok(Some((window[..p].trim_ascii(), p + 1))),
+        None if buf.len() > max => Err(FrameError::TooLong),
+        None => Ok(None),
+    }
+}
+
+/// Knots to km/h (exact by definition of the nautical mile).
+pub const KNOT_KMH: f64 = 1.852;
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+/// Hand-written because it is the only calendar arithmetic decoders need.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix milliseconds for a UTC date and time, or None when a field is out of range.
+pub fn unix_ms(year: i64, month: u32, day: u32, h: u32, m: u32, s: u32, ms: u32) -> Option<i64> {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || m > 59
+        || s > 60
+        || ms > 999
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(
+        ((days * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1000)
+            + i64::from(ms),
+    )
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2021-07-13T10:40:00.000Z`.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let rem = unix_ms.rem_euclid(86_400_000);
+    // civil_from_days, the inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s, ms) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
+/// `ddmm.mmmm` (or `dddmm.mmmm`) and a hemisphere letter to signed degrees.
+pub fn nmea_coord(raw: &str, hemi: u8) -> Option<f64> {
+    let dot = raw.find('.').unwrap_or(raw.len());
+    if dot < 3 || !raw.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let deg: f64 = raw[..dot - 2].parse().ok()?;
+    let min: f64 = raw[dot - 2..].parse().ok()?;
+    if min >= 60.0 {
+        return None;
+    }
+    let v = deg + min / 60.0;
+    let (v, limit) = match hemi {
+        b'N' => (v, 90.0),
+        b'S' => (-v, 90.0),
+        b'E' => (v, 180.0),
+        b'W' => (-v, 180.0),
+        _ => return None,
+    };
+    (v.abs() <= limit).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(unix_ms(2021, 7, 13, 10, 40, 0, 0), Some(1_626_172_800_000));
+        assert_eq!(rfc3339_ms(1_626_172_800_123), "2021-07-13T10:40:00.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(unix_ms(2021, 13, 1, 0, 0, 0, 0), None);
+    }
+
+    #[test]
+    fn coordinates() {
+        let v = nmea_coord("4916.45", b'N').expect("lat");
+        assert!((v - (49.0 + 16.45 / 60.0)).abs() < 1e-12);
+        let v = nmea_coord("12311.12", b'W').expect("lon");
+        assert!((v + (123.0 + 11.12 / 60.0)).abs() < 1e-12);
+        assert_eq!(nmea_coord("4960.00", b'N'), None);
+        assert_eq!(nmea_coord("9100.00", b'N'), None);
+        assert_eq!(nmea_coord("12.5", b'N'), None);
+        assert_eq!(nmea_coord("4916.45", b'X'), None);
+    }
+}

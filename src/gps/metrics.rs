@@ -1,0 +1,541 @@
+//! GPS counters and how they reach the sinks.
+//!
+//! Connections count into [`GpsStats`] (atomics). A [`Publisher`] turns them, at every tick,
+//! into DogStatsD lines (`gps_tcp.messages_received:3|c|#protocol:gt06`) and applies them to
+//! an aggregation shard of its own through [`crate::statsd::Ingest`], exactly as a StatsD
+//! packet would be: the GPS metrics are aggregated per window and exposed by every sink like
+//! any StatsD metric. Counters are sent as deltas, gauges as current values, and the latency
+//! of each delivered point (device time to storage, milliseconds) as histogram samples.
+//! A per-minute ring of the last hour backs `GET /api/monitoring/metrics/live`.
+//! tallyd's own `tallyd_gps_*` families (bounds, closes) are rendered by [`GpsTelemetry`].
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::fix::{FrameError, Protocol};
+use super::guard::{Guard, Refusal};
+use super::registry::Registry;
+use crate::aggregate::{lock, Samples, Shard};
+use crate::sinks::prometheus::expo;
+use crate::statsd::Ingest;
+use crate::telemetry::{LocalStats, MetricsSource};
+
+/// Index used for connections whose protocol is not known yet (or never was).
+pub const UNKNOWN: usize = 5;
+/// Protocol label values, by index; `UNKNOWN` last.
+pub const PROTOCOL_LABELS: [&str; 6] = ["nmea", "h02", "tk103", "gt06", "teltonika", "unknown"];
+/// Latency samples held between two publishes; more are counted as dropped.
+pub const MAX_PENDING_LATENCIES: usize = 20_000;
+/// Minutes kept for the live API.
+pub const LIVE_MINUTES: usize = 60;
+
+/// Why a connection ended before a device identified itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Refused(Refusal),
+    MaxConnections,
+    UnknownProtocol,
+    HandshakeTimeout,
+    /// The stream broke the protocol before the device identified itself.
+    BadHandshake,
+    /// The peer closed before identifying itself.
+    ClosedBeforeLogin,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 8] = [
+        Failure::Refused(Refusal::Blacklisted),
+        Failure::Refused(Refusal::PerIpLimit),
+        Failure::Refused(Refusal::TableFull),
+        Failure::MaxConnections,
+        Failure::UnknownProtocol,
+        Failure::HandshakeTimeout,
+        Failure::BadHandshake,
+        Failure::ClosedBeforeLogin,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Failure::Refused(r) => r.as_label(),
+            Failure::MaxConnections => "max_connections",
+            Failure::UnknownProtocol => "unknown_protocol",
+            Failure::HandshakeTimeout => "handshake_timeout",
+            Failure::BadHandshake => "bad_handshake",
+            Failure::ClosedBeforeLogin => "closed_before_login",
+        }
+    }
+
+    fn index(self) -> usize {
+        Failure::ALL.iter().position(|f| *f == self).unwrap_or(0)
+    }
+}
+
+/// Why an identified connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    Eof,
+    IdleTimeout,
+    FrameTimeout,
+    BadStream,
+    Blacklisted,
+    WriteFailed,
+    Shutdown,
+}
+
+impl Close {
+    pub const ALL: [Close; 7] = [
+        Close::Eof,
+        Close::IdleTimeout,
+        Close::FrameTimeout,
+        Close::BadStream,
+        Close::Blacklisted,
+        Close::WriteFailed,
+        Close::Shutdown,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Close::Eof => "eof",
+            Close::IdleTimeout => "idle_timeout",
+            Close::FrameTimeout => "frame_timeout",
+            Close::BadStream => "bad_stream",
+            Close::Blacklisted => "blacklisted",
+            Close::WriteFailed => "write_failed",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Minute {
+    minute: i64,
+    messages: u64,
+    received: u64,
+    processed: u64,
+    failed: u64,
+    latency: Samples,
+}
+
+/// Every GPS counter. Cheap to update from any connection.
+#[derive(Default)]
+pub struct GpsStats {
+    pub active: [AtomicU64; 6],
+    pub connections_total: AtomicU64,
+    failed: [AtomicU64; 8],
+    closed: [AtomicU64; 7],
+    received: [AtomicU64; 6],
+    invalid: [[AtomicU64; 5]; 6],
+    locations_valid: [AtomicU64; 5],
+    points_received: AtomicU64,
+    points_processed: AtomicU64,
+    points_failed: AtomicU64,
+    queue_full: AtomicU64,
+    latency_dropped: AtomicU64,
+    pending_latencies: Mutex<Vec<f64>>,
+    minutes: Mutex<Vec<Minute>>,
+}
+
+fn bucket(ring: &mut Vec<Minute>, now_ms: i64) -> &mut Minute {
+    let minute = now_ms.div_euclid(60_000);
+    if ring.len() < LIVE_MINUTES {
+        ring.resize(LIVE_MINUTES, Minute::default());
+    }
+    let slot = &mut ring[minute.rem_euclid(LIVE_MINUTES as i64) as usize];
+    if slot.minute != minute {
+        *slot = Minute {
+            minute,
+            ..Minute::default()
+        };
+    }
+    slot
+}
+
+impl GpsStats {
+    pub fn failure(&self, f: Failure) {
+        self.failed[f.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn closed(&self, c: Close) {
+        self.closed[c as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A message (good or bad) from a connection speaking `protocol` (`UNKNOWN` before detection).
+    pub fn message(&self, protocol: usize, error: Option<FrameError>, now_ms: i64) {
+        self.received[protocol].fetch_add(1, Relaxed);
+        if let Some(e) = error {
+            self.invalid[protocol][e.index()].fetch_add(1, Relaxed);
+        }
+        bucket(&mut lock(&self.minutes), now_ms).messages += 1;
+    }
+
+    pub fn location_valid(&self, p: Protocol) {
+        self.locations_valid[p.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Points handed to delivery, stored, and failed.
+    pub fn points(&self, received: u64, processed: u64, failed: u64, now_ms: i64) {
+        self.points_received.fetch_add(received, Relaxed);
+        self.points_processed.fetch_add(processed, Relaxed);
+        self.points_failed.fetch_add(failed, Relaxed);
+        let mut ring = lock(&self.minutes);
+        let b = bucket(&mut ring, now_ms);
+        b.received += received;
+        b.processed += processed;
+        b.failed += failed;
+    }
+
+    pub fn queue_full(&self) {
+        self.queue_full.fetch_add(1, Relaxed);
+    }
+
+    /// Latencies (ms) of points just stored.
+    pub fn latencies(&self, values: impl Iterator<Item = f64>, now_ms: i64) {
+        let mut pending = lock(&self.pending_latencies);
+        let mut ring = lock(&self.minutes);
+        let b = bucket(&mut ring, now_ms);
+        for v in values {
+            b.latency.add(v, 1);
+            if pending.len() < MAX_PENDING_LATENCIES {
+                pending.push(v);
+            } else {
+                self.latency_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// (received, processed, failed) since start.
+    pub fn point_counts(&self) -> (u64, u64, u64) {
+        (
+            self.points_received.load(Relaxed),
+            self.points_processed.load(Relaxed),
+            self.points_failed.load(Relaxed),
+        )
+    }
+
+    /// Totals over the last `minutes` minutes: (messages, received, processed, failed, latency).
+    pub fn window(&self, minutes: i64, now_ms: i64) -> (u64, u64, u64, u64, Samples) {
+        let now_min = now_ms.div_euclid(60_000);
+        let ring = lock(&self.minutes);
+        let mut t = (0, 0, 0, 0, Samples::new());
+        for m in ring
+            .iter()
+            .filter(|m| m.minute > now_min - minutes && m.minute <= now_min)
+        {
+            t.0 += m.messages;
+            t.1 += m.received;
+            t.2 += m.processed;
+            t.3 += m.failed;
+            t.4.merge(m.latency.clone());
+        }
+        t
+    }
+}
+
+/// Counter values at the last publish, to send deltas.
+#[derive(Default)]
+struct Last {
+    connections_total: u64,
+    failed: [u64; 8],
+    received: [u64; 6],
+    invalid: [[u64; 5]; 6],
+    locations_valid: [u64; 5],
+    points: [u64; 3],
+}
+
+/// Publishes [`GpsStats`] into its own aggregation shard.
+pub struct Publisher {
+    pub ingest: Arc<Ingest>,
+    pub shard: Arc<Mutex<Shard>>,
+    pub stats: Arc<GpsStats>,
+    pub registry: Arc<Registry>,
+    pub guard: Arc<Guard>,
+    pub prefix: String,
+    pub live_prefix: String,
+    last: Last,
+    last_at: Option<Instant>,
+    line: String,
+}
+
+impl Publisher {
+    pub fn new(
+        ingest: Arc<Ingest>,
+        shard: Arc<Mutex<Shard>>,
+        stats: Arc<GpsStats>,
+        registry: Arc<Registry>,
+        guard: Arc<Guard>,
+        prefix: &str,
+        live_prefix: &str,
+    ) -> Publisher {
+        Publisher {
+            ingest,
+            shard,
+            stats,
+            registry,
+            guard,
+            prefix: prefix.to_string(),
+            live_prefix: live_prefix.to_string(),
+            last: Last::default(),
+            last_at: None,
+            line: String::new(),
+        }
+    }
+
+    /// Sends every GPS metric once: counters as deltas since the last call, gauges as now.
+    pub fn publish(&mut self, now: Instant, now_ms: i64) {
+        let s = Arc::clone(&self.stats);
+        let p = self.prefix.clone();
+        let lp = self.live_prefix.clone();
+        let out = &mut self.line;
+        out.clear();
+        let load = |a: &AtomicU64| a.load(Relaxed);
+
+        for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{p}active_connections:{}|g|#protocol:{label}",
+                load(&s.active[i])
+            );
+        }
+        let total = load(&s.connections_total);
+        let _ = writeln!(
+            out,
+            "{p}connections_total:{}|c",
+            total - self.last.connections_total
+        );
+        self.last.connections_total = total;
+        for f in Failure::ALL {
+            let v = load(&s.failed[f.index()]);
+            if v > 0 {
+                let _ = writeln!(
+                    out,
+                    "{p}connections_failed:{}|c|#reason:{}",
+                    v - self.last.failed[f.index()],
+                    f.as_label()
+                );
+            }
+            self.last.failed[f.index()] = v;
+        }
+        let (devices, active) = self.registry.counts(now_ms);
+        for proto in Protocol::ALL {
+            let _ = writeln!(
+                out,
+                "{p}active_devices:{}|g|#protocol:{}",
+                active[proto.index()],
+                proto.as_str()
+            );
+        }
+        let _ = writeln!(out, "{p}devices_total:{devices}|g");
+        let _ = writeln!(out, "{p}blacklisted_ips:{}|g", self.guard.counts(now).0);
+
+        let mut messages = 0;
+        for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
+            let v = load(&s.received[i]);
+            messages += v - self.last.received[i];
+            let _ = writeln!(
+                out,
+                "{p}messages_received:{}|c|#protocol:{label}",
+                v - self.last.received[i]
+            );
+            self.last.received[i] = v;
+            for e in FrameError::ALL {
+                let v = load(&s.invalid[i][e.index()]);
+                if v > 0 {
+                    let d = v - self.last.invalid[i][e.index()];
+                    let _ = writeln!(
+                        out,
+                        "{p}messages_invalid:{d}|c|#protocol:{label},reason:{}",
+                        e.as_label()
+                    );
+                }
+                self.last.invalid[i][e.index()] = v;
+            }
+        }
+        let elapsed = self
+            .last_at
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .filter(|e| *e > 0.0);
+        if let Some(secs) = elapsed {
+            let _ = writeln!(out, "{p}messages_per_second:{}|g", messages as f64 / secs);
+        }
+        self.last_at = Some(now);
+        for proto in Protocol::ALL {
+            let v = load(&s.locations_valid[proto.index()]);
+            let _ = writeln!(
+                out,
+                "{p}locations_valid:{}|c|#protocol:{}",
+                v - self.last.locations_valid[proto.index()],
+                proto.as_str()
+            );
+            self.last.locations_valid[proto.index()] = v;
+        }
+        let (r, pr, f) = s.point_counts();
+        for (k, (name, v)) in [
+            ("points_received", r),
+            ("points_processed", pr),
+            ("points_failed", f),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = writeln!(out, "{lp}{name}:{}|c", v - self.last.points[k]);
+            self.last.points[k] = v;
+        }
+        let latencies = std::mem::take(&mut *lock(&s.pending_latencies));
+        for chunk in latencies.chunks(64) {
+            let _ = write!(out, "{lp}latency");
+            for v in chunk {
+                let _ = write!(out, ":{v}");
+            }
+            let _ = writeln!(out, "|h");
+        }
+
+        let mut local = LocalStats::default();
+        let seq = self.ingest.aggregator.shared().seq();
+        self.ingest.packet(
+            out.as_bytes(),
+            false,
+            &mut lock(&self.shard),
+            seq,
+            &mut local,
+        );
+        if local.errors.iter().any(|e| *e > 0) || local.dropped_context_limit > 0 {
+            tracing::warn!(?local, "some GPS metrics were not aggregated (check gps.metric_prefix and aggregate.max_contexts)");
+        }
+    }
+}
+
+/// `tallyd_gps_*`: the subsystem's own health and bounds.
+pub struct GpsTelemetry {
+    pub stats: Arc<GpsStats>,
+    pub registry: Arc<Registry>,
+    pub guard: Arc<Guard>,
+}
+
+impl MetricsSource for GpsTelemetry {
+    fn render(&self, out: &mut String, om: bool) {
+        let s = &self.stats;
+        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
+            expo::family_header(out, name, "counter", help, om);
+            for (labels, v) in samples {
+                expo::sample(out, name, "_total", labels, *v as f64);
+            }
+        };
+        let closed: Vec<(String, u64)> = Close::ALL
+            .iter()
+            .map(|c| {
+                (
+                    format!("reason=\"{}\"", c.as_label()),
+                    s.closed[*c as usize].load(Relaxed),
+                )
+            })
+            .collect();
+        counter(
+            "tallyd_gps_connections_closed",
+            "GPS connections closed after identification, by reason.",
+            &closed,
+        );
+        counter(
+            "tallyd_gps_registry_evicted",
+            "Disconnected devices forgotten at gps.max_devices.",
+            &[(String::new(), self.registry.evicted.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_registry_refused",
+            "New devices not tracked because gps.max_devices devices were connected.",
+            &[(String::new(), self.registry.refused.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_blacklistings",
+            "IPs put on the GPS blacklist.",
+            &[(String::new(), self.guard.blacklistings.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_points_queue_full",
+            "Point batches refused because gps.points_queue_batches were waiting.",
+            &[(String::new(), s.queue_full.load(Relaxed))],
+        );
+        counter(
+            "tallyd_gps_latency_samples_dropped",
+            "Latency samples dropped between two publishes (bound 20000).",
+            &[(String::new(), s.latency_dropped.load(Relaxed))],
+        );
+        let (_, ips) = self.guard.counts(Instant::now());
+        expo::family_header(
+            out,
+            "tallyd_gps_tracked_ips",
+            "gauge",
+            "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",
+            om,
+        );
+        expo::sample(out, "tallyd_gps_tracked_ips", "", "", ips as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Aggregator, SeriesValue};
+    use crate::config::Config;
+    use crate::telemetry::Telemetry;
+
+    #[test]
+    fn publishes_counters_as_deltas_into_its_shard() {
+        let cfg = Config::default();
+        let agg = Arc::new(Aggregator::new(&cfg, Arc::new(Telemetry::default())));
+        let ingest = Arc::new(Ingest {
+            aggregator: Arc::clone(&agg),
+            max_tags: 100,
+        });
+        let stats = Arc::new(GpsStats::default());
+        let registry = Arc::new(Registry::new(10, std::time::Duration::from_secs(300)));
+        let guard = Arc::new(Guard::new(&cfg.gps));
+        let mut p = Publisher::new(
+            ingest,
+            agg.new_shard(),
+            Arc::clone(&stats),
+            registry,
+            guard,
+            "gps_tcp.",
+            "live.",
+        );
+        let t0 = Instant::now();
+        stats.message(Protocol::Gt06.index(), None, 0);
+        stats.message(Protocol::Gt06.index(), Some(FrameError::Checksum), 0);
+        stats.points(2, 0, 0, 0);
+        stats.points(0, 2, 0, 0);
+        stats.latencies([100.0, 300.0].into_iter(), 0);
+        p.publish(t0, 0);
+        stats.message(Protocol::Gt06.index(), None, 0);
+        p.publish(t0 + std::time::Duration::from_secs(2), 0);
+        let f = agg.flush(0);
+        let find = |name: &str, tags: &[&str]| {
+            f.series
+                .iter()
+                .find(|s| s.ctx.name() == name && s.ctx.tags().collect::<Vec<_>>() == tags)
+                .map(|s| &s.value)
+                .unwrap_or_else(|| panic!("{name} {tags:?}"))
+        };
+        assert!(
+            matches!(find("gps_tcp.messages_received", &["protocol:gt06"]), SeriesValue::Counter(v) if *v == 3.0)
+        );
+        assert!(
+            matches!(find("gps_tcp.messages_invalid", &["protocol:gt06", "reason:bad_checksum"]), SeriesValue::Counter(v) if *v == 1.0)
+        );
+        assert!(
+            matches!(find("gps_tcp.messages_per_second", &[]), SeriesValue::Gauge(v) if *v == 0.5)
+        );
+        assert!(matches!(find("live.points_processed", &[]), SeriesValue::Counter(v) if *v == 2.0));
+        let SeriesValue::Samples(h) = find("live.latency", &[]) else {
+            panic!("latency")
+        };
+        assert_eq!((h.samples.count(), h.samples.sum()), (2, 400.0));
+        let (messages, received, processed, failed, mut lat) = stats.window(5, 0);
+        assert_eq!(
+            (messages, received, processed, failed, lat.count()),
+            (3, 2, 2, 0, 2)
+        );
+        assert_eq!(lat.quantile(0.99), 300.0);
+    }
+}

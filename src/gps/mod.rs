@@ -1,0 +1,159 @@
+//! The GPS device server: tracker protocols on one TCP port (default 5000).
+//!
+//! `detect` picks the protocol from a connection's first bytes; one pure decoder per protocol
+//! (`nmea`, `h02`, `tk103`, `gt06`, `teltonika`) turns bytes into [`fix::Message`]s with the
+//! acknowledgement the device waits for; `server` owns the sockets and the abuse limits
+//! (`guard`); `registry` remembers devices; `points` delivers every valid fix at least once;
+//! `metrics` feeds counters into an aggregation shard of its own, so they reach every sink like
+//! StatsD metrics; `api` serves the registry, the live view and the blacklist.
+//! Sources never reach sinks directly: points go through the [`points::PointSink`] interface.
+
+pub mod api;
+pub mod detect;
+pub mod fix;
+pub mod gt06;
+pub mod guard;
+pub mod h02;
+pub mod metrics;
+pub mod nmea;
+pub mod points;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod teltonika;
+pub mod tk103;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::duration_str;
+
+/// `[gps]`: the tracker server. Every field is documented in `config/tallyd.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpsConfig {
+    pub enabled: bool,
+    pub listen: String,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_frame_bytes: usize,
+    pub max_line_bytes: usize,
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub frame_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    pub max_devices: usize,
+    #[serde(with = "duration_str")]
+    pub active_window: Duration,
+    pub max_tracked_ips: usize,
+    pub blacklist_enabled: bool,
+    #[serde(with = "duration_str")]
+    pub blacklist_window: Duration,
+    pub blacklist_invalid_frames: u64,
+    pub blacklist_invalid_ratio: f64,
+    pub blacklist_min_frames: u64,
+    pub blacklist_connections: u64,
+    #[serde(with = "duration_str")]
+    pub blacklist_duration: Duration,
+    pub metric_prefix: String,
+    pub live_metric_prefix: String,
+    pub points_file: String,
+    pub points_file_max_bytes: u64,
+    pub points_file_max_files: usize,
+    pub points_fsync: bool,
+    pub points_queue_batches: usize,
+}
+
+impl Default for GpsConfig {
+    fn default() -> Self {
+        GpsConfig {
+            enabled: true,
+            listen: "0.0.0.0:5000".into(),
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            max_frame_bytes: 16_384,
+            max_line_bytes: 1024,
+            handshake_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_devices: 100_000,
+            active_window: Duration::from_secs(300),
+            max_tracked_ips: 65_536,
+            blacklist_enabled: true,
+            blacklist_window: Duration::from_secs(60),
+            blacklist_invalid_frames: 50,
+            blacklist_invalid_ratio: 0.5,
+            blacklist_min_frames: 20,
+            blacklist_connections: 120,
+            blacklist_duration: Duration::from_secs(900),
+            metric_prefix: "gps_tcp.".into(),
+            live_metric_prefix: "live.".into(),
+            points_file: String::new(),
+            points_file_max_bytes: 100 * 1024 * 1024,
+            points_file_max_files: 5,
+            points_fsync: true,
+            points_queue_batches: 1024,
+        }
+    }
+}
+
+impl GpsConfig {
+    /// Checks what types cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "gps.listen = {:?} is not an address like \"0.0.0.0:5000\"",
+                self.listen
+            ));
+        }
+        let positive = [
+            ("gps.max_connections", self.max_connections),
+            ("gps.max_connections_per_ip", self.max_connections_per_ip),
+            ("gps.max_devices", self.max_devices),
+            ("gps.max_tracked_ips", self.max_tracked_ips),
+            ("gps.points_file_max_files", self.points_file_max_files),
+            ("gps.points_queue_batches", self.points_queue_batches),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        if !(64..=1_048_576).contains(&self.max_frame_bytes) {
+            return Err("gps.max_frame_bytes must be between 64 and 1048576".into());
+        }
+        if !(64..=65_536).contains(&self.max_line_bytes) {
+            return Err("gps.max_line_bytes must be between 64 and 65536".into());
+        }
+        for (key, d) in [
+            ("gps.handshake_timeout", self.handshake_timeout),
+            ("gps.frame_timeout", self.frame_timeout),
+            ("gps.idle_timeout", self.idle_timeout),
+            ("gps.active_window", self.active_window),
+            ("gps.blacklist_window", self.blacklist_window),
+            ("gps.blacklist_duration", self.blacklist_duration),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{key} must be greater than 0s"));
+            }
+        }
+        if !(self.blacklist_invalid_ratio > 0.0 && self.blacklist_invalid_ratio <= 1.0) {
+            return Err("gps.blacklist_invalid_ratio must be in (0, 1]".into());
+        }
+        if self.points_file_max_bytes < 4096 {
+            return Err("gps.points_file_max_bytes must be at least 4096".into());
+        }
+        if self.metric_prefix.contains(['|', ':', '#', '\n', ','])
+            || self.live_metric_prefix.contains(['|', ':', '#', '\n', ','])
+        {
+            return Err(
+                "gps.metric_prefix and gps.live_metric_prefix may not contain | : # , or a newline"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}

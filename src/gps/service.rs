@@ -1,0 +1,126 @@
+//! Wiring of the GPS subsystem: builds the registry, guard, point delivery, metrics publisher
+//! and server from `[gps]`, and returns the API router and the task to await at shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, GpsApi};
+use super::guard::Guard;
+use super::metrics::{GpsStats, GpsTelemetry, Publisher};
+use super::points::{Delivery, NdjsonFile, PointSink};
+use super::registry::Registry;
+use super::server::{now_ms, Limits, Server};
+use super::GpsConfig;
+use crate::aggregate::Aggregator;
+use crate::statsd::Ingest;
+use crate::telemetry::Telemetry;
+
+/// A running GPS subsystem.
+pub struct Gps {
+    /// The API routes, to merge into the HTTP router.
+    pub router: axum::Router,
+    /// Ends after `cancel`: connections closed, points stored, last metrics published.
+    pub task: JoinHandle<()>,
+}
+
+/// Point sinks configured in `[gps]`: the NDJSON file when `gps.points_file` is set.
+///
+/// # Errors
+/// When the points file cannot be opened.
+pub fn configured_sinks(cfg: &GpsConfig) -> std::io::Result<Vec<Box<dyn PointSink>>> {
+    let mut sinks: Vec<Box<dyn PointSink>> = Vec::new();
+    if !cfg.points_file.is_empty() {
+        let path = Path::new(&cfg.points_file);
+        let file = NdjsonFile::open(
+            path,
+            cfg.points_file_max_bytes,
+            cfg.points_file_max_files,
+            cfg.points_fsync,
+        )
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("gps.points_file {}: {e}", path.display()))
+        })?;
+        sinks.push(Box::new(file));
+    }
+    Ok(sinks)
+}
+
+/// Starts serving `listener` with `sinks` (see [`configured_sinks`]; the caller may add its own).
+///
+/// # Errors
+/// When the point writer thread cannot start.
+pub fn start(
+    cfg: &GpsConfig,
+    listener: TcpListener,
+    sinks: Vec<Box<dyn PointSink>>,
+    ingest: Arc<Ingest>,
+    aggregator: &Aggregator,
+    telemetry: &Telemetry,
+    cancel: CancellationToken,
+) -> std::io::Result<Gps> {
+    let stats = Arc::new(GpsStats::default());
+    let registry = Arc::new(Registry::new(cfg.max_devices, cfg.active_window));
+    let guard = Arc::new(Guard::new(cfg));
+    let (delivery, writer) = Delivery::start(sinks, cfg.points_queue_batches, Arc::clone(&stats))?;
+    telemetry.register(Arc::new(GpsTelemetry {
+        stats: Arc::clone(&stats),
+        registry: Arc::clone(&registry),
+        guard: Arc::clone(&guard),
+    }));
+    let mut publisher = Publisher::new(
+        ingest,
+        aggregator.new_shard(),
+        Arc::clone(&stats),
+        Arc::clone(&registry),
+        Arc::clone(&guard),
+        &cfg.metric_prefix,
+        &cfg.live_metric_prefix,
+    );
+    // Publish often enough that every window sees fresh gauges, at most once a second.
+    let every =
+        (aggregator.interval() / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let server = Arc::new(Server {
+        limits: Limits::from_config(cfg),
+        guard: Arc::clone(&guard),
+        registry: Arc::clone(&registry),
+        stats: Arc::clone(&stats),
+        delivery,
+    });
+    let router = api::router(GpsApi {
+        registry,
+        guard,
+        stats,
+        active_window_secs: cfg.active_window.as_secs(),
+    });
+    let task = tokio::spawn(async move {
+        let stop_publishing = CancellationToken::new();
+        let publishing = tokio::spawn({
+            let stop = stop_publishing.clone();
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => publisher.publish(Instant::now(), now_ms()),
+                    }
+                }
+                publisher.publish(Instant::now(), now_ms());
+            }
+        });
+        // `run` consumes the last handle on the server and with it the last Delivery: the
+        // writer then stores what is queued and exits.
+        server.run(listener, cancel).await;
+        if let Some(w) = writer {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        stop_publishing.cancel();
+        let _ = publishing.await;
+    });
+    Ok(Gps { router, task })
+}
