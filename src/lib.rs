@@ -280,6 +280,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(())
 }
 
+/// The OTLP receiver and its server tasks, closed and awaited at shutdown.
+type OtlpRunning = (Arc<otlp::Receiver>, Vec<tokio::task::JoinHandle<()>>);
+
 /// Starts the OTLP listeners that were bound, each served until `cancel`.
 fn start_otlp(
     cfg: &Config,
@@ -291,7 +294,7 @@ fn start_otlp(
     telemetry: &Telemetry,
     health: &Health,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<(Arc<otlp::Receiver>, Vec<tokio::task::JoinHandle<()>>)>> {
+) -> anyhow::Result<Option<OtlpRunning>> {
     if http.is_none() && grpc.is_none() {
         let why = if cfg.otlp.enabled {
             "otlp listen address is empty"

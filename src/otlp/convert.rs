@@ -402,8 +402,8 @@ impl Converter {
         // Summaries are cumulative by definition: count and sum become increments.
         let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
         for (suffix, salt, v) in [
-            ("count", 0x434e_54u64, p.count as f64),
-            ("sum", 0x53_554d, p.sum),
+            ("count", 0x0043_4e54_u64, p.count as f64),
+            ("sum", 0x0053_554d, p.sum),
         ] {
             match self.streams.number(key ^ salt, start, time, v, now) {
                 Ok(Step::Delta(d)) => out.push(Output {

@@ -81,7 +81,7 @@ enum Order {
     Stale,
     /// The start time moved forward: the stream restarted.
     Restarted,
-    InOrder,
+    Next,
 }
 
 /// The bounded stream table.
@@ -195,7 +195,7 @@ impl Streams {
         if restarted {
             Order::Restarted
         } else {
-            Order::InOrder
+            Order::Next
         }
     }
 
@@ -228,12 +228,12 @@ impl Streams {
                 self.resets += 1;
                 Ok(Step::Delta(value))
             }
-            Order::InOrder if prev.is_nan() || value < prev => {
+            Order::Next if prev.is_nan() || value < prev => {
                 s.prev = Prev::Number(value);
                 self.resets += 1;
                 Ok(Step::Delta(value))
             }
-            Order::InOrder => {
+            Order::Next => {
                 s.prev = Prev::Number(value);
                 Ok(Step::Delta(value - prev))
             }
@@ -281,9 +281,7 @@ impl Streams {
             return Ok(Step::Stale);
         }
         let delta = match (&s.prev, &order) {
-            (Prev::Hist { layout: l, data: p }, Order::InOrder) if *l == layout => {
-                hist_delta(&cur, p)
-            }
+            (Prev::Hist { layout: l, data: p }, Order::Next) if *l == layout => hist_delta(&cur, p),
             _ => None,
         };
         let same_layout = matches!(&s.prev, Prev::Hist { layout: l, .. } if *l == layout);
@@ -327,7 +325,7 @@ impl Streams {
             return Ok(Step::Stale);
         }
         let delta = match (&s.prev, &order) {
-            (Prev::Exp(p), Order::InOrder) => exp_delta(&cur, p, self.max_span),
+            (Prev::Exp(p), Order::Next) => exp_delta(&cur, p, self.max_span),
             _ => None,
         };
         let out = match delta {
