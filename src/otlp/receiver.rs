@@ -184,3 +184,76 @@ impl Receiver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::telemetry::Telemetry;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics,
+    };
+
+    fn gauges(names: &[&str]) -> ExportMetricsServiceRequest {
+        let metrics = names
+            .iter()
+            .map(|n| Metric {
+                name: n.to_string(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        value: Some(number_data_point::Value::AsDouble(1.0)),
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn admission_limits_and_shutdown() {
+        let mut cfg = Config::default();
+        cfg.otlp.max_concurrent_requests = 1;
+        let agg = Aggregator::new(&cfg, Arc::new(Telemetry::default()));
+        let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
+        let held = r.admit().expect("first request admitted");
+        assert_eq!(r.admit().err(), Some(Refusal::Busy));
+        drop(held);
+        assert!(r.admit().is_ok());
+        r.close();
+        assert_eq!(r.admit().err(), Some(Refusal::Closing));
+    }
+
+    #[test]
+    fn point_and_context_limits() {
+        let mut cfg = Config::default();
+        cfg.otlp.max_points_per_request = 3;
+        cfg.aggregate.max_contexts = 2;
+        let agg = Aggregator::new(&cfg, Arc::new(Telemetry::default()));
+        let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
+        let e = r.export(&gauges(&["a", "b", "c", "d"]), Duration::ZERO);
+        assert_eq!(e, Err(ExportError::TooManyPoints { points: 4, max: 3 }));
+        let a = r
+            .export(&gauges(&["a", "b", "c"]), Duration::ZERO)
+            .expect("accepted");
+        assert_eq!(a.rejected, 1);
+        assert!(
+            a.message.contains("aggregate.max_contexts"),
+            "{}",
+            a.message
+        );
+        assert_eq!(r.stats.rejected(Reject::ContextLimit), 1);
+        assert_eq!(r.stats.points_accepted.load(Relaxed), 2);
+        assert_eq!(agg.flush(0).series.len(), 2);
+    }
+}
