@@ -503,6 +503,26 @@ fn http_json_and_gzip_bodies_and_partial_success() {
 }
 
 #[test]
+fn grpc_oversized_message_is_refused_and_harms_nothing() {
+    let t = Tallyd::start("[otlp]\nmax_body_bytes = 2048\n");
+    let sdk = Sdk::new(&t, Transport::Grpc, Temporality::Delta);
+    let meter = sdk.provider.meter("shop");
+    let c = meter.u64_counter("fat").build();
+    c.add(1, &[KeyValue::new("blob", "x".repeat(4096))]);
+    let mut rm = SdkResourceMetrics::default();
+    sdk.reader.collect(&mut rm).expect("collect");
+    let refused = sdk.rt.block_on(sdk.exporter.export(&rm));
+    assert!(refused.is_err(), "an oversized message must be refused");
+    c.add(2, &[KeyValue::new("blob", "small")]);
+    sdk.export();
+    let text = t.wait_value("fat_total{blob=\"small\",service=\"checkout\"}", 2.0);
+    assert!(
+        !text.contains("xxxx"),
+        "nothing of the refused message was counted"
+    );
+}
+
+#[test]
 fn otlp_listeners_can_be_disabled() {
     let t = Tallyd::start("[otlp]\nenabled = false\n");
     assert_eq!((t.otlp_http, t.otlp_grpc), (None, None));
