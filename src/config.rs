@@ -25,6 +25,7 @@ pub struct Config {
     pub alerts: crate::alert::AlertsConfig,
     pub queue: QueueConfig,
     pub gps: crate::gps::GpsConfig,
+    pub otlp: OtlpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,6 +297,146 @@ impl Default for QueueConfig {
     }
 }
 
+/// What the first point of a cumulative stream counts for (see `[otlp] initial_cumulative_value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialCumulative {
+    /// Counted in full when the stream started after tallyd did, else only a baseline.
+    Auto,
+    /// Always counted in full.
+    Keep,
+    /// Always only a baseline.
+    Drop,
+}
+
+/// Which resource and scope attributes become tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceAttributes {
+    /// Only those named in `attribute_tags`.
+    Mapped,
+    /// Those named in `attribute_tags` renamed, every other one under its own name.
+    All,
+}
+
+/// The OTLP metrics receiver (OTLP/HTTP and OTLP/gRPC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Turns both OTLP listeners on or off.
+    pub enabled: bool,
+    /// OTLP/HTTP address (`POST /v1/metrics`); empty disables it.
+    pub http_listen: String,
+    /// OTLP/gRPC address (`MetricsService/Export`); empty disables it.
+    pub grpc_listen: String,
+    /// Largest request body, in bytes, before and after gzip decompression.
+    pub max_body_bytes: usize,
+    /// Data points per request; a larger request is refused whole.
+    pub max_points_per_request: usize,
+    /// Attributes on one data point; a point with more is rejected.
+    pub max_attributes_per_point: usize,
+    /// Histogram buckets on one data point; a point with more is rejected.
+    pub max_buckets_per_point: usize,
+    /// Requests handled at once across both transports; more are told to retry later.
+    pub max_concurrent_requests: usize,
+    /// Cumulative streams remembered (to turn totals into per-window deltas).
+    pub max_streams: usize,
+    /// A stream not seen for this long is forgotten.
+    #[serde(with = "duration_str")]
+    pub stream_expiry: Duration,
+    /// `auto`, `keep` or `drop`: what the first point of a cumulative stream counts for.
+    pub initial_cumulative_value: InitialCumulative,
+    /// `attribute=tag` renames for resource and scope attributes.
+    pub attribute_tags: Vec<String>,
+    /// `mapped` or `all`: which resource and scope attributes become tags.
+    pub resource_attributes: ResourceAttributes,
+    /// Tag that carries the instrumentation scope name; empty = none.
+    pub scope_name_tag: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            http_listen: "0.0.0.0:4318".into(),
+            grpc_listen: "0.0.0.0:4317".into(),
+            max_body_bytes: 20 * 1024 * 1024,
+            max_points_per_request: 100_000,
+            max_attributes_per_point: 128,
+            max_buckets_per_point: 2048,
+            max_concurrent_requests: 64,
+            max_streams: 200_000,
+            stream_expiry: Duration::from_secs(900),
+            initial_cumulative_value: InitialCumulative::Auto,
+            attribute_tags: [
+                "service.name=service",
+                "service.version=version",
+                "deployment.environment.name=env",
+                "deployment.environment=env",
+                "host.name=host",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            resource_attributes: ResourceAttributes::Mapped,
+            scope_name_tag: String::new(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// `attribute_tags` as (attribute, tag) pairs; call after [`Config::validate`].
+    pub fn attribute_renames(&self) -> Vec<(String, String)> {
+        self.attribute_tags
+            .iter()
+            .filter_map(|r| r.split_once('='))
+            .map(|(a, t)| (a.trim().to_string(), t.trim().to_string()))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_addr("otlp.http_listen", &self.http_listen, true)?;
+        check_addr("otlp.grpc_listen", &self.grpc_listen, true)?;
+        for (key, v) in [
+            ("otlp.max_body_bytes", self.max_body_bytes),
+            ("otlp.max_points_per_request", self.max_points_per_request),
+            (
+                "otlp.max_attributes_per_point",
+                self.max_attributes_per_point,
+            ),
+            ("otlp.max_buckets_per_point", self.max_buckets_per_point),
+            ("otlp.max_concurrent_requests", self.max_concurrent_requests),
+            ("otlp.max_streams", self.max_streams),
+        ] {
+            if v == 0 {
+                return Err(err(format!("invalid config: {key} must be greater than 0")));
+            }
+        }
+        if self.stream_expiry.is_zero() {
+            return Err(err(
+                "invalid config: otlp.stream_expiry must be greater than 0s",
+            ));
+        }
+        for rule in &self.attribute_tags {
+            let ok = rule.split_once('=').is_some_and(|(a, t)| {
+                let t = t.trim();
+                !a.trim().is_empty() && !t.is_empty() && !t.contains([',', ':'])
+            });
+            if !ok {
+                return Err(err(format!(
+                    "invalid config: otlp.attribute_tags: {rule:?} is not \"attribute=tag\" (the tag may not contain ',' or ':')"
+                )));
+            }
+        }
+        if self.scope_name_tag.contains([',', ':']) {
+            return Err(err(
+                "invalid config: otlp.scope_name_tag may not contain ',' or ':'",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A configuration error, already phrased for the operator: it names the key and, for a file,
 /// the line and column.
 #[derive(Debug)]
@@ -425,6 +566,7 @@ impl Config {
             }
         }
         self.validate_datadog()?;
+        self.otlp.validate()?;
         if self.aggregate.percentiles.len() > 16 {
             return Err(err(
                 "invalid config: aggregate.percentiles holds at most 16 values",
@@ -864,6 +1006,31 @@ mod tests {
         let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")]))
             .expect_err("port");
         assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
+    }
+
+    #[test]
+    fn otlp_settings_are_validated() {
+        let e =
+            Config::from_toml_with_env("[otlp]\nattribute_tags = [\"service.name\"]\n", "t", &[])
+                .expect_err("rule");
+        assert!(e.to_string().contains("otlp.attribute_tags"), "{e}");
+        let e =
+            Config::from_toml_with_env("[otlp]\nmax_body_bytes = 0\n", "t", &[]).expect_err("zero");
+        assert!(e.to_string().contains("otlp.max_body_bytes"), "{e}");
+        let e = Config::from_toml_with_env("[otlp]\ngrpc_listen = \"x\"\n", "t", &[])
+            .expect_err("addr");
+        assert!(e.to_string().contains("otlp.grpc_listen"), "{e}");
+        let cfg = Config::from_toml_with_env(
+            "[otlp]\nattribute_tags = [\" k8s.pod.name = pod \"]\n",
+            "t",
+            &env(&[("TALLYD_OTLP__HTTP_LISTEN", "")]),
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.otlp.attribute_renames(),
+            vec![("k8s.pod.name".to_string(), "pod".to_string())]
+        );
+        assert_eq!(cfg.otlp.http_listen, "");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod gps;
 pub mod model;
+pub mod otlp;
 pub mod queue;
 pub mod sinks;
 pub mod statsd;
@@ -51,6 +52,25 @@ struct Bound {
     uds: Option<(UnixDatagram, PathBuf)>,
     gps: Option<tokio::net::TcpListener>,
     http: tokio::net::TcpListener,
+    otlp_http: Option<tokio::net::TcpListener>,
+    otlp_grpc: Option<tokio::net::TcpListener>,
+}
+
+/// Binds an optional OTLP listener (`key` names the setting in errors).
+async fn bind_otlp(
+    cfg: &Config,
+    addr: &str,
+    key: &str,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if !cfg.otlp.enabled || addr.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr.parse().with_context(|| key.to_string())?;
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {what} listener on {addr} ({key})"))?;
+    Ok(Some(l))
 }
 
 async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
@@ -97,12 +117,16 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
     let http = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the HTTP listener on {addr} (http.listen)"))?;
+    let otlp_http = bind_otlp(cfg, &cfg.otlp.http_listen, "otlp.http_listen", "OTLP/HTTP").await?;
+    let otlp_grpc = bind_otlp(cfg, &cfg.otlp.grpc_listen, "otlp.grpc_listen", "OTLP/gRPC").await?;
     Ok(Bound {
         udp,
         tcp,
         uds,
         gps,
         http,
+        otlp_http,
+        otlp_grpc,
     })
 }
 
@@ -252,6 +276,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         );
         None
     };
+    let otlp = start_otlp(
+        &cfg,
+        (bound.otlp_http, bound.otlp_grpc),
+        &aggregator,
+        &telemetry,
+        &health,
+        &cancel,
+    )?;
 
     let (flush_stop, flush_rx) = mpsc::channel::<()>();
     let flusher = {
@@ -319,6 +351,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     if let Some(t) = gps_task {
         let _ = t.await;
     }
+    if let Some((receiver, tasks)) = otlp {
+        // Requests already admitted finish into the shard before the final flush.
+        receiver.close();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
@@ -338,6 +377,63 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let _ = http_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// The OTLP receiver and its server tasks, closed and awaited at shutdown.
+type OtlpRunning = (Arc<otlp::Receiver>, Vec<tokio::task::JoinHandle<()>>);
+
+/// Starts the OTLP listeners that were bound, each served until `cancel`.
+fn start_otlp(
+    cfg: &Config,
+    (http, grpc): (
+        Option<tokio::net::TcpListener>,
+        Option<tokio::net::TcpListener>,
+    ),
+    aggregator: &Aggregator,
+    telemetry: &Telemetry,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<OtlpRunning>> {
+    if http.is_none() && grpc.is_none() {
+        let why = if cfg.otlp.enabled {
+            "otlp listen address is empty"
+        } else {
+            "otlp.enabled is false"
+        };
+        health.set("otlp_http", Status::Disabled, why);
+        health.set("otlp_grpc", Status::Disabled, why);
+        return Ok(None);
+    }
+    let receiver = Arc::new(otlp::Receiver::new(&cfg.otlp, aggregator, unix_now()));
+    telemetry.register(receiver.stats.clone());
+    let mut tasks = Vec::new();
+    if let Some(l) = http {
+        let addr = l.local_addr()?;
+        info!(component = "otlp_http", addr = %addr, "listening");
+        health.set("otlp_http", Status::Ok, addr.to_string());
+        let (r, c) = (Arc::clone(&receiver), cancel.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = otlp::http::serve(l, r, c).await {
+                tracing::error!(component = "otlp_http", error = %e, "OTLP/HTTP server failed");
+            }
+        }));
+    } else {
+        health.set("otlp_http", Status::Disabled, "otlp.http_listen is empty");
+    }
+    if let Some(l) = grpc {
+        let addr = l.local_addr()?;
+        info!(component = "otlp_grpc", addr = %addr, "listening");
+        health.set("otlp_grpc", Status::Ok, addr.to_string());
+        let (r, c) = (Arc::clone(&receiver), cancel.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = otlp::grpc::serve(l, r, c).await {
+                tracing::error!(component = "otlp_grpc", error = %e, "OTLP/gRPC server failed");
+            }
+        }));
+    } else {
+        health.set("otlp_grpc", Status::Disabled, "otlp.grpc_listen is empty");
+    }
+    Ok(Some((receiver, tasks)))
 }
 
 fn unix_now() -> Duration {

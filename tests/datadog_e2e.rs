@@ -231,12 +231,37 @@ fn outage_with_traffic_flowing_loses_nothing_and_duplicates_nothing() {
         Fault::TooMany { retry_after: 1 },
         Fault::Status(500),
     ];
+    let failures = |class: &str| {
+        common::value(
+            &t.metrics(),
+            &format!("tallyd_forwarder_failures_total{{queue=\"datadog\",class=\"{class}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
     for f in phases {
+        let class = match &f {
+            Fault::Status(_) => "5xx",
+            Fault::Drop => "connection",
+            Fault::Slow(_) => "timeout",
+            Fault::TooMany { .. } => "4xx",
+            _ => "none",
+        };
+        let before = failures(class);
         intake.set_fault(f);
-        for _ in 0..8 {
+        // Traffic keeps flowing until the sender has met this fault at least once (bounded),
+        // so every failure class is exercised however slow the machine is.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for round in 0.. {
             t.send_udp("outage.hits:1|c\n");
             sent += 1;
             std::thread::sleep(Duration::from_millis(100));
+            if round >= 7 && failures(class) > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sender never met a {class} failure"
+            );
         }
     }
     wait_until(10, "payloads queued during the outage", || {

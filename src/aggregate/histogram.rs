@@ -226,6 +226,74 @@ impl Samples {
     }
 }
 
+/// Pre-aggregated input (OTLP histogram points), added without restructuring the store above.
+impl Samples {
+    /// Adds pre-aggregated data: `bins` are (representative value, count) pairs, such as bucket
+    /// midpoints. `sum`, `min` and `max` are the exact moments when the source carries them;
+    /// without them they are derived from the representatives. Representatives are clamped to
+    /// [min, max] so that percentiles never leave the range the source observed. Non-finite
+    /// moments are ignored; bins with a non-finite value or a zero count are skipped.
+    /// Returns the number of values added.
+    pub fn add_bins(
+        &mut self,
+        bins: &[(f64, u64)],
+        sum: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) -> u64 {
+        let live = || bins.iter().filter(|(v, c)| *c > 0 && v.is_finite());
+        let total = live().fold(0u64, |a, (_, c)| a.saturating_add(*c));
+        if total == 0 {
+            return 0;
+        }
+        let lo = live().map(|(v, _)| *v).fold(f64::INFINITY, f64::min);
+        let hi = live().map(|(v, _)| *v).fold(f64::NEG_INFINITY, f64::max);
+        let (mut pmin, mut pmax) = (
+            min.filter(|m| m.is_finite()).unwrap_or(lo),
+            max.filter(|m| m.is_finite()).unwrap_or(hi),
+        );
+        if pmin > pmax {
+            // Inconsistent moments from the source: fall back to the bins' own range.
+            (pmin, pmax) = (lo, hi);
+        }
+        let derived: f64 = live().map(|(v, c)| v.clamp(pmin, pmax) * *c as f64).sum();
+        let psum = sum.filter(|s| s.is_finite()).unwrap_or(derived);
+        for &(v, c) in live() {
+            let v = v.clamp(pmin, pmax);
+            let mut left = c;
+            while left > 0 {
+                let w = left.min(u64::from(u32::MAX)) as u32;
+                self.store(v, w);
+                left -= u64::from(w);
+            }
+        }
+        if self.count == 0 {
+            self.min = pmin;
+            self.max = pmax;
+        } else {
+            self.min = self.min.min(pmin);
+            self.max = self.max.max(pmax);
+        }
+        self.count = self.count.saturating_add(total);
+        self.sum += psum;
+        total
+    }
+
+    /// Records a value in the raw or HDR store without touching the moments.
+    fn store(&mut self, value: f64, w: u32) {
+        if let Some(h) = self.hdr.as_deref_mut() {
+            self.clamped += record(h, value, w);
+        } else if self.raw.len() < RAW_LIMIT {
+            self.raw.push((value, w));
+        } else {
+            self.spill();
+            if let Some(h) = self.hdr.as_deref_mut() {
+                self.clamped += record(h, value, w);
+            }
+        }
+    }
+}
+
 /// Records `value` with `weight`; returns 1 when the value had to be clamped.
 fn record(h: &mut Hdr, value: f64, weight: u32) -> u64 {
     let mag = value.abs();
@@ -342,6 +410,44 @@ mod tests {
         c.merge(from(&[-2.0; 40]));
         assert_eq!(c.count(), 80);
         assert!((c.quantile(0.25) - -2.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn bins_keep_exact_moments_and_clamp_representatives() {
+        let mut s = Samples::new();
+        // Two values in a bucket represented by 2.5, one represented by 37.5 but observed at 30.
+        let n = s.add_bins(
+            &[(2.5, 2), (37.5, 1), (99.0, 0)],
+            Some(33.0),
+            Some(1.0),
+            Some(30.0),
+        );
+        assert_eq!(n, 3);
+        assert_eq!((s.count(), s.sum(), s.min(), s.max()), (3, 33.0, 1.0, 30.0));
+        assert_eq!(s.quantile(0.5), 2.5);
+        assert_eq!(s.quantile(1.0), 30.0);
+        // Without moments they come from the representatives.
+        let mut t = Samples::new();
+        t.add(100.0, 1);
+        t.add_bins(&[(4.0, 3)], None, None, None);
+        assert_eq!(
+            (t.count(), t.sum(), t.min(), t.max()),
+            (4, 112.0, 4.0, 100.0)
+        );
+        // Counts beyond u32 are split into several weights.
+        let mut h = Samples::new();
+        h.add_bins(
+            &[(1.0, 5_000_000_000), (2.0, 1)],
+            Some(5_000_000_002.0),
+            None,
+            None,
+        );
+        assert_eq!(h.count(), 5_000_000_001);
+        assert_eq!(h.quantile(0.5), 1.0);
+        assert_eq!(
+            Samples::new().add_bins(&[(f64::NAN, 3), (1.0, 0)], None, None, None),
+            0
+        );
     }
 
     #[test]

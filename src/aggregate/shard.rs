@@ -348,6 +348,83 @@ impl Shard {
     }
 }
 
+/// A value that does not come from a statsd line (OTLP points), for [`Shard::apply_value`].
+#[derive(Debug)]
+pub enum Value {
+    /// Added to a counter's window sum.
+    Count(f64),
+    /// Sets a gauge; the latest `seq` wins across shards.
+    Gauge(f64),
+    /// Folded into a timer, histogram or distribution's window sample store.
+    Samples(Samples),
+}
+
+impl Shard {
+    /// Applies `value` to the context (`kind`, `name`, `tags`). `tags` need not be sorted; they
+    /// are sorted and de-duplicated in place. Returns false, and counts the drop, when the
+    /// context is new and `aggregate.max_contexts` is reached, or when `value` does not fit
+    /// `kind` (a counter given samples, say).
+    pub fn apply_value(
+        &mut self,
+        kind: MetricKind,
+        name: &str,
+        tags: &mut Vec<&str>,
+        value: Value,
+        seq: u64,
+    ) -> bool {
+        let fits = match &value {
+            Value::Count(_) => kind == MetricKind::Counter,
+            Value::Gauge(_) => kind == MetricKind::Gauge,
+            Value::Samples(_) => kind.is_sampled(),
+        };
+        if !fits {
+            return false;
+        }
+        tags.retain(|t| !t.is_empty());
+        tags.sort_unstable();
+        tags.dedup();
+        let bytes: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
+        let shared = &*self.shared;
+        let hash = context_hash(&shared.hasher, kind, name.as_bytes(), &bytes);
+        let window = self.window;
+        let entry = match self.table.entry(
+            hash,
+            |e| e.hash == hash && e.ctx.matches(kind, name.as_bytes(), &bytes),
+            |e| e.hash,
+        ) {
+            TableEntry::Occupied(o) => o.into_mut(),
+            TableEntry::Vacant(v) => {
+                if shared.contexts.fetch_add(1, Relaxed) >= shared.max_contexts {
+                    shared.contexts.fetch_sub(1, Relaxed);
+                    shared
+                        .telemetry
+                        .samples_dropped_context_limit
+                        .fetch_add(1, Relaxed);
+                    return false;
+                }
+                v.insert(Entry {
+                    hash,
+                    ctx: Arc::new(Context::new(kind, name, tags.as_slice())),
+                    last_window: window,
+                    touched: false,
+                    state: State::new(kind, shared.hasher),
+                })
+                .into_mut()
+            }
+        };
+        entry.touched = true;
+        entry.last_window = window;
+        match (&mut entry.state, value) {
+            (State::Counter(sum), Value::Count(v)) => *sum += v,
+            (State::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
+            (State::Samples(s), Value::Samples(other)) => s.merge(other),
+            // The kind decides the state, and `fits` checked the kind.
+            _ => return false,
+        }
+        true
+    }
+}
+
 fn value_count(m: &MetricLine<'_>) -> u64 {
     if m.kind == MetricKind::Set {
         1
@@ -380,6 +457,45 @@ mod tests {
         let mut v: Vec<&[u8]> = vec![b"a", b"a", b"b", b"c", b"c"];
         let n = dedup_sorted(&mut v);
         assert_eq!(&v[..n], &[&b"a"[..], b"b", b"c"]);
+    }
+
+    #[test]
+    fn values_from_outside_statsd() {
+        let telemetry = Arc::new(Telemetry::default());
+        let shared = Arc::new(Shared::new(2, 10, GaugeMode::Absolute, telemetry));
+        let mut shard = Shard::new(Arc::clone(&shared));
+        let mut tags = vec!["b:2", "a:1", "b:2", ""];
+        assert!(shard.apply_value(MetricKind::Counter, "c", &mut tags, Value::Count(2.0), 1));
+        let mut same = vec!["a:1", "b:2"];
+        assert!(shard.apply_value(MetricKind::Counter, "c", &mut same, Value::Count(3.0), 2));
+        let mut s = Samples::new();
+        s.add(4.0, 1);
+        assert!(!shard.apply_value(
+            MetricKind::Counter,
+            "c",
+            &mut vec![],
+            Value::Samples(s.clone()),
+            3
+        ));
+        assert!(shard.apply_value(
+            MetricKind::Distribution,
+            "d",
+            &mut vec![],
+            Value::Samples(s),
+            3
+        ));
+        // The context limit (2) refuses a third context and counts it.
+        assert!(!shard.apply_value(MetricKind::Gauge, "g", &mut vec![], Value::Gauge(1.0), 4));
+        assert_eq!(
+            shared.telemetry.samples_dropped_context_limit.load(Relaxed),
+            1
+        );
+        let mut out = Vec::new();
+        shard.drain(10, &mut out);
+        assert_eq!(out.len(), 2);
+        let c = out.iter().find(|d| d.ctx.name() == "c").expect("counter");
+        assert_eq!(c.ctx.tags().collect::<Vec<_>>(), vec!["a:1", "b:2"]);
+        assert!(matches!(c.state, State::Counter(v) if v == 5.0));
     }
 
     #[test]

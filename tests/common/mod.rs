@@ -27,6 +27,9 @@ flush_interval = "200ms"
 listen = "127.0.0.1:0"
 [gps]
 listen = "127.0.0.1:0"
+[otlp]
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
 "#;
 
 pub struct Tallyd {
@@ -35,6 +38,8 @@ pub struct Tallyd {
     pub tcp: Option<SocketAddr>,
     pub gps: Option<SocketAddr>,
     pub http: SocketAddr,
+    pub otlp_http: Option<SocketAddr>,
+    pub otlp_grpc: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -107,6 +112,8 @@ impl Tallyd {
                     tcp: find("statsd_tcp"),
                     gps: find("gps"),
                     http,
+                    otlp_http: find("otlp_http"),
+                    otlp_grpc: find("otlp_grpc"),
                     dir,
                     logs,
                 };
@@ -294,4 +301,49 @@ pub fn http_headers(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect()
+}
+
+/// One HTTP/1.1 request with a binary body; returns (status, lower-cased headers, body).
+pub fn http_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut raw_req = req.into_bytes();
+    raw_req.extend_from_slice(body);
+    // A server may answer (413) and close before reading a large body; that is fine.
+    let _ = s.write_all(&raw_req);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body)
 }

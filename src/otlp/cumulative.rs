@@ -1,0 +1,596 @@
+//! Per-stream memory that turns cumulative OTLP points into per-window deltas.
+//!
+//! A stream is one metric + its point attributes + its resource and scope, identified by a
+//! 64-bit hash (the same trade the Datadog Agent makes for its context keys). For each stream the
+//! last total is kept; the next point yields the difference. A reset, seen as a total that went
+//! down or a start time that moved forward, yields the new total in full (it counts from the
+//! reset). A point older than the last one seen (out of order, or from a previous incarnation)
+//! is ignored. The map is bounded by `otlp.max_streams` (new streams beyond it are refused) and
+//! streams idle for `otlp.stream_expiry` are forgotten. Time is passed in, never read here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::stats::Reject;
+use crate::config::InitialCumulative;
+
+/// What a cumulative point turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<T> {
+    /// The increase since the previous point (or the whole total after a reset or for a first
+    /// point counted in full).
+    Delta(T),
+    /// First point used only as the baseline for later ones.
+    Baseline,
+    /// Older than what the stream has already seen; ignored.
+    Stale,
+}
+
+/// Buckets of an exponential histogram at one scale: `counts[i]` covers index `offset + i`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpBuckets {
+    pub offset: i32,
+    pub counts: Vec<u64>,
+}
+
+/// An exponential histogram point in owned form (cumulative totals or a delta).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpData {
+    pub scale: i32,
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub zero: u64,
+    pub pos: ExpBuckets,
+    pub neg: ExpBuckets,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// An explicit-bucket histogram point in owned form (cumulative totals or a delta).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistData {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub buckets: Vec<u64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug)]
+enum Prev {
+    Number(f64),
+    Running(f64),
+    /// `layout` is a hash of the explicit bounds; a change is treated as a new baseline.
+    Hist {
+        layout: u64,
+        data: HistData,
+    },
+    Exp(ExpData),
+}
+
+#[derive(Debug)]
+struct Stream {
+    start: u64,
+    time: u64,
+    seen: Duration,
+    prev: Prev,
+}
+
+/// Where a known stream stands relative to a new point.
+enum Order {
+    Stale,
+    /// The start time moved forward: the stream restarted.
+    Restarted,
+    Next,
+}
+
+/// The bounded stream table.
+pub struct Streams {
+    map: HashMap<u64, Stream>,
+    max: usize,
+    expiry: Duration,
+    initial: InitialCumulative,
+    /// Unix nanoseconds at which tallyd started; `auto` compares start times against it.
+    started_unix_nanos: u64,
+    last_sweep: Duration,
+    /// Longest aligned exponential bucket span kept while subtracting.
+    max_span: usize,
+    /// Streams forgotten and resets seen since the last [`Streams::take_counts`].
+    expired: u64,
+    resets: u64,
+}
+
+impl Streams {
+    pub fn new(
+        max: usize,
+        expiry: Duration,
+        initial: InitialCumulative,
+        started_unix_nanos: u64,
+        max_buckets: usize,
+    ) -> Streams {
+        Streams {
+            map: HashMap::new(),
+            max,
+            expiry,
+            initial,
+            started_unix_nanos,
+            last_sweep: Duration::ZERO,
+            max_span: max_buckets.saturating_mul(2),
+            expired: 0,
+            resets: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// (streams expired, resets seen) since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.expired),
+            std::mem::take(&mut self.resets),
+        )
+    }
+
+    /// Forgets idle streams, at most every quarter of the expiry (or at once when full).
+    fn sweep(&mut self, now: Duration) {
+        let due = now.saturating_sub(self.last_sweep) >= self.expiry / 4;
+        if !due && self.map.len() < self.max {
+            return;
+        }
+        self.last_sweep = now;
+        let before = self.map.len();
+        let expiry = self.expiry;
+        self.map.retain(|_, s| now.saturating_sub(s.seen) < expiry);
+        self.expired += (before - self.map.len()) as u64;
+    }
+
+    fn counts_first(&self, start: u64) -> bool {
+        match self.initial {
+            InitialCumulative::Keep => true,
+            InitialCumulative::Drop => false,
+            InitialCumulative::Auto => start != 0 && start >= self.started_unix_nanos,
+        }
+    }
+
+    /// Inserts a new stream, or refuses it at the limit.
+    fn insert(
+        &mut self,
+        key: u64,
+        start: u64,
+        time: u64,
+        now: Duration,
+        prev: Prev,
+    ) -> Result<(), Reject> {
+        self.sweep(now);
+        if self.map.len() >= self.max {
+            return Err(Reject::StreamLimit);
+        }
+        self.map.insert(
+            key,
+            Stream {
+                start,
+                time,
+                seen: now,
+                prev,
+            },
+        );
+        Ok(())
+    }
+
+    /// Orders a point against its known stream and records its times.
+    fn order(s: &mut Stream, start: u64, time: u64, now: Duration) -> Order {
+        s.seen = now;
+        if (start != 0 && start < s.start) || (start == s.start && time < s.time) {
+            return Order::Stale;
+        }
+        let restarted = start != 0 && start > s.start;
+        s.start = start;
+        s.time = time;
+        if restarted {
+            Order::Restarted
+        } else {
+            Order::Next
+        }
+    }
+
+    /// A cumulative monotonic sum (or a summary's count or sum).
+    pub fn number(
+        &mut self,
+        key: u64,
+        start: u64,
+        time: u64,
+        value: f64,
+        now: Duration,
+    ) -> Result<Step<f64>, Reject> {
+        let Some(s) = self.map.get_mut(&key) else {
+            self.insert(key, start, time, now, Prev::Number(value))?;
+            return Ok(if self.counts_first(start) {
+                Step::Delta(value)
+            } else {
+                Step::Baseline
+            });
+        };
+        let order = Self::order(s, start, time, now);
+        let prev = match s.prev {
+            Prev::Number(p) => p,
+            _ => f64::NAN,
+        };
+        match order {
+            Order::Stale => Ok(Step::Stale),
+            Order::Restarted => {
+                s.prev = Prev::Number(value);
+                self.resets += 1;
+                Ok(Step::Delta(value))
+            }
+            Order::Next if prev.is_nan() || value < prev => {
+                s.prev = Prev::Number(value);
+                self.resets += 1;
+                Ok(Step::Delta(value))
+            }
+            Order::Next => {
+                s.prev = Prev::Number(value);
+                Ok(Step::Delta(value - prev))
+            }
+        }
+    }
+
+    /// A delta non-monotonic sum (an up-down counter sending changes): returns the running total
+    /// since tallyd first saw the stream.
+    pub fn running(&mut self, key: u64, delta: f64, now: Duration) -> Result<f64, Reject> {
+        if let Some(s) = self.map.get_mut(&key) {
+            s.seen = now;
+            if let Prev::Running(total) = &mut s.prev {
+                *total += delta;
+                return Ok(*total);
+            }
+            s.prev = Prev::Running(delta);
+            return Ok(delta);
+        }
+        self.insert(key, 0, 0, now, Prev::Running(delta))?;
+        Ok(delta)
+    }
+
+    /// A cumulative explicit-bucket histogram; `layout` identifies its bucket bounds.
+    pub fn histogram(
+        &mut self,
+        key: u64,
+        start: u64,
+        time: u64,
+        layout: u64,
+        cur: HistData,
+        now: Duration,
+    ) -> Result<Step<HistData>, Reject> {
+        let Some(s) = self.map.get_mut(&key) else {
+            let first = self.counts_first(start);
+            let out = if first {
+                Step::Delta(cur.clone())
+            } else {
+                Step::Baseline
+            };
+            self.insert(key, start, time, now, Prev::Hist { layout, data: cur })?;
+            return Ok(out);
+        };
+        let order = Self::order(s, start, time, now);
+        if matches!(order, Order::Stale) {
+            return Ok(Step::Stale);
+        }
+        let delta = match (&s.prev, &order) {
+            (Prev::Hist { layout: l, data: p }, Order::Next) if *l == layout => hist_delta(&cur, p),
+            _ => None,
+        };
+        let same_layout = matches!(&s.prev, Prev::Hist { layout: l, .. } if *l == layout);
+        let out = match delta {
+            Some(d) => Step::Delta(d),
+            // Totals went down or the stream restarted: everything since the reset counts.
+            None if same_layout => {
+                self.resets += 1;
+                Step::Delta(cur.clone())
+            }
+            // New bucket bounds: the totals cannot be compared, start over from here.
+            None => {
+                self.resets += 1;
+                Step::Baseline
+            }
+        };
+        s.prev = Prev::Hist { layout, data: cur };
+        Ok(out)
+    }
+
+    /// A cumulative exponential histogram.
+    pub fn exponential(
+        &mut self,
+        key: u64,
+        start: u64,
+        time: u64,
+        cur: ExpData,
+        now: Duration,
+    ) -> Result<Step<ExpData>, Reject> {
+        let Some(s) = self.map.get_mut(&key) else {
+            let out = if self.counts_first(start) {
+                Step::Delta(cur.clone())
+            } else {
+                Step::Baseline
+            };
+            self.insert(key, start, time, now, Prev::Exp(cur))?;
+            return Ok(out);
+        };
+        let order = Self::order(s, start, time, now);
+        if matches!(order, Order::Stale) {
+            return Ok(Step::Stale);
+        }
+        let delta = match (&s.prev, &order) {
+            (Prev::Exp(p), Order::Next) => exp_delta(&cur, p, self.max_span),
+            _ => None,
+        };
+        let out = match delta {
+            Some(d) => Step::Delta(d),
+            None => {
+                self.resets += 1;
+                Step::Delta(cur.clone())
+            }
+        };
+        s.prev = Prev::Exp(cur);
+        Ok(out)
+    }
+}
+
+/// `cur - prev` for explicit buckets with the same bounds; None when anything went down.
+fn hist_delta(cur: &HistData, prev: &HistData) -> Option<HistData> {
+    if cur.buckets.len() != prev.buckets.len() || cur.count < prev.count {
+        return None;
+    }
+    let mut buckets = Vec::with_capacity(cur.buckets.len());
+    for (c, p) in cur.buckets.iter().zip(&prev.buckets) {
+        buckets.push(c.checked_sub(*p)?);
+    }
+    Some(HistData {
+        count: cur.count - prev.count,
+        sum: match (cur.sum, prev.sum) {
+            (Some(c), Some(p)) => Some(c - p),
+            _ => None,
+        },
+        buckets,
+        // Lifetime extremes say nothing about one window.
+        min: None,
+        max: None,
+    })
+}
+
+/// Re-buckets `b` from scale `s` to scale `s - by` (each step merges pairs of buckets).
+pub fn downscale(b: &ExpBuckets, by: u32) -> ExpBuckets {
+    if by == 0 || b.counts.is_empty() {
+        return b.clone();
+    }
+    let by = by.min(63);
+    let first = i64::from(b.offset) >> by;
+    let last = (i64::from(b.offset) + b.counts.len() as i64 - 1) >> by;
+    let mut counts = vec![0u64; (last - first + 1) as usize];
+    for (i, c) in b.counts.iter().enumerate() {
+        let idx = ((i64::from(b.offset) + i as i64) >> by) - first;
+        counts[idx as usize] = counts[idx as usize].saturating_add(*c);
+    }
+    ExpBuckets {
+        offset: first as i32,
+        counts,
+    }
+}
+
+/// `a - b` at one scale, aligned by index; None when a count went down or the aligned span
+/// would exceed `max_span`.
+fn sub_buckets(a: &ExpBuckets, b: &ExpBuckets, max_span: usize) -> Option<ExpBuckets> {
+    if b.counts.is_empty() {
+        return Some(a.clone());
+    }
+    if a.counts.is_empty() {
+        return b.counts.iter().all(|c| *c == 0).then(ExpBuckets::default);
+    }
+    let lo = i64::from(a.offset.min(b.offset));
+    let hi = (i64::from(a.offset) + a.counts.len() as i64)
+        .max(i64::from(b.offset) + b.counts.len() as i64);
+    if (hi - lo) as usize > max_span {
+        return None;
+    }
+    let at = |x: &ExpBuckets, idx: i64| -> u64 {
+        let i = idx - i64::from(x.offset);
+        if i >= 0 && (i as usize) < x.counts.len() {
+            x.counts[i as usize]
+        } else {
+            0
+        }
+    };
+    let mut counts = Vec::with_capacity((hi - lo) as usize);
+    for idx in lo..hi {
+        counts.push(at(a, idx).checked_sub(at(b, idx))?);
+    }
+    Some(ExpBuckets {
+        offset: lo as i32,
+        counts,
+    })
+}
+
+/// `cur - prev` for exponential histograms, at the coarser of the two scales.
+fn exp_delta(cur: &ExpData, prev: &ExpData, max_span: usize) -> Option<ExpData> {
+    if cur.count < prev.count || cur.zero < prev.zero {
+        return None;
+    }
+    let scale = cur.scale.min(prev.scale);
+    let dc = cur.scale.abs_diff(scale);
+    let dp = prev.scale.abs_diff(scale);
+    let pos = sub_buckets(
+        &downscale(&cur.pos, dc),
+        &downscale(&prev.pos, dp),
+        max_span,
+    )?;
+    let neg = sub_buckets(
+        &downscale(&cur.neg, dc),
+        &downscale(&prev.neg, dp),
+        max_span,
+    )?;
+    Some(ExpData {
+        scale,
+        count: cur.count - prev.count,
+        sum: match (cur.sum, prev.sum) {
+            (Some(c), Some(p)) => Some(c - p),
+            _ => None,
+        },
+        zero: cur.zero - prev.zero,
+        pos,
+        neg,
+        min: None,
+        max: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Duration = Duration::from_secs(1_000);
+
+    fn streams(initial: InitialCumulative) -> Streams {
+        Streams::new(3, Duration::from_secs(60), initial, 100, 64)
+    }
+
+    #[test]
+    fn cumulative_sum_becomes_deltas_with_resets() {
+        let mut s = streams(InitialCumulative::Auto);
+        // Started after tallyd (100): counted in full.
+        assert_eq!(s.number(1, 200, 1, 5.0, T0), Ok(Step::Delta(5.0)));
+        assert_eq!(s.number(1, 200, 2, 8.0, T0), Ok(Step::Delta(3.0)));
+        assert_eq!(s.number(1, 200, 3, 8.0, T0), Ok(Step::Delta(0.0)));
+        // Out of order: ignored, and the baseline stays 8.
+        assert_eq!(s.number(1, 200, 2, 6.0, T0), Ok(Step::Stale));
+        // The value went down: a reset, the new total counts in full.
+        assert_eq!(s.number(1, 200, 4, 2.0, T0), Ok(Step::Delta(2.0)));
+        assert_eq!(s.number(1, 200, 5, 4.0, T0), Ok(Step::Delta(2.0)));
+        // The start time moved: a restart, even though the value went up.
+        assert_eq!(s.number(1, 300, 6, 10.0, T0), Ok(Step::Delta(10.0)));
+        // A point of the previous incarnation arriving late is ignored.
+        assert_eq!(s.number(1, 200, 7, 50.0, T0), Ok(Step::Stale));
+        assert_eq!(s.take_counts(), (0, 2));
+        // Started before tallyd (or unknown): only a baseline.
+        assert_eq!(s.number(2, 50, 1, 70.0, T0), Ok(Step::Baseline));
+        assert_eq!(s.number(2, 50, 2, 75.0, T0), Ok(Step::Delta(5.0)));
+        assert_eq!(s.number(3, 0, 1, 7.0, T0), Ok(Step::Baseline));
+    }
+
+    #[test]
+    fn initial_value_policies() {
+        let mut keep = streams(InitialCumulative::Keep);
+        assert_eq!(keep.number(1, 0, 1, 7.0, T0), Ok(Step::Delta(7.0)));
+        let mut drop = streams(InitialCumulative::Drop);
+        assert_eq!(drop.number(1, 500, 1, 7.0, T0), Ok(Step::Baseline));
+    }
+
+    #[test]
+    fn streams_are_bounded_and_expire() {
+        let mut s = streams(InitialCumulative::Keep);
+        for k in 0..3 {
+            assert!(s.number(k, 1, 1, 1.0, T0).is_ok());
+        }
+        assert_eq!(s.number(9, 1, 1, 1.0, T0), Err(Reject::StreamLimit));
+        assert_eq!(s.running(9, 1.0, T0), Err(Reject::StreamLimit));
+        // Known streams still work at the limit.
+        assert_eq!(s.number(0, 1, 2, 3.0, T0), Ok(Step::Delta(2.0)));
+        // After the expiry the idle ones are forgotten and the new stream fits.
+        let later = T0 + Duration::from_secs(61);
+        assert_eq!(s.number(9, 1, 1, 1.0, later), Ok(Step::Delta(1.0)));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.take_counts(), (3, 0));
+    }
+
+    #[test]
+    fn delta_up_down_counter_keeps_a_running_total() {
+        let mut s = streams(InitialCumulative::Auto);
+        assert_eq!(s.running(4, 5.0, T0), Ok(5.0));
+        assert_eq!(s.running(4, -2.0, T0), Ok(3.0));
+        assert_eq!(s.running(4, -4.0, T0), Ok(-1.0));
+    }
+
+    fn hist(count: u64, sum: f64, buckets: &[u64]) -> HistData {
+        HistData {
+            count,
+            sum: Some(sum),
+            buckets: buckets.to_vec(),
+            min: Some(1.0),
+            max: Some(9.0),
+        }
+    }
+
+    #[test]
+    fn cumulative_histogram_deltas() {
+        let mut s = streams(InitialCumulative::Keep);
+        let first = s.histogram(1, 10, 1, 7, hist(3, 6.0, &[1, 2, 0]), T0);
+        assert_eq!(first, Ok(Step::Delta(hist(3, 6.0, &[1, 2, 0]))));
+        let Ok(Step::Delta(d)) = s.histogram(1, 10, 2, 7, hist(5, 26.0, &[1, 3, 1]), T0) else {
+            panic!("delta expected")
+        };
+        assert_eq!(
+            (d.count, d.sum, d.buckets.clone()),
+            (2, Some(20.0), vec![0, 1, 1])
+        );
+        assert_eq!((d.min, d.max), (None, None));
+        // A bucket went down: reset, the whole point counts (with its min and max).
+        let r = s.histogram(1, 10, 3, 7, hist(1, 2.0, &[0, 1, 0]), T0);
+        assert_eq!(r, Ok(Step::Delta(hist(1, 2.0, &[0, 1, 0]))));
+        // New bounds: a new baseline.
+        assert_eq!(
+            s.histogram(1, 10, 4, 8, hist(9, 9.0, &[9, 0]), T0),
+            Ok(Step::Baseline)
+        );
+        assert_eq!(s.take_counts().1, 2);
+    }
+
+    #[test]
+    fn downscaling_merges_buckets() {
+        let b = ExpBuckets {
+            offset: -3,
+            counts: vec![1, 2, 3, 4, 5],
+        };
+        // Indices -3..=1 at scale s map to -2, -1, -1, 0, 0 at scale s-1.
+        let d = downscale(&b, 1);
+        assert_eq!((d.offset, d.counts), (-2, vec![1, 5, 9]));
+        assert_eq!(downscale(&b, 0), b);
+    }
+
+    #[test]
+    fn cumulative_exponential_deltas_across_scales() {
+        let mut s = streams(InitialCumulative::Keep);
+        let p1 = ExpData {
+            scale: 2,
+            count: 4,
+            sum: Some(10.0),
+            zero: 1,
+            pos: ExpBuckets {
+                offset: 0,
+                counts: vec![1, 2],
+            },
+            ..Default::default()
+        };
+        assert!(matches!(s.exponential(1, 5, 1, p1, T0), Ok(Step::Delta(_))));
+        // The SDK downscaled to 1: indices 0,1 at scale 2 are index 0 at scale 1.
+        let p2 = ExpData {
+            scale: 1,
+            count: 7,
+            sum: Some(20.0),
+            zero: 1,
+            pos: ExpBuckets {
+                offset: 0,
+                counts: vec![4, 2],
+            },
+            ..Default::default()
+        };
+        let Ok(Step::Delta(d)) = s.exponential(1, 5, 2, p2, T0) else {
+            panic!("delta expected")
+        };
+        assert_eq!(d.scale, 1);
+        assert_eq!((d.count, d.sum, d.zero), (3, Some(10.0), 0));
+        assert_eq!((d.pos.offset, d.pos.counts), (0, vec![1, 2]));
+    }
+}

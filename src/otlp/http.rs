@@ -1,0 +1,366 @@
+//! OTLP/HTTP: `POST /v1/metrics` on its own listener.
+//!
+//! Behaviour follows the OTLP specification (opentelemetry-proto `docs/specification.md`,
+//! "OTLP/HTTP"): protobuf (`application/x-protobuf`) and JSON (`application/json`) bodies on the
+//! same port, optional `Content-Encoding: gzip`, the response in the request's encoding. Success
+//! and partial success are 200 with an `ExportMetricsServiceResponse`; failures carry a
+//! `google.rpc.Status`: 400 bad data, 413 over the size limits (checked before and after
+//! decompression; clients do not retry it), 415 unknown content type or encoding, 429 with
+//! `Retry-After` at the concurrency limit and 503 with `Retry-After` while shutting down (both
+//! retried by clients).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::receiver::{unix_now, Accepted, ExportError, Receiver, Refusal};
+use super::stats::{Outcome, Transport};
+
+pub const PROTOBUF: &str = "application/x-protobuf";
+pub const JSON: &str = "application/json";
+/// Seconds a throttled or refused client is asked to wait.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// gRPC status codes used in `google.rpc.Status.code` (the specification lets clients ignore
+/// them; they help when debugging).
+mod code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const UNAVAILABLE: i32 = 14;
+}
+
+/// `google.rpc.Status` without details: the failure body of OTLP/HTTP.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        }
+    }
+}
+
+/// A finished request: its response and how it is counted.
+struct Reply {
+    outcome: Outcome,
+    response: Response,
+}
+
+/// The router for the OTLP/HTTP listener.
+pub fn router(receiver: Arc<Receiver>) -> Router {
+    Router::new()
+        .route("/v1/metrics", post(export))
+        .with_state(receiver)
+}
+
+/// Serves OTLP/HTTP on `listener` until `cancel`, letting requests in flight finish.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    receiver: Arc<Receiver>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(receiver))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn export(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let reply = handle(&r, &headers, body).await;
+    r.stats.request(Transport::Http, reply.outcome);
+    reply.response
+}
+
+async fn handle(r: &Arc<Receiver>, headers: &HeaderMap, body: Body) -> Reply {
+    let enc = match media_type(headers).as_deref() {
+        Some(PROTOBUF) => Encoding::Protobuf,
+        Some(JSON) => Encoding::Json,
+        other => {
+            let msg = format!(
+                "unsupported content type {:?}: send {PROTOBUF} or {JSON}",
+                other.unwrap_or("")
+            );
+            return failure(
+                Outcome::UnsupportedMediaType,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Encoding::Protobuf,
+                code::INVALID_ARGUMENT,
+                msg,
+            );
+        }
+    };
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            return failure(
+                Outcome::UnsupportedMediaType,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                enc,
+                code::INVALID_ARGUMENT,
+                format!("unsupported content encoding {other:?}: send gzip or nothing"),
+            )
+        }
+    };
+    let permit = match r.admit() {
+        Ok(p) => p,
+        Err(Refusal::Busy) => {
+            return retry_later(
+                Outcome::Throttled,
+                StatusCode::TOO_MANY_REQUESTS,
+                enc,
+                "too many OTLP requests in flight (otlp.max_concurrent_requests); retry later",
+            )
+        }
+        Err(Refusal::Closing) => {
+            return retry_later(
+                Outcome::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                enc,
+                "tallyd is shutting down; retry later",
+            )
+        }
+    };
+    let max = r.max_body;
+    let too_large = |what: &str| {
+        failure(
+            Outcome::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            enc,
+            code::RESOURCE_EXHAUSTED,
+            format!("{what} is larger than otlp.max_body_bytes = {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large("request body");
+    }
+    let raw = match Limited::new(body, max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return too_large("request body"),
+        Err(e) => return bad_request(enc, format!("cannot read the request body: {e}")),
+    };
+    r.stats.bytes(Transport::Http, raw.len());
+    let receiver = Arc::clone(r);
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        decode_and_export(&receiver, &raw, gzip, enc)
+    });
+    match work.await {
+        Ok(Ok(accepted)) => success(enc, accepted),
+        Ok(Err(Failure::TooLarge)) => too_large("decompressed request body"),
+        Ok(Err(Failure::Points(e))) => failure(
+            Outcome::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            enc,
+            code::INVALID_ARGUMENT,
+            e.to_string(),
+        ),
+        Ok(Err(Failure::Bad(msg))) => bad_request(enc, msg),
+        Err(e) => failure(
+            Outcome::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            enc,
+            code::UNAVAILABLE,
+            format!("internal error while handling the request: {e}"),
+        ),
+    }
+}
+
+enum Failure {
+    TooLarge,
+    Points(ExportError),
+    Bad(String),
+}
+
+fn decode_and_export(
+    r: &Receiver,
+    raw: &[u8],
+    gzip: bool,
+    enc: Encoding,
+) -> Result<Accepted, Failure> {
+    let inflated;
+    let bytes = if gzip {
+        inflated = gunzip(raw, r.max_body)?;
+        &inflated[..]
+    } else {
+        raw
+    };
+    let req = match enc {
+        Encoding::Protobuf => ExportMetricsServiceRequest::decode(bytes).map_err(|e| {
+            Failure::Bad(format!("invalid protobuf ExportMetricsServiceRequest: {e}"))
+        })?,
+        Encoding::Json => {
+            serde_json::from_slice::<ExportMetricsServiceRequest>(bytes).map_err(|e| {
+                Failure::Bad(format!(
+                    "invalid OTLP JSON ExportMetricsServiceRequest: {e}"
+                ))
+            })?
+        }
+    };
+    r.export(&req, unix_now()).map_err(Failure::Points)
+}
+
+/// Inflates a gzip body, refusing to produce more than `max` bytes.
+fn gunzip(raw: &[u8], max: usize) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Failure::Bad(format!("invalid gzip body: {e}")))?;
+    if out.len() > max {
+        return Err(Failure::TooLarge);
+    }
+    Ok(out)
+}
+
+/// The media type of the request, lower-cased, without parameters (`; charset=utf-8`).
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn success(enc: Encoding, a: Accepted) -> Reply {
+    let outcome = if a.rejected > 0 {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    };
+    let body = match enc {
+        Encoding::Protobuf => ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: i64::try_from(a.rejected).unwrap_or(i64::MAX),
+                error_message: a.message.clone(),
+            }),
+        }
+        .encode_to_vec(),
+        // The OTLP JSON mapping writes int64 as a decimal string.
+        Encoding::Json if a.rejected > 0 => serde_json::json!({
+            "partialSuccess": {
+                "rejectedDataPoints": a.rejected.to_string(),
+                "errorMessage": a.message,
+            }
+        })
+        .to_string()
+        .into_bytes(),
+        Encoding::Json => b"{}".to_vec(),
+    };
+    Reply {
+        outcome,
+        response: with_type(StatusCode::OK, enc, body),
+    }
+}
+
+fn bad_request(enc: Encoding, msg: String) -> Reply {
+    failure(
+        Outcome::BadRequest,
+        StatusCode::BAD_REQUEST,
+        enc,
+        code::INVALID_ARGUMENT,
+        msg,
+    )
+}
+
+fn retry_later(outcome: Outcome, status: StatusCode, enc: Encoding, msg: &str) -> Reply {
+    let mut reply = failure(outcome, status, enc, code::UNAVAILABLE, msg.to_string());
+    reply.response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    reply
+}
+
+fn failure(
+    outcome: Outcome,
+    status: StatusCode,
+    enc: Encoding,
+    grpc_code: i32,
+    message: String,
+) -> Reply {
+    let body = match enc {
+        Encoding::Protobuf => RpcStatus {
+            code: grpc_code,
+            message,
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": grpc_code, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    Reply {
+        outcome,
+        response: with_type(status, enc, body),
+    }
+}
+
+fn with_type(status: StatusCode, enc: Encoding, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn gunzip_is_bounded() {
+        let data = vec![b'a'; 10_000];
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&data).expect("gzip");
+        let gz = enc.finish().expect("gzip");
+        assert_eq!(gunzip(&gz, 10_000).ok(), Some(data));
+        assert!(matches!(gunzip(&gz, 9_999), Err(Failure::TooLarge)));
+        assert!(matches!(gunzip(b"not gzip", 100), Err(Failure::Bad(_))));
+    }
+
+    #[test]
+    fn media_type_ignores_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert_eq!(media_type(&h).as_deref(), Some(JSON));
+        assert_eq!(media_type(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! The OTLP receiver's own metrics (`tallyd_otlp_*`), rendered on `/metrics` through the
+//! telemetry [`MetricsSource`] hook. Counters only; both transports count into one instance.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::sinks::prometheus::expo;
+use crate::telemetry::MetricsSource;
+
+/// The two OTLP transports, as label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http = 0,
+    Grpc = 1,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Http, Transport::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        }
+    }
+}
+
+/// How a request ended, as label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every point accepted.
+    Success = 0,
+    /// Accepted with some points rejected (`partial_success`).
+    Partial = 1,
+    /// Undecodable body or bad compression (HTTP 400).
+    BadRequest = 2,
+    /// Content type or content encoding not understood (HTTP 415).
+    UnsupportedMediaType = 3,
+    /// Body or point count over the limits (HTTP 413).
+    TooLarge = 4,
+    /// `max_concurrent_requests` reached (HTTP 429, gRPC UNAVAILABLE).
+    Throttled = 5,
+    /// tallyd is shutting down (HTTP 503, gRPC UNAVAILABLE).
+    Unavailable = 6,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Success,
+        Outcome::Partial,
+        Outcome::BadRequest,
+        Outcome::UnsupportedMediaType,
+        Outcome::TooLarge,
+        Outcome::Throttled,
+        Outcome::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Partial => "partial",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::TooLarge => "too_large",
+            Outcome::Throttled => "throttled",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a data point was rejected, as label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// No value, a non-finite value, a negative increment on a monotonic sum, inconsistent
+    /// histogram buckets, an empty metric name or an unspecified temporality.
+    Invalid = 0,
+    /// More attributes than `otlp.max_attributes_per_point`.
+    TooManyAttributes = 1,
+    /// More buckets than `otlp.max_buckets_per_point`.
+    TooManyBuckets = 2,
+    /// A new cumulative stream beyond `otlp.max_streams`.
+    StreamLimit = 3,
+    /// A new context beyond `aggregate.max_contexts`.
+    ContextLimit = 4,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 5] = [
+        Reject::Invalid,
+        Reject::TooManyAttributes,
+        Reject::TooManyBuckets,
+        Reject::StreamLimit,
+        Reject::ContextLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Invalid => "invalid",
+            Reject::TooManyAttributes => "too_many_attributes",
+            Reject::TooManyBuckets => "too_many_buckets",
+            Reject::StreamLimit => "stream_limit",
+            Reject::ContextLimit => "context_limit",
+        }
+    }
+}
+
+/// Every `tallyd_otlp_*` counter.
+#[derive(Default)]
+pub struct OtlpStats {
+    requests: [[AtomicU64; 7]; 2],
+    bytes: [AtomicU64; 2],
+    pub points_accepted: AtomicU64,
+    rejected: [AtomicU64; 5],
+    /// Cumulative streams held (a gauge, set after each request).
+    pub streams: AtomicU64,
+    /// Cumulative streams forgotten after `otlp.stream_expiry`.
+    pub streams_expired: AtomicU64,
+    /// Resets seen on cumulative streams (value went down or start time moved).
+    pub resets: AtomicU64,
+}
+
+impl OtlpStats {
+    pub fn request(&self, t: Transport, o: Outcome) {
+        self.requests[t as usize][o as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn requests(&self, t: Transport, o: Outcome) -> u64 {
+        self.requests[t as usize][o as usize].load(Relaxed)
+    }
+
+    pub fn bytes(&self, t: Transport, n: usize) {
+        self.bytes[t as usize].fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn reject(&self, r: Reject, n: u64) {
+        if n > 0 {
+            self.rejected[r as usize].fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejected[r as usize].load(Relaxed)
+    }
+}
+
+impl MetricsSource for OtlpStats {
+    fn render(&self, out: &mut String, om: bool) {
+        let mut labels = String::new();
+        expo::family_header(
+            out,
+            "tallyd_otlp_requests",
+            "counter",
+            "OTLP export requests, by transport and outcome.",
+            om,
+        );
+        for t in Transport::ALL {
+            for o in Outcome::ALL {
+                labels.clear();
+                labels.push_str("transport=\"");
+                labels.push_str(t.as_str());
+                labels.push_str("\",outcome=\"");
+                labels.push_str(o.as_str());
+                labels.push('"');
+                let v = self.requests(t, o) as f64;
+                expo::sample(out, "tallyd_otlp_requests", "_total", &labels, v);
+            }
+        }
+        expo::family_header(
+            out,
+            "tallyd_otlp_bytes",
+            "counter",
+            "OTLP request bytes received (HTTP: as sent, before decompression; gRPC: decoded message size).",
+            om,
+        );
+        for t in Transport::ALL {
+            labels.clear();
+            labels.push_str("transport=\"");
+            labels.push_str(t.as_str());
+            labels.push('"');
+            let v = self.bytes[t as usize].load(Relaxed) as f64;
+            expo::sample(out, "tallyd_otlp_bytes", "_total", &labels, v);
+        }
+        expo::family_header(
+            out,
+            "tallyd_otlp_points_accepted",
+            "counter",
+            "OTLP data points accepted into aggregation.",
+            om,
+        );
+        let v = self.points_accepted.load(Relaxed) as f64;
+        expo::sample(out, "tallyd_otlp_points_accepted", "_total", "", v);
+        expo::family_header(
+            out,
+            "tallyd_otlp_points_rejected",
+            "counter",
+            "OTLP data points rejected (reported to the client as partial success), by reason.",
+            om,
+        );
+        for r in Reject::ALL {
+            labels.clear();
+            labels.push_str("reason=\"");
+            labels.push_str(r.as_str());
+            labels.push('"');
+            let v = self.rejected(r) as f64;
+            expo::sample(out, "tallyd_otlp_points_rejected", "_total", &labels, v);
+        }
+        let gauges = [
+            (
+                "tallyd_otlp_streams",
+                "gauge",
+                "Cumulative OTLP streams remembered for delta conversion.",
+                &self.streams,
+            ),
+            (
+                "tallyd_otlp_streams_expired",
+                "counter",
+                "Cumulative OTLP streams forgotten after otlp.stream_expiry.",
+                &self.streams_expired,
+            ),
+            (
+                "tallyd_otlp_cumulative_resets",
+                "counter",
+                "Resets seen on cumulative OTLP streams (value went down or start time moved).",
+                &self.resets,
+            ),
+        ];
+        for (name, kind, help, a) in gauges {
+            expo::family_header(out, name, kind, help, om);
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            expo::sample(out, name, suffix, "", a.load(Relaxed) as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let s = OtlpStats::default();
+        s.request(Transport::Grpc, Outcome::Partial);
+        s.reject(Reject::StreamLimit, 3);
+        s.bytes(Transport::Http, 10);
+        let mut out = String::new();
+        s.render(&mut out, false);
+        assert!(
+            out.contains("tallyd_otlp_requests_total{transport=\"grpc\",outcome=\"partial\"} 1\n")
+        );
+        assert!(out.contains("tallyd_otlp_points_rejected_total{reason=\"stream_limit\"} 3\n"));
+        assert!(out.contains("tallyd_otlp_bytes_total{transport=\"http\"} 10\n"));
+        assert!(out.contains("tallyd_otlp_streams 0\n"));
+        assert!(out.contains("tallyd_otlp_cumulative_resets_total 0\n"));
+    }
+}
