@@ -83,7 +83,14 @@ fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .expect("status key");
     kb / 1024.0
 }
@@ -112,7 +119,9 @@ fn scrape(t: &Tallyd) -> Scrape {
         if l.starts_with('#') {
             continue;
         }
-        let Some((series, v)) = l.rsplit_once(' ') else { continue };
+        let Some((series, v)) = l.rsplit_once(' ') else {
+            continue;
+        };
         let Ok(v) = v.parse::<f64>() else { continue };
         let name = series.split('{').next().unwrap_or(series);
         match name {
@@ -185,7 +194,14 @@ impl Generator {
                 s
             })
             .collect();
-        Generator { socks, dgrams, incr, per, next: 0, rr: 0 }
+        Generator {
+            socks,
+            dgrams,
+            incr,
+            per,
+            next: 0,
+            rr: 0,
+        }
     }
 
     /// Sends up to `n` datagrams (at most SEND_BATCH) with one sendmmsg call; returns how many
@@ -200,7 +216,10 @@ impl Generator {
             let d = &self.dgrams[(self.next + k) % self.dgrams.len()];
             // The kernel only reads from iov_base for a send; the cast to *mut is what the C
             // struct demands, nothing writes through it.
-            iov[k] = libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() };
+            iov[k] = libc::iovec {
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            };
             msgs[k].msg_hdr.msg_iov = &mut iov[k];
             msgs[k].msg_hdr.msg_iovlen = 1;
         }
@@ -214,7 +233,9 @@ impl Generator {
             return Err(io::Error::last_os_error());
         }
         let r = r as usize;
-        let incr = (0..r).map(|k| self.incr[(self.next + k) % self.incr.len()]).sum();
+        let incr = (0..r)
+            .map(|k| self.incr[(self.next + k) % self.incr.len()])
+            .sum();
         self.next = (self.next + r) % self.dgrams.len();
         Ok((r, incr))
     }
@@ -325,7 +346,10 @@ struct Ingest {
 }
 
 fn ingest(per: usize, ladder: &[f64]) -> Ingest {
-    println!("\n== {per} line(s) per datagram: ladder of {} s probes ==", PROBE.as_secs());
+    println!(
+        "\n== {per} line(s) per datagram: ladder of {} s probes ==",
+        PROBE.as_secs()
+    );
     let t = Tallyd::start_raw(&config("1s"), &[]);
     let count = if per == 1 { 5000 } else { 1000 };
     let (dgrams, incr) = workload::datagrams(count, per, workload::CONTEXTS, "", 42);
@@ -351,7 +375,11 @@ fn ingest(per: usize, ladder: &[f64]) -> Ingest {
     }
     let peak_rss = status_mib(t.pid(), "VmHWM");
     println!("-- peak RSS (VmHWM) {peak_rss:.1} MiB");
-    Ingest { per, best, peak_rss }
+    Ingest {
+        per,
+        best,
+        peak_rss,
+    }
 }
 
 fn idle() -> f64 {
@@ -359,7 +387,10 @@ fn idle() -> f64 {
     let t = Tallyd::start_raw(&config("10s"), &[]);
     std::thread::sleep(Duration::from_secs(3));
     let rss = status_mib(t.pid(), "VmRSS");
-    println!("  idle RSS {rss:.1} MiB (VmHWM {:.1} MiB)", status_mib(t.pid(), "VmHWM"));
+    println!(
+        "  idle RSS {rss:.1} MiB (VmHWM {:.1} MiB)",
+        status_mib(t.pid(), "VmHWM")
+    );
     rss
 }
 
@@ -413,21 +444,34 @@ fn memory() -> Memory {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!("tallyd load bench: {} on {cores} cores ({cpu})", common::bin());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "tallyd load bench: {} on {cores} cores ({cpu})",
+        common::bin()
+    );
     let started = Instant::now();
 
     let idle_rss = want("idle").then(idle);
-    let b20 = want("batch20").then(|| {
-        ingest(20, &[500e3, 1e6, 1.5e6, 2e6, 2.5e6, 3e6, 3.5e6, 4e6, 5e6])
-    });
-    let b1 = want("batch1").then(|| ingest(1, &[50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3]));
+    let b20 =
+        want("batch20").then(|| ingest(20, &[500e3, 1e6, 1.5e6, 2e6, 2.5e6, 3e6, 3.5e6, 4e6, 5e6]));
+    let b1 =
+        want("batch1").then(|| ingest(1, &[50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3]));
     let mem = want("memory").then(memory);
 
     println!("\n== summary (markdown) ==\n");
@@ -446,19 +490,38 @@ fn main() {
                 );
                 println!("| CPU, {} line(s)/datagram at that rate | {:.3} CPU-s per million lines | {} |", r.per, s.cpu_per_million(), if r.per == 20 { "≤ 0.35" } else { "—" });
             }
-            None => println!("| loss-free rate, {} line(s)/datagram | no rate passed | {target} |", r.per),
+            None => println!(
+                "| loss-free rate, {} line(s)/datagram | no rate passed | {target} |",
+                r.per
+            ),
         }
-        println!("| peak RSS (VmHWM) during the {}-line run | {:.1} MiB | — |", r.per, r.peak_rss);
+        println!(
+            "| peak RSS (VmHWM) during the {}-line run | {:.1} MiB | — |",
+            r.per, r.peak_rss
+        );
     }
     if let Some(rss) = idle_rss {
         println!("| idle RSS | {rss:.1} MiB | ≤ 15 MB |");
     }
     if let Some(m) = &mem {
-        println!("| RSS with 100,000 live contexts (before a scrape) | {:.1} MiB | ≤ 100 MB |", m.rss_before_scrape);
-        println!("| RSS after scraping /metrics with 100,000 series; VmHWM | {:.1} MiB; {:.1} MiB | — |", m.rss_after_scrape, m.hwm);
+        println!(
+            "| RSS with 100,000 live contexts (before a scrape) | {:.1} MiB | ≤ 100 MB |",
+            m.rss_before_scrape
+        );
+        println!(
+            "| RSS after scraping /metrics with 100,000 series; VmHWM | {:.1} MiB; {:.1} MiB | — |",
+            m.rss_after_scrape, m.hwm
+        );
         let flushes: Vec<String> = m.flush_ms.iter().map(|f| format!("{f:.1} ms")).collect();
-        println!("| flush of {} contexts (tallyd_flush_duration_seconds) | {} | ≤ 50 ms |", m.series, flushes.join(", "));
-        println!("| contexts held (summed over shards); context-limit drops | {}; {} | — |", m.contexts, m.drops);
+        println!(
+            "| flush of {} contexts (tallyd_flush_duration_seconds) | {} | ≤ 50 ms |",
+            m.series,
+            flushes.join(", ")
+        );
+        println!(
+            "| contexts held (summed over shards); context-limit drops | {}; {} | — |",
+            m.contexts, m.drops
+        );
     }
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -27,13 +27,46 @@ fn parse_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     let mut rng = Rng::new(7);
     let cases: Vec<(&str, Vec<String>)> = vec![
-        ("counter", (0..1000).map(|i| workload::line_of_kind("c", i, &mut rng)).collect()),
-        ("gauge", (0..1000).map(|i| workload::line_of_kind("g", i, &mut rng)).collect()),
-        ("timer", (0..1000).map(|i| workload::line_of_kind("ms", i, &mut rng)).collect()),
-        ("histogram", (0..1000).map(|i| workload::line_of_kind("h", i, &mut rng)).collect()),
-        ("distribution", (0..1000).map(|i| workload::line_of_kind("d", i, &mut rng)).collect()),
-        ("set", (0..1000).map(|i| workload::line_of_kind("s", i, &mut rng)).collect()),
-        ("tag_heavy_20_tags", (0..1000).map(workload::tag_heavy_line).collect()),
+        (
+            "counter",
+            (0..1000)
+                .map(|i| workload::line_of_kind("c", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "gauge",
+            (0..1000)
+                .map(|i| workload::line_of_kind("g", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "timer",
+            (0..1000)
+                .map(|i| workload::line_of_kind("ms", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "histogram",
+            (0..1000)
+                .map(|i| workload::line_of_kind("h", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "distribution",
+            (0..1000)
+                .map(|i| workload::line_of_kind("d", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "set",
+            (0..1000)
+                .map(|i| workload::line_of_kind("s", i, &mut rng))
+                .collect(),
+        ),
+        (
+            "tag_heavy_20_tags",
+            (0..1000).map(workload::tag_heavy_line).collect(),
+        ),
     ];
     for (name, lines) in &cases {
         g.throughput(Throughput::Elements(lines.len() as u64));
@@ -82,10 +115,19 @@ fn aggregate_benches(c: &mut Criterion) {
         mix.push(s);
     }
     let mut rng = Rng::new(13);
-    let counters: Vec<String> = (0..1000).map(|i| workload::line_of_kind("c", i, &mut rng)).collect();
-    let timers: Vec<String> = (0..1000).map(|i| workload::line_of_kind("ms", i, &mut rng)).collect();
+    let counters: Vec<String> = (0..1000)
+        .map(|i| workload::line_of_kind("c", i, &mut rng))
+        .collect();
+    let timers: Vec<String> = (0..1000)
+        .map(|i| workload::line_of_kind("ms", i, &mut rng))
+        .collect();
     let heavy: Vec<String> = (0..1000).map(workload::tag_heavy_line).collect();
-    for (name, lines) in [("standard_mix", &mix), ("counter", &counters), ("timer", &timers), ("tag_heavy_20_tags", &heavy)] {
+    for (name, lines) in [
+        ("standard_mix", &mix),
+        ("counter", &counters),
+        ("timer", &timers),
+        ("tag_heavy_20_tags", &heavy),
+    ] {
         let a = aggregator(1_000_000);
         let shard = a.new_shard();
         let ms = parsed(lines);
@@ -109,7 +151,10 @@ fn aggregate_benches(c: &mut Criterion) {
     // Parse and aggregate together, as a receive loop does with one 20-line datagram.
     let (dgrams, _) = workload::datagrams(50, 20, workload::CONTEXTS, "", 17);
     let a = Arc::new(aggregator(1_000_000));
-    let ingest = Ingest { aggregator: Arc::clone(&a), max_tags: MAX_TAGS };
+    let ingest = Ingest {
+        aggregator: Arc::clone(&a),
+        max_tags: MAX_TAGS,
+    };
     let shard = a.new_shard();
     let mut stats = LocalStats::default();
     for d in &dgrams {
@@ -191,7 +236,10 @@ fn flush_benches(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(30)
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
 }
 
 criterion_group! { name = benches; config = config(); targets = parse_benches, aggregate_benches, flush_benches }

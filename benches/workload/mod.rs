@@ -61,7 +61,12 @@ pub fn push_line(out: &mut String, prefix: &str, i: usize, rng: &mut Rng) {
             let _ = write!(out, "{}", r % 500);
         }
     }
-    let _ = write!(out, "|{kind}|#service:checkout-{},env:production,host:i-0a1b2c3d{:02}", i % 17, i % 50);
+    let _ = write!(
+        out,
+        "|{kind}|#service:checkout-{},env:production,host:i-0a1b2c3d{:02}",
+        i % 17,
+        i % 50
+    );
 }
 
 /// One line of context `i` of a given kind, for the per-type parse benchmarks.
@@ -91,7 +96,13 @@ pub fn tag_heavy_line(i: usize) -> String {
 /// Datagrams of `per_datagram` lines each, covering the contexts `[base, base + contexts)`
 /// round-robin in a scrambled order. Returns the datagrams and, for each, the counter
 /// increments it carries.
-pub fn datagrams(count: usize, per_datagram: usize, contexts: usize, prefix: &str, seed: u64) -> (Vec<Vec<u8>>, Vec<u64>) {
+pub fn datagrams(
+    count: usize,
+    per_datagram: usize,
+    contexts: usize,
+    prefix: &str,
+    seed: u64,
+) -> (Vec<Vec<u8>>, Vec<u64>) {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(count);
     let mut incr = Vec::with_capacity(count);
