@@ -116,7 +116,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
     let receiver = |transport| statsd::udp::Receiver {
         ingest: Arc::clone(&ingest),
-        shard: aggregator.new_shard(),
         telemetry: Arc::clone(&telemetry),
         batch: cfg.statsd.udp_batch,
         max_packet: cfg.statsd.max_packet_size,

@@ -78,6 +78,10 @@ struct Memory {
 pub struct Aggregator {
     shared: Arc<Shared>,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    /// Shards that own contexts by the hash of their metric name, shared by the datagram
+    /// receivers: a context sent from many client sockets (spread over the receivers by
+    /// SO_REUSEPORT) lives in one shard once, not once per receiver.
+    parts: Vec<Arc<Mutex<Shard>>>,
     pending: Mutex<Pending>,
     memory: Mutex<Memory>,
     percentiles: Arc<[f64]>,
@@ -97,14 +101,20 @@ impl Aggregator {
         let interval = a.flush_interval;
         let expiry_windows =
             (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        let shared = Arc::new(Shared::new(
+            a.max_contexts,
+            a.max_set_size,
+            cfg.statsd.gauge_mode,
+            telemetry,
+        ));
+        // One part per receiver thread keeps lock waits rare: each batch takes every part once.
+        let parts: Vec<_> = (0..cfg.udp_receivers().max(1))
+            .map(|_| Arc::new(Mutex::new(Shard::new(Arc::clone(&shared)))))
+            .collect();
         Aggregator {
-            shared: Arc::new(Shared::new(
-                a.max_contexts,
-                a.max_set_size,
-                cfg.statsd.gauge_mode,
-                telemetry,
-            )),
-            shards: Mutex::new(Vec::new()),
+            shared,
+            shards: Mutex::new(parts.clone()),
+            parts,
             pending: Mutex::new(Pending::default()),
             memory: Mutex::new(Memory::default()),
             percentiles: a.percentiles.clone().into(),
@@ -119,6 +129,20 @@ impl Aggregator {
 
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// The shards that own contexts by metric name (see [`Aggregator::part_of`]).
+    pub fn parts(&self) -> &[Arc<Mutex<Shard>>] {
+        &self.parts
+    }
+
+    /// Index in [`Aggregator::parts`] of the shard that owns every context named `name`.
+    pub fn part_of(&self, name: &[u8]) -> usize {
+        use std::hash::BuildHasher;
+        if self.parts.len() == 1 {
+            return 0;
+        }
+        (self.shared.hasher.hash_one(name) % self.parts.len() as u64) as usize
     }
 
     /// A new shard for one producer, drained at every flush.

@@ -1,6 +1,7 @@
 //! Datagram receivers: UDP (several SO_REUSEPORT sockets, one thread each) and the Unix
-//! datagram socket. Both read with `recvmmsg`, many datagrams per system call, parse in place
-//! in the receive buffers, and lock their shard once per batch.
+//! datagram socket. Both read with `recvmmsg`, many datagrams per system call, and parse in
+//! place in the receive buffers. Parsed lines are staged per owning shard (by metric name, see
+//! `Aggregator::part_of`), then each shard is locked once per batch to apply its lines.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -8,12 +9,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Ingest;
+use super::parse::MetricLine;
+use super::{bad_line, Ingest};
 use crate::aggregate::{lock, Shard};
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
@@ -101,7 +103,6 @@ impl Drop for RemoveOnDrop {
 /// Settings of one receive loop.
 pub struct Receiver {
     pub ingest: Arc<Ingest>,
-    pub shard: Arc<Mutex<Shard>>,
     pub telemetry: Arc<Telemetry>,
     pub batch: usize,
     pub max_packet: usize,
@@ -190,18 +191,64 @@ impl Batch {
     }
 }
 
+/// A metric line waiting for its shard, with its raw text (for the rejection log).
+type Staged<'a> = (&'a [u8], MetricLine<'a>);
+
+/// Empties staging vectors and hands them back for another lifetime, keeping their allocations
+/// (collecting an emptied vector into one of the same layout reuses its buffer).
+fn recycle<'b>(stage: Vec<Vec<Staged<'_>>>) -> Vec<Vec<Staged<'b>>> {
+    stage
+        .into_iter()
+        .map(|v| v.into_iter().filter_map(|_| None).collect())
+        .collect()
+}
+
+/// Applies each part's staged lines under that part's lock. Parts another receiver holds are
+/// skipped on the first pass and waited for on the second.
+fn apply_staged(
+    parts: &[Arc<Mutex<Shard>>],
+    staged: &mut [Vec<Staged<'_>>],
+    seq: u64,
+    stats: &mut LocalStats,
+) {
+    for wait in [false, true] {
+        for (part, lines) in parts.iter().zip(staged.iter_mut()) {
+            if lines.is_empty() {
+                continue;
+            }
+            let mut shard = if wait {
+                lock(part)
+            } else {
+                match part.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => continue,
+                }
+            };
+            for (line, m) in lines.drain(..) {
+                if let Err(e) = shard.apply(&m, seq, stats) {
+                    bad_line(stats, e, line);
+                }
+            }
+        }
+    }
+}
+
 impl Receiver {
     /// Receives until `stop` is set, then drains what the socket still holds and returns.
     pub fn run(self, fd: RawFd) {
         let mut batch = Batch::new(self.batch, self.max_packet);
         let mut stats = LocalStats::default();
+        let aggregator = &self.ingest.aggregator;
+        let parts = aggregator.parts();
+        let mut stage: Vec<Vec<Staged<'static>>> = parts.iter().map(|_| Vec::new()).collect();
         loop {
             let stopping = self.stop.load(Relaxed);
             match batch.recv(fd, !stopping) {
                 Ok(0) => {}
                 Ok(n) => {
-                    let seq = self.ingest.aggregator.shared().seq();
-                    let mut shard = lock(&self.shard);
+                    let seq = aggregator.shared().seq();
+                    let mut staged = recycle(std::mem::take(&mut stage));
                     for i in 0..n {
                         let (data, truncated) = batch.datagram(i);
                         stats.packets += 1;
@@ -210,9 +257,12 @@ impl Receiver {
                             self.telemetry.udp_truncated.fetch_add(1, Relaxed);
                         }
                         self.ingest
-                            .packet(data, truncated, &mut shard, seq, &mut stats);
+                            .packet_with(data, truncated, &mut stats, |line, m, _| {
+                                staged[aggregator.part_of(m.name)].push((line, m));
+                            });
                     }
-                    drop(shard);
+                    apply_staged(parts, &mut staged, seq, &mut stats);
+                    stage = recycle(staged);
                     stats.publish(&self.telemetry, self.transport);
                 }
                 Err(e)
