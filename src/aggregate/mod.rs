@@ -78,10 +78,10 @@ struct Memory {
 pub struct Aggregator {
     shared: Arc<Shared>,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
-    /// Shards that own contexts by the hash of their metric name, shared by the datagram
-    /// receivers: a context sent from many client sockets (spread over the receivers by
-    /// SO_REUSEPORT) lives in one shard once, not once per receiver.
-    parts: Vec<Arc<Mutex<Shard>>>,
+    /// The shard every datagram receiver (UDP sockets, Unix socket) applies to: a context
+    /// sent from many client sockets, which SO_REUSEPORT spreads over the receivers, is held
+    /// once and counted once against `aggregate.max_contexts`.
+    datagrams: Arc<Mutex<Shard>>,
     pending: Mutex<Pending>,
     memory: Mutex<Memory>,
     percentiles: Arc<[f64]>,
@@ -107,14 +107,11 @@ impl Aggregator {
             cfg.statsd.gauge_mode,
             telemetry,
         ));
-        // One part per receiver thread keeps lock waits rare: each batch takes every part once.
-        let parts: Vec<_> = (0..cfg.udp_receivers().max(1))
-            .map(|_| Arc::new(Mutex::new(Shard::new(Arc::clone(&shared)))))
-            .collect();
+        let datagrams = Arc::new(Mutex::new(Shard::new(Arc::clone(&shared))));
         Aggregator {
             shared,
-            shards: Mutex::new(parts.clone()),
-            parts,
+            shards: Mutex::new(vec![Arc::clone(&datagrams)]),
+            datagrams,
             pending: Mutex::new(Pending::default()),
             memory: Mutex::new(Memory::default()),
             percentiles: a.percentiles.clone().into(),
@@ -131,18 +128,10 @@ impl Aggregator {
         self.interval
     }
 
-    /// The shards that own contexts by metric name (see [`Aggregator::part_of`]).
-    pub fn parts(&self) -> &[Arc<Mutex<Shard>>] {
-        &self.parts
-    }
-
-    /// Index in [`Aggregator::parts`] of the shard that owns every context named `name`.
-    pub fn part_of(&self, name: &[u8]) -> usize {
-        use std::hash::BuildHasher;
-        if self.parts.len() == 1 {
-            return 0;
-        }
-        (self.shared.hasher.hash_one(name) % self.parts.len() as u64) as usize
+    /// The shard shared by the datagram receivers. They parse outside its lock and take it
+    /// once per receive batch to apply the batch's lines in arrival order.
+    pub fn datagram_shard(&self) -> &Arc<Mutex<Shard>> {
+        &self.datagrams
     }
 
     /// A new shard for one producer, drained at every flush.

@@ -424,11 +424,7 @@ pub fn parse_event(line: &[u8]) -> Result<Event, ParseError> {
             [b'h', b':', v @ ..] => ev.hostname = utf8(v, e).ok(),
             [b'k', b':', v @ ..] => ev.aggregation_key = utf8(v, e).ok(),
             [b's', b':', v @ ..] => ev.source_type = utf8(v, e).ok(),
-            [b'p', b':', v @ ..] => {
-                if v.eq_ignore_ascii_case(b"low") {
-                    ev.priority = Priority::Low;
-                }
-            }
+            [b'p', b':', v @ ..] if v.eq_ignore_ascii_case(b"low") => ev.priority = Priority::Low,
             [b't', b':', v @ ..] => {
                 ev.alert_type = match v {
                     b"error" => AlertType::Error,

@@ -1,7 +1,8 @@
 //! Datagram receivers: UDP (several SO_REUSEPORT sockets, one thread each) and the Unix
 //! datagram socket. Both read with `recvmmsg`, many datagrams per system call, and parse in
-//! place in the receive buffers. Parsed lines are staged per owning shard (by metric name, see
-//! `Aggregator::part_of`), then each shard is locked once per batch to apply its lines.
+//! place in the receive buffers without holding any lock. The parsed lines of a batch are then
+//! applied, in arrival order, to the shard all datagram receivers share, under one lock per
+//! batch: parsing runs in parallel on every receiver thread, and each context is held once.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -9,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -191,45 +192,29 @@ impl Batch {
     }
 }
 
-/// A metric line waiting for its shard, with its raw text (for the rejection log).
+/// A parsed metric line waiting for the shard lock, with its raw text (for the rejection log).
 type Staged<'a> = (&'a [u8], MetricLine<'a>);
 
-/// Empties staging vectors and hands them back for another lifetime, keeping their allocations
+/// Empties a staging vector and hands it back for another lifetime, keeping its allocation
 /// (collecting an emptied vector into one of the same layout reuses its buffer).
-fn recycle<'b>(stage: Vec<Vec<Staged<'_>>>) -> Vec<Vec<Staged<'b>>> {
-    stage
-        .into_iter()
-        .map(|v| v.into_iter().filter_map(|_| None).collect())
-        .collect()
+fn recycle<'b>(stage: Vec<Staged<'_>>) -> Vec<Staged<'b>> {
+    stage.into_iter().filter_map(|_| None).collect()
 }
 
-/// Applies each part's staged lines under that part's lock. Parts another receiver holds are
-/// skipped on the first pass and waited for on the second.
+/// Applies a batch's staged lines, in arrival order, under one lock of `shard`.
 fn apply_staged(
-    parts: &[Arc<Mutex<Shard>>],
-    staged: &mut [Vec<Staged<'_>>],
+    shard: &Mutex<Shard>,
+    staged: &mut Vec<Staged<'_>>,
     seq: u64,
     stats: &mut LocalStats,
 ) {
-    for wait in [false, true] {
-        for (part, lines) in parts.iter().zip(staged.iter_mut()) {
-            if lines.is_empty() {
-                continue;
-            }
-            let mut shard = if wait {
-                lock(part)
-            } else {
-                match part.try_lock() {
-                    Ok(g) => g,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(TryLockError::WouldBlock) => continue,
-                }
-            };
-            for (line, m) in lines.drain(..) {
-                if let Err(e) = shard.apply(&m, seq, stats) {
-                    bad_line(stats, e, line);
-                }
-            }
+    if staged.is_empty() {
+        return;
+    }
+    let mut shard = lock(shard);
+    for (line, m) in staged.drain(..) {
+        if let Err(e) = shard.apply(&m, seq, stats) {
+            bad_line(stats, e, line);
         }
     }
 }
@@ -240,8 +225,8 @@ impl Receiver {
         let mut batch = Batch::new(self.batch, self.max_packet);
         let mut stats = LocalStats::default();
         let aggregator = &self.ingest.aggregator;
-        let parts = aggregator.parts();
-        let mut stage: Vec<Vec<Staged<'static>>> = parts.iter().map(|_| Vec::new()).collect();
+        let shard = aggregator.datagram_shard();
+        let mut stage: Vec<Staged<'static>> = Vec::new();
         loop {
             let stopping = self.stop.load(Relaxed);
             match batch.recv(fd, !stopping) {
@@ -258,10 +243,10 @@ impl Receiver {
                         }
                         self.ingest
                             .packet_with(data, truncated, &mut stats, |line, m, _| {
-                                staged[aggregator.part_of(m.name)].push((line, m));
+                                staged.push((line, m));
                             });
                     }
-                    apply_staged(parts, &mut staged, seq, &mut stats);
+                    apply_staged(shard, &mut staged, seq, &mut stats);
                     stage = recycle(staged);
                     stats.publish(&self.telemetry, self.transport);
                 }
