@@ -167,32 +167,41 @@ impl Aggregator {
     pub fn flush(&self, timestamp: u64) -> Flush {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
         let mut drained = Vec::new();
+        let mut contributing = 0;
         for s in &shards {
             // Each shard is locked only while its touched entries are moved out.
+            let before = drained.len();
             lock(s).drain(self.expiry_windows, &mut drained);
+            contributing += usize::from(drained.len() > before);
         }
 
-        // The same context may have been counted by several shards.
-        let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
-        let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
+        // The same context may have been counted by several shards; a shard holds each context
+        // once, so with one contributing shard there is nothing to merge.
         let mut set_dropped = 0;
-        for d in drained {
-            let found = index.entry(
-                d.hash,
-                |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
-                |&(h, _)| h,
-            );
-            match found {
-                TableEntry::Occupied(o) => {
-                    let i = o.get().1;
-                    set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
-                }
-                TableEntry::Vacant(v) => {
-                    v.insert((d.hash, merged.len()));
-                    merged.push(d);
+        let merged = if contributing <= 1 {
+            drained
+        } else {
+            let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
+            let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
+            for d in drained {
+                let found = index.entry(
+                    d.hash,
+                    |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
+                    |&(h, _)| h,
+                );
+                match found {
+                    TableEntry::Occupied(o) => {
+                        let i = o.get().1;
+                        set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
+                    }
+                    TableEntry::Vacant(v) => {
+                        v.insert((d.hash, merged.len()));
+                        merged.push(d);
+                    }
                 }
             }
-        }
+            merged
+        };
 
         let mut memory = lock(&self.memory);
         memory.window += 1;
