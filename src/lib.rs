@@ -3,7 +3,7 @@
 //! The flow (see ARCHITECTURE.md):
 //! ```text
 //! UDP (recvmmsg, N sockets) ─┐
-//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (one per producer)
+//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (datagrams share one; TCP has its own)
 //! Unix datagram             ─┘                          │ every flush interval
 //!                                                       ▼
 //!                                   aggregate::Aggregator::flush ─▶ Arc<Flush> ─▶ sinks
