@@ -3,7 +3,7 @@
 //! The flow (see ARCHITECTURE.md):
 //! ```text
 //! UDP (recvmmsg, N sockets) ─┐
-//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (one per producer)
+//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (datagrams share one; TCP has its own)
 //! Unix datagram             ─┘                          │ every flush interval
 //!                                                       ▼
 //!                                   aggregate::Aggregator::flush ─▶ Arc<Flush> ─▶ sinks
@@ -179,7 +179,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
     let receiver = |transport| statsd::udp::Receiver {
         ingest: Arc::clone(&ingest),
-        shard: aggregator.new_shard(),
         telemetry: Arc::clone(&telemetry),
         batch: cfg.statsd.udp_batch,
         max_packet: cfg.statsd.max_packet_size,

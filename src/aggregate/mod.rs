@@ -78,6 +78,10 @@ struct Memory {
 pub struct Aggregator {
     shared: Arc<Shared>,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    /// The shard every datagram receiver (UDP sockets, Unix socket) applies to: a context
+    /// sent from many client sockets, which SO_REUSEPORT spreads over the receivers, is held
+    /// once and counted once against `aggregate.max_contexts`.
+    datagrams: Arc<Mutex<Shard>>,
     pending: Mutex<Pending>,
     memory: Mutex<Memory>,
     percentiles: Arc<[f64]>,
@@ -97,14 +101,17 @@ impl Aggregator {
         let interval = a.flush_interval;
         let expiry_windows =
             (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
+        let shared = Arc::new(Shared::new(
+            a.max_contexts,
+            a.max_set_size,
+            cfg.statsd.gauge_mode,
+            telemetry,
+        ));
+        let datagrams = Arc::new(Mutex::new(Shard::new(Arc::clone(&shared))));
         Aggregator {
-            shared: Arc::new(Shared::new(
-                a.max_contexts,
-                a.max_set_size,
-                cfg.statsd.gauge_mode,
-                telemetry,
-            )),
-            shards: Mutex::new(Vec::new()),
+            shared,
+            shards: Mutex::new(vec![Arc::clone(&datagrams)]),
+            datagrams,
             pending: Mutex::new(Pending::default()),
             memory: Mutex::new(Memory::default()),
             percentiles: a.percentiles.clone().into(),
@@ -119,6 +126,12 @@ impl Aggregator {
 
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// The shard shared by the datagram receivers. They parse outside its lock and take it
+    /// once per receive batch to apply the batch's lines in arrival order.
+    pub fn datagram_shard(&self) -> &Arc<Mutex<Shard>> {
+        &self.datagrams
     }
 
     /// A new shard for one producer, drained at every flush.
@@ -154,32 +167,41 @@ impl Aggregator {
     pub fn flush(&self, timestamp: u64) -> Flush {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
         let mut drained = Vec::new();
+        let mut contributing = 0;
         for s in &shards {
             // Each shard is locked only while its touched entries are moved out.
+            let before = drained.len();
             lock(s).drain(self.expiry_windows, &mut drained);
+            contributing += usize::from(drained.len() > before);
         }
 
-        // The same context may have been counted by several shards.
-        let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
-        let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
+        // The same context may have been counted by several shards; a shard holds each context
+        // once, so with one contributing shard there is nothing to merge.
         let mut set_dropped = 0;
-        for d in drained {
-            let found = index.entry(
-                d.hash,
-                |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
-                |&(h, _)| h,
-            );
-            match found {
-                TableEntry::Occupied(o) => {
-                    let i = o.get().1;
-                    set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
-                }
-                TableEntry::Vacant(v) => {
-                    v.insert((d.hash, merged.len()));
-                    merged.push(d);
+        let merged = if contributing <= 1 {
+            drained
+        } else {
+            let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
+            let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
+            for d in drained {
+                let found = index.entry(
+                    d.hash,
+                    |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
+                    |&(h, _)| h,
+                );
+                match found {
+                    TableEntry::Occupied(o) => {
+                        let i = o.get().1;
+                        set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
+                    }
+                    TableEntry::Vacant(v) => {
+                        v.insert((d.hash, merged.len()));
+                        merged.push(d);
+                    }
                 }
             }
-        }
+            merged
+        };
 
         let mut memory = lock(&self.memory);
         memory.window += 1;

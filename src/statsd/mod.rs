@@ -33,6 +33,23 @@ impl Ingest {
         seq: u64,
         stats: &mut LocalStats,
     ) {
+        self.packet_with(packet, truncated, stats, |line, m, stats| {
+            if let Err(e) = shard.apply(&m, seq, stats) {
+                bad_line(stats, e, line);
+            }
+        });
+    }
+
+    /// Like [`Ingest::packet`], but hands each metric line (with its raw text) to `metric`
+    /// instead of applying it, so a receiver can route lines to the shard that owns them.
+    /// Events and service checks are queued here; bad lines are counted here.
+    pub fn packet_with<'a>(
+        &self,
+        packet: &'a [u8],
+        truncated: bool,
+        stats: &mut LocalStats,
+        mut metric: impl FnMut(&'a [u8], parse::MetricLine<'a>, &mut LocalStats),
+    ) {
         let mut lines = parse::lines(packet).peekable();
         while let Some(line) = lines.next() {
             stats.lines += 1;
@@ -41,11 +58,7 @@ impl Ingest {
                 continue;
             }
             match parse::parse_line(line, self.max_tags) {
-                Ok(Line::Metric(m)) => {
-                    if let Err(e) = shard.apply(&m, seq, stats) {
-                        bad_line(stats, e, line);
-                    }
-                }
+                Ok(Line::Metric(m)) => metric(line, m, stats),
                 Ok(Line::Event(ev)) => {
                     if self.aggregator.push_event(ev) {
                         stats.events += 1;

@@ -15,7 +15,7 @@
 use nom::bytes::complete::{tag, take, take_till1, take_while1};
 use nom::character::complete::{char as ch, digit1};
 use nom::combinator::{all_consuming, map_res, opt};
-use nom::sequence::{delimited, preceded, separated_pair, terminated};
+use nom::sequence::{delimited, preceded, separated_pair};
 use nom::IResult;
 
 use crate::model::{AlertType, CheckStatus, Event, MetricKind, Priority, ServiceCheck};
@@ -117,10 +117,31 @@ pub enum Line<'a> {
 
 /// Splits a packet into lines: `\n` separated, a trailing `\r` tolerated, empty lines skipped.
 pub fn lines(packet: &[u8]) -> impl Iterator<Item = &[u8]> {
-    packet.split(|&b| b == b'\n').filter_map(|l| {
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        (!l.is_empty()).then_some(l)
-    })
+    Lines { rest: packet }
+}
+
+/// The line splitter behind [`lines`]; `memchr` finds the newlines a word at a time.
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        while !self.rest.is_empty() {
+            let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+        None
+    }
 }
 
 /// Parses one line (without its line terminator).
@@ -132,17 +153,6 @@ pub fn parse_line(line: &[u8], max_tags: usize) -> Result<Line<'_>, ParseError> 
         return parse_service_check(line).map(Line::ServiceCheck);
     }
     parse_metric(line, max_tags).map(Line::Metric)
-}
-
-fn name_and_values(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
-    terminated(
-        separated_pair(
-            take_till1(|c| c == b':' || c == b'|'),
-            ch(':'),
-            take_till1(|c| c == b'|'),
-        ),
-        ch('|'),
-    )(i)
 }
 
 fn kind(field: &[u8]) -> Result<MetricKind, ParseError> {
@@ -157,11 +167,33 @@ fn kind(field: &[u8]) -> Result<MetricKind, ParseError> {
     })
 }
 
+/// Splits `s` at the first `sep`: the part before it, and what follows it (None without `sep`).
+fn split_once_byte(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(sep, s) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
 /// Parses a metric line.
+///
+/// Hand-written over `memchr` rather than nom: this runs for every line received, and the
+/// grammar up to the type is just two separators.
 pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, ParseError> {
-    let (rest, (name, values)) = name_and_values(line).map_err(|_| ParseError::Format)?;
-    let mut fields = rest.split(|&c| c == b'|');
-    let kind = kind(fields.next().unwrap_or_default())?;
+    // name = 1*(not ":" / "|") ":"
+    let name_end = memchr::memchr2(b':', b'|', line).ok_or(ParseError::Format)?;
+    if name_end == 0 || line[name_end] != b':' {
+        return Err(ParseError::Format);
+    }
+    let name = &line[..name_end];
+    // values = 1*(not "|") "|"
+    let (values, rest) = split_once_byte(&line[name_end + 1..], b'|');
+    let rest = match rest {
+        Some(r) if !values.is_empty() => r,
+        _ => return Err(ParseError::Format),
+    };
+    let (kind_field, mut more) = split_once_byte(rest, b'|');
+    let kind = kind(kind_field)?;
     let mut out = MetricLine {
         name,
         values,
@@ -171,7 +203,9 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
         container_id: None,
         timestamp: None,
     };
-    for field in fields {
+    while let Some(r) = more {
+        let (field, next) = split_once_byte(r, b'|');
+        more = next;
         match field.first() {
             Some(b'@') => out.sample_rate = parse_rate(&field[1..])?,
             Some(b'#') => out.tags = &field[1..],
@@ -188,14 +222,12 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
             return Err(ParseError::Value);
         }
     } else {
-        for v in values.split(|&c| c == b':') {
-            // Empty packed values (`1::2`) are skipped, as the Agent does.
-            if !v.is_empty() {
-                parse_value(v).ok_or(ParseError::Value)?;
-            }
+        for v in Values::new(values) {
+            parse_value(v).ok_or(ParseError::Value)?;
         }
     }
-    if tag_count(out.tags) > max_tags {
+    // n tags need at least n - 1 bytes, so short lists cannot exceed the limit: skip counting.
+    if out.tags.len() >= max_tags && tag_count(out.tags) > max_tags {
         return Err(ParseError::TooManyTags);
     }
     Ok(out)
@@ -203,44 +235,113 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
 
 /// The tags of a raw tag list, empty ones skipped.
 pub fn tags(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
-    raw.split(|&c| c == b',').filter(|t| !t.is_empty())
+    Split {
+        rest: Some(raw),
+        sep: b',',
+    }
+    .filter(|t| !t.is_empty())
 }
 
 fn tag_count(raw: &[u8]) -> usize {
     if raw.is_empty() {
         0
     } else {
-        memchr_count(b',', raw) + 1
+        memchr::memchr_iter(b',', raw).count() + 1
     }
 }
 
-fn memchr_count(needle: u8, hay: &[u8]) -> usize {
-    hay.iter().filter(|&&c| c == needle).count()
+/// `slice::split` on one byte, with `memchr` doing the search.
+struct Split<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (item, rest) = split_once_byte(self.rest?, self.sep);
+        self.rest = rest;
+        Some(item)
+    }
+}
+
+/// The non-empty `:`-separated texts of a value list (empty packed values, `1::2`, are skipped,
+/// as the Agent does).
+struct Values<'a>(Split<'a>);
+
+impl<'a> Values<'a> {
+    fn new(raw: &'a [u8]) -> Values<'a> {
+        Values(Split {
+            rest: Some(raw),
+            sep: b':',
+        })
+    }
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let v = self.0.next()?;
+            if !v.is_empty() {
+                return Some(v);
+            }
+        }
+    }
 }
 
 /// The numeric values of a metric line (not sets), empty packed values skipped.
 pub fn values(raw: &[u8]) -> impl Iterator<Item = Value> + '_ {
-    raw.split(|&c| c == b':')
-        .filter(|v| !v.is_empty())
-        .filter_map(|v| {
-            parse_value(v).map(|value| Value {
-                value,
-                signed: matches!(v.first(), Some(b'+') | Some(b'-')),
-            })
+    Values::new(raw).filter_map(|v| {
+        parse_value(v).map(|value| Value {
+            value,
+            signed: matches!(v.first(), Some(b'+') | Some(b'-')),
         })
+    })
 }
 
-/// Parses a finite decimal number. Integers (the common case) take a fast path.
+/// Exact powers of ten up to 10^15 (every one is exactly representable in an f64).
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// `digits` or `digits.digits` with at most 15 digits in all, read exactly: the digits form an
+/// integer below 2^53 and 10^k is exact, so the one rounding of the division gives the same
+/// correctly rounded f64 as the standard parser (Clinger's fast path). None for anything else.
+#[inline]
+fn fast_decimal(d: &[u8]) -> Option<f64> {
+    if d.is_empty() || d.len() > 16 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut frac_at = None;
+    for (i, &c) in d.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => m = m * 10 + u64::from(c - b'0'),
+            // A leading or trailing point ("5." or ".5") is left to the standard parser.
+            b'.' if frac_at.is_none() && i > 0 && i + 1 < d.len() => frac_at = Some(i),
+            _ => return None,
+        }
+    }
+    match frac_at {
+        None if d.len() <= 15 => Some(m as f64),
+        None => None,
+        Some(i) => Some(m as f64 / POW10[d.len() - i - 1]),
+    }
+}
+
+/// Parses a finite decimal number. Plain decimals (the common case) take a fast path.
 pub fn parse_value(v: &[u8]) -> Option<f64> {
     let (neg, digits) = match v.first()? {
         b'-' => (true, &v[1..]),
         b'+' => (false, &v[1..]),
         _ => (false, v),
     };
-    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
-        let n = digits
-            .iter()
-            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')) as f64;
+    if let Some(n) = fast_decimal(digits) {
         return Some(if neg { -n } else { n });
     }
     let s = std::str::from_utf8(v).ok()?;
@@ -617,7 +718,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fast_decimal_agrees_with_the_standard_parser() {
+        for t in [
+            "0",
+            "7",
+            "0.5",
+            "123.456",
+            "999999999999999",
+            "99999999.9999999",
+            "0.000000000000001",
+            "5.",
+            ".5",
+            "1.2.3",
+        ] {
+            let std_value = t.parse::<f64>().ok();
+            assert_eq!(parse_value(t.as_bytes()), std_value, "{t}");
+            assert_eq!(
+                parse_value(format!("-{t}").as_bytes()),
+                std_value.map(|v| -v),
+                "-{t}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn decimals_read_exactly(int in 0u64..10_000_000_000, frac in "[0-9]{0,6}") {
+            let text = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            let want: f64 = text.parse().expect("decimal");
+            proptest::prop_assert_eq!(parse_value(text.as_bytes()), Some(want));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             for line in lines(&data) {

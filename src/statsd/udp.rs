@@ -1,6 +1,8 @@
 //! Datagram receivers: UDP (several SO_REUSEPORT sockets, one thread each) and the Unix
-//! datagram socket. Both read with `recvmmsg`, many datagrams per system call, parse in place
-//! in the receive buffers, and lock their shard once per batch.
+//! datagram socket. Both read with `recvmmsg`, many datagrams per system call, and parse in
+//! place in the receive buffers without holding any lock. The parsed lines of a batch are then
+//! applied, in arrival order, to the shard all datagram receivers share, under one lock per
+//! batch: parsing runs in parallel on every receiver thread, and each context is held once.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,7 +15,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Ingest;
+use super::parse::MetricLine;
+use super::{bad_line, Ingest};
 use crate::aggregate::{lock, Shard};
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
@@ -101,7 +104,6 @@ impl Drop for RemoveOnDrop {
 /// Settings of one receive loop.
 pub struct Receiver {
     pub ingest: Arc<Ingest>,
-    pub shard: Arc<Mutex<Shard>>,
     pub telemetry: Arc<Telemetry>,
     pub batch: usize,
     pub max_packet: usize,
@@ -190,18 +192,50 @@ impl Batch {
     }
 }
 
+/// A parsed metric line waiting for the shard lock, with its raw text (for the rejection log).
+type Staged<'a> = (&'a [u8], MetricLine<'a>);
+
+/// Empties a staging vector and hands it back for another lifetime, keeping its allocation
+/// (collecting an emptied vector into one of the same layout reuses its buffer).
+// `filter` cannot change the element type; `filter_map` to nothing is what changes the lifetime.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'b>(stage: Vec<Staged<'_>>) -> Vec<Staged<'b>> {
+    stage.into_iter().filter_map(|_| None).collect()
+}
+
+/// Applies a batch's staged lines, in arrival order, under one lock of `shard`.
+fn apply_staged(
+    shard: &Mutex<Shard>,
+    staged: &mut Vec<Staged<'_>>,
+    seq: u64,
+    stats: &mut LocalStats,
+) {
+    if staged.is_empty() {
+        return;
+    }
+    let mut shard = lock(shard);
+    for (line, m) in staged.drain(..) {
+        if let Err(e) = shard.apply(&m, seq, stats) {
+            bad_line(stats, e, line);
+        }
+    }
+}
+
 impl Receiver {
     /// Receives until `stop` is set, then drains what the socket still holds and returns.
     pub fn run(self, fd: RawFd) {
         let mut batch = Batch::new(self.batch, self.max_packet);
         let mut stats = LocalStats::default();
+        let aggregator = &self.ingest.aggregator;
+        let shard = aggregator.datagram_shard();
+        let mut stage: Vec<Staged<'static>> = Vec::new();
         loop {
             let stopping = self.stop.load(Relaxed);
             match batch.recv(fd, !stopping) {
                 Ok(0) => {}
                 Ok(n) => {
-                    let seq = self.ingest.aggregator.shared().seq();
-                    let mut shard = lock(&self.shard);
+                    let seq = aggregator.shared().seq();
+                    let mut staged = recycle(std::mem::take(&mut stage));
                     for i in 0..n {
                         let (data, truncated) = batch.datagram(i);
                         stats.packets += 1;
@@ -210,9 +244,12 @@ impl Receiver {
                             self.telemetry.udp_truncated.fetch_add(1, Relaxed);
                         }
                         self.ingest
-                            .packet(data, truncated, &mut shard, seq, &mut stats);
+                            .packet_with(data, truncated, &mut stats, |line, m, _| {
+                                staged.push((line, m));
+                            });
                     }
-                    drop(shard);
+                    apply_staged(shard, &mut staged, seq, &mut stats);
+                    stage = recycle(staged);
                     stats.publish(&self.telemetry, self.transport);
                 }
                 Err(e)

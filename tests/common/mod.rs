@@ -129,6 +129,11 @@ impl Tallyd {
         }
     }
 
+    /// Process id of the running binary (the load bench reads /proc/<pid>/ with it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

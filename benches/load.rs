@@ -1,0 +1,527 @@
+//! End-to-end load bench: starts the real release binary, drives the standard workload over
+//! UDP on loopback with a `sendmmsg` load generator at increasing paced rates, and accounts
+//! what arrived from tallyd's own `/metrics`.
+//!
+//! ```text
+//! cargo bench --bench load                 # everything (about 3 minutes)
+//! cargo bench --bench load -- batch20      # only some parts: batch20 batch1 memory idle
+//! ```
+//!
+//! For each packing (20 lines per datagram, then 1) it probes a ladder of rates for 3 s each
+//! until one loses more than 0.1 % of the counter increments sent (or the generator cannot
+//! reach the rate), then confirms the best passing rate over 10 s, stepping down if that run
+//! loses. A rate counts as loss-free when the sum of the counters' `_total` values grew by at
+//! least 99.9 % of the increments sent. It prints the loss-free rate, CPU-seconds per million
+//! lines (utime + stime of /proc/<pid>/stat over the confirmed run) and peak RSS (VmHWM).
+//! Then it measures idle RSS, RSS with 100,000 live contexts of the standard mix and the flush
+//! time of those 100,000 contexts (`tallyd_flush_duration_seconds`).
+//!
+//! Not part of `cargo test` or CI: it measures, it does not assert.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod workload;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use common::Tallyd;
+
+/// Datagrams handed to one `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+/// Sender sockets: distinct source ports, so SO_REUSEPORT spreads them over tallyd's sockets
+/// as it would spread many client processes.
+const SENDERS: usize = 8;
+/// Share of counter increments that must be accounted for a rate to pass.
+const PASS: f64 = 0.999;
+const PROBE: Duration = Duration::from_secs(3);
+const CONFIRM: Duration = Duration::from_secs(10);
+
+fn config(flush: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "info"
+format = "json"
+[statsd]
+udp_listen = "127.0.0.1:0"
+tcp_listen = ""
+[aggregate]
+flush_interval = "{flush}"
+[http]
+listen = "127.0.0.1:0"
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let after = stat.rsplit_once(')').expect("stat format").1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / clock_ticks()
+}
+
+/// A `Vm*` line of /proc/<pid>/status, in MiB.
+fn status_mib(pid: u32, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("status key");
+    kb / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// /metrics readings
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Scrape {
+    /// Sum of every workload counter's `_total`.
+    counters: f64,
+    lines: f64,
+    kernel_drops: f64,
+    flushes: f64,
+    flush_secs: f64,
+    flush_series: f64,
+    contexts: f64,
+    context_limit_drops: f64,
+    parse_errors: f64,
+}
+
+fn scrape(t: &Tallyd) -> Scrape {
+    let text = t.metrics();
+    let mut s = Scrape::default();
+    for l in text.lines() {
+        if l.starts_with('#') {
+            continue;
+        }
+        let Some((series, v)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = v.parse::<f64>() else { continue };
+        let name = series.split('{').next().unwrap_or(series);
+        match name {
+            "tallyd_statsd_lines_total" if series.contains("transport=\"udp\"") => s.lines = v,
+            "tallyd_udp_kernel_drops_total" => s.kernel_drops = v,
+            "tallyd_flush_total" => s.flushes = v,
+            "tallyd_flush_duration_seconds" => s.flush_secs = v,
+            "tallyd_flush_series" => s.flush_series = v,
+            "tallyd_aggregate_contexts" => s.contexts = v,
+            "tallyd_aggregate_samples_dropped_total" => s.context_limit_drops = v,
+            "tallyd_statsd_parse_errors_total" => s.parse_errors += v,
+            n if n.starts_with("app_svc") && n.ends_with("_total") => s.counters += v,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Waits until tallyd has read everything sent (its line count stops moving) and two more
+/// windows have been flushed, so the counters on `/metrics` include every line received.
+fn settle(t: &Tallyd) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = scrape(t);
+    loop {
+        std::thread::sleep(Duration::from_millis(150));
+        let now = scrape(t);
+        if now.lines == last.lines || Instant::now() > deadline {
+            last = now;
+            break;
+        }
+        last = now;
+    }
+    let target = last.flushes + 2.0;
+    loop {
+        let now = scrape(t);
+        if now.flushes >= target || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load generator
+
+struct Generator {
+    socks: Vec<UdpSocket>,
+    dgrams: Vec<Vec<u8>>,
+    incr: Vec<u64>,
+    per: usize,
+    next: usize,
+    rr: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    datagrams: u64,
+    lines: u64,
+    increments: u64,
+    secs: f64,
+    errors: u64,
+}
+
+impl Generator {
+    fn new(target: SocketAddr, dgrams: Vec<Vec<u8>>, incr: Vec<u64>, per: usize) -> Generator {
+        let socks = (0..SENDERS)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+                s.connect(target).expect("connect sender");
+                s
+            })
+            .collect();
+        Generator {
+            socks,
+            dgrams,
+            incr,
+            per,
+            next: 0,
+            rr: 0,
+        }
+    }
+
+    /// Sends up to `n` datagrams (at most SEND_BATCH) with one sendmmsg call; returns how many
+    /// the kernel took and their counter increments.
+    fn send_batch(&mut self, n: usize) -> io::Result<(usize, u64)> {
+        let n = n.min(SEND_BATCH);
+        // SAFETY: all-zero iovec and mmsghdr are valid empty values (plain C structs).
+        let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        for k in 0..n {
+            let d = &self.dgrams[(self.next + k) % self.dgrams.len()];
+            // The kernel only reads from iov_base for a send; the cast to *mut is what the C
+            // struct demands, nothing writes through it.
+            iov[k] = libc::iovec {
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            };
+            msgs[k].msg_hdr.msg_iov = &mut iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        let fd = self.socks[self.rr % self.socks.len()].as_raw_fd();
+        self.rr += 1;
+        // SAFETY: `msgs[..n]` are initialised headers pointing at `iov[..n]`, which point at
+        // datagrams owned by `self.dgrams`; all outlive the call. The socket is connected, so
+        // no address is passed.
+        let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let r = r as usize;
+        let incr = (0..r)
+            .map(|k| self.incr[(self.next + k) % self.incr.len()])
+            .sum();
+        self.next = (self.next + r) % self.dgrams.len();
+        Ok((r, incr))
+    }
+
+    /// Sends at `rate` lines per second for `dur`, paced against the clock.
+    fn run(&mut self, rate: f64, dur: Duration) -> Sent {
+        let dgram_rate = rate / self.per as f64;
+        let start = Instant::now();
+        let mut out = Sent::default();
+        loop {
+            let el = start.elapsed();
+            if el >= dur {
+                break;
+            }
+            let due = (el.as_secs_f64() * dgram_rate) as u64;
+            if out.datagrams >= due {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+            match self.send_batch((due - out.datagrams) as usize) {
+                Ok((n, incr)) => {
+                    out.datagrams += n as u64;
+                    out.increments += incr;
+                }
+                Err(_) => out.errors += 1,
+            }
+        }
+        out.secs = start.elapsed().as_secs_f64();
+        out.lines = out.datagrams * self.per as u64;
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    target: f64,
+    sent: Sent,
+    accounted: f64,
+    kernel_drops: f64,
+    cpu: f64,
+    tallyd_lines: f64,
+}
+
+impl Step {
+    fn achieved(&self) -> f64 {
+        self.sent.lines as f64 / self.sent.secs
+    }
+    fn ratio(&self) -> f64 {
+        if self.sent.increments == 0 {
+            1.0
+        } else {
+            self.accounted / self.sent.increments as f64
+        }
+    }
+    /// The generator reached the rate asked (within 3 %).
+    fn paced(&self) -> bool {
+        self.achieved() >= 0.97 * self.target
+    }
+    fn passed(&self) -> bool {
+        self.ratio() >= PASS && self.paced()
+    }
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu / (self.tallyd_lines / 1e6)
+    }
+    fn print(&self, what: &str) {
+        println!(
+            "  {what:7} target {:>9.0} l/s  sent {:>9.0} l/s  accounted {:>8.4} %  kernel drops {:>7.0}  cpu {:.3} s/M lines  {}",
+            self.target,
+            self.achieved(),
+            100.0 * self.ratio(),
+            self.kernel_drops,
+            self.cpu_per_million(),
+            if self.passed() {
+                "pass"
+            } else if !self.paced() {
+                "FAIL (generator could not reach the rate)"
+            } else {
+                "FAIL (loss)"
+            }
+        );
+    }
+}
+
+fn step(t: &Tallyd, gen: &mut Generator, rate: f64, dur: Duration) -> Step {
+    let pid = t.pid();
+    let before = settle(t);
+    let cpu0 = cpu_secs(pid);
+    let sent = gen.run(rate, dur);
+    let after = settle(t);
+    let cpu = cpu_secs(pid) - cpu0;
+    Step {
+        target: rate,
+        sent,
+        accounted: after.counters - before.counters,
+        kernel_drops: after.kernel_drops - before.kernel_drops,
+        cpu,
+        tallyd_lines: after.lines - before.lines,
+    }
+}
+
+struct Ingest {
+    per: usize,
+    best: Option<Step>,
+    peak_rss: f64,
+}
+
+fn ingest(per: usize, ladder: &[f64]) -> Ingest {
+    println!(
+        "\n== {per} line(s) per datagram: ladder of {} s probes ==",
+        PROBE.as_secs()
+    );
+    let t = Tallyd::start_raw(&config("1s"), &[]);
+    let count = if per == 1 { 5000 } else { 1000 };
+    let (dgrams, incr) = workload::datagrams(count, per, workload::CONTEXTS, "", 42);
+    let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, per);
+    let mut passing = Vec::new();
+    for &rate in ladder {
+        let s = step(&t, &mut gen, rate, PROBE);
+        s.print("probe");
+        if !s.passed() {
+            break;
+        }
+        passing.push(rate);
+    }
+    println!("-- confirming over {} s", CONFIRM.as_secs());
+    let mut best = None;
+    for &rate in passing.iter().rev().take(3) {
+        let s = step(&t, &mut gen, rate, CONFIRM);
+        s.print("confirm");
+        if s.passed() {
+            best = Some(s);
+            break;
+        }
+    }
+    let peak_rss = status_mib(t.pid(), "VmHWM");
+    println!("-- peak RSS (VmHWM) {peak_rss:.1} MiB");
+    Ingest {
+        per,
+        best,
+        peak_rss,
+    }
+}
+
+fn idle() -> f64 {
+    println!("\n== idle ==");
+    let t = Tallyd::start_raw(&config("10s"), &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = status_mib(t.pid(), "VmRSS");
+    println!(
+        "  idle RSS {rss:.1} MiB (VmHWM {:.1} MiB)",
+        status_mib(t.pid(), "VmHWM")
+    );
+    rss
+}
+
+struct Memory {
+    rss_before_scrape: f64,
+    rss_after_scrape: f64,
+    hwm: f64,
+    flush_ms: Vec<f64>,
+    series: f64,
+    contexts: f64,
+    drops: f64,
+}
+
+fn memory() -> Memory {
+    const N: usize = 100_000;
+    const RATE: f64 = 200_000.0;
+    println!("\n== {N} contexts of the standard mix, 10 s windows, {RATE} lines/s, 20 lines per datagram ==");
+    let t = Tallyd::start_raw(&config("10s"), &[]);
+    let pid = t.pid();
+    let (dgrams, incr) = workload::datagrams(N / 20, 20, N, "", 7);
+    let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, 20);
+    let mut flush_ms = Vec::new();
+    let mut last = Scrape::default();
+    let mut rss_before_scrape = 0.0;
+    for _ in 0..2 {
+        gen.run(RATE, Duration::from_secs(11));
+        rss_before_scrape = status_mib(pid, "VmRSS");
+        last = scrape(&t);
+        println!(
+            "  RSS {rss_before_scrape:.1} MiB, last flush {:.1} ms for {} series, contexts held {} (summed over shards)",
+            last.flush_secs * 1e3,
+            last.flush_series,
+            last.contexts
+        );
+        if last.flush_series >= 0.99 * N as f64 {
+            flush_ms.push(last.flush_secs * 1e3);
+        }
+    }
+    let rss_after_scrape = status_mib(pid, "VmRSS");
+    let hwm = status_mib(pid, "VmHWM");
+    println!("  RSS after /metrics scrape {rss_after_scrape:.1} MiB, VmHWM {hwm:.1} MiB, context-limit drops {}", last.context_limit_drops);
+    Memory {
+        rss_before_scrape,
+        rss_after_scrape,
+        hwm,
+        flush_ms,
+        series: last.flush_series,
+        contexts: last.contexts,
+        drops: last.context_limit_drops,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "tallyd load bench: {} on {cores} cores ({cpu})",
+        common::bin()
+    );
+    let started = Instant::now();
+
+    let idle_rss = want("idle").then(idle);
+    let b20 =
+        want("batch20").then(|| ingest(20, &[500e3, 1e6, 1.5e6, 2e6, 2.5e6, 3e6, 3.5e6, 4e6, 5e6]));
+    let b1 =
+        want("batch1").then(|| ingest(1, &[50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3]));
+    let mem = want("memory").then(memory);
+
+    println!("\n== summary (markdown) ==\n");
+    println!("| measure | result | target |");
+    println!("|---|---|---|");
+    for (b, target) in [(&b20, "≥ 2,000,000 lines/s"), (&b1, "≥ 200,000 lines/s")] {
+        let Some(r) = b else { continue };
+        match &r.best {
+            Some(s) => {
+                println!(
+                    "| loss-free rate, {} line(s)/datagram (10 s, {:.3} % accounted, {} kernel drops) | {:.0} lines/s | {target} |",
+                    r.per,
+                    100.0 * s.ratio(),
+                    s.kernel_drops,
+                    s.achieved()
+                );
+                println!("| CPU, {} line(s)/datagram at that rate | {:.3} CPU-s per million lines | {} |", r.per, s.cpu_per_million(), if r.per == 20 { "≤ 0.35" } else { "—" });
+            }
+            None => println!(
+                "| loss-free rate, {} line(s)/datagram | no rate passed | {target} |",
+                r.per
+            ),
+        }
+        println!(
+            "| peak RSS (VmHWM) during the {}-line run | {:.1} MiB | — |",
+            r.per, r.peak_rss
+        );
+    }
+    if let Some(rss) = idle_rss {
+        println!("| idle RSS | {rss:.1} MiB | ≤ 15 MB |");
+    }
+    if let Some(m) = &mem {
+        println!(
+            "| RSS with 100,000 live contexts (before a scrape) | {:.1} MiB | ≤ 100 MB |",
+            m.rss_before_scrape
+        );
+        println!(
+            "| RSS after scraping /metrics with 100,000 series; VmHWM | {:.1} MiB; {:.1} MiB | — |",
+            m.rss_after_scrape, m.hwm
+        );
+        let flushes: Vec<String> = m.flush_ms.iter().map(|f| format!("{f:.1} ms")).collect();
+        println!(
+            "| flush of {} contexts (tallyd_flush_duration_seconds) | {} | ≤ 50 ms |",
+            m.series,
+            flushes.join(", ")
+        );
+        println!(
+            "| contexts held (summed over shards); context-limit drops | {}; {} | — |",
+            m.contexts, m.drops
+        );
+    }
+    println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+}
