@@ -251,9 +251,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None
     };
 
+    let mut points_forwarder = None;
     let gps = if let Some(listener) = bound.gps {
         let addr = listener.local_addr()?;
-        let sinks = gps::service::configured_sinks(&cfg.gps)?;
+        let mut sinks = gps::service::configured_sinks(&cfg.gps)?;
+        if let Some(f) =
+            gps::forward::Forwarder::start(&cfg, &queues).map_err(anyhow::Error::msg)?
+        {
+            sinks.push(Box::new(f.sink()));
+            points_forwarder = Some(f);
+        }
         let g = gps::service::start(
             &cfg.gps,
             listener,
@@ -367,6 +374,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let _ = joined.await;
     if let Some(dd) = datadog {
         dd.shutdown().await;
+    }
+    if let Some(f) = points_forwarder {
+        f.shutdown(cfg.queue.shutdown_drain).await;
     }
     if let Some(a) = alerting {
         // The final window is evaluated and its notifications get a bounded chance to go out.

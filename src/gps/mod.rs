@@ -11,6 +11,7 @@
 pub mod api;
 pub mod detect;
 pub mod fix;
+pub mod forward;
 pub mod gt06;
 pub mod guard;
 pub mod h02;
@@ -65,6 +66,14 @@ pub struct GpsConfig {
     pub points_file_max_files: usize,
     pub points_fsync: bool,
     pub points_queue_batches: usize,
+    /// HTTP endpoint receiving point batches as JSON through the durable `live_points` queue;
+    /// empty = off.
+    pub points_url: String,
+    /// Extra headers for `points_url` requests (authorization, ...).
+    pub points_headers: std::collections::BTreeMap<String, String>,
+    /// Timeout of one `points_url` request.
+    #[serde(with = "duration_str")]
+    pub points_timeout: Duration,
 }
 
 impl Default for GpsConfig {
@@ -96,6 +105,9 @@ impl Default for GpsConfig {
             points_file_max_files: 5,
             points_fsync: true,
             points_queue_batches: 1024,
+            points_url: String::new(),
+            points_headers: std::collections::BTreeMap::new(),
+            points_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -103,6 +115,15 @@ impl Default for GpsConfig {
 impl GpsConfig {
     /// Checks what types cannot; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
+        let url_ok = self.points_url.is_empty()
+            || self.points_url.starts_with("http://")
+            || self.points_url.starts_with("https://");
+        if !url_ok {
+            return Err(format!(
+                "gps.points_url = {:?} must start with http:// or https://",
+                self.points_url
+            ));
+        }
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!(
                 "gps.listen = {:?} is not an address like \"0.0.0.0:5000\"",
@@ -135,6 +156,7 @@ impl GpsConfig {
             ("gps.active_window", self.active_window),
             ("gps.blacklist_window", self.blacklist_window),
             ("gps.blacklist_duration", self.blacklist_duration),
+            ("gps.points_timeout", self.points_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{key} must be greater than 0s"));

@@ -1,0 +1,148 @@
+//! Point delivery to an HTTP endpoint through the durable `live_points` queue.
+//!
+//! The point writer hands each group of points to [`QueueSink::store`], which writes them as one
+//! JSON batch (`{"points": [...]}`) into the same disk-backed queue Datadog delivery uses. Only
+//! once the batch is on disk does the device get its acknowledgement; the queue's sender then
+//! POSTs it to `gps.points_url`, retries with backoff, and moves permanent rejections to the
+//! dead-letter queue, all visible under `/admin/queue/*` as `live_points`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+use super::points::{Point, PointError, PointSink};
+use crate::config::Config;
+use crate::queue::deliver::HttpDeliver;
+use crate::queue::sender::Handle;
+use crate::queue::store::{Limits, Meta, Queue};
+use crate::queue::{Backoff, Registry};
+
+/// The queue's name in `/admin/queue/*` and `tallyd_forwarder_*{queue=...}`.
+pub const QUEUE_NAME: &str = "live_points";
+
+/// Writes point batches into the `live_points` queue.
+pub struct QueueSink {
+    queue: Arc<Queue>,
+}
+
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    points: &'a [Point],
+}
+
+impl PointSink for QueueSink {
+    fn name(&self) -> &'static str {
+        QUEUE_NAME
+    }
+
+    fn store(&mut self, points: &[Point]) -> Result<(), PointError> {
+        let fail = |detail: String| PointError {
+            sink: QUEUE_NAME,
+            detail,
+        };
+        let body = serde_json::to_vec(&Body { points }).map_err(|e| fail(e.to_string()))?;
+        let meta = Meta {
+            content_type: "application/json".into(),
+            ..Meta::default()
+        };
+        self.queue
+            .push(meta, &body)
+            .map(|_| ())
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// The running forwarder: its sink for the point writer and its background sender.
+pub struct Forwarder {
+    queue: Arc<Queue>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Opens the queue and starts its sender when `gps.points_url` is set.
+    ///
+    /// # Errors
+    /// The queue directory cannot be opened, or a header or the HTTP client is invalid; the
+    /// message names the key.
+    pub fn start(cfg: &Config, registry: &Registry) -> Result<Option<Forwarder>, String> {
+        let g = &cfg.gps;
+        if g.points_url.is_empty() {
+            return Ok(None);
+        }
+        let limits = Limits {
+            max_bytes: cfg.queue.max_bytes,
+            dlq_max_bytes: cfg.queue.dlq_max_bytes,
+        };
+        let queue =
+            Queue::open(Path::new(&cfg.queue.directory), QUEUE_NAME, limits).map_err(|e| {
+                format!(
+                    "cannot open the {QUEUE_NAME} queue in {} (queue.directory): {e}",
+                    cfg.queue.directory
+                )
+            })?;
+        let queue = Arc::new(queue);
+        let deliver = HttpDeliver::new(
+            &g.points_url,
+            headers(&g.points_headers)?,
+            g.points_timeout,
+            None,
+        )
+        .map_err(|e| format!("cannot build the HTTP client for gps.points_url: {e}"))?;
+        let handle = Arc::new(Handle {
+            queue: Arc::clone(&queue),
+            deliver: Arc::new(deliver),
+            backoff: Backoff {
+                initial: cfg.queue.backoff_initial,
+                max: cfg.queue.backoff_max,
+            },
+        });
+        registry.add(Arc::clone(&handle));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(handle.run(cancel.clone()));
+        let depth = queue.depth();
+        tracing::info!(component = "gps", url = %g.points_url, queued = depth.pending, dead_letters = depth.dlq, "point delivery to HTTP on");
+        Ok(Some(Forwarder {
+            queue,
+            cancel,
+            task,
+        }))
+    }
+
+    /// The sink handed to the point writer (shares the queue with the sender).
+    pub fn sink(&self) -> QueueSink {
+        QueueSink {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+
+    /// Keeps delivering for at most `drain`, then stops; what is left stays on disk.
+    pub async fn shutdown(self, drain: Duration) {
+        let queue = Arc::clone(&self.queue);
+        let _ = tokio::time::timeout(drain, async move {
+            while queue.depth().pending > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn headers(map: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in map {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("gps.points_headers: {k:?} is not a header name"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            format!("gps.points_headers: the value of {k:?} is not a valid header value")
+        })?;
+        h.insert(name, value);
+    }
+    Ok(h)
+}
