@@ -15,7 +15,7 @@
 use nom::bytes::complete::{tag, take, take_till1, take_while1};
 use nom::character::complete::{char as ch, digit1};
 use nom::combinator::{all_consuming, map_res, opt};
-use nom::sequence::{delimited, preceded, separated_pair};
+use nom::sequence::{delimited, preceded, separated_pair, terminated};
 use nom::IResult;
 
 use crate::model::{AlertType, CheckStatus, Event, MetricKind, Priority, ServiceCheck};
@@ -175,23 +175,40 @@ fn split_once_byte(s: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// A nom parser for one or more bytes up to (not including) `:` or `|`; `memchr2` does the
+/// search a word at a time, which nom's byte-by-byte `take_till1` cannot.
+fn name_part(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    match memchr::memchr2(b':', b'|', i).unwrap_or(i.len()) {
+        0 => Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::TakeTill1,
+        ))),
+        end => Ok((&i[end..], &i[..end])),
+    }
+}
+
+/// A nom parser for one or more bytes up to (not including) `|`, found with `memchr`.
+fn until_pipe1(i: &[u8]) -> IResult<&[u8], &[u8]> {
+    match memchr::memchr(b'|', i).unwrap_or(i.len()) {
+        0 => Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::TakeTill1,
+        ))),
+        end => Ok((&i[end..], &i[..end])),
+    }
+}
+
+/// `name ":" values "|"`: nom combinators over memchr-backed primitives.
+fn name_and_values(i: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
+    separated_pair(name_part, ch(':'), terminated(until_pipe1, ch('|')))(i)
+}
+
 /// Parses a metric line.
 ///
-/// Hand-written over `memchr` rather than nom: this runs for every line received, and the
-/// grammar up to the type is just two separators.
+/// This runs for every line received: the structure is nom's, the byte searches are memchr's,
+/// and the optional fields (order-free, `|`-separated, unknown ones skipped) are a plain loop.
 pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, ParseError> {
-    // name = 1*(not ":" / "|") ":"
-    let name_end = memchr::memchr2(b':', b'|', line).ok_or(ParseError::Format)?;
-    if name_end == 0 || line[name_end] != b':' {
-        return Err(ParseError::Format);
-    }
-    let name = &line[..name_end];
-    // values = 1*(not "|") "|"
-    let (values, rest) = split_once_byte(&line[name_end + 1..], b'|');
-    let rest = match rest {
-        Some(r) if !values.is_empty() => r,
-        _ => return Err(ParseError::Format),
-    };
+    let (rest, (name, values)) = name_and_values(line).map_err(|_| ParseError::Format)?;
     let (kind_field, mut more) = split_once_byte(rest, b'|');
     let kind = kind(kind_field)?;
     let mut out = MetricLine {
