@@ -7,7 +7,6 @@
 //! dead-letter queue, all visible under `/admin/queue/*` as `live_points`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use super::points::{Point, PointError, PointSink};
 use crate::config::Config;
 use crate::queue::deliver::HttpDeliver;
 use crate::queue::sender::Handle;
-use crate::queue::store::{Limits, Meta, Queue};
+use crate::queue::store::{Meta, Queue};
 use crate::queue::{Backoff, Registry};
 
 /// The queue's name in `/admin/queue/*` and `tallyd_forwarder_*{queue=...}`.
@@ -74,18 +73,7 @@ impl Forwarder {
         if g.points_url.is_empty() {
             return Ok(None);
         }
-        let limits = Limits {
-            max_bytes: cfg.queue.max_bytes,
-            dlq_max_bytes: cfg.queue.dlq_max_bytes,
-        };
-        let queue =
-            Queue::open(Path::new(&cfg.queue.directory), QUEUE_NAME, limits).map_err(|e| {
-                format!(
-                    "cannot open the {QUEUE_NAME} queue in {} (queue.directory): {e}",
-                    cfg.queue.directory
-                )
-            })?;
-        let queue = Arc::new(queue);
+        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
         let deliver = HttpDeliver::new(
             &g.points_url,
             headers(&g.points_headers)?,
@@ -96,10 +84,7 @@ impl Forwarder {
         let handle = Arc::new(Handle {
             queue: Arc::clone(&queue),
             deliver: Arc::new(deliver),
-            backoff: Backoff {
-                initial: cfg.queue.backoff_initial,
-                max: cfg.queue.backoff_max,
-            },
+            backoff: Backoff::configured(&cfg.queue),
         });
         registry.add(Arc::clone(&handle));
         let cancel = CancellationToken::new();

@@ -21,3 +21,35 @@ pub use deliver::{Attempt, Deliver, FailureClass, HttpDeliver};
 pub use sender::{Backoff, Registry};
 pub use stats::QueueStats;
 pub use store::{Meta, Queue, QueueError};
+
+/// Opens queue `name` under `queue.directory` with the configured byte limits.
+///
+/// # Errors
+/// The directory cannot be created or read; the message names `queue.directory`.
+pub fn open_configured(
+    cfg: &crate::config::QueueConfig,
+    name: &str,
+) -> Result<std::sync::Arc<Queue>, String> {
+    let limits = store::Limits {
+        max_bytes: cfg.max_bytes,
+        dlq_max_bytes: cfg.dlq_max_bytes,
+    };
+    Queue::open(std::path::Path::new(&cfg.directory), name, limits)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            format!(
+                "cannot open the {name} queue in {} (queue.directory): {e}",
+                cfg.directory
+            )
+        })
+}
+
+impl Backoff {
+    /// The retry backoff configured in `[queue]`.
+    pub fn configured(cfg: &crate::config::QueueConfig) -> Backoff {
+        Backoff {
+            initial: cfg.backoff_initial,
+            max: cfg.backoff_max,
+        }
+    }
+}

@@ -6,7 +6,6 @@
 //! is checked once at start; the `datadog` component in `/health` follows the key's state and
 //! the queue's delivery.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -22,7 +21,7 @@ use crate::api::{Health, Status};
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::sender::Handle;
-use crate::queue::store::{unix_ms, Limits, Meta, Queue};
+use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Backoff, Registry};
 use crate::sinks::prometheus::expo;
 use crate::sinks::Sink;
@@ -97,18 +96,7 @@ impl DatadogSink {
         } else {
             d.hostname.clone()
         };
-        let limits = Limits {
-            max_bytes: cfg.queue.max_bytes,
-            dlq_max_bytes: cfg.queue.dlq_max_bytes,
-        };
-        let queue =
-            Queue::open(Path::new(&cfg.queue.directory), QUEUE_NAME, limits).map_err(|e| {
-                format!(
-                    "cannot open the delivery queue in {} (queue.directory): {e}",
-                    cfg.queue.directory
-                )
-            })?;
-        let queue = Arc::new(queue);
+        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
         let base = d.base_url();
         let deliver = HttpDeliver::new(
             &base,
@@ -119,10 +107,7 @@ impl DatadogSink {
         .map_err(|e| format!("cannot build the HTTP client for {base} (datadog.url): {e}"))?;
         let key = Arc::clone(&deliver.key);
         let deliver = Arc::new(deliver);
-        let backoff = Backoff {
-            initial: cfg.queue.backoff_initial,
-            max: cfg.queue.backoff_max,
-        };
+        let backoff = Backoff::configured(&cfg.queue);
         let handle = Arc::new(Handle {
             queue: Arc::clone(&queue),
             deliver: deliver.clone(),
