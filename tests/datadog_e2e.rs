@@ -499,12 +499,6 @@ type = "datadog"
 "#,
     );
     t.send_udp("queue.pending:7000|g|#queue_type:email");
-    wait_until(15, "the alert event tried during the outage", || {
-        intake
-            .seen()
-            .iter()
-            .any(|s| s.path == "/api/v1/events" && s.status == 503)
-    });
     t.wait_metrics(
         |m| {
             common::value(
@@ -514,6 +508,17 @@ type = "datadog"
         },
         "the event counted as sent once queued",
     );
+    // "Sent" means on disk: the event's file is in the queue while the intake refuses everything.
+    let pending = t.dir.path().join("queue/datadog/pending");
+    let on_disk = std::fs::read_dir(&pending)
+        .expect("pending dir")
+        .filter_map(|f| std::fs::read(f.expect("entry").path()).ok())
+        .any(|b| String::from_utf8_lossy(&b).contains("[Triggered] QueueBacklog"));
+    assert!(
+        on_disk,
+        "the alert event is queued on disk during the outage"
+    );
+    assert!(intake.accepted().events.is_empty());
     intake.set_fault(Fault::None);
     intake.wait(15, "the firing event after the outage", |a| {
         a.events.iter().any(|e| e["alert_type"] == "error")
