@@ -573,6 +573,8 @@ impl Config {
             ));
         }
         self.alerts.validate()?;
+        self.alerts
+            .validate_datadog_notifiers(!self.datadog.api_key.is_empty())?;
         Ok(())
     }
 
@@ -964,6 +966,33 @@ mod tests {
             Config::default().datadog.base_url(),
             "https://api.datadoghq.com"
         );
+    }
+
+    #[test]
+    fn datadog_notifier_needs_datadog_delivery() {
+        let text = "[alerts.notifiers.dd]\ntype = \"datadog\"\nseverities = [\"critical\"]\n";
+        let e = Config::from_toml_with_env(text, "t", &[])
+            .expect_err("no key")
+            .to_string();
+        assert!(
+            e.contains("alerts.notifiers.dd") && e.contains("datadog.api_key"),
+            "{e}"
+        );
+        // The key from the environment turns delivery on, and the notifier is accepted.
+        let cfg = Config::from_toml_with_env(text, "t", &env(&[("DD_API_KEY", "k")]))
+            .expect("key from DD_API_KEY");
+        assert_eq!(
+            cfg.alerts.notifiers["dd"].kind,
+            crate::alert::config::NotifierKind::Datadog
+        );
+        // With alerting off no notifier starts, so nothing needs the key.
+        let off = format!("[alerts]\nenabled = false\n{text}");
+        assert!(Config::from_toml_with_env(&off, "t", &[]).is_ok());
+        let with_url = format!("{text}url = \"http://x\"\n");
+        let e = Config::from_toml_with_env(&with_url, "t", &env(&[("DD_API_KEY", "k")]))
+            .expect_err("url")
+            .to_string();
+        assert!(e.contains("alerts.notifiers.dd.url"), "{e}");
     }
 
     #[test]

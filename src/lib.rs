@@ -141,14 +141,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Arc::clone(&telemetry),
     ));
     let mut sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
-    let alerting = if cfg.alerts.enabled {
-        let a = alert::Alerting::start(&cfg, Arc::clone(&telemetry), alert::host_name(&cfg))
-            .map_err(anyhow::Error::msg)?;
-        sinks.push(a.sink.clone());
-        Some(a)
-    } else {
-        None
-    };
     let health = Arc::new(Health::new(
         cfg.aggregate.flush_interval,
         Arc::clone(&telemetry),
@@ -168,6 +160,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         telemetry.register(dd.clone());
         sinks.push(dd.clone());
         Some(dd)
+    };
+    // After Datadog delivery: a `datadog` notifier writes into its queue.
+    let alerting = if cfg.alerts.enabled {
+        let a = alert::Alerting::start(
+            &cfg,
+            Arc::clone(&telemetry),
+            alert::host_name(&cfg),
+            datadog.as_ref().map(|d| d.event_queue()),
+        )
+        .map_err(anyhow::Error::msg)?;
+        sinks.push(a.sink.clone());
+        Some(a)
+    } else {
+        None
     };
     let ingest = Arc::new(Ingest {
         aggregator: Arc::clone(&aggregator),
@@ -372,15 +378,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = flusher.join();
     });
     let _ = joined.await;
+    if let Some(a) = alerting {
+        // The final window is evaluated and its notifications get a bounded chance to go out
+        // (Datadog events into the queue, before its sender drains and stops).
+        a.shutdown(Duration::from_secs(5)).await;
+    }
     if let Some(dd) = datadog {
         dd.shutdown().await;
     }
     if let Some(f) = points_forwarder {
         f.shutdown(cfg.queue.shutdown_drain).await;
-    }
-    if let Some(a) = alerting {
-        // The final window is evaluated and its notifications get a bounded chance to go out.
-        a.shutdown(Duration::from_secs(5)).await;
     }
     http_cancel.cancel();
     let _ = http_task.await;

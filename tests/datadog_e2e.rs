@@ -474,3 +474,167 @@ fn an_invalid_key_is_one_log_line_and_an_unhealthy_component() {
     assert!(rejected_lines <= 1, "{logs:#?}");
     assert!(logs.len() < 40, "log flood: {logs:#?}");
 }
+
+#[test]
+fn alerts_become_datadog_events_through_the_durable_queue() {
+    let intake = Intake::start(KEY);
+    // The intake is down when the alert fires: the event must wait in the queue, not vanish.
+    intake.set_fault(Fault::Status(503));
+    let t = start(
+        &intake,
+        r#"
+[alerts]
+default_rules = false
+[[alerts.rules]]
+name = "QueueBacklog"
+metric = "queue.pending"
+group_by = ["queue_type"]
+warn = 1000.0
+critical = 5000.0
+message = "{{tags.queue_type}} queue holds {{value}} jobs"
+runbook = "https://runbooks.example/queues/{{tags.queue_type}}"
+labels = { team = "core" }
+[alerts.notifiers.dd]
+type = "datadog"
+"#,
+    );
+    t.send_udp("queue.pending:7000|g|#queue_type:email");
+    t.wait_metrics(
+        |m| {
+            common::value(
+                m,
+                "tallyd_alert_notifications_total{notifier=\"dd\",type=\"datadog\",result=\"sent\"}",
+            ) == Some(1.0)
+        },
+        "the event counted as sent once queued",
+    );
+    // "Sent" means on disk: the event's file is in the queue while the intake refuses everything.
+    let pending = t.dir.path().join("queue/datadog/pending");
+    let on_disk = std::fs::read_dir(&pending)
+        .expect("pending dir")
+        .filter_map(|f| std::fs::read(f.expect("entry").path()).ok())
+        .any(|b| String::from_utf8_lossy(&b).contains("[Triggered] QueueBacklog"));
+    assert!(
+        on_disk,
+        "the alert event is queued on disk during the outage"
+    );
+    assert!(intake.accepted().events.is_empty());
+    intake.set_fault(Fault::None);
+    intake.wait(15, "the firing event after the outage", |a| {
+        a.events.iter().any(|e| e["alert_type"] == "error")
+    });
+
+    // Recovery: a success event in the same aggregation group.
+    t.send_udp("queue.pending:10|g|#queue_type:email");
+    intake.wait(15, "the recovery event", |a| {
+        a.events.iter().any(|e| e["alert_type"] == "success")
+    });
+    let events = intake.accepted().events.clone();
+    assert_eq!(events.len(), 2, "one firing, one recovery: {events:#?}");
+    let (fire, resolve) = (&events[0], &events[1]);
+    assert_eq!(fire["alert_type"], "error");
+    assert_eq!(resolve["alert_type"], "success");
+    let key = fire["aggregation_key"].as_str().expect("aggregation_key");
+    assert!(
+        key.len() == 16 && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(
+        resolve["aggregation_key"], key,
+        "firing and recovery group together"
+    );
+    for e in [fire, resolve] {
+        assert_eq!(e["host"], "test-host");
+        assert_eq!(e["source_type_name"], "tallyd");
+        assert_eq!(e["priority"], "normal");
+        let tags: Vec<&str> = e["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        for want in [
+            "queue_type:email",
+            "team:core",
+            "alertname:QueueBacklog",
+            "severity:critical",
+            "env:ci",
+        ] {
+            assert!(tags.contains(&want), "{want} missing from {tags:?}");
+        }
+    }
+    assert_eq!(
+        fire["title"],
+        "[Triggered] QueueBacklog (queue_type=email, team=core)"
+    );
+    assert!(resolve["title"]
+        .as_str()
+        .expect("title")
+        .starts_with("[Recovered] QueueBacklog"));
+    let text = fire["text"].as_str().expect("text");
+    for want in [
+        "email queue holds 7000 jobs",
+        "value: 7000",
+        "thresholds: warn above 1000, critical above 5000",
+        "runbook: https://runbooks.example/queues/email",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from {text}");
+    }
+    let fired_at = fire["date_happened"].as_i64().expect("date_happened");
+    assert!(resolve["date_happened"].as_i64().expect("date") >= fired_at);
+
+    // The test notification goes the same way and reports that it was queued.
+    let (code, body) = t.post("/api/monitoring/alert/test?alert_type=warning&message=hi");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let dd = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["notifier"] == "dd")
+        .cloned()
+        .expect("dd result");
+    assert_eq!(
+        (dd["type"].as_str(), dd["ok"].as_bool()),
+        (Some("datadog"), Some(true))
+    );
+    assert!(
+        dd["answer"]
+            .as_str()
+            .expect("answer")
+            .contains("queued 1 event"),
+        "{dd}"
+    );
+    intake.wait(15, "the test event", |a| a.events.len() >= 3);
+    let test = intake.accepted().events[2].clone();
+    assert_eq!(test["alert_type"], "warning");
+    assert!(test["title"]
+        .as_str()
+        .expect("title")
+        .starts_with("[Test] "));
+    assert!(test["text"].as_str().expect("text").starts_with("hi"));
+}
+
+#[test]
+fn a_datadog_notifier_without_an_api_key_is_a_config_error() {
+    let mut cmd = common::command();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tallyd.toml");
+    std::fs::write(
+        &path,
+        "[alerts.notifiers.events]\ntype = \"datadog\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let out = cmd
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("alerts.notifiers.events") && err.contains("datadog.api_key"),
+        "{err}"
+    );
+}

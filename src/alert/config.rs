@@ -255,6 +255,8 @@ pub enum NotifierKind {
     Slack,
     Pagerduty,
     Alertmanager,
+    /// Datadog events through the durable `datadog` queue; needs `datadog.api_key`.
+    Datadog,
 }
 
 impl NotifierKind {
@@ -264,6 +266,7 @@ impl NotifierKind {
             NotifierKind::Slack => "slack",
             NotifierKind::Pagerduty => "pagerduty",
             NotifierKind::Alertmanager => "alertmanager",
+            NotifierKind::Datadog => "datadog",
         }
     }
 }
@@ -275,11 +278,12 @@ pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifierConfig {
-    /// `webhook`, `slack`, `pagerduty` or `alertmanager`.
+    /// `webhook`, `slack`, `pagerduty`, `alertmanager` or `datadog`.
     #[serde(rename = "type")]
     pub kind: NotifierKind,
     /// Endpoint: the webhook URL, the Slack incoming-webhook URL, the PagerDuty enqueue URL
-    /// (empty = PagerDuty's), or Alertmanager's base URL (`http://am:9093`).
+    /// (empty = PagerDuty's), or Alertmanager's base URL (`http://am:9093`). Not used by
+    /// `datadog`, which sends to the `[datadog]` intake.
     pub url: String,
     /// PagerDuty integration (routing) key.
     pub routing_key: String,
@@ -330,6 +334,27 @@ fn err(msg: String) -> ConfigError {
 }
 
 impl AlertsConfig {
+    /// A `datadog` notifier needs Datadog delivery, which is on exactly when an API key is set.
+    /// Checked only while alerting is enabled (a disabled `[alerts]` starts no notifier).
+    ///
+    /// # Errors
+    /// The first `datadog` notifier, naming the key to set.
+    pub fn validate_datadog_notifiers(&self, api_key_set: bool) -> Result<(), ConfigError> {
+        if !self.enabled || api_key_set {
+            return Ok(());
+        }
+        match self
+            .notifiers
+            .iter()
+            .find(|(_, n)| n.kind == NotifierKind::Datadog)
+        {
+            Some((name, _)) => Err(err(format!(
+                "alerts.notifiers.{name} has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY), or remove the notifier"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks every rule and notifier; errors name the key (`alerts.rules[2].aggregation`).
     ///
     /// # Errors
@@ -377,7 +402,19 @@ impl AlertsConfig {
                     "{at}: the name \"log\" is reserved for the built-in log notifier"
                 )));
             }
-            let needs_url = n.kind != NotifierKind::Pagerduty;
+            if n.kind == NotifierKind::Datadog {
+                if !n.url.is_empty() {
+                    return Err(err(format!(
+                        "{at}.url is not used by type \"datadog\": events go to the [datadog] intake (datadog.url / datadog.site)"
+                    )));
+                }
+                if !n.headers.is_empty() {
+                    return Err(err(format!(
+                        "{at}.headers is not used by type \"datadog\": events carry the [datadog] intake's headers"
+                    )));
+                }
+            }
+            let needs_url = !matches!(n.kind, NotifierKind::Pagerduty | NotifierKind::Datadog);
             if needs_url && n.url.is_empty() {
                 return Err(err(format!(
                     "{at}.url must be set for type {:?}",

@@ -1,5 +1,6 @@
 //! Threshold alerts at the edge: rules evaluated on every flushed window, a state machine per
-//! rule and group, and notifications to the log, webhooks, Slack, PagerDuty and Alertmanager.
+//! rule and group, and notifications to the log, webhooks, Slack, PagerDuty, Alertmanager and
+//! Datadog events.
 //!
 //! The flusher hands each `Flush` to [`AlertSink`], which only `try_send`s it into a bounded
 //! channel; one task evaluates (`eval.rs`) and queues notifications (`notify/`), whose workers
@@ -86,12 +87,16 @@ impl Alerting {
     /// Compiles the rules, starts the notifier workers and the evaluator task, and registers
     /// tallyd_alert_* metrics. Call inside the tokio runtime.
     ///
+    /// `datadog` is the Datadog queue when Datadog delivery is on (for `datadog` notifiers).
+    ///
     /// # Errors
-    /// A rule that does not compile, or the HTTP client cannot be built.
+    /// A rule that does not compile, the HTTP client cannot be built, or a `datadog` notifier
+    /// without Datadog delivery.
     pub fn start(
         cfg: &crate::config::Config,
         telemetry: Arc<Telemetry>,
         host: String,
+        datadog: Option<crate::sinks::datadog::EventQueue>,
     ) -> Result<Alerting, String> {
         let a = &cfg.alerts;
         let statsd_enabled = !(cfg.statsd.udp_listen.is_empty()
@@ -100,7 +105,7 @@ impl Alerting {
         let rules = rules::build_rules(a, statsd_enabled)?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let dispatcher = Dispatcher::start(a, &tracker, &cancel)?;
+        let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog)?;
         let shared = Arc::new(Shared {
             snapshot: Mutex::new(Snapshot {
                 rules: rules.len(),

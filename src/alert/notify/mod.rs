@@ -4,9 +4,12 @@
 //! outcome is counted. The log notifier is built in and always on.
 //!
 //! Payload shapes live one per file: `webhook.rs`, `slack.rs`, `pagerduty.rs`,
-//! `alertmanager.rs`, and `log.rs` for the built-in one.
+//! `alertmanager.rs`, `datadog.rs`, and `log.rs` for the built-in one. The `datadog` notifier
+//! does not post itself: it writes each event to the durable Datadog queue (a disk write is its
+//! "delivery"), whose sender posts it to the intake with the queue's own retries.
 
 pub mod alertmanager;
+pub mod datadog;
 pub mod log;
 pub mod pagerduty;
 pub mod slack;
@@ -24,6 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{AlertsConfig, Direction, NotifierConfig, NotifierKind, Severity};
 use super::eval::Output;
+use crate::queue::deliver::KeyState;
+use crate::sinks::datadog::EventQueue;
 
 /// Why an alert event is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,7 +83,8 @@ pub struct AlertEvent {
 /// What a notifier's endpoint answered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Answer {
-    pub status: u16,
+    /// The HTTP status; `None` when nothing was posted (the `datadog` notifier queues).
+    pub status: Option<u16>,
     pub body: String,
 }
 
@@ -119,6 +125,8 @@ pub struct Notifier {
     client: reqwest::Client,
     pub stats: NotifierStats,
     last_refresh: AtomicU64,
+    /// The Datadog queue, for `datadog` notifiers only.
+    datadog: Option<EventQueue>,
 }
 
 impl Notifier {
@@ -148,6 +156,50 @@ impl Notifier {
                 let url = format!("{}/api/v2/alerts", self.cfg.url.trim_end_matches('/'));
                 vec![(url, alertmanager::body(events, self.cfg.resend_interval))]
             }
+            // Queued, not posted: see `queue_datadog`.
+            NotifierKind::Datadog => Vec::new(),
+        }
+    }
+
+    /// Writes `events` to the Datadog queue; the queue's sender delivers them.
+    ///
+    /// # Errors
+    /// The disk write failed (retryable) or an event is larger than the queue (permanent).
+    async fn queue_datadog(&self, events: &[AlertEvent]) -> Result<Answer, SendError> {
+        let Some(q) = self.datadog.clone() else {
+            return Err(SendError::Permanent(
+                "Datadog delivery is off (datadog.api_key is not set)".into(),
+            ));
+        };
+        let evs: Vec<crate::model::Event> = events.iter().map(datadog::event).collect();
+        let pushed = tokio::task::spawn_blocking(move || {
+            for ev in &evs {
+                q.push(ev)?;
+            }
+            Ok::<_, crate::queue::QueueError>(q)
+        })
+        .await;
+        match pushed {
+            Ok(Ok(q)) => {
+                let key = match q.key_state() {
+                    KeyState::Valid => "valid",
+                    KeyState::Invalid => "REJECTED by the intake",
+                    KeyState::Unknown => "not checked yet",
+                };
+                Ok(Answer {
+                    status: None,
+                    body: format!(
+                        "queued {} event(s) for the Datadog intake (queue \"{}\"); API key {key}",
+                        events.len(),
+                        crate::sinks::datadog::QUEUE_NAME
+                    ),
+                })
+            }
+            Ok(Err(e @ crate::queue::QueueError::TooLarge { .. })) => {
+                Err(SendError::Permanent(format!("cannot queue the event: {e}")))
+            }
+            Ok(Err(e)) => Err(SendError::Retryable(format!("cannot queue the event: {e}"))),
+            Err(e) => Err(SendError::Retryable(format!("queue writer failed: {e}"))),
         }
     }
 
@@ -156,8 +208,11 @@ impl Notifier {
     /// # Errors
     /// The first request that failed, classified for retry.
     pub async fn send(&self, events: &[AlertEvent]) -> Result<Answer, SendError> {
+        if self.cfg.kind == NotifierKind::Datadog {
+            return self.queue_datadog(events).await;
+        }
         let mut last = Answer {
-            status: 0,
+            status: None,
             body: String::new(),
         };
         for (url, body) in self.requests(events) {
@@ -173,7 +228,10 @@ impl Notifier {
             let mut text = resp.text().await.unwrap_or_default();
             truncate(&mut text, ANSWER_LIMIT);
             if (200..300).contains(&status) {
-                last = Answer { status, body: text };
+                last = Answer {
+                    status: Some(status),
+                    body: text,
+                };
             } else if status == 429 || status >= 500 || status == 408 {
                 return Err(SendError::Retryable(format!(
                     "{url}: HTTP {status}: {text}"
@@ -245,14 +303,17 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds the notifiers and starts one worker per notifier on `tracker`.
+    /// Builds the notifiers and starts one worker per notifier on `tracker`. `datadog` is the
+    /// Datadog queue when Datadog delivery is on.
     ///
     /// # Errors
-    /// The HTTP client cannot be built (TLS setup).
+    /// The HTTP client cannot be built (TLS setup), or a `datadog` notifier is configured while
+    /// Datadog delivery is off.
     pub fn start(
         cfg: &AlertsConfig,
         tracker: &TaskTracker,
         cancel: &CancellationToken,
+        datadog: Option<EventQueue>,
     ) -> Result<Arc<Dispatcher>, String> {
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -267,12 +328,21 @@ impl Dispatcher {
         let mut notifiers = Vec::new();
         let mut queues = Vec::new();
         for (name, n) in &cfg.notifiers {
+            let dd = if n.kind == NotifierKind::Datadog {
+                let q = datadog.clone().ok_or_else(|| {
+                    format!("alerts.notifiers.{name} has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY)")
+                })?;
+                Some(q)
+            } else {
+                None
+            };
             let notifier = Arc::new(Notifier {
                 name: name.clone(),
                 cfg: n.clone(),
                 client: client.clone(),
                 stats: NotifierStats::default(),
                 last_refresh: AtomicU64::new(0),
+                datadog: dd,
             });
             let (tx, rx) = mpsc::channel(cfg.notify_queue);
             tracker.spawn(worker(Arc::clone(&notifier), rx, retry, cancel.clone()));
@@ -352,7 +422,13 @@ impl Dispatcher {
         let sends = self.notifiers.iter().map(|n| {
             let (n, event) = (Arc::clone(n), event.clone());
             async move {
-                let r = n.send(std::slice::from_ref(&event)).await;
+                let mut r = n.send(std::slice::from_ref(&event)).await;
+                // Queued is not delivered: with a key the intake rejected, the event will not
+                // arrive, and the operator testing the setup must hear so.
+                let rejected = n.datadog.as_ref().map(EventQueue::key_state) == Some(KeyState::Invalid);
+                if rejected && r.is_ok() {
+                    r = Err(SendError::Permanent("the event is queued, but the intake rejected the Datadog API key (403): fix datadog.api_key".into()));
+                }
                 match &r {
                     Ok(_) => n.stats.sent.fetch_add(1, Relaxed),
                     Err(_) => n.stats.failed.fetch_add(1, Relaxed),
@@ -367,7 +443,7 @@ impl Dispatcher {
                     notifier: n.name.clone(),
                     kind,
                     ok: true,
-                    status: Some(a.status),
+                    status: a.status,
                     answer: Some(a.body),
                     error: None,
                 },
@@ -431,7 +507,7 @@ async fn worker(
             match n.send(&batch).await {
                 Ok(a) => {
                     n.stats.sent.fetch_add(1, Relaxed);
-                    tracing::debug!(notifier = %n.name, status = a.status, "alert notification delivered");
+                    tracing::debug!(notifier = %n.name, status = a.status, answer = %a.body, "alert notification delivered");
                     break;
                 }
                 Err(SendError::Retryable(e)) if attempt < retry.attempts => {

@@ -24,7 +24,7 @@ use super::proto::{
 use super::sketch;
 use crate::aggregate::{Flush, SeriesValue};
 use crate::config::{Compression, DatadogConfig};
-use crate::model::{AlertType, MetricKind, Priority};
+use crate::model::{AlertType, Event, MetricKind, Priority};
 
 /// Limits of one payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -405,40 +405,44 @@ impl Encoder {
     }
 
     fn events(&self, flush: &Flush, now: i64, out: &mut Vec<Payload>) {
-        for ev in &flush.events {
-            let (host, tags) = self.host_and_tags(ev.tags.iter().map(String::as_str));
-            let mut text = ev.text.clone();
-            if text.chars().count() > MAX_EVENT_TEXT {
-                text = text.chars().take(MAX_EVENT_TEXT).collect();
-            }
-            let mut v = json!({
-                "title": ev.title,
-                "text": text,
-                "date_happened": ev.timestamp.unwrap_or(now),
-                "priority": match ev.priority { Priority::Normal => "normal", Priority::Low => "low" },
-                "host": ev.hostname.clone().unwrap_or(host),
-                "tags": tags,
-                "alert_type": match ev.alert_type {
-                    AlertType::Info => "info",
-                    AlertType::Warning => "warning",
-                    AlertType::Error => "error",
-                    AlertType::Success => "success",
-                },
-            });
-            if let Some(k) = &ev.aggregation_key {
-                v["aggregation_key"] = json!(k);
-            }
-            if let Some(s) = &ev.source_type {
-                v["source_type_name"] = json!(s);
-            }
-            let body = serde_json::to_vec(&v).unwrap_or_default();
-            out.push(Payload {
-                endpoint: EVENT_ENDPOINT,
-                content_type: "application/json",
-                encoding: "",
-                body,
-                items: 1,
-            });
+        out.extend(flush.events.iter().map(|ev| self.event(ev, now)));
+    }
+
+    /// One event as the body of a `POST /api/v1/events` (the events API takes one per request).
+    /// DogStatsD `_e` packets and alert notifications (`alert::notify::datadog`) both go through
+    /// here, so host, constant tags and the text limit are applied the same way to both.
+    pub fn event(&self, ev: &Event, now: i64) -> Payload {
+        let (host, tags) = self.host_and_tags(ev.tags.iter().map(String::as_str));
+        let mut text = ev.text.clone();
+        if text.chars().count() > MAX_EVENT_TEXT {
+            text = text.chars().take(MAX_EVENT_TEXT).collect();
+        }
+        let mut v = json!({
+            "title": ev.title,
+            "text": text,
+            "date_happened": ev.timestamp.unwrap_or(now),
+            "priority": match ev.priority { Priority::Normal => "normal", Priority::Low => "low" },
+            "host": ev.hostname.clone().unwrap_or(host),
+            "tags": tags,
+            "alert_type": match ev.alert_type {
+                AlertType::Info => "info",
+                AlertType::Warning => "warning",
+                AlertType::Error => "error",
+                AlertType::Success => "success",
+            },
+        });
+        if let Some(k) = &ev.aggregation_key {
+            v["aggregation_key"] = json!(k);
+        }
+        if let Some(s) = &ev.source_type {
+            v["source_type_name"] = json!(s);
+        }
+        Payload {
+            endpoint: EVENT_ENDPOINT,
+            content_type: "application/json",
+            encoding: "",
+            body: serde_json::to_vec(&v).unwrap_or_default(),
+            items: 1,
         }
     }
 }

@@ -5,8 +5,10 @@
 
 pub mod compress;
 pub mod encode;
+pub mod events;
 pub mod proto;
 pub mod sink;
 pub mod sketch;
 
+pub use events::EventQueue;
 pub use sink::{DatadogSink, QUEUE_NAME};

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::encode::{EncodeStats, Encoder};
+use super::events::EventQueue;
 use crate::aggregate::{lock, Flush};
 use crate::api::{Health, Status};
 use crate::config::Config;
@@ -51,6 +52,7 @@ pub struct DatadogSink {
     cancel: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     drain: Duration,
+    events: EventQueue,
 }
 
 /// The host name reported: configured, else the kernel's.
@@ -135,6 +137,11 @@ impl DatadogSink {
 
         let counters = Arc::new(Counters::default());
         let (tx, rx) = sync_channel(WINDOW_BACKLOG);
+        let events = EventQueue::new(
+            Arc::clone(&queue),
+            Arc::clone(&key),
+            Encoder::new(d, host.clone()),
+        );
         let encoder = Encoder::new(d, host);
         let thread = {
             let (queue, counters) = (Arc::clone(&queue), Arc::clone(&counters));
@@ -152,7 +159,13 @@ impl DatadogSink {
             cancel,
             tasks: Mutex::new(tasks),
             drain: cfg.queue.shutdown_drain,
+            events,
         }))
+    }
+
+    /// A handle that queues single events (alert notifications) for the same intake.
+    pub fn event_queue(&self) -> EventQueue {
+        self.events.clone()
     }
 
     /// Stops after the final flush: encodes what was handed over, lets the sender deliver for

@@ -1,0 +1,53 @@
+//! A handle for putting single Datadog events into the durable `datadog` queue from outside the
+//! flush path: alert notifications (`alert::notify::datadog`) use it so that an intake outage
+//! delays them instead of losing them, exactly like the window's own payloads.
+//!
+//! Events are encoded by the sink's [`Encoder`] (same host, constant tags and limits) and
+//! delivered by the queue's one sender, so they share its retries, dead-letter queue and
+//! `tallyd_forwarder_*` accounting. This handle never talks to the intake itself.
+
+use std::sync::Arc;
+
+use super::encode::Encoder;
+use crate::model::Event;
+use crate::queue::deliver::{KeyState, KeyStatus};
+use crate::queue::store::{unix_ms, Meta, Queue, QueueError};
+
+/// Cheap to clone; every clone writes to the same queue.
+#[derive(Clone)]
+pub struct EventQueue {
+    queue: Arc<Queue>,
+    key: Arc<KeyStatus>,
+    encoder: Arc<Encoder>,
+}
+
+impl EventQueue {
+    pub(super) fn new(queue: Arc<Queue>, key: Arc<KeyStatus>, encoder: Encoder) -> EventQueue {
+        EventQueue {
+            queue,
+            key,
+            encoder: Arc::new(encoder),
+        }
+    }
+
+    /// Encodes `ev` and writes it to disk (fsynced) before returning. Blocking: call it from
+    /// `spawn_blocking` in async code.
+    ///
+    /// # Errors
+    /// The disk write failed or the event is larger than the whole queue; nothing was queued.
+    pub fn push(&self, ev: &Event) -> Result<(), QueueError> {
+        let p = self.encoder.event(ev, (unix_ms() / 1000) as i64);
+        let meta = Meta {
+            endpoint: p.endpoint.into(),
+            content_type: p.content_type.into(),
+            content_encoding: p.encoding.into(),
+            ..Default::default()
+        };
+        self.queue.push(meta, &p.body).map(|_dropped| ())
+    }
+
+    /// What the intake said about the API key so far.
+    pub fn key_state(&self) -> KeyState {
+        self.key.get()
+    }
+}
