@@ -142,3 +142,202 @@ impl Visitor for Collect<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Flush, SampleSummary, Samples, Series, SeriesValue};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The wire messages declared again from the spec's field numbers, so a mistake in
+    /// `proto.rs` cannot cancel itself out.
+    mod wire {
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Req {
+            #[prost(message, repeated, tag = "1")]
+            pub ts: Vec<Ts>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Ts {
+            #[prost(message, repeated, tag = "1")]
+            pub labels: Vec<Lbl>,
+            #[prost(message, repeated, tag = "2")]
+            pub samples: Vec<Smp>,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Lbl {
+            #[prost(string, tag = "1")]
+            pub name: String,
+            #[prost(string, tag = "2")]
+            pub value: String,
+        }
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Smp {
+            #[prost(double, tag = "1")]
+            pub value: f64,
+            #[prost(int64, tag = "2")]
+            pub timestamp: i64,
+        }
+    }
+
+    fn flush(ts: u64, series: Vec<(MetricKind, &str, &[&str], SeriesValue)>) -> Flush {
+        Flush {
+            timestamp: ts,
+            interval: Duration::from_secs(10),
+            percentiles: Arc::from(vec![0.5, 0.99]),
+            series: series
+                .into_iter()
+                .map(|(k, n, t, value)| Series {
+                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
+                    value,
+                })
+                .collect(),
+            events: vec![],
+            service_checks: vec![],
+        }
+    }
+
+    fn summary(values: &[f64]) -> SeriesValue {
+        let mut samples = Samples::new();
+        for v in values {
+            samples.add(*v, 1);
+        }
+        let quantiles = vec![samples.quantile(0.5), samples.quantile(0.99)];
+        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+    }
+
+    /// Decompresses and decodes every body into `"name{labels} value @ts"` lines, checking
+    /// the spec's label rules on the way.
+    fn decode(bodies: &[Vec<u8>]) -> Vec<String> {
+        use prost::Message as _;
+        let mut lines = Vec::new();
+        for b in bodies {
+            let raw = snap::raw::Decoder::new()
+                .decompress_vec(b)
+                .expect("snappy block format");
+            let req = wire::Req::decode(raw.as_slice()).expect("WriteRequest");
+            for ts in req.ts {
+                let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+                let mut sorted = names.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(names, sorted, "labels sorted by name, no duplicates");
+                assert!(ts.labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty()));
+                let name = ts
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "__name__")
+                    .expect("__name__")
+                    .value
+                    .clone();
+                let rest: Vec<String> = ts
+                    .labels
+                    .iter()
+                    .filter(|l| l.name != "__name__")
+                    .map(|l| format!("{}={}", l.name, l.value))
+                    .collect();
+                assert_eq!(ts.samples.len(), 1);
+                let s = &ts.samples[0];
+                lines.push(format!(
+                    "{name}{{{}}} {} @{}",
+                    rest.join(","),
+                    s.value,
+                    s.timestamp
+                ));
+            }
+        }
+        lines.sort();
+        lines
+    }
+
+    fn external() -> BTreeMap<String, String> {
+        [("cluster", "eu-1"), ("env", "default")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn window_becomes_the_scrape_series() {
+        let mut state = Exposition::new(Duration::from_secs(300), 1000);
+        state.update(&flush(
+            0,
+            vec![
+                (
+                    MetricKind::Counter,
+                    "page.views",
+                    &["env:prod", "flag"],
+                    SeriesValue::Counter(3.0),
+                ),
+                (MetricKind::Gauge, "temp-c", &[], SeriesValue::Gauge(-1.5)),
+                (MetricKind::Set, "users", &[], SeriesValue::Set(4)),
+                (
+                    MetricKind::Timer,
+                    "db.query",
+                    &["db:main"],
+                    summary(&[1.0, 2.0, 3.0]),
+                ),
+            ],
+        ));
+        state.update(&flush(
+            10,
+            vec![(
+                MetricKind::Counter,
+                "page.views",
+                &["env:prod", "flag"],
+                SeriesValue::Counter(2.0),
+            )],
+        ));
+        let enc = Encoder::new(&external(), 2000);
+        let out = enc.encode(&state, 20_000);
+        assert_eq!(out.bodies.len(), 1);
+        assert_eq!(out.samples, 7);
+        assert_eq!((out.conflicts, out.compress_errors), (0, 0));
+        let want = [
+            "db_query_count{cluster=eu-1,db=main,env=default} 3 @20000",
+            "db_query_sum{cluster=eu-1,db=main,env=default} 6 @20000",
+            "db_query{cluster=eu-1,db=main,env=default,quantile=0.5} 2 @20000",
+            "db_query{cluster=eu-1,db=main,env=default,quantile=0.99} 3 @20000",
+            // The series' own env label wins over the external one; the counter is cumulative.
+            "page_views_total{cluster=eu-1,env=prod} 5 @20000",
+            "temp_c{cluster=eu-1,env=default} -1.5 @20000",
+            "users{cluster=eu-1,env=default} 4 @20000",
+        ];
+        assert_eq!(decode(&out.bodies), want);
+    }
+
+    #[test]
+    fn split_at_max_samples_and_clashes_as_on_metrics() {
+        let mut state = Exposition::new(Duration::from_secs(300), 1000);
+        let names: Vec<String> = (0..7).map(|i| format!("g{i}")).collect();
+        let mut series: Vec<(MetricKind, &str, &[&str], SeriesValue)> = names
+            .iter()
+            .map(|n| (MetricKind::Gauge, n.as_str(), &[][..], SeriesValue::Gauge(1.0)))
+            .collect();
+        // Two gauges that differ only in a valueless tag: one series on /metrics, so one here.
+        series.push((MetricKind::Gauge, "bar", &["a"], SeriesValue::Gauge(1.0)));
+        series.push((MetricKind::Gauge, "bar", &["b"], SeriesValue::Gauge(2.0)));
+        state.update(&flush(0, series));
+        let out = Encoder::new(&BTreeMap::new(), 3).encode(&state, 1);
+        assert_eq!(out.bodies.len(), 3, "8 samples in requests of at most 3");
+        assert_eq!(out.samples, 8);
+        assert_eq!(out.conflicts, 1);
+        let lines = decode(&out.bodies);
+        assert_eq!(lines.len(), 8);
+        assert_eq!(lines.iter().filter(|l| l.starts_with("bar{")).count(), 1);
+        // Each body on its own is a valid request of at most 3 series.
+        for b in &out.bodies {
+            assert!(decode(std::slice::from_ref(b)).len() <= 3);
+        }
+    }
+
+    #[test]
+    fn empty_state_sends_nothing() {
+        let state = Exposition::new(Duration::from_secs(300), 1000);
+        let out = Encoder::new(&external(), 10).encode(&state, 1);
+        assert!(out.bodies.is_empty());
+        assert_eq!(out.samples, 0);
+    }
+}

@@ -341,3 +341,99 @@ impl MetricsSource for RemoteWriteSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::remote_write::RemoteWriteConfig;
+
+    #[test]
+    fn sample_time_is_the_window_end_but_not_in_the_future() {
+        let f = Flush {
+            timestamp: 100,
+            interval: Duration::from_secs(10),
+            percentiles: Arc::from(Vec::new()),
+            series: vec![],
+            events: vec![],
+            service_checks: vec![],
+        };
+        assert_eq!(window_time_ms(&f, 200_000), 110_000);
+        assert_eq!(window_time_ms(&f, 104_500), 104_500);
+    }
+
+    #[test]
+    fn request_headers() {
+        let mut cfg = RemoteWriteConfig {
+            bearer_token: "tok".into(),
+            ..RemoteWriteConfig::default()
+        };
+        cfg.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+        let h = headers(&cfg).expect("headers");
+        assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+        assert_eq!(h["authorization"], "Bearer tok");
+        assert_eq!(h["x-scope-orgid"], "team-a");
+        assert!(h["user-agent"].to_str().expect("ascii").starts_with("tallyd/"));
+        let cfg = RemoteWriteConfig {
+            basic_auth_user: "Aladdin".into(),
+            basic_auth_password: "open sesame".into(),
+            ..RemoteWriteConfig::default()
+        };
+        // RFC 7617's example.
+        assert_eq!(
+            headers(&cfg).expect("headers")["authorization"],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let bad = |f: &dyn Fn(&mut RemoteWriteConfig), key: &str| {
+            let mut c = RemoteWriteConfig::default();
+            f(&mut c);
+            let e = c.validate().expect_err(key);
+            assert!(e.contains(key), "{e} should name {key}");
+        };
+        bad(&|c| c.url = "prom:9090".into(), "remote_write.url");
+        bad(
+            &|c| c.max_samples_per_request = 0,
+            "remote_write.max_samples_per_request",
+        );
+        bad(&|c| c.timeout = Duration::ZERO, "remote_write.timeout");
+        bad(
+            &|c| {
+                c.bearer_token = "t".into();
+                c.basic_auth_user = "u".into();
+            },
+            "remote_write.bearer_token",
+        );
+        bad(
+            &|c| c.basic_auth_password = "p".into(),
+            "remote_write.basic_auth_password",
+        );
+        bad(
+            &|c| {
+                c.headers.insert("Content-Type".into(), "text/plain".into());
+            },
+            "remote_write.headers",
+        );
+        bad(
+            &|c| {
+                c.headers.insert("bad header".into(), "x".into());
+            },
+            "remote_write.headers",
+        );
+        bad(
+            &|c| {
+                c.external_labels.insert("__name__".into(), "x".into());
+            },
+            "remote_write.external_labels",
+        );
+        bad(
+            &|c| {
+                c.external_labels.insert("cluster".into(), String::new());
+            },
+            "remote_write.external_labels",
+        );
+        assert!(RemoteWriteConfig::default().validate().is_ok());
+    }
+}
