@@ -354,7 +354,10 @@ mod tests {
             assert!(matches!(rw(s), Verdict::Done(Attempt::Retry { .. })), "{s}");
         }
         for s in [400, 401, 403, 404, 408, 413, 422] {
-            assert!(matches!(rw(s), Verdict::Done(Attempt::Reject { .. })), "{s}");
+            assert!(
+                matches!(rw(s), Verdict::Done(Attempt::Reject { .. })),
+                "{s}"
+            );
         }
     }
 

@@ -313,8 +313,7 @@ impl Exposition {
         while i < entries.len() {
             let (family, kind) = (&entries[i].1.family, entries[i].1.kind);
             let mut j = i;
-            while j < entries.len() && entries[j].1.family == *family && entries[j].1.kind == kind
-            {
+            while j < entries.len() && entries[j].1.family == *family && entries[j].1.kind == kind {
                 j += 1;
             }
             let group = &entries[i..j];

@@ -48,8 +48,26 @@ impl Encoder {
             out: Vec::with_capacity(state.len()),
             cached: None,
         };
-        let conflicts = state.visit(&mut c);
-        (c.out, conflicts)
+        let mut conflicts = state.visit(&mut c);
+        let mut out = c.out;
+        if !self.external.is_empty() {
+            // An external label can make two series equal (`m{cluster="a"}` and a bare `m`
+            // with external `cluster="a"`); a receiver rejects the whole request for that.
+            let keep: Vec<bool> = {
+                let mut seen = std::collections::HashSet::with_capacity(out.len());
+                out.iter()
+                    .map(|ts| seen.insert(ts.labels.as_slice()))
+                    .collect()
+            };
+            let before = out.len();
+            let mut i = 0;
+            out.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+            conflicts += (before - out.len()) as u64;
+        }
+        (out, conflicts)
     }
 
     /// The requests for `state` at `timestamp_ms`.
@@ -224,7 +242,10 @@ mod tests {
                 sorted.sort_unstable();
                 sorted.dedup();
                 assert_eq!(names, sorted, "labels sorted by name, no duplicates");
-                assert!(ts.labels.iter().all(|l| !l.name.is_empty() && !l.value.is_empty()));
+                assert!(ts
+                    .labels
+                    .iter()
+                    .all(|l| !l.name.is_empty() && !l.value.is_empty()));
                 let name = ts
                     .labels
                     .iter()
@@ -314,7 +335,14 @@ mod tests {
         let names: Vec<String> = (0..7).map(|i| format!("g{i}")).collect();
         let mut series: Vec<(MetricKind, &str, &[&str], SeriesValue)> = names
             .iter()
-            .map(|n| (MetricKind::Gauge, n.as_str(), &[][..], SeriesValue::Gauge(1.0)))
+            .map(|n| {
+                (
+                    MetricKind::Gauge,
+                    n.as_str(),
+                    &[][..],
+                    SeriesValue::Gauge(1.0),
+                )
+            })
             .collect();
         // Two gauges that differ only in a valueless tag: one series on /metrics, so one here.
         series.push((MetricKind::Gauge, "bar", &["a"], SeriesValue::Gauge(1.0)));
@@ -331,6 +359,26 @@ mod tests {
         for b in &out.bodies {
             assert!(decode(std::slice::from_ref(b)).len() <= 3);
         }
+    }
+
+    #[test]
+    fn external_labels_never_make_two_equal_series() {
+        let mut state = Exposition::new(Duration::from_secs(300), 1000);
+        state.update(&flush(
+            0,
+            vec![
+                (
+                    MetricKind::Gauge,
+                    "m",
+                    &["cluster:eu-1"],
+                    SeriesValue::Gauge(1.0),
+                ),
+                (MetricKind::Gauge, "m", &[], SeriesValue::Gauge(2.0)),
+            ],
+        ));
+        let out = Encoder::new(&external(), 10).encode(&state, 1);
+        assert_eq!(out.conflicts, 1);
+        assert_eq!(decode(&out.bodies).len(), 1);
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub const MAX_SAMPLES_LIMIT: usize = 1_000_000;
 impl RemoteWriteConfig {
     /// Checks the section; the message names the key (without the `invalid config: ` prefix).
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.url.is_empty() || self.url.starts_with("http://") || self.url.starts_with("https://"))
+        if !(self.url.is_empty()
+            || self.url.starts_with("http://")
+            || self.url.starts_with("https://"))
         {
             return Err(format!(
                 "remote_write.url = {:?} must start with http:// or https://",
@@ -128,7 +130,9 @@ impl RemoteWriteConfig {
             }
         }
         if reqwest::header::HeaderValue::from_str(&self.bearer_token).is_err() {
-            return Err("remote_write.bearer_token contains characters not allowed in a header".into());
+            return Err(
+                "remote_write.bearer_token contains characters not allowed in a header".into(),
+            );
         }
         for (k, v) in &self.external_labels {
             let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')

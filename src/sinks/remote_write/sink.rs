@@ -32,6 +32,9 @@ pub const CONTENT_TYPE: &str = "application/x-protobuf";
 pub const CONTENT_ENCODING: &str = "snappy";
 pub const PROTOCOL_VERSION: &str = "0.1.0";
 
+/// A window and the Unix milliseconds at which the flusher handed it over.
+type Handoff = (Arc<Flush>, u64);
+
 #[derive(Default)]
 struct Counters {
     windows_dropped: AtomicU64,
@@ -46,7 +49,7 @@ struct Counters {
 
 /// Remote write delivery, wired by `lib.rs` when `remote_write.url` is set.
 pub struct RemoteWriteSink {
-    tx: Mutex<Option<SyncSender<Arc<Flush>>>>,
+    tx: Mutex<Option<SyncSender<Handoff>>>,
     counters: Arc<Counters>,
     handle: Arc<Handle>,
     encoder_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -186,7 +189,8 @@ impl Sink for RemoteWriteSink {
     fn consume(&self, flush: &Arc<Flush>) {
         let tx = lock(&self.tx);
         let Some(tx) = tx.as_ref() else { return };
-        match tx.try_send(Arc::clone(flush)) {
+        // The hand-off time: the flusher runs right at the window boundary.
+        match tx.try_send((Arc::clone(flush), unix_ms())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.windows_dropped.fetch_add(1, Relaxed) + 1;
@@ -203,29 +207,36 @@ impl Sink for RemoteWriteSink {
     }
 }
 
-/// The sample time of a window: its end, but never later than now (the final flush at
-/// shutdown ends a partial window early, and a receiver may refuse samples from the future).
-fn window_time_ms(flush: &Flush, now_ms: u64) -> i64 {
-    let end = flush
-        .timestamp
-        .saturating_mul(1000)
-        .saturating_add(flush.interval.as_millis() as u64);
-    end.min(now_ms) as i64
+/// The sample time of a window handed over at `now_ms`: the window's end, which is the
+/// interval boundary the flusher just passed. The final flush at shutdown ends a partial window
+/// early: its boundary is the previous window's end, so it gets the hand-off time instead. A
+/// receiver refuses a second, different sample at a time it already holds ("duplicate sample for
+/// timestamp"), so times never repeat or go back, whatever the clock does.
+fn window_time_ms(interval: Duration, now_ms: u64, last_ms: Option<u64>) -> u64 {
+    let iv = (interval.as_millis() as u64).max(1);
+    let boundary = now_ms / iv * iv;
+    match last_ms {
+        Some(last) if boundary <= last => now_ms.max(last + 1),
+        _ => boundary,
+    }
 }
 
 fn encode_loop(
-    rx: &Receiver<Arc<Flush>>,
+    rx: &Receiver<Handoff>,
     mut state: Exposition,
     enc: &Encoder,
     queue: &Queue,
     c: &Counters,
 ) {
     let mut last_error_log: Option<Instant> = None;
-    while let Ok(flush) = rx.recv() {
+    let mut last_ms = None;
+    while let Ok((flush, handed_ms)) = rx.recv() {
         let dropped = state.update(&flush);
         c.series_dropped.fetch_add(dropped, Relaxed);
         c.series.store(state.len() as u64, Relaxed);
-        let out = enc.encode(&state, window_time_ms(&flush, unix_ms()));
+        let ts = window_time_ms(flush.interval, handed_ms, last_ms);
+        last_ms = Some(ts);
+        let out = enc.encode(&state, ts as i64);
         c.conflicts.store(out.conflicts, Relaxed);
         c.compress_errors.fetch_add(out.compress_errors, Relaxed);
         c.samples.fetch_add(out.samples, Relaxed);
@@ -348,17 +359,20 @@ mod tests {
     use crate::sinks::remote_write::RemoteWriteConfig;
 
     #[test]
-    fn sample_time_is_the_window_end_but_not_in_the_future() {
-        let f = Flush {
-            timestamp: 100,
-            interval: Duration::from_secs(10),
-            percentiles: Arc::from(Vec::new()),
-            series: vec![],
-            events: vec![],
-            service_checks: vec![],
-        };
-        assert_eq!(window_time_ms(&f, 200_000), 110_000);
-        assert_eq!(window_time_ms(&f, 104_500), 104_500);
+    fn sample_time_is_the_window_end_and_never_repeats() {
+        let iv = Duration::from_millis(200);
+        // Regular flushes, just after their boundary.
+        assert_eq!(window_time_ms(iv, 1_000_003, None), 1_000_000);
+        assert_eq!(window_time_ms(iv, 1_000_201, Some(1_000_000)), 1_000_200);
+        // The final flush mid-window: the hand-off time, not the previous window's end.
+        assert_eq!(window_time_ms(iv, 1_000_290, Some(1_000_200)), 1_000_290);
+        // A clock that stepped back still moves forward.
+        assert_eq!(window_time_ms(iv, 999_000, Some(1_000_290)), 1_000_291);
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            window_time_ms(ten, 1_700_000_010_050, None),
+            1_700_000_010_000
+        );
     }
 
     #[test]
@@ -372,7 +386,10 @@ mod tests {
         assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
         assert_eq!(h["authorization"], "Bearer tok");
         assert_eq!(h["x-scope-orgid"], "team-a");
-        assert!(h["user-agent"].to_str().expect("ascii").starts_with("tallyd/"));
+        assert!(h["user-agent"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("tallyd/"));
         let cfg = RemoteWriteConfig {
             basic_auth_user: "Aladdin".into(),
             basic_auth_password: "open sesame".into(),
