@@ -26,6 +26,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub gps: crate::gps::GpsConfig,
     pub otlp: OtlpConfig,
+    pub remote_write: crate::sinks::remote_write::RemoteWriteConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -567,6 +568,9 @@ impl Config {
         }
         self.validate_datadog()?;
         self.otlp.validate()?;
+        self.remote_write
+            .validate()
+            .map_err(|e| err(format!("invalid config: {e}")))?;
         if self.aggregate.percentiles.len() > 16 {
             return Err(err(
                 "invalid config: aggregate.percentiles holds at most 16 values",

@@ -161,6 +161,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         sinks.push(dd.clone());
         Some(dd)
     };
+    let remote_write = if cfg.remote_write.url.is_empty() {
+        health.set(
+            "remote_write",
+            Status::Disabled,
+            "remote_write.url is empty",
+        );
+        None
+    } else {
+        let rw = sinks::remote_write::RemoteWriteSink::start(&cfg, Arc::clone(&health), &queues)
+            .map_err(anyhow::Error::msg)?;
+        telemetry.register(rw.clone());
+        sinks.push(rw.clone());
+        Some(rw)
+    };
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = if cfg.alerts.enabled {
         let a = alert::Alerting::start(
@@ -385,6 +399,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     }
     if let Some(dd) = datadog {
         dd.shutdown().await;
+    }
+    if let Some(rw) = remote_write {
+        rw.shutdown().await;
     }
     if let Some(f) = points_forwarder {
         f.shutdown(cfg.queue.shutdown_drain).await;

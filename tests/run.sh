@@ -9,6 +9,8 @@ command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v curl >/dev/null || missing+=(curl)
 # A real Alertmanager for tests/alertmanager_e2e.rs.
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+# A real Prometheus (remote-write receiver) for tests/remote_write_e2e.rs.
+command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

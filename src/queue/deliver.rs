@@ -5,6 +5,10 @@
 //! retried (429 and 503 honour `Retry-After`); 400, 413 and other 4xx go to the dead-letter
 //! queue; 403 goes there only once the key is known bad (checked against a validation endpoint
 //! when one is configured), and is retried otherwise.
+//!
+//! Prometheus remote write 1.0 is stricter ([`RetryPolicy::RemoteWrite`], REFERENCE.md §4.4):
+//! a sender MUST retry 5xx and MUST NOT retry 4xx except 429, so there 403, 404 and 408 go to
+//! the dead-letter queue too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +102,16 @@ impl KeyStatus {
     }
 }
 
+/// Which HTTP statuses are worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryPolicy {
+    /// The Datadog Agent's rules (module docs).
+    #[default]
+    Intake,
+    /// Remote write 1.0: 429 and 5xx are retried; every other 4xx is rejected for good.
+    RemoteWrite,
+}
+
 /// Delivers payloads as HTTP POSTs to `base_url` + [`Meta::endpoint`].
 pub struct HttpDeliver {
     pub client: reqwest::Client,
@@ -107,6 +121,7 @@ pub struct HttpDeliver {
     /// GET path that answers 2xx for a good key and 403 for a bad one; used on a 403.
     pub validate_path: Option<String>,
     pub key: Arc<KeyStatus>,
+    pub policy: RetryPolicy,
 }
 
 impl HttpDeliver {
@@ -129,6 +144,7 @@ impl HttpDeliver {
             headers,
             validate_path,
             key: Arc::new(KeyStatus::default()),
+            policy: RetryPolicy::Intake,
         })
     }
 
@@ -200,7 +216,7 @@ impl HttpDeliver {
             }
             Err(e) => describe(&e),
         };
-        match classify(status, after) {
+        match classify_with(self.policy, status, after) {
             Verdict::Forbidden => {
                 if self.validate_key().await == Ok(KeyState::Invalid) {
                     Attempt::Reject { status, body: text }
@@ -244,8 +260,19 @@ pub enum Verdict {
     Forbidden,
 }
 
-/// The retry policy for an HTTP status.
+/// The [`RetryPolicy::Intake`] verdict for an HTTP status.
 pub fn classify(status: u16, after: Option<Duration>) -> Verdict {
+    classify_with(RetryPolicy::Intake, status, after)
+}
+
+/// The verdict for an HTTP status under `policy`.
+pub fn classify_with(policy: RetryPolicy, status: u16, after: Option<Duration>) -> Verdict {
+    if policy == RetryPolicy::RemoteWrite && (400..=499).contains(&status) && status != 429 {
+        return Verdict::Done(Attempt::Reject {
+            status,
+            body: String::new(),
+        });
+    }
     let retry = |class| {
         Verdict::Done(Attempt::Retry {
             class,
@@ -317,6 +344,21 @@ mod tests {
             );
         }
         assert_eq!(classify(403, None), Verdict::Forbidden);
+    }
+
+    #[test]
+    fn remote_write_statuses() {
+        let rw = |s| classify_with(RetryPolicy::RemoteWrite, s, None);
+        assert_eq!(rw(204), Verdict::Done(Attempt::Delivered { status: 204 }));
+        for s in [429, 500, 502, 503] {
+            assert!(matches!(rw(s), Verdict::Done(Attempt::Retry { .. })), "{s}");
+        }
+        for s in [400, 401, 403, 404, 408, 413, 422] {
+            assert!(
+                matches!(rw(s), Verdict::Done(Attempt::Reject { .. })),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod datadog;
 pub mod prometheus;
+pub mod remote_write;
 
 use std::sync::Arc;
 

@@ -129,32 +129,41 @@ pub fn sanitize_label(key: &str) -> String {
     s
 }
 
-/// Renders a context's tags as a label string (without braces).
-pub fn render_labels(ctx: &Context) -> String {
+/// A context's tags as labels, sorted by name: sanitised keys (see the module docs), valueless
+/// tags left out, several values of one key joined with `,` in sorted order. Both the scrape
+/// endpoint and remote write name series with this.
+pub fn label_pairs(ctx: &Context) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, &str)> = ctx
         .tags()
         .filter_map(|t| t.split_once(':'))
         .filter(|(k, v)| !k.is_empty() && !v.is_empty())
         .map(|(k, v)| (sanitize_label(k), v))
         .collect();
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.sort_unstable();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        match out.last_mut() {
+            Some((lk, lv)) if *lk == k => {
+                lv.push(',');
+                lv.push_str(v);
+            }
+            _ => out.push((k, v.to_string())),
+        }
+    }
+    out
+}
+
+/// Renders a context's tags as a label string (without braces).
+pub fn render_labels(ctx: &Context) -> String {
     let mut out = String::new();
-    let mut i = 0;
-    while i < pairs.len() {
+    for (k, v) in label_pairs(ctx) {
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(&pairs[i].0);
+        out.push_str(&k);
         out.push_str("=\"");
-        expo::escape_label_value(&mut out, pairs[i].1);
-        let mut j = i + 1;
-        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
-            out.push(',');
-            expo::escape_label_value(&mut out, pairs[j].1);
-            j += 1;
-        }
+        expo::escape_label_value(&mut out, &v);
         out.push('"');
-        i = j;
     }
     out
 }
@@ -180,64 +189,66 @@ struct Entry {
     updated: u64,
 }
 
-struct State {
+/// One sample of the exposed state, as [`Exposition::visit`] hands it out.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRef<'a> {
+    /// The family's exposed name (after clash renaming), without `suffix`.
+    pub name: &'a str,
+    /// `""`, `"_total"`, `"_sum"` or `"_count"`.
+    pub suffix: &'static str,
+    /// The series' context: its labels are [`label_pairs`] of it.
+    pub ctx: &'a Context,
+    /// The same labels, rendered for the text format.
+    pub labels: &'a str,
+    /// The `quantile` label of a summary quantile sample.
+    pub quantile: Option<f64>,
+    pub value: f64,
+}
+
+/// Receives the exposed state family by family.
+pub trait Visitor {
+    /// A new family starts: its exposed name, statsd kind and name before sanitising.
+    fn family(&mut self, name: &str, kind: MetricKind, original: &str);
+    fn sample(&mut self, s: &SampleRef<'_>);
+}
+
+/// What a Prometheus scrape would see: one entry per series, with cumulative counters and
+/// summary sums and counts, last gauge values and last-window quantiles. Bounded by
+/// `max_series`; a series unseen for `ttl` is forgotten. The scrape endpoint and remote write
+/// each keep one, so both expose the same names, labels and values.
+pub struct Exposition {
     series: HashMap<Arc<Context>, Entry>,
     percentiles: Arc<[f64]>,
-}
-
-/// The Prometheus sink: keeps the exposed state, renders it on scrape.
-pub struct Prometheus {
-    state: Mutex<State>,
     ttl_secs: u64,
     max_series: usize,
-    telemetry: Arc<Telemetry>,
 }
 
-impl Prometheus {
-    pub fn new(
-        ttl: std::time::Duration,
-        max_series: usize,
-        telemetry: Arc<Telemetry>,
-    ) -> Prometheus {
-        Prometheus {
-            state: Mutex::new(State {
-                series: HashMap::new(),
-                percentiles: Arc::from(Vec::new()),
-            }),
+impl Exposition {
+    pub fn new(ttl: std::time::Duration, max_series: usize) -> Exposition {
+        Exposition {
+            series: HashMap::new(),
+            percentiles: Arc::from(Vec::new()),
             ttl_secs: ttl.as_secs().max(1),
             max_series,
-            telemetry,
         }
     }
 
-    /// Renders every exposed series, then tallyd's own metrics.
-    pub fn render(&self, om: bool) -> String {
-        let mut out = String::with_capacity(64 * 1024);
-        let conflicts = {
-            let state = lock(&self.state);
-            render_series(&state, om, &mut out)
-        };
-        self.telemetry.prom_conflicts.store(conflicts, Relaxed);
-        self.telemetry.render(&mut out, om);
-        if om {
-            out.push_str("# EOF\n");
-        }
-        out
-    }
-}
-
-impl Sink for Prometheus {
-    fn name(&self) -> &'static str {
-        "prometheus"
+    /// Series currently exposed.
+    pub fn len(&self) -> usize {
+        self.series.len()
     }
 
-    fn consume(&self, flush: &Arc<Flush>) {
-        let mut state = lock(&self.state);
-        state.percentiles = Arc::clone(&flush.percentiles);
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Folds one window in; returns how many new series were refused at `max_series`.
+    pub fn update(&mut self, flush: &Flush) -> u64 {
+        self.percentiles = Arc::clone(&flush.percentiles);
         let mut dropped = 0;
         for s in &flush.series {
-            if !state.series.contains_key(&s.ctx) {
-                if state.series.len() >= self.max_series {
+            if !self.series.contains_key(&s.ctx) {
+                if self.series.len() >= self.max_series {
                     dropped += 1;
                     continue;
                 }
@@ -257,9 +268,9 @@ impl Sink for Prometheus {
                     value,
                     updated: flush.timestamp,
                 };
-                state.series.insert(Arc::clone(&s.ctx), entry);
+                self.series.insert(Arc::clone(&s.ctx), entry);
             }
-            let Some(e) = state.series.get_mut(&s.ctx) else {
+            let Some(e) = self.series.get_mut(&s.ctx) else {
                 continue;
             };
             e.updated = flush.timestamp;
@@ -284,12 +295,125 @@ impl Sink for Prometheus {
         }
         let ttl = self.ttl_secs;
         let now = flush.timestamp;
-        state
-            .series
+        self.series
             .retain(|_, e| now.saturating_sub(e.updated) < ttl);
+        dropped
+    }
+
+    /// Hands every exposed sample to `v`, families in order of name then statsd kind, clashes
+    /// resolved as the module docs say; returns how many series were left out for clashes.
+    pub fn visit(&self, v: &mut impl Visitor) -> u64 {
+        let mut entries: Vec<(&Arc<Context>, &Entry)> = self.series.iter().collect();
+        entries.sort_unstable_by(|(_, a), (_, b)| {
+            (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels))
+        });
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut left_out = 0u64;
+        let mut i = 0;
+        while i < entries.len() {
+            let (family, kind) = (&entries[i].1.family, entries[i].1.kind);
+            let mut j = i;
+            while j < entries.len() && entries[j].1.family == *family && entries[j].1.kind == kind {
+                j += 1;
+            }
+            let group = &entries[i..j];
+            i = j;
+            let free = |name: &str| {
+                !name.starts_with("tallyd_")
+                    && claims(name, kind).iter().all(|c| !taken.contains(c))
+            };
+            let renamed = format!("{family}_{}", kind.name());
+            let name = if free(family) {
+                family.clone()
+            } else if free(&renamed) {
+                renamed
+            } else {
+                left_out += group.len() as u64;
+                continue;
+            };
+            taken.extend(claims(&name, kind));
+            v.family(&name, kind, family);
+            let mut last_labels: Option<&str> = None;
+            for (ctx, e) in group {
+                if last_labels == Some(e.labels.as_str()) {
+                    left_out += 1;
+                    continue;
+                }
+                last_labels = Some(&e.labels);
+                let sample = |suffix, quantile, value| SampleRef {
+                    name: &name,
+                    suffix,
+                    ctx,
+                    labels: &e.labels,
+                    quantile,
+                    value,
+                };
+                match &e.value {
+                    Value::Counter(x) => v.sample(&sample("_total", None, *x)),
+                    Value::Gauge(x) => v.sample(&sample("", None, *x)),
+                    Value::Summary {
+                        quantiles,
+                        sum,
+                        count,
+                    } => {
+                        for (q, x) in self.percentiles.iter().zip(quantiles) {
+                            v.sample(&sample("", Some(*q), *x));
+                        }
+                        v.sample(&sample("_sum", None, *sum));
+                        v.sample(&sample("_count", None, *count as f64));
+                    }
+                }
+            }
+        }
+        left_out
+    }
+}
+
+/// The Prometheus sink: keeps the exposed state, renders it on scrape.
+pub struct Prometheus {
+    state: Mutex<Exposition>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Prometheus {
+    pub fn new(
+        ttl: std::time::Duration,
+        max_series: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Prometheus {
+        Prometheus {
+            state: Mutex::new(Exposition::new(ttl, max_series)),
+            telemetry,
+        }
+    }
+
+    /// Renders every exposed series, then tallyd's own metrics.
+    pub fn render(&self, om: bool) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        let conflicts = {
+            let state = lock(&self.state);
+            state.visit(&mut TextWriter { out: &mut out, om })
+        };
+        self.telemetry.prom_conflicts.store(conflicts, Relaxed);
+        self.telemetry.render(&mut out, om);
+        if om {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
+
+impl Sink for Prometheus {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn consume(&self, flush: &Arc<Flush>) {
+        let mut state = lock(&self.state);
+        let dropped = state.update(flush);
         self.telemetry
             .prom_series
-            .store(state.series.len() as u64, Relaxed);
+            .store(state.len() as u64, Relaxed);
         self.telemetry
             .prom_series_dropped
             .fetch_add(dropped, Relaxed);
@@ -317,76 +441,38 @@ fn claims(base: &str, kind: MetricKind) -> Vec<String> {
     }
 }
 
-/// Writes all families; returns how many series were left out for clashes.
-fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
-    let mut entries: Vec<&Entry> = state.series.values().collect();
-    entries.sort_unstable_by(|a, b| {
-        (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels))
-    });
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut left_out = 0u64;
-    let mut i = 0;
-    while i < entries.len() {
-        let (family, kind) = (&entries[i].family, entries[i].kind);
-        let mut j = i;
-        while j < entries.len() && entries[j].family == *family && entries[j].kind == kind {
-            j += 1;
-        }
-        let group = &entries[i..j];
-        i = j;
-        let free = |name: &str| {
-            !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c))
-        };
-        let renamed = format!("{family}_{}", kind.name());
-        let name = if free(family) {
-            family.clone()
-        } else if free(&renamed) {
-            renamed
-        } else {
-            left_out += group.len() as u64;
-            continue;
-        };
-        taken.extend(claims(&name, kind));
-        let kind_str = prom_type(kind);
+/// Writes the text format (or OpenMetrics).
+struct TextWriter<'a> {
+    out: &'a mut String,
+    om: bool,
+}
+
+impl Visitor for TextWriter<'_> {
+    fn family(&mut self, name: &str, kind: MetricKind, original: &str) {
         expo::family_header(
-            out,
-            &name,
-            kind_str,
-            &format!("statsd {} {}", kind.name(), group[0].family),
-            om,
+            self.out,
+            name,
+            prom_type(kind),
+            &format!("statsd {} {original}", kind.name()),
+            self.om,
         );
-        let mut last_labels: Option<&str> = None;
-        for e in group {
-            if last_labels == Some(e.labels.as_str()) {
-                left_out += 1;
-                continue;
-            }
-            last_labels = Some(&e.labels);
-            match &e.value {
-                Value::Counter(v) => expo::sample(out, &name, "_total", &e.labels, *v),
-                Value::Gauge(v) => expo::sample(out, &name, "", &e.labels, *v),
-                Value::Summary {
-                    quantiles,
-                    sum,
-                    count,
-                } => {
-                    for (q, v) in state.percentiles.iter().zip(quantiles) {
-                        let mut l = e.labels.clone();
-                        if !l.is_empty() {
-                            l.push(',');
-                        }
-                        l.push_str("quantile=\"");
-                        expo::value_into(&mut l, *q);
-                        l.push('"');
-                        expo::sample(out, &name, "", &l, *v);
-                    }
-                    expo::sample(out, &name, "_sum", &e.labels, *sum);
-                    expo::sample(out, &name, "_count", &e.labels, *count as f64);
+    }
+
+    fn sample(&mut self, s: &SampleRef<'_>) {
+        match s.quantile {
+            None => expo::sample(self.out, s.name, s.suffix, s.labels, s.value),
+            Some(q) => {
+                let mut l = s.labels.to_string();
+                if !l.is_empty() {
+                    l.push(',');
                 }
+                l.push_str("quantile=\"");
+                expo::value_into(&mut l, q);
+                l.push('"');
+                expo::sample(self.out, s.name, s.suffix, &l, s.value);
             }
         }
     }
-    left_out
 }
 
 #[cfg(test)]

@@ -1,0 +1,456 @@
+//! The remote write [`Sink`]: a bounded hand-off from the flusher to an encoder thread that
+//! owns the exposed state, encodes each window and writes the requests into the durable queue
+//! `remote_write`; the queue's sender posts them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::encode::Encoder;
+use crate::aggregate::{lock, Flush};
+use crate::api::{Health, Status};
+use crate::config::Config;
+use crate::queue::deliver::{HttpDeliver, RetryPolicy};
+use crate::queue::sender::Handle;
+use crate::queue::store::{unix_ms, Meta, Queue};
+use crate::queue::{Backoff, Registry};
+use crate::sinks::prometheus::{expo, Exposition};
+use crate::sinks::Sink;
+use crate::telemetry::MetricsSource;
+
+/// The queue's name, in its directory, the admin API and metric labels.
+pub const QUEUE_NAME: &str = "remote_write";
+/// Windows waiting for the encoder before new ones are dropped (and counted).
+pub const WINDOW_BACKLOG: usize = 4;
+pub const CONTENT_TYPE: &str = "application/x-protobuf";
+pub const CONTENT_ENCODING: &str = "snappy";
+pub const PROTOCOL_VERSION: &str = "0.1.0";
+
+/// A window and the Unix milliseconds at which the flusher handed it over.
+type Handoff = (Arc<Flush>, u64);
+
+#[derive(Default)]
+struct Counters {
+    windows_dropped: AtomicU64,
+    series_dropped: AtomicU64,
+    conflicts: AtomicU64,
+    samples: AtomicU64,
+    requests: AtomicU64,
+    compress_errors: AtomicU64,
+    enqueue_errors: AtomicU64,
+    series: AtomicU64,
+}
+
+/// Remote write delivery, wired by `lib.rs` when `remote_write.url` is set.
+pub struct RemoteWriteSink {
+    tx: Mutex<Option<SyncSender<Handoff>>>,
+    counters: Arc<Counters>,
+    handle: Arc<Handle>,
+    encoder_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    drain: Duration,
+}
+
+/// The headers every request carries (besides Content-Type and Content-Encoding, which come
+/// with each queued payload).
+///
+/// # Errors
+/// A header name or value is invalid; the message names the key.
+pub fn headers(cfg: &super::RemoteWriteConfig) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("remote_write.headers: {k:?} is not a header name"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            format!("remote_write.headers: the value of {k:?} is not a valid header value")
+        })?;
+        h.insert(name, value);
+    }
+    h.insert(
+        HeaderName::from_static("x-prometheus-remote-write-version"),
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    let ua = HeaderValue::from_str(&format!("tallyd/{}", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| e.to_string())?;
+    h.insert(USER_AGENT, ua);
+    let auth = if !cfg.bearer_token.is_empty() {
+        Some(format!("Bearer {}", cfg.bearer_token))
+    } else if !cfg.basic_auth_user.is_empty() {
+        let pair = format!("{}:{}", cfg.basic_auth_user, cfg.basic_auth_password);
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
+    } else {
+        None
+    };
+    if let Some(a) = auth {
+        let mut v = HeaderValue::from_str(&a).map_err(|_| {
+            "remote_write: the credentials contain characters not allowed in a header".to_string()
+        })?;
+        v.set_sensitive(true);
+        h.insert(AUTHORIZATION, v);
+    }
+    Ok(h)
+}
+
+impl RemoteWriteSink {
+    /// Opens the queue, starts the encoder thread, the sender and the health watcher. Call
+    /// from inside the runtime.
+    ///
+    /// # Errors
+    /// The queue directory cannot be used, a header is invalid, or the HTTP client cannot be
+    /// built; the message names the setting.
+    pub fn start(
+        cfg: &Config,
+        health: Arc<Health>,
+        registry: &Registry,
+    ) -> Result<Arc<RemoteWriteSink>, String> {
+        let rw = &cfg.remote_write;
+        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
+        let mut deliver = HttpDeliver::new(&rw.url, headers(rw)?, rw.timeout, None)
+            .map_err(|e| format!("cannot build the HTTP client for remote_write.url: {e}"))?;
+        deliver.policy = RetryPolicy::RemoteWrite;
+        let handle = Arc::new(Handle {
+            queue: Arc::clone(&queue),
+            deliver: Arc::new(deliver),
+            backoff: Backoff::configured(&cfg.queue),
+        });
+        registry.add(Arc::clone(&handle));
+        let d0 = queue.depth();
+        info!(component = "remote_write", url = %rw.url, queued = d0.pending, dead_letters = d0.dlq, "remote write on");
+
+        let cancel = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&handle).run(cancel.clone())),
+            tokio::spawn(watch_health(Arc::clone(&handle), health, cancel.clone())),
+        ];
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = sync_channel(WINDOW_BACKLOG);
+        let encoder = Encoder::new(&rw.external_labels, rw.max_samples_per_request);
+        let state = Exposition::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series);
+        let thread = {
+            let counters = Arc::clone(&counters);
+            std::thread::Builder::new()
+                .name("remote-write-encode".into())
+                .spawn(move || encode_loop(&rx, state, &encoder, &queue, &counters))
+                .map_err(|e| format!("cannot start the remote write encoder thread: {e}"))?
+        };
+        Ok(Arc::new(RemoteWriteSink {
+            tx: Mutex::new(Some(tx)),
+            counters,
+            handle,
+            encoder_thread: Mutex::new(Some(thread)),
+            cancel,
+            tasks: Mutex::new(tasks),
+            drain: cfg.queue.shutdown_drain,
+        }))
+    }
+
+    /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
+    /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
+    pub async fn shutdown(&self) {
+        drop(lock(&self.tx).take());
+        let thread = lock(&self.encoder_thread).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let deadline = Instant::now() + self.drain;
+        while self.handle.queue.head().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.cancel.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
+        let d = self.handle.queue.depth();
+        info!(
+            component = "remote_write",
+            queued = d.pending,
+            dead_letters = d.dlq,
+            "remote write stopped"
+        );
+    }
+}
+
+impl Sink for RemoteWriteSink {
+    fn name(&self) -> &'static str {
+        "remote_write"
+    }
+
+    fn consume(&self, flush: &Arc<Flush>) {
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else { return };
+        // The hand-off time: the flusher runs right at the window boundary.
+        match tx.try_send((Arc::clone(flush), unix_ms())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.counters.windows_dropped.fetch_add(1, Relaxed) + 1;
+                if n == 1 || n % 100 == 0 {
+                    warn!(
+                        component = "remote_write",
+                        dropped = n,
+                        "remote write encoder behind (disk stalled?); window dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// The sample time of a window handed over at `now_ms`: the window's end, which is the
+/// interval boundary the flusher just passed. The final flush at shutdown ends a partial window
+/// early: its boundary is the previous window's end, so it gets the hand-off time instead. A
+/// receiver refuses a second, different sample at a time it already holds ("duplicate sample for
+/// timestamp"), so times never repeat or go back, whatever the clock does.
+fn window_time_ms(interval: Duration, now_ms: u64, last_ms: Option<u64>) -> u64 {
+    let iv = (interval.as_millis() as u64).max(1);
+    let boundary = now_ms / iv * iv;
+    match last_ms {
+        Some(last) if boundary <= last => now_ms.max(last + 1),
+        _ => boundary,
+    }
+}
+
+fn encode_loop(
+    rx: &Receiver<Handoff>,
+    mut state: Exposition,
+    enc: &Encoder,
+    queue: &Queue,
+    c: &Counters,
+) {
+    let mut last_error_log: Option<Instant> = None;
+    let mut last_ms = None;
+    while let Ok((flush, handed_ms)) = rx.recv() {
+        let dropped = state.update(&flush);
+        c.series_dropped.fetch_add(dropped, Relaxed);
+        c.series.store(state.len() as u64, Relaxed);
+        let ts = window_time_ms(flush.interval, handed_ms, last_ms);
+        last_ms = Some(ts);
+        let out = enc.encode(&state, ts as i64);
+        c.conflicts.store(out.conflicts, Relaxed);
+        c.compress_errors.fetch_add(out.compress_errors, Relaxed);
+        c.samples.fetch_add(out.samples, Relaxed);
+        for body in out.bodies {
+            let meta = Meta {
+                content_type: CONTENT_TYPE.into(),
+                content_encoding: CONTENT_ENCODING.into(),
+                ..Meta::default()
+            };
+            match queue.push(meta, &body) {
+                Ok(_) => {
+                    c.requests.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    c.enqueue_errors.fetch_add(1, Relaxed);
+                    if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                        error!(component = "remote_write", error = %e, kind = e.as_label(), "cannot queue a request; it is lost");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the `remote_write` component of `/health` current.
+async fn watch_health(h: Arc<Handle>, health: Arc<Health>, cancel: CancellationToken) {
+    loop {
+        let q = &h.queue;
+        let d = q.depth();
+        let fails = q.stats.consecutive_failures.load(Relaxed);
+        let (status, detail) = if fails > 0 {
+            (
+                Status::Degraded,
+                format!(
+                    "{fails} failed attempts in a row; {} requests queued",
+                    d.pending
+                ),
+            )
+        } else {
+            (
+                Status::Ok,
+                format!(
+                    "{} requests delivered, {} queued, {} dead letters",
+                    q.stats.delivered.load(Relaxed),
+                    d.pending,
+                    d.dlq
+                ),
+            )
+        };
+        health.set("remote_write", status, detail);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+impl MetricsSource for RemoteWriteSink {
+    fn render(&self, out: &mut String, om: bool) {
+        let c = &self.counters;
+        let counters = [
+            (
+                "tallyd_remote_write_windows_dropped",
+                "Windows not encoded because the remote write encoder was behind.",
+                &c.windows_dropped,
+            ),
+            (
+                "tallyd_remote_write_series_dropped",
+                "New series not sent because prometheus.max_series was reached.",
+                &c.series_dropped,
+            ),
+            (
+                "tallyd_remote_write_samples",
+                "Samples written into the remote_write queue.",
+                &c.samples,
+            ),
+            (
+                "tallyd_remote_write_requests",
+                "Requests written into the remote_write queue.",
+                &c.requests,
+            ),
+            (
+                "tallyd_remote_write_compress_errors",
+                "Requests that failed to encode or compress, dropped.",
+                &c.compress_errors,
+            ),
+            (
+                "tallyd_remote_write_enqueue_errors",
+                "Requests that could not be written to the queue, lost.",
+                &c.enqueue_errors,
+            ),
+        ];
+        for (name, help, v) in counters {
+            expo::family_header(out, name, "counter", help, om);
+            expo::sample(out, name, "_total", "", v.load(Relaxed) as f64);
+        }
+        let gauges = [
+            (
+                "tallyd_remote_write_series",
+                "Series in the remote write state (sent every window).",
+                &c.series,
+            ),
+            (
+                "tallyd_remote_write_conflicting_series",
+                "Series left out of the last window for name clashes.",
+                &c.conflicts,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            expo::family_header(out, name, "gauge", help, om);
+            expo::sample(out, name, "", "", v.load(Relaxed) as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::remote_write::RemoteWriteConfig;
+
+    #[test]
+    fn sample_time_is_the_window_end_and_never_repeats() {
+        let iv = Duration::from_millis(200);
+        // Regular flushes, just after their boundary.
+        assert_eq!(window_time_ms(iv, 1_000_003, None), 1_000_000);
+        assert_eq!(window_time_ms(iv, 1_000_201, Some(1_000_000)), 1_000_200);
+        // The final flush mid-window: the hand-off time, not the previous window's end.
+        assert_eq!(window_time_ms(iv, 1_000_290, Some(1_000_200)), 1_000_290);
+        // A clock that stepped back still moves forward.
+        assert_eq!(window_time_ms(iv, 999_000, Some(1_000_290)), 1_000_291);
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            window_time_ms(ten, 1_700_000_010_050, None),
+            1_700_000_010_000
+        );
+    }
+
+    #[test]
+    fn request_headers() {
+        let mut cfg = RemoteWriteConfig {
+            bearer_token: "tok".into(),
+            ..RemoteWriteConfig::default()
+        };
+        cfg.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+        let h = headers(&cfg).expect("headers");
+        assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+        assert_eq!(h["authorization"], "Bearer tok");
+        assert_eq!(h["x-scope-orgid"], "team-a");
+        assert!(h["user-agent"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("tallyd/"));
+        let cfg = RemoteWriteConfig {
+            basic_auth_user: "Aladdin".into(),
+            basic_auth_password: "open sesame".into(),
+            ..RemoteWriteConfig::default()
+        };
+        // RFC 7617's example.
+        assert_eq!(
+            headers(&cfg).expect("headers")["authorization"],
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let bad = |f: &dyn Fn(&mut RemoteWriteConfig), key: &str| {
+            let mut c = RemoteWriteConfig::default();
+            f(&mut c);
+            let e = c.validate().expect_err(key);
+            assert!(e.contains(key), "{e} should name {key}");
+        };
+        bad(&|c| c.url = "prom:9090".into(), "remote_write.url");
+        bad(
+            &|c| c.max_samples_per_request = 0,
+            "remote_write.max_samples_per_request",
+        );
+        bad(&|c| c.timeout = Duration::ZERO, "remote_write.timeout");
+        bad(
+            &|c| {
+                c.bearer_token = "t".into();
+                c.basic_auth_user = "u".into();
+            },
+            "remote_write.bearer_token",
+        );
+        bad(
+            &|c| c.basic_auth_password = "p".into(),
+            "remote_write.basic_auth_password",
+        );
+        bad(
+            &|c| {
+                c.headers.insert("Content-Type".into(), "text/plain".into());
+            },
+            "remote_write.headers",
+        );
+        bad(
+            &|c| {
+                c.headers.insert("bad header".into(), "x".into());
+            },
+            "remote_write.headers",
+        );
+        bad(
+            &|c| {
+                c.external_labels.insert("__name__".into(), "x".into());
+            },
+            "remote_write.external_labels",
+        );
+        bad(
+            &|c| {
+                c.external_labels.insert("cluster".into(), String::new());
+            },
+            "remote_write.external_labels",
+        );
+        assert!(RemoteWriteConfig::default().validate().is_ok());
+    }
+}
