@@ -18,9 +18,13 @@
 //!   Two series of one family with the same labels keep the first. What is left out is counted
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::HashTable;
 
 use crate::aggregate::{lock, Flush, SeriesValue};
 use crate::model::{Context, MetricKind};
@@ -92,96 +96,137 @@ pub mod expo {
 
 /// Sanitises a statsd name into the Prometheus metric-name charset.
 pub fn sanitize_name(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) || s.is_empty() {
-        s.insert(0, '_');
-    }
+    let mut s = String::with_capacity(name.len() + 1);
+    sanitize_name_into(&mut s, name);
     s
+}
+
+/// Appends `name` sanitised (see [`sanitize_name`]) to `out`.
+fn sanitize_name_into(out: &mut String, name: &str) {
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
 /// Sanitises a tag key into a label name (see the module docs).
 pub fn sanitize_label(key: &str) -> String {
-    let mut s: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    if s.starts_with("__") || s == "quantile" || s == "le" {
-        s.insert_str(0, "exported_");
-    }
+    let mut s = String::with_capacity(key.len() + 1);
+    sanitize_label_into(&mut s, key);
     s
+}
+
+/// Appends `key` sanitised (see [`sanitize_label`]) to `out`.
+fn sanitize_label_into(out: &mut String, key: &str) {
+    let start = out.len();
+    if key.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    let s = &out[start..];
+    if s.starts_with("__") || s == "quantile" || s == "le" {
+        out.insert_str(start, "exported_");
+    }
 }
 
 /// Renders a context's tags as a label string (without braces).
 pub fn render_labels(ctx: &Context) -> String {
-    let mut pairs: Vec<(String, &str)> = ctx
+    let mut out = String::new();
+    render_labels_into(&mut out, ctx, &mut LabelScratch::default());
+    out
+}
+
+/// Reusable buffers for [`render_labels_into`], so that rendering many series allocates
+/// nothing per series.
+#[derive(Default)]
+struct LabelScratch<'a> {
+    keys: String,
+    /// Sanitised key (a range of `keys`) and value of each label.
+    pairs: Vec<(u32, u32, &'a str)>,
+}
+
+/// Appends a context's tags as a label string (without braces) to `out`.
+fn render_labels_into<'a>(out: &mut String, ctx: &'a Context, scratch: &mut LabelScratch<'a>) {
+    scratch.keys.clear();
+    scratch.pairs.clear();
+    for (k, v) in ctx
         .tags()
         .filter_map(|t| t.split_once(':'))
         .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        .map(|(k, v)| (sanitize_label(k), v))
-        .collect();
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
+    {
+        let ks = scratch.keys.len() as u32;
+        sanitize_label_into(&mut scratch.keys, k);
+        scratch.pairs.push((ks, scratch.keys.len() as u32, v));
+    }
+    let keys = &scratch.keys;
+    let key = |p: &(u32, u32, &str)| &keys[p.0 as usize..p.1 as usize];
+    // Stable: the values of one key stay in their (sorted) tag order.
+    scratch.pairs.sort_by(|a, b| key(a).cmp(key(b)));
+    let pairs = &scratch.pairs;
     let mut i = 0;
     while i < pairs.len() {
-        if !out.is_empty() {
+        if i > 0 {
             out.push(',');
         }
-        out.push_str(&pairs[i].0);
+        out.push_str(key(&pairs[i]));
         out.push_str("=\"");
-        expo::escape_label_value(&mut out, pairs[i].1);
+        expo::escape_label_value(out, pairs[i].2);
         let mut j = i + 1;
-        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+        while j < pairs.len() && key(&pairs[j]) == key(&pairs[i]) {
             out.push(',');
-            expo::escape_label_value(&mut out, pairs[j].1);
+            expo::escape_label_value(out, pairs[j].2);
             j += 1;
         }
         out.push('"');
         i = j;
     }
-    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Counter(f64),
     Gauge(f64),
-    Summary {
-        quantiles: Vec<f64>,
-        sum: f64,
-        count: u64,
-    },
+    /// Boxed: most series are counters and gauges, which then stay small.
+    Summary(Box<Summary>),
 }
 
+#[derive(Debug, Clone, PartialEq)]
+struct Summary {
+    quantiles: Vec<f64>,
+    sum: f64,
+    count: u64,
+}
+
+/// One exposed series. The family and label strings are not kept: they are rendered from
+/// the context (shared with the aggregator) at scrape time, which keeps the entry small.
 #[derive(Debug)]
 struct Entry {
-    kind: MetricKind,
-    family: String,
-    labels: String,
-    value: Value,
+    /// `State::hasher` hash of the context.
+    hash: u64,
+    ctx: Arc<Context>,
     /// Unix seconds of the last flush that carried this series.
     updated: u64,
+    value: Value,
 }
 
 struct State {
-    series: HashMap<Arc<Context>, Entry>,
+    series: HashTable<Entry>,
+    hasher: foldhash::fast::RandomState,
+    /// No entry was updated before this (unix seconds): while `now - oldest < ttl` nothing can
+    /// expire and the expiry pass is skipped.
+    oldest: u64,
     percentiles: Arc<[f64]>,
 }
 
@@ -201,7 +246,9 @@ impl Prometheus {
     ) -> Prometheus {
         Prometheus {
             state: Mutex::new(State {
-                series: HashMap::new(),
+                series: HashTable::new(),
+                hasher: foldhash::fast::RandomState::default(),
+                oldest: 0,
                 percentiles: Arc::from(Vec::new()),
             }),
             ttl_secs: ttl.as_secs().max(1),
@@ -212,11 +259,20 @@ impl Prometheus {
 
     /// Renders every exposed series, then tallyd's own metrics.
     pub fn render(&self, om: bool) -> String {
-        let mut out = String::with_capacity(64 * 1024);
-        let conflicts = {
+        // Copy what is exposed and let go of the lock before the slow part (names, labels,
+        // sorting, formatting), so a scrape holds up the flusher only for the copy.
+        let (rows, percentiles) = {
             let state = lock(&self.state);
-            render_series(&state, om, &mut out)
+            let rows: Vec<(Arc<Context>, Value)> = state
+                .series
+                .iter()
+                .map(|e| (Arc::clone(&e.ctx), e.value.clone()))
+                .collect();
+            (rows, Arc::clone(&state.percentiles))
         };
+        let mut out = String::with_capacity(64 * 1024);
+        let conflicts = render_series(&rows, &percentiles, om, &mut out);
+        drop(rows);
         self.telemetry.prom_conflicts.store(conflicts, Relaxed);
         self.telemetry.render(&mut out, om);
         if om {
@@ -232,61 +288,72 @@ impl Sink for Prometheus {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         state.percentiles = Arc::clone(&flush.percentiles);
+        let now = flush.timestamp;
         let mut dropped = 0;
         for s in &flush.series {
-            if !state.series.contains_key(&s.ctx) {
-                if state.series.len() >= self.max_series {
-                    dropped += 1;
-                    continue;
+            let hash = state.hasher.hash_one(&*s.ctx);
+            let full = state.series.len() >= self.max_series;
+            // The aggregator hands over the same Arc window after window while it holds the
+            // context, so the pointer comparison settles almost every lookup.
+            let e = match state.series.entry(
+                hash,
+                |e| e.hash == hash && (Arc::ptr_eq(&e.ctx, &s.ctx) || *e.ctx == *s.ctx),
+                |e| e.hash,
+            ) {
+                TableEntry::Occupied(o) => o.into_mut(),
+                TableEntry::Vacant(v) => {
+                    if full {
+                        dropped += 1;
+                        continue;
+                    }
+                    let value = match s.ctx.kind() {
+                        MetricKind::Counter => Value::Counter(0.0),
+                        MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
+                        _ => Value::Summary(Box::new(Summary {
+                            quantiles: Vec::new(),
+                            sum: 0.0,
+                            count: 0,
+                        })),
+                    };
+                    v.insert(Entry {
+                        hash,
+                        ctx: Arc::clone(&s.ctx),
+                        updated: now,
+                        value,
+                    })
+                    .into_mut()
                 }
-                let value = match s.ctx.kind() {
-                    MetricKind::Counter => Value::Counter(0.0),
-                    MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
-                    _ => Value::Summary {
-                        quantiles: Vec::new(),
-                        sum: 0.0,
-                        count: 0,
-                    },
-                };
-                let entry = Entry {
-                    kind: s.ctx.kind(),
-                    family: sanitize_name(s.ctx.name()),
-                    labels: render_labels(&s.ctx),
-                    value,
-                    updated: flush.timestamp,
-                };
-                state.series.insert(Arc::clone(&s.ctx), entry);
-            }
-            let Some(e) = state.series.get_mut(&s.ctx) else {
-                continue;
             };
-            e.updated = flush.timestamp;
+            e.updated = now;
             match (&mut e.value, &s.value) {
                 (Value::Counter(total), SeriesValue::Counter(v)) => *total += v,
                 (Value::Gauge(g), SeriesValue::Gauge(v)) => *g = *v,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
-                (
-                    Value::Summary {
-                        quantiles,
-                        sum,
-                        count,
-                    },
-                    SeriesValue::Samples(h),
-                ) => {
-                    quantiles.clone_from(&h.quantiles);
-                    *sum += h.samples.sum();
-                    *count += h.samples.count();
+                (Value::Summary(sm), SeriesValue::Samples(h)) => {
+                    sm.quantiles.clone_from(&h.quantiles);
+                    sm.sum += h.samples.sum();
+                    sm.count += h.samples.count();
                 }
                 _ => {}
             }
         }
         let ttl = self.ttl_secs;
-        let now = flush.timestamp;
-        state
-            .series
-            .retain(|_, e| now.saturating_sub(e.updated) < ttl);
+        if now.saturating_sub(state.oldest) >= ttl {
+            let mut oldest = now;
+            state.series.retain(|e| {
+                let keep = now.saturating_sub(e.updated) < ttl;
+                if keep {
+                    oldest = oldest.min(e.updated);
+                }
+                keep
+            });
+            state.oldest = oldest;
+        } else if state.series.is_empty() {
+            state.oldest = now;
+        }
         self.telemetry
             .prom_series
             .store(state.series.len() as u64, Relaxed);
@@ -317,19 +384,53 @@ fn claims(base: &str, kind: MetricKind) -> Vec<String> {
     }
 }
 
+/// A series to render: its family and labels are ranges of one shared string.
+struct Row<'a> {
+    start: u32,
+    family_end: u32,
+    end: u32,
+    kind: MetricKind,
+    value: &'a Value,
+}
+
 /// Writes all families; returns how many series were left out for clashes.
-fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
-    let mut entries: Vec<&Entry> = state.series.values().collect();
+fn render_series(
+    rows: &[(Arc<Context>, Value)],
+    percentiles: &[f64],
+    om: bool,
+    out: &mut String,
+) -> u64 {
+    // Every family and label string goes into one buffer: no allocation per series.
+    let mut text = String::with_capacity(rows.len() * 64);
+    let mut scratch = LabelScratch::default();
+    let mut entries: Vec<Row<'_>> = Vec::with_capacity(rows.len());
+    for (ctx, value) in rows {
+        let start = text.len() as u32;
+        sanitize_name_into(&mut text, ctx.name());
+        let family_end = text.len() as u32;
+        render_labels_into(&mut text, ctx, &mut scratch);
+        entries.push(Row {
+            start,
+            family_end,
+            end: text.len() as u32,
+            kind: ctx.kind(),
+            value,
+        });
+    }
+    let text = text.as_str();
+    let family = |r: &Row<'_>| &text[r.start as usize..r.family_end as usize];
+    let labels = |r: &Row<'_>| &text[r.family_end as usize..r.end as usize];
     entries.sort_unstable_by(|a, b| {
-        (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels))
+        (family(a), a.kind, labels(a)).cmp(&(family(b), b.kind, labels(b)))
     });
     let mut taken: HashSet<String> = HashSet::new();
     let mut left_out = 0u64;
+    let mut with_quantile = String::new();
     let mut i = 0;
     while i < entries.len() {
-        let (family, kind) = (&entries[i].family, entries[i].kind);
+        let (fam, kind) = (family(&entries[i]), entries[i].kind);
         let mut j = i;
-        while j < entries.len() && entries[j].family == *family && entries[j].kind == kind {
+        while j < entries.len() && family(&entries[j]) == fam && entries[j].kind == kind {
             j += 1;
         }
         let group = &entries[i..j];
@@ -337,9 +438,9 @@ fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
         let free = |name: &str| {
             !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c))
         };
-        let renamed = format!("{family}_{}", kind.name());
-        let name = if free(family) {
-            family.clone()
+        let renamed = format!("{fam}_{}", kind.name());
+        let name = if free(fam) {
+            fam.to_string()
         } else if free(&renamed) {
             renamed
         } else {
@@ -352,36 +453,34 @@ fn render_series(state: &State, om: bool, out: &mut String) -> u64 {
             out,
             &name,
             kind_str,
-            &format!("statsd {} {}", kind.name(), group[0].family),
+            &format!("statsd {} {}", kind.name(), fam),
             om,
         );
         let mut last_labels: Option<&str> = None;
         for e in group {
-            if last_labels == Some(e.labels.as_str()) {
+            let l = labels(e);
+            if last_labels == Some(l) {
                 left_out += 1;
                 continue;
             }
-            last_labels = Some(&e.labels);
-            match &e.value {
-                Value::Counter(v) => expo::sample(out, &name, "_total", &e.labels, *v),
-                Value::Gauge(v) => expo::sample(out, &name, "", &e.labels, *v),
-                Value::Summary {
-                    quantiles,
-                    sum,
-                    count,
-                } => {
-                    for (q, v) in state.percentiles.iter().zip(quantiles) {
-                        let mut l = e.labels.clone();
+            last_labels = Some(l);
+            match e.value {
+                Value::Counter(v) => expo::sample(out, &name, "_total", l, *v),
+                Value::Gauge(v) => expo::sample(out, &name, "", l, *v),
+                Value::Summary(sm) => {
+                    for (q, v) in percentiles.iter().zip(&sm.quantiles) {
+                        with_quantile.clear();
+                        with_quantile.push_str(l);
                         if !l.is_empty() {
-                            l.push(',');
+                            with_quantile.push(',');
                         }
-                        l.push_str("quantile=\"");
-                        expo::value_into(&mut l, *q);
-                        l.push('"');
-                        expo::sample(out, &name, "", &l, *v);
+                        with_quantile.push_str("quantile=\"");
+                        expo::value_into(&mut with_quantile, *q);
+                        with_quantile.push('"');
+                        expo::sample(out, &name, "", &with_quantile, *v);
                     }
-                    expo::sample(out, &name, "_sum", &e.labels, *sum);
-                    expo::sample(out, &name, "_count", &e.labels, *count as f64);
+                    expo::sample(out, &name, "_sum", l, sm.sum);
+                    expo::sample(out, &name, "_count", l, sm.count as f64);
                 }
             }
         }
@@ -588,6 +687,60 @@ users 4
         let text = user_part(&p.render(false));
         assert!(!text.contains("old 1"), "{text}");
         assert!(text.contains("new 1"), "{text}");
+    }
+
+    #[test]
+    fn expiry_follows_each_series_own_age() {
+        let p = Prometheus::new(
+            Duration::from_secs(30),
+            1000,
+            Arc::new(Telemetry::default()),
+        );
+        let g = |name: &'static str| (MetricKind::Gauge, name, &[][..], SeriesValue::Gauge(1.0));
+        p.consume(&flush(0, vec![g("a")]));
+        p.consume(&flush(10, vec![g("b")]));
+        p.consume(&flush(20, vec![g("c")]));
+        p.consume(&flush(30, vec![]));
+        let text = user_part(&p.render(false));
+        assert!(
+            !text.contains("\na 1") && !text.starts_with("a 1"),
+            "{text}"
+        );
+        assert!(text.contains("b 1") && text.contains("c 1"), "{text}");
+        p.consume(&flush(40, vec![g("c")]));
+        let text = user_part(&p.render(false));
+        assert!(!text.contains("b 1"), "{text}");
+        assert!(text.contains("c 1"), "{text}");
+        p.consume(&flush(69, vec![]));
+        assert!(user_part(&p.render(false)).contains("c 1"));
+        p.consume(&flush(70, vec![]));
+        assert_eq!(user_part(&p.render(false)), "");
+        assert_eq!(p.telemetry.prom_series.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn one_series_per_context_whatever_the_arc() {
+        // The aggregator may hand over a new Arc for a context it forgot and saw again.
+        let p = sink();
+        let ctx = Arc::new(Context::from_unsorted(MetricKind::Counter, "c", &["a:1"]));
+        let with = |ctx: Arc<Context>, ts: u64| {
+            Arc::new(Flush {
+                timestamp: ts,
+                interval: Duration::from_secs(10),
+                percentiles: Arc::from(vec![0.5]),
+                series: vec![Series {
+                    ctx,
+                    value: SeriesValue::Counter(1.0),
+                }],
+                events: vec![],
+                service_checks: vec![],
+            })
+        };
+        p.consume(&with(Arc::clone(&ctx), 0));
+        p.consume(&with(Arc::clone(&ctx), 10));
+        p.consume(&with(Arc::new((*ctx).clone()), 20));
+        assert_eq!(p.telemetry.prom_series.load(Relaxed), 1);
+        assert!(user_part(&p.render(false)).contains("c_total{a=\"1\"} 3\n"));
     }
 
     #[test]
