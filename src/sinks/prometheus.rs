@@ -19,7 +19,6 @@
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -213,7 +212,7 @@ struct Summary {
 /// the context (shared with the aggregator) at scrape time, which keeps the entry small.
 #[derive(Debug)]
 struct Entry {
-    /// `State::hasher` hash of the context.
+    /// `Context::hash_code`.
     hash: u64,
     ctx: Arc<Context>,
     /// Unix seconds of the last flush that carried this series.
@@ -223,7 +222,6 @@ struct Entry {
 
 struct State {
     series: HashTable<Entry>,
-    hasher: foldhash::fast::RandomState,
     /// No entry was updated before this (unix seconds): while `now - oldest < ttl` nothing can
     /// expire and the expiry pass is skipped.
     oldest: u64,
@@ -247,7 +245,6 @@ impl Prometheus {
         Prometheus {
             state: Mutex::new(State {
                 series: HashTable::new(),
-                hasher: foldhash::fast::RandomState::default(),
                 oldest: 0,
                 percentiles: Arc::from(Vec::new()),
             }),
@@ -293,8 +290,16 @@ impl Sink for Prometheus {
         state.percentiles = Arc::clone(&flush.percentiles);
         let now = flush.timestamp;
         let mut dropped = 0;
+        // Grow once, not by doubling, when a window brings many new series (the first one).
+        let room = self.max_series.saturating_sub(state.series.len());
+        let more = flush
+            .series
+            .len()
+            .saturating_sub(state.series.len())
+            .min(room);
+        state.series.reserve(more, |e| e.hash);
         for s in &flush.series {
-            let hash = state.hasher.hash_one(&*s.ctx);
+            let hash = s.ctx.hash_code();
             let full = state.series.len() >= self.max_series;
             // The aggregator hands over the same Arc window after window while it holds the
             // context, so the pointer comparison settles almost every lookup.
