@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench load                 # everything (about 3 minutes)
 //! cargo bench --bench load -- batch20      # only some parts: batch20 batch1 memory idle
+//! cargo bench --bench load -- steady       # 3 min steady 100k-context run, RSS every 10 s
 //! ```
 //!
 //! For each packing (20 lines per datagram, then 1) it probes a ladder of rates for 3 s each
@@ -443,6 +444,40 @@ fn memory() -> Memory {
     }
 }
 
+/// Steady load: the 100k-context scenario of [`memory`] held for `secs` seconds (default 180,
+/// `TALLYD_STEADY_SECS` to change), scraping `/metrics` every 30 s as a Prometheus server would
+/// and printing RSS every 10 s. Only run when asked for (`-- steady`).
+fn steady() -> Vec<f64> {
+    const N: usize = 100_000;
+    const RATE: f64 = 200_000.0;
+    let secs: u64 = std::env::var("TALLYD_STEADY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    println!(
+        "\n== steady: {N} contexts, {RATE} lines/s, 10 s windows, {secs} s, RSS every 10 s =="
+    );
+    let t = Tallyd::start_raw(&config("10s"), &[]);
+    let pid = t.pid();
+    let (dgrams, incr) = workload::datagrams(N / 20, 20, N, "", 7);
+    let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, 20);
+    let mut rss = Vec::new();
+    for i in 1..=secs / 10 {
+        gen.run(RATE, Duration::from_secs(10));
+        if i % 3 == 0 {
+            let _ = t.metrics();
+        }
+        let r = status_mib(pid, "VmRSS");
+        println!(
+            "  t={:>4} s  RSS {r:.1} MiB  VmHWM {:.1} MiB",
+            i * 10,
+            status_mib(pid, "VmHWM")
+        );
+        rss.push(r);
+    }
+    rss
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -473,6 +508,8 @@ fn main() {
     let b1 =
         want("batch1").then(|| ingest(1, &[50e3, 100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3]));
     let mem = want("memory").then(memory);
+    // Not part of the default run: it takes minutes.
+    let steady = args.iter().any(|a| a == "steady").then(steady);
 
     println!("\n== summary (markdown) ==\n");
     println!("| measure | result | target |");
@@ -521,6 +558,16 @@ fn main() {
         println!(
             "| contexts held (summed over shards); context-limit drops | {}; {} | — |",
             m.contexts, m.drops
+        );
+    }
+    if let Some(rss) = steady.filter(|r| r.len() >= 2) {
+        let third = (rss.len() / 3).max(1);
+        let early = rss[..third].iter().sum::<f64>() / third as f64;
+        let late = rss[rss.len() - third..].iter().sum::<f64>() / third as f64;
+        let max = rss.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| steady RSS over {} s: first third / last third mean, max | {early:.1} / {late:.1} MiB, {max:.1} MiB | no growth |",
+            rss.len() * 10
         );
     }
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());

@@ -54,6 +54,9 @@ impl MetricKind {
 /// on the wire).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
+    /// Hash of kind and key, computed once (see [`Context::hash_code`]); first, so that
+    /// comparing two different contexts usually stops here.
+    hash: u64,
     kind: MetricKind,
     name_len: u32,
     key: Box<str>,
@@ -71,10 +74,17 @@ impl Context {
             key.push_str(t);
         }
         Context {
+            hash: key_hash(kind, name.len() as u32, &key),
             kind,
             name_len: name.len() as u32,
             key: key.into_boxed_str(),
         }
+    }
+
+    /// A hash of the context, computed at creation with a per-process random seed: sinks that
+    /// index series by context use it instead of hashing the whole key on every flush.
+    pub fn hash_code(&self) -> u64 {
+        self.hash
     }
 
     /// Builds a context from unsorted tags (sorts and de-duplicates them).
@@ -129,10 +139,19 @@ impl Context {
 
 impl Hash for Context {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (self.kind as u8).hash(state);
-        self.name_len.hash(state);
-        self.key.hash(state);
+        // Equal contexts have equal `hash` (it is computed from kind, name length and key).
+        state.write_u64(self.hash);
     }
+}
+
+fn key_hash(kind: MetricKind, name_len: u32, key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static STATE: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
+    let mut h = STATE.get_or_init(Default::default).build_hasher();
+    h.write_u8(kind as u8);
+    h.write_u32(name_len);
+    h.write(key.as_bytes());
+    h.finish()
 }
 
 /// Hashes a context given as borrowed parts; equal contexts hash equally whatever their origin.

@@ -191,7 +191,7 @@ fn port_in_use_is_one_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
     let config = format!(
-        "[statsd]\nudp_listen = \"\"\ntcp_listen = \"\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        "[statsd]\nudp_listen = \"\"\ntcp_listen = \"\"\n[gps]\nenabled = false\n[otlp]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
     );
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("c.toml");

@@ -228,7 +228,10 @@ impl Aggregator {
                             .iter()
                             .map(|q| samples.quantile(*q))
                             .collect();
-                        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+                        SeriesValue::Samples(Box::new(SampleSummary {
+                            samples: *samples,
+                            quantiles,
+                        }))
                     }
                 };
                 Series { ctx: d.ctx, value }

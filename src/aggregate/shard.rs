@@ -123,45 +123,58 @@ impl GaugeState {
     }
 }
 
-/// Window state of one context.
+/// A context's window state as drained at flush.
 #[derive(Debug, Clone)]
 pub enum State {
     Counter(f64),
     Gauge(GaugeState),
     Set(HashSet<u64, FixedState>),
-    Samples(Samples),
+    Samples(Box<Samples>),
 }
 
-impl State {
-    fn new(kind: MetricKind, hasher: FixedState) -> State {
+/// A context's window state inside the shard. Only a counter's sum is inline: everything
+/// larger is boxed so that the many counters (and idle contexts) keep the table entry at
+/// 40 bytes, and a sample store exists only while the window has samples.
+#[derive(Debug)]
+enum Slot {
+    Counter(f64),
+    Gauge(Box<GaugeState>),
+    Set(Box<HashSet<u64, FixedState>>),
+    Samples(Option<Box<Samples>>),
+}
+
+impl Slot {
+    fn new(kind: MetricKind, hasher: FixedState) -> Slot {
         match kind {
-            MetricKind::Counter => State::Counter(0.0),
-            MetricKind::Gauge => State::Gauge(GaugeState::default()),
-            MetricKind::Set => State::Set(HashSet::with_hasher(hasher)),
-            _ => State::Samples(Samples::new()),
+            MetricKind::Counter => Slot::Counter(0.0),
+            MetricKind::Gauge => Slot::Gauge(Box::default()),
+            MetricKind::Set => Slot::Set(Box::new(HashSet::with_hasher(hasher))),
+            _ => Slot::Samples(None),
         }
     }
 
     /// Moves the window's state out, leaving an empty state of the same kind.
     fn take(&mut self) -> State {
         match self {
-            State::Counter(v) => State::Counter(std::mem::take(v)),
-            State::Gauge(g) => State::Gauge(std::mem::take(g)),
-            State::Set(s) => {
+            Slot::Counter(v) => State::Counter(std::mem::take(v)),
+            Slot::Gauge(g) => State::Gauge(std::mem::take(&mut **g)),
+            Slot::Set(s) => {
                 let empty = HashSet::with_hasher(*s.hasher());
-                State::Set(std::mem::replace(s, empty))
+                State::Set(std::mem::replace(&mut **s, empty))
             }
-            State::Samples(s) => State::Samples(std::mem::take(s)),
+            Slot::Samples(s) => State::Samples(s.take().unwrap_or_default()),
         }
     }
+}
 
+impl State {
     /// Folds the same context's state from another shard into this one. Returns the set
     /// members dropped at `max_set_size`.
     pub fn merge(&mut self, other: State, max_set_size: usize) -> u64 {
         match (self, other) {
             (State::Counter(a), State::Counter(b)) => *a += b,
             (State::Gauge(a), State::Gauge(b)) => a.merge(b),
-            (State::Samples(a), State::Samples(b)) => a.merge(b),
+            (State::Samples(a), State::Samples(b)) => a.merge(*b),
             (State::Set(a), State::Set(b)) => {
                 let mut dropped = 0;
                 for m in b {
@@ -183,10 +196,10 @@ impl State {
 struct Entry {
     hash: u64,
     ctx: Arc<Context>,
-    /// Window number of the last sample, for expiry.
-    last_window: u64,
+    slot: Slot,
+    /// Window number (wrapping, as u32 to keep the entry small) of the last sample, for expiry.
+    last_window: u32,
     touched: bool,
-    state: State,
 }
 
 /// A context's state drained from a shard at flush.
@@ -199,7 +212,10 @@ pub struct Drained {
 pub struct Shard {
     shared: Arc<Shared>,
     table: HashTable<Entry>,
-    window: u64,
+    /// Flushes so far, wrapping (see `Entry::last_window`).
+    window: u32,
+    /// Entries touched in this window: what the next drain moves out.
+    touched: usize,
 }
 
 impl Shard {
@@ -208,6 +224,7 @@ impl Shard {
             shared,
             table: HashTable::new(),
             window: 0,
+            touched: 0,
         }
     }
 
@@ -271,27 +288,29 @@ impl Shard {
                     return Ok(());
                 }
                 let ctx = Arc::new(Context::new(m.kind, name, &tag_strs));
-                let state = State::new(m.kind, shared.hasher);
                 v.insert(Entry {
                     hash,
                     ctx,
+                    slot: Slot::new(m.kind, shared.hasher),
                     last_window: window,
                     touched: false,
-                    state,
                 })
                 .into_mut()
             }
         };
-        entry.touched = true;
+        if !entry.touched {
+            entry.touched = true;
+            self.touched += 1;
+        }
         entry.last_window = window;
-        match &mut entry.state {
-            State::Counter(sum) => {
+        match &mut entry.slot {
+            Slot::Counter(sum) => {
                 for v in parse::values(m.values) {
                     *sum += v.value / m.sample_rate;
                     stats.samples += 1;
                 }
             }
-            State::Gauge(g) => {
+            Slot::Gauge(g) => {
                 for v in parse::values(m.values) {
                     if v.signed && shared.gauge_mode == GaugeMode::Delta {
                         g.shift(v.value, seq);
@@ -301,7 +320,7 @@ impl Shard {
                     stats.samples += 1;
                 }
             }
-            State::Set(set) => {
+            Slot::Set(set) => {
                 let member = shared.hasher.hash_one(m.values);
                 if set.len() < shared.max_set_size || set.contains(&member) {
                     set.insert(member);
@@ -310,7 +329,8 @@ impl Shard {
                     stats.set_members_dropped += 1;
                 }
             }
-            State::Samples(s) => {
+            Slot::Samples(s) => {
+                let s = s.get_or_insert_with(Box::default);
                 // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
                 let weight = (1.0 / m.sample_rate) as u32;
                 for v in parse::values(m.values) {
@@ -327,16 +347,18 @@ impl Shard {
     pub fn drain(&mut self, expiry_windows: u64, out: &mut Vec<Drained>) {
         let window = self.window;
         let mut expired = 0;
+        out.reserve(self.touched);
+        self.touched = 0;
         self.table.retain(|e| {
             if e.touched {
                 e.touched = false;
                 out.push(Drained {
                     hash: e.hash,
                     ctx: Arc::clone(&e.ctx),
-                    state: e.state.take(),
+                    state: e.slot.take(),
                 });
                 true
-            } else if window.saturating_sub(e.last_window) >= expiry_windows {
+            } else if u64::from(window.wrapping_sub(e.last_window)) >= expiry_windows {
                 expired += 1;
                 false
             } else {
@@ -344,7 +366,7 @@ impl Shard {
             }
         });
         self.shared.contexts.fetch_sub(expired, Relaxed);
-        self.window += 1;
+        self.window = self.window.wrapping_add(1);
     }
 }
 
@@ -405,19 +427,24 @@ impl Shard {
                 v.insert(Entry {
                     hash,
                     ctx: Arc::new(Context::new(kind, name, tags.as_slice())),
+                    slot: Slot::new(kind, shared.hasher),
                     last_window: window,
                     touched: false,
-                    state: State::new(kind, shared.hasher),
                 })
                 .into_mut()
             }
         };
-        entry.touched = true;
+        if !entry.touched {
+            entry.touched = true;
+            self.touched += 1;
+        }
         entry.last_window = window;
-        match (&mut entry.state, value) {
-            (State::Counter(sum), Value::Count(v)) => *sum += v,
-            (State::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
-            (State::Samples(s), Value::Samples(other)) => s.merge(other),
+        match (&mut entry.slot, value) {
+            (Slot::Counter(sum), Value::Count(v)) => *sum += v,
+            (Slot::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
+            (Slot::Samples(s), Value::Samples(other)) => {
+                s.get_or_insert_with(Box::default).merge(other)
+            }
             // The kind decides the state, and `fits` checked the kind.
             _ => return false,
         }

@@ -18,9 +18,12 @@
 //!   Two series of one family with the same labels keep the first. What is left out is counted
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::HashTable;
 
 use crate::aggregate::{lock, Flush, SeriesValue};
 use crate::model::{Context, MetricKind};
@@ -92,41 +95,102 @@ pub mod expo {
 
 /// Sanitises a statsd name into the Prometheus metric-name charset.
 pub fn sanitize_name(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) || s.is_empty() {
-        s.insert(0, '_');
-    }
+    let mut s = String::with_capacity(name.len() + 1);
+    sanitize_name_into(&mut s, name);
     s
+}
+
+/// Appends `name` sanitised (see [`sanitize_name`]) to `out`.
+fn sanitize_name_into(out: &mut String, name: &str) {
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
 /// Sanitises a tag key into a label name (see the module docs).
 pub fn sanitize_label(key: &str) -> String {
-    let mut s: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    if s.starts_with("__") || s == "quantile" || s == "le" {
-        s.insert_str(0, "exported_");
-    }
+    let mut s = String::with_capacity(key.len() + 1);
+    sanitize_label_into(&mut s, key);
     s
+}
+
+/// Appends `key` sanitised (see [`sanitize_label`]) to `out`.
+fn sanitize_label_into(out: &mut String, key: &str) {
+    let start = out.len();
+    if key.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    let s = &out[start..];
+    if s.starts_with("__") || s == "quantile" || s == "le" {
+        out.insert_str(start, "exported_");
+    }
+}
+
+/// Renders a context's tags as a label string (without braces).
+pub fn render_labels(ctx: &Context) -> String {
+    let mut out = String::new();
+    render_labels_into(&mut out, ctx, &mut LabelScratch::default());
+    out
+}
+
+/// Reusable buffers for [`render_labels_into`], so that rendering many series allocates
+/// nothing per series.
+#[derive(Default)]
+struct LabelScratch<'a> {
+    keys: String,
+    /// Sanitised key (a range of `keys`) and value of each label.
+    pairs: Vec<(u32, u32, &'a str)>,
+}
+
+/// Appends a context's tags as a label string (without braces) to `out`.
+fn render_labels_into<'a>(out: &mut String, ctx: &'a Context, scratch: &mut LabelScratch<'a>) {
+    scratch.keys.clear();
+    scratch.pairs.clear();
+    for (k, v) in ctx
+        .tags()
+        .filter_map(|t| t.split_once(':'))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+    {
+        let ks = scratch.keys.len() as u32;
+        sanitize_label_into(&mut scratch.keys, k);
+        scratch.pairs.push((ks, scratch.keys.len() as u32, v));
+    }
+    let keys = &scratch.keys;
+    let key = |p: &(u32, u32, &str)| &keys[p.0 as usize..p.1 as usize];
+    // Stable: the values of one key stay in their (sorted) tag order.
+    scratch.pairs.sort_by(|a, b| key(a).cmp(key(b)));
+    let pairs = &scratch.pairs;
+    let mut i = 0;
+    while i < pairs.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key(&pairs[i]));
+        out.push_str("=\"");
+        expo::escape_label_value(out, pairs[i].2);
+        let mut j = i + 1;
+        while j < pairs.len() && key(&pairs[j]) == key(&pairs[i]) {
+            out.push(',');
+            expo::escape_label_value(out, pairs[j].2);
+            j += 1;
+        }
+        out.push('"');
+        i = j;
+    }
 }
 
 /// A context's tags as labels, sorted by name: sanitised keys (see the module docs), valueless
@@ -139,7 +203,8 @@ pub fn label_pairs(ctx: &Context) -> Vec<(String, String)> {
         .filter(|(k, v)| !k.is_empty() && !v.is_empty())
         .map(|(k, v)| (sanitize_label(k), v))
         .collect();
-    pairs.sort_unstable();
+    // Stable by key: the values of one key stay in tag order, as in the text format.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         match out.last_mut() {
@@ -153,40 +218,31 @@ pub fn label_pairs(ctx: &Context) -> Vec<(String, String)> {
     out
 }
 
-/// Renders a context's tags as a label string (without braces).
-pub fn render_labels(ctx: &Context) -> String {
-    let mut out = String::new();
-    for (k, v) in label_pairs(ctx) {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&k);
-        out.push_str("=\"");
-        expo::escape_label_value(&mut out, &v);
-        out.push('"');
-    }
-    out
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Counter(f64),
     Gauge(f64),
-    Summary {
-        quantiles: Vec<f64>,
-        sum: f64,
-        count: u64,
-    },
+    /// Boxed: most series are counters and gauges, which then stay small.
+    Summary(Box<Summary>),
 }
 
+#[derive(Debug, Clone, PartialEq)]
+struct Summary {
+    quantiles: Vec<f64>,
+    sum: f64,
+    count: u64,
+}
+
+/// One exposed series. The family and label strings are not kept: they are rendered from
+/// the context (shared with the aggregator) at scrape time, which keeps the entry small.
 #[derive(Debug)]
 struct Entry {
-    kind: MetricKind,
-    family: String,
-    labels: String,
-    value: Value,
+    /// `Context::hash_code`.
+    hash: u64,
+    ctx: Arc<Context>,
     /// Unix seconds of the last flush that carried this series.
     updated: u64,
+    value: Value,
 }
 
 /// One sample of the exposed state, as [`Exposition::visit`] hands it out.
@@ -217,7 +273,10 @@ pub trait Visitor {
 /// `max_series`; a series unseen for `ttl` is forgotten. The scrape endpoint and remote write
 /// each keep one, so both expose the same names, labels and values.
 pub struct Exposition {
-    series: HashMap<Arc<Context>, Entry>,
+    series: HashTable<Entry>,
+    /// No entry was updated before this (unix seconds): while `now - oldest < ttl` nothing can
+    /// expire and the expiry pass is skipped.
+    oldest: u64,
     percentiles: Arc<[f64]>,
     ttl_secs: u64,
     max_series: usize,
@@ -226,7 +285,8 @@ pub struct Exposition {
 impl Exposition {
     pub fn new(ttl: std::time::Duration, max_series: usize) -> Exposition {
         Exposition {
-            series: HashMap::new(),
+            series: HashTable::new(),
+            oldest: 0,
             percentiles: Arc::from(Vec::new()),
             ttl_secs: ttl.as_secs().max(1),
             max_series,
@@ -245,128 +305,203 @@ impl Exposition {
     /// Folds one window in; returns how many new series were refused at `max_series`.
     pub fn update(&mut self, flush: &Flush) -> u64 {
         self.percentiles = Arc::clone(&flush.percentiles);
+        let now = flush.timestamp;
         let mut dropped = 0;
+        // Grow once, not by doubling, when a window brings many new series (the first one).
+        let room = self.max_series.saturating_sub(self.series.len());
+        let more = flush
+            .series
+            .len()
+            .saturating_sub(self.series.len())
+            .min(room);
+        self.series.reserve(more, |e| e.hash);
         for s in &flush.series {
-            if !self.series.contains_key(&s.ctx) {
-                if self.series.len() >= self.max_series {
-                    dropped += 1;
-                    continue;
+            let hash = s.ctx.hash_code();
+            let full = self.series.len() >= self.max_series;
+            // The aggregator hands over the same Arc window after window while it holds the
+            // context, so the pointer comparison settles almost every lookup.
+            let e = match self.series.entry(
+                hash,
+                |e| e.hash == hash && (Arc::ptr_eq(&e.ctx, &s.ctx) || *e.ctx == *s.ctx),
+                |e| e.hash,
+            ) {
+                TableEntry::Occupied(o) => o.into_mut(),
+                TableEntry::Vacant(v) => {
+                    if full {
+                        dropped += 1;
+                        continue;
+                    }
+                    let value = match s.ctx.kind() {
+                        MetricKind::Counter => Value::Counter(0.0),
+                        MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
+                        _ => Value::Summary(Box::new(Summary {
+                            quantiles: Vec::new(),
+                            sum: 0.0,
+                            count: 0,
+                        })),
+                    };
+                    v.insert(Entry {
+                        hash,
+                        ctx: Arc::clone(&s.ctx),
+                        updated: now,
+                        value,
+                    })
+                    .into_mut()
                 }
-                let value = match s.ctx.kind() {
-                    MetricKind::Counter => Value::Counter(0.0),
-                    MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
-                    _ => Value::Summary {
-                        quantiles: Vec::new(),
-                        sum: 0.0,
-                        count: 0,
-                    },
-                };
-                let entry = Entry {
-                    kind: s.ctx.kind(),
-                    family: sanitize_name(s.ctx.name()),
-                    labels: render_labels(&s.ctx),
-                    value,
-                    updated: flush.timestamp,
-                };
-                self.series.insert(Arc::clone(&s.ctx), entry);
-            }
-            let Some(e) = self.series.get_mut(&s.ctx) else {
-                continue;
             };
-            e.updated = flush.timestamp;
+            e.updated = now;
             match (&mut e.value, &s.value) {
                 (Value::Counter(total), SeriesValue::Counter(v)) => *total += v,
                 (Value::Gauge(g), SeriesValue::Gauge(v)) => *g = *v,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
-                (
-                    Value::Summary {
-                        quantiles,
-                        sum,
-                        count,
-                    },
-                    SeriesValue::Samples(h),
-                ) => {
-                    quantiles.clone_from(&h.quantiles);
-                    *sum += h.samples.sum();
-                    *count += h.samples.count();
+                (Value::Summary(sm), SeriesValue::Samples(h)) => {
+                    sm.quantiles.clone_from(&h.quantiles);
+                    sm.sum += h.samples.sum();
+                    sm.count += h.samples.count();
                 }
                 _ => {}
             }
         }
         let ttl = self.ttl_secs;
-        let now = flush.timestamp;
-        self.series
-            .retain(|_, e| now.saturating_sub(e.updated) < ttl);
+        if now.saturating_sub(self.oldest) >= ttl {
+            let mut oldest = now;
+            self.series.retain(|e| {
+                let keep = now.saturating_sub(e.updated) < ttl;
+                if keep {
+                    oldest = oldest.min(e.updated);
+                }
+                keep
+            });
+            self.oldest = oldest;
+        } else if self.series.is_empty() {
+            self.oldest = now;
+        }
         dropped
+    }
+
+    /// A copy of what is exposed, to visit without holding whatever guards `self`.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rows: self
+                .series
+                .iter()
+                .map(|e| (Arc::clone(&e.ctx), e.value.clone()))
+                .collect(),
+            percentiles: Arc::clone(&self.percentiles),
+        }
     }
 
     /// Hands every exposed sample to `v`, families in order of name then statsd kind, clashes
     /// resolved as the module docs say; returns how many series were left out for clashes.
     pub fn visit(&self, v: &mut impl Visitor) -> u64 {
-        let mut entries: Vec<(&Arc<Context>, &Entry)> = self.series.iter().collect();
-        entries.sort_unstable_by(|(_, a), (_, b)| {
-            (&a.family, a.kind, &a.labels).cmp(&(&b.family, b.kind, &b.labels))
+        let rows: Vec<(&Arc<Context>, &Value)> =
+            self.series.iter().map(|e| (&e.ctx, &e.value)).collect();
+        visit_rows(&rows, &self.percentiles, v)
+    }
+}
+
+/// The exposed series copied out of an [`Exposition`].
+pub struct Snapshot {
+    rows: Vec<(Arc<Context>, Value)>,
+    percentiles: Arc<[f64]>,
+}
+
+impl Snapshot {
+    /// As [`Exposition::visit`].
+    pub fn visit(&self, v: &mut impl Visitor) -> u64 {
+        let rows: Vec<(&Arc<Context>, &Value)> = self.rows.iter().map(|(c, x)| (c, x)).collect();
+        visit_rows(&rows, &self.percentiles, v)
+    }
+}
+
+/// A series to visit: its family and labels are ranges of one shared string.
+struct Row<'a> {
+    start: u32,
+    family_end: u32,
+    end: u32,
+    ctx: &'a Arc<Context>,
+    value: &'a Value,
+}
+
+fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut impl Visitor) -> u64 {
+    // Every family and label string goes into one buffer: no allocation per series.
+    let mut text = String::with_capacity(rows.len() * 64);
+    let mut scratch = LabelScratch::default();
+    let mut entries: Vec<Row<'_>> = Vec::with_capacity(rows.len());
+    for (ctx, value) in rows {
+        let start = text.len() as u32;
+        sanitize_name_into(&mut text, ctx.name());
+        let family_end = text.len() as u32;
+        render_labels_into(&mut text, ctx, &mut scratch);
+        entries.push(Row {
+            start,
+            family_end,
+            end: text.len() as u32,
+            ctx,
+            value,
         });
-        let mut taken: HashSet<String> = HashSet::new();
-        let mut left_out = 0u64;
-        let mut i = 0;
-        while i < entries.len() {
-            let (family, kind) = (&entries[i].1.family, entries[i].1.kind);
-            let mut j = i;
-            while j < entries.len() && entries[j].1.family == *family && entries[j].1.kind == kind {
-                j += 1;
-            }
-            let group = &entries[i..j];
-            i = j;
-            let free = |name: &str| {
-                !name.starts_with("tallyd_")
-                    && claims(name, kind).iter().all(|c| !taken.contains(c))
-            };
-            let renamed = format!("{family}_{}", kind.name());
-            let name = if free(family) {
-                family.clone()
-            } else if free(&renamed) {
-                renamed
-            } else {
-                left_out += group.len() as u64;
+    }
+    let text = text.as_str();
+    let family = |r: &Row<'_>| &text[r.start as usize..r.family_end as usize];
+    let labels = |r: &Row<'_>| &text[r.family_end as usize..r.end as usize];
+    entries.sort_unstable_by(|a, b| {
+        (family(a), a.ctx.kind(), labels(a)).cmp(&(family(b), b.ctx.kind(), labels(b)))
+    });
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut left_out = 0u64;
+    let mut i = 0;
+    while i < entries.len() {
+        let (fam, kind) = (family(&entries[i]), entries[i].ctx.kind());
+        let mut j = i;
+        while j < entries.len() && family(&entries[j]) == fam && entries[j].ctx.kind() == kind {
+            j += 1;
+        }
+        let group = &entries[i..j];
+        i = j;
+        let free = |name: &str| {
+            !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c))
+        };
+        let renamed = format!("{fam}_{}", kind.name());
+        let name = if free(fam) {
+            fam.to_string()
+        } else if free(&renamed) {
+            renamed
+        } else {
+            left_out += group.len() as u64;
+            continue;
+        };
+        taken.extend(claims(&name, kind));
+        v.family(&name, kind, fam);
+        let mut last_labels: Option<&str> = None;
+        for e in group {
+            let l = labels(e);
+            if last_labels == Some(l) {
+                left_out += 1;
                 continue;
+            }
+            last_labels = Some(l);
+            let sample = |suffix, quantile, value| SampleRef {
+                name: &name,
+                suffix,
+                ctx: e.ctx,
+                labels: l,
+                quantile,
+                value,
             };
-            taken.extend(claims(&name, kind));
-            v.family(&name, kind, family);
-            let mut last_labels: Option<&str> = None;
-            for (ctx, e) in group {
-                if last_labels == Some(e.labels.as_str()) {
-                    left_out += 1;
-                    continue;
-                }
-                last_labels = Some(&e.labels);
-                let sample = |suffix, quantile, value| SampleRef {
-                    name: &name,
-                    suffix,
-                    ctx,
-                    labels: &e.labels,
-                    quantile,
-                    value,
-                };
-                match &e.value {
-                    Value::Counter(x) => v.sample(&sample("_total", None, *x)),
-                    Value::Gauge(x) => v.sample(&sample("", None, *x)),
-                    Value::Summary {
-                        quantiles,
-                        sum,
-                        count,
-                    } => {
-                        for (q, x) in self.percentiles.iter().zip(quantiles) {
-                            v.sample(&sample("", Some(*q), *x));
-                        }
-                        v.sample(&sample("_sum", None, *sum));
-                        v.sample(&sample("_count", None, *count as f64));
+            match e.value {
+                Value::Counter(x) => v.sample(&sample("_total", None, *x)),
+                Value::Gauge(x) => v.sample(&sample("", None, *x)),
+                Value::Summary(sm) => {
+                    for (q, x) in percentiles.iter().zip(&sm.quantiles) {
+                        v.sample(&sample("", Some(*q), *x));
                     }
+                    v.sample(&sample("_sum", None, sm.sum));
+                    v.sample(&sample("_count", None, sm.count as f64));
                 }
             }
         }
-        left_out
     }
+    left_out
 }
 
 /// The Prometheus sink: keeps the exposed state, renders it on scrape.
@@ -389,11 +524,16 @@ impl Prometheus {
 
     /// Renders every exposed series, then tallyd's own metrics.
     pub fn render(&self, om: bool) -> String {
+        // Copy what is exposed and let go of the lock before the slow part (names, labels,
+        // sorting, formatting), so a scrape holds up the flusher only for the copy.
+        let snapshot = lock(&self.state).snapshot();
         let mut out = String::with_capacity(64 * 1024);
-        let conflicts = {
-            let state = lock(&self.state);
-            state.visit(&mut TextWriter { out: &mut out, om })
-        };
+        let conflicts = snapshot.visit(&mut TextWriter {
+            out: &mut out,
+            om,
+            with_quantile: String::new(),
+        });
+        drop(snapshot);
         self.telemetry.prom_conflicts.store(conflicts, Relaxed);
         self.telemetry.render(&mut out, om);
         if om {
@@ -441,10 +581,13 @@ fn claims(base: &str, kind: MetricKind) -> Vec<String> {
     }
 }
 
+/// A series to render: its family and labels are ranges of one shared string.
 /// Writes the text format (or OpenMetrics).
 struct TextWriter<'a> {
     out: &'a mut String,
     om: bool,
+    /// Reused for the labels of quantile samples.
+    with_quantile: String,
 }
 
 impl Visitor for TextWriter<'_> {
@@ -462,14 +605,16 @@ impl Visitor for TextWriter<'_> {
         match s.quantile {
             None => expo::sample(self.out, s.name, s.suffix, s.labels, s.value),
             Some(q) => {
-                let mut l = s.labels.to_string();
+                let l = &mut self.with_quantile;
+                l.clear();
+                l.push_str(s.labels);
                 if !l.is_empty() {
                     l.push(',');
                 }
                 l.push_str("quantile=\"");
-                expo::value_into(&mut l, q);
+                expo::value_into(l, q);
                 l.push('"');
-                expo::sample(self.out, s.name, s.suffix, &l, s.value);
+                expo::sample(self.out, s.name, s.suffix, l, s.value);
             }
         }
     }
@@ -674,6 +819,60 @@ users 4
         let text = user_part(&p.render(false));
         assert!(!text.contains("old 1"), "{text}");
         assert!(text.contains("new 1"), "{text}");
+    }
+
+    #[test]
+    fn expiry_follows_each_series_own_age() {
+        let p = Prometheus::new(
+            Duration::from_secs(30),
+            1000,
+            Arc::new(Telemetry::default()),
+        );
+        let g = |name: &'static str| (MetricKind::Gauge, name, &[][..], SeriesValue::Gauge(1.0));
+        p.consume(&flush(0, vec![g("a")]));
+        p.consume(&flush(10, vec![g("b")]));
+        p.consume(&flush(20, vec![g("c")]));
+        p.consume(&flush(30, vec![]));
+        let text = user_part(&p.render(false));
+        assert!(
+            !text.contains("\na 1") && !text.starts_with("a 1"),
+            "{text}"
+        );
+        assert!(text.contains("b 1") && text.contains("c 1"), "{text}");
+        p.consume(&flush(40, vec![g("c")]));
+        let text = user_part(&p.render(false));
+        assert!(!text.contains("b 1"), "{text}");
+        assert!(text.contains("c 1"), "{text}");
+        p.consume(&flush(69, vec![]));
+        assert!(user_part(&p.render(false)).contains("c 1"));
+        p.consume(&flush(70, vec![]));
+        assert_eq!(user_part(&p.render(false)), "");
+        assert_eq!(p.telemetry.prom_series.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn one_series_per_context_whatever_the_arc() {
+        // The aggregator may hand over a new Arc for a context it forgot and saw again.
+        let p = sink();
+        let ctx = Arc::new(Context::from_unsorted(MetricKind::Counter, "c", &["a:1"]));
+        let with = |ctx: Arc<Context>, ts: u64| {
+            Arc::new(Flush {
+                timestamp: ts,
+                interval: Duration::from_secs(10),
+                percentiles: Arc::from(vec![0.5]),
+                series: vec![Series {
+                    ctx,
+                    value: SeriesValue::Counter(1.0),
+                }],
+                events: vec![],
+                service_checks: vec![],
+            })
+        };
+        p.consume(&with(Arc::clone(&ctx), 0));
+        p.consume(&with(Arc::clone(&ctx), 10));
+        p.consume(&with(Arc::new((*ctx).clone()), 20));
+        assert_eq!(p.telemetry.prom_series.load(Relaxed), 1);
+        assert!(user_part(&p.render(false)).contains("c_total{a=\"1\"} 3\n"));
     }
 
     #[test]
