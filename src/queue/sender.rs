@@ -240,6 +240,49 @@ impl MetricsSource for Registry {
     }
 }
 
+/// Keeps component `name` of `/health` current for the queue behind `h` until `cancel`: down
+/// while `down` gives a reason, degraded while deliveries fail, ok otherwise.
+pub async fn watch_health(
+    name: &'static str,
+    h: Arc<Handle>,
+    health: Arc<crate::api::Health>,
+    down: impl Fn(&super::store::Depth) -> Option<String> + Send,
+    cancel: CancellationToken,
+) {
+    use crate::api::Status;
+    loop {
+        let q = &h.queue;
+        let d = q.depth();
+        let fails = q.stats.consecutive_failures.load(Relaxed);
+        let (status, detail) = if let Some(why) = down(&d) {
+            (Status::Down, why)
+        } else if fails > 0 {
+            (
+                Status::Degraded,
+                format!(
+                    "{fails} failed attempts in a row; {} payloads queued",
+                    d.pending
+                ),
+            )
+        } else {
+            (
+                Status::Ok,
+                format!(
+                    "{} payloads delivered, {} queued, {} dead letters",
+                    q.stats.delivered.load(Relaxed),
+                    d.pending,
+                    d.dlq
+                ),
+            )
+        };
+        health.set(name, status, detail);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::{lock, Flush};
-use crate::api::{Health, Status};
+use crate::api::Health;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::sender::Handle;
@@ -128,10 +128,20 @@ impl DatadogSink {
                 cancel.clone(),
             )));
         }
-        tasks.push(tokio::spawn(watch_health(
+        let key_state = Arc::clone(&key);
+        let key_down = move |d: &crate::queue::store::Depth| {
+            (key_state.get() == KeyState::Invalid).then(|| {
+                format!(
+                    "API key rejected by the intake; {} payloads queued",
+                    d.pending
+                )
+            })
+        };
+        tasks.push(tokio::spawn(crate::queue::sender::watch_health(
+            "datadog",
             Arc::clone(&handle),
-            Arc::clone(&key),
             health,
+            key_down,
             cancel.clone(),
         )));
 
@@ -280,52 +290,6 @@ async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: Canc
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.delay(failures, 0.5)) => {}
-            () = cancel.cancelled() => return,
-        }
-    }
-}
-
-/// Keeps the `datadog` component of `/health` current.
-async fn watch_health(
-    h: Arc<Handle>,
-    key: Arc<KeyStatus>,
-    health: Arc<Health>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let q = &h.queue;
-        let d = q.depth();
-        let fails = q.stats.consecutive_failures.load(Relaxed);
-        let (status, detail) = if key.get() == KeyState::Invalid {
-            (
-                Status::Down,
-                format!(
-                    "API key rejected by the intake; {} payloads queued",
-                    d.pending
-                ),
-            )
-        } else if fails > 0 {
-            (
-                Status::Degraded,
-                format!(
-                    "{fails} failed attempts in a row; {} payloads queued",
-                    d.pending
-                ),
-            )
-        } else {
-            (
-                Status::Ok,
-                format!(
-                    "{} payloads delivered, {} queued, {} dead letters",
-                    q.stats.delivered.load(Relaxed),
-                    d.pending,
-                    d.dlq
-                ),
-            )
-        };
-        health.set("datadog", status, detail);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = cancel.cancelled() => return,
         }
     }

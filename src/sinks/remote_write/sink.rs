@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::encode::Encoder;
 use crate::aggregate::{lock, Flush};
-use crate::api::{Health, Status};
+use crate::api::Health;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, RetryPolicy};
 use crate::queue::sender::Handle;
@@ -130,7 +130,13 @@ impl RemoteWriteSink {
         let cancel = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(Arc::clone(&handle).run(cancel.clone())),
-            tokio::spawn(watch_health(Arc::clone(&handle), health, cancel.clone())),
+            tokio::spawn(crate::queue::sender::watch_health(
+                "remote_write",
+                Arc::clone(&handle),
+                health,
+                |_: &crate::queue::store::Depth| None,
+                cancel.clone(),
+            )),
         ];
         let counters = Arc::new(Counters::default());
         let (tx, rx) = sync_channel(WINDOW_BACKLOG);
@@ -258,39 +264,6 @@ fn encode_loop(
                     }
                 }
             }
-        }
-    }
-}
-
-/// Keeps the `remote_write` component of `/health` current.
-async fn watch_health(h: Arc<Handle>, health: Arc<Health>, cancel: CancellationToken) {
-    loop {
-        let q = &h.queue;
-        let d = q.depth();
-        let fails = q.stats.consecutive_failures.load(Relaxed);
-        let (status, detail) = if fails > 0 {
-            (
-                Status::Degraded,
-                format!(
-                    "{fails} failed attempts in a row; {} requests queued",
-                    d.pending
-                ),
-            )
-        } else {
-            (
-                Status::Ok,
-                format!(
-                    "{} requests delivered, {} queued, {} dead letters",
-                    q.stats.delivered.load(Relaxed),
-                    d.pending,
-                    d.dlq
-                ),
-            )
-        };
-        health.set("remote_write", status, detail);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = cancel.cancelled() => return,
         }
     }
 }
