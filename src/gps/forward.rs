@@ -107,13 +107,7 @@ impl Forwarder {
 
     /// Keeps delivering for at most `drain`, then stops; what is left stays on disk.
     pub async fn shutdown(self, drain: Duration) {
-        let queue = Arc::clone(&self.queue);
-        let _ = tokio::time::timeout(drain, async move {
-            while queue.depth().pending > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
+        crate::queue::sender::wait_drained(&self.queue, drain, || false).await;
         self.cancel.cancel();
         let _ = self.task.await;
     }

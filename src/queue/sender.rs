@@ -283,6 +283,15 @@ pub async fn watch_health(
     }
 }
 
+/// Lets the sender keep delivering at shutdown until `queue` is empty, `drain` has passed, or
+/// `give_up` says delivery cannot succeed (a rejected key); what is left stays on disk.
+pub async fn wait_drained(queue: &Queue, drain: Duration, give_up: impl Fn() -> bool) {
+    let deadline = Instant::now() + drain;
+    while queue.head().is_some() && Instant::now() < deadline && !give_up() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

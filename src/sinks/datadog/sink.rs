@@ -186,13 +186,10 @@ impl DatadogSink {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        let deadline = Instant::now() + self.drain;
-        while self.handle.queue.head().is_some()
-            && Instant::now() < deadline
-            && self.key.get() != KeyState::Invalid
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::queue::sender::wait_drained(&self.handle.queue, self.drain, || {
+            self.key.get() == KeyState::Invalid
+        })
+        .await;
         self.cancel.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {

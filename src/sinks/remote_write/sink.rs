@@ -168,10 +168,7 @@ impl RemoteWriteSink {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        let deadline = Instant::now() + self.drain;
-        while self.handle.queue.head().is_some() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::queue::sender::wait_drained(&self.handle.queue, self.drain, || false).await;
         self.cancel.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
