@@ -6,11 +6,10 @@
 mod common;
 mod receiver;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{http_request, Tallyd};
+use common::{http_request, start_external, External, Tallyd};
 use receiver::{Receiver, Service};
 use serde_json::Value;
 
@@ -34,70 +33,22 @@ fn alertmanager_bin() -> String {
     );
 }
 
-struct Alertmanager {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_alertmanager(webhook: &str) -> Alertmanager {
+fn start_alertmanager(webhook: &str) -> External {
     let bin = alertmanager_bin();
-    let dir = tempfile::tempdir().expect("tempdir");
     let config = format!(
         "route:\n  receiver: tallyd-test\n  group_by: ['alertname']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
          receivers:\n  - name: tallyd-test\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
     );
-    let cfg = dir.path().join("alertmanager.yml");
-    std::fs::write(&cfg, config).expect("write config");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new(&bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let mut am = Alertmanager {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if std::net::TcpStream::connect(addr).is_ok()
-            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
-        {
-            return am;
-        }
-        if let Ok(Some(status)) = am.child.try_wait() {
-            panic!("alertmanager exited early with {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "alertmanager did not become ready on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    start_external("alertmanager", &bin, 20, |dir, addr| {
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(&cfg, config).expect("write config");
+        vec![
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+            "--cluster.listen-address=".into(),
+        ]
+    })
 }
 
 /// Active alerts Alertmanager holds with this alertname.

@@ -14,11 +14,10 @@ mod common;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_request, Tallyd};
+use common::{http_request, start_external, External, Tallyd};
 use prost::Message as _;
 use serde_json::Value;
 
@@ -84,71 +83,23 @@ fn prometheus_bin() -> String {
     );
 }
 
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_prometheus() -> Prometheus {
+fn start_prometheus() -> External {
     let bin = prometheus_bin();
-    let dir = tempfile::tempdir().expect("tempdir");
-    // No scrape jobs: everything it stores comes through remote write.
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        "global:\n  evaluation_interval: 1h\nscrape_configs: []\n",
-    )
-    .expect("write config");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new(&bin)
-        .arg("--web.enable-remote-write-receiver")
-        .arg(format!("--web.listen-address={addr}"))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--config.file={}", cfg.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let mut p = Prometheus {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(addr).is_ok()
-            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
-        {
-            return p;
-        }
-        if let Ok(Some(status)) = p.child.try_wait() {
-            panic!("prometheus exited early with {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not become ready on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    start_external("prometheus", &bin, 30, |dir, addr| {
+        // No scrape jobs: everything it stores comes through remote write.
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            "global:\n  evaluation_interval: 1h\nscrape_configs: []\n",
+        )
+        .expect("write config");
+        vec![
+            "--web.enable-remote-write-receiver".into(),
+            format!("--web.listen-address={addr}"),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--config.file={}", cfg.display()),
+        ]
+    })
 }
 
 fn percent_encode(s: &str) -> String {
@@ -164,7 +115,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The results of an instant query: (labels, value) pairs.
-fn query(p: &Prometheus, q: &str) -> Vec<(HashMap<String, String>, String)> {
+fn query(p: &External, q: &str) -> Vec<(HashMap<String, String>, String)> {
     let path = format!("/api/v1/query?query={}", percent_encode(q));
     let (code, body) = http_request(p.addr, "GET", &path, &[], "");
     assert_eq!(code, 200, "{q}: {body}");
@@ -189,7 +140,7 @@ fn query(p: &Prometheus, q: &str) -> Vec<(HashMap<String, String>, String)> {
 }
 
 /// Waits (bounded) until `q` returns exactly one series with value `want`; returns its labels.
-fn wait_query(p: &Prometheus, q: &str, want: &str) -> HashMap<String, String> {
+fn wait_query(p: &External, q: &str, want: &str) -> HashMap<String, String> {
     let mut last;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -352,3 +352,62 @@ pub fn http_bytes(
         .collect();
     (status, headers, body)
 }
+
+/// A real third-party server (Prometheus, Alertmanager) run by a test on a free loopback port,
+/// killed when dropped.
+pub struct External {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago (for servers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts `bin` with `args(dir, addr)` (a fresh temporary directory and a free loopback
+/// address) and waits, at most `ready_secs`, until `GET /-/ready` answers 200.
+pub fn start_external(
+    what: &str,
+    bin: &str,
+    ready_secs: u64,
+    args: impl FnOnce(&std::path::Path, SocketAddr) -> Vec<String>,
+) -> External {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let child = Command::new(bin)
+        .args(args(dir.path(), addr))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} ({bin}): {e}"));
+    let mut ext = External { child, addr, dir };
+    let deadline = Instant::now() + Duration::from_secs(ready_secs);
+    loop {
+        if TcpStream::connect(addr).is_ok()
+            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
+        {
+            return ext;
+        }
+        if let Ok(Some(status)) = ext.child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not become ready on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
