@@ -15,3 +15,41 @@ pub trait Sink: Send + Sync {
     fn name(&self) -> &'static str;
     fn consume(&self, flush: &Arc<Flush>);
 }
+
+/// Windows built by hand for the sinks' unit tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::aggregate::{Flush, SampleSummary, Samples, Series, SeriesValue};
+    use crate::model::{Context, MetricKind};
+
+    /// A 10 s window at `ts` with percentiles 0.5 and 0.99.
+    pub fn flush(ts: u64, series: Vec<(MetricKind, &str, &[&str], SeriesValue)>) -> Flush {
+        Flush {
+            timestamp: ts,
+            interval: Duration::from_secs(10),
+            percentiles: Arc::from(vec![0.5, 0.99]),
+            series: series
+                .into_iter()
+                .map(|(k, n, t, value)| Series {
+                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
+                    value,
+                })
+                .collect(),
+            events: vec![],
+            service_checks: vec![],
+        }
+    }
+
+    /// A sample summary of `values` with the quantiles `flush` declares.
+    pub fn summary(values: &[f64]) -> SeriesValue {
+        let mut samples = Samples::new();
+        for v in values {
+            samples.add(*v, 1);
+        }
+        let quantiles = vec![samples.quantile(0.5), samples.quantile(0.99)];
+        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+    }
+}

@@ -623,33 +623,13 @@ impl Visitor for TextWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{SampleSummary, Samples, Series};
+    use crate::aggregate::Series;
     use std::time::Duration;
 
-    fn flush(ts: u64, series: Vec<(MetricKind, &str, &[&str], SeriesValue)>) -> Arc<Flush> {
-        Arc::new(Flush {
-            timestamp: ts,
-            interval: Duration::from_secs(10),
-            percentiles: Arc::from(vec![0.5, 0.99]),
-            series: series
-                .into_iter()
-                .map(|(k, n, t, value)| Series {
-                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
-                    value,
-                })
-                .collect(),
-            events: vec![],
-            service_checks: vec![],
-        })
-    }
+    use crate::sinks::testutil::summary;
 
-    fn summary(values: &[f64]) -> SeriesValue {
-        let mut samples = Samples::new();
-        for v in values {
-            samples.add(*v, 1);
-        }
-        let quantiles = vec![samples.quantile(0.5), samples.quantile(0.99)];
-        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+    fn flush(ts: u64, series: Vec<(MetricKind, &str, &[&str], SeriesValue)>) -> Arc<Flush> {
+        Arc::new(crate::sinks::testutil::flush(ts, series))
     }
 
     fn sink() -> Prometheus {

@@ -164,9 +164,8 @@ impl Visitor for Collect<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{Flush, SampleSummary, Samples, Series, SeriesValue};
+    use crate::aggregate::SeriesValue;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
     use std::time::Duration;
 
     /// The wire messages declared again from the spec's field numbers, so a mistake in
@@ -200,31 +199,7 @@ mod tests {
         }
     }
 
-    fn flush(ts: u64, series: Vec<(MetricKind, &str, &[&str], SeriesValue)>) -> Flush {
-        Flush {
-            timestamp: ts,
-            interval: Duration::from_secs(10),
-            percentiles: Arc::from(vec![0.5, 0.99]),
-            series: series
-                .into_iter()
-                .map(|(k, n, t, value)| Series {
-                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
-                    value,
-                })
-                .collect(),
-            events: vec![],
-            service_checks: vec![],
-        }
-    }
-
-    fn summary(values: &[f64]) -> SeriesValue {
-        let mut samples = Samples::new();
-        for v in values {
-            samples.add(*v, 1);
-        }
-        let quantiles = vec![samples.quantile(0.5), samples.quantile(0.99)];
-        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
-    }
+    use crate::sinks::testutil::{flush, summary};
 
     /// Decompresses and decodes every body into `"name{labels} value @ts"` lines, checking
     /// the spec's label rules on the way.
