@@ -6,6 +6,7 @@
 //! cargo bench --bench load                 # everything (about 3 minutes)
 //! cargo bench --bench load -- batch20      # only some parts: batch20 batch1 memory idle
 //! cargo bench --bench load -- steady       # 3 min steady 100k-context run, RSS every 10 s
+//! cargo bench --bench load -- cpu          # 3 × 10 s at 2M lines/s: CPU-s per million lines
 //! ```
 //!
 //! For each packing (20 lines per datagram, then 1) it probes a ladder of rates for 3 s each
@@ -55,6 +56,20 @@ flush_interval = "{flush}"
 listen = "127.0.0.1:0"
 "#
     )
+}
+
+/// Starts tallyd with the bench's config. The test harness keeps the caller's `TALLYD_*`
+/// variables away from tallyd, so settings for a bench run are given as `BENCH_TALLYD_*`
+/// (`BENCH_TALLYD_STATSD__UDP_RECEIVERS=1` reaches tallyd as `TALLYD_STATSD__UDP_RECEIVERS=1`).
+fn start(flush: &str) -> Tallyd {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix("BENCH_")?.to_string(), v)))
+        .collect();
+    for (k, v) in &env {
+        println!("  (tallyd runs with {k}={v})");
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Tallyd::start_raw(&config(flush), &env)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,7 +366,7 @@ fn ingest(per: usize, ladder: &[f64]) -> Ingest {
         "\n== {per} line(s) per datagram: ladder of {} s probes ==",
         PROBE.as_secs()
     );
-    let t = Tallyd::start_raw(&config("1s"), &[]);
+    let t = start("1s");
     let count = if per == 1 { 5000 } else { 1000 };
     let (dgrams, incr) = workload::datagrams(count, per, workload::CONTEXTS, "", 42);
     let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, per);
@@ -383,9 +398,35 @@ fn ingest(per: usize, ladder: &[f64]) -> Ingest {
     }
 }
 
+/// Fixed-rate CPU runs: the 20-line standard workload at `TALLYD_LOAD_RATE` lines/s (default
+/// 2,000,000) for 10 s, `TALLYD_LOAD_RUNS` times (default 3), printing CPU-s per million lines
+/// of each run. For A/B comparisons of the per-line cost without the ladder's noise. Only run
+/// when asked for (`-- cpu`).
+fn cpu_runs() -> Vec<f64> {
+    let env = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let rate = env("TALLYD_LOAD_RATE", 2e6);
+    let runs = env("TALLYD_LOAD_RUNS", 3.0) as usize;
+    println!("\n== cpu: 20 lines per datagram at {rate:.0} lines/s, {runs} × 10 s ==");
+    let t = start("1s");
+    let (dgrams, incr) = workload::datagrams(1000, 20, workload::CONTEXTS, "", 42);
+    let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, 20);
+    (0..runs)
+        .map(|_| {
+            let s = step(&t, &mut gen, rate, CONFIRM);
+            s.print("run");
+            s.cpu_per_million()
+        })
+        .collect()
+}
+
 fn idle() -> f64 {
     println!("\n== idle ==");
-    let t = Tallyd::start_raw(&config("10s"), &[]);
+    let t = start("10s");
     std::thread::sleep(Duration::from_secs(3));
     let rss = status_mib(t.pid(), "VmRSS");
     println!(
@@ -409,7 +450,7 @@ fn memory() -> Memory {
     const N: usize = 100_000;
     const RATE: f64 = 200_000.0;
     println!("\n== {N} contexts of the standard mix, 10 s windows, {RATE} lines/s, 20 lines per datagram ==");
-    let t = Tallyd::start_raw(&config("10s"), &[]);
+    let t = start("10s");
     let pid = t.pid();
     let (dgrams, incr) = workload::datagrams(N / 20, 20, N, "", 7);
     let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, 20);
@@ -457,7 +498,7 @@ fn steady() -> Vec<f64> {
     println!(
         "\n== steady: {N} contexts, {RATE} lines/s, 10 s windows, {secs} s, RSS every 10 s =="
     );
-    let t = Tallyd::start_raw(&config("10s"), &[]);
+    let t = start("10s");
     let pid = t.pid();
     let (dgrams, incr) = workload::datagrams(N / 20, 20, N, "", 7);
     let mut gen = Generator::new(t.udp.expect("udp address"), dgrams, incr, 20);
@@ -510,6 +551,7 @@ fn main() {
     let mem = want("memory").then(memory);
     // Not part of the default run: it takes minutes.
     let steady = args.iter().any(|a| a == "steady").then(steady);
+    let cpu_runs = args.iter().any(|a| a == "cpu").then(cpu_runs);
 
     println!("\n== summary (markdown) ==\n");
     println!("| measure | result | target |");
@@ -568,6 +610,14 @@ fn main() {
         println!(
             "| steady RSS over {} s: first third / last third mean, max | {early:.1} / {late:.1} MiB, {max:.1} MiB | no growth |",
             rss.len() * 10
+        );
+    }
+    if let Some(c) = cpu_runs.filter(|c| !c.is_empty()) {
+        let list: Vec<String> = c.iter().map(|v| format!("{v:.3}")).collect();
+        let mean = c.iter().sum::<f64>() / c.len() as f64;
+        println!(
+            "| CPU at a fixed rate, 20 lines/datagram (runs; mean) | {}; {mean:.3} CPU-s per million lines | ≤ 0.35 |",
+            list.join(", ")
         );
     }
     println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());

@@ -73,7 +73,8 @@ pub struct StatsdConfig {
     pub tcp_listen: String,
     /// Path of a Unix datagram socket; empty disables it.
     pub unix_socket: String,
-    /// Number of UDP receiver threads, each with its own SO_REUSEPORT socket; 0 = one per core, at most 4.
+    /// Number of UDP receiver threads, each with its own SO_REUSEPORT socket; 0 = one per two
+    /// cores, at least 1, at most 4.
     pub udp_receivers: usize,
     /// SO_RCVBUF requested for each UDP socket, in bytes.
     pub udp_recv_buffer: usize,
@@ -650,13 +651,17 @@ impl Config {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
-    /// The UDP receiver thread count, resolving 0 to one per core (at most 4).
+    /// The UDP receiver thread count, resolving 0 to one per two cores (at least 1, at most 4).
+    /// Every receiver applies its lines to the one shard the datagram receivers share, so a
+    /// receiver per core makes them take turns on that shard and move its cache lines between
+    /// cores: on 2 cores, two receivers cost about 30 % more CPU per line than one and
+    /// received less before dropping (BENCHMARKS.md).
     pub fn udp_receivers(&self) -> usize {
         if self.statsd.udp_receivers > 0 {
             return self.statsd.udp_receivers;
         }
         std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(|n| n.get() / 2)
             .unwrap_or(1)
             .clamp(1, 4)
     }

@@ -222,6 +222,7 @@ impl Aggregator {
                     State::Gauge(g) => SeriesValue::Gauge(g.resolve(None)),
                     State::Set(s) => SeriesValue::Set(s.len() as u64),
                     State::Samples(mut samples) => {
+                        samples.settle();
                         clamped += samples.clamped();
                         let quantiles = self
                             .percentiles

@@ -13,15 +13,16 @@ use std::time::Instant;
 use foldhash::quality::FixedState;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{HashSet, HashTable};
+use smallvec::SmallVec;
 
 use super::histogram::Samples;
 use crate::config::GaugeMode;
-use crate::model::{context_hash, Context, MetricKind};
+use crate::model::{key_hash, write_key, Context, MetricKind};
 use crate::statsd::parse::{self, MetricLine, ParseError};
 use crate::telemetry::{LocalStats, Telemetry};
 
 /// Tags sorted on the stack; lines with more use a heap vector.
-const STACK_TAGS: usize = 32;
+const STACK_TAGS: usize = 16;
 
 /// Settings and counters every shard shares.
 pub struct Shared {
@@ -211,30 +212,100 @@ pub struct Drained {
 
 pub struct Shard {
     shared: Arc<Shared>,
-    table: HashTable<Entry>,
+    table: Table,
+}
+
+/// The contexts of a shard and the bookkeeping of its current window.
+struct Table {
+    entries: HashTable<Entry>,
+    /// The key of the line being resolved, built here so that a known context costs one hash
+    /// and one comparison of contiguous bytes, and no allocation.
+    key: Vec<u8>,
     /// Flushes so far, wrapping (see `Entry::last_window`).
     window: u32,
     /// Entries touched in this window: what the next drain moves out.
     touched: usize,
 }
 
+/// A key scratch buffer grown past this (by a huge line) is given back after use.
+const KEY_KEEP: usize = 4096;
+
+/// Why a context could not be resolved.
+enum Unresolved {
+    /// The name or a tag is not UTF-8 (found only when the context is new).
+    Utf8,
+    /// The context is new and `aggregate.max_contexts` is reached.
+    Full,
+}
+
+impl Table {
+    /// Finds the entry of (`kind`, `name`, `sorted_tags`), creating it when new, and marks it
+    /// touched in this window.
+    fn resolve(
+        &mut self,
+        shared: &Shared,
+        kind: MetricKind,
+        name: &[u8],
+        sorted_tags: &[&[u8]],
+    ) -> Result<&mut Entry, Unresolved> {
+        write_key(&mut self.key, name, sorted_tags.iter().copied());
+        let key = &self.key[..];
+        let hash = key_hash(kind, name.len(), key);
+        let window = self.window;
+        let entry = match self.entries.entry(
+            hash,
+            |e| e.hash == hash && e.ctx.is(kind, name.len(), key),
+            |e| e.hash,
+        ) {
+            TableEntry::Occupied(o) => o.into_mut(),
+            TableEntry::Vacant(v) => {
+                let key = std::str::from_utf8(key).map_err(|_| Unresolved::Utf8)?;
+                if shared.contexts.fetch_add(1, Relaxed) >= shared.max_contexts {
+                    shared.contexts.fetch_sub(1, Relaxed);
+                    return Err(Unresolved::Full);
+                }
+                v.insert(Entry {
+                    hash,
+                    ctx: Arc::new(Context::from_key(kind, name.len(), key)),
+                    slot: Slot::new(kind, shared.hasher),
+                    last_window: window,
+                    touched: false,
+                })
+                .into_mut()
+            }
+        };
+        if self.key.capacity() > KEY_KEEP {
+            self.key = Vec::new();
+        }
+        if !entry.touched {
+            entry.touched = true;
+            self.touched += 1;
+        }
+        entry.last_window = window;
+        Ok(entry)
+    }
+}
+
 impl Shard {
     pub fn new(shared: Arc<Shared>) -> Shard {
         Shard {
             shared,
-            table: HashTable::new(),
-            window: 0,
-            touched: 0,
+            table: Table {
+                entries: HashTable::new(),
+                key: Vec::new(),
+                window: 0,
+                touched: 0,
+            },
         }
     }
 
     /// Number of contexts held.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.table.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.entries.is_empty()
     }
 
     /// Adds a parsed metric line. `seq` comes from [`Shared::seq`].
@@ -244,65 +315,22 @@ impl Shard {
         seq: u64,
         stats: &mut LocalStats,
     ) -> Result<(), ParseError> {
-        let mut stack: [&[u8]; STACK_TAGS] = [&[]; STACK_TAGS];
-        let mut heap: Vec<&[u8]> = Vec::new();
-        let mut n = 0;
-        for t in parse::tags(m.tags) {
-            if n < STACK_TAGS {
-                stack[n] = t;
-            } else {
-                if heap.is_empty() {
-                    heap.extend_from_slice(&stack);
-                }
-                heap.push(t);
-            }
-            n += 1;
-        }
-        let tags: &mut [&[u8]] = if n <= STACK_TAGS {
-            &mut stack[..n]
-        } else {
-            &mut heap[..]
-        };
+        // Inline storage is left uninitialised until pushed to: a zeroed array of slices cost
+        // a visible share of every line.
+        let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
         tags.sort_unstable();
-        let n = dedup_sorted(tags);
+        let n = dedup_sorted(&mut tags);
         let tags = &tags[..n];
 
         let shared = &*self.shared;
-        let hash = context_hash(&shared.hasher, m.kind, m.name, tags);
-        let window = self.window;
-        let entry = match self.table.entry(
-            hash,
-            |e| e.hash == hash && e.ctx.matches(m.kind, m.name, tags),
-            |e| e.hash,
-        ) {
-            TableEntry::Occupied(o) => o.into_mut(),
-            TableEntry::Vacant(v) => {
-                let name = std::str::from_utf8(m.name).map_err(|_| ParseError::Utf8)?;
-                let mut tag_strs: Vec<&str> = Vec::with_capacity(tags.len());
-                for t in tags {
-                    tag_strs.push(std::str::from_utf8(t).map_err(|_| ParseError::Utf8)?);
-                }
-                if shared.contexts.fetch_add(1, Relaxed) >= shared.max_contexts {
-                    shared.contexts.fetch_sub(1, Relaxed);
-                    stats.dropped_context_limit += value_count(m);
-                    return Ok(());
-                }
-                let ctx = Arc::new(Context::new(m.kind, name, &tag_strs));
-                v.insert(Entry {
-                    hash,
-                    ctx,
-                    slot: Slot::new(m.kind, shared.hasher),
-                    last_window: window,
-                    touched: false,
-                })
-                .into_mut()
+        let entry = match self.table.resolve(shared, m.kind, m.name, tags) {
+            Ok(e) => e,
+            Err(Unresolved::Utf8) => return Err(ParseError::Utf8),
+            Err(Unresolved::Full) => {
+                stats.dropped_context_limit += value_count(m);
+                return Ok(());
             }
         };
-        if !entry.touched {
-            entry.touched = true;
-            self.touched += 1;
-        }
-        entry.last_window = window;
         match &mut entry.slot {
             Slot::Counter(sum) => {
                 for v in parse::values(m.values) {
@@ -345,11 +373,12 @@ impl Shard {
     /// Moves out the state of every context touched in this window and forgets contexts idle
     /// for `expiry_windows` windows.
     pub fn drain(&mut self, expiry_windows: u64, out: &mut Vec<Drained>) {
-        let window = self.window;
+        let table = &mut self.table;
+        let window = table.window;
         let mut expired = 0;
-        out.reserve(self.touched);
-        self.touched = 0;
-        self.table.retain(|e| {
+        out.reserve(table.touched);
+        table.touched = 0;
+        table.entries.retain(|e| {
             if e.touched {
                 e.touched = false;
                 out.push(Drained {
@@ -366,7 +395,7 @@ impl Shard {
             }
         });
         self.shared.contexts.fetch_sub(expired, Relaxed);
-        self.window = self.window.wrapping_add(1);
+        table.window = window.wrapping_add(1);
     }
 }
 
@@ -407,38 +436,17 @@ impl Shard {
         tags.dedup();
         let bytes: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
         let shared = &*self.shared;
-        let hash = context_hash(&shared.hasher, kind, name.as_bytes(), &bytes);
-        let window = self.window;
-        let entry = match self.table.entry(
-            hash,
-            |e| e.hash == hash && e.ctx.matches(kind, name.as_bytes(), &bytes),
-            |e| e.hash,
-        ) {
-            TableEntry::Occupied(o) => o.into_mut(),
-            TableEntry::Vacant(v) => {
-                if shared.contexts.fetch_add(1, Relaxed) >= shared.max_contexts {
-                    shared.contexts.fetch_sub(1, Relaxed);
-                    shared
-                        .telemetry
-                        .samples_dropped_context_limit
-                        .fetch_add(1, Relaxed);
-                    return false;
-                }
-                v.insert(Entry {
-                    hash,
-                    ctx: Arc::new(Context::new(kind, name, tags.as_slice())),
-                    slot: Slot::new(kind, shared.hasher),
-                    last_window: window,
-                    touched: false,
-                })
-                .into_mut()
+        let entry = match self.table.resolve(shared, kind, name.as_bytes(), &bytes) {
+            Ok(e) => e,
+            // `name` and `tags` are `&str`, so only the limit can refuse them.
+            Err(_) => {
+                shared
+                    .telemetry
+                    .samples_dropped_context_limit
+                    .fetch_add(1, Relaxed);
+                return false;
             }
         };
-        if !entry.touched {
-            entry.touched = true;
-            self.touched += 1;
-        }
-        entry.last_window = window;
         match (&mut entry.slot, value) {
             (Slot::Counter(sum), Value::Count(v)) => *sum += v,
             (Slot::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
