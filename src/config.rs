@@ -80,6 +80,11 @@ pub struct StatsdConfig {
     pub udp_recv_buffer: usize,
     /// Datagrams read per recvmmsg call.
     pub udp_batch: usize,
+    /// Pause after a recvmmsg call that returned fewer than `udp_batch` datagrams (it emptied
+    /// the socket), so that the next call returns a fuller batch; 0 reads as soon as a datagram
+    /// arrives.
+    #[serde(with = "duration_str")]
+    pub udp_batch_wait: Duration,
     /// Largest datagram accepted, in bytes; larger ones are truncated, counted, and their last line dropped.
     pub max_packet_size: usize,
     /// Concurrent TCP connections; further connections are refused and counted.
@@ -104,6 +109,7 @@ impl Default for StatsdConfig {
             udp_receivers: 0,
             udp_recv_buffer: 8 * 1024 * 1024,
             udp_batch: 32,
+            udp_batch_wait: Duration::from_micros(500),
             max_packet_size: 8192,
             tcp_max_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(300),
@@ -533,6 +539,11 @@ impl Config {
                 "invalid config: statsd.max_packet_size must be between 512 and 65535",
             ));
         }
+        if self.statsd.udp_batch_wait > Duration::from_millis(50) {
+            return Err(err(
+                "invalid config: statsd.udp_batch_wait must be at most 50ms",
+            ));
+        }
         if self.statsd.udp_batch > 1024 {
             return Err(err("invalid config: statsd.udp_batch must be at most 1024"));
         }
@@ -799,25 +810,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num.parse().map_err(|_| {
         format!("invalid duration {s:?}: expected a number and a unit, like \"10s\"")
     })?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
+    let us = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
         _ => {
             return Err(format!(
-                "invalid duration {s:?}: unit must be ms, s, m, h or d"
+                "invalid duration {s:?}: unit must be us, ms, s, m, h or d"
             ))
         }
     };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
+    n.checked_mul(us)
+        .map(Duration::from_micros)
         .ok_or_else(|| format!("invalid duration {s:?}: too large"))
 }
 
 /// Renders a duration in the largest unit that keeps it whole.
 pub fn format_duration(d: Duration) -> String {
+    if d.subsec_micros() % 1000 != 0 {
+        return format!("{}us", d.as_micros());
+    }
     let ms = d.as_millis();
     for (unit, size) in [
         ("d", 86_400_000u128),
@@ -1074,6 +1089,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(format_duration(Duration::from_micros(500)), "500us");
+        assert_eq!(format_duration(Duration::from_micros(1500)), "1500us");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());

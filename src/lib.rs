@@ -201,6 +201,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         ingest: Arc::clone(&ingest),
         telemetry: Arc::clone(&telemetry),
         batch: cfg.statsd.udp_batch,
+        batch_wait: cfg.statsd.udp_batch_wait,
         max_packet: cfg.statsd.max_packet_size,
         transport,
         stop: Arc::clone(&stop),

@@ -106,6 +106,8 @@ pub struct Receiver {
     pub ingest: Arc<Ingest>,
     pub telemetry: Arc<Telemetry>,
     pub batch: usize,
+    /// Pause after a batch that emptied the socket (`statsd.udp_batch_wait`).
+    pub batch_wait: Duration,
     pub max_packet: usize,
     pub transport: Transport,
     pub stop: Arc<AtomicBool>,
@@ -251,6 +253,11 @@ impl Receiver {
                     apply_staged(shard, &mut staged, seq, &mut stats);
                     stage = recycle(staged);
                     stats.publish(&self.telemetry, self.transport);
+                    // The socket is empty: let datagrams gather for the next call rather than
+                    // be woken for each one (statsd.udp_batch_wait).
+                    if n < batch.msgs.len() && !stopping && !self.batch_wait.is_zero() {
+                        std::thread::sleep(self.batch_wait);
+                    }
                 }
                 Err(e)
                     if matches!(
