@@ -528,5 +528,10 @@ fn flush_loop(
             );
             return;
         }
+        // Sinks that queue the flush (alerts, Datadog) may still hold it; then it is simply
+        // dropped when they are done.
+        if let Ok(done) = Arc::try_unwrap(flush) {
+            aggregator.recycle(done);
+        }
     }
 }

@@ -58,6 +58,8 @@ pub struct Telemetry {
     pub histogram_clamped: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_last_ns: AtomicU64,
+    /// Time the last flush held the shards' locks (ingest waits meanwhile).
+    pub flush_locked_ns: AtomicU64,
     pub flush_series: AtomicU64,
     pub flush_last_unix: AtomicU64,
     pub prom_series: AtomicU64,
@@ -97,6 +99,7 @@ impl Default for Telemetry {
             histogram_clamped: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flush_last_ns: AtomicU64::new(0),
+            flush_locked_ns: AtomicU64::new(0),
             flush_series: AtomicU64::new(0),
             flush_last_unix: AtomicU64::new(0),
             prom_series: AtomicU64::new(0),
@@ -349,8 +352,14 @@ impl Telemetry {
         fam(
             "tallyd_flush_duration_seconds",
             "gauge",
-            "Duration of the last flush.",
+            "Duration of the last flush (aggregation and hand-off to every sink).",
             &[("", g(&self.flush_last_ns) / 1e9)],
+        );
+        fam(
+            "tallyd_flush_locked_seconds",
+            "gauge",
+            "Time the last flush held the aggregation shards' locks; ingest into a shard waits while it is held.",
+            &[("", g(&self.flush_locked_ns) / 1e9)],
         );
         fam(
             "tallyd_flush_series",

@@ -20,6 +20,11 @@
 //!   counts) and reported by [`Samples::clamped`]; nothing is dropped.
 
 use hdrhistogram::Histogram;
+use smallvec::SmallVec;
+
+/// Quantiles of one summary, one per configured percentile: inline up to four (the default
+/// configuration has three), so a summary costs no allocation of its own for them.
+pub type Quantiles = SmallVec<[f64; 4]>;
 
 /// Raw samples kept before switching to HDR histograms, and the size of the staging buffer
 /// after the switch. 256 values are 2 KiB: small next to a histogram, and enough that a bulk
@@ -212,12 +217,33 @@ impl Samples {
         self.hdr.is_some()
     }
 
+    /// The 1-based nearest rank of quantile `q` (count must be non-zero).
+    fn rank(&self, q: f64) -> u64 {
+        ((q * self.count as f64).ceil() as u64).clamp(1, self.count)
+    }
+
+    /// The nearest-rank quantiles `qs`, each in (0, 1]; NaN with no samples. Raw unit-weight
+    /// samples (the usual case) are sorted once for all of them.
+    pub fn quantiles(&mut self, qs: &[f64]) -> Quantiles {
+        if self.count > 0 && self.hdr.is_none() && self.weights.is_empty() {
+            self.raw.sort_unstable_by(f64::total_cmp);
+            return qs
+                .iter()
+                .map(|&q| {
+                    let rank = self.rank(q);
+                    self.raw.get(rank as usize - 1).copied().unwrap_or(self.max)
+                })
+                .collect();
+        }
+        qs.iter().map(|&q| self.quantile(q)).collect()
+    }
+
     /// The nearest-rank quantile `q` in (0, 1]; NaN with no samples.
     pub fn quantile(&mut self, q: f64) -> f64 {
         if self.count == 0 {
             return f64::NAN;
         }
-        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let rank = self.rank(q);
         self.settle();
         if let Some(h) = self.hdr.as_deref() {
             let n_neg = h.neg.as_ref().map_or(0, |n| n.len());

@@ -531,6 +531,38 @@ mod tests {
         let c = out.iter().find(|d| d.ctx.name() == "c").expect("counter");
         assert_eq!(c.ctx.tags().collect::<Vec<_>>(), vec!["a:1", "b:2"]);
         assert!(matches!(c.state, State::Counter(v) if v == 5.0));
+        // Sinks rely on the drained hash being the context's own.
+        assert!(out.iter().all(|d| d.hash == d.ctx.hash_code()));
+    }
+
+    #[test]
+    fn statsd_lines_resolve_in_any_tag_order() {
+        let telemetry = Arc::new(Telemetry::default());
+        let shared = Arc::new(Shared::new(10, 10, GaugeMode::Absolute, telemetry));
+        let mut shard = Shard::new(Arc::clone(&shared));
+        let mut stats = LocalStats::default();
+        for line in [
+            "x:1|c|#b:2,a:1",
+            "x:1|c|#a:1,b:2,a:1",
+            "x:1|c|#,a:1,,b:2",
+            // Same bytes as the key "x,a:1": another name, another context.
+            "x,a:1:1|c",
+            "x:1|g|#a:1,b:2",
+        ] {
+            let Ok(parse::Line::Metric(m)) = parse::parse_line(line.as_bytes(), 100) else {
+                panic!("{line}");
+            };
+            shard.apply(&m, 1, &mut stats).expect(line);
+        }
+        let mut out = Vec::new();
+        shard.drain(10, &mut out);
+        assert_eq!(out.len(), 3);
+        let x = out
+            .iter()
+            .find(|d| d.ctx.name() == "x" && d.ctx.kind() == MetricKind::Counter)
+            .expect("x");
+        assert!(matches!(x.state, State::Counter(v) if v == 3.0));
+        assert!(out.iter().all(|d| d.hash == d.ctx.hash_code()));
     }
 
     #[test]

@@ -675,10 +675,7 @@ mod tests {
     }
 
     fn series(kind: MetricKind, name: &str, tags: &[&str], value: SeriesValue) -> Series {
-        Series {
-            ctx: Arc::new(Context::from_unsorted(kind, name, tags)),
-            value,
-        }
+        Series::new(Arc::new(Context::from_unsorted(kind, name, tags)), value)
     }
     fn gauge(name: &str, tags: &[&str], v: f64) -> Series {
         series(MetricKind::Gauge, name, tags, SeriesValue::Gauge(v))
@@ -697,7 +694,7 @@ mod tests {
             &[],
             SeriesValue::Samples(Box::new(SampleSummary {
                 samples,
-                quantiles: vec![],
+                quantiles: Default::default(),
             })),
         )
     }

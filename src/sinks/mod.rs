@@ -33,9 +33,8 @@ pub(crate) mod testutil {
             percentiles: Arc::from(vec![0.5, 0.99]),
             series: series
                 .into_iter()
-                .map(|(k, n, t, value)| Series {
-                    ctx: Arc::new(Context::from_unsorted(k, n, t)),
-                    value,
+                .map(|(k, n, t, value)| {
+                    Series::new(Arc::new(Context::from_unsorted(k, n, t)), value)
                 })
                 .collect(),
             events: vec![],
@@ -49,7 +48,7 @@ pub(crate) mod testutil {
         for v in values {
             samples.add(*v, 1);
         }
-        let quantiles = vec![samples.quantile(0.5), samples.quantile(0.99)];
+        let quantiles = samples.quantiles(&[0.5, 0.99]);
         SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
     }
 }

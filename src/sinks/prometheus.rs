@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
-use crate::aggregate::{lock, Flush, SeriesValue};
+use crate::aggregate::{lock, Flush, Quantiles, SeriesValue};
 use crate::model::{Context, MetricKind};
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
@@ -228,7 +228,8 @@ enum Value {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Summary {
-    quantiles: Vec<f64>,
+    /// Inline for up to four percentiles: a new summary series is one allocation.
+    quantiles: Quantiles,
     sum: f64,
     count: u64,
 }
@@ -316,7 +317,7 @@ impl Exposition {
             .min(room);
         self.series.reserve(more, |e| e.hash);
         for s in &flush.series {
-            let hash = s.ctx.hash_code();
+            let hash = s.hash;
             let full = self.series.len() >= self.max_series;
             // The aggregator hands over the same Arc window after window while it holds the
             // context, so the pointer comparison settles almost every lookup.
@@ -335,7 +336,7 @@ impl Exposition {
                         MetricKind::Counter => Value::Counter(0.0),
                         MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
                         _ => Value::Summary(Box::new(Summary {
-                            quantiles: Vec::new(),
+                            quantiles: Quantiles::new(),
                             sum: 0.0,
                             count: 0,
                         })),
@@ -355,7 +356,8 @@ impl Exposition {
                 (Value::Gauge(g), SeriesValue::Gauge(v)) => *g = *v,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
                 (Value::Summary(sm), SeriesValue::Samples(h)) => {
-                    sm.quantiles.clone_from(&h.quantiles);
+                    sm.quantiles.clear();
+                    sm.quantiles.extend_from_slice(&h.quantiles);
                     sm.sum += h.samples.sum();
                     sm.count += h.samples.count();
                 }
@@ -840,10 +842,7 @@ users 4
                 timestamp: ts,
                 interval: Duration::from_secs(10),
                 percentiles: Arc::from(vec![0.5]),
-                series: vec![Series {
-                    ctx,
-                    value: SeriesValue::Counter(1.0),
-                }],
+                series: vec![Series::new(ctx, SeriesValue::Counter(1.0))],
                 events: vec![],
                 service_checks: vec![],
             })

@@ -467,10 +467,7 @@ mod tests {
     }
 
     fn ser(kind: MetricKind, name: &str, tags: &[&str], value: SeriesValue) -> Series {
-        Series {
-            ctx: Arc::new(Context::from_unsorted(kind, name, tags)),
-            value,
-        }
+        Series::new(Arc::new(Context::from_unsorted(kind, name, tags)), value)
     }
 
     fn samples(values: &[f64]) -> SeriesValue {
