@@ -967,6 +967,10 @@ mod tests {
             ("[datadog]\ncompression = \"lz4\"", "compression"),
             ("[queue]\nmax_bytes = 10", "queue.max_bytes"),
             (
+                "[statsd]\nudp_batch_wait = \"100ms\"",
+                "statsd.udp_batch_wait",
+            ),
+            (
                 "[queue]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"",
                 "queue.backoff_max",
             ),
