@@ -70,7 +70,8 @@ pub enum SeriesValue {
 
 #[derive(Debug)]
 pub struct SampleSummary {
-    pub samples: Samples,
+    /// The box the shard allocated for the window's samples, handed on as it is.
+    pub samples: Box<Samples>,
     /// One value per entry of `Flush::percentiles`.
     pub quantiles: Quantiles,
 }
@@ -259,10 +260,7 @@ impl Aggregator {
                     samples.settle();
                     clamped += samples.clamped();
                     let quantiles = samples.quantiles(&self.percentiles);
-                    SeriesValue::Samples(Box::new(SampleSummary {
-                        samples: *samples,
-                        quantiles,
-                    }))
+                    SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
                 }
             };
             // The shard keys its table by the context's own hash (`model::key_hash`).

@@ -693,7 +693,7 @@ mod tests {
             name,
             &[],
             SeriesValue::Samples(Box::new(SampleSummary {
-                samples,
+                samples: Box::new(samples),
                 quantiles: Default::default(),
             })),
         )

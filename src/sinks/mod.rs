@@ -49,6 +49,9 @@ pub(crate) mod testutil {
             samples.add(*v, 1);
         }
         let quantiles = samples.quantiles(&[0.5, 0.99]);
-        SeriesValue::Samples(Box::new(SampleSummary { samples, quantiles }))
+        SeriesValue::Samples(Box::new(SampleSummary {
+            samples: Box::new(samples),
+            quantiles,
+        }))
     }
 }

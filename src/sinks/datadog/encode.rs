@@ -480,7 +480,7 @@ mod tests {
             .map(|q| s.clone().quantile(*q))
             .collect();
         SeriesValue::Samples(Box::new(SampleSummary {
-            samples: s,
+            samples: Box::new(s),
             quantiles,
         }))
     }
