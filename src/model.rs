@@ -74,7 +74,12 @@ impl Context {
             key.push(',');
             key.push_str(t);
         }
-        Context::from_key(kind, name.len(), &key)
+        Context {
+            hash: key_hash(kind, name.len(), key.as_bytes()),
+            kind,
+            name_len: name.len() as u32,
+            key: key.into_boxed_str(),
+        }
     }
 
     /// Builds a context from a key made by [`write_key`] whose first `name_len` bytes are the

@@ -1,9 +1,10 @@
 //! One aggregation shard: the contexts and window state fed by one producer.
 //!
-//! Each receive loop (a UDP socket's thread, the UDS thread, the TCP connections together) owns
-//! a shard and locks it once per batch; the lock is contended only when the flusher drains it.
-//! A known context is found by hash and compared in place against the borrowed line, so the hot
-//! path allocates only when a context is seen for the first time.
+//! The datagram receivers (UDP and Unix socket) share one shard, TCP connections another; a
+//! producer locks its shard once per batch, and the flusher locks it to drain it. A line's
+//! context key is written into a buffer the shard reuses, hashed once (the same hash the
+//! `Context` keeps) and compared with one byte comparison, so the hot path allocates only when a
+//! context is seen for the first time.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -26,7 +27,8 @@ const STACK_TAGS: usize = 16;
 
 /// Settings and counters every shard shares.
 pub struct Shared {
-    /// One seed for all shards, so equal contexts hash equally wherever they were counted.
+    /// Hashes set members (one seed for all shards, so that sets from several shards merge).
+    /// Contexts hash with `model::key_hash`, seeded once per process.
     pub hasher: FixedState,
     pub max_contexts: usize,
     pub max_set_size: usize,
