@@ -123,6 +123,7 @@ struct Scrape {
     flushes: f64,
     flush_secs: f64,
     locked_secs: f64,
+    flush_cpu_secs: f64,
     flush_series: f64,
     contexts: f64,
     context_limit_drops: f64,
@@ -147,6 +148,7 @@ fn scrape(t: &Tallyd) -> Scrape {
             "tallyd_flush_total" => s.flushes = v,
             "tallyd_flush_duration_seconds" => s.flush_secs = v,
             "tallyd_flush_locked_seconds" => s.locked_secs = v,
+            "tallyd_flush_cpu_seconds" => s.flush_cpu_secs = v,
             "tallyd_flush_series" => s.flush_series = v,
             "tallyd_aggregate_contexts" => s.contexts = v,
             "tallyd_aggregate_samples_dropped_total" => s.context_limit_drops = v,
@@ -474,8 +476,9 @@ fn memory() -> Memory {
         }
         last = scrape(&t);
         println!(
-            "  RSS {rss:.1} MiB, last flush {:.1} ms (shards locked {:.1} ms) for {} series, contexts held {} (summed over shards)",
+            "  RSS {rss:.1} MiB, last flush {:.1} ms (flusher CPU {:.1} ms, shards locked {:.1} ms) for {} series, contexts held {} (summed over shards)",
             last.flush_secs * 1e3,
+            last.flush_cpu_secs * 1e3,
             last.locked_secs * 1e3,
             last.flush_series,
             last.contexts
@@ -525,8 +528,9 @@ fn steady() -> (Vec<f64>, Vec<f64>) {
         if i % 3 == 0 {
             let s = scrape(&t);
             note = format!(
-                "  (scraped; last flush {:.1} ms, shards locked {:.1} ms)",
+                "  (scraped; last flush {:.1} ms, flusher CPU {:.1} ms, shards locked {:.1} ms)",
                 s.flush_secs * 1e3,
+                s.flush_cpu_secs * 1e3,
                 s.locked_secs * 1e3
             );
             if s.flush_series >= 0.99 * N as f64 {

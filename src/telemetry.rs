@@ -60,6 +60,8 @@ pub struct Telemetry {
     pub flush_last_ns: AtomicU64,
     /// Time the last flush held the shards' locks (ingest waits meanwhile).
     pub flush_locked_ns: AtomicU64,
+    /// CPU time the flusher thread spent on the last flush.
+    pub flush_cpu_ns: AtomicU64,
     pub flush_series: AtomicU64,
     pub flush_last_unix: AtomicU64,
     pub prom_series: AtomicU64,
@@ -100,6 +102,7 @@ impl Default for Telemetry {
             flushes: AtomicU64::new(0),
             flush_last_ns: AtomicU64::new(0),
             flush_locked_ns: AtomicU64::new(0),
+            flush_cpu_ns: AtomicU64::new(0),
             flush_series: AtomicU64::new(0),
             flush_last_unix: AtomicU64::new(0),
             prom_series: AtomicU64::new(0),
@@ -360,6 +363,12 @@ impl Telemetry {
             "gauge",
             "Time the last flush held the aggregation shards' locks; ingest into a shard waits while it is held.",
             &[("", g(&self.flush_locked_ns) / 1e9)],
+        );
+        fam(
+            "tallyd_flush_cpu_seconds",
+            "gauge",
+            "CPU time the flusher thread spent on the last flush; well below the duration means it waited for a core.",
+            &[("", g(&self.flush_cpu_ns) / 1e9)],
         );
         fam(
             "tallyd_flush_series",
