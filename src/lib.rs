@@ -502,8 +502,6 @@ fn flush_loop(
     stop: &mpsc::Receiver<()>,
 ) {
     let iv = aggregator.interval().as_millis().max(1) as u64;
-    // The last flush, while a sink that queues it (alerts, Datadog) may still hold it.
-    let mut held: Option<Arc<aggregate::Flush>> = None;
     loop {
         let now = unix_now().as_millis() as u64;
         let next = (now / iv + 1) * iv;
@@ -516,11 +514,6 @@ fn flush_loop(
         } else {
             next - iv
         };
-        // A window later the sinks are done with the last flush: take its series buffer back
-        // for this one (outside the timed part; clearing it frees the last window's series).
-        if let Some(done) = held.take().and_then(|f| Arc::try_unwrap(f).ok()) {
-            aggregator.recycle(done);
-        }
         let t0 = Instant::now();
         let cpu0 = thread_cpu();
         let flush = Arc::new(aggregator.flush(start_ms / 1000));
@@ -556,11 +549,10 @@ fn flush_loop(
             );
             return;
         }
-        // Sinks that queue the flush (alerts, Datadog) usually still hold it here; then it is
-        // taken back at the next window.
-        match Arc::try_unwrap(flush) {
-            Ok(done) => aggregator.recycle(done),
-            Err(shared) => held = Some(shared),
+        // Sinks that queue the flush (alerts, Datadog) may still hold it; then it is simply
+        // dropped when they are done.
+        if let Ok(done) = Arc::try_unwrap(flush) {
+            aggregator.recycle(done);
         }
     }
 }
