@@ -208,7 +208,7 @@ fn find_by(hay: &[u8], hit: impl Fn(u64) -> u64, one: impl Fn(u8) -> bool) -> Op
 
 /// Index of the first `needle` in `hay` (a short field: see [`find_by`]).
 #[inline(always)]
-pub fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     let pat = splat(needle);
     find_by(hay, |w| zero_bytes(w ^ pat), |b| b == needle)
 }
