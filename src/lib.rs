@@ -549,12 +549,7 @@ fn flush_loop(
             );
             return;
         }
-        // Sinks that queue the flush (alerts, Datadog) may still hold it; then it is simply
-        // dropped when they are done. With the alert sink on (the default) that is the usual
-        // case: keeping the flush a window to recycle it later was tried and cost ~10 MiB at
-        // 100,000 contexts for no measurable gain (BENCHMARKS.md).
-        if let Ok(done) = Arc::try_unwrap(flush) {
-            aggregator.recycle(done);
-        }
+        // The flush's series buffer returns to the aggregator when its last holder (often
+        // the alert thread, not this one) drops it: see `aggregate::Recycle`.
     }
 }

@@ -57,6 +57,10 @@ pub struct Samples {
     weights: Vec<u32>,
     hdr: Option<Box<Hdr>>,
     clamped: u64,
+    /// The window's quantiles, filled in at flush by [`Samples::summarize`]. They live here,
+    /// beside the moments sinks read with them, rather than in a box of their own: one
+    /// allocation and one cache miss less per summary and window.
+    summary: Quantiles,
 }
 
 fn new_hdr() -> Histogram<u64> {
@@ -222,20 +226,37 @@ impl Samples {
         ((q * self.count as f64).ceil() as u64).clamp(1, self.count)
     }
 
-    /// The nearest-rank quantiles `qs`, each in (0, 1]; NaN with no samples. Raw unit-weight
-    /// samples (the usual case) are sorted once for all of them.
-    pub fn quantiles(&mut self, qs: &[f64]) -> Quantiles {
+    /// Computes the nearest-rank quantiles `qs`, each in (0, 1] (NaN with no samples), and
+    /// keeps them for [`Samples::quantiles`]. Raw unit-weight samples (the usual case) are
+    /// sorted once for all of them.
+    pub fn summarize(&mut self, qs: &[f64]) {
+        let mut summary = std::mem::take(&mut self.summary);
+        summary.clear();
         if self.count > 0 && self.hdr.is_none() && self.weights.is_empty() {
             self.raw.sort_unstable_by(f64::total_cmp);
-            return qs
-                .iter()
-                .map(|&q| {
-                    let rank = self.rank(q);
-                    self.raw.get(rank as usize - 1).copied().unwrap_or(self.max)
-                })
-                .collect();
+            summary.extend(qs.iter().map(|&q| {
+                let rank = self.rank(q);
+                self.raw.get(rank as usize - 1).copied().unwrap_or(self.max)
+            }));
+        } else {
+            summary.extend(qs.iter().map(|&q| self.quantile(q)));
         }
-        qs.iter().map(|&q| self.quantile(q)).collect()
+        self.summary = summary;
+    }
+
+    /// Where the raw values are (0 when there are none), for the flush to prefetch.
+    pub(crate) fn raw_addr(&self) -> usize {
+        if self.raw.is_empty() {
+            0
+        } else {
+            self.raw.as_ptr() as usize
+        }
+    }
+
+    /// The quantiles the last [`Samples::summarize`] computed (in a flush: one per entry of
+    /// `Flush::percentiles`); empty before any.
+    pub fn quantiles(&self) -> &[f64] {
+        &self.summary
     }
 
     /// The nearest-rank quantile `q` in (0, 1]; NaN with no samples.

@@ -650,7 +650,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::aggregate::{SampleSummary, Series, SeriesValue};
+    use crate::aggregate::{Series, SeriesValue};
     use crate::alert::config::AlertsConfig;
     use crate::alert::rules::build_rules;
     use crate::model::{Context, MetricKind};
@@ -692,10 +692,7 @@ mod tests {
             MetricKind::Timer,
             name,
             &[],
-            SeriesValue::Samples(Box::new(SampleSummary {
-                samples: Box::new(samples),
-                quantiles: Default::default(),
-            })),
+            SeriesValue::Samples(Box::new(samples)),
         )
     }
 
@@ -711,6 +708,7 @@ mod tests {
             series,
             events: vec![],
             service_checks: vec![],
+            recycle: Default::default(),
         };
         e.evaluate(&flush, own, true)
     }

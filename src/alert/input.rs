@@ -177,7 +177,7 @@ impl<'a> Window<'a> {
                 SeriesValue::Counter(v) => Point::Counter(*v),
                 SeriesValue::Gauge(v) => Point::Gauge(*v),
                 SeriesValue::Set(n) => Point::Set(*n),
-                SeriesValue::Samples(h) => Point::Samples(&h.samples),
+                SeriesValue::Samples(h) => Point::Samples(h),
             };
             f(&mut s.ctx.tags(), p);
         }

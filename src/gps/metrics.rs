@@ -530,7 +530,7 @@ mod tests {
         let SeriesValue::Samples(h) = find("live.latency", &[]) else {
             panic!("latency")
         };
-        assert_eq!((h.samples.count(), h.samples.sum()), (2, 400.0));
+        assert_eq!((h.count(), h.sum()), (2, 400.0));
         let (messages, received, processed, failed, mut lat) = stats.window(5, 0);
         assert_eq!(
             (messages, received, processed, failed, lat.count()),

@@ -22,7 +22,7 @@ pub(crate) mod testutil {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::aggregate::{Flush, SampleSummary, Samples, Series, SeriesValue};
+    use crate::aggregate::{Flush, Samples, Series, SeriesValue};
     use crate::model::{Context, MetricKind};
 
     /// A 10 s window at `ts` with percentiles 0.5 and 0.99.
@@ -39,6 +39,7 @@ pub(crate) mod testutil {
                 .collect(),
             events: vec![],
             service_checks: vec![],
+            recycle: Default::default(),
         }
     }
 
@@ -48,10 +49,7 @@ pub(crate) mod testutil {
         for v in values {
             samples.add(*v, 1);
         }
-        let quantiles = samples.quantiles(&[0.5, 0.99]);
-        SeriesValue::Samples(Box::new(SampleSummary {
-            samples: Box::new(samples),
-            quantiles,
-        }))
+        samples.summarize(&[0.5, 0.99]);
+        SeriesValue::Samples(Box::new(samples))
     }
 }

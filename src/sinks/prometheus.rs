@@ -357,9 +357,9 @@ impl Exposition {
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
                 (Value::Summary(sm), SeriesValue::Samples(h)) => {
                     sm.quantiles.clear();
-                    sm.quantiles.extend_from_slice(&h.quantiles);
-                    sm.sum += h.samples.sum();
-                    sm.count += h.samples.count();
+                    sm.quantiles.extend_from_slice(h.quantiles());
+                    sm.sum += h.sum();
+                    sm.count += h.count();
                 }
                 _ => {}
             }
@@ -845,6 +845,7 @@ users 4
                 series: vec![Series::new(ctx, SeriesValue::Counter(1.0))],
                 events: vec![],
                 service_checks: vec![],
+                recycle: Default::default(),
             })
         };
         p.consume(&with(Arc::clone(&ctx), 0));

@@ -217,13 +217,13 @@ impl Encoder {
                 SeriesValue::Gauge(v) => out.push(mk("", MetricType::Gauge, *v)),
                 SeriesValue::Set(n) => out.push(mk("", MetricType::Gauge, *n as f64)),
                 SeriesValue::Samples(h) => {
-                    let smp = &h.samples;
+                    let smp = &**h;
                     if smp.count() == 0 {
                         continue;
                     }
                     let quantile = |q: f64| -> f64 {
                         match flush.percentiles.iter().position(|p| (p - q).abs() < 1e-12) {
-                            Some(i) if i < h.quantiles.len() => h.quantiles[i],
+                            Some(i) if i < smp.quantiles().len() => smp.quantiles()[i],
                             _ => smp.clone().quantile(q),
                         }
                     };
@@ -259,10 +259,10 @@ impl Encoder {
             let SeriesValue::Samples(h) = &s.value else {
                 continue;
             };
-            if h.samples.count() == 0 {
+            if h.count() == 0 {
                 continue;
             }
-            let sk = sketch::from_samples(&h.samples);
+            let sk = sketch::from_samples(h);
             let (host, tags) = self.host_and_tags(s.ctx.tags());
             out.push(Sketch {
                 metric: s.ctx.name().to_string(),
@@ -450,7 +450,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{SampleSummary, Samples, Series};
+    use crate::aggregate::{Samples, Series};
     use crate::model::Context;
     use std::sync::Arc;
     use std::time::Duration;
@@ -463,6 +463,7 @@ mod tests {
             series,
             events: vec![],
             service_checks: vec![],
+            recycle: Default::default(),
         }
     }
 
@@ -475,14 +476,8 @@ mod tests {
         for v in values {
             s.add(*v, 1);
         }
-        let quantiles = [0.5, 0.95, 0.99]
-            .iter()
-            .map(|q| s.clone().quantile(*q))
-            .collect();
-        SeriesValue::Samples(Box::new(SampleSummary {
-            samples: Box::new(s),
-            quantiles,
-        }))
+        s.summarize(&[0.5, 0.95, 0.99]);
+        SeriesValue::Samples(Box::new(s))
     }
 
     fn encoder(cfg: DatadogConfig) -> Encoder {
