@@ -525,9 +525,9 @@ fn flush_loop(
             .flush_cpu_ns
             .store(thread_cpu().saturating_sub(cpu0).as_nanos() as u64, Relaxed);
         telemetry.flushes.fetch_add(1, Relaxed);
-        telemetry
-            .flush_last_ns
-            .store(took.as_nanos() as u64, Relaxed);
+        let took_ns = took.as_nanos() as u64;
+        telemetry.flush_last_ns.store(took_ns, Relaxed);
+        telemetry.flush_max_ns.fetch_max(took_ns, Relaxed);
         telemetry
             .flush_series
             .store(flush.series.len() as u64, Relaxed);

@@ -58,6 +58,9 @@ pub struct Telemetry {
     pub histogram_clamped: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_last_ns: AtomicU64,
+    /// The longest flush since start: the last one's time alone hides a slow window between
+    /// two scrapes.
+    pub flush_max_ns: AtomicU64,
     /// Time the last flush held the shards' locks (ingest waits meanwhile).
     pub flush_locked_ns: AtomicU64,
     /// CPU time the flusher thread spent on the last flush.
@@ -101,6 +104,7 @@ impl Default for Telemetry {
             histogram_clamped: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flush_last_ns: AtomicU64::new(0),
+            flush_max_ns: AtomicU64::new(0),
             flush_locked_ns: AtomicU64::new(0),
             flush_cpu_ns: AtomicU64::new(0),
             flush_series: AtomicU64::new(0),
@@ -357,6 +361,12 @@ impl Telemetry {
             "gauge",
             "Duration of the last flush (aggregation and hand-off to every sink).",
             &[("", g(&self.flush_last_ns) / 1e9)],
+        );
+        fam(
+            "tallyd_flush_duration_max_seconds",
+            "gauge",
+            "Duration of the longest flush since tallyd started.",
+            &[("", g(&self.flush_max_ns) / 1e9)],
         );
         fam(
             "tallyd_flush_locked_seconds",

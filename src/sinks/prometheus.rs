@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
-use crate::aggregate::{lock, Flush, Quantiles, SeriesValue};
+use crate::aggregate::{lock, prefetch_write, Flush, Quantiles, SeriesValue, PREFETCH_AHEAD};
 use crate::model::{Context, MetricKind};
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
@@ -316,7 +316,15 @@ impl Exposition {
             .saturating_sub(self.series.len())
             .min(room);
         self.series.reserve(more, |e| e.hash);
-        for s in &flush.series {
+        // A new series clones its context's Arc, a write to a context no recent pass has
+        // touched. When most of the window is new (the first one), ask for those lines ahead.
+        let creating = more > flush.series.len() / 2;
+        for (i, s) in flush.series.iter().enumerate() {
+            if creating {
+                if let Some(next) = flush.series.get(i + PREFETCH_AHEAD) {
+                    prefetch_write(Arc::as_ptr(&next.ctx) as usize);
+                }
+            }
             let hash = s.hash;
             let full = self.series.len() >= self.max_series;
             // The aggregator hands over the same Arc window after window while it holds the
