@@ -520,6 +520,106 @@ fn grpc_oversized_message_is_refused_and_harms_nothing() {
         !text.contains("xxxx"),
         "nothing of the refused message was counted"
     );
+    // tonic refuses it before tallyd's handler runs; it is counted all the same.
+    assert_eq!(
+        value(
+            &text,
+            "tallyd_otlp_requests_total{transport=\"grpc\",outcome=\"too_large\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+/// A gRPC codec that sends and receives message bytes as they are, to send what no SDK would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+/// One OTLP/gRPC Export call carrying `message` byte for byte; the status tallyd answers.
+fn grpc_export_raw(t: &Tallyd, message: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            t.otlp_grpc.expect("grpc")
+        ))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        );
+        grpc.unary(tonic::Request::new(message), path, RawCodec)
+            .await
+            .map(|r| r.into_inner())
+    })
+}
+
+#[test]
+fn grpc_undecodable_message_is_refused_counted_and_harms_nothing() {
+    let t = Tallyd::start("");
+    // Field 1 (resource_metrics), length-delimited, says 5 bytes and carries 1.
+    let refused = grpc_export_raw(&t, vec![0x0a, 0x05, 0x01]).expect_err("undecodable");
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+
+    // The connection-level path still serves a good request afterwards.
+    let good = counter_request("after.garbage", 4.0);
+    let reply = grpc_export_raw(&t, good.encode_to_vec()).expect("good request accepted");
+    assert!(ExportMetricsServiceResponse::decode(reply.as_slice()).is_ok());
+    let text = t.wait_value("after_garbage_total", 4.0);
+    for (outcome, want) in [("bad_request", 1.0), ("success", 1.0)] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("tallyd_otlp_requests_total{{transport=\"grpc\",outcome=\"{outcome}\"}}")
+            ),
+            Some(want),
+            "{outcome}"
+        );
+    }
 }
 
 #[test]
