@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{value, Tallyd};
 
@@ -228,6 +228,21 @@ fn every_protocol_at_once() {
         }
         s.write_all(&gt06_heartbeat(7)).expect("hb");
         assert_eq!(read_n(&mut s, 10), gt06_ack(0x13, 7), "heartbeat ACK");
+        // A time request (0x8A) is answered with the server's UTC time, in a checked frame.
+        let before = SystemTime::now();
+        s.write_all(&gt06_frame(0x8A, &[], 8))
+            .expect("time request");
+        let reply = read_n(&mut s, 16);
+        let t = &reply[4..10];
+        assert_eq!(reply, gt06_frame(0x8A, t, 8), "time reply framing and CRC");
+        let sec = before.duration_since(UNIX_EPOCH).expect("clock").as_secs() % 86_400;
+        // Within a minute of the send, time of day (a wrap at midnight included).
+        let answered = u64::from(t[3]) * 3600 + u64::from(t[4]) * 60 + u64::from(t[5]);
+        let off = answered.abs_diff(sec);
+        assert!(
+            !(60..=86_400 - 60).contains(&off),
+            "time reply {t:?} vs {sec} s into the UTC day"
+        );
         s
     });
     let teltonika = std::thread::spawn(move || {
@@ -387,7 +402,7 @@ fn every_protocol_at_once() {
         ),
         (Some("gt06"), Some(true), Some(true))
     );
-    assert_eq!(gd["valid_messages"], 7);
+    assert_eq!(gd["valid_messages"], 8);
     assert_eq!(gd["invalid_messages"], 0);
     assert!(
         gd["remote_addr"]
@@ -410,7 +425,7 @@ fn every_protocol_at_once() {
         t.wait_value("live_latency_count", 17.0)
     };
     for (proto, messages, locations) in [
-        ("gt06", 7.0, 5.0),
+        ("gt06", 8.0, 5.0),
         ("teltonika", 3.0, 3.0),
         ("h02", 3.0, 3.0),
         ("tk103", 6.0, 3.0),
@@ -451,7 +466,7 @@ fn every_protocol_at_once() {
     let (code, body) = t.get("/api/monitoring/metrics/live?window_minutes=5");
     assert_eq!(code, 200, "{body}");
     let live: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(live["messages"], 26, "{body}");
+    assert_eq!(live["messages"], 27, "{body}");
     assert_eq!(live["active_devices"], 5);
     assert_eq!(live["points"]["processed"], 17);
     assert_eq!(live["latency_ms"]["count"], 17);

@@ -206,8 +206,9 @@ pub fn unix_ms(year: i64, month: u32, day: u32, h: u32, m: u32, s: u32, ms: u32)
     )
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2021-07-13T10:40:00.000Z`.
-pub fn rfc3339_ms(unix_ms: i64) -> String {
+/// The UTC calendar date and time of `unix_ms`: year, month, day, hour, minute, second and
+/// millisecond.
+pub fn civil(unix_ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
     let days = unix_ms.div_euclid(86_400_000);
     let rem = unix_ms.rem_euclid(86_400_000);
     // civil_from_days, the inverse of days_from_civil.
@@ -220,12 +221,20 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s, ms) = (
+    (
+        y,
+        m,
+        d,
         rem / 3_600_000,
         rem / 60_000 % 60,
         rem / 1000 % 60,
         rem % 1000,
-    );
+    )
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2021-07-13T10:40:00.000Z`.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let (y, m, d, h, mi, s, ms) = civil(unix_ms);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 

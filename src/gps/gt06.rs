@@ -14,6 +14,9 @@
 //!   `info:u8` (high nibble GPS data length, low nibble satellites), latitude and longitude
 //!   `u32` in 1/30000 minutes, speed `u8` km/h, course/status `u16` (bits 0-9 course, bit 10
 //!   north, bit 11 west, bit 12 GPS fixed). Alarms are answered like heartbeats.
+//! - `0x8A` time request (devices without a clock source ask before sending positions):
+//!   answered `78 78 0B 8A YY MM DD hh mm ss <serial> <crc> 0D 0A` with the server's UTC time
+//!   (Traccar `MSG_TIME_REQUEST`).
 //! - Anything else is accepted without a fix or an answer.
 //!
 //! A bad CRC rejects that frame only (its length is known); lost framing (no `78 78`/`79 79`
@@ -27,7 +30,7 @@ use nom::number::complete::{be_u16, be_u32, be_u8};
 use nom::sequence::tuple;
 use nom::IResult;
 
-use super::fix::{unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
+use super::fix::{civil, unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
 
 /// CRC-ITU as GT06 uses it (the catalogue's CRC-16/IBM-SDLC is CRC-16/X-25).
 pub const CRC_ITU: Crc<u16> = Crc::<u16>::new(&CRC_16_IBM_SDLC);
@@ -77,7 +80,33 @@ pub fn decode(buf: &[u8], max_frame: usize) -> Step {
 
 /// The short-frame answer `78 78 05 <protocol> <serial> <crc> 0D 0A`.
 pub fn ack(protocol: u8, serial: [u8; 2]) -> Vec<u8> {
-    let mut out = vec![0x78, 0x78, 0x05, protocol, serial[0], serial[1]];
+    answer(protocol, &[], serial)
+}
+
+/// The answer to a `0x8A` time request: `unix_ms` as UTC `YY MM DD hh mm ss`.
+pub fn time_reply(serial: [u8; 2], unix_ms: i64) -> Vec<u8> {
+    let (y, mo, d, h, mi, s, _) = civil(unix_ms);
+    // Two-digit years from 2000, as in the device's own positions; the casts keep the low byte
+    // of fields that `civil` bounds to 0..=59 (the year to 0..=255 until 2255).
+    let date = [
+        (y - 2000) as u8,
+        mo as u8,
+        d as u8,
+        h as u8,
+        mi as u8,
+        s as u8,
+    ];
+    answer(0x8A, &date, serial)
+}
+
+/// A short frame `78 78 <len> <protocol> <content> <serial> <crc> 0D 0A`.
+fn answer(protocol: u8, content: &[u8], serial: [u8; 2]) -> Vec<u8> {
+    // `len` counts protocol, content, serial and CRC; answers carry at most a few bytes.
+    let len = (content.len() + 5) as u8;
+    let mut out = Vec::with_capacity(content.len() + 10);
+    out.extend_from_slice(&[0x78, 0x78, len, protocol]);
+    out.extend_from_slice(content);
+    out.extend_from_slice(&serial);
     let crc = CRC_ITU.checksum(&out[2..]);
     out.extend_from_slice(&crc.to_be_bytes());
     out.extend_from_slice(&[0x0D, 0x0A]);
@@ -130,6 +159,10 @@ fn message(protocol: u8, content: &[u8], serial: [u8; 2]) -> Result<Message, Fra
                 ..Message::new(Kind::Alarm)
             })
         }
+        0x8A => Ok(Message {
+            reply: Some(time_reply(serial, super::server::now_ms())),
+            ..Message::new(Kind::Other)
+        }),
         _ => Ok(Message::new(Kind::Other)),
     }
 }
@@ -292,8 +325,35 @@ mod tests {
         assert_eq!(decode(&bad_stop, 1024), Step::Fatal(FrameError::Malformed));
         let truncated_content = frame(0x12, &[21, 7, 13], 1);
         assert_eq!(one(&truncated_content), Err(FrameError::Malformed));
-        let unknown = frame(0x8A, &[], 2);
-        assert_eq!(one(&unknown).expect("other").kind, Kind::Other);
+        let unknown = frame(0x2A, &[], 2);
+        let other = one(&unknown).expect("other");
+        assert_eq!((other.kind, other.reply), (Kind::Other, None));
+    }
+
+    #[test]
+    fn time_request_is_answered_with_utc() {
+        let at = unix_ms(2021, 7, 13, 10, 40, 5, 0).expect("date");
+        let reply = time_reply([0x00, 0x2A], at);
+        assert_eq!(reply[..12], hex("78 78 0b 8a 15 07 0d 0a 28 05 00 2a")[..]);
+        // Its CRC is right: the frame decodes (as a time request of its own).
+        assert!(matches!(
+            decode(&reply, 64),
+            Step::Frame {
+                len: 16,
+                msg: Ok(_)
+            }
+        ));
+
+        let msg = one(&frame(0x8A, &[], 3)).expect("time request");
+        let reply = msg.reply.expect("answered");
+        assert_eq!(
+            (reply.len(), &reply[..4], &reply[10..12]),
+            (16, &hex("78 78 0b 8a")[..], &[0, 3][..])
+        );
+        let d = |k: usize| u32::from(reply[k]);
+        let sent = unix_ms(2000 + i64::from(reply[4]), d(5), d(6), d(7), d(8), d(9), 0)
+            .expect("valid date");
+        assert!((sent - super::super::server::now_ms()).abs() < 60_000);
     }
 
     proptest::proptest! {
