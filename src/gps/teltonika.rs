@@ -1,4 +1,4 @@
-//! Teltonika Codec 8 and Codec 8 Extended over TCP.
+//! Teltonika Codec 8, Codec 8 Extended and Codec 16 over TCP.
 //!
 //! Source: Teltonika "Codec" / "Teltonika Data Sending Protocols" wiki pages
 //! (wiki.teltonika-gps.com/view/Codec), checked against Traccar's TeltonikaProtocolDecoder.
@@ -14,6 +14,11 @@
 //!   angle:u16 | satellites:u8 | speed:u16 km/h | IO`. Codec 8 IO: `event id:u8 | total:u8 |`
 //!   then for 1-, 2-, 4- and 8-byte values `count:u8` and `count × (id:u8, value)`. Codec 8
 //!   Extended (0x8E) widens ids and counts to u16 and adds `NX count:u16 | (id:u16, len:u16, bytes)`.
+//!   Codec 16 (0x10) widens the ids only, and follows the event id (u16) with a generation type
+//!   (u8: on exit, on entrance, ..., periodical), kept as the `generation` attribute.
+//! - Codec 12 and 13 (0x0C, 0x0D) carry command responses and text, not positions: with a
+//!   valid CRC and matching quantities they are accepted without a fix and, as the protocol
+//!   says, without an answer (tallyd sends no commands).
 //! - A lone `FF` byte is a keep-alive ping and is skipped. Other codecs are rejected as unsupported.
 
 use std::collections::BTreeMap;
@@ -31,6 +36,39 @@ pub const CRC_IBM: Crc<u16> = Crc::<u16>::new(&CRC_16_ARC);
 
 pub const CODEC_8: u8 = 0x08;
 pub const CODEC_8E: u8 = 0x8E;
+pub const CODEC_16: u8 = 0x10;
+pub const CODEC_12: u8 = 0x0C;
+pub const CODEC_13: u8 = 0x0D;
+
+/// How a codec lays out a record's IO elements.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// IO ids are u16 (8E, 16), else u8.
+    wide_ids: bool,
+    /// Counts are u16 (8E), else u8.
+    wide_counts: bool,
+    /// A generation type byte follows the event id (16).
+    generation: bool,
+    /// Variable-length elements follow the fixed ones (8E).
+    nx: bool,
+}
+
+impl Layout {
+    fn of(codec: u8) -> Option<Layout> {
+        let (wide_ids, wide_counts, generation, nx) = match codec {
+            CODEC_8 => (false, false, false, false),
+            CODEC_8E => (true, true, false, true),
+            CODEC_16 => (true, false, true, false),
+            _ => return None,
+        };
+        Some(Layout {
+            wide_ids,
+            wide_counts,
+            generation,
+            nx,
+        })
+    }
+}
 
 /// Connection state: whether the IMEI handshake is done.
 #[derive(Debug, Default)]
@@ -117,14 +155,24 @@ impl Teltonika {
 /// The data field: codec, N1, records, N2.
 fn avl(data: &[u8]) -> Result<Message, FrameError> {
     let (codec, n1) = (data[0], data[1]);
-    if codec != CODEC_8 && codec != CODEC_8E {
-        return Err(FrameError::Unsupported);
+    if codec == CODEC_12 || codec == CODEC_13 {
+        // `codec | quantity | type | size:u32 | payload | quantity`.
+        let size = data
+            .get(3..7)
+            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize);
+        return if size.is_some_and(|n| n.checked_add(8) == Some(data.len()))
+            && data.last() == Some(&n1)
+        {
+            Ok(Message::new(Kind::Other))
+        } else {
+            Err(FrameError::Malformed)
+        };
     }
-    let ext = codec == CODEC_8E;
+    let layout = Layout::of(codec).ok_or(FrameError::Unsupported)?;
     let mut rest = &data[2..];
     let mut fixes = Vec::with_capacity(usize::from(n1));
     for _ in 0..n1 {
-        let (r, fix) = record(rest, ext).map_err(|_| FrameError::Malformed)?;
+        let (r, fix) = record(rest, layout).map_err(|_| FrameError::Malformed)?;
         fixes.push(fix.ok_or(FrameError::Malformed)?);
         rest = r;
     }
@@ -138,34 +186,40 @@ fn avl(data: &[u8]) -> Result<Message, FrameError> {
     })
 }
 
-fn count(i: &[u8], ext: bool) -> IResult<&[u8], u16> {
-    if ext {
+/// A u16 when `wide`, else a u8.
+fn count(i: &[u8], wide: bool) -> IResult<&[u8], u16> {
+    if wide {
         be_u16(i)
     } else {
         be_u8(i).map(|(i, v)| (i, u16::from(v)))
     }
 }
 
-fn record(i: &[u8], ext: bool) -> IResult<&[u8], Option<Fix>> {
+fn record(i: &[u8], layout: Layout) -> IResult<&[u8], Option<Fix>> {
     let (mut i, (ts, priority, lon, lat, alt, angle, sats, speed)) =
         tuple((be_u64, be_u8, be_i32, be_i32, be_i16, be_u16, be_u8, be_u16))(i)?;
     let mut attributes = BTreeMap::new();
     attributes.insert("priority".to_string(), Attr::Int(i64::from(priority)));
-    let (r, event) = count(i, ext)?;
-    let (r, _total) = count(r, ext)?;
+    let (mut r, event) = count(i, layout.wide_ids)?;
     attributes.insert("event_io".to_string(), Attr::Int(i64::from(event)));
+    if layout.generation {
+        let (g, generation) = be_u8(r)?;
+        attributes.insert("generation".to_string(), Attr::Int(i64::from(generation)));
+        r = g;
+    }
+    let (r, _total) = count(r, layout.wide_counts)?;
     i = r;
     for width in [1usize, 2, 4, 8] {
-        let (r, n) = count(i, ext)?;
+        let (r, n) = count(i, layout.wide_counts)?;
         i = r;
         for _ in 0..n {
-            let (r, (id, value)) = tuple((|x| count(x, ext), take(width)))(i)?;
+            let (r, (id, value)) = tuple((|x| count(x, layout.wide_ids), take(width)))(i)?;
             let v = value.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
             attributes.insert(format!("io{id}"), Attr::Int(v as i64));
             i = r;
         }
     }
-    if ext {
+    if layout.nx {
         let (r, n) = be_u16(i)?;
         i = r;
         for _ in 0..n {
@@ -313,6 +367,68 @@ mod tests {
     }
 
     #[test]
+    fn codec16_wiki_example() {
+        // The Codec 16 example of the Teltonika wiki (its CRC, 0x5FB3, checks): two records a
+        // second apart from 2019-07-10 12:06:54 UTC at 0,0; event IO 11, generation type 5
+        // (on change); IO 1-byte ids 1 and 3 = 0, 2-byte id 11 = 0x27 then 0x26, id 66 = 0x563A.
+        let p = hex(
+            "000000000000005F10020000016BDBC7833000000000000000000000000000000000000B05040200010000030002000B00270042563A00000000016BDBC7871800000000000000000000000000000000000B05040200010000030002000B00260042563A00000200005FB3",
+        );
+        let Step::Frame { len, msg: Ok(msg) } = identified().decode(&p, 2048) else {
+            panic!("codec 16")
+        };
+        assert_eq!((len, msg.reply), (p.len(), Some(vec![0, 0, 0, 2])));
+        let times: Vec<i64> = msg.fixes.iter().map(|f| f.time_ms).collect();
+        assert_eq!(times, [1_562_760_414_000, 1_562_760_415_000]);
+        let f = &msg.fixes[0];
+        for (key, want) in [
+            ("event_io", 11),
+            ("generation", 5),
+            ("io1", 0),
+            ("io3", 0),
+            ("io11", 0x27),
+            ("io66", 0x563A),
+        ] {
+            assert_eq!(f.attributes.get(key), Some(&Attr::Int(want)), "{key}");
+        }
+        assert_eq!(msg.fixes[1].attributes.get("io11"), Some(&Attr::Int(0x26)));
+    }
+
+    #[test]
+    fn command_responses_are_accepted_unanswered() {
+        // Codec 12, a response (type 6) of 4 bytes; codec 13 alike with a timestamp in front.
+        for codec in [CODEC_12, CODEC_13] {
+            let mut data = vec![codec, 1, 0x06, 0, 0, 0, 4];
+            data.extend_from_slice(b"ok\r\n");
+            data.push(1);
+            let Step::Frame { msg: Ok(msg), .. } = identified().decode(&packet(&data), 2048) else {
+                panic!("codec {codec:#x}")
+            };
+            assert_eq!(
+                (msg.kind, msg.reply, msg.fixes.len()),
+                (Kind::Other, None, 0)
+            );
+            // A size that does not match the packet is malformed.
+            data[6] = 9;
+            assert!(matches!(
+                identified().decode(&packet(&data), 2048),
+                Step::Frame {
+                    msg: Err(FrameError::Malformed),
+                    ..
+                }
+            ));
+        }
+        // Codecs nobody defined stay unsupported.
+        assert!(matches!(
+            identified().decode(&packet(&[0x42, 0, 0]), 2048),
+            Step::Frame {
+                msg: Err(FrameError::Unsupported),
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn bad_packets() {
         let good = hex(
             "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF",
@@ -352,13 +468,6 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(
-            identified().decode(&packet(&[0x10, 0, 0]), 2048),
-            Step::Frame {
-                msg: Err(FrameError::Unsupported),
-                ..
-            }
-        ));
     }
 
     proptest::proptest! {
@@ -367,7 +476,7 @@ mod tests {
             let _ = Teltonika::default().decode(&bytes, 1024);
             let _ = identified().decode(&bytes, 1024);
             // Valid framing and CRC around random data reaches the record decoder.
-            for codec in [CODEC_8, CODEC_8E] {
+            for codec in [CODEC_8, CODEC_8E, CODEC_16, CODEC_12, CODEC_13] {
                 let mut data = vec![codec, bytes.first().copied().unwrap_or(1)];
                 data.extend_from_slice(&bytes);
                 let _ = identified().decode(&packet(&data), 1024);
