@@ -70,6 +70,8 @@ pub struct Telemetry {
     pub prom_series: AtomicU64,
     pub prom_conflicts: AtomicU64,
     pub prom_series_dropped: AtomicU64,
+    /// Windows the flusher left for a scrape holding the Prometheus state to fold in.
+    pub prom_updates_deferred: AtomicU64,
     /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
     pub udp_ports: std::sync::Mutex<Vec<u16>>,
     /// Subsystems that render their own `tallyd_*` families (forwarder, alerts, ...).
@@ -112,6 +114,7 @@ impl Default for Telemetry {
             prom_series: AtomicU64::new(0),
             prom_conflicts: AtomicU64::new(0),
             prom_series_dropped: AtomicU64::new(0),
+            prom_updates_deferred: AtomicU64::new(0),
             udp_ports: std::sync::Mutex::new(Vec::new()),
             sources: std::sync::Mutex::new(Vec::new()),
         }
@@ -404,6 +407,12 @@ impl Telemetry {
             "counter",
             "New series refused at prometheus.max_series.",
             &[("", g(&self.prom_series_dropped))],
+        );
+        fam(
+            "tallyd_prometheus_updates_deferred",
+            "counter",
+            "Windows the flusher handed to a scrape in progress to fold into the exposed state, instead of waiting for it.",
+            &[("", g(&self.prom_updates_deferred))],
         );
         let sources = crate::aggregate::lock(&self.sources).clone();
         for s in sources {

@@ -19,8 +19,10 @@
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::fence;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
@@ -515,10 +517,24 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
 }
 
 /// The Prometheus sink: keeps the exposed state, renders it on scrape.
+///
+/// A scrape copies the state under its lock, which at 100,000 series takes milliseconds; the
+/// flusher must not wait for that (it would add the copy to the flush). So a window that finds
+/// the state locked is left in `pending`, and whoever holds the lock folds pending windows in,
+/// in order, before and after its own work: the scrape before copying (so it shows the newest
+/// window) and every holder again after letting go (so nothing is left behind when the
+/// flusher's attempt failed just as the holder finished).
 pub struct Prometheus {
     state: Mutex<Exposition>,
+    /// Windows handed over while the state was locked. One window arrives per flush interval
+    /// and every unlock folds them, so this holds one or two; past [`MAX_PENDING`] the flusher
+    /// waits for the lock instead.
+    pending: Mutex<VecDeque<Arc<Flush>>>,
     telemetry: Arc<Telemetry>,
 }
+
+/// Windows left for the lock holder before the flusher waits for the lock itself.
+const MAX_PENDING: usize = 4;
 
 impl Prometheus {
     pub fn new(
@@ -528,7 +544,49 @@ impl Prometheus {
     ) -> Prometheus {
         Prometheus {
             state: Mutex::new(Exposition::new(ttl, max_series)),
+            pending: Mutex::new(VecDeque::new()),
             telemetry,
+        }
+    }
+
+    /// Folds the pending windows into `state`, oldest first.
+    fn fold(&self, state: &mut Exposition) {
+        // Not `while let`: the pending lock must not be held across the update.
+        loop {
+            let next = lock(&self.pending).pop_front();
+            let Some(flush) = next else { return };
+            let dropped = state.update(&flush);
+            self.telemetry
+                .prom_series
+                .store(state.len() as u64, Relaxed);
+            self.telemetry
+                .prom_series_dropped
+                .fetch_add(dropped, Relaxed);
+        }
+    }
+
+    /// Folds pending windows in if the state is free; if it is not, its holder will. False
+    /// when the state was locked at the first attempt.
+    fn fold_if_free(&self) -> bool {
+        let mut folded = false;
+        loop {
+            // With the fence after `drop(state)` below: the pusher (a window queued, then
+            // this fence, then `try_lock`) and the holder (unlock, fence, then the check of
+            // `pending`) cannot both miss each other, so a queued window is always folded.
+            fence(SeqCst);
+            let mut state = match self.state.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return folded,
+            };
+            self.fold(&mut state);
+            drop(state);
+            folded = true;
+            // A window may have arrived, and found the lock taken, since the fold.
+            fence(SeqCst);
+            if lock(&self.pending).is_empty() {
+                return true;
+            }
         }
     }
 
@@ -536,7 +594,12 @@ impl Prometheus {
     pub fn render(&self, om: bool) -> String {
         // Copy what is exposed and let go of the lock before the slow part (names, labels,
         // sorting, formatting), so a scrape holds up the flusher only for the copy.
-        let snapshot = lock(&self.state).snapshot();
+        let snapshot = {
+            let mut state = lock(&self.state);
+            self.fold(&mut state);
+            state.snapshot()
+        };
+        self.fold_if_free();
         let mut out = String::with_capacity(64 * 1024);
         let conflicts = snapshot.visit(&mut TextWriter {
             out: &mut out,
@@ -559,14 +622,20 @@ impl Sink for Prometheus {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        let mut state = lock(&self.state);
-        let dropped = state.update(flush);
-        self.telemetry
-            .prom_series
-            .store(state.len() as u64, Relaxed);
-        self.telemetry
-            .prom_series_dropped
-            .fetch_add(dropped, Relaxed);
+        let queued = {
+            let mut pending = lock(&self.pending);
+            pending.push_back(Arc::clone(flush));
+            pending.len()
+        };
+        if queued > MAX_PENDING {
+            // Never expected (see `pending`); bounded all the same.
+            let mut state = lock(&self.state);
+            self.fold(&mut state);
+            drop(state);
+            self.fold_if_free();
+        } else if !self.fold_if_free() {
+            self.telemetry.prom_updates_deferred.fetch_add(1, Relaxed);
+        }
     }
 }
 
@@ -713,6 +782,47 @@ users 4
             "{om}"
         );
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_window_arriving_during_a_scrape_is_folded_in_order_without_waiting() {
+        let p = sink();
+        let counter = |ts, v| {
+            flush(
+                ts,
+                vec![(MetricKind::Counter, "hits", &[], SeriesValue::Counter(v))],
+            )
+        };
+        p.consume(&counter(0, 1.0));
+        // A scrape holds the state: the flusher's windows are queued, not waited for (on this
+        // thread, waiting would deadlock the test).
+        let held = lock(&p.state);
+        p.consume(&counter(10, 2.0));
+        p.consume(&counter(20, 4.0));
+        assert_eq!(lock(&p.pending).len(), 2);
+        assert_eq!(held.len(), 1);
+        drop(held);
+        assert_eq!(p.telemetry.prom_updates_deferred.load(Relaxed), 2);
+        // The next scrape folds them, oldest first, before it copies.
+        assert!(user_part(&p.render(false)).contains("hits_total 7\n"));
+        assert!(lock(&p.pending).is_empty());
+
+        // Racing a real scraper thread: every window ends up folded exactly once.
+        let p = Arc::new(sink());
+        let scraper = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    p.render(false);
+                }
+            })
+        };
+        for i in 0..200u64 {
+            p.consume(&counter(i * 10, 1.0));
+        }
+        scraper.join().expect("scraper");
+        assert!(lock(&p.pending).is_empty());
+        assert!(user_part(&p.render(false)).contains("hits_total 200\n"));
     }
 
     #[test]
