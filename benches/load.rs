@@ -124,6 +124,9 @@ struct Scrape {
     flush_secs: f64,
     /// The longest flush since tallyd started (`tallyd_flush_duration_max_seconds`).
     flush_max_secs: f64,
+    /// The Prometheus sink's fold of the last window, on its own thread after the flush
+    /// handed it over (`tallyd_prometheus_update_seconds`).
+    prom_update_secs: f64,
     locked_secs: f64,
     flush_cpu_secs: f64,
     flush_series: f64,
@@ -150,6 +153,7 @@ fn scrape(t: &Tallyd) -> Scrape {
             "tallyd_flush_total" => s.flushes = v,
             "tallyd_flush_duration_seconds" => s.flush_secs = v,
             "tallyd_flush_duration_max_seconds" => s.flush_max_secs = v,
+            "tallyd_prometheus_update_seconds" => s.prom_update_secs = v,
             "tallyd_flush_locked_seconds" => s.locked_secs = v,
             "tallyd_flush_cpu_seconds" => s.flush_cpu_secs = v,
             "tallyd_flush_series" => s.flush_series = v,
@@ -482,12 +486,15 @@ fn memory() -> Memory {
         }
         last = scrape(&t);
         println!(
-            "  RSS {rss:.1} MiB, last flush {:.1} ms (flusher CPU {:.1} ms, shards locked {:.1} ms) for {} series, contexts held {} (summed over shards)",
+            "  RSS {rss:.1} MiB, last flush {:.1} ms (flusher CPU {:.1} ms, shards locked {:.1} ms) for {} series, contexts held {} (summed over shards); Prometheus fold {:.1} ms; flushes {}, longest {:.1} ms",
             last.flush_secs * 1e3,
             last.flush_cpu_secs * 1e3,
             last.locked_secs * 1e3,
             last.flush_series,
-            last.contexts
+            last.contexts,
+            last.prom_update_secs * 1e3,
+            last.flushes,
+            last.flush_max_secs * 1e3
         );
         if last.flush_series >= 0.99 * N as f64 {
             flush_ms.push(last.flush_secs * 1e3);
@@ -542,10 +549,13 @@ fn steady() -> (Vec<f64>, Vec<f64>, (f64, f64)) {
         if i % 3 == 0 {
             let s = scrape(&t);
             note = format!(
-                "  (scraped; last flush {:.1} ms, flusher CPU {:.1} ms, shards locked {:.1} ms)",
+                "  (scraped; last flush {:.1} ms, flusher CPU {:.1} ms, shards locked {:.1} ms; Prometheus fold {:.1} ms; longest so far {:.1} ms of {} flushes)",
                 s.flush_secs * 1e3,
                 s.flush_cpu_secs * 1e3,
-                s.locked_secs * 1e3
+                s.locked_secs * 1e3,
+                s.prom_update_secs * 1e3,
+                s.flush_max_secs * 1e3,
+                s.flushes
             );
             if s.flush_series >= 0.99 * N as f64 {
                 flush.push(s.flush_secs * 1e3);

@@ -70,8 +70,9 @@ pub struct Telemetry {
     pub prom_series: AtomicU64,
     pub prom_conflicts: AtomicU64,
     pub prom_series_dropped: AtomicU64,
-    /// Windows the flusher left for a scrape holding the Prometheus state to fold in.
-    pub prom_updates_deferred: AtomicU64,
+    /// Time the Prometheus sink took to fold the last window into its state (on its own
+    /// thread, after the flush handed the window over).
+    pub prom_update_ns: AtomicU64,
     /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
     pub udp_ports: std::sync::Mutex<Vec<u16>>,
     /// Subsystems that render their own `tallyd_*` families (forwarder, alerts, ...).
@@ -114,7 +115,7 @@ impl Default for Telemetry {
             prom_series: AtomicU64::new(0),
             prom_conflicts: AtomicU64::new(0),
             prom_series_dropped: AtomicU64::new(0),
-            prom_updates_deferred: AtomicU64::new(0),
+            prom_update_ns: AtomicU64::new(0),
             udp_ports: std::sync::Mutex::new(Vec::new()),
             sources: std::sync::Mutex::new(Vec::new()),
         }
@@ -409,10 +410,10 @@ impl Telemetry {
             &[("", g(&self.prom_series_dropped))],
         );
         fam(
-            "tallyd_prometheus_updates_deferred",
-            "counter",
-            "Windows the flusher handed to a scrape in progress to fold into the exposed state, instead of waiting for it.",
-            &[("", g(&self.prom_updates_deferred))],
+            "tallyd_prometheus_update_seconds",
+            "gauge",
+            "Time the Prometheus sink took to fold the last window into the exposed state, on its own thread.",
+            &[("", g(&self.prom_update_ns) / 1e9)],
         );
         let sources = crate::aggregate::lock(&self.sources).clone();
         for s in sources {

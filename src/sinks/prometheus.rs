@@ -20,9 +20,9 @@
 
 use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::sync::atomic::fence;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
@@ -518,22 +518,25 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
 
 /// The Prometheus sink: keeps the exposed state, renders it on scrape.
 ///
-/// A scrape copies the state under its lock, which at 100,000 series takes milliseconds; the
-/// flusher must not wait for that (it would add the copy to the flush). So a window that finds
-/// the state locked is left in `pending`, and whoever holds the lock folds pending windows in,
-/// in order, before and after its own work: the scrape before copying (so it shows the newest
-/// window) and every holder again after letting go (so nothing is left behind when the
-/// flusher's attempt failed just as the holder finished).
+/// Folding a window into the state (a table probe and a write per series: milliseconds at
+/// 100,000 series) happens on the sink's own thread, as the Datadog and alert sinks do their
+/// work on theirs, so the flusher only queues the window. A scrape folds whatever is still
+/// queued before it copies the state, so `/metrics` always shows the newest window.
 pub struct Prometheus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     state: Mutex<Exposition>,
-    /// Windows handed over while the state was locked. One window arrives per flush interval
-    /// and every unlock folds them, so this holds one or two; past [`MAX_PENDING`] the flusher
-    /// waits for the lock instead.
+    /// Windows not folded in yet, oldest first. One arrives per flush interval and the
+    /// folding thread takes it at once, so this holds one or two; past [`MAX_PENDING`] (the
+    /// state held by something for whole windows) the flusher folds them itself.
     pending: Mutex<VecDeque<Arc<Flush>>>,
+    wake: Condvar,
     telemetry: Arc<Telemetry>,
 }
 
-/// Windows left for the lock holder before the flusher waits for the lock itself.
+/// Windows queued before the flusher stops handing them over and folds them itself.
 const MAX_PENDING: usize = 4;
 
 impl Prometheus {
@@ -542,64 +545,40 @@ impl Prometheus {
         max_series: usize,
         telemetry: Arc<Telemetry>,
     ) -> Prometheus {
-        Prometheus {
+        let shared = Arc::new(Shared {
             state: Mutex::new(Exposition::new(ttl, max_series)),
             pending: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
             telemetry,
+        });
+        let weak = Arc::downgrade(&shared);
+        // Without the thread the sink still works (consume folds windows itself past
+        // MAX_PENDING and every scrape folds the rest), so a spawn failure is only logged.
+        if let Err(e) = std::thread::Builder::new()
+            .name("prometheus".into())
+            .spawn(move || fold_loop(&weak))
+        {
+            tracing::warn!(error = %e, "cannot start the Prometheus folding thread");
         }
+        Prometheus { shared }
     }
 
-    /// Folds the pending windows into `state`, oldest first.
-    fn fold(&self, state: &mut Exposition) {
-        // Not `while let`: the pending lock must not be held across the update.
-        loop {
-            let next = lock(&self.pending).pop_front();
-            let Some(flush) = next else { return };
-            let dropped = state.update(&flush);
-            self.telemetry
-                .prom_series
-                .store(state.len() as u64, Relaxed);
-            self.telemetry
-                .prom_series_dropped
-                .fetch_add(dropped, Relaxed);
-        }
+    /// Folds every queued window into the state now, waiting for the state's lock. Benches
+    /// call it to time the whole update; the sink's own thread does this otherwise.
+    pub fn sync(&self) {
+        let s = &*self.shared;
+        s.fold(&mut lock(&s.state));
     }
-
-    /// Folds pending windows in if the state is free; if it is not, its holder will. False
-    /// when the state was locked at the first attempt.
-    fn fold_if_free(&self) -> bool {
-        let mut folded = false;
-        loop {
-            // With the fence after `drop(state)` below: the pusher (a window queued, then
-            // this fence, then `try_lock`) and the holder (unlock, fence, then the check of
-            // `pending`) cannot both miss each other, so a queued window is always folded.
-            fence(SeqCst);
-            let mut state = match self.state.try_lock() {
-                Ok(state) => state,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return folded,
-            };
-            self.fold(&mut state);
-            drop(state);
-            folded = true;
-            // A window may have arrived, and found the lock taken, since the fold.
-            fence(SeqCst);
-            if lock(&self.pending).is_empty() {
-                return true;
-            }
-        }
-    }
-
     /// Renders every exposed series, then tallyd's own metrics.
     pub fn render(&self, om: bool) -> String {
         // Copy what is exposed and let go of the lock before the slow part (names, labels,
         // sorting, formatting), so a scrape holds up the flusher only for the copy.
+        let s = &*self.shared;
         let snapshot = {
-            let mut state = lock(&self.state);
-            self.fold(&mut state);
+            let mut state = lock(&s.state);
+            s.fold(&mut state);
             state.snapshot()
         };
-        self.fold_if_free();
         let mut out = String::with_capacity(64 * 1024);
         let conflicts = snapshot.visit(&mut TextWriter {
             out: &mut out,
@@ -607,8 +586,8 @@ impl Prometheus {
             with_quantile: String::new(),
         });
         drop(snapshot);
-        self.telemetry.prom_conflicts.store(conflicts, Relaxed);
-        self.telemetry.render(&mut out, om);
+        s.telemetry.prom_conflicts.store(conflicts, Relaxed);
+        s.telemetry.render(&mut out, om);
         if om {
             out.push_str("# EOF\n");
         }
@@ -622,20 +601,55 @@ impl Sink for Prometheus {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
+        let s = &*self.shared;
         let queued = {
-            let mut pending = lock(&self.pending);
+            let mut pending = lock(&s.pending);
             pending.push_back(Arc::clone(flush));
             pending.len()
         };
         if queued > MAX_PENDING {
-            // Never expected (see `pending`); bounded all the same.
-            let mut state = lock(&self.state);
-            self.fold(&mut state);
-            drop(state);
-            self.fold_if_free();
-        } else if !self.fold_if_free() {
-            self.telemetry.prom_updates_deferred.fetch_add(1, Relaxed);
+            // Never expected (see `Shared::pending`); bounded all the same.
+            s.fold(&mut lock(&s.state));
+        } else {
+            s.wake.notify_one();
         }
+    }
+}
+
+impl Shared {
+    /// Folds the queued windows into `state`, oldest first.
+    fn fold(&self, state: &mut Exposition) {
+        // Not `while let`: the pending lock must not be held across the update.
+        loop {
+            let next = lock(&self.pending).pop_front();
+            let Some(flush) = next else { return };
+            let t0 = Instant::now();
+            let dropped = state.update(&flush);
+            let t = &self.telemetry;
+            t.prom_update_ns
+                .store(t0.elapsed().as_nanos() as u64, Relaxed);
+            t.prom_series.store(state.len() as u64, Relaxed);
+            t.prom_series_dropped.fetch_add(dropped, Relaxed);
+        }
+    }
+}
+
+/// The folding thread: waits for queued windows and folds them in; ends once the sink is gone.
+fn fold_loop(shared: &Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        {
+            let pending = lock(&s.pending);
+            if pending.is_empty() {
+                // The timeout only bounds how long a dropped sink keeps this thread.
+                drop(
+                    s.wake
+                        .wait_timeout(pending, Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+            }
+        }
+        s.fold(&mut lock(&s.state));
     }
 }
 
@@ -785,7 +799,7 @@ users 4
     }
 
     #[test]
-    fn a_window_arriving_during_a_scrape_is_folded_in_order_without_waiting() {
+    fn windows_are_folded_in_order_off_the_flusher_and_scrapes_see_the_newest() {
         let p = sink();
         let counter = |ts, v| {
             flush(
@@ -793,26 +807,33 @@ users 4
                 vec![(MetricKind::Counter, "hits", &[], SeriesValue::Counter(v))],
             )
         };
-        p.consume(&counter(0, 1.0));
-        // A scrape holds the state: the flusher's windows are queued, not waited for (on this
-        // thread, waiting would deadlock the test).
-        let held = lock(&p.state);
-        p.consume(&counter(10, 2.0));
-        p.consume(&counter(20, 4.0));
-        assert_eq!(lock(&p.pending).len(), 2);
-        assert_eq!(held.len(), 1);
+        // While the state is held (by a scrape's copy, say), consume only queues: on this
+        // thread, waiting for the lock would deadlock the test.
+        let held = lock(&p.shared.state);
+        for (ts, v) in [(0, 1.0), (10, 2.0), (20, 4.0)] {
+            p.consume(&counter(ts, v));
+        }
+        assert_eq!(held.len(), 0);
         drop(held);
-        assert_eq!(p.telemetry.prom_updates_deferred.load(Relaxed), 2);
-        // The next scrape folds them, oldest first, before it copies.
+        // A scrape folds what is still queued, oldest first, before it copies.
         assert!(user_part(&p.render(false)).contains("hits_total 7\n"));
-        assert!(lock(&p.pending).is_empty());
 
-        // Racing a real scraper thread: every window ends up folded exactly once.
+        // Without a scrape, the sink's own thread folds the window.
+        p.consume(&counter(30, 8.0));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&p.shared.pending).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "folding thread");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lock(&p.shared.state).snapshot().rows.len(), 1);
+        assert!(user_part(&p.render(false)).contains("hits_total 15\n"));
+
+        // Racing a scraper thread and the folding thread: every window is folded exactly once.
         let p = Arc::new(sink());
         let scraper = {
             let p = Arc::clone(&p);
             std::thread::spawn(move || {
-                for _ in 0..200 {
+                for _ in 0..100 {
                     p.render(false);
                 }
             })
@@ -821,7 +842,6 @@ users 4
             p.consume(&counter(i * 10, 1.0));
         }
         scraper.join().expect("scraper");
-        assert!(lock(&p.pending).is_empty());
         assert!(user_part(&p.render(false)).contains("hits_total 200\n"));
     }
 
@@ -893,7 +913,7 @@ users 4
             1,
             "{text}"
         );
-        assert_eq!(p.telemetry.prom_conflicts.load(Relaxed), 2);
+        assert_eq!(p.shared.telemetry.prom_conflicts.load(Relaxed), 2);
         let names: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let unique: HashSet<&&str> = names.iter().collect();
         assert_eq!(names.len(), unique.len());
@@ -947,7 +967,7 @@ users 4
         assert!(user_part(&p.render(false)).contains("c 1"));
         p.consume(&flush(70, vec![]));
         assert_eq!(user_part(&p.render(false)), "");
-        assert_eq!(p.telemetry.prom_series.load(Relaxed), 0);
+        assert_eq!(p.shared.telemetry.prom_series.load(Relaxed), 0);
     }
 
     #[test]
@@ -969,8 +989,8 @@ users 4
         p.consume(&with(Arc::clone(&ctx), 0));
         p.consume(&with(Arc::clone(&ctx), 10));
         p.consume(&with(Arc::new((*ctx).clone()), 20));
-        assert_eq!(p.telemetry.prom_series.load(Relaxed), 1);
         assert!(user_part(&p.render(false)).contains("c_total{a=\"1\"} 3\n"));
+        assert_eq!(p.shared.telemetry.prom_series.load(Relaxed), 1);
     }
 
     #[test]
@@ -983,7 +1003,8 @@ users 4
                 (MetricKind::Gauge, "b", &[], SeriesValue::Gauge(1.0)),
             ],
         ));
-        assert_eq!(p.telemetry.prom_series_dropped.load(Relaxed), 1);
-        assert_eq!(p.telemetry.prom_series.load(Relaxed), 1);
+        p.sync();
+        assert_eq!(p.shared.telemetry.prom_series_dropped.load(Relaxed), 1);
+        assert_eq!(p.shared.telemetry.prom_series.load(Relaxed), 1);
     }
 }
