@@ -429,6 +429,10 @@ impl Shard {
                 true
             }
         });
+        // Kept for the next window, unless this one needed far less of it.
+        if table.ahead.capacity() > 4 * table.ahead.len().max(1024) {
+            table.ahead.shrink_to(table.ahead.len());
+        }
         self.shared.contexts.fetch_sub(expired, Relaxed);
         table.window = window.wrapping_add(1);
     }
