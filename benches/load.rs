@@ -657,7 +657,7 @@ fn main() {
                 .join(", ")
         };
         println!(
-            "| flush of {} contexts, one per window, first one first (tallyd_flush_duration_seconds) | {} ms | ≤ 50 ms |",
+            "| flush of {} contexts, the last one at each read (tallyd_flush_duration_seconds) | {} ms | ≤ 50 ms |",
             m.series,
             list(&m.flush_ms)
         );
