@@ -569,10 +569,12 @@ impl Prometheus {
         let s = &*self.shared;
         s.fold(&mut lock(&s.state));
     }
+
     /// Renders every exposed series, then tallyd's own metrics.
     pub fn render(&self, om: bool) -> String {
-        // Copy what is exposed and let go of the lock before the slow part (names, labels,
-        // sorting, formatting), so a scrape holds up the flusher only for the copy.
+        // Fold what is still queued, copy what is exposed and let go of the lock before the
+        // slow part (names, labels, sorting, formatting): a scrape holds up the folding thread
+        // only for the copy, and never the flusher, which only queues.
         let s = &*self.shared;
         let snapshot = {
             let mut state = lock(&s.state);
