@@ -8,6 +8,7 @@ pub mod histogram;
 pub mod shard;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -263,47 +264,22 @@ impl Aggregator {
     /// Closes the current window, stamped `timestamp` (unix seconds of its start).
     pub fn flush(&self, timestamp: u64) -> Flush {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
-        let mut drained = std::mem::take(&mut *lock(&self.spare));
-        let mut contributing = 0;
+        let mut merged = std::mem::take(&mut *lock(&self.spare));
+        let mut largest = 0..0;
         let mut locked = Duration::ZERO;
         for s in &shards {
             // Each shard is locked only while its touched entries are moved out.
-            let before = drained.len();
+            let start = merged.len();
             let mut shard = lock(s);
             let t0 = Instant::now();
-            shard.drain(self.expiry_windows, &mut drained);
+            shard.drain(self.expiry_windows, &mut merged);
             drop(shard);
             locked += t0.elapsed();
-            contributing += usize::from(drained.len() > before);
-        }
-
-        // The same context may have been counted by several shards; a shard holds each context
-        // once, so with one contributing shard there is nothing to merge.
-        let mut set_dropped = 0;
-        let mut merged = if contributing <= 1 {
-            drained
-        } else {
-            let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(drained.len());
-            let mut merged: Vec<shard::Drained> = Vec::with_capacity(drained.len());
-            for d in drained {
-                let found = index.entry(
-                    d.hash,
-                    |&(h, i)| h == d.hash && merged[i].ctx == d.ctx,
-                    |&(h, _)| h,
-                );
-                match found {
-                    TableEntry::Occupied(o) => {
-                        let i = o.get().1;
-                        set_dropped += merged[i].state.merge(d.state, self.shared.max_set_size);
-                    }
-                    TableEntry::Vacant(v) => {
-                        v.insert((d.hash, merged.len()));
-                        merged.push(d);
-                    }
-                }
+            if merged.len() - start > largest.len() {
+                largest = start..merged.len();
             }
-            merged
-        };
+        }
+        let set_dropped = merge_shards(&mut merged, largest, self.shared.max_set_size);
 
         let mut memory = lock(&self.memory);
         memory.window += 1;
@@ -377,6 +353,61 @@ impl Aggregator {
             recycle: Recycle(Some(Arc::clone(&self.spare_series))),
         }
     }
+}
+
+/// Folds the contexts that several shards counted into one entry each, so that `drained` holds
+/// every context once; returns the set members dropped at `max_set_size`. `largest` is the
+/// range of `drained` that the shard with the most entries filled. A shard holds a context
+/// once, so every duplicate involves one of the other shards: only their entries are indexed,
+/// and the largest shard's are walked once, probing that small index with the hash each entry
+/// carries. Indexing all of them cost a 100,000-entry table and a copy of every entry in each
+/// window where a second shard (a TCP client, OTLP) contributed a handful.
+fn merge_shards(
+    drained: &mut Vec<shard::Drained>,
+    largest: Range<usize>,
+    max_set_size: usize,
+) -> u64 {
+    if largest.len() == drained.len() {
+        return 0;
+    }
+    let mut others: Vec<shard::Drained> = drained.drain(largest.end..).collect();
+    others.extend(drained.drain(..largest.start));
+    let mut dropped = 0;
+    let mut index: HashTable<(u64, usize)> = HashTable::with_capacity(others.len());
+    let mut extra: Vec<(shard::Drained, bool)> = Vec::with_capacity(others.len());
+    for d in others {
+        let found = index.entry(
+            d.hash,
+            |&(h, i)| h == d.hash && extra[i].0.ctx == d.ctx,
+            |&(h, _)| h,
+        );
+        match found {
+            TableEntry::Occupied(o) => {
+                let i = o.get().1;
+                dropped += extra[i].0.state.merge(d.state, max_set_size);
+            }
+            TableEntry::Vacant(v) => {
+                v.insert((d.hash, extra.len()));
+                extra.push((d, false));
+            }
+        }
+    }
+    for d in drained.iter_mut() {
+        let hash = d.hash;
+        if let Some(&(_, i)) = index.find(hash, |&(h, i)| h == hash && extra[i].0.ctx == d.ctx) {
+            let (other, taken) = &mut extra[i];
+            let state = std::mem::replace(&mut other.state, State::Counter(0.0));
+            dropped += d.state.merge(state, max_set_size);
+            *taken = true;
+        }
+    }
+    drained.extend(
+        extra
+            .into_iter()
+            .filter(|(_, taken)| !taken)
+            .map(|(d, _)| d),
+    );
+    dropped
 }
 
 #[cfg(test)]
@@ -495,6 +526,31 @@ mod tests {
         assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if *v == 3.0));
         assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if *v == 2.0));
         assert!(matches!(find(&f, "u", &[]), SeriesValue::Set(2)));
+        let SeriesValue::Samples(h) = find(&f, "h", &[]) else {
+            panic!()
+        };
+        assert_eq!((h.count(), h.min(), h.max()), (2, 1.0, 3.0));
+    }
+
+    #[test]
+    fn shards_merge_whichever_is_largest() {
+        // The largest shard is the middle one; the small ones share a context with it and one
+        // with each other only, and each has one of its own.
+        let a = agg(Config::default());
+        let (s1, s2, s3) = (a.new_shard(), a.new_shard(), a.new_shard());
+        feed(&s1, a.shared(), &["c:1|c", "x:1|c", "only1:5|g"]);
+        let many: Vec<String> = (0..50).map(|i| format!("n{i}:1|c")).collect();
+        let mut lines: Vec<&str> = many.iter().map(String::as_str).collect();
+        lines.extend(["c:10|c", "h:1|h"]);
+        feed(&s2, a.shared(), &lines);
+        feed(&s3, a.shared(), &["c:100|c", "x:2|c", "h:3|h", "only3:1|c"]);
+        let f = a.flush(0);
+        assert_eq!(f.series.len(), 50 + 5);
+        assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if *v == 111.0));
+        assert!(matches!(find(&f, "x", &[]), SeriesValue::Counter(v) if *v == 3.0));
+        assert!(matches!(find(&f, "only1", &[]), SeriesValue::Gauge(v) if *v == 5.0));
+        assert!(matches!(find(&f, "only3", &[]), SeriesValue::Counter(v) if *v == 1.0));
+        assert!(matches!(find(&f, "n49", &[]), SeriesValue::Counter(v) if *v == 1.0));
         let SeriesValue::Samples(h) = find(&f, "h", &[]) else {
             panic!()
         };
