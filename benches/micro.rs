@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the ingest core: parse ns/line per metric type and for tag-heavy lines,
 //! aggregate ns/sample on known contexts, the whole in-process ingest of a datagram, and the
-//! flush of 10k and 100k contexts (aggregator flush plus the Prometheus sink's consume).
+//! flush of 10k and 100k contexts (aggregator flush plus the Prometheus sink's consume; and
+//! with a second, small shard to merge, as the GPS service's in the running agent).
 //!
 //! Run with `cargo bench --bench micro`; results are described in BENCHMARKS.md.
 
@@ -230,6 +231,25 @@ fn flush_benches(c: &mut Criterion) {
                 |_| {
                     ts += 10;
                     a.flush(ts)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        // As in the running agent, where the GPS service publishes its fleet gauges through a
+        // shard of its own: a second, small shard to merge with the large one.
+        let two = aggregator(4 * n);
+        let (big, small) = (Arc::clone(two.datagram_shard()), two.new_shard());
+        let fleet: Vec<String> = (0..29).map(|i| format!("gps.fleet.g{i}:1|g")).collect();
+        let fleet = parsed(&fleet);
+        g.bench_function(format!("flush_two_shards_{n}"), |b| {
+            b.iter_batched(
+                || {
+                    apply_all(&big, &ms, 1, &mut stats);
+                    apply_all(&small, &fleet, 1, &mut stats);
+                },
+                |_| {
+                    ts += 10;
+                    two.flush(ts)
                 },
                 BatchSize::PerIteration,
             )
