@@ -714,6 +714,54 @@ fn plain_nmea_without_identification_uses_the_connection() {
     s.flush().expect("flush");
 }
 
+/// An H02 binary position frame (packed BCD; see src/gps/h02.rs): id 4970105243, 10:40:0`second`
+/// on 13/07/21, 22°35.1777' N, 113°57.8913' E, valid, 0 knots, course 235, status FFFFFBFF;
+/// `extra` bytes after the 32 make the 45-byte variant.
+fn h02_binary(second: u8, extra: usize) -> Vec<u8> {
+    let mut f = vec![
+        b'$', 0x49, 0x70, 0x10, 0x52, 0x43, 0x10, 0x40, second, 0x13, 0x07, 0x21,
+    ];
+    f.extend_from_slice(&[0x22, 0x35, 0x17, 0x77, 0x06, 0x11, 0x35, 0x78, 0x91, 0x3e]);
+    f.extend_from_slice(&[0x00, 0x02, 0x35, 0xff, 0xff, 0xfb, 0xff, 0xff, 0x00, 0x00]);
+    f.extend(std::iter::repeat(0x01).take(extra));
+    f
+}
+
+#[test]
+fn h02_binary_frames_mixed_with_text() {
+    let t = Tallyd::start(POINTS_CONFIG);
+    let mut s = connect_from(t.gps.expect("gps"), 21);
+    // The first bytes are binary: the connection is recognised as H02 from them.
+    s.write_all(&h02_binary(0x00, 0)).expect("binary");
+    s.write_all(&h02_binary(0x01, 13)).expect("45-byte binary");
+    s.write_all(
+        b"*HQ,4970105243,V1,104002,A,2235.1777,N,11357.8913,E,000.00,235,130721,FFFFFBFF#\r\n",
+    )
+    .expect("text");
+    // Text frames are acknowledged, binary ones are not: the first reply is the text frame's.
+    let reply = read_until(&mut s, b'#');
+    assert!(reply.starts_with("*HQ,4970105243,V4,V1,"), "{reply}");
+    s.write_all(&h02_binary(0x03, 0))
+        .expect("binary after text");
+    let p = wait_points(&t, |p| of_device(p, "4970105243").len() == 4);
+    let h = of_device(&p, "4970105243");
+    for (i, p) in h.iter().enumerate() {
+        assert_eq!(p["time"], format!("2021-07-13T10:40:0{i}.000Z"));
+        close(&p["lat"], 22.0 + 35.1777 / 60.0);
+        close(&p["lon"], 113.0 + 57.8913 / 60.0);
+        close(&p["course"], 235.0);
+        assert_eq!(p["valid"], true);
+        assert_eq!(p["attributes"]["status"], 0xFFFF_FBFFu32);
+    }
+    t.wait_value("gps_tcp_messages_received_total{protocol=\"h02\"}", 4.0);
+    // Nothing was refused (the invalid counters appear once they are above zero).
+    let text = t.metrics();
+    assert!(
+        !text.contains("gps_tcp_messages_invalid_total{protocol=\"h02\""),
+        "{text}"
+    );
+}
+
 #[test]
 fn handshake_timeout_and_per_ip_limit() {
     let t = Tallyd::start("[gps]\nhandshake_timeout = \"1s\"\nmax_connections_per_ip = 2\n");

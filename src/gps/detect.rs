@@ -2,8 +2,9 @@
 //!
 //! One port serves every protocol, so the first bytes decide (REFERENCE.md §6.1):
 //! `78 78` / `79 79` GT06; `00 <len 1..=20>` followed by an ASCII digit: the Teltonika IMEI
-//! handshake; `*` + two letters + `,`: H02; `##,`, `imei:` or a digit: TK103/GPS103; `$` + an
-//! upper-case letter: NMEA. Anything else is refused.
+//! handshake; `*` + two letters + `,`: H02; `$` + a BCD device id and hour: H02's binary frames;
+//! `##,`, `imei:` or a digit: TK103/GPS103; `$` + an upper-case letter: NMEA. Anything else is
+//! refused.
 
 use super::fix::Protocol;
 
@@ -33,6 +34,13 @@ pub fn detect(head: &[u8]) -> Detect {
     match text {
         [] => Detect::NeedMore,
         [b'$'] => Detect::NeedMore,
+        // H02's binary frames also start with `$`, then a BCD device id and hour. An NMEA
+        // address is letters followed by `,`; `,` and letters are never a BCD hour.
+        [b'$', rest @ ..] if rest.iter().take(6).all(|&b| is_bcd(b)) => match rest.get(5) {
+            None => Detect::NeedMore,
+            Some(&hour) if hour <= 0x23 => Detect::Found(Protocol::H02),
+            Some(_) => Detect::Found(Protocol::Nmea),
+        },
         [b'$', c, ..] if c.is_ascii_uppercase() => Detect::Found(Protocol::Nmea),
         [b'*'] | [b'*', _] | [b'*', _, _] => {
             prefix_or_unknown(text, |t| t[1..].iter().all(u8::is_ascii_alphabetic))
@@ -45,6 +53,11 @@ pub fn detect(head: &[u8]) -> Detect {
         [b'i', ..] => prefix_of(text, b"imei:"),
         _ => Detect::Unknown,
     }
+}
+
+/// Whether a byte is packed BCD (two decimal digits).
+fn is_bcd(b: u8) -> bool {
+    b >> 4 <= 9 && b & 0x0f <= 9
 }
 
 fn prefix_of(text: &[u8], magic: &[u8]) -> Detect {
@@ -91,6 +104,11 @@ mod tests {
             (b"ime", Detect::NeedMore),
             (b"359586015829802;", Detect::Found(Protocol::Tk103)),
             (b"$GPRMC,", Detect::Found(Protocol::Nmea)),
+            (b"$GPGGA,", Detect::Found(Protocol::Nmea)),
+            (b"$GPGG", Detect::NeedMore),
+            (b"$GPHDGE", Detect::Found(Protocol::Nmea)),
+            (b"$\x49\x70\x10\x52\x43\x10", Detect::Found(Protocol::H02)),
+            (b"$\x49\x70\x10\x52\x43", Detect::NeedMore),
             (b"\r\n$PGID,1*00", Detect::Found(Protocol::Nmea)),
             (b"$", Detect::NeedMore),
             (b"GET / HTTP/1.1\r\n", Detect::Unknown),

@@ -5,8 +5,16 @@
 //! `*HQ,4970105243,V1,104000,A,2235.1777,N,11357.8913,E,000.27,235,130721,FFFFFBFF,460,11,d18e105,7752,6#`.
 //! It is acknowledged with `*HQ,<id>,V4,V1,<yyyyMMddHHmmss server UTC>#` (the answer Traccar's
 //! H02ProtocolDecoder gives). `XT`/`HTBT` are heartbeats and are not answered. Other commands
-//! (`V4` replies, `NBR` cell lists, `LINK`) are accepted without a fix. The binary H02 variant
-//! (frames starting with `$`) is not decoded.
+//! (`V4` replies, `NBR` cell lists, `LINK`) are accepted without a fix.
+//!
+//! Binary position frames start with `$` and carry the same report in packed BCD, 32 bytes:
+//! `$`, device id (5 bytes, 10 digits), hhmmss, ddmmyy, latitude `ddmm.mmmm` (8 digits), one
+//! battery byte, longitude `dddmm.mmmm` (9 digits) sharing its last byte with a flags nibble
+//! (bit 1 valid, bit 2 north, bit 3 east), speed in knots (3 digits), course (3 digits), the
+//! 32-bit status word, then 3 bytes this decoder does not read. Some devices send 45-byte frames
+//! (13 more bytes after those). Binary frames are not acknowledged. The layout follows Traccar's
+//! H02ProtocolDecoder and H02FrameDecoder, which name no length field either: a frame is taken
+//! as 45 bytes when the byte after the first 32 does not start another frame.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +29,17 @@ use super::fix::{
 };
 use super::nmea::{ddmmyy, time_of_day, valid_id};
 
-/// Decodes the next `#`-terminated frame. `now_ms` (Unix ms) stamps the V1 acknowledgement.
+/// Decodes the next frame: a `#`-terminated text frame, or a binary one starting with `$`.
+/// `now_ms` (Unix ms) stamps the V1 acknowledgement.
 pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
+    // Line ends after a text frame stay in the buffer; before a binary frame they are skipped
+    // (a text frame trims them itself).
+    let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    match buf.get(blank) {
+        Some(b'$') if blank > 0 => return Step::Skip(blank),
+        Some(b'$') => return binary_frame(buf),
+        _ => {}
+    }
     match text_frame(buf, |b| b == b'#', max_line) {
         Err(e) => Step::Fatal(e),
         Ok(None) => Step::Incomplete,
@@ -134,6 +151,102 @@ fn v1(f: &[&str]) -> Result<Fix, FrameError> {
     })
 }
 
+/// Length of a binary frame, and of the variant with 13 bytes of extra data.
+pub const BINARY_LEN: usize = 32;
+pub const BINARY_LONG_LEN: usize = 45;
+
+fn binary_frame(buf: &[u8]) -> Step {
+    if buf.len() < BINARY_LEN {
+        return Step::Incomplete;
+    }
+    let len = match buf.get(BINARY_LEN) {
+        None | Some(b'$' | b'*' | b'\r' | b'\n') => BINARY_LEN,
+        Some(_) if buf.len() >= BINARY_LONG_LEN => BINARY_LONG_LEN,
+        Some(_) => return Step::Incomplete,
+    };
+    Step::Frame {
+        len,
+        msg: binary_message(&buf[..BINARY_LEN]),
+    }
+}
+
+/// The decimal digits of packed BCD bytes, or None when a nibble is not a digit.
+fn bcd_digits(bytes: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 10)?);
+        }
+    }
+    Some(out)
+}
+
+/// One BCD byte as a number 0-99.
+fn bcd(b: u8) -> Option<u32> {
+    let (hi, lo) = (u32::from(b >> 4), u32::from(b & 0x0f));
+    (hi <= 9 && lo <= 9).then_some(hi * 10 + lo)
+}
+
+fn binary_message(f: &[u8]) -> Result<Message, FrameError> {
+    let bad = || FrameError::Malformed;
+    let id = bcd_digits(&f[1..6])
+        .filter(|id| valid_id(id))
+        .ok_or_else(bad)?;
+    let num = |i: usize| bcd(f[i]).ok_or_else(bad);
+    let time_ms = unix_ms(
+        2000 + i64::from(num(11)?),
+        num(10)?,
+        num(9)?,
+        num(6)?,
+        num(7)?,
+        num(8)?,
+        0,
+    )
+    .ok_or_else(bad)?;
+    let flags = f[21] & 0x0f;
+    let lat = bcd_digits(&f[12..16]).ok_or_else(bad)?;
+    // The longitude's ninth digit is the high nibble of the byte whose low nibble is `flags`.
+    let lon = bcd_digits(&[f[17], f[18], f[19], f[20], f[21] & 0xf0]).ok_or_else(bad)?;
+    let lat = nmea_coord(
+        &format!("{}.{}", &lat[..4], &lat[4..]),
+        if flags & 0x04 != 0 { b'N' } else { b'S' },
+    )
+    .ok_or_else(bad)?;
+    let lon = nmea_coord(
+        &format!("{}.{}", &lon[..5], &lon[5..9]),
+        if flags & 0x08 != 0 { b'E' } else { b'W' },
+    )
+    .ok_or_else(bad)?;
+    let speed_course = bcd_digits(&f[22..25]).ok_or_else(bad)?;
+    let knots: u32 = speed_course[..3].parse().map_err(|_| bad())?;
+    let course: u32 = speed_course[3..].parse().map_err(|_| bad())?;
+    let valid = flags & 0x02 != 0;
+    let status = u32::from_be_bytes([f[25], f[26], f[27], f[28]]);
+    let attributes = BTreeMap::from([
+        (
+            "validity".to_string(),
+            Attr::Text(if valid { "A" } else { "V" }.to_string()),
+        ),
+        ("status".to_string(), Attr::Int(i64::from(status))),
+    ]);
+    Ok(Message {
+        device_id: Some(id),
+        kind: Kind::Location,
+        fixes: vec![Fix {
+            time_ms,
+            lat,
+            lon,
+            altitude: None,
+            speed_kmh: f64::from(knots) * KNOT_KMH,
+            course: f64::from(course),
+            satellites: None,
+            valid,
+            attributes,
+        }],
+        reply: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +321,106 @@ mod tests {
         );
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// The V1 text example above, packed: `$`, id, 10:40:00 13/07/21, 2235.1777 N, battery 6,
+    /// 11357.8913 E with flags e (valid, north, east), 000 knots, course 235, status FFFFFBFF,
+    /// 3 bytes not read.
+    fn binary() -> Vec<u8> {
+        hex(&[
+            "24",
+            "4970105243",
+            "104000",
+            "130721",
+            "22351777",
+            "06",
+            "113578913e",
+            "000235",
+            "fffffbff",
+            "ff0000",
+        ]
+        .concat())
+    }
+
+    #[test]
+    fn binary_position_is_the_text_report_packed() {
+        let frame = binary();
+        assert_eq!(frame.len(), BINARY_LEN);
+        let msg = one(&frame).expect("valid");
+        assert_eq!(msg.device_id.as_deref(), Some("4970105243"));
+        assert_eq!((msg.kind, msg.reply), (Kind::Location, None));
+        let text =
+            one(b"*HQ,4970105243,V1,104000,A,2235.1777,N,11357.8913,E,000,235,130721,FFFFFBFF#")
+                .expect("text");
+        assert_eq!(msg.fixes, text.fixes);
+    }
+
+    #[test]
+    fn binary_south_west_invalid_and_speed() {
+        // 33°50.0000' S, 070°30.0000' W (flags 0), 12 knots, course 090.
+        let frame = hex("24123456789000000101012433500000000703000000012090ffffffff000000");
+        let msg = one(&frame).expect("valid");
+        let f = &msg.fixes[0];
+        assert_eq!(f.time_ms, unix_ms(2024, 1, 1, 0, 0, 1, 0).expect("date"));
+        assert!((f.lat + (33.0 + 50.0 / 60.0)).abs() < 1e-9);
+        assert!((f.lon + (70.0 + 30.0 / 60.0)).abs() < 1e-9);
+        assert!((f.speed_kmh - 12.0 * KNOT_KMH).abs() < 1e-9);
+        assert_eq!(f.course, 90.0);
+        assert!(!f.valid);
+        assert_eq!(f.attributes.get("validity"), Some(&Attr::Text("V".into())));
+    }
+
+    #[test]
+    fn binary_framing() {
+        let short = binary();
+        let mut long = short.clone();
+        long.extend_from_slice(&[0x01; 13]);
+        assert_eq!(long.len(), BINARY_LONG_LEN);
+        // Alone, or followed by another frame of either kind.
+        assert_eq!(
+            one(&long).expect("long").device_id.as_deref(),
+            Some("4970105243")
+        );
+        for next in [&short[..], b"*HQ,4970105243,XT#", b"\r\n"] {
+            for first in [&short, &long] {
+                let mut two = first.clone();
+                two.extend_from_slice(next);
+                match decode(&two, 512, NOW) {
+                    Step::Frame { len, msg } => {
+                        assert_eq!(len, first.len());
+                        assert!(msg.is_ok());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // Not enough bytes to tell, or to decode.
+        assert_eq!(decode(&short[..31], 512, NOW), Step::Incomplete);
+        assert_eq!(decode(&long[..40], 512, NOW), Step::Incomplete);
+        // Line ends left after a text frame.
+        let mut after_text = b"\r\n".to_vec();
+        after_text.extend_from_slice(&short);
+        assert_eq!(decode(&after_text, 512, NOW), Step::Skip(2));
+    }
+
+    #[test]
+    fn bad_binary_frames() {
+        let mut id = binary();
+        id[3] = 0x4a;
+        let mut minutes = binary();
+        minutes[13] = 0x75;
+        let mut month = binary();
+        month[10] = 0x13;
+        for frame in [id, minutes, month] {
+            assert_eq!(one(&frame), Err(FrameError::Malformed));
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
@@ -216,6 +429,9 @@ mod tests {
             framed.extend_from_slice(&bytes);
             framed.push(b'#');
             let _ = decode(&framed, 500, NOW);
+            let mut binary = vec![b'$'];
+            binary.extend_from_slice(&bytes);
+            let _ = decode(&binary, 500, NOW);
         }
     }
 }
