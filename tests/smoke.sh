@@ -32,16 +32,21 @@ echo "test.metric:1|c" | nc -U -u -w1 "$sock"
 echo "page.load:320|ms|#page:home" | nc -u -w1 localhost 8125
 echo "not a metric" | nc -u -w1 localhost 8125
 
-# Values appear after the window closes (flush interval 10 s by default).
+# Values appear after the window closes (flush interval 10 s by default, aligned to the clock).
+# Each nc above waits a second, so a window may close between two of them: wait until every
+# value has arrived, whichever windows carried them.
 want='test_metric_total 3'
+timer='page_load_count{page="home"} 1'
+bad='tallyd_statsd_parse_errors_total{reason="invalid_format"} 1'
 for _ in $(seq 1 300); do
-  curl -s localhost:9090/metrics | grep -qx "$want" && break
+  metrics="$(curl -s localhost:9090/metrics)"
+  grep -qx "$want" <<<"$metrics" && grep -qx "$timer" <<<"$metrics" && grep -qx "$bad" <<<"$metrics" \
+    && break
   sleep 0.1
 done
-metrics="$(curl -s localhost:9090/metrics)"
 grep -qx "$want" <<<"$metrics" || fail "expected '$want' on /metrics"
-grep -qx 'page_load_count{page="home"} 1' <<<"$metrics" || fail "timer missing"
-grep -qx 'tallyd_statsd_parse_errors_total{reason="invalid_format"} 1' <<<"$metrics" || fail "bad line not counted"
+grep -qx "$timer" <<<"$metrics" || fail "timer missing"
+grep -qx "$bad" <<<"$metrics" || fail "bad line not counted"
 curl -s localhost:9090/health | grep -q '"status":"ok"' || fail "/health not ok"
 
 # The README's GPS example: an NMEA device that names itself.
