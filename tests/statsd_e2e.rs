@@ -117,6 +117,37 @@ fn delta_gauges_when_configured() {
 }
 
 #[test]
+fn a_large_scrape_streams_in_pieces_and_a_small_one_has_a_length() {
+    let t = Tallyd::start("");
+    t.send_udp("small:1|c");
+    t.wait_value("small_total", 1.0);
+    let header = |name: &str| {
+        http_headers(t.http, "/metrics", &[])
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
+    assert!(header("content-length").is_some());
+    // Enough series for several 64 KiB pieces.
+    let n = 3000;
+    let lines: String = (0..n)
+        .map(|i| format!("big.series_{i}:{i}|c|#host:web-{i}\n"))
+        .collect();
+    t.send_tcp(&lines);
+    let last = format!("big_series_{}_total{{host=\"web-{}\"}}", n - 1, n - 1);
+    t.wait_value(&last, (n - 1) as f64);
+    assert_eq!(header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(header("content-length"), None);
+    let text = t.metrics();
+    assert!(text.len() > 4 * 64 * 1024, "{}", text.len());
+    for i in 0..n {
+        let series = format!("big_series_{i}_total{{host=\"web-{i}\"}}");
+        assert_eq!(value(&text, &series), Some(i as f64), "{series}");
+    }
+    assert!(text.contains("\ntallyd_build_info{"));
+}
+
+#[test]
 fn openmetrics_when_asked() {
     let t = Tallyd::start("");
     t.send_udp("hits:2|c");

@@ -361,7 +361,8 @@ impl Aggregator {
 /// once, so every duplicate involves one of the other shards: only their entries are indexed,
 /// and the largest shard's are walked once, probing that small index with the hash each entry
 /// carries. Indexing all of them cost a 100,000-entry table and a copy of every entry in each
-/// window where a second shard (a TCP client, OTLP) contributed a handful.
+/// window where a second shard contributed a handful, which in a default deployment is every
+/// window: the GPS service publishes its fleet gauges through a shard of its own.
 fn merge_shards(
     drained: &mut Vec<shard::Drained>,
     largest: Range<usize>,

@@ -18,8 +18,8 @@
 //!   Two series of one family with the same labels keep the first. What is left out is counted
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
-use std::collections::HashSet;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -459,7 +459,13 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
     entries.sort_unstable_by(|a, b| {
         (family(a), a.ctx.kind(), labels(a)).cmp(&(family(b), b.ctx.kind(), labels(b)))
     });
-    let mut taken: HashSet<String> = HashSet::new();
+    // Names claimed by the families laid out so far. A claim is kept as where to rebuild it
+    // (the family's first row, renamed or not, which suffix) rather than as a string: with one
+    // family per context, 100,000 families claim about 250,000 names, and a string each was
+    // the largest part of a scrape's memory.
+    let mut taken: HashTable<Claim> = HashTable::new();
+    let hasher = foldhash::quality::FixedState::with_seed(0x7a11);
+    let (mut name, mut probe, mut other) = (String::new(), String::new(), String::new());
     let mut left_out = 0u64;
     let mut i = 0;
     while i < entries.len() {
@@ -469,20 +475,47 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
             j += 1;
         }
         let group = &entries[i..j];
+        let row = i as u32;
         i = j;
-        let free = |name: &str| {
-            !name.starts_with("tallyd_") && claims(name, kind).iter().all(|c| !taken.contains(c))
+        let free = |renamed: bool, probe: &mut String, other: &mut String| {
+            claim_name(probe, fam, kind, renamed, 0);
+            if probe.starts_with("tallyd_") {
+                return false;
+            }
+            claim_suffixes(kind).iter().all(|&suffix| {
+                claim_name(probe, fam, kind, renamed, suffix);
+                let hash = hasher.hash_one(probe.as_str());
+                taken
+                    .find(hash, |c| {
+                        let e = &entries[c.row as usize];
+                        c.hash == hash && {
+                            claim_name(other, family(e), e.ctx.kind(), c.renamed, c.suffix);
+                            other == probe
+                        }
+                    })
+                    .is_none()
+            })
         };
-        let renamed = format!("{fam}_{}", kind.name());
-        let name = if free(fam) {
-            fam.to_string()
-        } else if free(&renamed) {
-            renamed
+        let renamed = if free(false, &mut probe, &mut other) {
+            false
+        } else if free(true, &mut probe, &mut other) {
+            true
         } else {
             left_out += group.len() as u64;
             continue;
         };
-        taken.extend(claims(&name, kind));
+        for &suffix in claim_suffixes(kind) {
+            claim_name(&mut probe, fam, kind, renamed, suffix);
+            let hash = hasher.hash_one(probe.as_str());
+            let claim = Claim {
+                hash,
+                row,
+                renamed,
+                suffix,
+            };
+            taken.insert_unique(hash, claim, |c| c.hash);
+        }
+        claim_name(&mut name, fam, kind, renamed, 0);
         v.family(&name, kind, fam);
         let mut last_labels: Option<&str> = None;
         for e in group {
@@ -570,8 +603,21 @@ impl Prometheus {
         s.fold(&mut lock(&s.state));
     }
 
-    /// Renders every exposed series, then tallyd's own metrics.
+    /// Renders every exposed series, then tallyd's own metrics, as one string.
     pub fn render(&self, om: bool) -> String {
+        let mut body = String::new();
+        self.render_to(om, usize::MAX, &mut |piece| {
+            body.push_str(&piece);
+            true
+        });
+        body
+    }
+
+    /// Renders as [`Prometheus::render`] does, handing the text to `emit` in pieces of about
+    /// `chunk` bytes as it is produced, so that a scrape of 100,000 series never holds the
+    /// whole body (tens of megabytes) at once. When `emit` returns false (the scraper went
+    /// away), the rest is not formatted.
+    pub fn render_to(&self, om: bool, chunk: usize, emit: &mut dyn FnMut(String) -> bool) {
         // Fold what is still queued, copy what is exposed and let go of the lock before the
         // slow part (names, labels, sorting, formatting): a scrape holds up the folding thread
         // only for the copy, and never the flusher, which only queues.
@@ -581,19 +627,26 @@ impl Prometheus {
             s.fold(&mut state);
             state.snapshot()
         };
-        let mut out = String::with_capacity(64 * 1024);
-        let conflicts = snapshot.visit(&mut TextWriter {
-            out: &mut out,
+        let mut w = TextWriter {
+            out: String::with_capacity(chunk.min(64 * 1024) + 4096),
             om,
             with_quantile: String::new(),
-        });
+            chunk,
+            emit,
+            open: true,
+        };
+        let conflicts = snapshot.visit(&mut w);
         drop(snapshot);
         s.telemetry.prom_conflicts.store(conflicts, Relaxed);
+        if !w.open {
+            return;
+        }
+        let mut out = w.out;
         s.telemetry.render(&mut out, om);
         if om {
             out.push_str("# EOF\n");
         }
-        out
+        (w.emit)(out);
     }
 }
 
@@ -663,42 +716,84 @@ fn prom_type(kind: MetricKind) -> &'static str {
     }
 }
 
-/// Names a family would claim: its own name and every sample name.
-fn claims(base: &str, kind: MetricKind) -> Vec<String> {
+/// A name a family claims in the exposition, kept as where to rebuild it (see
+/// [`claim_name`]): the family's first row, whether it was renamed `<name>_<type>`, and
+/// which of [`SUFFIXES`] it ends with.
+#[derive(Clone, Copy)]
+struct Claim {
+    hash: u64,
+    row: u32,
+    renamed: bool,
+    suffix: u8,
+}
+
+/// The sample-name suffixes a family may use.
+const SUFFIXES: [&str; 4] = ["", "_total", "_sum", "_count"];
+
+/// Which [`SUFFIXES`] a family of `kind` claims: its own name and every sample name.
+fn claim_suffixes(kind: MetricKind) -> &'static [u8] {
     match prom_type(kind) {
-        "counter" => vec![base.to_string(), format!("{base}_total")],
-        "summary" => vec![
-            base.to_string(),
-            format!("{base}_sum"),
-            format!("{base}_count"),
-        ],
-        _ => vec![base.to_string()],
+        "counter" => &[0, 1],
+        "summary" => &[0, 2, 3],
+        _ => &[0],
     }
 }
 
-/// A series to render: its family and labels are ranges of one shared string.
-/// Writes the text format (or OpenMetrics).
+/// Writes into `out` the name the family `base` of `kind` claims with `suffix`.
+fn claim_name(out: &mut String, base: &str, kind: MetricKind, renamed: bool, suffix: u8) {
+    out.clear();
+    out.push_str(base);
+    if renamed {
+        out.push('_');
+        out.push_str(kind.name());
+    }
+    out.push_str(SUFFIXES[usize::from(suffix)]);
+}
+
+/// Writes the text format (or OpenMetrics), handing it on in pieces (see
+/// [`Prometheus::render_to`]).
 struct TextWriter<'a> {
-    out: &'a mut String,
+    out: String,
     om: bool,
     /// Reused for the labels of quantile samples.
     with_quantile: String,
+    /// `out` is handed to `emit` once it holds this many bytes.
+    chunk: usize,
+    emit: &'a mut dyn FnMut(String) -> bool,
+    /// False once `emit` refused a piece: nothing more is formatted.
+    open: bool,
+}
+
+impl TextWriter<'_> {
+    fn hand_on_if_full(&mut self) {
+        if self.out.len() >= self.chunk {
+            let next = String::with_capacity(self.out.capacity());
+            self.open = (self.emit)(std::mem::replace(&mut self.out, next));
+        }
+    }
 }
 
 impl Visitor for TextWriter<'_> {
     fn family(&mut self, name: &str, kind: MetricKind, original: &str) {
+        if !self.open {
+            return;
+        }
         expo::family_header(
-            self.out,
+            &mut self.out,
             name,
             prom_type(kind),
             &format!("statsd {} {original}", kind.name()),
             self.om,
         );
+        self.hand_on_if_full();
     }
 
     fn sample(&mut self, s: &SampleRef<'_>) {
+        if !self.open {
+            return;
+        }
         match s.quantile {
-            None => expo::sample(self.out, s.name, s.suffix, s.labels, s.value),
+            None => expo::sample(&mut self.out, s.name, s.suffix, s.labels, s.value),
             Some(q) => {
                 let l = &mut self.with_quantile;
                 l.clear();
@@ -709,9 +804,10 @@ impl Visitor for TextWriter<'_> {
                 l.push_str("quantile=\"");
                 expo::value_into(l, q);
                 l.push('"');
-                expo::sample(self.out, s.name, s.suffix, l, s.value);
+                expo::sample(&mut self.out, s.name, s.suffix, l, s.value);
             }
         }
+        self.hand_on_if_full();
     }
 }
 
@@ -921,7 +1017,7 @@ users 4
         );
         assert_eq!(p.shared.telemetry.prom_conflicts.load(Relaxed), 2);
         let names: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
-        let unique: HashSet<&&str> = names.iter().collect();
+        let unique: std::collections::HashSet<&&str> = names.iter().collect();
         assert_eq!(names.len(), unique.len());
     }
 
@@ -997,6 +1093,53 @@ users 4
         p.consume(&with(Arc::new((*ctx).clone()), 20));
         assert!(user_part(&p.render(false)).contains("c_total{a=\"1\"} 3\n"));
         assert_eq!(p.shared.telemetry.prom_series.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_scrape_is_handed_on_in_pieces() {
+        let p = sink();
+        let names: Vec<String> = (0..600).map(|i| format!("m{i}")).collect();
+        let series = names
+            .iter()
+            .map(|n| {
+                let (kind, value) = if n.len() % 2 == 0 {
+                    (MetricKind::Counter, SeriesValue::Counter(1.0))
+                } else {
+                    (MetricKind::Gauge, SeriesValue::Gauge(2.0))
+                };
+                (kind, n.as_str(), &["env:prod"][..], value)
+            })
+            .collect();
+        p.consume(&flush(0, series));
+        let whole = p.render(false);
+        let mut pieces: Vec<String> = Vec::new();
+        p.render_to(false, 4096, &mut |piece| {
+            pieces.push(piece);
+            true
+        });
+        assert!(pieces.len() > 3, "{}", pieces.len());
+        // Every piece but the last is handed on as soon as it reaches the size: by the end of
+        // the line (a family header or a sample) that crossed it.
+        for piece in &pieces[..pieces.len() - 1] {
+            assert!(
+                piece.len() >= 4096 && piece.len() < 4096 + 200,
+                "{}",
+                piece.len()
+            );
+            assert!(piece.ends_with('\n'));
+        }
+        // The same text as in one piece (tallyd's own metrics, uptime say, move between the
+        // two renders).
+        let joined = pieces.concat();
+        assert_eq!(user_part(&joined), user_part(&whole));
+        assert!(joined.contains("\n# HELP tallyd_prometheus_update_seconds "));
+        // A scraper that goes away: nothing more is formatted or handed on.
+        let mut handed = 0;
+        p.render_to(false, 4096, &mut |_| {
+            handed += 1;
+            false
+        });
+        assert_eq!(handed, 1);
     }
 
     #[test]
