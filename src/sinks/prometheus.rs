@@ -464,7 +464,9 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
     // family per context, 100,000 families claim about 250,000 names, and a string each was
     // the largest part of a scrape's memory.
     let mut taken: HashTable<Claim> = HashTable::new();
-    let hasher = foldhash::quality::FixedState::with_seed(0x7a11);
+    // Seeded per scrape: metric names come from clients, and must not be able to line up
+    // collisions.
+    let hasher = foldhash::quality::RandomState::default();
     let (mut name, mut probe, mut other) = (String::new(), String::new(), String::new());
     let mut left_out = 0u64;
     let mut i = 0;
@@ -607,7 +609,11 @@ impl Prometheus {
     pub fn render(&self, om: bool) -> String {
         let mut body = String::new();
         self.render_to(om, usize::MAX, &mut |piece| {
-            body.push_str(&piece);
+            if body.is_empty() {
+                body = piece;
+            } else {
+                body.push_str(&piece);
+            }
             true
         });
         body
