@@ -181,28 +181,16 @@ fn bcd_digits(bytes: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// One BCD byte as a number 0-99.
-fn bcd(b: u8) -> Option<u32> {
-    let (hi, lo) = (u32::from(b >> 4), u32::from(b & 0x0f));
-    (hi <= 9 && lo <= 9).then_some(hi * 10 + lo)
-}
-
 fn binary_message(f: &[u8]) -> Result<Message, FrameError> {
     let bad = || FrameError::Malformed;
     let id = bcd_digits(&f[1..6])
         .filter(|id| valid_id(id))
         .ok_or_else(bad)?;
-    let num = |i: usize| bcd(f[i]).ok_or_else(bad);
-    let time_ms = unix_ms(
-        2000 + i64::from(num(11)?),
-        num(10)?,
-        num(9)?,
-        num(6)?,
-        num(7)?,
-        num(8)?,
-        0,
-    )
-    .ok_or_else(bad)?;
+    // hhmmss then ddmmyy, as in a text frame.
+    let when = bcd_digits(&f[6..12]).ok_or_else(bad)?;
+    let tod = time_of_day(&when[..6]).ok_or_else(bad)?;
+    let (d, mo, y) = ddmmyy(&when[6..]).ok_or_else(bad)?;
+    let time_ms = unix_ms(y, mo, d, 0, 0, 0, 0).ok_or_else(bad)? + i64::from(tod);
     let flags = f[21] & 0x0f;
     let lat = bcd_digits(&f[12..16]).ok_or_else(bad)?;
     // The longitude's ninth digit is the high nibble of the byte whose low nibble is `flags`.
