@@ -36,9 +36,23 @@ pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
     // (a text frame trims them itself).
     let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
     match buf.get(blank) {
+        None if blank > 0 => return Step::Skip(blank),
+        None => return Step::Incomplete,
         Some(b'$') if blank > 0 => return Step::Skip(blank),
         Some(b'$') => return binary_frame(buf),
-        _ => {}
+        Some(b'*') => {}
+        // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
+        // frame up to the next `*` or `$`, so that the frames after it are read.
+        Some(_) => {
+            let end = buf[blank..]
+                .iter()
+                .position(|&b| b == b'*' || b == b'$')
+                .map_or(buf.len(), |p| blank + p);
+            return Step::Frame {
+                len: end,
+                msg: Err(FrameError::Malformed),
+            };
+        }
     }
     match text_frame(buf, |b| b == b'#', max_line) {
         Err(e) => Step::Fatal(e),
@@ -394,6 +408,31 @@ mod tests {
         let mut after_text = b"\r\n".to_vec();
         after_text.extend_from_slice(&short);
         assert_eq!(decode(&after_text, 512, NOW), Step::Skip(2));
+        assert_eq!(decode(b"\r\n", 512, NOW), Step::Skip(2));
+    }
+
+    #[test]
+    fn bytes_that_start_no_frame_are_one_malformed_frame_and_the_next_is_read() {
+        // The 13 extra bytes of a 45-byte frame that arrived after its first 32 were read as
+        // a short frame, then a binary frame; noise, then a text frame.
+        let mut cut = vec![0x01; 13];
+        cut.extend_from_slice(&binary());
+        let mut noise = b"\x00\x07ab".to_vec();
+        noise.extend_from_slice(b"*HQ,4970105243,XT#");
+        for (bytes, junk) in [(cut, 13), (noise, 4)] {
+            let Step::Frame { len, msg } = decode(&bytes, 512, NOW) else {
+                panic!("{bytes:?}")
+            };
+            assert_eq!((len, msg), (junk, Err(FrameError::Malformed)));
+            let Step::Frame { len, msg } = decode(&bytes[junk..], 512, NOW) else {
+                panic!("{bytes:?}")
+            };
+            assert_eq!(len, bytes.len() - junk);
+            assert_eq!(
+                msg.expect("frame after the junk").device_id.as_deref(),
+                Some("4970105243")
+            );
+        }
     }
 
     #[test]
