@@ -173,6 +173,18 @@ pub fn text_frame(
     }
 }
 
+/// The decimal digits of packed BCD bytes (two per byte, high nibble first), or None when a
+/// nibble is not a digit. GT06 IMEIs and H02 binary frames are packed this way.
+pub fn bcd_digits(bytes: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 10)?);
+        }
+    }
+    Some(out)
+}
+
 /// Knots to km/h (exact by definition of the nautical mile).
 pub const KNOT_KMH: f64 = 1.852;
 
@@ -263,6 +275,15 @@ pub fn nmea_coord(raw: &str, hemi: u8) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_bcd() {
+        assert_eq!(bcd_digits(&[0x08, 0x63, 0x58]).as_deref(), Some("086358"));
+        assert_eq!(bcd_digits(&[]).as_deref(), Some(""));
+        // A nibble above 9 in either half is not BCD.
+        assert_eq!(bcd_digits(&[0x12, 0x3a]), None);
+        assert_eq!(bcd_digits(&[0xa1]), None);
+    }
 
     #[test]
     fn calendar_round_trip() {

@@ -30,7 +30,7 @@ use nom::number::complete::{be_u16, be_u32, be_u8};
 use nom::sequence::tuple;
 use nom::IResult;
 
-use super::fix::{civil, unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
+use super::fix::{bcd_digits, civil, unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
 
 /// CRC-ITU as GT06 uses it (the catalogue's CRC-16/IBM-SDLC is CRC-16/X-25).
 pub const CRC_ITU: Crc<u16> = Crc::<u16>::new(&CRC_16_IBM_SDLC);
@@ -117,14 +117,7 @@ fn message(protocol: u8, content: &[u8], serial: [u8; 2]) -> Result<Message, Fra
     match protocol {
         0x01 => {
             let imei = content.get(..8).ok_or(FrameError::Malformed)?;
-            let digits: String = imei
-                .iter()
-                .flat_map(|b| [b >> 4, b & 0x0F])
-                .map(|n| char::from(b'0' + n.min(9)))
-                .collect();
-            if imei.iter().any(|b| b >> 4 > 9 || b & 0x0F > 9) {
-                return Err(FrameError::Malformed);
-            }
+            let digits = bcd_digits(imei).ok_or(FrameError::Malformed)?;
             let id = digits.strip_prefix('0').unwrap_or(&digits).to_string();
             Ok(Message {
                 device_id: Some(id),

@@ -24,8 +24,8 @@ use nom::sequence::{delimited, terminated, tuple};
 use nom::IResult;
 
 use super::fix::{
-    nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step,
-    KNOT_KMH,
+    bcd_digits, nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message,
+    Step, KNOT_KMH,
 };
 use super::nmea::{ddmmyy, time_of_day, valid_id};
 
@@ -182,17 +182,6 @@ fn binary_frame(buf: &[u8]) -> Step {
         len,
         msg: binary_message(&buf[..BINARY_LEN]),
     }
-}
-
-/// The decimal digits of packed BCD bytes, or None when a nibble is not a digit.
-fn bcd_digits(bytes: &[u8]) -> Option<String> {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            out.push(char::from_digit(u32::from(nibble), 10)?);
-        }
-    }
-    Some(out)
 }
 
 fn binary_message(f: &[u8]) -> Result<Message, FrameError> {
