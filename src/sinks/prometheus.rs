@@ -461,7 +461,7 @@ fn visit_rows(rows: &[(&Arc<Context>, &Value)], percentiles: &[f64], v: &mut imp
     });
     // Names claimed by the families laid out so far. A claim is kept as where to rebuild it
     // (the family's first row, renamed or not, which suffix) rather than as a string: with one
-    // family per context, 100,000 families claim about 250,000 names, and a string each was
+    // family per context, 100,000 families claim about 210,000 names, and a string each was
     // the largest part of a scrape's memory.
     let mut taken: HashTable<Claim> = HashTable::new();
     // Seeded per scrape: metric names come from clients, and must not be able to line up
