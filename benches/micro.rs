@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use tallyd::aggregate::{lock, Aggregator, Shard};
+use tallyd::aggregate::{Aggregator, Shard};
+use tallyd::base::lock;
 use tallyd::config::Config;
 use tallyd::sinks::prometheus::Prometheus;
 use tallyd::sinks::Sink;

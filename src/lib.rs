@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod alert;
 pub mod api;
+pub mod base;
 pub mod config;
 pub mod gps;
 pub mod model;
@@ -141,10 +142,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Arc::clone(&telemetry),
     ));
     let mut sinks: Vec<Arc<dyn Sink>> = vec![prometheus.clone()];
-    let health = Arc::new(Health::new(
-        cfg.aggregate.flush_interval,
-        Arc::clone(&telemetry),
-    ));
+    let health = Arc::new(Health::new(base::clock::Clock::system()));
+    health.watch("aggregator", aggregator_health(&cfg, &telemetry));
     let queues = Arc::new(queue::Registry::default());
     telemetry.register(queues.clone());
     let datadog = if cfg.datadog.api_key.is_empty() {
@@ -231,7 +230,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         );
     }
     ports.dedup();
-    *aggregate::lock(&telemetry.udp_ports) = ports;
+    *base::lock(&telemetry.udp_ports) = ports;
 
     if let Some((sock, path)) = bound.uds {
         info!(component = "statsd_uds", path = %path.display(), "listening");
@@ -413,6 +412,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(())
 }
 
+/// The aggregator's health, judged from its last flush: down after three intervals without one.
+fn aggregator_health(cfg: &Config, telemetry: &Arc<Telemetry>) -> base::health::Watch {
+    let telemetry = Arc::clone(telemetry);
+    let late = 3 * cfg.aggregate.flush_interval.as_secs().max(1);
+    Box::new(move |now| {
+        let last = telemetry.flush_last_unix.load(Relaxed);
+        if last == 0 {
+            base::health::Component::new(Status::Ok, "waiting for the first flush")
+        } else if now.saturating_sub(last) > late {
+            base::health::Component::new(Status::Down, format!("no flush for {}s", now - last))
+        } else {
+            base::health::Component::new(
+                Status::Ok,
+                format!("last flush {}s ago", now.saturating_sub(last)),
+            )
+        }
+    })
+}
+
 /// The OTLP receiver and its server tasks, closed and awaited at shutdown.
 type OtlpRunning = (Arc<otlp::Receiver>, Vec<tokio::task::JoinHandle<()>>);
 
@@ -478,23 +496,6 @@ fn unix_now() -> Duration {
 
 /// Flushes at every multiple of the interval (wall clock aligned, like the Datadog Agent's
 /// buckets) until told to stop, then flushes the partial window once more.
-/// CPU time of the calling thread (zero if the clock cannot be read).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer to a live local.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
 fn flush_loop(
     aggregator: &Aggregator,
     sinks: &[Arc<dyn Sink>],
@@ -515,15 +516,16 @@ fn flush_loop(
             next - iv
         };
         let t0 = Instant::now();
-        let cpu0 = thread_cpu();
+        let cpu0 = base::cpu::thread_cpu();
         let flush = Arc::new(aggregator.flush(start_ms / 1000));
         for s in sinks {
             s.consume(&flush);
         }
         let took = t0.elapsed();
-        telemetry
-            .flush_cpu_ns
-            .store(thread_cpu().saturating_sub(cpu0).as_nanos() as u64, Relaxed);
+        telemetry.flush_cpu_ns.store(
+            base::cpu::thread_cpu().saturating_sub(cpu0).as_nanos() as u64,
+            Relaxed,
+        );
         telemetry.flushes.fetch_add(1, Relaxed);
         let took_ns = took.as_nanos() as u64;
         telemetry.flush_last_ns.store(took_ns, Relaxed);

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use crate::sinks::prometheus::expo;
+use crate::base::expo;
 use crate::statsd::parse::ParseError;
 
 /// The statsd transports, as label values.
@@ -168,7 +168,7 @@ fn add(a: &AtomicU64, n: u64) {
 impl Telemetry {
     /// Adds a subsystem whose metrics are rendered with tallyd's own.
     pub fn register(&self, source: std::sync::Arc<dyn MetricsSource>) {
-        crate::aggregate::lock(&self.sources).push(source);
+        crate::base::lock(&self.sources).push(source);
     }
 
     /// Total parse errors for `reason` (tests and the smoke check read this).
@@ -415,7 +415,7 @@ impl Telemetry {
             "Time the Prometheus sink took to fold the last window into the exposed state, on its own thread.",
             &[("", g(&self.prom_update_ns) / 1e9)],
         );
-        let sources = crate::aggregate::lock(&self.sources).clone();
+        let sources = crate::base::lock(&self.sources).clone();
         for s in sources {
             s.render(out, om);
         }

@@ -10,7 +10,7 @@ pub mod shard;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hashbrown::hash_table::Entry as TableEntry;
@@ -19,6 +19,8 @@ use hashbrown::HashTable;
 pub use histogram::{Quantiles, Samples};
 pub use shard::{Shard, Shared, State};
 
+use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
+use crate::base::lock;
 use crate::config::{Config, GaugeMode};
 use crate::model::{Context, Event, ServiceCheck};
 use crate::telemetry::Telemetry;
@@ -123,72 +125,6 @@ pub struct Aggregator {
     percentiles: Arc<[f64]>,
     interval: Duration,
     expiry_windows: u64,
-}
-
-/// How many items ahead the flush's loops ask for the memory they will read. The flush walks
-/// 100,000 contexts whose state is scattered over the heap: one dependent cache miss after
-/// another was most of its time. A counter's item is a few nanoseconds of work, so the
-/// distance must be long to cover a miss: 12 left the sample boxes still in flight when read,
-/// 32 took a 100,000-context flush from 23-33 ms to 21-31 ms (BENCHMARKS.md).
-pub(crate) const PREFETCH_AHEAD: usize = 32;
-
-/// Asks the CPU to start loading the cache line at `addr` (0: nothing). A hint only: it never
-/// faults and does not change what any load returns.
-#[inline(always)]
-pub(crate) fn prefetch(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if addr != 0 {
-        // SAFETY: PREFETCHT0 is an SSE instruction, and SSE is part of the x86_64 baseline, so
-        // the instruction exists on every CPU this code can run on. It reads no memory
-        // architecturally: an invalid or unmapped address is ignored, never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
-}
-
-/// [`prefetch`] for a line about to be written (an Arc's count, a state taken out of its box):
-/// the line arrives owned, so the write does not wait for a second round trip to take it from
-/// the cores that read it (the receivers read every context they match). Where the CPU lacks
-/// PREFETCHW this is a plain [`prefetch`].
-#[inline(always)]
-pub(crate) fn prefetch_write(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if addr != 0 {
-        if has_prefetchw() {
-            // SAFETY: PREFETCHW exists on this CPU (`has_prefetchw` asked CPUID). It is a hint:
-            // it never faults, whatever `addr` is, writes nothing, and leaves flags and stack
-            // alone, which is what the options promise.
-            unsafe {
-                std::arch::asm!("prefetchw [{0}]", in(reg) addr, options(nostack, preserves_flags, nomem));
-            }
-        } else {
-            prefetch(addr);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
-}
-
-/// Whether the CPU has PREFETCHW (CPUID 0x8000_0001, ECX bit 8), asked once.
-#[cfg(target_arch = "x86_64")]
-fn has_prefetchw() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        use std::arch::x86_64::__cpuid;
-        // CPUID is part of the x86_64 baseline; the extended leaf is checked before use.
-        #[allow(unused_unsafe)]
-        let (max, leaf) = unsafe { (__cpuid(0x8000_0000).eax, __cpuid(0x8000_0001).ecx) };
-        max >= 0x8000_0001 && leaf & (1 << 8) != 0
-    })
-}
-
-/// Locks a mutex, recovering the data if a holder panicked: aggregation state stays usable and
-/// a panic elsewhere must not stop metrics from flowing.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Aggregator {

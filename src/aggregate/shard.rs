@@ -410,9 +410,9 @@ impl Shard {
         let mut k = 0;
         table.entries.retain(|e| {
             if e.touched {
-                if let Some(&[ctx, state]) = ahead.get(k + super::PREFETCH_AHEAD) {
-                    super::prefetch_write(ctx);
-                    super::prefetch_write(state);
+                if let Some(&[ctx, state]) = ahead.get(k + crate::base::cpu::PREFETCH_AHEAD) {
+                    crate::base::cpu::prefetch_write(ctx);
+                    crate::base::cpu::prefetch_write(state);
                 }
                 k += 1;
                 e.touched = false;

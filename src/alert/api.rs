@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::aggregate::lock;
+use crate::base::lock;
 
 use super::config::{Direction, Severity};
 use super::notify::{AlertEvent, EventStatus};

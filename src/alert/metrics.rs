@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::aggregate::lock;
-use crate::sinks::prometheus::expo;
+use crate::base::expo;
+use crate::base::lock;
 use crate::telemetry::MetricsSource;
 
 use super::Shared;

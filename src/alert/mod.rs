@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::aggregate::{lock, Flush};
+use crate::aggregate::Flush;
+use crate::base::lock;
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
 

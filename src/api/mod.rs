@@ -3,10 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -18,98 +16,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use serde::Serialize;
 
-use crate::aggregate::lock;
+pub use crate::base::health::{Component, Health, Status};
 use crate::sinks::prometheus::{Prometheus, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use crate::telemetry::Telemetry;
-
-/// A component's state as shown by `/health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Degraded,
-    Down,
-    Disabled,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Component {
-    pub status: Status,
-    pub detail: String,
-}
-
-/// Health of every component, and readiness (set once all listeners are bound).
-pub struct Health {
-    components: Mutex<BTreeMap<&'static str, Component>>,
-    ready: AtomicBool,
-    flush_interval: Duration,
-    telemetry: Arc<Telemetry>,
-}
-
-impl Health {
-    pub fn new(flush_interval: Duration, telemetry: Arc<Telemetry>) -> Health {
-        Health {
-            components: Mutex::new(BTreeMap::new()),
-            ready: AtomicBool::new(false),
-            flush_interval,
-            telemetry,
-        }
-    }
-
-    pub fn set(&self, name: &'static str, status: Status, detail: impl Into<String>) {
-        lock(&self.components).insert(
-            name,
-            Component {
-                status,
-                detail: detail.into(),
-            },
-        );
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
-    }
-
-    /// All components, with the aggregator's judged from its last flush.
-    pub fn snapshot(&self) -> (Status, BTreeMap<&'static str, Component>) {
-        let mut c = lock(&self.components).clone();
-        let last = self.telemetry.flush_last_unix.load(Relaxed);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let late = 3 * self.flush_interval.as_secs().max(1);
-        let agg = if last == 0 {
-            Component {
-                status: Status::Ok,
-                detail: "waiting for the first flush".into(),
-            }
-        } else if now.saturating_sub(last) > late {
-            Component {
-                status: Status::Down,
-                detail: format!("no flush for {}s", now - last),
-            }
-        } else {
-            Component {
-                status: Status::Ok,
-                detail: format!("last flush {}s ago", now.saturating_sub(last)),
-            }
-        };
-        c.insert("aggregator", agg);
-        let overall = if !self.is_ready() || c.values().any(|x| x.status == Status::Down) {
-            Status::Down
-        } else if c.values().any(|x| x.status == Status::Degraded) {
-            Status::Degraded
-        } else {
-            Status::Ok
-        };
-        (overall, c)
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::fix::rfc3339_ms;
 use super::GpsConfig;
-use crate::aggregate::lock;
+use crate::base::lock;
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

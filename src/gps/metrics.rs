@@ -17,8 +17,9 @@ use std::time::Instant;
 use super::fix::{FrameError, Protocol};
 use super::guard::{Guard, Refusal};
 use super::registry::Registry;
-use crate::aggregate::{lock, Samples, Shard};
-use crate::sinks::prometheus::expo;
+use crate::aggregate::{Samples, Shard};
+use crate::base::expo;
+use crate::base::lock;
 use crate::statsd::Ingest;
 use crate::telemetry::{LocalStats, MetricsSource};
 

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::fix::{rfc3339_ms, Fix, Protocol};
-use crate::aggregate::lock;
+use crate::base::lock;
 
 /// The last fix of a device, as shown by the API.
 #[derive(Debug, Clone, Serialize, PartialEq)]

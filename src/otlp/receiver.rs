@@ -12,7 +12,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::convert::{count_points, Converter, Output, Settings};
 use super::cumulative::Streams;
 use super::stats::{OtlpStats, Reject};
-use crate::aggregate::{lock, Aggregator, Shard, Shared};
+use crate::aggregate::{Aggregator, Shard, Shared};
+use crate::base::lock;
 use crate::config::OtlpConfig;
 
 /// Why a request was not admitted.

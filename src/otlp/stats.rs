@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::sinks::prometheus::expo;
+use crate::base::expo;
 use crate::telemetry::MetricsSource;
 
 /// The two OTLP transports, as label values.

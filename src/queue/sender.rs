@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliver::{Attempt, Deliver};
 use super::store::{unix_ms, Queue, QueueError};
-use crate::aggregate::lock;
+use crate::base::lock;
 use crate::telemetry::MetricsSource;
 
 /// Exponential backoff with jitter: attempt n waits a random time in

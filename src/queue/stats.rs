@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::deliver::FailureClass;
 use super::store::Queue;
-use crate::sinks::prometheus::expo;
+use crate::base::expo;
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS: [f64; 12] = [

@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::stats::QueueStats;
-use crate::aggregate::lock;
+use crate::base::lock;
 
 const MAGIC: &[u8; 4] = b"TQ01";
 const PREFIX: usize = 16;

@@ -27,73 +27,14 @@ use std::time::{Duration, Instant};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
-use crate::aggregate::{lock, prefetch_write, Flush, Quantiles, SeriesValue, PREFETCH_AHEAD};
+use crate::aggregate::{Flush, Quantiles, SeriesValue};
+use crate::base::cpu::{prefetch_write, PREFETCH_AHEAD};
+use crate::base::expo;
+pub use crate::base::expo::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::base::lock;
 use crate::model::{Context, MetricKind};
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
-
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Low-level writers for the exposition formats, shared with tallyd's own telemetry.
-pub mod expo {
-    use std::fmt::Write as _;
-
-    /// `# HELP` and `# TYPE` lines. In the text format a counter family is named by its
-    /// `_total` sample; in OpenMetrics by its base name.
-    pub fn family_header(out: &mut String, name: &str, kind: &str, help: &str, om: bool) {
-        let suffix = if kind == "counter" && !om {
-            "_total"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "# HELP {name}{suffix} {}",
-            help.replace('\\', "\\\\").replace('\n', "\\n")
-        );
-        let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
-    }
-
-    /// One sample line. `labels` is already rendered (`a="b",c="d"`), possibly empty.
-    pub fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, value: f64) {
-        out.push_str(name);
-        out.push_str(suffix);
-        if !labels.is_empty() {
-            out.push('{');
-            out.push_str(labels);
-            out.push('}');
-        }
-        out.push(' ');
-        value_into(out, value);
-        out.push('\n');
-    }
-
-    pub fn value_into(out: &mut String, v: f64) {
-        if v.is_nan() {
-            out.push_str("NaN");
-        } else if v == f64::INFINITY {
-            out.push_str("+Inf");
-        } else if v == f64::NEG_INFINITY {
-            out.push_str("-Inf");
-        } else {
-            let _ = write!(out, "{v}");
-        }
-    }
-
-    /// Appends `v` escaped for a label value.
-    pub fn escape_label_value(out: &mut String, v: &str) {
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-    }
-}
 
 /// Sanitises a statsd name into the Prometheus metric-name charset.
 pub fn sanitize_name(name: &str) -> String {

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::parse::ParseError;
 use super::{bad_line, Ingest};
-use crate::aggregate::{lock, Shard};
+use crate::aggregate::Shard;
+use crate::base::lock;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 const READ_CHUNK: usize = 16 * 1024;

@@ -17,7 +17,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::parse::MetricLine;
 use super::{bad_line, Ingest};
-use crate::aggregate::{lock, Shard};
+use crate::aggregate::Shard;
+use crate::base::lock;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 /// How often a blocked receive wakes up to check for shutdown.

@@ -358,7 +358,7 @@ impl Dispatcher {
 
     /// Stops taking notifications; workers end after delivering what is queued.
     pub fn close(&self) {
-        crate::aggregate::lock(&self.queues).clear();
+        crate::base::lock(&self.queues).clear();
     }
 
     /// True when some notifier wants every firing alert re-sent (Alertmanager).
@@ -374,7 +374,7 @@ impl Dispatcher {
             log::write(e);
             self.logged.fetch_add(1, Relaxed);
         }
-        let queues = crate::aggregate::lock(&self.queues).clone();
+        let queues = crate::base::lock(&self.queues).clone();
         for (n, q) in self.notifiers.iter().zip(&queues) {
             let routed = |e: &&AlertEvent| n.routes(e.severity, &e.notify);
             if n.cfg.kind == NotifierKind::Alertmanager {

@@ -17,14 +17,15 @@ use tracing::{error, info, warn};
 
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
-use crate::aggregate::{lock, Flush};
+use crate::aggregate::Flush;
 use crate::api::Health;
+use crate::base::expo;
+use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::sender::Handle;
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Backoff, Registry};
-use crate::sinks::prometheus::expo;
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
 

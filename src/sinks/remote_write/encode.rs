@@ -6,8 +6,9 @@
 use prost::Message as _;
 
 use super::proto::{Label, Sample, TimeSeries, WriteRequest};
+use crate::base::expo;
 use crate::model::{Context, MetricKind};
-use crate::sinks::prometheus::{expo, label_pairs, Exposition, SampleRef, Visitor};
+use crate::sinks::prometheus::{label_pairs, Exposition, SampleRef, Visitor};
 
 /// Encoded requests of one window, ready for the queue.
 #[derive(Debug, Default)]

@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::encode::Encoder;
-use crate::aggregate::{lock, Flush};
+use crate::aggregate::Flush;
 use crate::api::Health;
+use crate::base::expo;
+use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, RetryPolicy};
 use crate::queue::sender::Handle;
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Backoff, Registry};
-use crate::sinks::prometheus::{expo, Exposition};
+use crate::sinks::prometheus::Exposition;
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
 

@@ -1,0 +1,17 @@
+//! The bottom layer: what every other module may use and which itself imports nothing else
+//! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
+//! errors, health, the exposition writer and CPU-level helpers.
+
+pub mod clock;
+pub mod cpu;
+pub mod duration;
+pub mod expo;
+pub mod health;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks a mutex, recovering the data if a holder panicked: aggregation state stays usable and
+/// a panic elsewhere must not stop metrics from flowing.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
