@@ -16,9 +16,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tallyd::aggregate::{Aggregator, Shard};
 use tallyd::base::lock;
 use tallyd::config::Config;
+use tallyd::model::dogstatsd::{self as parse, Line, MetricLine};
 use tallyd::sinks::prometheus::Prometheus;
 use tallyd::sinks::Sink;
-use tallyd::statsd::parse::{self, Line, MetricLine};
 use tallyd::statsd::Ingest;
 use tallyd::telemetry::{LocalStats, Telemetry};
 use workload::Rng;
@@ -86,7 +86,11 @@ fn parse_benches(c: &mut Criterion) {
 fn aggregator(max_contexts: usize) -> Aggregator {
     let mut cfg = Config::default();
     cfg.aggregate.max_contexts = max_contexts;
-    Aggregator::new(&cfg, Arc::new(Telemetry::default()))
+    Aggregator::new(
+        &cfg.aggregate,
+        cfg.statsd.gauge_mode,
+        Arc::new(Telemetry::default()),
+    )
 }
 
 fn parsed(lines: &[String]) -> Vec<MetricLine<'_>> {

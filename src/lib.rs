@@ -135,7 +135,11 @@ async fn bind_all(cfg: &Config) -> anyhow::Result<Bound> {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let bound = bind_all(&cfg).await?;
     let telemetry = Arc::new(Telemetry::default());
-    let aggregator = Arc::new(Aggregator::new(&cfg, Arc::clone(&telemetry)));
+    let aggregator = Arc::new(Aggregator::new(
+        &cfg.aggregate,
+        cfg.statsd.gauge_mode,
+        Arc::clone(&telemetry),
+    ));
     let prometheus = Arc::new(Prometheus::new(
         cfg.prometheus.series_ttl,
         cfg.prometheus.max_series,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::base::expo;
-use crate::statsd::parse::ParseError;
+use crate::model::dogstatsd::ParseError;
 
 /// The statsd transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! shards, merges the same context counted in several shards, computes percentiles once, and
 //! returns an immutable [`Flush`] that every sink reads. Sinks never reach back in here.
 
+pub mod config;
 pub mod histogram;
 pub mod shard;
 
@@ -16,12 +17,12 @@ use std::time::{Duration, Instant};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
+pub use config::{AggregateConfig, GaugeMode};
 pub use histogram::{Quantiles, Samples};
 pub use shard::{Shard, Shared, State};
 
 use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
 use crate::base::lock;
-use crate::config::{Config, GaugeMode};
 use crate::model::{Context, Event, ServiceCheck};
 use crate::telemetry::Telemetry;
 
@@ -128,15 +129,20 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(cfg: &Config, telemetry: Arc<Telemetry>) -> Aggregator {
-        let a = &cfg.aggregate;
+    /// An aggregator with the datagram receivers' shard; `gauge_mode` is how signed gauge
+    /// values are read (`statsd.gauge_mode`).
+    pub fn new(
+        a: &AggregateConfig,
+        gauge_mode: GaugeMode,
+        telemetry: Arc<Telemetry>,
+    ) -> Aggregator {
         let interval = a.flush_interval;
         let expiry_windows =
             (a.context_expiry.as_millis() / interval.as_millis().max(1)).max(1) as u64;
         let shared = Arc::new(Shared::new(
             a.max_contexts,
             a.max_set_size,
-            cfg.statsd.gauge_mode,
+            gauge_mode,
             telemetry,
         ));
         let datagrams = Arc::new(Mutex::new(Shard::new(Arc::clone(&shared))));
@@ -350,11 +356,16 @@ fn merge_shards(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::parse::{parse_line, Line};
+    use crate::config::Config;
+    use crate::model::dogstatsd::{parse_line, Line};
     use crate::telemetry::LocalStats;
 
     fn agg(cfg: Config) -> Aggregator {
-        Aggregator::new(&cfg, Arc::new(Telemetry::default()))
+        Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        )
     }
 
     fn feed(shard: &Mutex<Shard>, shared: &Shared, lines: &[&str]) -> LocalStats {

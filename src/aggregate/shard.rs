@@ -17,9 +17,9 @@ use hashbrown::{HashSet, HashTable};
 use smallvec::SmallVec;
 
 use super::histogram::Samples;
-use crate::config::GaugeMode;
+use crate::aggregate::GaugeMode;
+use crate::model::dogstatsd::{self as parse, MetricLine, ParseError};
 use crate::model::{key_hash, write_key, Context, MetricKind};
-use crate::statsd::parse::{self, MetricLine, ParseError};
 use crate::telemetry::{LocalStats, Telemetry};
 
 /// Tags sorted on the stack; lines with more use a heap vector.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_str, ConfigError};
+use crate::base::duration::duration_str;
+use crate::base::error::ConfigError;
 
 /// `[alerts]`: edge alerting. Every key has a default; the section may be left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,21 +317,22 @@ mod opt_duration {
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&crate::config::format_duration(*d)),
+            Some(d) => s.serialize_str(&crate::base::duration::format_duration(*d)),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        crate::config::parse_duration(&s)
+        crate::base::duration::parse_duration(&s)
             .map(Some)
             .map_err(serde::de::Error::custom)
     }
 }
 
+/// A check's sentence, which begins with the key, as an error.
 fn err(msg: String) -> ConfigError {
-    ConfigError::new(format!("invalid config: {msg}"))
+    ConfigError::from_sentence(msg)
 }
 
 impl AlertsConfig {

@@ -314,7 +314,7 @@ impl Ctx<'_> {
                 "threshold" => threshold.map(format_value).unwrap_or_default(),
                 "severity" => severity.as_str().into(),
                 "direction" => rule.direction.as_str().into(),
-                "for" => crate::config::format_duration(Duration::from_millis(rule.for_ms)),
+                "for" => crate::base::duration::format_duration(Duration::from_millis(rule.for_ms)),
                 "host" => self.host.into(),
                 "state" => status.as_str().into(),
                 "tags" if g.labels.is_empty() => String::new(),
@@ -371,7 +371,7 @@ impl Ctx<'_> {
             "{}: no data for {} in the last {}",
             rule.name,
             rule.source.describe(),
-            crate::config::format_duration(Duration::from_millis(rule.no_data_ms))
+            crate::base::duration::format_duration(Duration::from_millis(rule.no_data_ms))
         );
         e
     }

@@ -2,6 +2,8 @@
 //! `/health/ready`.
 
 use std::collections::BTreeMap;
+pub mod config;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod cpu;
 pub mod duration;
+pub mod error;
 pub mod expo;
 pub mod health;
 

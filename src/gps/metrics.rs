@@ -484,7 +484,11 @@ mod tests {
     #[test]
     fn publishes_counters_as_deltas_into_its_shard() {
         let cfg = Config::default();
-        let agg = Arc::new(Aggregator::new(&cfg, Arc::new(Telemetry::default())));
+        let agg = Arc::new(Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        ));
         let ingest = Arc::new(Ingest {
             aggregator: Arc::clone(&agg),
             max_tags: 100,

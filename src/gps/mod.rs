@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_str;
+use crate::base::duration::duration_str;
+use crate::base::error::ConfigError;
 
 /// `[gps]`: the tracker server. Every field is documented in `config/tallyd.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,8 +114,13 @@ impl Default for GpsConfig {
 }
 
 impl GpsConfig {
-    /// Checks what types cannot; errors name the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(ConfigError::from_sentence)
+    }
+
+    /// The checks, each failing with one sentence that begins with the key.
+    fn check(&self) -> Result<(), String> {
         let url_ok = self.points_url.is_empty()
             || self.points_url.starts_with("http://")
             || self.points_url.starts_with("https://");

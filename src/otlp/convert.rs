@@ -31,8 +31,8 @@ use super::cumulative::{Step, Streams};
 use super::stats::Reject;
 use super::tags::{clean_key, clean_value, render_value};
 use crate::aggregate::shard::Value;
-use crate::config::{OtlpConfig, ResourceAttributes};
 use crate::model::MetricKind;
+use crate::otlp::config::{OtlpConfig, ResourceAttributes};
 
 /// OTLP `AggregationTemporality` values.
 const DELTA: i32 = 1;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::stats::Reject;
-use crate::config::InitialCumulative;
+use crate::otlp::config::InitialCumulative;
 
 /// What a cumulative point turned into.
 #[derive(Debug, Clone, PartialEq)]

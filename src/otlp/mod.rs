@@ -3,6 +3,7 @@
 //! cumulative stream memory of `cumulative.rs`) into values for its own aggregation shard.
 //! Like the statsd sources, nothing here reaches a sink.
 
+pub mod config;
 pub mod convert;
 pub mod cumulative;
 pub mod grpc;

@@ -14,7 +14,7 @@ use super::cumulative::Streams;
 use super::stats::{OtlpStats, Reject};
 use crate::aggregate::{Aggregator, Shard, Shared};
 use crate::base::lock;
-use crate::config::OtlpConfig;
+use crate::otlp::config::OtlpConfig;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,11 @@ mod tests {
     fn admission_limits_and_shutdown() {
         let mut cfg = Config::default();
         cfg.otlp.max_concurrent_requests = 1;
-        let agg = Aggregator::new(&cfg, Arc::new(Telemetry::default()));
+        let agg = Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        );
         let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
         let held = r.admit().expect("first request admitted");
         assert_eq!(r.admit().err(), Some(Refusal::Busy));
@@ -240,7 +244,11 @@ mod tests {
         let mut cfg = Config::default();
         cfg.otlp.max_points_per_request = 3;
         cfg.aggregate.max_contexts = 2;
-        let agg = Aggregator::new(&cfg, Arc::new(Telemetry::default()));
+        let agg = Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        );
         let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
         let e = r.export(&gauges(&["a", "b", "c", "d"]), Duration::ZERO);
         assert_eq!(e, Err(ExportError::TooManyPoints { points: 4, max: 3 }));

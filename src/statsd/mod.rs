@@ -3,7 +3,7 @@
 //! Listeners only decode and hand on: every packet goes through [`Ingest::packet`] into the
 //! listener's own aggregation shard. They never wait on a sink.
 
-pub mod parse;
+pub mod config;
 pub mod tcp;
 pub mod udp;
 
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{Aggregator, Shard};
+use crate::model::dogstatsd::{self as parse, Line, ParseError};
 use crate::telemetry::LocalStats;
-use parse::{Line, ParseError};
 
 /// What every listener needs to turn packets into aggregated samples.
 pub struct Ingest {

@@ -15,10 +15,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::parse::ParseError;
 use super::{bad_line, Ingest};
 use crate::aggregate::Shard;
 use crate::base::lock;
+use crate::model::dogstatsd::ParseError;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 const READ_CHUNK: usize = 16 * 1024;

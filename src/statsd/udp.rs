@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::parse::MetricLine;
 use super::{bad_line, Ingest};
 use crate::aggregate::Shard;
 use crate::base::lock;
+use crate::model::dogstatsd::MetricLine;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 /// How often a blocked receive wakes up to check for shutdown.

@@ -144,7 +144,7 @@ fn truncate_chars(s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatadogConfig;
+    use crate::sinks::datadog::config::DatadogConfig;
     use crate::sinks::datadog::encode::{Encoder, EVENT_ENDPOINT};
     use serde_json::Value;
     use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! mapping as the opentelemetry-proto serde layer decodes it.
 
 use super::*;
-use crate::config::InitialCumulative;
+use crate::otlp::config::InitialCumulative;
 use crate::otlp::cumulative::{ExpBuckets, ExpData};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
 use opentelemetry_proto::tonic::metrics::v1::{

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::config::Compression;
+use crate::sinks::datadog::config::Compression;
 
 impl Compression {
     /// The `Content-Encoding` value.

@@ -23,8 +23,8 @@ use super::proto::{
 };
 use super::sketch;
 use crate::aggregate::{Flush, SeriesValue};
-use crate::config::{Compression, DatadogConfig};
 use crate::model::{AlertType, Event, MetricKind, Priority};
+use crate::sinks::datadog::config::{Compression, DatadogConfig};
 
 /// Limits of one payload.
 #[derive(Debug, Clone, Copy, PartialEq)]

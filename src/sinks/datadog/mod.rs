@@ -4,6 +4,7 @@
 //! them to the intake. This module never reaches back into the aggregator.
 
 pub mod compress;
+pub mod config;
 pub mod encode;
 pub mod events;
 pub mod proto;

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_str;
+use crate::base::duration::duration_str;
+use crate::base::error::ConfigError;
 
 pub use sink::{RemoteWriteSink, QUEUE_NAME};
 
@@ -74,8 +75,13 @@ const RESERVED_HEADERS: &[&str] = &[
 pub const MAX_SAMPLES_LIMIT: usize = 1_000_000;
 
 impl RemoteWriteConfig {
-    /// Checks the section; the message names the key (without the `invalid config: ` prefix).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(ConfigError::from_sentence)
+    }
+
+    /// The checks, each failing with one sentence that begins with the key.
+    fn check(&self) -> Result<(), String> {
         if !(self.url.is_empty()
             || self.url.starts_with("http://")
             || self.url.starts_with("https://"))

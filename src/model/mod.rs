@@ -1,6 +1,8 @@
 //! The data model shared by sources, the aggregator and sinks: metric kinds, contexts, events
 //! and service checks.
 
+pub mod dogstatsd;
+
 use std::hash::{Hash, Hasher};
 
 /// The six DogStatsD metric types.

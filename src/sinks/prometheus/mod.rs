@@ -18,6 +18,8 @@
 //!   Two series of one family with the same labels keep the first. What is left out is counted
 //!   in `tallyd_prometheus_conflicting_series`; a scrape never fails.
 
+pub mod config;
+
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;

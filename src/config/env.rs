@@ -1,0 +1,128 @@
+//! Environment overrides: `TALLYD_<SECTION>__<KEY>`, the Datadog Agent's `DD_*` variables
+//! and the alert health thresholds, applied to the parsed file before it is typed.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+/// Environment variables understood besides the general `TALLYD_SECTION__KEY` form.
+const DD_VARS: &[(&str, &str, &str)] = &[
+    ("DD_API_KEY", "datadog", "api_key"),
+    ("DD_SITE", "datadog", "site"),
+    ("DD_HOSTNAME", "datadog", "hostname"),
+    ("DD_ENV", "datadog", "env"),
+    ("DD_VERSION", "datadog", "version"),
+    ("DD_DD_URL", "datadog", "url"),
+];
+
+/// Applies environment overrides to the parsed file. The default config serves as the schema:
+/// a key whose default is a string takes the variable's text as is; any other key takes the text
+/// as a TOML value (`5`, `true`, `[0.5, 0.99]`, `"10s"`).
+pub(super) fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    let schema = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::environment("", format!("internal: {e}")))?;
+    for (name, value) in env {
+        if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
+            set_key(table, section, key, toml::Value::String(value.clone()));
+        } else if let Some((_, key)) = crate::alert::config::HEALTH_ENV
+            .iter()
+            .find(|(v, _)| v == name)
+        {
+            let v: f64 = value.trim().parse().map_err(|_| {
+                ConfigError::environment(
+                    "",
+                    format!("invalid value from the environment: {name}={value:?} is not a number"),
+                )
+            })?;
+            let alerts = table
+                .entry("alerts")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(alerts) = alerts {
+                let health = alerts
+                    .entry("health")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(h) = health {
+                    h.insert(key.to_string(), toml::Value::Float(v));
+                }
+            }
+        } else if name == "DD_TAGS" {
+            let tags = value
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(|t| toml::Value::String(t.to_string()))
+                .collect();
+            set_key(table, "datadog", "tags", toml::Value::Array(tags));
+        } else if name == "DD_DOGSTATSD_PORT" {
+            let port: u16 = value.trim().parse().map_err(|_| {
+                ConfigError::environment(
+                    "",
+                    format!(
+                    "invalid value from the environment: DD_DOGSTATSD_PORT={value:?} is not a port"
+                ),
+                )
+            })?;
+            for key in ["udp_listen", "tcp_listen"] {
+                let current = table
+                    .get("statsd")
+                    .and_then(|s| s.get(key))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .or_else(|| schema["statsd"][key].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                // As in the Datadog Agent, port 0 closes the UDP listener.
+                let new = if port == 0 && key == "udp_listen" {
+                    String::new()
+                } else {
+                    replace_port(&current, port)
+                };
+                set_key(table, "statsd", key, toml::Value::String(new));
+            }
+        } else if let Some(rest) = name.strip_prefix("TALLYD_") {
+            let Some((section, key)) = rest.split_once("__") else {
+                return Err(ConfigError::environment(
+                    "",
+                    format!("environment variable {name}: expected TALLYD_<SECTION>__<KEY>"),
+                ));
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let Some(default) = schema.get(&section).and_then(|s| s.get(&key)) else {
+                return Err(ConfigError::environment(
+                    "",
+                    format!("environment variable {name}: there is no key {section}.{key}"),
+                ));
+            };
+            let parsed = if default.is_str() {
+                toml::Value::String(value.clone())
+            } else {
+                let wrapped = format!("v = {value}");
+                let mut t: toml::Table = toml::from_str(&wrapped)
+                    .map_err(|_| ConfigError::environment("", format!("environment variable {name}: {value:?} is not a valid value for {section}.{key}")))?;
+                t.remove("v").unwrap_or(toml::Value::String(value.clone()))
+            };
+            set_key(table, &section, &key, parsed);
+        }
+    }
+    Ok(())
+}
+
+fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_string(), value);
+    }
+}
+
+fn replace_port(addr: &str, port: u16) -> String {
+    match addr.parse::<SocketAddr>() {
+        Ok(mut a) => {
+            a.set_port(port);
+            a.to_string()
+        }
+        Err(_) => format!("0.0.0.0:{port}"),
+    }
+}

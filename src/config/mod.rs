@@ -1,0 +1,457 @@
+//! Typed configuration: defaults for every key, the TOML file, environment overrides, validation.
+//!
+//! Precedence is defaults < file < environment. A file is checked twice: once as text (so a bad
+//! key or value is reported with its line and column) and once after the environment has been
+//! applied (so a bad environment value is reported with the variable's name). `config/tallyd.toml`
+//! must deserialize to exactly `Config::default()`; a test pins that.
+
+mod env;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::aggregate::{AggregateConfig, GaugeMode};
+pub use crate::alert::AlertsConfig;
+pub use crate::api::config::HttpConfig;
+pub use crate::base::duration::{format_duration, parse_duration};
+pub use crate::base::error::{ConfigError, ErrorKind};
+pub use crate::gps::GpsConfig;
+pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
+pub use crate::sinks::datadog::config::{Compression, DatadogConfig};
+pub use crate::sinks::prometheus::config::PrometheusConfig;
+pub use crate::sinks::remote_write::RemoteWriteConfig;
+pub use crate::statsd::config::StatsdConfig;
+
+use crate::base::duration::duration_str;
+
+/// The whole configuration. Every section and key has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub statsd: StatsdConfig,
+    pub aggregate: AggregateConfig,
+    pub http: HttpConfig,
+    pub prometheus: PrometheusConfig,
+    pub datadog: DatadogConfig,
+    pub alerts: AlertsConfig,
+    pub queue: QueueConfig,
+    pub gps: GpsConfig,
+    pub otlp: OtlpConfig,
+    pub remote_write: RemoteWriteConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The durable delivery queues (Datadog today; other sinks share the directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Directory holding one sub-directory per queue.
+    pub directory: String,
+    /// Bytes of pending payloads per queue; at the limit the oldest are dropped and counted.
+    pub max_bytes: u64,
+    /// Bytes of dead letters per queue; at the limit the oldest are dropped and counted.
+    pub dlq_max_bytes: u64,
+    /// Wait after the first failed attempt; doubles per failure up to `backoff_max`, with jitter.
+    #[serde(with = "duration_str")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts (a `Retry-After` from the far side is honoured even if longer).
+    #[serde(with = "duration_str")]
+    pub backoff_max: Duration,
+    /// At shutdown, how long the senders may keep delivering what is queued (it stays on disk).
+    #[serde(with = "duration_str")]
+    pub shutdown_drain: Duration,
+}
+
+impl QueueConfig {
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.directory.is_empty() {
+            return Err(ConfigError::invalid(
+                "queue.directory",
+                " must not be empty",
+            ));
+        }
+        if self.max_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "queue.max_bytes",
+                " must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.dlq_max_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "queue.dlq_max_bytes",
+                " must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.backoff_initial.is_zero() {
+            return Err(ConfigError::invalid(
+                "queue.backoff_initial",
+                " must be greater than 0s",
+            ));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(ConfigError::invalid(
+                "queue.backoff_max",
+                " must be at least queue.backoff_initial",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            directory: "/var/lib/tallyd/queue".into(),
+            max_bytes: 256 * 1024 * 1024,
+            dlq_max_bytes: 64 * 1024 * 1024,
+            backoff_initial: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(64),
+            shutdown_drain: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file (if any), then the process environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::read(p.display().to_string(), e))?,
+            None => String::new(),
+        };
+        let origin = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        Self::from_toml_with_env(&text, &origin, env)
+    }
+
+    /// Parses TOML text (checked with line and column), applies `env`, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        // First pass: the text alone, so errors carry line, column and key.
+        toml::from_str::<Config>(text)
+            .map_err(|e| ConfigError::syntax(origin, text, e.span(), &e))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::syntax(origin, text, e.span(), &e))?;
+        env::apply_env(&mut table, env)?;
+        let cfg = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::environment("", format!("invalid value from the environment: {e}"))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what types alone cannot, section by section, then what spans sections.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.statsd.validate()?;
+        self.http.validate()?;
+        self.aggregate.validate()?;
+        self.prometheus.validate()?;
+        self.gps.validate()?;
+        self.datadog.validate()?;
+        self.queue.validate()?;
+        self.otlp.validate()?;
+        self.remote_write.validate()?;
+        self.alerts.validate()?;
+        self.alerts
+            .validate_datadog_notifiers(!self.datadog.api_key.is_empty())
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings, numbers and arrays cannot fail.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The UDP receiver thread count (see [`StatsdConfig::receivers`]).
+    pub fn udp_receivers(&self) -> usize {
+        self.statsd.receivers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_config_file_equals_defaults() {
+        let text = include_str!("../../config/tallyd.toml");
+        let cfg = Config::from_toml_with_env(text, "config/tallyd.toml", &[])
+            .expect("shipped config parses");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let cfg = Config::default();
+        let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[])
+            .expect("printed config parses");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_key_names_key_line_and_column() {
+        let e = Config::from_toml_with_env(
+            "[statsd]\nudp_listen = \"0.0.0.0:8125\"\nbogus = 1\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unknown key must fail");
+        let msg = e.to_string();
+        assert!(msg.contains("bogus"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("column 1"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = Config::from_toml_with_env("[aggregate]\nflush_interval = 10\n", "t.toml", &[])
+            .expect_err("type");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::from_toml_with_env(
+            "[aggregate]\nflush_interval = \"10 parsecs\"\n",
+            "t.toml",
+            &[],
+        )
+        .expect_err("unit");
+        assert!(e.to_string().contains("unit"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let e = Config::from_toml_with_env("[http]\nlisten = \"nowhere\"\n", "t", &[])
+            .expect_err("addr");
+        assert!(e.to_string().contains("http.listen"), "{e}");
+        let e = Config::from_toml_with_env("[aggregate]\npercentiles = [1.5]\n", "t", &[])
+            .expect_err("pct");
+        assert!(e.to_string().contains("aggregate.percentiles"), "{e}");
+    }
+
+    #[test]
+    fn datadog_environment_overrides() {
+        let cfg = Config::from_toml_with_env(
+            "",
+            "t",
+            &env(&[
+                ("DD_API_KEY", "0123456789"),
+                ("DD_SITE", "datadoghq.eu"),
+                ("DD_HOSTNAME", "web-1"),
+                ("DD_ENV", "prod"),
+                ("DD_VERSION", "1.2.3"),
+                ("DD_TAGS", "team:core, region:eu  tier:web"),
+                ("DD_DOGSTATSD_PORT", "9125"),
+            ]),
+        )
+        .expect("valid env");
+        assert_eq!(cfg.datadog.api_key, "0123456789");
+        assert_eq!(cfg.datadog.site, "datadoghq.eu");
+        assert_eq!(cfg.datadog.hostname, "web-1");
+        assert_eq!(cfg.datadog.env, "prod");
+        assert_eq!(cfg.datadog.version, "1.2.3");
+        assert_eq!(cfg.datadog.tags, vec!["team:core", "region:eu", "tier:web"]);
+        assert_eq!(cfg.statsd.udp_listen, "0.0.0.0:9125");
+        assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:9125");
+    }
+
+    #[test]
+    fn datadog_and_queue_validation_names_the_key() {
+        let cases = [
+            ("[datadog]\nsite = \"example.com\"", "datadog.site"),
+            ("[datadog]\nurl = \"ftp://x\"", "datadog.url"),
+            (
+                "[datadog]\nhistogram_aggregates = [\"p99\"]",
+                "datadog.histogram_aggregates",
+            ),
+            (
+                "[datadog]\nhistogram_percentiles = [0.999]",
+                "datadog.histogram_percentiles",
+            ),
+            ("[datadog]\ncompression = \"lz4\"", "compression"),
+            ("[queue]\nmax_bytes = 10", "queue.max_bytes"),
+            (
+                "[statsd]\nudp_batch_wait = \"100ms\"",
+                "statsd.udp_batch_wait",
+            ),
+            (
+                "[queue]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"",
+                "queue.backoff_max",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_toml_with_env(text, "t", &[])
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = Config::from_toml_with_env(
+            "[datadog]\nsite = \"nowhere\"\nurl = \"http://127.0.0.1:1\"",
+            "t",
+            &[],
+        );
+        assert_eq!(
+            ok.expect("url overrides site").datadog.base_url(),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            Config::default().datadog.base_url(),
+            "https://api.datadoghq.com"
+        );
+    }
+
+    #[test]
+    fn datadog_notifier_needs_datadog_delivery() {
+        let text = "[alerts.notifiers.dd]\ntype = \"datadog\"\nseverities = [\"critical\"]\n";
+        let e = Config::from_toml_with_env(text, "t", &[])
+            .expect_err("no key")
+            .to_string();
+        assert!(
+            e.contains("alerts.notifiers.dd") && e.contains("datadog.api_key"),
+            "{e}"
+        );
+        // The key from the environment turns delivery on, and the notifier is accepted.
+        let cfg = Config::from_toml_with_env(text, "t", &env(&[("DD_API_KEY", "k")]))
+            .expect("key from DD_API_KEY");
+        assert_eq!(
+            cfg.alerts.notifiers["dd"].kind,
+            crate::alert::config::NotifierKind::Datadog
+        );
+        // With alerting off no notifier starts, so nothing needs the key.
+        let off = format!("[alerts]\nenabled = false\n{text}");
+        assert!(Config::from_toml_with_env(&off, "t", &[]).is_ok());
+        let with_url = format!("{text}url = \"http://x\"\n");
+        let e = Config::from_toml_with_env(&with_url, "t", &env(&[("DD_API_KEY", "k")]))
+            .expect_err("url")
+            .to_string();
+        assert!(e.contains("alerts.notifiers.dd.url"), "{e}");
+    }
+
+    #[test]
+    fn dogstatsd_port_zero_closes_udp() {
+        let cfg = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "0")]))
+            .expect("valid");
+        assert_eq!(cfg.statsd.udp_listen, "");
+        assert_eq!(cfg.statsd.tcp_listen, "0.0.0.0:0");
+    }
+
+    #[test]
+    fn general_environment_form() {
+        let cfg = Config::from_toml_with_env(
+            "[statsd]\nudp_listen = \"127.0.0.1:1\"\n",
+            "t",
+            &env(&[
+                ("TALLYD_STATSD__UDP_LISTEN", "127.0.0.1:7000"),
+                ("TALLYD_AGGREGATE__FLUSH_INTERVAL", "1s"),
+                ("TALLYD_AGGREGATE__PERCENTILES", "[0.9]"),
+                ("TALLYD_STATSD__GAUGE_MODE", "delta"),
+                ("TALLYD_STATSD__MAX_TAGS", "7"),
+            ]),
+        )
+        .expect("valid env");
+        assert_eq!(cfg.statsd.udp_listen, "127.0.0.1:7000");
+        assert_eq!(cfg.aggregate.flush_interval, Duration::from_secs(1));
+        assert_eq!(cfg.aggregate.percentiles, vec![0.9]);
+        assert_eq!(cfg.statsd.gauge_mode, GaugeMode::Delta);
+        assert_eq!(cfg.statsd.max_tags, 7);
+    }
+
+    #[test]
+    fn bad_environment_names_the_variable() {
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__NOPE", "1")]))
+            .expect_err("unknown");
+        assert!(e.to_string().contains("TALLYD_STATSD__NOPE"), "{e}");
+        let e = Config::from_toml_with_env("", "t", &env(&[("TALLYD_STATSD__MAX_TAGS", "many")]))
+            .expect_err("type");
+        assert!(e.to_string().contains("TALLYD_STATSD__MAX_TAGS"), "{e}");
+        let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")]))
+            .expect_err("port");
+        assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
+    }
+
+    #[test]
+    fn otlp_settings_are_validated() {
+        let e =
+            Config::from_toml_with_env("[otlp]\nattribute_tags = [\"service.name\"]\n", "t", &[])
+                .expect_err("rule");
+        assert!(e.to_string().contains("otlp.attribute_tags"), "{e}");
+        let e =
+            Config::from_toml_with_env("[otlp]\nmax_body_bytes = 0\n", "t", &[]).expect_err("zero");
+        assert!(e.to_string().contains("otlp.max_body_bytes"), "{e}");
+        let e = Config::from_toml_with_env("[otlp]\ngrpc_listen = \"x\"\n", "t", &[])
+            .expect_err("addr");
+        assert!(e.to_string().contains("otlp.grpc_listen"), "{e}");
+        let cfg = Config::from_toml_with_env(
+            "[otlp]\nattribute_tags = [\" k8s.pod.name = pod \"]\n",
+            "t",
+            &env(&[("TALLYD_OTLP__HTTP_LISTEN", "")]),
+        )
+        .expect("valid");
+        assert_eq!(
+            cfg.otlp.attribute_renames(),
+            vec![("k8s.pod.name".to_string(), "pod".to_string())]
+        );
+        assert_eq!(cfg.otlp.http_listen, "");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(format_duration(Duration::from_micros(500)), "500us");
+        assert_eq!(format_duration(Duration::from_micros(1500)), "1500us");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0ms");
+    }
+}

@@ -1,0 +1,147 @@
+//! The `[otlp]` section: the OTLP/HTTP and OTLP/gRPC receivers and their limits.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::duration::duration_str;
+use crate::base::error::{check_addr, check_nonzero_duration, check_positive, ConfigError};
+
+/// What the first point of a cumulative stream counts for (see `[otlp] initial_cumulative_value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialCumulative {
+    /// Counted in full when the stream started after tallyd did, else only a baseline.
+    Auto,
+    /// Always counted in full.
+    Keep,
+    /// Always only a baseline.
+    Drop,
+}
+
+/// Which resource and scope attributes become tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceAttributes {
+    /// Only those named in `attribute_tags`.
+    Mapped,
+    /// Those named in `attribute_tags` renamed, every other one under its own name.
+    All,
+}
+
+/// The OTLP metrics receiver (OTLP/HTTP and OTLP/gRPC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Turns both OTLP listeners on or off.
+    pub enabled: bool,
+    /// OTLP/HTTP address (`POST /v1/metrics`); empty disables it.
+    pub http_listen: String,
+    /// OTLP/gRPC address (`MetricsService/Export`); empty disables it.
+    pub grpc_listen: String,
+    /// Largest request body, in bytes, before and after gzip decompression.
+    pub max_body_bytes: usize,
+    /// Data points per request; a larger request is refused whole.
+    pub max_points_per_request: usize,
+    /// Attributes on one data point; a point with more is rejected.
+    pub max_attributes_per_point: usize,
+    /// Histogram buckets on one data point; a point with more is rejected.
+    pub max_buckets_per_point: usize,
+    /// Requests handled at once across both transports; more are told to retry later.
+    pub max_concurrent_requests: usize,
+    /// Cumulative streams remembered (to turn totals into per-window deltas).
+    pub max_streams: usize,
+    /// A stream not seen for this long is forgotten.
+    #[serde(with = "duration_str")]
+    pub stream_expiry: Duration,
+    /// `auto`, `keep` or `drop`: what the first point of a cumulative stream counts for.
+    pub initial_cumulative_value: InitialCumulative,
+    /// `attribute=tag` renames for resource and scope attributes.
+    pub attribute_tags: Vec<String>,
+    /// `mapped` or `all`: which resource and scope attributes become tags.
+    pub resource_attributes: ResourceAttributes,
+    /// Tag that carries the instrumentation scope name; empty = none.
+    pub scope_name_tag: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            http_listen: "0.0.0.0:4318".into(),
+            grpc_listen: "0.0.0.0:4317".into(),
+            max_body_bytes: 20 * 1024 * 1024,
+            max_points_per_request: 100_000,
+            max_attributes_per_point: 128,
+            max_buckets_per_point: 2048,
+            max_concurrent_requests: 64,
+            max_streams: 200_000,
+            stream_expiry: Duration::from_secs(900),
+            initial_cumulative_value: InitialCumulative::Auto,
+            attribute_tags: [
+                "service.name=service",
+                "service.version=version",
+                "deployment.environment.name=env",
+                "deployment.environment=env",
+                "host.name=host",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            resource_attributes: ResourceAttributes::Mapped,
+            scope_name_tag: String::new(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// `attribute_tags` as (attribute, tag) pairs; call after [`OtlpConfig::validate`].
+    pub fn attribute_renames(&self) -> Vec<(String, String)> {
+        self.attribute_tags
+            .iter()
+            .filter_map(|r| r.split_once('='))
+            .map(|(a, t)| (a.trim().to_string(), t.trim().to_string()))
+            .collect()
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_addr("otlp.http_listen", &self.http_listen, true)?;
+        check_addr("otlp.grpc_listen", &self.grpc_listen, true)?;
+        for (key, v) in [
+            ("otlp.max_body_bytes", self.max_body_bytes),
+            ("otlp.max_points_per_request", self.max_points_per_request),
+            (
+                "otlp.max_attributes_per_point",
+                self.max_attributes_per_point,
+            ),
+            ("otlp.max_buckets_per_point", self.max_buckets_per_point),
+            ("otlp.max_concurrent_requests", self.max_concurrent_requests),
+            ("otlp.max_streams", self.max_streams),
+        ] {
+            check_positive(key, v as u64)?;
+        }
+        check_nonzero_duration("otlp.stream_expiry", self.stream_expiry)?;
+        for rule in &self.attribute_tags {
+            let ok = rule.split_once('=').is_some_and(|(a, t)| {
+                let t = t.trim();
+                !a.trim().is_empty() && !t.is_empty() && !t.contains([',', ':'])
+            });
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "otlp.attribute_tags",
+                    format!(
+                        ": {rule:?} is not \"attribute=tag\" (the tag may not contain ',' or ':')"
+                    ),
+                ));
+            }
+        }
+        if self.scope_name_tag.contains([',', ':']) {
+            return Err(ConfigError::invalid(
+                "otlp.scope_name_tag",
+                " may not contain ',' or ':'",
+            ));
+        }
+        Ok(())
+    }
+}
