@@ -26,6 +26,16 @@ use crate::base::lock;
 use crate::model::{Context, Event, ServiceCheck};
 use crate::telemetry::Telemetry;
 
+/// A consumer of every window's [`Flush`]: the Prometheus, Datadog and remote_write sinks and
+/// the alert evaluator. `consume` runs on the flusher thread and must not block: a sink takes
+/// what it needs from the shared window and hands it to its own thread.
+pub trait Sink: Send + Sync {
+    /// The sink's name, for logs.
+    fn name(&self) -> &'static str;
+    /// Takes one window.
+    fn consume(&self, flush: &Arc<Flush>);
+}
+
 /// Events and service checks held per window; more are dropped and counted.
 pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 pub mod config;
+pub mod server;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -27,7 +27,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::codegen::{http, BoxFuture};
 use tonic::{Code, Request, Response, Status};
 
-use super::receiver::{unix_now, Receiver, Refusal};
+use super::receiver::{Receiver, Refusal};
 use super::stats::{Outcome, Transport};
 
 /// The tonic service implementation.
@@ -61,7 +61,7 @@ impl MetricsService for Service {
         let receiver = Arc::clone(r);
         let done = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            receiver.export(&req, unix_now())
+            receiver.export(&req, receiver.now())
         })
         .await;
         match done {
@@ -149,7 +149,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 receiver.warn_limited(
-                    unix_now(),
+                    receiver.now(),
                     &format!("OTLP/gRPC request to {path} refused ({code:?}): {detail}"),
                 );
             }

@@ -25,7 +25,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::receiver::{unix_now, Accepted, ExportError, Receiver, Refusal};
+use super::receiver::{Accepted, ExportError, Receiver, Refusal};
 use super::stats::{Outcome, Transport};
 
 pub const PROTOBUF: &str = "application/x-protobuf";
@@ -232,7 +232,7 @@ fn decode_and_export(
             })?
         }
     };
-    r.export(&req, unix_now()).map_err(Failure::Points)
+    r.export(&req, r.now()).map_err(Failure::Points)
 }
 
 /// Inflates a gzip body, refusing to produce more than `max` bytes.

@@ -13,3 +13,112 @@ pub mod stats;
 pub mod tags;
 
 pub use receiver::Receiver;
+
+use std::sync::Arc;
+
+use config::OtlpConfig;
+
+use crate::base::error::ConfigError;
+use crate::base::health::Status;
+use crate::component::{Context, Error, Running, Stage};
+
+/// Starts the OTLP receiver and its listeners (`otlp.http_listen`, `otlp.grpc_listen`), both
+/// feeding one [`Receiver`]. At shutdown the receiver refuses new requests and the requests
+/// already admitted finish into its shard before the final flush.
+///
+/// # Errors
+/// An address does not parse or cannot be bound.
+pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error> {
+    let http = bind(
+        cfg,
+        &cfg.http_listen,
+        "otlp.http_listen",
+        "OTLP/HTTP listener",
+    )
+    .await?;
+    let grpc = bind(
+        cfg,
+        &cfg.grpc_listen,
+        "otlp.grpc_listen",
+        "OTLP/gRPC listener",
+    )
+    .await?;
+    if http.is_none() && grpc.is_none() {
+        let why = if cfg.enabled {
+            "otlp listen address is empty"
+        } else {
+            "otlp.enabled is false"
+        };
+        return Ok(
+            Running::disabled("otlp_http", Stage::Intake, why).with_part(
+                "otlp_grpc",
+                Status::Disabled,
+                why,
+            ),
+        );
+    }
+    let receiver = Arc::new(Receiver::new(cfg, &ctx.aggregator, ctx.clock.clone()));
+    ctx.telemetry.register(receiver.stats.clone());
+    let mut health: Vec<(&'static str, Status, String)> = Vec::new();
+    for (name, listener, empty) in [
+        ("otlp_http", http, "otlp.http_listen is empty"),
+        ("otlp_grpc", grpc, "otlp.grpc_listen is empty"),
+    ] {
+        let Some(l) = listener else {
+            health.push((name, Status::Disabled, empty.to_string()));
+            continue;
+        };
+        let addr = l
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        tracing::info!(component = name, addr = %addr, "listening");
+        health.push((name, Status::Ok, addr));
+        let (r, c) = (Arc::clone(&receiver), ctx.shutdown.token(Stage::Intake));
+        ctx.shutdown.spawn(Stage::Intake, async move {
+            let served = if name == "otlp_http" {
+                http::serve(l, r, c).await.map_err(|e| e.to_string())
+            } else {
+                grpc::serve(l, r, c).await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = served {
+                tracing::error!(component = name, error = %e, "OTLP server failed");
+            }
+        });
+    }
+    ctx.shutdown
+        .on_stop(Stage::Intake, async move { receiver.close() });
+    // The HTTP listener's line leads; the gRPC one is a part of the same component.
+    let grpc_health = health.pop();
+    let (name, status, detail) =
+        health
+            .pop()
+            .unwrap_or(("otlp_http", Status::Disabled, String::new()));
+    Ok(Running {
+        name,
+        stage: Stage::Intake,
+        status,
+        detail,
+        parts: grpc_health.into_iter().collect(),
+        handle: Some(()),
+    })
+}
+
+/// Binds one OTLP listener; `None` when OTLP is off or its address is empty.
+async fn bind(
+    cfg: &OtlpConfig,
+    addr: &str,
+    key: &'static str,
+    what: &'static str,
+) -> Result<Option<tokio::net::TcpListener>, Error> {
+    if !cfg.enabled || addr.is_empty() {
+        return Ok(None);
+    }
+    let parsed: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!(" = {addr:?} is not an address")))?;
+    let l = tokio::net::TcpListener::bind(parsed)
+        .await
+        .map_err(|e| Error::bind(what, parsed, key, e))?;
+    Ok(Some(l))
+}

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,6 +13,7 @@ use super::convert::{count_points, Converter, Output, Settings};
 use super::cumulative::Streams;
 use super::stats::{OtlpStats, Reject};
 use crate::aggregate::{Aggregator, Shard, Shared};
+use crate::base::clock::Clock;
 use crate::base::lock;
 use crate::otlp::config::OtlpConfig;
 
@@ -63,19 +64,14 @@ pub struct Receiver {
     permits: Arc<Semaphore>,
     closing: AtomicBool,
     last_warn: AtomicU64,
-}
-
-/// Wall-clock time since the Unix epoch.
-pub fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    clock: Clock,
 }
 
 impl Receiver {
-    /// A receiver feeding a new shard of `aggregator`; `started` is tallyd's start time (for
-    /// `otlp.initial_cumulative_value = "auto"`).
-    pub fn new(cfg: &OtlpConfig, aggregator: &Aggregator, started: Duration) -> Receiver {
+    /// A receiver feeding a new shard of `aggregator`, reading time from `clock`; the time it
+    /// is made is tallyd's start time (for `otlp.initial_cumulative_value = "auto"`).
+    pub fn new(cfg: &OtlpConfig, aggregator: &Aggregator, clock: Clock) -> Receiver {
+        let started = clock.unix();
         let streams = Streams::new(
             cfg.max_streams,
             cfg.stream_expiry,
@@ -93,7 +89,13 @@ impl Receiver {
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             closing: AtomicBool::new(false),
             last_warn: AtomicU64::new(0),
+            clock,
         }
+    }
+
+    /// The current time since the Unix epoch, from the receiver's clock.
+    pub fn now(&self) -> Duration {
+        self.clock.unix()
     }
 
     /// Takes one of the `otlp.max_concurrent_requests` slots, without waiting.
@@ -230,7 +232,7 @@ mod tests {
             cfg.statsd.gauge_mode,
             Arc::new(Telemetry::default()),
         );
-        let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
+        let r = Receiver::new(&cfg.otlp, &agg, Clock::manual(Duration::ZERO));
         let held = r.admit().expect("first request admitted");
         assert_eq!(r.admit().err(), Some(Refusal::Busy));
         drop(held);
@@ -249,7 +251,7 @@ mod tests {
             cfg.statsd.gauge_mode,
             Arc::new(Telemetry::default()),
         );
-        let r = Receiver::new(&cfg.otlp, &agg, Duration::ZERO);
+        let r = Receiver::new(&cfg.otlp, &agg, Clock::manual(Duration::ZERO));
         let e = r.export(&gauges(&["a", "b", "c", "d"]), Duration::ZERO);
         assert_eq!(e, Err(ExportError::TooManyPoints { points: 4, max: 3 }));
         let a = r

@@ -7,14 +7,7 @@ pub mod datadog;
 pub mod prometheus;
 pub mod remote_write;
 
-use std::sync::Arc;
-
-use crate::aggregate::Flush;
-
-pub trait Sink: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn consume(&self, flush: &Arc<Flush>);
-}
+pub use crate::aggregate::Sink;
 
 /// Windows built by hand for the sinks' unit tests.
 #[cfg(test)]

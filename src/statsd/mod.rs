@@ -7,13 +7,61 @@ pub mod config;
 pub mod tcp;
 pub mod udp;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use config::StatsdConfig;
+
 use crate::aggregate::{Aggregator, Shard};
+use crate::base::error::ConfigError;
+use crate::component::{Context, Error, Running, Stage};
 use crate::model::dogstatsd::{self as parse, Line, ParseError};
 use crate::telemetry::LocalStats;
+
+/// Starts the newline-delimited TCP listener (`statsd.tcp_listen`) on a shard of its own.
+///
+/// # Errors
+/// The address does not parse or cannot be bound.
+pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
+    if cfg.tcp_listen.is_empty() {
+        return Ok(Running::disabled(
+            "statsd_tcp",
+            Stage::Intake,
+            "statsd.tcp_listen is empty",
+        ));
+    }
+    let key = "statsd.tcp_listen";
+    let addr: SocketAddr = cfg.tcp_listen.parse().map_err(|_| {
+        ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.tcp_listen))
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::bind("statsd TCP listener", addr, key, e))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(component = "statsd_tcp", addr = %local, "listening");
+    let server = Arc::new(tcp::TcpServer {
+        ingest: Arc::new(Ingest {
+            aggregator: Arc::clone(&ctx.aggregator),
+            max_tags: cfg.max_tags,
+        }),
+        shard: ctx.aggregator.new_shard(),
+        telemetry: Arc::clone(&ctx.telemetry),
+        max_connections: cfg.tcp_max_connections,
+        idle_timeout: cfg.tcp_idle_timeout,
+        max_line: cfg.tcp_max_line_length,
+    });
+    let token = ctx.shutdown.token(Stage::Intake);
+    ctx.shutdown
+        .spawn(Stage::Intake, server.run(listener, token));
+    Ok(Running::ok(
+        "statsd_tcp",
+        Stage::Intake,
+        local.to_string(),
+        (),
+    ))
+}
 
 /// What every listener needs to turn packets into aggregated samples.
 pub struct Ingest {

@@ -15,14 +15,150 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use tracing::info;
+
+use super::config::StatsdConfig;
 use super::{bad_line, Ingest};
 use crate::aggregate::Shard;
+use crate::base::error::ConfigError;
 use crate::base::lock;
+use crate::component::{Context, Error, Running, Stage};
 use crate::model::dogstatsd::MetricLine;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 /// How often a blocked receive wakes up to check for shutdown.
 const WAKE: Duration = Duration::from_millis(200);
+
+/// Starts the UDP receivers (`statsd.udp_listen`): one thread per socket, stopped with the
+/// intake stage after draining what their sockets still hold.
+///
+/// # Errors
+/// The address does not parse or cannot be bound, or a thread cannot start.
+pub fn start(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
+    if cfg.udp_listen.is_empty() {
+        return Ok(Running::disabled(
+            "statsd_udp",
+            Stage::Intake,
+            "statsd.udp_listen is empty",
+        ));
+    }
+    let key = "statsd.udp_listen";
+    let addr: SocketAddr = cfg.udp_listen.parse().map_err(|_| {
+        ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.udp_listen))
+    })?;
+    let count = cfg.receivers();
+    let socks = bind(addr, count, cfg.udp_recv_buffer)
+        .map_err(|e| Error::bind("statsd UDP listener", addr, key, e))?;
+    let local = socks
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(addr);
+    info!(component = "statsd_udp", addr = %local, sockets = count, "listening");
+    *lock(&ctx.telemetry.udp_ports) = vec![local.port()];
+    let stop = stop_with_intake(ctx);
+    let mut threads = Vec::new();
+    for (i, sock) in socks.into_iter().enumerate() {
+        let r = Receiver::new(cfg, ctx, Transport::Udp, Arc::clone(&stop));
+        let t = std::thread::Builder::new()
+            .name(format!("udp-recv-{i}"))
+            .spawn(move || r.run(sock.as_raw_fd()))
+            .map_err(|e| {
+                Error::start("statsd_udp", format!("cannot start a receiver thread: {e}"))
+            })?;
+        threads.push(t);
+    }
+    join_with_intake(ctx, threads);
+    Ok(Running::ok(
+        "statsd_udp",
+        Stage::Intake,
+        format!("{local}, {count} sockets"),
+        (),
+    ))
+}
+
+/// Starts the Unix datagram receiver (`statsd.unix_socket`); the socket file is removed when
+/// it stops.
+///
+/// # Errors
+/// The socket cannot be bound, or the thread cannot start.
+pub fn start_unix(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
+    if cfg.unix_socket.is_empty() {
+        return Ok(Running::disabled(
+            "statsd_uds",
+            Stage::Intake,
+            "statsd.unix_socket is empty",
+        ));
+    }
+    let path = PathBuf::from(&cfg.unix_socket);
+    let sock = bind_unix(&path).map_err(|e| {
+        Error::bind(
+            "statsd Unix socket",
+            path.display(),
+            "statsd.unix_socket",
+            e,
+        )
+    })?;
+    info!(component = "statsd_uds", path = %path.display(), "listening");
+    let r = Receiver::new(cfg, ctx, Transport::Uds, stop_with_intake(ctx));
+    let detail = path.display().to_string();
+    let t = std::thread::Builder::new()
+        .name("uds-recv".into())
+        .spawn(move || {
+            let _remove = RemoveOnDrop(path);
+            r.run(sock.as_raw_fd());
+        })
+        .map_err(|e| {
+            Error::start(
+                "statsd_uds",
+                format!("cannot start the receiver thread: {e}"),
+            )
+        })?;
+    join_with_intake(ctx, vec![t]);
+    Ok(Running::ok("statsd_uds", Stage::Intake, detail, ()))
+}
+
+/// The flag receive loops poll (a plain atomic: they check it after every `recvmmsg`), set
+/// when the intake stage is cancelled.
+fn stop_with_intake(ctx: &Context) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = ctx.shutdown.token(Stage::Intake);
+    let flag = Arc::clone(&stop);
+    ctx.shutdown.spawn(Stage::Intake, async move {
+        token.cancelled().await;
+        flag.store(true, Relaxed);
+    });
+    stop
+}
+
+/// Makes the intake stage wait for `threads` (they return once they drained their sockets).
+fn join_with_intake(ctx: &Context, threads: Vec<std::thread::JoinHandle<()>>) {
+    ctx.shutdown.on_stop(Stage::Intake, async move {
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    });
+}
+
+impl Receiver {
+    /// A receiver for `transport` applying to the datagram receivers' shared shard.
+    fn new(cfg: &StatsdConfig, ctx: &Context, transport: Transport, stop: Arc<AtomicBool>) -> Self {
+        Receiver {
+            ingest: Arc::new(Ingest {
+                aggregator: Arc::clone(&ctx.aggregator),
+                max_tags: cfg.max_tags,
+            }),
+            telemetry: Arc::clone(&ctx.telemetry),
+            batch: cfg.udp_batch,
+            batch_wait: cfg.udp_batch_wait,
+            max_packet: cfg.max_packet_size,
+            transport,
+            stop,
+        }
+    }
+}
 
 /// Binds `count` UDP sockets to `addr`, sharing the port with SO_REUSEPORT so the kernel spreads
 /// datagrams over them. With port 0, the first socket picks the port and the rest join it.

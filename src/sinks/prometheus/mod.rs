@@ -34,6 +34,7 @@ use crate::base::cpu::{prefetch_write, PREFETCH_AHEAD};
 use crate::base::expo;
 pub use crate::base::expo::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::base::lock;
+use crate::component::{self, Error, Running, Stage};
 use crate::model::{Context, MetricKind};
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
@@ -758,6 +759,26 @@ impl Visitor for TextWriter<'_> {
         }
         self.hand_on_if_full();
     }
+}
+
+/// Starts the Prometheus sink (always on): the state `/metrics` renders, folded from every
+/// window on its own thread.
+pub fn start(
+    cfg: &config::PrometheusConfig,
+    ctx: &mut component::Context,
+) -> Result<Running<Arc<Prometheus>>, Error> {
+    let p = Arc::new(Prometheus::new(
+        cfg.series_ttl,
+        cfg.max_series,
+        Arc::clone(&ctx.telemetry),
+    ));
+    ctx.add_sink(p.clone());
+    Ok(Running::ok(
+        "prometheus",
+        Stage::Flush,
+        format!("at most {} series", cfg.max_series),
+        p,
+    ))
 }
 
 #[cfg(test)]
