@@ -74,7 +74,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             &cfg,
             Arc::clone(&ctx.telemetry),
             ctx.host.clone(),
-            datadog.as_ref().map(|d| d.event_queue()),
+            datadog
+                .as_ref()
+                .map(|d| Arc::new(d.event_queue()) as Arc<dyn crate::component::EventOutbox>),
         )
         .map_err(anyhow::Error::msg)?;
         ctx.add_sink(a.sink.clone());

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::aggregate::Flush;
 #[cfg(test)]
 use crate::aggregate::Samples;
-use crate::sinks::prometheus::sanitize_label;
+use crate::base::expo::sanitize_label;
 
 use super::config::Severity;
 use super::input::{SelfMetrics, Window};

@@ -43,7 +43,7 @@ impl MetricsSource for AlertMetrics {
             label(&mut l, "severity", a.severity.as_str());
             label(&mut l, "state", a.state);
             for (k, v) in &a.labels {
-                let k = crate::sinks::prometheus::sanitize_label(k);
+                let k = crate::base::expo::sanitize_label(k);
                 let k = if RESERVED.contains(&k.as_str()) {
                     format!("tag_{k}")
                 } else {

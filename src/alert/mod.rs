@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::aggregate::Flush;
+use crate::aggregate::Sink;
 use crate::base::lock;
-use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
 
 pub use config::AlertsConfig;
@@ -97,7 +97,7 @@ impl Alerting {
         cfg: &crate::config::Config,
         telemetry: Arc<Telemetry>,
         host: String,
-        datadog: Option<crate::sinks::datadog::EventQueue>,
+        datadog: Option<notify::EventQueue>,
     ) -> Result<Alerting, String> {
         let a = &cfg.alerts;
         let statsd_enabled = !(cfg.statsd.udp_listen.is_empty()

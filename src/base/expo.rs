@@ -61,3 +61,50 @@ pub fn escape_label_value(out: &mut String, v: &str) {
         }
     }
 }
+
+/// Sanitises a statsd name into the Prometheus metric-name charset.
+pub fn sanitize_name(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 1);
+    sanitize_name_into(&mut s, name);
+    s
+}
+
+/// Appends `name` sanitised (see [`sanitize_name`]) to `out`.
+pub fn sanitize_name_into(out: &mut String, name: &str) {
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            c
+        } else {
+            '_'
+        }
+    }));
+}
+
+/// Sanitises a tag key into a label name (`[a-zA-Z0-9_]`, a leading digit gets a `_` prefix; `__*`, `quantile` and `le` get an `exported_` prefix).
+pub fn sanitize_label(key: &str) -> String {
+    let mut s = String::with_capacity(key.len() + 1);
+    sanitize_label_into(&mut s, key);
+    s
+}
+
+/// Appends `key` sanitised (see [`sanitize_label`]) to `out`.
+pub fn sanitize_label_into(out: &mut String, key: &str) {
+    let start = out.len();
+    if key.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    let s = &out[start..];
+    if s.starts_with("__") || s == "quantile" || s == "le" {
+        out.insert_str(start, "exported_");
+    }
+}

@@ -127,6 +127,22 @@ impl Shutdown {
     }
 }
 
+/// A durable outlet for single events from outside the flush path: alert notifications go to
+/// Datadog through the Datadog sink's queue, so an intake outage delays them instead of losing
+/// them. The Datadog sink provides it; the alert notifiers use it without knowing the sink.
+pub trait EventOutbox: Send + Sync {
+    /// The queue's name, for messages.
+    fn queue_name(&self) -> &'static str;
+    /// Encodes `ev` and writes it to disk before returning. Blocking: call it from
+    /// `spawn_blocking` in async code.
+    ///
+    /// # Errors
+    /// The disk write failed or the event is larger than the whole queue.
+    fn push(&self, ev: &crate::model::Event) -> Result<(), crate::queue::QueueError>;
+    /// What the far side said about the credentials so far.
+    fn key_state(&self) -> crate::queue::deliver::KeyState;
+}
+
 /// What components share. The topology builds one and hands it to every `start`.
 pub struct Context {
     /// The wall clock.

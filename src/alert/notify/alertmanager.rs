@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{AlertEvent, EventStatus};
 use crate::alert::config::Severity;
 use crate::alert::eval::rfc3339;
-use crate::sinks::prometheus::sanitize_label;
+use crate::base::expo::sanitize_label;
 
 fn labels(e: &AlertEvent, severity: Severity) -> BTreeMap<String, String> {
     let mut l: BTreeMap<String, String> = e

@@ -27,8 +27,11 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{AlertsConfig, Direction, NotifierConfig, NotifierKind, Severity};
 use super::eval::Output;
+use crate::component::EventOutbox;
 use crate::queue::deliver::KeyState;
-use crate::sinks::datadog::EventQueue;
+
+/// The Datadog queue alert events go to (see [`EventOutbox`]).
+pub type EventQueue = Arc<dyn EventOutbox>;
 
 /// Why an alert event is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -191,7 +194,7 @@ impl Notifier {
                     body: format!(
                         "queued {} event(s) for the Datadog intake (queue \"{}\"); API key {key}",
                         events.len(),
-                        crate::sinks::datadog::QUEUE_NAME
+                        q.queue_name()
                     ),
                 })
             }
@@ -425,7 +428,7 @@ impl Dispatcher {
                 let mut r = n.send(std::slice::from_ref(&event)).await;
                 // Queued is not delivered: with a key the intake rejected, the event will not
                 // arrive, and the operator testing the setup must hear so.
-                let rejected = n.datadog.as_ref().map(EventQueue::key_state) == Some(KeyState::Invalid);
+                let rejected = n.datadog.as_ref().map(|q| q.key_state()) == Some(KeyState::Invalid);
                 if rejected && r.is_ok() {
                     r = Err(SendError::Permanent("the event is queued, but the intake rejected the Datadog API key (403): fix datadog.api_key".into()));
                 }

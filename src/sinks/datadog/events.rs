@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::encode::Encoder;
+use crate::component::EventOutbox;
 use crate::model::Event;
 use crate::queue::deliver::{KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue, QueueError};
@@ -49,5 +50,19 @@ impl EventQueue {
     /// What the intake said about the API key so far.
     pub fn key_state(&self) -> KeyState {
         self.key.get()
+    }
+}
+
+impl EventOutbox for EventQueue {
+    fn queue_name(&self) -> &'static str {
+        super::QUEUE_NAME
+    }
+
+    fn push(&self, ev: &Event) -> Result<(), QueueError> {
+        EventQueue::push(self, ev)
+    }
+
+    fn key_state(&self) -> KeyState {
+        EventQueue::key_state(self)
     }
 }
