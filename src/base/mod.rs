@@ -2,6 +2,7 @@
 //! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
 //! errors, health, the exposition writer and CPU-level helpers.
 
+pub mod accept;
 pub mod clock;
 pub mod cpu;
 pub mod duration;
