@@ -27,7 +27,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cfg.statsd.gauge_mode,
         Arc::clone(&telemetry),
     ));
-    let host = alert::host_name(&cfg);
+    let host = crate::base::host::host_name(&cfg.datadog.hostname);
     let mut ctx = Context::new(clock, telemetry, aggregator, cfg.queue.clone(), host);
     ctx.telemetry.register(ctx.queues.clone());
     let health = Arc::clone(&ctx.health);

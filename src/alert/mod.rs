@@ -195,18 +195,6 @@ async fn evaluate_loop(
     }
 }
 
-/// The host name alerts carry: `datadog.hostname`, else the kernel's, else `localhost`.
-pub fn host_name(cfg: &crate::config::Config) -> String {
-    if !cfg.datadog.hostname.is_empty() {
-        return cfg.datadog.hostname.clone();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Compiled rules for a configuration (used by `check-config`-style callers and tests).
 ///
 /// # Errors
