@@ -6,12 +6,12 @@
 //! channel; one task evaluates (`eval.rs`) and queues notifications (`notify/`), whose workers
 //! deliver them. Nothing here reaches back into the aggregator or blocks the flusher.
 
-pub mod api;
 pub mod config;
 pub mod eval;
 pub mod input;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod reduce;
 pub mod rules;
 pub mod state;
