@@ -27,7 +27,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         cfg.statsd.gauge_mode,
         Arc::clone(&telemetry),
     ));
-    let host = alert::host_name(&cfg);
+    let host = crate::base::host::host_name(&cfg.datadog.hostname);
     let mut ctx = Context::new(clock, telemetry, aggregator, cfg.queue.clone(), host);
     ctx.telemetry.register(ctx.queues.clone());
     let health = Arc::clone(&ctx.health);
@@ -106,28 +106,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     statsd::start_tcp(&cfg.statsd, &mut ctx)
         .await?
         .report(&health);
-    let gps_router = start_gps(&cfg, &mut ctx).await?;
+    let gps = start_gps(&cfg, &mut ctx).await?;
     otlp::start(&cfg.otlp, &mut ctx).await?.report(&health);
 
     // The HTTP API last, over what the components expose.
-    let admin = crate::queue::admin::AdminState {
-        registry: Arc::clone(&ctx.queues),
-        token: cfg.http.admin_token.as_str().into(),
-    };
-    let mut app = api::router(api::AppState {
+    let app = api::router(api::Parts {
         prometheus,
         health: Arc::clone(&health),
-    })
-    .merge(crate::queue::admin::router(admin));
-    if let Some(shared) = alerting {
-        app = app.merge(alert::api::router(alert::api::ApiState {
-            shared,
-            admin_token: cfg.http.admin_token.as_str().into(),
-        }));
-    }
-    if let Some(r) = gps_router {
-        app = app.merge(r);
-    }
+        queues: Arc::clone(&ctx.queues),
+        alerts: alerting,
+        gps,
+        admin_token: &cfg.http.admin_token,
+    });
     api::server::start(&cfg.http, &mut ctx, app)
         .await?
         .report(&health);
@@ -142,8 +132,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     Ok(())
 }
 
-/// The GPS server and its point delivery; the API routes to merge when it is on.
-async fn start_gps(cfg: &Config, ctx: &mut Context) -> anyhow::Result<Option<axum::Router>> {
+/// The GPS server and its point delivery; what the HTTP API reads of it when it is on.
+async fn start_gps(
+    cfg: &Config,
+    ctx: &mut Context,
+) -> anyhow::Result<Option<gps::service::GpsState>> {
     if !cfg.gps.enabled || cfg.gps.listen.is_empty() {
         Running::<()>::disabled(
             "gps",
@@ -185,5 +178,5 @@ async fn start_gps(cfg: &Config, ctx: &mut Context) -> anyhow::Result<Option<axu
         let _ = task.await;
     });
     Running::ok("gps", Stage::Intake, local.to_string(), ()).report(&ctx.health);
-    Ok(Some(g.router))
+    Ok(Some(g.state))
 }

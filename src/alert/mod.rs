@@ -6,12 +6,12 @@
 //! channel; one task evaluates (`eval.rs`) and queues notifications (`notify/`), whose workers
 //! deliver them. Nothing here reaches back into the aggregator or blocks the flusher.
 
-pub mod api;
 pub mod config;
 pub mod eval;
 pub mod input;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod reduce;
 pub mod rules;
 pub mod state;
@@ -193,18 +193,6 @@ async fn evaluate_loop(
             .self_series_dropped
             .store(evaluator.self_series_dropped(), Relaxed);
     }
-}
-
-/// The host name alerts carry: `datadog.hostname`, else the kernel's, else `localhost`.
-pub fn host_name(cfg: &crate::config::Config) -> String {
-    if !cfg.datadog.hostname.is_empty() {
-        return cfg.datadog.hostname.clone();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Compiled rules for a configuration (used by `check-config`-style callers and tests).

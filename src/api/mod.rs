@@ -1,150 +1,74 @@
-//! The HTTP server: `/metrics` (Prometheus text or OpenMetrics), `/health`, `/health/live`,
-//! `/health/ready`.
+//! The HTTP server's one router: `/metrics` (Prometheus text or OpenMetrics), `/health`,
+//! `/health/live`, `/health/ready`, the queue administration (`/admin/queue/*`), the alert
+//! routes (`/api/alerts`, `/api/monitoring/alert/test`) and the GPS views
+//! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`).
+//!
+//! The components expose plain Rust state ([`Prometheus`], [`Health`], [`queue::Registry`],
+//! [`alert::Shared`], [`GpsState`]); the HTTP concerns (routes, query parameters, status
+//! codes, JSON bodies) live here, and every route that changes state goes through the one
+//! admin rule in `admin.rs`. `server.rs` binds `http.listen` and serves the router.
 
-use std::collections::BTreeMap;
+mod admin;
+mod alerts;
 pub mod config;
+mod gps;
+mod health;
+mod metrics;
+mod queue;
 pub mod server;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
-use http_body::Frame;
 use serde::Serialize;
 
 pub use crate::base::health::{Component, Health, Status};
-use crate::sinks::prometheus::{Prometheus, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::gps::service::GpsState;
+use crate::sinks::prometheus::Prometheus;
+use crate::{alert, queue as queues};
 
-#[derive(Clone)]
-pub struct AppState {
+/// What the router serves; the optional parts add their routes only when present.
+pub struct Parts<'a> {
+    /// Renders `/metrics`.
     pub prometheus: Arc<Prometheus>,
+    /// Answers `/health*`.
     pub health: Arc<Health>,
+    /// The delivery queues behind `/admin/queue/*`.
+    pub queues: Arc<queues::Registry>,
+    /// Alerting's state when `alerts.enabled`: `/api/alerts` and the test notification.
+    pub alerts: Option<Arc<alert::Shared>>,
+    /// The GPS server's registry, guard and counters when it runs.
+    pub gps: Option<GpsState>,
+    /// `http.admin_token`: the bearer token mutating routes accept from non-loopback peers.
+    pub admin_token: &'a str,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .with_state(state)
-}
-
-/// OpenMetrics when the scraper lists it in Accept (Prometheus does), the text format otherwise.
-fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
-}
-
-/// Size of the pieces a `/metrics` body is sent in, and how many may wait for the connection.
-const METRICS_CHUNK: usize = 64 * 1024;
-const METRICS_CHUNKS_QUEUED: usize = 4;
-
-async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let om = wants_openmetrics(&headers);
-    let prom = Arc::clone(&s.prometheus);
-    // Rendering a large state takes a while: it runs off the async workers, and its text goes
-    // out piece by piece as it is produced (chunked encoding), so a scrape of 100,000 series
-    // holds a few pieces of the body instead of all of it (tens of megabytes, which set the
-    // process's peak RSS).
-    let (tx, mut rx) = tokio::sync::mpsc::channel(METRICS_CHUNKS_QUEUED);
-    tokio::task::spawn_blocking(move || {
-        prom.render_to(om, METRICS_CHUNK, &mut |piece| {
-            tx.blocking_send(Bytes::from(piece)).is_ok()
-        });
-    });
-    let ct = if om {
-        OPENMETRICS_CONTENT_TYPE
-    } else {
-        TEXT_CONTENT_TYPE
-    };
-    // A body of one piece (most hosts) goes out whole, with its length; a longer one in
-    // pieces as the render produces them.
-    let first = rx.recv().await.unwrap_or_default();
-    let body = match rx.recv().await {
-        None => Body::from(first),
-        Some(second) => Body::new(ChannelBody {
-            ready: vec![second, first],
-            rx,
-        }),
-    };
-    ([(header::CONTENT_TYPE, ct)], body).into_response()
-}
-
-/// A response body whose pieces arrive on a channel, after the ones already `ready` (kept in
-/// reverse order); it ends when the sender is dropped.
-struct ChannelBody {
-    ready: Vec<Bytes>,
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(piece) = self.ready.pop() {
-            return Poll::Ready(Some(Ok(Frame::data(piece))));
-        }
-        self.rx
-            .poll_recv(cx)
-            .map(|piece| piece.map(|b| Ok(Frame::data(b))))
+/// The whole HTTP router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+/// the admin rule needs the peer's address to recognise loopback callers.
+pub fn router(parts: Parts<'_>) -> Router {
+    let admin = admin::Admin::new(parts.admin_token);
+    let mut app = Router::new()
+        .merge(metrics::router(parts.prometheus))
+        .merge(health::router(parts.health))
+        .merge(queue::router(parts.queues, &admin));
+    if let Some(shared) = parts.alerts {
+        app = app.merge(alerts::router(shared, &admin));
     }
-}
-
-#[derive(Serialize)]
-struct HealthBody {
-    status: Status,
-    ready: bool,
-    version: &'static str,
-    components: BTreeMap<&'static str, Component>,
-}
-
-async fn health(State(s): State<AppState>) -> Response {
-    let (status, components) = s.health.snapshot();
-    let code = if status == Status::Down {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let body = HealthBody {
-        status,
-        ready: s.health.is_ready(),
-        version: env!("CARGO_PKG_VERSION"),
-        components,
-    };
-    json(code, &body)
-}
-
-async fn live() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-}
-
-async fn ready(State(s): State<AppState>) -> Response {
-    if s.health.is_ready() {
-        json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
-    } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"status": "starting"}),
-        )
+    if let Some(state) = parts.gps {
+        app = app.merge(gps::router(state));
     }
+    app
 }
 
+/// A JSON response.
 fn json<T: Serialize>(code: StatusCode, body: &T) -> Response {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
     (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// A JSON error response: `{"error": message}`.
+fn error(code: StatusCode, message: impl std::fmt::Display) -> Response {
+    json(code, &serde_json::json!({ "error": message.to_string() }))
 }

@@ -2,12 +2,15 @@
 //! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
 //! errors, health, the exposition writer and CPU-level helpers.
 
+pub mod accept;
+pub mod auth;
 pub mod clock;
 pub mod cpu;
 pub mod duration;
 pub mod error;
 pub mod expo;
 pub mod health;
+pub mod host;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -5,10 +5,10 @@
 //! acknowledgement the device waits for; `server` owns the sockets and the abuse limits
 //! (`guard`); `registry` remembers devices; `points` delivers every valid fix at least once;
 //! `metrics` feeds counters into an aggregation shard of its own, so they reach every sink like
-//! StatsD metrics; `api` serves the registry, the live view and the blacklist.
+//! StatsD metrics; `service` wires them up and hands the HTTP API (`crate::api`) the registry,
+//! guard and counters it serves.
 //! Sources never reach sinks directly: points go through the [`points::PointSink`] interface.
 
-pub mod api;
 pub mod detect;
 pub mod fix;
 pub mod forward;

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::detect::{detect, Detect};
 use super::fix::{FrameError, Message, Protocol, Step};
@@ -32,6 +30,7 @@ use super::points::{Delivery, Point};
 use super::registry::Registry;
 use super::teltonika::Teltonika;
 use super::{gt06, h02, tk103, GpsConfig};
+use crate::base::accept::{self, Handler};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 4096;
@@ -47,15 +46,22 @@ pub fn now_ms() -> i64 {
 /// Connection limits, from `[gps]`.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Connections served at once (`gps.max_connections`).
     pub max_connections: usize,
+    /// Longest binary frame (`gps.max_frame_bytes`).
     pub max_frame: usize,
+    /// Longest text line (`gps.max_line_bytes`).
     pub max_line: usize,
+    /// Time a device has to identify itself (`gps.handshake_timeout`).
     pub handshake_timeout: Duration,
+    /// Time a started frame may take to complete (`gps.frame_timeout`).
     pub frame_timeout: Duration,
+    /// Longest silence of an identified device (`gps.idle_timeout`).
     pub idle_timeout: Duration,
 }
 
 impl Limits {
+    /// The limits configured in `[gps]`.
     pub fn from_config(c: &GpsConfig) -> Limits {
         Limits {
             max_connections: c.max_connections,
@@ -68,62 +74,67 @@ impl Limits {
     }
 }
 
+/// The GPS listener's connection handler (see [`accept::run`]).
 pub struct Server {
+    /// Per-connection limits.
     pub limits: Limits,
+    /// Abuse policy: per-IP connection limit and blacklist.
     pub guard: Arc<Guard>,
+    /// Known devices.
     pub registry: Arc<Registry>,
+    /// The `tallyd_gps_*` counters.
     pub stats: Arc<GpsStats>,
+    /// Where valid fixes go.
     pub delivery: Delivery,
 }
 
 impl Server {
     /// Accepts until `cancel`, then waits for every connection to end.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let tracker = TaskTracker::new();
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let accepted = tokio::select! {
-                _ = cancel.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(5);
-                    a
-                }
-                Err(e) => {
-                    // Descriptor exhaustion and the like clear up; back off instead of spinning.
-                    tracing::warn!(component = "gps", error = %e, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let ip = peer.ip();
-            if let Err(r) = self.guard.admit(ip, Instant::now(), now_ms()) {
-                self.stats.failure(Failure::Refused(r));
-                tracing::debug!(component = "gps", %peer, reason = r.as_label(), "connection refused");
-                continue;
-            }
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                self.guard.release(ip);
-                self.stats.failure(Failure::MaxConnections);
-                continue;
-            };
-            self.stats.connections_total.fetch_add(1, Relaxed);
-            let this = Arc::clone(&self);
-            let cancel = cancel.clone();
-            tracker.spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let conn = Connection::new(&this, stream, peer);
-                conn.serve(cancel).await;
-                this.guard.release(ip);
-                drop(permit);
-            });
+        let max = self.limits.max_connections;
+        accept::run(self, listener, max, cancel).await;
+    }
+}
+
+/// The accept loop's hooks: the [`Guard`] decides at accept and keeps a per-IP count, released
+/// when the connection ends.
+impl Handler for Server {
+    type Admit = ();
+
+    fn admit(&self, peer: SocketAddr) -> Option<()> {
+        if let Err(r) = self.guard.admit(peer.ip(), Instant::now(), now_ms()) {
+            self.stats.failure(Failure::Refused(r));
+            tracing::debug!(component = "gps", %peer, reason = r.as_label(), "connection refused");
+            return None;
         }
-        tracker.close();
-        tracker.wait().await;
+        Some(())
+    }
+
+    fn refused(&self, peer: SocketAddr, _admit: ()) {
+        self.guard.release(peer.ip());
+        self.stats.failure(Failure::MaxConnections);
+    }
+
+    fn accepted(&self, _peer: SocketAddr) {
+        self.stats.connections_total.fetch_add(1, Relaxed);
+    }
+
+    fn accept_failed(&self, error: &std::io::Error) {
+        // Descriptor exhaustion and the like clear up; the loop backs off instead of spinning.
+        tracing::warn!(component = "gps", error = %error, "accept failed");
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _admit: (),
+        cancel: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let conn = Connection::new(&self, stream, peer);
+        conn.serve(cancel).await;
+        self.guard.release(peer.ip());
     }
 }
 

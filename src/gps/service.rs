@@ -1,5 +1,6 @@
 //! Wiring of the GPS subsystem: builds the registry, guard, point delivery, metrics publisher
-//! and server from `[gps]`, and returns the API router and the task to await at shutdown.
+//! and server from `[gps]`, and returns what the HTTP API reads and the task to await at
+//! shutdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{self, GpsApi};
 use super::guard::Guard;
 use super::metrics::{GpsStats, GpsTelemetry, Publisher};
 use super::points::{Delivery, NdjsonFile, PointSink};
@@ -20,10 +20,23 @@ use crate::aggregate::Aggregator;
 use crate::statsd::Ingest;
 use crate::telemetry::Telemetry;
 
+/// What the HTTP API reads of a running GPS subsystem.
+#[derive(Clone)]
+pub struct GpsState {
+    /// Known devices.
+    pub registry: Arc<Registry>,
+    /// The abuse guard, with its blacklist.
+    pub guard: Arc<Guard>,
+    /// Counters and the live window.
+    pub stats: Arc<GpsStats>,
+    /// How recently a device must have spoken to count as active (`gps.active_window`).
+    pub active_window: Duration,
+}
+
 /// A running GPS subsystem.
 pub struct Gps {
-    /// The API routes, to merge into the HTTP router.
-    pub router: axum::Router,
+    /// The registry, guard and counters, for the HTTP API.
+    pub state: GpsState,
     /// Ends after `cancel`: connections closed, points stored, last metrics published.
     pub task: JoinHandle<()>,
 }
@@ -91,12 +104,12 @@ pub fn start(
         stats: Arc::clone(&stats),
         delivery,
     });
-    let router = api::router(GpsApi {
+    let state = GpsState {
         registry,
         guard,
         stats,
-        active_window_secs: cfg.active_window.as_secs(),
-    });
+        active_window: cfg.active_window,
+    };
     let task = tokio::spawn(async move {
         let stop_publishing = CancellationToken::new();
         let publishing = tokio::spawn({
@@ -122,5 +135,5 @@ pub fn start(
         stop_publishing.cancel();
         let _ = publishing.await;
     });
-    Ok(Gps { router, task })
+    Ok(Gps { state, task })
 }

@@ -11,8 +11,8 @@
 //! content type, encoding). A [`Deliver`] implementation (the HTTP one is [`HttpDeliver`]) sends
 //! one payload and classifies the answer; [`sender::run`] drives retries with backoff.
 
-pub mod admin;
 pub mod deliver;
+pub mod health;
 pub mod sender;
 pub mod stats;
 pub mod store;

@@ -245,11 +245,11 @@ impl MetricsSource for Registry {
 pub async fn watch_health(
     name: &'static str,
     h: Arc<Handle>,
-    health: Arc<crate::api::Health>,
+    health: Arc<crate::base::health::Health>,
     down: impl Fn(&super::store::Depth) -> Option<String> + Send,
     cancel: CancellationToken,
 ) {
-    use crate::api::Status;
+    use crate::base::health::Status;
     loop {
         let q = &h.queue;
         let d = q.depth();

@@ -5,78 +5,48 @@
 //! up to its newline and counted) and in idle time. All connections feed one shared shard, taken
 //! once per read, so a busy connection costs one lock per read and not per line.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{bad_line, Ingest};
 use crate::aggregate::Shard;
+use crate::base::accept::{self, Handler};
 use crate::base::lock;
 use crate::model::dogstatsd::ParseError;
 use crate::telemetry::{LocalStats, Telemetry, Transport};
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The statsd TCP listener's connection handler (see [`accept::run`]).
 pub struct TcpServer {
+    /// Parses lines into the aggregator.
     pub ingest: Arc<Ingest>,
+    /// The shard every connection feeds.
     pub shard: Arc<Mutex<Shard>>,
+    /// Where the `tallyd_tcp_connections*` counters and line stats go.
     pub telemetry: Arc<Telemetry>,
+    /// Connections served at once (`statsd.tcp_max_connections`).
     pub max_connections: usize,
+    /// A connection silent this long is closed (`statsd.tcp_idle_timeout`).
     pub idle_timeout: Duration,
+    /// Longest line accepted (`statsd.tcp_max_line_length`).
     pub max_line: usize,
 }
 
 impl TcpServer {
     /// Accepts until `cancel`, then waits for open connections to finish what they have read.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
-        let tracker = TaskTracker::new();
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let accepted = tokio::select! {
-                _ = cancel.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => {
-                    backoff = Duration::from_millis(5);
-                    a
-                }
-                Err(e) => {
-                    // Out of descriptors and similar errors clear up; back off instead of spinning.
-                    tracing::warn!(error = %e, "statsd TCP accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                self.telemetry.tcp_refused.fetch_add(1, Relaxed);
-                tracing::debug!(%peer, "statsd TCP connection refused: statsd.tcp_max_connections reached");
-                drop(stream);
-                continue;
-            };
-            self.telemetry.tcp_total.fetch_add(1, Relaxed);
-            self.telemetry.tcp_active.fetch_add(1, Relaxed);
-            let this = Arc::clone(&self);
-            let cancel = cancel.clone();
-            tracker.spawn(async move {
-                this.serve(stream, cancel).await;
-                this.telemetry.tcp_active.fetch_sub(1, Relaxed);
-                drop(permit);
-            });
-        }
-        tracker.close();
-        tracker.wait().await;
+        let max = self.max_connections;
+        accept::run(self, listener, max, cancel).await;
     }
 
-    async fn serve(&self, mut stream: TcpStream, cancel: CancellationToken) {
+    async fn read_lines(&self, mut stream: TcpStream, cancel: CancellationToken) {
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut stats = LocalStats::default();
         // True while skipping the rest of an over-long line.
@@ -163,6 +133,40 @@ impl TcpServer {
                 self.ingest.packet(line, false, &mut shard, seq, stats);
             }
         }
+    }
+}
+
+impl Handler for TcpServer {
+    type Admit = ();
+
+    fn admit(&self, _peer: SocketAddr) -> Option<()> {
+        Some(())
+    }
+
+    fn refused(&self, peer: SocketAddr, _admit: ()) {
+        self.telemetry.tcp_refused.fetch_add(1, Relaxed);
+        tracing::debug!(%peer, "statsd TCP connection refused: statsd.tcp_max_connections reached");
+    }
+
+    fn accepted(&self, _peer: SocketAddr) {
+        self.telemetry.tcp_total.fetch_add(1, Relaxed);
+        self.telemetry.tcp_active.fetch_add(1, Relaxed);
+    }
+
+    fn accept_failed(&self, error: &std::io::Error) {
+        // Out of descriptors and similar errors clear up; the loop backs off instead of spinning.
+        tracing::warn!(error = %error, "statsd TCP accept failed");
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        _peer: SocketAddr,
+        _admit: (),
+        cancel: CancellationToken,
+    ) {
+        self.read_lines(stream, cancel).await;
+        self.telemetry.tcp_active.fetch_sub(1, Relaxed);
     }
 }
 

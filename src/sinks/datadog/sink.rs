@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
-use crate::api::Health;
 use crate::base::expo;
+use crate::base::health::Health;
 use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
@@ -56,16 +56,6 @@ pub struct DatadogSink {
     events: EventQueue,
 }
 
-/// The host name reported: configured, else the kernel's.
-pub fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn headers(api_key: &str) -> Result<HeaderMap, String> {
     let version = env!("CARGO_PKG_VERSION");
     let mut h = HeaderMap::new();
@@ -94,11 +84,7 @@ impl DatadogSink {
         registry: &Registry,
     ) -> Result<Arc<DatadogSink>, String> {
         let d = &cfg.datadog;
-        let host = if d.hostname.is_empty() {
-            system_hostname()
-        } else {
-            d.hostname.clone()
-        };
+        let host = crate::base::host::host_name(&d.hostname);
         let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
         let base = d.base_url();
         let deliver = HttpDeliver::new(

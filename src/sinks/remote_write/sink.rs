@@ -14,8 +14,8 @@ use tracing::{error, info, warn};
 
 use super::encode::Encoder;
 use crate::aggregate::Flush;
-use crate::api::Health;
 use crate::base::expo;
+use crate::base::health::Health;
 use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, RetryPolicy};

@@ -1,33 +1,25 @@
-//! The GPS JSON API, merged into the main HTTP router:
+//! The GPS views:
 //! - `GET /api/monitoring/metrics/devices?active_only=true`: the device registry;
 //! - `GET /api/monitoring/metrics/live?window_minutes=5`: messages/s, active devices, points
 //!   received/processed/failed and latency percentiles over the last 1..=60 minutes;
 //! - `GET /api/monitoring/gps/blacklist`: the IPs refused now, why and until when.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::guard::Guard;
-use super::metrics::{GpsStats, LIVE_MINUTES};
-use super::registry::Registry;
-use super::server::now_ms;
+use super::{error, json};
+use crate::gps::metrics::LIVE_MINUTES;
+use crate::gps::server::now_ms;
+use crate::gps::service::GpsState;
 
-#[derive(Clone)]
-pub struct GpsApi {
-    pub registry: Arc<Registry>,
-    pub guard: Arc<Guard>,
-    pub stats: Arc<GpsStats>,
-    pub active_window_secs: u64,
-}
-
-pub fn router(state: GpsApi) -> Router {
+/// The GPS routes.
+pub(super) fn router(state: GpsState) -> Router {
     Router::new()
         .route("/api/monitoring/metrics/devices", get(devices))
         .route("/api/monitoring/metrics/live", get(live))
@@ -41,12 +33,12 @@ struct DevicesQuery {
     active_only: bool,
 }
 
-async fn devices(State(s): State<GpsApi>, Query(q): Query<DevicesQuery>) -> Response {
+async fn devices(State(s): State<GpsState>, Query(q): Query<DevicesQuery>) -> Response {
     let devices = s.registry.snapshot(q.active_only, now_ms());
     json(
         StatusCode::OK,
         &serde_json::json!({
-            "active_window_secs": s.active_window_secs,
+            "active_window_secs": s.active_window.as_secs(),
             "count": devices.len(),
             "devices": devices,
         }),
@@ -67,12 +59,12 @@ struct Latency {
     max: Option<f64>,
 }
 
-async fn live(State(s): State<GpsApi>, Query(q): Query<LiveQuery>) -> Response {
+async fn live(State(s): State<GpsState>, Query(q): Query<LiveQuery>) -> Response {
     let minutes = q.window_minutes.unwrap_or(5);
     if !(1..=LIVE_MINUTES as i64).contains(&minutes) {
-        return json(
+        return error(
             StatusCode::BAD_REQUEST,
-            &serde_json::json!({"error": format!("window_minutes must be between 1 and {LIVE_MINUTES}, got {minutes}")}),
+            format!("window_minutes must be between 1 and {LIVE_MINUTES}, got {minutes}"),
         );
     }
     let now = now_ms();
@@ -105,15 +97,10 @@ async fn live(State(s): State<GpsApi>, Query(q): Query<LiveQuery>) -> Response {
     )
 }
 
-async fn blacklist(State(s): State<GpsApi>) -> Response {
+async fn blacklist(State(s): State<GpsState>) -> Response {
     let list = s.guard.blacklist(Instant::now(), now_ms());
     json(
         StatusCode::OK,
         &serde_json::json!({"count": list.len(), "blacklist": list}),
     )
-}
-
-fn json<T: Serialize>(code: StatusCode, body: &T) -> Response {
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
-    (code, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
