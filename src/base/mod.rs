@@ -1,6 +1,7 @@
 //! The bottom layer: what every other module may use and which itself imports nothing else
 //! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
-//! errors, health, the exposition writer and CPU-level helpers.
+//! errors, health, the exposition writer, the bounded hand-off to a worker thread and CPU-level
+//! helpers.
 
 pub mod accept;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod cpu;
 pub mod duration;
 pub mod error;
 pub mod expo;
+pub mod handoff;
 pub mod health;
 pub mod host;
 
