@@ -8,7 +8,6 @@
 mod env;
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,12 +18,11 @@ pub use crate::base::duration::{format_duration, parse_duration};
 pub use crate::base::error::{ConfigError, ErrorKind};
 pub use crate::gps::GpsConfig;
 pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
+pub use crate::queue::QueueConfig;
 pub use crate::sinks::datadog::config::{Compression, DatadogConfig};
 pub use crate::sinks::prometheus::config::PrometheusConfig;
 pub use crate::sinks::remote_write::RemoteWriteConfig;
 pub use crate::statsd::config::StatsdConfig;
-
-use crate::base::duration::duration_str;
 
 /// The whole configuration. Every section and key has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -66,77 +64,6 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// The durable delivery queues (Datadog today; other sinks share the directory).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueueConfig {
-    /// Directory holding one sub-directory per queue.
-    pub directory: String,
-    /// Bytes of pending payloads per queue; at the limit the oldest are dropped and counted.
-    pub max_bytes: u64,
-    /// Bytes of dead letters per queue; at the limit the oldest are dropped and counted.
-    pub dlq_max_bytes: u64,
-    /// Wait after the first failed attempt; doubles per failure up to `backoff_max`, with jitter.
-    #[serde(with = "duration_str")]
-    pub backoff_initial: Duration,
-    /// Longest wait between attempts (a `Retry-After` from the far side is honoured even if longer).
-    #[serde(with = "duration_str")]
-    pub backoff_max: Duration,
-    /// At shutdown, how long the senders may keep delivering what is queued (it stays on disk).
-    #[serde(with = "duration_str")]
-    pub shutdown_drain: Duration,
-}
-
-impl QueueConfig {
-    /// Checks what types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.directory.is_empty() {
-            return Err(ConfigError::invalid(
-                "queue.directory",
-                " must not be empty",
-            ));
-        }
-        if self.max_bytes < 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "queue.max_bytes",
-                " must be at least 1048576 (1 MiB)",
-            ));
-        }
-        if self.dlq_max_bytes < 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "queue.dlq_max_bytes",
-                " must be at least 1048576 (1 MiB)",
-            ));
-        }
-        if self.backoff_initial.is_zero() {
-            return Err(ConfigError::invalid(
-                "queue.backoff_initial",
-                " must be greater than 0s",
-            ));
-        }
-        if self.backoff_max < self.backoff_initial {
-            return Err(ConfigError::invalid(
-                "queue.backoff_max",
-                " must be at least queue.backoff_initial",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            directory: "/var/lib/tallyd/queue".into(),
-            max_bytes: 256 * 1024 * 1024,
-            dlq_max_bytes: 64 * 1024 * 1024,
-            backoff_initial: Duration::from_secs(2),
-            backoff_max: Duration::from_secs(64),
-            shutdown_drain: Duration::from_secs(2),
-        }
-    }
 }
 
 impl Config {
@@ -211,6 +138,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

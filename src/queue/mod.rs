@@ -11,12 +11,14 @@
 //! content type, encoding). A [`Deliver`] implementation (the HTTP one is [`HttpDeliver`]) sends
 //! one payload and classifies the answer; [`sender::run`] drives retries with backoff.
 
+pub mod config;
 pub mod deliver;
 pub mod health;
 pub mod sender;
 pub mod stats;
 pub mod store;
 
+pub use config::QueueConfig;
 pub use deliver::{Attempt, Deliver, FailureClass, HttpDeliver};
 pub use sender::{Backoff, Registry};
 pub use stats::QueueStats;
@@ -26,10 +28,7 @@ pub use store::{Meta, Queue, QueueError};
 ///
 /// # Errors
 /// The directory cannot be created or read; the message names `queue.directory`.
-pub fn open_configured(
-    cfg: &crate::config::QueueConfig,
-    name: &str,
-) -> Result<std::sync::Arc<Queue>, String> {
+pub fn open_configured(cfg: &QueueConfig, name: &str) -> Result<std::sync::Arc<Queue>, String> {
     let limits = store::Limits {
         max_bytes: cfg.max_bytes,
         dlq_max_bytes: cfg.dlq_max_bytes,
@@ -46,7 +45,7 @@ pub fn open_configured(
 
 impl Backoff {
     /// The retry backoff configured in `[queue]`.
-    pub fn configured(cfg: &crate::config::QueueConfig) -> Backoff {
+    pub fn configured(cfg: &QueueConfig) -> Backoff {
         Backoff {
             initial: cfg.backoff_initial,
             max: cfg.backoff_max,
