@@ -14,12 +14,14 @@
 pub mod config;
 pub mod deliver;
 pub mod health;
+pub mod outbox;
 pub mod sender;
 pub mod stats;
 pub mod store;
 
 pub use config::QueueConfig;
 pub use deliver::{Attempt, Deliver, FailureClass, HttpDeliver};
+pub use outbox::Outbox;
 pub use sender::{Backoff, Registry};
 pub use stats::QueueStats;
 pub use store::{Meta, Queue, QueueError};
