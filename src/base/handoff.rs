@@ -42,6 +42,17 @@ pub enum Offer {
     Closed,
 }
 
+impl Offer {
+    /// For an item dropped as the first or a hundredth drop, the drops so far: the drops worth
+    /// a log line when a stalled worker must not flood the log.
+    pub fn dropped_to_log(self) -> Option<u64> {
+        match self {
+            Offer::Dropped { total } if total == 1 || total % 100 == 0 => Some(total),
+            _ => None,
+        }
+    }
+}
+
 /// What the worker thread tells the joiner when it is done.
 type Done = tokio::sync::oneshot::Receiver<()>;
 
@@ -193,6 +204,10 @@ mod tests {
         assert_eq!(h.offer(4), Offer::Dropped { total: 1 });
         assert_eq!(h.offer(5), Offer::Dropped { total: 2 });
         assert_eq!(h.dropped(), 2);
+        assert_eq!(Offer::Dropped { total: 1 }.dropped_to_log(), Some(1));
+        assert_eq!(Offer::Dropped { total: 2 }.dropped_to_log(), None);
+        assert_eq!(Offer::Dropped { total: 200 }.dropped_to_log(), Some(200));
+        assert_eq!(Offer::Queued.dropped_to_log(), None);
         for _ in 0..3 {
             gate_tx.send(()).expect("gate");
         }

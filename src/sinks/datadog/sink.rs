@@ -1,5 +1,5 @@
-//! The Datadog [`Sink`]: a bounded hand-off from the flusher to an encoder thread, which writes
-//! payloads into the durable queue `datadog`; a background sender posts them.
+//! The Datadog [`Sink`]: a bounded [`Handoff`] from the flusher to an encoder thread, which
+//! writes payloads into the durable queue `datadog` (an [`Outbox`]); its sender posts them.
 //!
 //! `consume` never blocks: it offers the window to a channel of [`WINDOW_BACKLOG`] slots and
 //! counts the window as dropped if the encoder is that far behind (a stalled disk). The API key
@@ -7,8 +7,7 @@
 //! the queue's delivery.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -19,13 +18,12 @@ use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
 use crate::base::expo;
+use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::health::Health;
-use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
-use crate::queue::sender::Handle;
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::{Backoff, Registry};
+use crate::queue::{Backoff, Outbox, Registry};
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
 
@@ -43,16 +41,18 @@ struct Counters {
     queue_errors: AtomicU64,
 }
 
+impl DropCounter for Counters {
+    fn dropped(&self) -> &AtomicU64 {
+        &self.windows_dropped
+    }
+}
+
 /// Datadog delivery, wired by `lib.rs` when an API key is set.
 pub struct DatadogSink {
-    tx: Mutex<Option<SyncSender<Arc<Flush>>>>,
+    windows: Handoff<Arc<Flush>, Counters>,
     counters: Arc<Counters>,
-    handle: Arc<Handle>,
+    outbox: Outbox,
     key: Arc<KeyStatus>,
-    encoder_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    cancel: CancellationToken,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    drain: Duration,
     events: EventQueue,
 }
 
@@ -85,35 +85,23 @@ impl DatadogSink {
     ) -> Result<Arc<DatadogSink>, String> {
         let d = &cfg.datadog;
         let host = crate::base::host::host_name(&d.hostname);
-        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
         let base = d.base_url();
-        let deliver = HttpDeliver::new(
-            &base,
-            headers(&d.api_key)?,
-            d.request_timeout,
-            Some(VALIDATE_PATH.into()),
-        )
-        .map_err(|e| format!("cannot build the HTTP client for {base} (datadog.url): {e}"))?;
-        let key = Arc::clone(&deliver.key);
-        let deliver = Arc::new(deliver);
-        let backoff = Backoff::configured(&cfg.queue);
-        let handle = Arc::new(Handle {
-            queue: Arc::clone(&queue),
-            deliver: deliver.clone(),
-            backoff,
-        });
-        registry.add(Arc::clone(&handle));
+        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+            HttpDeliver::new(
+                &base,
+                headers(&d.api_key)?,
+                d.request_timeout,
+                Some(VALIDATE_PATH.into()),
+            )
+            .map_err(|e| format!("cannot build the HTTP client for {base} (datadog.url): {e}"))
+        })?;
+        let key = Arc::clone(&outbox.deliver().key);
 
-        let d0 = queue.depth();
+        let d0 = outbox.queue().depth();
         info!(component = "datadog", url = %base, host = %host, queued = d0.pending, dead_letters = d0.dlq, "datadog delivery on");
-        let cancel = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(Arc::clone(&handle).run(cancel.clone()))];
         if d.validate_api_key {
-            tasks.push(tokio::spawn(validate_loop(
-                deliver,
-                backoff,
-                cancel.clone(),
-            )));
+            let (deliver, backoff) = (Arc::clone(outbox.deliver()), outbox.backoff());
+            outbox.spawn(move |cancel| validate_loop(deliver, backoff, cancel));
         }
         let key_state = Arc::clone(&key);
         let key_down = move |d: &crate::queue::store::Depth| {
@@ -124,38 +112,34 @@ impl DatadogSink {
                 )
             })
         };
-        tasks.push(tokio::spawn(crate::queue::sender::watch_health(
-            "datadog",
-            Arc::clone(&handle),
-            health,
-            key_down,
-            cancel.clone(),
-        )));
+        outbox.watch_health("datadog", health, key_down);
 
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = sync_channel(WINDOW_BACKLOG);
+        let queue = Arc::clone(outbox.queue());
         let events = EventQueue::new(
             Arc::clone(&queue),
             Arc::clone(&key),
             Encoder::new(d, host.clone()),
         );
         let encoder = Encoder::new(d, host);
-        let thread = {
-            let (queue, counters) = (Arc::clone(&queue), Arc::clone(&counters));
-            std::thread::Builder::new()
-                .name("datadog-encode".into())
-                .spawn(move || encode_loop(&rx, &encoder, &queue, &counters))
-                .map_err(|e| format!("cannot start the datadog encoder thread: {e}"))?
+        let windows = {
+            let c = Arc::clone(&counters);
+            let mut last_error_log = None;
+            Handoff::start_counting(
+                "datadog-encode",
+                WINDOW_BACKLOG,
+                Arc::clone(&counters),
+                move |flush: Arc<Flush>| {
+                    encode_window(&flush, &encoder, &queue, &c, &mut last_error_log);
+                },
+            )
+            .map_err(|e| format!("cannot start the datadog encoder thread: {e}"))?
         };
         Ok(Arc::new(DatadogSink {
-            tx: Mutex::new(Some(tx)),
+            windows,
             counters,
-            handle,
+            outbox,
             key,
-            encoder_thread: Mutex::new(Some(thread)),
-            cancel,
-            tasks: Mutex::new(tasks),
-            drain: cfg.queue.shutdown_drain,
             events,
         }))
     }
@@ -168,21 +152,11 @@ impl DatadogSink {
     /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
-        drop(lock(&self.tx).take());
-        let thread = lock(&self.encoder_thread).take();
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-        crate::queue::sender::wait_drained(&self.handle.queue, self.drain, || {
-            self.key.get() == KeyState::Invalid
-        })
-        .await;
-        self.cancel.cancel();
-        let tasks = std::mem::take(&mut *lock(&self.tasks));
-        for t in tasks {
-            let _ = t.await;
-        }
-        let d = self.handle.queue.depth();
+        self.windows.join().await;
+        self.outbox
+            .shutdown(|| self.key.get() == KeyState::Invalid)
+            .await;
+        let d = self.outbox.queue().depth();
         info!(
             component = "datadog",
             queued = d.pending,
@@ -198,55 +172,51 @@ impl Sink for DatadogSink {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        let tx = lock(&self.tx);
-        let Some(tx) = tx.as_ref() else { return };
-        match tx.try_send(Arc::clone(flush)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let n = self.counters.windows_dropped.fetch_add(1, Relaxed) + 1;
-                if n == 1 || n % 100 == 0 {
-                    warn!(
-                        component = "datadog",
-                        dropped = n,
-                        "datadog encoder behind (disk stalled?); window dropped"
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        if let Some(n) = self.windows.offer(Arc::clone(flush)).dropped_to_log() {
+            warn!(
+                component = "datadog",
+                dropped = n,
+                "datadog encoder behind (disk stalled?); window dropped"
+            );
         }
     }
 }
 
-fn encode_loop(rx: &Receiver<Arc<Flush>>, enc: &Encoder, queue: &Queue, c: &Counters) {
-    let mut last_error_log: Option<Instant> = None;
-    while let Ok(flush) = rx.recv() {
-        let now = (unix_ms() / 1000) as i64;
-        let (payloads, stats) = enc.encode(&flush, now);
-        let EncodeStats {
-            oversized,
-            compress_errors,
-        } = stats;
-        c.oversized.fetch_add(oversized, Relaxed);
-        c.compress_errors.fetch_add(compress_errors, Relaxed);
-        if oversized > 0 {
-            warn!(
-                component = "datadog",
-                oversized, "items larger than a whole payload were dropped"
-            );
-        }
-        for p in payloads {
-            let meta = Meta {
-                endpoint: p.endpoint.into(),
-                content_type: p.content_type.into(),
-                content_encoding: p.encoding.into(),
-                ..Default::default()
-            };
-            if let Err(e) = queue.push(meta, &p.body) {
-                c.queue_errors.fetch_add(1, Relaxed);
-                if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
-                    error!(component = "datadog", error = %e, kind = e.as_label(), "cannot queue a payload; it is lost");
-                    last_error_log = Some(Instant::now());
-                }
+/// Encodes one window and writes its payloads into the queue; a write error is counted and
+/// logged at most once a minute (`last_error_log`).
+fn encode_window(
+    flush: &Flush,
+    enc: &Encoder,
+    queue: &Queue,
+    c: &Counters,
+    last_error_log: &mut Option<Instant>,
+) {
+    let now = (unix_ms() / 1000) as i64;
+    let (payloads, stats) = enc.encode(flush, now);
+    let EncodeStats {
+        oversized,
+        compress_errors,
+    } = stats;
+    c.oversized.fetch_add(oversized, Relaxed);
+    c.compress_errors.fetch_add(compress_errors, Relaxed);
+    if oversized > 0 {
+        warn!(
+            component = "datadog",
+            oversized, "items larger than a whole payload were dropped"
+        );
+    }
+    for p in payloads {
+        let meta = Meta {
+            endpoint: p.endpoint.into(),
+            content_type: p.content_type.into(),
+            content_encoding: p.encoding.into(),
+            ..Default::default()
+        };
+        if let Err(e) = queue.push(meta, &p.body) {
+            c.queue_errors.fetch_add(1, Relaxed);
+            if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                error!(component = "datadog", error = %e, kind = e.as_label(), "cannot queue a payload; it is lost");
+                *last_error_log = Some(Instant::now());
             }
         }
     }
