@@ -1,27 +1,24 @@
-//! The remote write [`Sink`]: a bounded hand-off from the flusher to an encoder thread that
+//! The remote write [`Sink`]: a bounded [`Handoff`] from the flusher to an encoder thread that
 //! owns the exposed state, encodes each window and writes the requests into the durable queue
-//! `remote_write`; the queue's sender posts them.
+//! `remote_write` (an [`Outbox`]); the queue's sender posts them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::encode::Encoder;
 use crate::aggregate::Flush;
 use crate::base::expo;
+use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::health::Health;
-use crate::base::lock;
 use crate::config::Config;
 use crate::queue::deliver::{HttpDeliver, RetryPolicy};
-use crate::queue::sender::Handle;
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::{Backoff, Registry};
+use crate::queue::{Outbox, Registry};
 use crate::sinks::prometheus::Exposition;
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
@@ -35,7 +32,7 @@ pub const CONTENT_ENCODING: &str = "snappy";
 pub const PROTOCOL_VERSION: &str = "0.1.0";
 
 /// A window and the Unix milliseconds at which the flusher handed it over.
-type Handoff = (Arc<Flush>, u64);
+type Window = (Arc<Flush>, u64);
 
 #[derive(Default)]
 struct Counters {
@@ -49,15 +46,17 @@ struct Counters {
     series: AtomicU64,
 }
 
+impl DropCounter for Counters {
+    fn dropped(&self) -> &AtomicU64 {
+        &self.windows_dropped
+    }
+}
+
 /// Remote write delivery, wired by `lib.rs` when `remote_write.url` is set.
 pub struct RemoteWriteSink {
-    tx: Mutex<Option<SyncSender<Handoff>>>,
+    windows: Handoff<Window, Counters>,
     counters: Arc<Counters>,
-    handle: Arc<Handle>,
-    encoder_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    cancel: CancellationToken,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    drain: Duration,
+    outbox: Outbox,
 }
 
 /// The headers every request carries (besides Content-Type and Content-Encoding, which come
@@ -116,67 +115,48 @@ impl RemoteWriteSink {
         registry: &Registry,
     ) -> Result<Arc<RemoteWriteSink>, String> {
         let rw = &cfg.remote_write;
-        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
-        let mut deliver = HttpDeliver::new(&rw.url, headers(rw)?, rw.timeout, None)
-            .map_err(|e| format!("cannot build the HTTP client for remote_write.url: {e}"))?;
-        deliver.policy = RetryPolicy::RemoteWrite;
-        let handle = Arc::new(Handle {
-            queue: Arc::clone(&queue),
-            deliver: Arc::new(deliver),
-            backoff: Backoff::configured(&cfg.queue),
-        });
-        registry.add(Arc::clone(&handle));
-        let d0 = queue.depth();
+        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+            let mut deliver = HttpDeliver::new(&rw.url, headers(rw)?, rw.timeout, None)
+                .map_err(|e| format!("cannot build the HTTP client for remote_write.url: {e}"))?;
+            deliver.policy = RetryPolicy::RemoteWrite;
+            Ok(deliver)
+        })?;
+        let d0 = outbox.queue().depth();
         info!(component = "remote_write", url = %rw.url, queued = d0.pending, dead_letters = d0.dlq, "remote write on");
+        outbox.watch_health("remote_write", health, |_: &crate::queue::store::Depth| {
+            None
+        });
 
-        let cancel = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(Arc::clone(&handle).run(cancel.clone())),
-            tokio::spawn(crate::queue::sender::watch_health(
-                "remote_write",
-                Arc::clone(&handle),
-                health,
-                |_: &crate::queue::store::Depth| None,
-                cancel.clone(),
-            )),
-        ];
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = sync_channel(WINDOW_BACKLOG);
         let encoder = Encoder::new(&rw.external_labels, rw.max_samples_per_request);
-        let state = Exposition::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series);
-        let thread = {
-            let counters = Arc::clone(&counters);
-            std::thread::Builder::new()
-                .name("remote-write-encode".into())
-                .spawn(move || encode_loop(&rx, state, &encoder, &queue, &counters))
-                .map_err(|e| format!("cannot start the remote write encoder thread: {e}"))?
+        let mut window = WindowEncoder {
+            state: Exposition::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series),
+            encoder,
+            queue: Arc::clone(outbox.queue()),
+            counters: Arc::clone(&counters),
+            last_error_log: None,
+            last_ms: None,
         };
+        let windows = Handoff::start_counting(
+            "remote-write-encode",
+            WINDOW_BACKLOG,
+            Arc::clone(&counters),
+            move |w: Window| window.encode(w),
+        )
+        .map_err(|e| format!("cannot start the remote write encoder thread: {e}"))?;
         Ok(Arc::new(RemoteWriteSink {
-            tx: Mutex::new(Some(tx)),
+            windows,
             counters,
-            handle,
-            encoder_thread: Mutex::new(Some(thread)),
-            cancel,
-            tasks: Mutex::new(tasks),
-            drain: cfg.queue.shutdown_drain,
+            outbox,
         }))
     }
 
     /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
-        drop(lock(&self.tx).take());
-        let thread = lock(&self.encoder_thread).take();
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
-        crate::queue::sender::wait_drained(&self.handle.queue, self.drain, || false).await;
-        self.cancel.cancel();
-        let tasks = std::mem::take(&mut *lock(&self.tasks));
-        for t in tasks {
-            let _ = t.await;
-        }
-        let d = self.handle.queue.depth();
+        self.windows.join().await;
+        self.outbox.shutdown(|| false).await;
+        let d = self.outbox.queue().depth();
         info!(
             component = "remote_write",
             queued = d.pending,
@@ -192,22 +172,14 @@ impl Sink for RemoteWriteSink {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        let tx = lock(&self.tx);
-        let Some(tx) = tx.as_ref() else { return };
         // The hand-off time: the flusher runs right at the window boundary.
-        match tx.try_send((Arc::clone(flush), unix_ms())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let n = self.counters.windows_dropped.fetch_add(1, Relaxed) + 1;
-                if n == 1 || n % 100 == 0 {
-                    warn!(
-                        component = "remote_write",
-                        dropped = n,
-                        "remote write encoder behind (disk stalled?); window dropped"
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let offer = self.windows.offer((Arc::clone(flush), unix_ms()));
+        if let Some(n) = offer.dropped_to_log() {
+            warn!(
+                component = "remote_write",
+                dropped = n,
+                "remote write encoder behind (disk stalled?); window dropped"
+            );
         }
     }
 }
@@ -226,22 +198,27 @@ fn window_time_ms(interval: Duration, now_ms: u64, last_ms: Option<u64>) -> u64 
     }
 }
 
-fn encode_loop(
-    rx: &Receiver<Handoff>,
-    mut state: Exposition,
-    enc: &Encoder,
-    queue: &Queue,
-    c: &Counters,
-) {
-    let mut last_error_log: Option<Instant> = None;
-    let mut last_ms = None;
-    while let Ok((flush, handed_ms)) = rx.recv() {
-        let dropped = state.update(&flush);
+/// The encoder thread's own state: the exposed series, and what it remembers between windows.
+struct WindowEncoder {
+    state: Exposition,
+    encoder: Encoder,
+    queue: Arc<Queue>,
+    counters: Arc<Counters>,
+    last_error_log: Option<Instant>,
+    last_ms: Option<u64>,
+}
+
+impl WindowEncoder {
+    /// Folds one window into the state, encodes the state and writes the requests into the
+    /// queue; a write error is counted and logged at most once a minute.
+    fn encode(&mut self, (flush, handed_ms): Window) {
+        let c = &*self.counters;
+        let dropped = self.state.update(&flush);
         c.series_dropped.fetch_add(dropped, Relaxed);
-        c.series.store(state.len() as u64, Relaxed);
-        let ts = window_time_ms(flush.interval, handed_ms, last_ms);
-        last_ms = Some(ts);
-        let out = enc.encode(&state, ts as i64);
+        c.series.store(self.state.len() as u64, Relaxed);
+        let ts = window_time_ms(flush.interval, handed_ms, self.last_ms);
+        self.last_ms = Some(ts);
+        let out = self.encoder.encode(&self.state, ts as i64);
         c.conflicts.store(out.conflicts, Relaxed);
         c.compress_errors.fetch_add(out.compress_errors, Relaxed);
         c.samples.fetch_add(out.samples, Relaxed);
@@ -251,15 +228,18 @@ fn encode_loop(
                 content_encoding: CONTENT_ENCODING.into(),
                 ..Meta::default()
             };
-            match queue.push(meta, &body) {
+            match self.queue.push(meta, &body) {
                 Ok(_) => {
                     c.requests.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
                     c.enqueue_errors.fetch_add(1, Relaxed);
-                    if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                    if self
+                        .last_error_log
+                        .map_or(true, |t| t.elapsed() > Duration::from_secs(60))
+                    {
                         error!(component = "remote_write", error = %e, kind = e.as_label(), "cannot queue a request; it is lost");
-                        last_error_log = Some(Instant::now());
+                        self.last_error_log = Some(Instant::now());
                     }
                 }
             }
