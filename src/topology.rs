@@ -154,9 +154,8 @@ async fn start_gps(
     let mut point_sinks = gps::service::configured_sinks(&cfg.gps)?;
     if let Some(f) = gps::forward::Forwarder::start(cfg, &ctx.queues).map_err(anyhow::Error::msg)? {
         point_sinks.push(Box::new(f.sink()));
-        let drain = cfg.queue.shutdown_drain;
         ctx.shutdown
-            .on_stop(Stage::Delivery, async move { f.shutdown(drain).await });
+            .on_stop(Stage::Delivery, async move { f.shutdown().await });
     }
     let ingest = Arc::new(statsd::Ingest {
         aggregator: Arc::clone(&ctx.aggregator),

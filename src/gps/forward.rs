@@ -8,17 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio_util::sync::CancellationToken;
 
 use super::points::{Point, PointError, PointSink};
 use crate::config::Config;
 use crate::queue::deliver::HttpDeliver;
-use crate::queue::sender::Handle;
 use crate::queue::store::{Meta, Queue};
-use crate::queue::{Backoff, Registry};
+use crate::queue::{Outbox, Registry};
 
 /// The queue's name in `/admin/queue/*` and `tallyd_forwarder_*{queue=...}`.
 pub const QUEUE_NAME: &str = "live_points";
@@ -57,9 +54,7 @@ impl PointSink for QueueSink {
 
 /// The running forwarder: its sink for the point writer and its background sender.
 pub struct Forwarder {
-    queue: Arc<Queue>,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    outbox: Outbox,
 }
 
 impl Forwarder {
@@ -73,43 +68,31 @@ impl Forwarder {
         if g.points_url.is_empty() {
             return Ok(None);
         }
-        let queue = crate::queue::open_configured(&cfg.queue, QUEUE_NAME)?;
-        let deliver = HttpDeliver::new(
-            &g.points_url,
-            headers(&g.points_headers)?,
-            g.points_timeout,
-            None,
-        )
-        .map_err(|e| format!("cannot build the HTTP client for gps.points_url: {e}"))?;
-        let handle = Arc::new(Handle {
-            queue: Arc::clone(&queue),
-            deliver: Arc::new(deliver),
-            backoff: Backoff::configured(&cfg.queue),
-        });
-        registry.add(Arc::clone(&handle));
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(handle.run(cancel.clone()));
-        let depth = queue.depth();
+        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+            HttpDeliver::new(
+                &g.points_url,
+                headers(&g.points_headers)?,
+                g.points_timeout,
+                None,
+            )
+            .map_err(|e| format!("cannot build the HTTP client for gps.points_url: {e}"))
+        })?;
+        let depth = outbox.queue().depth();
         tracing::info!(component = "gps", url = %g.points_url, queued = depth.pending, dead_letters = depth.dlq, "point delivery to HTTP on");
-        Ok(Some(Forwarder {
-            queue,
-            cancel,
-            task,
-        }))
+        Ok(Some(Forwarder { outbox }))
     }
 
     /// The sink handed to the point writer (shares the queue with the sender).
     pub fn sink(&self) -> QueueSink {
         QueueSink {
-            queue: Arc::clone(&self.queue),
+            queue: Arc::clone(self.outbox.queue()),
         }
     }
 
-    /// Keeps delivering for at most `drain`, then stops; what is left stays on disk.
-    pub async fn shutdown(self, drain: Duration) {
-        crate::queue::sender::wait_drained(&self.queue, drain, || false).await;
-        self.cancel.cancel();
-        let _ = self.task.await;
+    /// Keeps delivering for at most `queue.shutdown_drain`, then stops; what is left stays on
+    /// disk.
+    pub async fn shutdown(self) {
+        self.outbox.shutdown(|| false).await;
     }
 }
 

@@ -58,8 +58,13 @@ fn settings(dir: &std::path::Path, drain: Duration) -> QueueConfig {
 
 fn open(cfg: &QueueConfig, registry: &Registry, url: &str) -> Outbox {
     Outbox::open(cfg, "t", registry, || {
-        HttpDeliver::new(url, reqwest::header::HeaderMap::new(), Duration::from_secs(5), None)
-            .map_err(|e| e.to_string())
+        HttpDeliver::new(
+            url,
+            reqwest::header::HeaderMap::new(),
+            Duration::from_secs(5),
+            None,
+        )
+        .map_err(|e| e.to_string())
     })
     .expect("open")
 }
@@ -148,7 +153,11 @@ async fn shutdown_gives_up_at_once_when_told() {
     let url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let registry = Registry::default();
-    let outbox = open(&settings(dir.path(), Duration::from_secs(30)), &registry, &url);
+    let outbox = open(
+        &settings(dir.path(), Duration::from_secs(30)),
+        &registry,
+        &url,
+    );
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     outbox.spawn(move |cancel| async move {
         let _ = started_tx.send(());
