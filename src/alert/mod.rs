@@ -2,9 +2,9 @@
 //! rule and group, and notifications to the log, webhooks, Slack, PagerDuty, Alertmanager and
 //! Datadog events.
 //!
-//! The flusher hands each `Flush` to [`AlertSink`], which only `try_send`s it into a bounded
-//! channel; one task evaluates (`eval.rs`) and queues notifications (`notify/`), whose workers
-//! deliver them. Nothing here reaches back into the aggregator or blocks the flusher.
+//! The flusher hands each `Flush` to [`AlertSink`], which only offers it to a bounded
+//! [`Handoff`]; one thread evaluates (`eval.rs`) and queues notifications (`notify/`), whose
+//! workers deliver them. Nothing here reaches back into the aggregator or blocks the flusher.
 
 pub mod config;
 pub mod eval;
@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::aggregate::Flush;
 use crate::aggregate::Sink;
+use crate::base::handoff::{DropCounter, Handoff, Offer};
 use crate::base::lock;
 use crate::telemetry::Telemetry;
 
@@ -34,7 +34,7 @@ use eval::{Evaluator, Snapshot};
 use notify::Dispatcher;
 use rules::Rule;
 
-/// State shared by the evaluator task, the API and `/metrics`.
+/// State shared by the evaluator thread, the API and `/metrics`.
 pub struct Shared {
     pub snapshot: Mutex<Snapshot>,
     pub dispatcher: Arc<Dispatcher>,
@@ -46,10 +46,15 @@ pub struct Shared {
     pub host: String,
 }
 
+impl DropCounter for Shared {
+    fn dropped(&self) -> &AtomicU64 {
+        &self.windows_dropped
+    }
+}
+
 /// The flusher's handle: forwards each window to the evaluator without waiting.
 pub struct AlertSink {
-    tx: Mutex<Option<mpsc::Sender<Arc<Flush>>>>,
-    shared: Arc<Shared>,
+    windows: Handoff<Arc<Flush>, Shared>,
 }
 
 impl Sink for AlertSink {
@@ -58,12 +63,8 @@ impl Sink for AlertSink {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        let tx = lock(&self.tx).clone();
-        if let Some(tx) = tx {
-            if tx.try_send(Arc::clone(flush)).is_err() {
-                self.shared.windows_dropped.fetch_add(1, Relaxed);
-                tracing::warn!("alert evaluation is behind; window not evaluated");
-            }
+        if let Offer::Dropped { .. } = self.windows.offer(Arc::clone(flush)) {
+            tracing::warn!("alert evaluation is behind; window not evaluated");
         }
     }
 }
@@ -71,7 +72,7 @@ impl Sink for AlertSink {
 impl AlertSink {
     /// Stops forwarding; the evaluator finishes what it holds and ends.
     pub fn close(&self) {
-        lock(&self.tx).take();
+        self.windows.close();
     }
 }
 
@@ -79,20 +80,19 @@ impl AlertSink {
 pub struct Alerting {
     pub sink: Arc<AlertSink>,
     pub shared: Arc<Shared>,
-    evaluator: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
 
 impl Alerting {
-    /// Compiles the rules, starts the notifier workers and the evaluator task, and registers
+    /// Compiles the rules, starts the notifier workers and the evaluator thread, and registers
     /// tallyd_alert_* metrics. Call inside the tokio runtime.
     ///
     /// `datadog` is the Datadog queue when Datadog delivery is on (for `datadog` notifiers).
     ///
     /// # Errors
-    /// A rule that does not compile, the HTTP client cannot be built, or a `datadog` notifier
-    /// without Datadog delivery.
+    /// A rule that does not compile, the HTTP client cannot be built, a `datadog` notifier
+    /// without Datadog delivery, or the evaluator thread cannot be started.
     pub fn start(
         cfg: &crate::config::Config,
         telemetry: Arc<Telemetry>,
@@ -120,7 +120,6 @@ impl Alerting {
             host: host.clone(),
         });
         telemetry.register(Arc::new(metrics::AlertMetrics(Arc::clone(&shared))));
-        let (tx, rx) = mpsc::channel(a.eval_queue);
         let evaluator = Evaluator::new(
             rules,
             host,
@@ -128,15 +127,18 @@ impl Alerting {
             a.max_groups_per_rule,
             a.history_size,
         );
-        let evaluator = tokio::spawn(evaluate_loop(evaluator, rx, Arc::clone(&shared), telemetry));
-        let sink = Arc::new(AlertSink {
-            tx: Mutex::new(Some(tx)),
-            shared: Arc::clone(&shared),
-        });
+        let mut evaluate = evaluate_window(evaluator, Arc::clone(&shared), telemetry);
+        let windows = Handoff::start_counting(
+            "alert-eval",
+            a.eval_queue,
+            Arc::clone(&shared),
+            move |flush: Arc<Flush>| evaluate(&flush),
+        )
+        .map_err(|e| format!("cannot start the alert evaluator thread: {e}"))?;
+        let sink = Arc::new(AlertSink { windows });
         Ok(Alerting {
             sink,
             shared,
-            evaluator,
             tracker,
             cancel,
         })
@@ -153,7 +155,7 @@ impl Alerting {
         let deadline = tokio::time::Instant::now() + grace;
         self.sink.close();
         // The evaluator ends once it has evaluated the windows it holds (the final one too).
-        let _ = tokio::time::timeout_at(deadline, self.evaluator).await;
+        let _ = tokio::time::timeout_at(deadline, self.sink.windows.join()).await;
         // Then the notifier queues close and the workers end after delivering what is queued.
         self.shared.dispatcher.close();
         self.tracker.close();
@@ -168,20 +170,21 @@ impl Alerting {
     }
 }
 
-async fn evaluate_loop(
+/// The evaluator thread's work on each window: evaluate, dispatch the notifications, publish
+/// the snapshot and counters.
+fn evaluate_window(
     mut evaluator: Evaluator,
-    mut rx: mpsc::Receiver<Arc<Flush>>,
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
-) {
+) -> impl FnMut(&Flush) + Send + 'static {
     let own = evaluator.needs_self_metrics();
     let wants_firing = shared.dispatcher.wants_firing();
-    while let Some(flush) = rx.recv().await {
+    move |flush| {
         let mut text = String::new();
         if own {
             telemetry.render(&mut text, false);
         }
-        let out = evaluator.evaluate(&flush, &text, wants_firing);
+        let out = evaluator.evaluate(flush, &text, wants_firing);
         shared.dispatcher.dispatch(&out);
         let snap = evaluator.snapshot();
         *lock(&shared.snapshot) = snap;
