@@ -6,14 +6,11 @@
 //! POSTs it to `gps.points_url`, retries with backoff, and moves permanent rejections to the
 //! dead-letter queue, all visible under `/admin/queue/*` as `live_points`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::points::{Point, PointError, PointSink};
 use crate::config::Config;
-use crate::queue::deliver::HttpDeliver;
+use crate::queue::deliver::{header_map, HttpDeliver};
 use crate::queue::store::{Meta, Queue};
 use crate::queue::{Outbox, Registry};
 
@@ -71,7 +68,7 @@ impl Forwarder {
         let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
             HttpDeliver::new(
                 &g.points_url,
-                headers(&g.points_headers)?,
+                header_map(&g.points_headers, "gps.points_headers")?,
                 g.points_timeout,
                 None,
             )
@@ -94,17 +91,4 @@ impl Forwarder {
     pub async fn shutdown(self) {
         self.outbox.shutdown(|| false).await;
     }
-}
-
-fn headers(map: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
-    let mut h = HeaderMap::new();
-    for (k, v) in map {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("gps.points_headers: {k:?} is not a header name"))?;
-        let value = HeaderValue::from_str(v).map_err(|_| {
-            format!("gps.points_headers: the value of {k:?} is not a valid header value")
-        })?;
-        h.insert(name, value);
-    }
-    Ok(h)
 }

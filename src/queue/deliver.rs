@@ -309,6 +309,26 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(d.min(Duration::from_secs(3600)))
 }
 
+/// Request headers from configured `name = value` pairs; `key` (`gps.points_headers`) names
+/// the setting in errors.
+///
+/// # Errors
+/// A name or a value is not valid in a header; the message names the key and the header.
+pub fn header_map<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    key: &str,
+) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("{key}: {k:?} is not a header name"))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| format!("{key}: the value of {k:?} is not a valid header value"))?;
+        h.insert(name, value);
+    }
+    Ok(h)
+}
+
 /// A reqwest error with its cause chain, which is where "connection refused" lives.
 pub fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -359,6 +379,24 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn header_map_names_the_key() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("X-Tenant".to_string(), "a".to_string());
+        assert_eq!(header_map(&m, "k").expect("valid")["x-tenant"], "a");
+        m.insert("bad name".to_string(), "x".to_string());
+        assert_eq!(
+            header_map(&m, "gps.points_headers").expect_err("bad name"),
+            "gps.points_headers: \"bad name\" is not a header name"
+        );
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("X-A".to_string(), "line\nbreak".to_string());
+        assert_eq!(
+            header_map(&m, "remote_write.headers").expect_err("bad value"),
+            "remote_write.headers: the value of \"X-A\" is not a valid header value"
+        );
     }
 
     #[test]

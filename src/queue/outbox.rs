@@ -102,14 +102,15 @@ impl Outbox {
 
     /// Lets the sender deliver until the queue is empty, `queue.shutdown_drain` has passed or
     /// `give_up` says delivery cannot succeed; then stops the sender and the attached tasks.
-    /// What is left stays on disk.
-    pub async fn shutdown(&self, give_up: impl Fn() -> bool) {
+    /// What is left stays on disk; returns how much that is.
+    pub async fn shutdown(&self, give_up: impl Fn() -> bool) -> Depth {
         sender::wait_drained(self.queue(), self.drain, give_up).await;
         self.cancel.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = t.await;
         }
+        self.queue().depth()
     }
 }
 

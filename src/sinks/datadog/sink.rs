@@ -153,10 +153,10 @@ impl DatadogSink {
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
         self.windows.join().await;
-        self.outbox
+        let d = self
+            .outbox
             .shutdown(|| self.key.get() == KeyState::Invalid)
             .await;
-        let d = self.outbox.queue().depth();
         info!(
             component = "datadog",
             queued = d.pending,

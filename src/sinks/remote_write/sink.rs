@@ -16,7 +16,7 @@ use crate::base::expo;
 use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::health::Health;
 use crate::config::Config;
-use crate::queue::deliver::{HttpDeliver, RetryPolicy};
+use crate::queue::deliver::{header_map, HttpDeliver, RetryPolicy};
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Outbox, Registry};
 use crate::sinks::prometheus::Exposition;
@@ -65,15 +65,7 @@ pub struct RemoteWriteSink {
 /// # Errors
 /// A header name or value is invalid; the message names the key.
 pub fn headers(cfg: &super::RemoteWriteConfig) -> Result<HeaderMap, String> {
-    let mut h = HeaderMap::new();
-    for (k, v) in &cfg.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("remote_write.headers: {k:?} is not a header name"))?;
-        let value = HeaderValue::from_str(v).map_err(|_| {
-            format!("remote_write.headers: the value of {k:?} is not a valid header value")
-        })?;
-        h.insert(name, value);
-    }
+    let mut h = header_map(&cfg.headers, "remote_write.headers")?;
     h.insert(
         HeaderName::from_static("x-prometheus-remote-write-version"),
         HeaderValue::from_static(PROTOCOL_VERSION),
@@ -155,8 +147,7 @@ impl RemoteWriteSink {
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
         self.windows.join().await;
-        self.outbox.shutdown(|| false).await;
-        let d = self.outbox.queue().depth();
+        let d = self.outbox.shutdown(|| false).await;
         info!(
             component = "remote_write",
             queued = d.pending,
