@@ -36,13 +36,19 @@ use rules::Rule;
 
 /// State shared by the evaluator thread, the API and `/metrics`.
 pub struct Shared {
+    /// The evaluator's latest state, for the API.
     pub snapshot: Mutex<Snapshot>,
+    /// Queues notifications for the notifiers.
     pub dispatcher: Arc<Dispatcher>,
     /// Windows not evaluated because the evaluator was behind (`alerts.eval_queue` full).
     pub windows_dropped: AtomicU64,
+    /// Windows evaluated.
     pub evaluations: AtomicU64,
+    /// New alert groups ignored at `alerts.max_groups_per_rule`.
     pub groups_dropped: AtomicU64,
+    /// `tallyd_*` counter series not tracked for rules at the bound.
     pub self_series_dropped: AtomicU64,
+    /// The host name alerts carry.
     pub host: String,
 }
 
@@ -78,7 +84,9 @@ impl AlertSink {
 
 /// The running alert subsystem.
 pub struct Alerting {
+    /// The flusher's handle.
     pub sink: Arc<AlertSink>,
+    /// State shared with the API and `/metrics`.
     pub shared: Arc<Shared>,
     tracker: TaskTracker,
     cancel: CancellationToken,

@@ -25,13 +25,18 @@ use super::store::Meta;
 /// Why an attempt failed, as a telemetry label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
+    /// A 4xx answer.
     Client4xx = 0,
+    /// A 5xx answer.
     Server5xx = 1,
+    /// No answer within the request timeout.
     Timeout = 2,
+    /// No connection (refused, reset, DNS, TLS).
     Connection = 3,
 }
 
 impl FailureClass {
+    /// Every class, in label order.
     pub const ALL: [FailureClass; 4] = [
         FailureClass::Client4xx,
         FailureClass::Server5xx,
@@ -39,6 +44,7 @@ impl FailureClass {
         FailureClass::Connection,
     ];
 
+    /// The `class` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureClass::Client4xx => "4xx",
@@ -52,27 +58,37 @@ impl FailureClass {
 /// The outcome of one delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
+    /// The far side took it (2xx).
     Delivered {
+        /// The HTTP status.
         status: u16,
     },
     /// Try again later; `after` is the far side's `Retry-After` when it gave one.
     Retry {
+        /// Why, as a telemetry label.
         class: FailureClass,
+        /// The HTTP status, if there was an answer.
         status: Option<u16>,
+        /// The far side's `Retry-After`.
         after: Option<Duration>,
+        /// The error or the answer, for the log.
         why: String,
     },
     /// Rejected for good: to the dead-letter queue with this status and body.
     Reject {
+        /// The HTTP status.
         status: u16,
+        /// The response body, for the dead letter.
         body: String,
     },
 }
 
+/// A boxed future, as [`Deliver`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Sends one payload somewhere.
 pub trait Deliver: Send + Sync {
+    /// Sends `body` once and judges the answer.
     fn deliver<'a>(&'a self, meta: &'a Meta, body: Vec<u8>) -> BoxFuture<'a, Attempt>;
 }
 
@@ -80,8 +96,11 @@ pub trait Deliver: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum KeyState {
+    /// Not checked yet, or the check gave no answer.
     Unknown = 0,
+    /// Accepted by the target.
     Valid = 1,
+    /// Rejected by the target (401 or 403 from the validation endpoint).
     Invalid = 2,
 }
 
@@ -90,6 +109,7 @@ pub enum KeyState {
 pub struct KeyStatus(AtomicU8);
 
 impl KeyStatus {
+    /// The state known now.
     pub fn get(&self) -> KeyState {
         match self.0.load(Relaxed) {
             1 => KeyState::Valid,
@@ -97,6 +117,7 @@ impl KeyStatus {
             _ => KeyState::Unknown,
         }
     }
+    /// Records what was learnt.
     pub fn set(&self, s: KeyState) {
         self.0.store(s as u8, Relaxed);
     }
@@ -114,13 +135,17 @@ pub enum RetryPolicy {
 
 /// Delivers payloads as HTTP POSTs to `base_url` + [`Meta::endpoint`].
 pub struct HttpDeliver {
+    /// The HTTP client (timeouts, connection pool).
     pub client: reqwest::Client,
+    /// Where payloads go: `Meta::endpoint` is appended to it.
     pub base_url: String,
     /// Sent with every request (API key, agent identification).
     pub headers: HeaderMap,
     /// GET path that answers 2xx for a good key and 403 for a bad one; used on a 403.
     pub validate_path: Option<String>,
+    /// What is known about the key, shared with health and telemetry.
     pub key: Arc<KeyStatus>,
+    /// Which statuses are retried.
     pub policy: RetryPolicy,
 }
 
@@ -255,6 +280,7 @@ impl Deliver for HttpDeliver {
 /// A status judged without the body.
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
+    /// Settled by the status alone.
     Done(Attempt),
     /// 403: depends on whether the key is known bad.
     Forbidden,

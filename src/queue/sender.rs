@@ -20,7 +20,9 @@ use crate::telemetry::MetricsSource;
 /// `[d/2, d]`, `d = min(initial * 2^(n-1), max)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// Wait after the first failure.
     pub initial: Duration,
+    /// Longest wait.
     pub max: Duration,
 }
 
@@ -54,16 +56,23 @@ impl Jitter {
 /// The result of sending the head of a queue once.
 #[derive(Debug, PartialEq)]
 pub enum Step {
+    /// Nothing queued.
     Empty,
+    /// Delivered (or gone from the disk meanwhile).
     Delivered,
+    /// Moved to the dead-letter queue.
     DeadLettered,
+    /// Failed; try again after the far side's `Retry-After` or the backoff.
     Retry(Option<Duration>),
 }
 
 /// A queue together with whatever delivers its payloads.
 pub struct Handle {
+    /// The queue.
     pub queue: Arc<Queue>,
+    /// What sends its payloads.
     pub deliver: Arc<dyn Deliver>,
+    /// The wait between failed attempts.
     pub backoff: Backoff,
 }
 
@@ -201,8 +210,11 @@ impl Handle {
 /// What a forced batch did.
 #[derive(Debug, Default, serde::Serialize, PartialEq)]
 pub struct ForceResult {
+    /// Payloads delivered.
     pub delivered: u64,
+    /// Payloads moved to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Attempts that failed (the batch stops at the first).
     pub failed: u64,
 }
 
@@ -213,14 +225,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Adds a queue.
     pub fn add(&self, h: Arc<Handle>) {
         lock(&self.handles).push(h);
     }
 
+    /// Every queue, in the order they were added.
     pub fn all(&self) -> Vec<Arc<Handle>> {
         lock(&self.handles).clone()
     }
 
+    /// The queue called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Handle>> {
         lock(&self.handles)
             .iter()

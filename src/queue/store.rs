@@ -43,6 +43,7 @@ pub struct Meta {
     pub id: String,
     /// Path (and query) relative to the target's base URL, e.g. `/api/v2/series`.
     pub endpoint: String,
+    /// `Content-Type` of the payload.
     pub content_type: String,
     /// `Content-Encoding` of the payload (`zstd`, `gzip`, `deflate`), empty for none.
     #[serde(default)]
@@ -55,6 +56,7 @@ pub struct Meta {
     /// For a dead letter: the rejecting status and (truncated) response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// For a dead letter: the (truncated) response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
 }
@@ -62,16 +64,25 @@ pub struct Meta {
 /// A queue failure, naming the file or directory involved.
 #[derive(Debug)]
 pub enum QueueError {
+    /// A file or directory cannot be used.
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// A file fails its check.
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// What is wrong with it.
         why: &'static str,
     },
+    /// A payload larger than the whole queue.
     TooLarge {
+        /// The payload's size.
         bytes: usize,
+        /// The queue's bound.
         limit: u64,
     },
 }
@@ -113,10 +124,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
     }
 }
 
+/// One payload in the index.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
+    /// Its sequence number (its file name).
     pub seq: u64,
+    /// Its length on disk.
     pub bytes: u64,
+    /// Unix milliseconds at which it was queued.
     pub created_ms: u64,
 }
 
@@ -132,15 +147,20 @@ struct Index {
 /// Byte bounds of one queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Bytes of pending payloads.
     pub max_bytes: u64,
+    /// Bytes of dead letters.
     pub dlq_max_bytes: u64,
 }
 
 /// A dead letter as shown by the admin API.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
+    /// Its sequence number.
     pub seq: u64,
+    /// Its length on disk.
     pub bytes: u64,
+    /// What travelled with it.
     pub meta: Meta,
 }
 
@@ -150,6 +170,7 @@ pub struct Queue {
     root: PathBuf,
     limits: Limits,
     index: Mutex<Index>,
+    /// What the queue counts about itself.
     pub stats: QueueStats,
     /// Wakes the sender: something was queued, or an operator asked to send now.
     pub wake: tokio::sync::Notify,
@@ -161,6 +182,7 @@ pub struct Queue {
     pub send_lock: tokio::sync::Mutex<()>,
 }
 
+/// Milliseconds since the Unix epoch (0 for a clock before it).
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -304,6 +326,7 @@ impl Queue {
         Ok(out)
     }
 
+    /// The queue's name (its directory, admin API path and `queue` label).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -553,6 +576,7 @@ impl Queue {
         }
     }
 
+    /// The byte bounds.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -561,10 +585,15 @@ impl Queue {
 /// A snapshot of a queue's size.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Depth {
+    /// Payloads waiting for delivery.
     pub pending: u64,
+    /// Their bytes on disk.
     pub pending_bytes: u64,
+    /// Dead letters.
     pub dlq: u64,
+    /// Their bytes on disk.
     pub dlq_bytes: u64,
+    /// Unix milliseconds at which the oldest pending payload was queued.
     pub oldest_ms: Option<u64>,
 }
 

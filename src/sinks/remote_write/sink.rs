@@ -27,8 +27,11 @@ use crate::telemetry::MetricsSource;
 pub const QUEUE_NAME: &str = "remote_write";
 /// Windows waiting for the encoder before new ones are dropped (and counted).
 pub const WINDOW_BACKLOG: usize = 4;
+/// `Content-Type` of every request.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
+/// `Content-Encoding` of every request.
 pub const CONTENT_ENCODING: &str = "snappy";
+/// `X-Prometheus-Remote-Write-Version` of every request.
 pub const PROTOCOL_VERSION: &str = "0.1.0";
 
 /// A window and the Unix milliseconds at which the flusher handed it over.
