@@ -44,8 +44,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         );
         None
     } else {
-        let dd = sinks::datadog::DatadogSink::start(&cfg, Arc::clone(&health), &ctx.queues)
-            .map_err(anyhow::Error::msg)?;
+        let dd =
+            sinks::datadog::DatadogSink::start(&cfg.datadog, &ctx).map_err(anyhow::Error::msg)?;
         ctx.telemetry.register(dd.clone());
         ctx.add_sink(dd.clone());
         let d = Arc::clone(&dd);
@@ -61,7 +61,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         );
     } else {
         let rw =
-            sinks::remote_write::RemoteWriteSink::start(&cfg, Arc::clone(&health), &ctx.queues)
+            sinks::remote_write::RemoteWriteSink::start(&cfg.remote_write, &cfg.prometheus, &ctx)
                 .map_err(anyhow::Error::msg)?;
         ctx.telemetry.register(rw.clone());
         ctx.add_sink(rw.clone());
@@ -152,7 +152,7 @@ async fn start_gps(
         .with_context(|| format!("cannot bind the GPS listener on {addr} (gps.listen)"))?;
     let local = listener.local_addr()?;
     let mut point_sinks = gps::service::configured_sinks(&cfg.gps)?;
-    if let Some(f) = gps::forward::Forwarder::start(cfg, &ctx.queues).map_err(anyhow::Error::msg)? {
+    if let Some(f) = gps::forward::Forwarder::start(&cfg.gps, ctx).map_err(anyhow::Error::msg)? {
         point_sinks.push(Box::new(f.sink()));
         ctx.shutdown
             .on_stop(Stage::Delivery, async move { f.shutdown().await });

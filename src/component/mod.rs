@@ -156,7 +156,7 @@ pub struct Context {
     /// The durable delivery queues, listed for the admin API and self-metrics.
     pub queues: Arc<crate::queue::Registry>,
     /// The durable queues' settings (`[queue]`), shared by every outbox.
-    pub queue: crate::config::QueueConfig,
+    pub queue: crate::queue::QueueConfig,
     /// The host name metrics, events and alerts are reported with.
     pub host: String,
     /// Staged shutdown.
@@ -170,7 +170,7 @@ impl Context {
         clock: Clock,
         telemetry: Arc<Telemetry>,
         aggregator: Arc<Aggregator>,
-        queue: crate::config::QueueConfig,
+        queue: crate::queue::QueueConfig,
         host: String,
     ) -> Context {
         Context {

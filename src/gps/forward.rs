@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use super::points::{Point, PointError, PointSink};
-use crate::config::Config;
+use crate::component::Context;
 use crate::queue::deliver::{header_map, HttpDeliver};
 use crate::queue::store::{Meta, Queue};
-use crate::queue::{Outbox, Registry};
+use crate::queue::Outbox;
 
 /// The queue's name in `/admin/queue/*` and `tallyd_forwarder_*{queue=...}`.
 pub const QUEUE_NAME: &str = "live_points";
@@ -60,12 +60,11 @@ impl Forwarder {
     /// # Errors
     /// The queue directory cannot be opened, or a header or the HTTP client is invalid; the
     /// message names the key.
-    pub fn start(cfg: &Config, registry: &Registry) -> Result<Option<Forwarder>, String> {
-        let g = &cfg.gps;
+    pub fn start(g: &super::GpsConfig, ctx: &Context) -> Result<Option<Forwarder>, String> {
         if g.points_url.is_empty() {
             return Ok(None);
         }
-        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+        let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
             HttpDeliver::new(
                 &g.points_url,
                 header_map(&g.points_headers, "gps.points_headers")?,

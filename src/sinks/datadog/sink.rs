@@ -14,16 +14,16 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::config::DatadogConfig;
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
 use crate::base::expo;
 use crate::base::handoff::{DropCounter, Handoff};
-use crate::base::health::Health;
-use crate::config::Config;
+use crate::component::Context;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::{Backoff, Outbox, Registry};
+use crate::queue::{Backoff, Outbox};
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
 
@@ -78,15 +78,10 @@ impl DatadogSink {
     /// # Errors
     /// The queue directory cannot be used, or the HTTP client cannot be built; the message
     /// names the setting.
-    pub fn start(
-        cfg: &Config,
-        health: Arc<Health>,
-        registry: &Registry,
-    ) -> Result<Arc<DatadogSink>, String> {
-        let d = &cfg.datadog;
+    pub fn start(d: &DatadogConfig, ctx: &Context) -> Result<Arc<DatadogSink>, String> {
         let host = crate::base::host::host_name(&d.hostname);
         let base = d.base_url();
-        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+        let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
             HttpDeliver::new(
                 &base,
                 headers(&d.api_key)?,
@@ -112,7 +107,7 @@ impl DatadogSink {
                 )
             })
         };
-        outbox.watch_health("datadog", health, key_down);
+        outbox.watch_health("datadog", Arc::clone(&ctx.health), key_down);
 
         let counters = Arc::new(Counters::default());
         let queue = Arc::clone(outbox.queue());

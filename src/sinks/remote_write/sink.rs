@@ -14,11 +14,11 @@ use super::encode::Encoder;
 use crate::aggregate::Flush;
 use crate::base::expo;
 use crate::base::handoff::{DropCounter, Handoff};
-use crate::base::health::Health;
-use crate::config::Config;
+use crate::component::Context;
 use crate::queue::deliver::{header_map, HttpDeliver, RetryPolicy};
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::{Outbox, Registry};
+use crate::queue::Outbox;
+use crate::sinks::prometheus::config::PrometheusConfig;
 use crate::sinks::prometheus::Exposition;
 use crate::sinks::Sink;
 use crate::telemetry::MetricsSource;
@@ -105,12 +105,11 @@ impl RemoteWriteSink {
     /// The queue directory cannot be used, a header is invalid, or the HTTP client cannot be
     /// built; the message names the setting.
     pub fn start(
-        cfg: &Config,
-        health: Arc<Health>,
-        registry: &Registry,
+        rw: &super::RemoteWriteConfig,
+        prometheus: &PrometheusConfig,
+        ctx: &Context,
     ) -> Result<Arc<RemoteWriteSink>, String> {
-        let rw = &cfg.remote_write;
-        let outbox = Outbox::open(&cfg.queue, QUEUE_NAME, registry, || {
+        let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
             let mut deliver = HttpDeliver::new(&rw.url, headers(rw)?, rw.timeout, None)
                 .map_err(|e| format!("cannot build the HTTP client for remote_write.url: {e}"))?;
             deliver.policy = RetryPolicy::RemoteWrite;
@@ -118,6 +117,7 @@ impl RemoteWriteSink {
         })?;
         let d0 = outbox.queue().depth();
         info!(component = "remote_write", url = %rw.url, queued = d0.pending, dead_letters = d0.dlq, "remote write on");
+        let health = Arc::clone(&ctx.health);
         outbox.watch_health("remote_write", health, |_: &crate::queue::store::Depth| {
             None
         });
@@ -125,7 +125,7 @@ impl RemoteWriteSink {
         let counters = Arc::new(Counters::default());
         let encoder = Encoder::new(&rw.external_labels, rw.max_samples_per_request);
         let mut window = WindowEncoder {
-            state: Exposition::new(cfg.prometheus.series_ttl, cfg.prometheus.max_series),
+            state: Exposition::new(prometheus.series_ttl, prometheus.max_series),
             encoder,
             queue: Arc::clone(outbox.queue()),
             counters: Arc::clone(&counters),
