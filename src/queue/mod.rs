@@ -9,7 +9,7 @@
 //!
 //! The queue knows nothing about what it carries: payload bytes plus a small [`Meta`] (endpoint,
 //! content type, encoding). A [`Deliver`] implementation (the HTTP one is [`HttpDeliver`]) sends
-//! one payload and classifies the answer; [`sender::run`] drives retries with backoff.
+//! one payload and classifies the answer; [`sender::Handle::run`] drives retries with backoff.
 //! A component that sends somewhere runs all of it as one [`Outbox`]: the queue, its HTTP
 //! delivery, its sender, its place in the [`Registry`] and the bounded drain at shutdown.
 
