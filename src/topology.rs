@@ -36,47 +36,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let prometheus = sinks::prometheus::start(&cfg.prometheus, &mut ctx)?
         .report(&health)
         .context("the Prometheus sink is always on")?;
-    let datadog = if cfg.datadog.api_key.is_empty() {
-        health.set(
-            "datadog",
-            Status::Disabled,
-            "no API key (datadog.api_key or DD_API_KEY)",
-        );
-        None
-    } else {
-        let dd =
-            sinks::datadog::DatadogSink::start(&cfg.datadog, &ctx).map_err(anyhow::Error::msg)?;
-        ctx.telemetry.register(dd.clone());
-        ctx.add_sink(dd.clone());
-        let d = Arc::clone(&dd);
-        ctx.shutdown
-            .on_stop(Stage::Delivery, async move { d.shutdown().await });
-        Some(dd)
-    };
-    if cfg.remote_write.url.is_empty() {
-        health.set(
-            "remote_write",
-            Status::Disabled,
-            "remote_write.url is empty",
-        );
-    } else {
-        let rw =
-            sinks::remote_write::RemoteWriteSink::start(&cfg.remote_write, &cfg.prometheus, &ctx)
-                .map_err(anyhow::Error::msg)?;
-        ctx.telemetry.register(rw.clone());
-        ctx.add_sink(rw.clone());
-        ctx.shutdown
-            .on_stop(Stage::Delivery, async move { rw.shutdown().await });
-    }
+    sinks::datadog::start(&cfg.datadog, &mut ctx)?.report(&health);
+    sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, &mut ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = if cfg.alerts.enabled {
         let a = alert::Alerting::start(
             &cfg,
             Arc::clone(&ctx.telemetry),
             ctx.host.clone(),
-            datadog
-                .as_ref()
-                .map(|d| Arc::new(d.event_queue()) as Arc<dyn crate::component::EventOutbox>),
+            ctx.events.clone(),
         )
         .map_err(anyhow::Error::msg)?;
         ctx.add_sink(a.sink.clone());

@@ -161,6 +161,8 @@ pub struct Context {
     pub host: String,
     /// Staged shutdown.
     pub shutdown: Shutdown,
+    /// Where single events go to reach Datadog durably, once Datadog delivery has started.
+    pub events: Option<Arc<dyn EventOutbox>>,
     sinks: Vec<Arc<dyn Sink>>,
 }
 
@@ -182,6 +184,7 @@ impl Context {
             queue,
             host,
             shutdown: Shutdown::default(),
+            events: None,
             sinks: Vec::new(),
         }
     }
@@ -212,6 +215,9 @@ pub struct Running<H = ()> {
     pub parts: Vec<(&'static str, Status, String)>,
     /// What the component gives back (`None` when disabled).
     pub handle: Option<H>,
+    /// The component keeps its own health line up to date (a queue watcher): the topology
+    /// does not report one for it.
+    pub reports_itself: bool,
 }
 
 impl<H> Running<H> {
@@ -224,6 +230,15 @@ impl<H> Running<H> {
             detail: detail.into(),
             parts: Vec::new(),
             handle: Some(handle),
+            reports_itself: false,
+        }
+    }
+
+    /// A component that started and keeps its own health line up to date.
+    pub fn reporting_itself(name: &'static str, stage: Stage, handle: H) -> Self {
+        Running {
+            reports_itself: true,
+            ..Running::ok(name, stage, "", handle)
         }
     }
 
@@ -236,6 +251,7 @@ impl<H> Running<H> {
             detail: why.into(),
             parts: Vec::new(),
             handle: None,
+            reports_itself: false,
         }
     }
 
@@ -252,7 +268,9 @@ impl<H> Running<H> {
 
     /// Reports this component's health once and gives back its handle.
     pub fn report(self, health: &Health) -> Option<H> {
-        health.set(self.name, self.status, self.detail);
+        if !self.reports_itself {
+            health.set(self.name, self.status, self.detail);
+        }
         for (name, status, detail) in self.parts {
             health.set(name, status, detail);
         }

@@ -101,6 +101,7 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
         detail,
         parts: grpc_health.into_iter().collect(),
         handle: Some(()),
+        reports_itself: false,
     })
 }
 

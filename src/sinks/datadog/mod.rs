@@ -13,3 +13,31 @@ pub mod sketch;
 
 pub use events::EventQueue;
 pub use sink::{DatadogSink, QUEUE_NAME};
+
+use std::sync::Arc;
+
+use crate::component::{Context, Error, Running, Stage};
+
+/// Starts Datadog delivery when an API key is set: the sink's encoder thread and its durable
+/// queue, drained in the delivery stage. Its event queue becomes the context's
+/// [`events`](Context::events) outlet, for alert notifiers.
+///
+/// # Errors
+/// The queue directory cannot be used, or the HTTP client cannot be built.
+pub fn start(cfg: &config::DatadogConfig, ctx: &mut Context) -> Result<Running, Error> {
+    if cfg.api_key.is_empty() {
+        return Ok(Running::disabled(
+            "datadog",
+            Stage::Delivery,
+            "no API key (datadog.api_key or DD_API_KEY)",
+        ));
+    }
+    let dd = DatadogSink::start(cfg, ctx).map_err(|e| Error::start("datadog", e))?;
+    ctx.telemetry.register(dd.clone());
+    ctx.add_sink(dd.clone());
+    ctx.events = Some(Arc::new(dd.event_queue()));
+    ctx.shutdown
+        .on_stop(Stage::Delivery, async move { dd.shutdown().await });
+    // Its health line is the queue watcher's.
+    Ok(Running::reporting_itself("datadog", Stage::Delivery, ()))
+}

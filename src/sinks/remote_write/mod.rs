@@ -25,6 +25,40 @@ use crate::base::error::ConfigError;
 
 pub use sink::{RemoteWriteSink, QUEUE_NAME};
 
+use crate::component::{Context, Error, Running, Stage};
+use crate::sinks::prometheus::config::PrometheusConfig;
+
+/// Starts remote write when a URL is set: the encoder thread, which keeps an exposition of its
+/// own with the `[prometheus]` series bounds (so it sends what a scrape would store), and the
+/// durable queue, drained in the delivery stage.
+///
+/// # Errors
+/// The queue directory cannot be used, or the HTTP client cannot be built.
+pub fn start(
+    cfg: &RemoteWriteConfig,
+    prometheus: &PrometheusConfig,
+    ctx: &mut Context,
+) -> Result<Running, Error> {
+    if cfg.url.is_empty() {
+        return Ok(Running::disabled(
+            "remote_write",
+            Stage::Delivery,
+            "remote_write.url is empty",
+        ));
+    }
+    let rw = RemoteWriteSink::start(cfg, prometheus, ctx)
+        .map_err(|e| Error::start("remote_write", e))?;
+    ctx.telemetry.register(rw.clone());
+    ctx.add_sink(rw.clone());
+    ctx.shutdown
+        .on_stop(Stage::Delivery, async move { rw.shutdown().await });
+    Ok(Running::reporting_itself(
+        "remote_write",
+        Stage::Delivery,
+        (),
+    ))
+}
+
 /// `[remote_write]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
