@@ -12,6 +12,8 @@
 //! the receive threads, the TCP and HTTP servers and the flusher, and on shutdown stops intake,
 //! drains what was received, flushes one last time and returns.
 
+#![warn(missing_docs)]
+
 pub mod aggregate;
 pub mod alert;
 pub mod api;

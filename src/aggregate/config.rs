@@ -17,6 +17,7 @@ pub enum GaugeMode {
     Delta,
 }
 
+/// The `[aggregate]` section: window length, context and set limits, percentiles, expiry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregateConfig {

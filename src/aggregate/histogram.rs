@@ -77,6 +77,7 @@ fn unreachable_hdr() -> Histogram<u64> {
 }
 
 impl Samples {
+    /// An empty store (no samples, raw form).
     pub fn new() -> Samples {
         Samples::default()
     }
@@ -195,15 +196,19 @@ impl Samples {
     pub fn count(&self) -> u64 {
         self.count
     }
+    /// Weighted sum of the values (each value times its weight).
     pub fn sum(&self) -> f64 {
         self.sum
     }
+    /// Smallest value added (0 when there is none).
     pub fn min(&self) -> f64 {
         self.min
     }
+    /// Largest value added (0 when there is none).
     pub fn max(&self) -> f64 {
         self.max
     }
+    /// Weighted mean, `sum / count` (0 when there is no sample).
     pub fn avg(&self) -> f64 {
         if self.count == 0 {
             0.0

@@ -19,7 +19,8 @@ use hashbrown::HashTable;
 
 pub use config::{AggregateConfig, GaugeMode};
 pub use histogram::{Quantiles, Samples};
-pub use shard::{Shard, Shared, State};
+pub use shard::{Shard, Shared};
+use shard::State;
 
 use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
 use crate::base::lock;
@@ -44,11 +45,16 @@ pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
 pub struct Flush {
     /// Unix seconds at which the window started.
     pub timestamp: u64,
+    /// Length of the window (`aggregate.flush_interval`).
     pub interval: Duration,
     /// The quantiles in `SeriesValue::Samples`, in this order.
     pub percentiles: Arc<[f64]>,
+    /// One entry per context that had samples in the window, each context once.
     pub series: Vec<Series>,
+    /// Events received in the window, in arrival order (at most [`MAX_EVENTS_PER_WINDOW`]
+    /// together with `service_checks`).
     pub events: Vec<Event>,
+    /// Service checks received in the window, in arrival order.
     pub service_checks: Vec<ServiceCheck>,
     /// Where `series` goes when the last holder drops the flush (see [`Recycle`]).
     pub(crate) recycle: Recycle,
@@ -74,16 +80,20 @@ impl Drop for Flush {
     }
 }
 
+/// One context's aggregate for one window.
 #[derive(Debug)]
 pub struct Series {
+    /// The context (kind, name and sorted tags) the value belongs to.
     pub ctx: Arc<Context>,
     /// `ctx.hash_code()`, carried here so that a sink indexing series by context (the
     /// Prometheus exposition) need not read the context itself: one cache miss less per series.
     pub hash: u64,
+    /// The window's value, of the kind `ctx` names.
     pub value: SeriesValue,
 }
 
 impl Series {
+    /// A series for `ctx`, with its hash computed here.
     pub fn new(ctx: Arc<Context>, value: SeriesValue) -> Series {
         Series {
             hash: ctx.hash_code(),
@@ -93,10 +103,13 @@ impl Series {
     }
 }
 
+/// The aggregated value of one context in one window.
 #[derive(Debug)]
 pub enum SeriesValue {
     /// Sum of the window's increments, corrected for sample rate.
     Counter(f64),
+    /// The gauge's value at the end of the window (in delta mode, after applying the window's
+    /// relative changes to the value remembered from earlier windows).
     Gauge(f64),
     /// Distinct members seen in the window.
     Set(u64),
@@ -119,6 +132,8 @@ struct Memory {
     window: u64,
 }
 
+/// Owns every shard and closes the windows: producers apply lines to the shards it hands out,
+/// and the flusher calls [`Aggregator::flush`] once per interval.
 pub struct Aggregator {
     shared: Arc<Shared>,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
@@ -170,10 +185,12 @@ impl Aggregator {
         }
     }
 
+    /// The settings and counters all shards share (and [`Shared::seq`], the gauge order).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// The flush interval (`aggregate.flush_interval`).
     pub fn interval(&self) -> Duration {
         self.interval
     }

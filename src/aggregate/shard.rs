@@ -29,18 +29,21 @@ const STACK_TAGS: usize = 16;
 pub struct Shared {
     /// Hashes set members (one seed for all shards, so that sets from several shards merge).
     /// Contexts hash with `model::key_hash`, seeded once per process.
-    pub hasher: FixedState,
-    pub max_contexts: usize,
-    pub max_set_size: usize,
-    pub gauge_mode: GaugeMode,
-    pub telemetry: Arc<Telemetry>,
+    pub(super) hasher: FixedState,
+    /// `aggregate.max_contexts`.
+    pub(super) max_contexts: usize,
+    /// `aggregate.max_set_size`.
+    pub(super) max_set_size: usize,
+    /// `statsd.gauge_mode`.
+    pub(super) gauge_mode: GaugeMode,
+    pub(super) telemetry: Arc<Telemetry>,
     /// Contexts held across all shards, checked against `max_contexts`.
-    pub contexts: AtomicUsize,
+    pub(super) contexts: AtomicUsize,
     origin: Instant,
 }
 
 impl Shared {
-    pub fn new(
+    pub(super) fn new(
         max_contexts: usize,
         max_set_size: usize,
         gauge_mode: GaugeMode,
@@ -75,10 +78,11 @@ fn rand_seed() -> u64 {
 /// Window state of a gauge in one shard. In delta mode, `delta` sums the relative changes seen
 /// after the last absolute value (`abs`), and `delta_seq` says when the first of them arrived.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct GaugeState {
-    pub abs: Option<(f64, u64)>,
-    pub delta: f64,
-    pub delta_seq: Option<u64>,
+pub(super) struct GaugeState {
+    /// The last absolute value and its `seq`.
+    abs: Option<(f64, u64)>,
+    delta: f64,
+    delta_seq: Option<u64>,
 }
 
 impl GaugeState {
@@ -128,7 +132,7 @@ impl GaugeState {
 
 /// A context's window state as drained at flush.
 #[derive(Debug, Clone)]
-pub enum State {
+pub(super) enum State {
     Counter(f64),
     Gauge(GaugeState),
     Set(HashSet<u64, FixedState>),
@@ -215,12 +219,16 @@ struct Entry {
 }
 
 /// A context's state drained from a shard at flush.
-pub struct Drained {
-    pub hash: u64,
-    pub ctx: Arc<Context>,
-    pub state: State,
+pub(super) struct Drained {
+    /// `ctx.hash_code()`.
+    pub(super) hash: u64,
+    pub(super) ctx: Arc<Context>,
+    pub(super) state: State,
 }
 
+/// The contexts one producer (the datagram receivers together, the StatsD TCP server, the OTLP
+/// receiver, the GPS service) applies to, with their current window's state. Locked by the
+/// producer once per batch and by the flusher to drain it.
 pub struct Shard {
     shared: Arc<Shared>,
     table: Table,
@@ -302,7 +310,7 @@ impl Table {
 }
 
 impl Shard {
-    pub fn new(shared: Arc<Shared>) -> Shard {
+    pub(super) fn new(shared: Arc<Shared>) -> Shard {
         Shard {
             shared,
             table: Table {
@@ -320,6 +328,7 @@ impl Shard {
         self.table.entries.len()
     }
 
+    /// Whether the shard holds no context.
     pub fn is_empty(&self) -> bool {
         self.table.entries.is_empty()
     }
@@ -388,7 +397,7 @@ impl Shard {
 
     /// Moves out the state of every context touched in this window and forgets contexts idle
     /// for `expiry_windows` windows.
-    pub fn drain(&mut self, expiry_windows: u64, out: &mut Vec<Drained>) {
+    pub(super) fn drain(&mut self, expiry_windows: u64, out: &mut Vec<Drained>) {
         let table = &mut self.table;
         let window = table.window;
         let mut expired = 0;
