@@ -70,22 +70,36 @@ impl Default for AlertsConfig {
     }
 }
 
-/// `[alerts.health]`: thresholds of the shipped rules, each also read from the environment
-/// variable the platform documents use (named in [`HEALTH_ENV`]).
+/// `[alerts.health]`: thresholds of the shipped rules. All but the GPS ones are also read from
+/// the environment variables the platform documents use (named in [`HEALTH_ENV`]).
+/// A `_warn` value raises the rule's warning, a `_crit` value its critical alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthThresholds {
+    /// Payloads waiting in the forwarder queue (`TallydForwarderQueuePending`).
     pub queue_pending_warn: f64,
+    /// Payloads waiting in the forwarder queue (`TallydForwarderQueuePending`).
     pub queue_pending_crit: f64,
+    /// Payloads in the dead-letter queue (`TallydDeadLetterQueue`).
     pub dlq_warn: f64,
+    /// Payloads in the dead-letter queue (`TallydDeadLetterQueue`).
     pub dlq_crit: f64,
+    /// Age in seconds of the oldest queued payload (`TallydProcessingLag`, warning only).
     pub processing_lag_secs: f64,
+    /// Minutes without any StatsD sample before `TallydNoDataReceived` fires (only when a
+    /// StatsD listener is on).
     pub no_data_minutes: f64,
+    /// Percent of the window's forwarder requests that failed (`TallydForwarderErrorRate`).
     pub error_rate_percent: f64,
+    /// Longest flush of a window, in milliseconds (`TallydFlushSlow`).
     pub latency_warn_ms: f64,
+    /// Longest flush of a window, in milliseconds (`TallydFlushSlow`).
     pub latency_crit_ms: f64,
+    /// IP addresses the GPS server has blacklisted (`TallydGpsBlacklistedIps`).
     pub gps_blacklisted_warn: f64,
+    /// IP addresses the GPS server has blacklisted (`TallydGpsBlacklistedIps`).
     pub gps_blacklisted_crit: f64,
+    /// Percent of the window's GPS messages that were invalid (`TallydGpsInvalidMessageRate`).
     pub gps_invalid_rate_percent: f64,
 }
 
@@ -125,12 +139,15 @@ pub const HEALTH_ENV: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    /// A value above the threshold is bad.
     #[default]
     Above,
+    /// A value below the threshold is bad.
     Below,
 }
 
 impl Direction {
+    /// The configuration spelling: `above` or `below`.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Above => "above",
@@ -145,13 +162,17 @@ impl Direction {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Informational: test notifications (`alert_type=info`); no rule threshold produces it.
     Info,
+    /// The `warn` threshold is crossed.
     #[default]
     Warning,
+    /// The `critical` threshold is crossed.
     Critical,
 }
 
 impl Severity {
+    /// The configuration and API spelling: `info`, `warning` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -184,6 +205,7 @@ pub struct RuleConfig {
     /// Ratio rule: value = 100 * numerator / denominator (percent), each aggregated alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub numerator: Option<SelectorConfig>,
+    /// Ratio rule: the metric that `numerator` is divided by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denominator: Option<SelectorConfig>,
     /// `last`, `avg`, `min`, `max`, `sum`, `count`, `rate` (per second) or `pNN` (`p95`, `p99.9`).
@@ -251,16 +273,21 @@ impl Default for RuleConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifierKind {
+    /// tallyd's own JSON body, one `POST` per event.
     #[default]
     Webhook,
+    /// A Slack incoming webhook (`{"text": ...}`).
     Slack,
+    /// PagerDuty Events API v2.
     Pagerduty,
+    /// Prometheus Alertmanager API v2 (`POST /api/v2/alerts`).
     Alertmanager,
     /// Datadog events through the durable `datadog` queue; needs `datadog.api_key`.
     Datadog,
 }
 
 impl NotifierKind {
+    /// The `type` spelling: `webhook`, `slack`, `pagerduty`, `alertmanager` or `datadog`.
     pub fn as_str(self) -> &'static str {
         match self {
             NotifierKind::Webhook => "webhook",

@@ -13,12 +13,14 @@ pub struct Acc {
     total: f64,
     count: f64,
     series: usize,
+    /// How many of the added series are gauges.
     pub gauges: usize,
     sampled: bool,
     values: Samples,
 }
 
 impl Acc {
+    /// Adds one series' window value.
     pub fn add(&mut self, p: Point<'_>) {
         self.series += 1;
         match p {

@@ -14,12 +14,21 @@ use super::config::{
 /// How a window's values are reduced to one number per group.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Aggregation {
+    /// Gauges: the worst series (highest for `above`, lowest for `below`); timers: the mean;
+    /// counters and sets: the window total.
     Last,
+    /// Mean of the window's values.
     Avg,
+    /// Smallest of the window's values.
     Min,
+    /// Largest of the window's values.
     Max,
+    /// Sum of the window's values.
     Sum,
+    /// Number of samples (counters: their total; sets: the distinct members).
     Count,
+    /// Per second: the count over the window's length; gauges: the change since the previous
+    /// window's value.
     Rate,
     /// A quantile in (0, 1).
     Quantile(f64),
@@ -81,6 +90,7 @@ enum TagFilter {
 /// A metric name plus tag conditions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
+    /// The metric name, as sent or as on `/metrics`.
     pub metric: String,
     filters: Vec<TagFilter>,
 }
@@ -131,14 +141,19 @@ impl Selector {
 /// What a rule reads: one metric, or a ratio of two.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
+    /// A threshold rule's one metric.
     Metric(Selector),
+    /// A ratio rule: `100 * numerator / denominator`, in percent.
     Ratio {
+        /// The counted part.
         numerator: Selector,
+        /// The whole it is a share of.
         denominator: Selector,
     },
 }
 
 impl Source {
+    /// The metric, or the numerator then the denominator.
     pub fn selectors(&self) -> Vec<&Selector> {
         match self {
             Source::Metric(s) => vec![s],
@@ -164,22 +179,37 @@ impl Source {
 /// A rule ready to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
+    /// The alert name (`alertname`), unique among the rules.
     pub name: String,
+    /// The metric, or the two of a ratio.
     pub source: Source,
+    /// How each group's window values become one number.
     pub aggregation: Aggregation,
+    /// Warning threshold; `None` = no warning.
     pub warn: Option<f64>,
+    /// Critical threshold; `None` = no critical alert.
     pub critical: Option<f64>,
+    /// Which side of the thresholds is bad.
     pub direction: Direction,
+    /// How long (ms) the condition must hold before the alert fires; 0 = at once.
     pub for_ms: u64,
+    /// Tag keys that split the rule into one alert per value combination.
     pub group_by: Vec<String>,
+    /// Silence (ms) after which the no-data alert fires; 0 = off.
     pub no_data_ms: u64,
+    /// Severity of the no-data alert.
     pub no_data_severity: Severity,
+    /// The notification message.
     pub message: Template,
+    /// The runbook text or URL; empty = none.
     pub runbook: Template,
+    /// Notifier names this rule goes to; empty = all.
     pub notify: Vec<String>,
     /// `None` = the global `alerts.repeat_interval`.
     pub repeat_ms: Option<u64>,
+    /// Whether a recovery is notified.
     pub send_resolved: bool,
+    /// Extra labels sent with every alert of the rule.
     pub labels: BTreeMap<String, String>,
     /// Shipped health rule (shown as such in the API).
     pub builtin: bool,
@@ -349,7 +379,7 @@ pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>
 
 /// Metric names the health rules watch. Families other subsystems register (forwarder, GPS)
 /// are rendered only when that subsystem runs; until then their rules see no data.
-pub mod names {
+mod names {
     pub const FORWARDER_QUEUE_PENDING: &str = "tallyd_forwarder_queue_depth";
     pub const FORWARDER_DLQ: &str = "tallyd_forwarder_dlq_size";
     pub const FORWARDER_OLDEST_AGE: &str = "tallyd_forwarder_queue_oldest_age_seconds";
@@ -502,6 +532,8 @@ pub const TEMPLATE_VARS: &[&str] = &[
 ];
 
 impl Template {
+    /// Parses `{{ name }}` placeholders (`{{ $name }}` and `{{ .name }}` are read alike).
+    ///
     /// # Errors
     /// An unclosed `{{` or an unknown placeholder.
     pub fn parse(s: &str) -> Result<Template, String> {
@@ -539,6 +571,7 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// Whether the template is empty (renders to nothing).
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }

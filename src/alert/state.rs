@@ -11,16 +11,22 @@ use super::config::Severity;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Phase {
+    /// The condition does not hold.
     Ok,
     /// The condition holds since `since`, not yet for the rule's `for`.
     Pending {
+        /// When the condition was first seen (ms).
         since: u64,
+        /// The severity the latest value calls for.
         severity: Severity,
     },
     /// Notified; `last_sent` drives the repeat interval.
     Firing {
+        /// When the alert fired (ms).
         since: u64,
+        /// The severity notified last.
         severity: Severity,
+        /// When the last notification was sent (ms).
         last_sent: u64,
     },
 }
@@ -28,20 +34,28 @@ pub enum Phase {
 /// What a step asks to notify.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transition {
+    /// Pending for the rule's `for` (or at once with no `for`): the alert fires.
     Fired {
+        /// The severity it fires at.
         severity: Severity,
     },
     /// Still firing at another severity (sent at once, without waiting for the repeat).
     Changed {
+        /// The severity notified before.
         from: Severity,
+        /// The new severity.
         to: Severity,
     },
     /// Still firing; the repeat interval has passed since the last notification.
     Repeated {
+        /// The severity it still fires at.
         severity: Severity,
     },
+    /// The condition no longer holds for a firing alert.
     Resolved {
+        /// The severity it fired at last.
         severity: Severity,
+        /// When it fired (ms).
         since: u64,
     },
 }
@@ -124,6 +138,7 @@ impl Phase {
         None
     }
 
+    /// The severity pending or firing; `None` when ok.
     pub fn severity(&self) -> Option<Severity> {
         match self {
             Phase::Ok => None,
@@ -131,6 +146,7 @@ impl Phase {
         }
     }
 
+    /// `ok`, `pending` or `firing`.
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Ok => "ok",

@@ -37,13 +37,16 @@ pub type EventQueue = Arc<dyn EventOutbox>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventStatus {
+    /// The alert fired, changed severity, or is still firing (a repeat).
     Firing,
+    /// The alert's condition no longer holds.
     Resolved,
     /// From `POST /api/monitoring/alert/test`.
     Test,
 }
 
 impl EventStatus {
+    /// `firing`, `resolved` or `test`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventStatus::Firing => "firing",
@@ -56,28 +59,42 @@ impl EventStatus {
 /// One alert instance at one moment, as every notifier receives it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertEvent {
+    /// Why the event is sent.
     pub status: EventStatus,
+    /// The rule's name.
     pub alert: String,
+    /// The severity firing (for a resolution: the one that fired last).
     pub severity: Severity,
     /// Set when a firing alert changed severity.
     pub previous_severity: Option<Severity>,
     /// Group tags and the rule's extra labels.
     pub labels: BTreeMap<String, String>,
+    /// The metric the rule reads (`a / b` for a ratio).
     pub metric: String,
+    /// The group's aggregated value; `None` for a no-data alert or a group with no value.
     pub value: Option<f64>,
+    /// The rule's warning threshold.
     pub warn: Option<f64>,
+    /// The rule's critical threshold.
     pub critical: Option<f64>,
+    /// Which side of the thresholds is bad.
     pub direction: Direction,
+    /// The rendered message template.
     pub message: String,
+    /// The rendered runbook template (empty when the rule has none).
     pub runbook: String,
     /// When the alert started firing (unix ms).
     pub starts_at_ms: u64,
     /// The evaluation time of this event (unix ms).
     pub at_ms: u64,
+    /// Identifies the alert instance (a hash of the rule name and labels), stable across
+    /// its events: PagerDuty's dedup key and Datadog's aggregation key are built from it.
     pub fingerprint: String,
     /// A repeat of a still-firing alert.
     pub repeat: bool,
+    /// The event is about the rule's metric having no data, not about a threshold.
     pub no_data: bool,
+    /// The host name tallyd runs on.
     pub host: String,
     /// Notifier names from the rule (empty = all).
     pub notify: Vec<String>,
@@ -88,6 +105,7 @@ pub struct AlertEvent {
 pub struct Answer {
     /// The HTTP status; `None` when nothing was posted (the `datadog` notifier queues).
     pub status: Option<u16>,
+    /// The answer's body, cut to a bounded length.
     pub body: String,
 }
 
@@ -111,21 +129,30 @@ impl std::fmt::Display for SendError {
 /// Answers are kept this long (bytes) for the API and logs.
 const ANSWER_LIMIT: usize = 512;
 
-/// Delivery counters of one notifier.
+/// Delivery counters of one notifier, counted per notification (one event, or one
+/// Alertmanager batch).
 #[derive(Default)]
 pub struct NotifierStats {
+    /// Delivered.
     pub sent: AtomicU64,
+    /// Given up on: rejected for good, out of attempts, or cut short by shutdown.
     pub failed: AtomicU64,
+    /// Not queued because the notifier's queue (`alerts.notify_queue`) was full.
     pub dropped: AtomicU64,
+    /// Attempts repeated after a retryable failure.
     pub retries: AtomicU64,
+    /// Waiting in the queue now (a gauge).
     pub queued: AtomicU64,
 }
 
 /// One configured notifier.
 pub struct Notifier {
+    /// The `NAME` of `[alerts.notifiers.NAME]`.
     pub name: String,
+    /// Its configuration.
     pub cfg: NotifierConfig,
     client: reqwest::Client,
+    /// Its delivery counters.
     pub stats: NotifierStats,
     last_refresh: AtomicU64,
     /// The Datadog queue, for `datadog` notifiers only.
@@ -267,15 +294,18 @@ fn truncate(s: &mut String, max: usize) {
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    pub attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
+struct Retry {
+    /// Attempts per notification, the first included (`alerts.max_attempts`).
+    attempts: u32,
+    /// Delay before the first retry; doubles per retry.
+    initial: Duration,
+    /// Longest delay.
+    max: Duration,
 }
 
 impl Retry {
     /// Delay before attempt `n` (1-based retry number).
-    pub fn delay(&self, n: u32) -> Duration {
+    fn delay(&self, n: u32) -> Duration {
         let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
         self.initial.saturating_mul(factor).min(self.max)
     }
@@ -284,20 +314,28 @@ impl Retry {
 /// The outcome of a test notification through one notifier.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestResult {
+    /// The notifier's name (`log` for the built-in one).
     pub notifier: String,
+    /// The notifier's type (`log`, `webhook`, ...).
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// Whether the endpoint took the event.
     pub ok: bool,
+    /// The HTTP status of a successful answer (`None` for `log` and `datadog`, which post
+    /// nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// The answer's body, on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// Why it failed, on failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// Routes events to the notifiers' queues.
 pub struct Dispatcher {
+    /// The configured notifiers, in name order.
     pub notifiers: Vec<Arc<Notifier>>,
     /// Emptied by [`Dispatcher::close`], which lets the workers finish.
     queues: std::sync::Mutex<Vec<mpsc::Sender<Vec<AlertEvent>>>>,
