@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::error::{check_addr, ConfigError};
 
+/// The `[http]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {

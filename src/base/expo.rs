@@ -38,6 +38,8 @@ pub fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, value: f
     out.push('\n');
 }
 
+/// Appends `v` as an exposition sample value: `NaN`, `+Inf`, `-Inf`, or Rust's shortest
+/// round-tripping decimal form.
 pub fn value_into(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");

@@ -28,19 +28,31 @@ pub use crate::statsd::config::StatsdConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[log]`: level and format of tallyd's own log.
     pub log: LogConfig,
+    /// `[statsd]`: the StatsD/DogStatsD listeners.
     pub statsd: StatsdConfig,
+    /// `[aggregate]`: windows, limits, percentiles.
     pub aggregate: AggregateConfig,
+    /// `[http]`: the HTTP server (`/metrics`, `/health`, the API).
     pub http: HttpConfig,
+    /// `[prometheus]`: the `/metrics` exposition of aggregated series.
     pub prometheus: PrometheusConfig,
+    /// `[datadog]`: forwarding to the Datadog intake.
     pub datadog: DatadogConfig,
+    /// `[alerts]`: rules and notifiers.
     pub alerts: AlertsConfig,
+    /// `[queue]`: the durable on-disk queues of the forwarders.
     pub queue: QueueConfig,
+    /// `[gps]`: the GPS tracker server.
     pub gps: GpsConfig,
+    /// `[otlp]`: the OpenTelemetry metrics receiver.
     pub otlp: OtlpConfig,
+    /// `[remote_write]`: forwarding with Prometheus remote write.
     pub remote_write: RemoteWriteConfig,
 }
 
+/// The `[log]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -59,10 +71,13 @@ impl Default for LogConfig {
     }
 }
 
+/// How log records are written (to standard error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One human-readable line per record.
     Text,
+    /// One JSON object per line.
     Json,
 }
 

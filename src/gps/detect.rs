@@ -11,6 +11,7 @@ use super::fix::Protocol;
 /// The outcome of looking at the first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detect {
+    /// The connection speaks this protocol.
     Found(Protocol),
     /// Too few bytes to tell; wait for more.
     NeedMore,

@@ -7,14 +7,20 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// NMEA 0183 sentences (`$GPRMC`, ...).
     Nmea,
+    /// H02 (`*HQ,...#` text frames and their binary `$` form).
     H02,
+    /// TK103/GPS103 text frames.
     Tk103,
+    /// GT06 (Concox) binary frames.
     Gt06,
+    /// Teltonika Codec 8, 8E and 16.
     Teltonika,
 }
 
 impl Protocol {
+    /// Every protocol, in [`Protocol::index`] order.
     pub const ALL: [Protocol; 5] = [
         Protocol::Nmea,
         Protocol::H02,
@@ -23,6 +29,7 @@ impl Protocol {
         Protocol::Teltonika,
     ];
 
+    /// The lower-case name used in labels, logs and the API (`nmea`, `h02`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Nmea => "nmea",
@@ -33,6 +40,7 @@ impl Protocol {
         }
     }
 
+    /// Position in [`Protocol::ALL`], for per-protocol counter arrays.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -42,7 +50,9 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub enum Attr {
+    /// A number (IO element values, status words).
     Int(i64),
+    /// Text (alarm names, raw fields).
     Text(String),
 }
 
@@ -50,24 +60,36 @@ pub enum Attr {
 /// degrees clockwise from true north; `time_ms` is Unix milliseconds UTC.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fix {
+    /// The device's time of the position, Unix milliseconds UTC.
     pub time_ms: i64,
+    /// Latitude in degrees, north positive.
     pub lat: f64,
+    /// Longitude in degrees, east positive.
     pub lon: f64,
+    /// Altitude in metres; `None` when the protocol does not carry it.
     pub altitude: Option<f64>,
+    /// Ground speed in km/h.
     pub speed_kmh: f64,
+    /// Heading in degrees clockwise from true north.
     pub course: f64,
+    /// Satellites used; `None` when the protocol does not report them.
     pub satellites: Option<u32>,
     /// The device's own judgement (NMEA/H02/TK103 `A`, GT06 "GPS fixed", Teltonika satellites > 0).
     pub valid: bool,
+    /// Protocol-specific values kept as sent, by name.
     pub attributes: BTreeMap<String, Attr>,
 }
 
 /// What a message is, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The device identifies itself.
     Login,
+    /// A keep-alive or status report without a position.
     Heartbeat,
+    /// A position report.
     Location,
+    /// An alarm (SOS, power cut, ...), with the position when the device sent one.
     Alarm,
     /// Understood but carries no position (LBS-only, command replies, unsupported types).
     Other,
@@ -78,13 +100,16 @@ pub enum Kind {
 pub struct Message {
     /// The device identity when the message carries it (logins, and every text-protocol frame).
     pub device_id: Option<String>,
+    /// What the message is.
     pub kind: Kind,
+    /// The positions it carries (a Teltonika packet carries many).
     pub fixes: Vec<Fix>,
     /// Bytes the device waits for, if any. Sent after the fixes are stored (see server.rs).
     pub reply: Option<Vec<u8>>,
 }
 
 impl Message {
+    /// A message of `kind` with no identity, fixes or reply.
     pub fn new(kind: Kind) -> Message {
         Message {
             device_id: None,
@@ -111,6 +136,7 @@ pub enum FrameError {
 }
 
 impl FrameError {
+    /// Every error, in [`FrameError::index`] order.
     pub const ALL: [FrameError; 5] = [
         FrameError::Checksum,
         FrameError::Malformed,
@@ -119,6 +145,7 @@ impl FrameError {
         FrameError::Unidentified,
     ];
 
+    /// The `reason` tag value (`bad_checksum`, `malformed`, ...).
     pub fn as_label(self) -> &'static str {
         match self {
             FrameError::Checksum => "bad_checksum",
@@ -129,6 +156,7 @@ impl FrameError {
         }
     }
 
+    /// Position in [`FrameError::ALL`], for per-reason counter arrays.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -147,7 +175,9 @@ pub enum Step {
     Incomplete,
     /// A whole frame of `len` bytes was consumed, good or bad.
     Frame {
+        /// Bytes consumed, terminator included.
         len: usize,
+        /// The decoded message, or why the frame is invalid.
         msg: Result<Message, FrameError>,
     },
     /// `len` bytes that are not a message (blank lines, a Teltonika ping byte).

@@ -24,17 +24,22 @@ use crate::base::lock;
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// The IP is on the blacklist (or just got there by opening too many connections).
     Blacklisted,
+    /// The IP already has `gps.max_connections_per_ip` connections open.
     PerIpLimit,
+    /// `gps.max_tracked_ips` are tracked and none could be swept.
     TableFull,
 }
 
 impl Refusal {
+    /// Every refusal.
     pub const ALL: [Refusal; 3] = [
         Refusal::Blacklisted,
         Refusal::PerIpLimit,
         Refusal::TableFull,
     ];
+    /// The `reason` tag value (`blacklisted`, `per_ip_limit`, `ip_table_full`).
     pub fn as_label(self) -> &'static str {
         match self {
             Refusal::Blacklisted => "blacklisted",
@@ -48,18 +53,26 @@ impl Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// `gps.blacklist_invalid_frames` invalid frames within a window.
     InvalidFrames,
+    /// An invalid share of at least `gps.blacklist_invalid_ratio` within a window.
     InvalidRatio,
+    /// More than `gps.blacklist_connections` connections within a window.
     ConnectionRate,
 }
 
 /// A blacklist entry, as shown by the API.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ban {
+    /// The blacklisted address.
     pub ip: String,
+    /// Why it was blacklisted.
     pub reason: Reason,
+    /// When, RFC 3339 UTC.
     pub since: String,
+    /// When the ban lifts, RFC 3339 UTC.
     pub until: String,
+    /// Whole seconds until the ban lifts.
     pub remaining_secs: u64,
 }
 
@@ -72,6 +85,7 @@ struct IpState {
     ban: Option<(Instant, i64, Reason)>,
 }
 
+/// The abuse guard: per-IP connection counts, the counting windows and the blacklist.
 pub struct Guard {
     per_ip: usize,
     max_ips: usize,
@@ -88,6 +102,7 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// A guard with the limits of `cfg` and no IP tracked.
     pub fn new(cfg: &GpsConfig) -> Guard {
         Guard {
             per_ip: cfg.max_connections_per_ip,
@@ -138,6 +153,7 @@ impl Guard {
         Ok(())
     }
 
+    /// A connection from `ip` that [`Guard::admit`] let in has closed.
     pub fn release(&self, ip: IpAddr) {
         if let Some(s) = lock(&self.ips).get_mut(&ip) {
             s.active = s.active.saturating_sub(1);

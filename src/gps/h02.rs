@@ -165,9 +165,10 @@ fn v1(f: &[&str]) -> Result<Fix, FrameError> {
     })
 }
 
-/// Length of a binary frame, and of the variant with 13 bytes of extra data.
-pub const BINARY_LEN: usize = 32;
-pub const BINARY_LONG_LEN: usize = 45;
+/// Length of a binary frame.
+const BINARY_LEN: usize = 32;
+/// Length of the binary variant with 13 bytes of extra data.
+const BINARY_LONG_LEN: usize = 45;
 
 fn binary_frame(buf: &[u8]) -> Step {
     if buf.len() < BINARY_LEN {

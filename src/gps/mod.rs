@@ -31,41 +31,74 @@ use serde::{Deserialize, Serialize};
 use crate::base::duration::duration_str;
 use crate::base::error::ConfigError;
 
-/// `[gps]`: the tracker server. Every field is documented in `config/tallyd.toml`.
+/// `[gps]`: the tracker server. `config/tallyd.toml` documents every key at more length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpsConfig {
+    /// Master switch: false starts no GPS server.
     pub enabled: bool,
+    /// TCP address for trackers; empty = no server.
     pub listen: String,
+    /// Open connections in total; a new one beyond it is closed at once and counted.
     pub max_connections: usize,
+    /// Open connections per remote IP; beyond it a new one is closed and counted.
     pub max_connections_per_ip: usize,
+    /// Longest binary frame (GT06, Teltonika) in bytes, 64..=1048576; a longer one closes the
+    /// connection and counts as invalid.
     pub max_frame_bytes: usize,
+    /// Longest text frame or line (NMEA, H02, TK103) in bytes, 64..=65536; same treatment.
     pub max_line_bytes: usize,
+    /// Time a new connection has to name its device (login, IMEI handshake, first frame).
     #[serde(with = "duration_str")]
     pub handshake_timeout: Duration,
+    /// Time a frame that has started arriving has to complete (cuts off byte-at-a-time senders).
     #[serde(with = "duration_str")]
     pub frame_timeout: Duration,
+    /// An identified connection silent for this long is closed (keep above the heartbeat).
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// Devices kept in the registry; at the bound the longest-unseen disconnected one is
+    /// forgotten, and a new device finding only connected ones is not listed (its points
+    /// still go out).
     pub max_devices: usize,
+    /// A device is active when it sent anything within this window.
     #[serde(with = "duration_str")]
     pub active_window: Duration,
+    /// Remote IPs the abuse guard tracks; idle ones are swept at the bound, and a new IP that
+    /// still finds no room is refused.
     pub max_tracked_ips: usize,
+    /// Whether misbehaving IPs are blacklisted (refused at accept for `blacklist_duration`).
     pub blacklist_enabled: bool,
+    /// The fixed per-IP counting window of the blacklist thresholds.
     #[serde(with = "duration_str")]
     pub blacklist_window: Duration,
+    /// Invalid frames from one IP within a window that blacklist it.
     pub blacklist_invalid_frames: u64,
+    /// Share of invalid frames, in (0, 1], that blacklists an IP once it sent
+    /// `blacklist_min_frames` in the window.
     pub blacklist_invalid_ratio: f64,
+    /// Frames an IP must have sent in the window before `blacklist_invalid_ratio` applies.
     pub blacklist_min_frames: u64,
+    /// Connections from one IP within a window beyond which it is blacklisted.
     pub blacklist_connections: u64,
+    /// How long a blacklisted IP is refused.
     #[serde(with = "duration_str")]
     pub blacklist_duration: Duration,
+    /// Prefix of the GPS metrics (`gps_tcp.messages_received`, ...).
     pub metric_prefix: String,
+    /// Prefix of the point-pipeline metrics (`live.points_received`, ...).
     pub live_metric_prefix: String,
+    /// NDJSON file receiving every valid fix, one object per line; empty = not written.
+    /// Devices are acknowledged only once their points are written.
     pub points_file: String,
+    /// Size in bytes (at least 4096) past which a write rotates the points file.
     pub points_file_max_bytes: u64,
+    /// Points files kept, the current one included; the oldest is deleted.
     pub points_file_max_files: usize,
+    /// Whether the points file is fsynced after each (group-committed) write.
     pub points_fsync: bool,
+    /// Point batches waiting for the writer; a batch finding the queue full is not stored,
+    /// is counted, and its device is not acknowledged.
     pub points_queue_batches: usize,
     /// HTTP endpoint receiving point batches as JSON through the durable `live_points` queue;
     /// empty = off.

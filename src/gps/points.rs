@@ -27,7 +27,9 @@ use super::metrics::GpsStats;
 /// One delivered position. Field names are the NDJSON output format (see the README).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Point {
+    /// The device's identity (IMEI or the id it logged in with).
     pub device_id: String,
+    /// The protocol it spoke.
     pub protocol: Protocol,
     /// Device time, RFC 3339 UTC with milliseconds.
     pub time: String,
@@ -35,17 +37,26 @@ pub struct Point {
     pub time_ms: i64,
     /// When tallyd decoded the frame, Unix milliseconds.
     pub received_ms: i64,
+    /// Latitude in degrees (see [`Fix`] for the units of the fields below).
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// Altitude in metres, when the protocol carries it.
     pub altitude: Option<f64>,
+    /// Ground speed in km/h.
     pub speed_kmh: f64,
+    /// Heading in degrees clockwise from true north.
     pub course: f64,
+    /// Satellites used, when reported.
     pub satellites: Option<u32>,
+    /// The device's own validity flag.
     pub valid: bool,
+    /// Protocol-specific values kept as sent.
     pub attributes: BTreeMap<String, Attr>,
 }
 
 impl Point {
+    /// The point of `fix` from `device_id`, decoded at `received_ms` (Unix ms).
     pub fn new(device_id: &str, protocol: Protocol, fix: Fix, received_ms: i64) -> Point {
         Point {
             device_id: device_id.to_string(),
@@ -68,7 +79,9 @@ impl Point {
 /// Why a sink could not store a batch.
 #[derive(Debug)]
 pub struct PointError {
+    /// The sink's [`PointSink::name`].
     pub sink: &'static str,
+    /// What went wrong.
     pub detail: String,
 }
 
@@ -82,6 +95,7 @@ impl std::fmt::Display for PointError {
 /// promises the points survive a crash from then on (written and, if configured, fsynced, or
 /// accepted by a durable queue).
 pub trait PointSink: Send {
+    /// The sink's name, for logs and errors.
     fn name(&self) -> &'static str;
     /// # Errors
     /// When the points could not be stored; the batch is then not acknowledged to the device.

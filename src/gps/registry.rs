@@ -18,30 +18,50 @@ use crate::base::lock;
 /// The last fix of a device, as shown by the API.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LastFix {
+    /// Device time, RFC 3339 UTC with milliseconds.
     pub time: String,
+    /// Device time, Unix milliseconds.
     pub time_ms: i64,
+    /// Latitude in degrees (units as in [`Fix`]).
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// Altitude in metres, when the protocol carries it.
     pub altitude: Option<f64>,
+    /// Ground speed in km/h.
     pub speed_kmh: f64,
+    /// Heading in degrees clockwise from true north.
     pub course: f64,
+    /// Satellites used, when reported.
     pub satellites: Option<u32>,
+    /// The device's own validity flag.
     pub valid: bool,
 }
 
 /// One device, as shown by the API.
 #[derive(Debug, Clone, Serialize)]
 pub struct Device {
+    /// The device's identity.
     pub id: String,
+    /// The protocol of its latest connection.
     pub protocol: Protocol,
+    /// The remote address of its latest connection.
     pub remote_addr: String,
+    /// Whether a connection of it is open.
     pub connected: bool,
+    /// When its latest connection identified itself, RFC 3339 UTC.
     pub connected_since: String,
+    /// When it last sent anything, RFC 3339 UTC.
     pub last_seen: String,
+    /// When it last sent anything, Unix milliseconds.
     pub last_seen_ms: i64,
+    /// Whether it sent anything within `gps.active_window`.
     pub active: bool,
+    /// Its newest fix by device time; `None` before the first.
     pub last_fix: Option<LastFix>,
+    /// Valid messages counted since it was first tracked.
     pub valid_messages: u64,
+    /// Invalid messages counted since it was first tracked.
     pub invalid_messages: u64,
 }
 
@@ -56,6 +76,7 @@ struct Entry {
     invalid: u64,
 }
 
+/// The devices seen, bounded by `gps.max_devices`.
 pub struct Registry {
     devices: Mutex<HashMap<String, Entry>>,
     max_devices: usize,
@@ -67,6 +88,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry of at most `max_devices`; `active_window` is `gps.active_window`.
     pub fn new(max_devices: usize, active_window: std::time::Duration) -> Registry {
         Registry {
             devices: Mutex::new(HashMap::new()),

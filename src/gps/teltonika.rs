@@ -34,11 +34,12 @@ use super::fix::{Attr, Fix, FrameError, Kind, Message, Step};
 /// CRC-16/IBM as Teltonika specifies it (the catalogue's CRC-16/ARC).
 pub const CRC_IBM: Crc<u16> = Crc::<u16>::new(&CRC_16_ARC);
 
-pub const CODEC_8: u8 = 0x08;
-pub const CODEC_8E: u8 = 0x8E;
-pub const CODEC_16: u8 = 0x10;
-pub const CODEC_12: u8 = 0x0C;
-pub const CODEC_13: u8 = 0x0D;
+// Codec ids, the first byte of an AVL packet's data.
+const CODEC_8: u8 = 0x08;
+const CODEC_8E: u8 = 0x8E;
+const CODEC_16: u8 = 0x10;
+const CODEC_12: u8 = 0x0C;
+const CODEC_13: u8 = 0x0D;
 
 /// How a codec lays out a record's IO elements.
 #[derive(Debug, Clone, Copy)]
