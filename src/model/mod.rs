@@ -9,15 +9,22 @@ use std::hash::{Hash, Hasher};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum MetricKind {
+    /// `c`: increments summed per window.
     Counter = 0,
+    /// `g`: the latest value wins (in delta mode a signed value moves it).
     Gauge = 1,
+    /// `s`: distinct members counted per window.
     Set = 2,
+    /// `ms`: samples summarized per window.
     Timer = 3,
+    /// `h`: samples summarized per window.
     Histogram = 4,
+    /// `d`: samples summarized per window (a sketch for Datadog).
     Distribution = 5,
 }
 
 impl MetricKind {
+    /// Every kind, in discriminant order.
     pub const ALL: [MetricKind; 6] = [
         MetricKind::Counter,
         MetricKind::Gauge,
@@ -109,10 +116,12 @@ impl Context {
         Context::new(kind, name, &tags)
     }
 
+    /// The metric kind.
     pub fn kind(&self) -> MetricKind {
         self.kind
     }
 
+    /// The metric name, as sent.
     pub fn name(&self) -> &str {
         &self.key[..self.name_len as usize]
     }
@@ -172,50 +181,75 @@ pub fn key_hash(kind: MetricKind, name_len: usize, key: &[u8]) -> u64 {
 /// Event priority (`p:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
+    /// The default.
     Normal,
+    /// `p:low`.
     Low,
 }
 
 /// Event alert type (`t:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertType {
+    /// The default, and any value not listed below.
     Info,
+    /// `t:warning`.
     Warning,
+    /// `t:error`.
     Error,
+    /// `t:success`.
     Success,
 }
 
 /// A DogStatsD event (`_e{..}`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// The title, with `\n` turned into newlines.
     pub title: String,
+    /// The body, with `\n` turned into newlines.
     pub text: String,
+    /// `d:`, Unix seconds; `None` = when it is forwarded.
     pub timestamp: Option<i64>,
+    /// `h:`, the host it is about.
     pub hostname: Option<String>,
+    /// `k:`, groups related events.
     pub aggregation_key: Option<String>,
+    /// `p:`.
     pub priority: Priority,
+    /// `s:`, the source type name.
     pub source_type: Option<String>,
+    /// `t:`.
     pub alert_type: AlertType,
+    /// `#`, the tags as sent.
     pub tags: Vec<String>,
 }
 
 /// A service check status (`0`..`3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStatus {
+    /// `0`.
     Ok = 0,
+    /// `1`.
     Warning = 1,
+    /// `2`.
     Critical = 2,
+    /// `3`.
     Unknown = 3,
 }
 
 /// A DogStatsD service check (`_sc|..`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceCheck {
+    /// The check's name.
     pub name: String,
+    /// Its status.
     pub status: CheckStatus,
+    /// `d:`, Unix seconds; `None` = when it is forwarded.
     pub timestamp: Option<i64>,
+    /// `h:`, the host it is about.
     pub hostname: Option<String>,
+    /// `m:`, with `\n` turned into newlines.
     pub message: Option<String>,
+    /// `#`, the tags as sent.
     pub tags: Vec<String>,
 }
 
