@@ -48,16 +48,22 @@ const MAX_SCALE: i32 = 20;
 pub struct Output {
     /// Index of the data point (in request order) it came from.
     pub point: u64,
+    /// The tallyd metric kind the point maps to.
     pub kind: MetricKind,
+    /// The metric name (with `.count`, `.sum` or `.quantile` for a summary's parts).
     pub name: String,
+    /// `key:value` tags from point, scope and resource attributes, in no particular order.
     pub tags: Vec<String>,
+    /// What to apply to the context.
     pub value: Value,
 }
 
 /// What happened to the points of one request.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Data points seen.
     pub points: u64,
+    /// Data points rejected, per [`Reject`] reason (indexed by the reason's discriminant).
     pub rejected: [u64; Reject::ALL.len()],
     /// The first rejection message per reason, for the client's `error_message`.
     pub messages: [Option<String>; Reject::ALL.len()],
@@ -68,6 +74,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Counts a point rejected for `r`; `msg` is built only for the reason's first one.
     pub fn reject(&mut self, r: Reject, msg: impl FnOnce() -> String) {
         self.rejected[r as usize] += 1;
         if self.messages[r as usize].is_none() {
@@ -75,6 +82,7 @@ impl Report {
         }
     }
 
+    /// Points rejected for any reason.
     pub fn total_rejected(&self) -> u64 {
         self.rejected.iter().sum()
     }
@@ -104,14 +112,21 @@ impl Report {
 /// Converter settings, from `[otlp]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// (attribute, tag) renames for resource and scope attributes (`otlp.attribute_tags`);
+    /// the first listed wins when two give the same tag.
     pub renames: Vec<(String, String)>,
+    /// `otlp.resource_attributes = "all"`: attributes not renamed become tags too.
     pub all_resource_attributes: bool,
+    /// The tag carrying the scope name (`otlp.scope_name_tag`); `None` = no such tag.
     pub scope_name_tag: Option<String>,
+    /// `otlp.max_attributes_per_point`.
     pub max_attributes: usize,
+    /// `otlp.max_buckets_per_point`.
     pub max_buckets: usize,
 }
 
 impl Settings {
+    /// The settings `c` asks for; call after [`OtlpConfig::validate`].
     pub fn from_config(c: &OtlpConfig) -> Settings {
         Settings {
             renames: c.attribute_renames(),
@@ -163,6 +178,7 @@ struct MetricCtx<'a> {
 }
 
 impl Converter {
+    /// A converter with `settings`, keeping cumulative streams in `streams`.
     pub fn new(settings: Settings, streams: Streams) -> Converter {
         Converter {
             settings,
@@ -171,6 +187,7 @@ impl Converter {
         }
     }
 
+    /// The cumulative stream table (for its size and counts).
     pub fn streams(&mut self) -> &mut Streams {
         &mut self.streams
     }

@@ -29,30 +29,45 @@ pub enum Step<T> {
 /// Buckets of an exponential histogram at one scale: `counts[i]` covers index `offset + i`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExpBuckets {
+    /// The bucket index of `counts[0]`.
     pub offset: i32,
+    /// Count per bucket, from index `offset` up.
     pub counts: Vec<u64>,
 }
 
 /// An exponential histogram point in owned form (cumulative totals or a delta).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExpData {
+    /// The OTLP scale: bucket boundaries are powers of `2^(2^-scale)`.
     pub scale: i32,
+    /// Number of values.
     pub count: u64,
+    /// Sum of the values; `None` when the point has none.
     pub sum: Option<f64>,
+    /// Values in the zero bucket.
     pub zero: u64,
+    /// Buckets of the positive values.
     pub pos: ExpBuckets,
+    /// Buckets of the negative values (by magnitude).
     pub neg: ExpBuckets,
+    /// Smallest value, when the point has it.
     pub min: Option<f64>,
+    /// Largest value, when the point has it.
     pub max: Option<f64>,
 }
 
 /// An explicit-bucket histogram point in owned form (cumulative totals or a delta).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistData {
+    /// Number of values.
     pub count: u64,
+    /// Sum of the values; `None` when the point has none.
     pub sum: Option<f64>,
+    /// Count per bucket, one more than the explicit bounds.
     pub buckets: Vec<u64>,
+    /// Smallest value, when the point has it.
     pub min: Option<f64>,
+    /// Largest value, when the point has it.
     pub max: Option<f64>,
 }
 
@@ -101,6 +116,9 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// An empty table of at most `max` streams forgetting them after `expiry` idle;
+    /// `initial` is `otlp.initial_cumulative_value`, `started_unix_nanos` tallyd's start, and
+    /// `max_buckets` `otlp.max_buckets_per_point`.
     pub fn new(
         max: usize,
         expiry: Duration,
@@ -121,10 +139,12 @@ impl Streams {
         }
     }
 
+    /// Streams remembered.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no stream is remembered.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use super::receiver::{Accepted, ExportError, Receiver, Refusal};
 use super::stats::{Outcome, Transport};
 
-pub const PROTOBUF: &str = "application/x-protobuf";
-pub const JSON: &str = "application/json";
+/// The content type of protobuf bodies.
+const PROTOBUF: &str = "application/x-protobuf";
+/// The content type of JSON bodies.
+const JSON: &str = "application/json";
 /// Seconds a throttled or refused client is asked to wait.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -43,11 +45,13 @@ mod code {
 
 /// `google.rpc.Status` without details: the failure body of OTLP/HTTP.
 #[derive(Clone, PartialEq, Message)]
-pub struct RpcStatus {
+struct RpcStatus {
+    /// A gRPC status code (see [`code`]).
     #[prost(int32, tag = "1")]
-    pub code: i32,
+    code: i32,
+    /// What went wrong, for people.
     #[prost(string, tag = "2")]
-    pub message: String,
+    message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,13 @@ pub enum Refusal {
 /// A request refused after decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportError {
-    TooManyPoints { points: u64, max: usize },
+    /// The request has more data points than `otlp.max_points_per_request`.
+    TooManyPoints {
+        /// Data points in the request.
+        points: u64,
+        /// `otlp.max_points_per_request`.
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for ExportError {
@@ -46,17 +52,21 @@ impl std::fmt::Display for ExportError {
 /// The result of an accepted request: zero or more points rejected, with a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
+    /// Data points rejected (OTLP's `rejected_data_points`).
     pub rejected: u64,
+    /// Why, one line per reason; empty when none was rejected.
     pub message: String,
 }
 
 /// Seconds between two warnings about rejected points.
 const WARN_EVERY_SECS: u64 = 10;
 
+/// The OTLP receiver shared by the HTTP and gRPC servers.
 pub struct Receiver {
     converter: Mutex<Converter>,
     shard: Arc<Mutex<Shard>>,
     shared: Arc<Shared>,
+    /// Request, point and stream counters, for `/metrics`.
     pub stats: Arc<OtlpStats>,
     max_points: usize,
     /// Largest body, before and after decompression.
