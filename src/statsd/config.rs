@@ -9,6 +9,7 @@ use crate::base::error::{check_addr, check_nonzero_duration, check_positive, Con
 
 use crate::aggregate::GaugeMode;
 
+/// The `[statsd]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatsdConfig {

@@ -65,7 +65,10 @@ pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running,
 
 /// What every listener needs to turn packets into aggregated samples.
 pub struct Ingest {
+    /// The aggregator whose shards the lines go to; its
+    /// [`Shared::seq`](crate::aggregate::Shared::seq) orders gauge writes.
     pub aggregator: Arc<Aggregator>,
+    /// `statsd.max_tags`: a line with more tags is rejected.
     pub max_tags: usize,
 }
 

@@ -239,15 +239,19 @@ impl Drop for RemoveOnDrop {
 }
 
 /// Settings of one receive loop.
-pub struct Receiver {
-    pub ingest: Arc<Ingest>,
-    pub telemetry: Arc<Telemetry>,
-    pub batch: usize,
+struct Receiver {
+    ingest: Arc<Ingest>,
+    telemetry: Arc<Telemetry>,
+    /// Datagrams taken per receive call (`statsd.udp_batch`).
+    batch: usize,
     /// Pause after a batch that emptied the socket (`statsd.udp_batch_wait`).
-    pub batch_wait: Duration,
-    pub max_packet: usize,
-    pub transport: Transport,
-    pub stop: Arc<AtomicBool>,
+    batch_wait: Duration,
+    /// Receive buffer per datagram (`statsd.max_packet_size`).
+    max_packet: usize,
+    /// Which counters the loop's statistics go to.
+    transport: Transport,
+    /// Set when intake stops.
+    stop: Arc<AtomicBool>,
 }
 
 /// Fixed receive buffers and the `mmsghdr` array pointing into them.
@@ -362,7 +366,7 @@ fn apply_staged(
 
 impl Receiver {
     /// Receives until `stop` is set, then drains what the socket still holds and returns.
-    pub fn run(self, fd: RawFd) {
+    fn run(self, fd: RawFd) {
         let mut batch = Batch::new(self.batch, self.max_packet);
         let mut stats = LocalStats::default();
         let aggregator = &self.ingest.aggregator;

@@ -11,8 +11,11 @@ use crate::base::error::{check_nonzero_duration, ConfigError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// `Content-Encoding: zstd`, the current Agent's default.
     Zstd,
+    /// `Content-Encoding: gzip`.
     Gzip,
+    /// `Content-Encoding: deflate` (zlib).
     Deflate,
 }
 
@@ -32,6 +35,7 @@ pub const DATADOG_SITES: &[&str] = &[
 /// Histogram aggregates the Datadog Agent knows (`histogram_aggregates`).
 pub const HISTOGRAM_AGGREGATES: &[&str] = &["min", "max", "median", "avg", "sum", "count"];
 
+/// The `[datadog]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatadogConfig {

@@ -29,8 +29,11 @@ use crate::sinks::datadog::config::{Compression, DatadogConfig};
 /// Limits of one payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
+    /// Largest body after compression, in bytes.
     pub max_compressed: usize,
+    /// Largest body before compression, in bytes.
     pub max_uncompressed: usize,
+    /// Most series, sketches, checks or events in one payload.
     pub max_items: usize,
 }
 
@@ -52,18 +55,25 @@ pub const GENERIC_LIMITS: Limits = Limits {
 /// Longest event text the events API accepts (docs: "limited to 4000 characters").
 pub const MAX_EVENT_TEXT: usize = 4000;
 
+/// Path of the v2 series intake (protobuf `MetricPayload`).
 pub const SERIES_ENDPOINT: &str = "/api/v2/series";
+/// Path of the sketch intake (protobuf `SketchPayload`).
 pub const SKETCH_ENDPOINT: &str = "/api/beta/sketches";
+/// Path of the service check intake (JSON array).
 pub const CHECK_ENDPOINT: &str = "/api/v1/check_run";
+/// Path of the events intake (one JSON object).
 pub const EVENT_ENDPOINT: &str = "/api/v1/events";
 
 /// One encoded, compressed request body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
+    /// The intake path it is posted to (one of the `*_ENDPOINT`s).
     pub endpoint: &'static str,
+    /// `Content-Type`: `application/x-protobuf` or `application/json`.
     pub content_type: &'static str,
     /// `Content-Encoding`, or "" for none.
     pub encoding: &'static str,
+    /// The request body, compressed as `encoding` says.
     pub body: Vec<u8>,
     /// Series, sketches, checks or events inside.
     pub items: usize,
@@ -74,6 +84,7 @@ pub struct Payload {
 pub struct EncodeStats {
     /// Single items larger than a whole payload may be, dropped.
     pub oversized: u64,
+    /// Payloads the codec failed to compress, dropped.
     pub compress_errors: u64,
 }
 
@@ -98,6 +109,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// The encoder for `cfg`; `host` is the host name reported with metrics.
     pub fn new(cfg: &DatadogConfig, host: String) -> Encoder {
         let mut const_tags: Vec<String> = cfg.tags.clone();
         if !cfg.env.is_empty() {
@@ -135,6 +147,7 @@ impl Encoder {
         }
     }
 
+    /// The host name reported for contexts without a `host:` tag.
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -185,7 +198,7 @@ impl Encoder {
     }
 
     /// The v2 series of a window.
-    pub fn series(&self, flush: &Flush) -> Vec<MetricSeries> {
+    fn series(&self, flush: &Flush) -> Vec<MetricSeries> {
         let ts = flush.timestamp as i64;
         let secs = flush.interval.as_secs_f64().max(1e-3);
         let interval = (secs.round() as i64).max(1);
@@ -249,7 +262,7 @@ impl Encoder {
     }
 
     /// The sketches of a window's distributions.
-    pub fn sketches(&self, flush: &Flush) -> Vec<Sketch> {
+    fn sketches(&self, flush: &Flush) -> Vec<Sketch> {
         let ts = flush.timestamp as i64;
         let mut out = Vec::new();
         for s in &flush.series {

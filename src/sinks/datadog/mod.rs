@@ -7,7 +7,7 @@ pub mod compress;
 pub mod config;
 pub mod encode;
 pub mod events;
-pub mod proto;
+mod proto;
 pub mod sink;
 pub mod sketch;
 

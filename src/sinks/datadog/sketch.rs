@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 
 use crate::aggregate::Samples;
 
+/// Relative accuracy of a bin's value.
 pub const EPS: f64 = 1.0 / 128.0;
+/// Smallest magnitude told apart from 0 (smaller ones go to key 0).
 pub const MIN_VALUE: f64 = 1e-9;
+/// Most bins in one sketch; past it the lowest keys are folded together.
 pub const BIN_LIMIT: usize = 4096;
+/// Largest count of one bin; larger counts are split over several bins with the same key.
 pub const MAX_BIN_COUNT: u64 = u16::MAX as u64;
 
 fn gamma_ln() -> f64 {
@@ -50,12 +54,19 @@ pub fn value(k: i16) -> f64 {
 /// One Agent sketch: summary plus sorted bins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSketch {
+    /// Weighted number of samples.
     pub cnt: i64,
+    /// Smallest sample.
     pub min: f64,
+    /// Largest sample.
     pub max: f64,
+    /// Weighted sum of the samples.
     pub sum: f64,
+    /// Weighted mean.
     pub avg: f64,
+    /// Bin keys, ascending (a key may repeat when its count was split).
     pub keys: Vec<i32>,
+    /// Count of each bin of `keys`, at most [`MAX_BIN_COUNT`].
     pub counts: Vec<u32>,
 }
 

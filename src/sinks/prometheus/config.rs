@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::duration::duration_str;
 use crate::base::error::{check_nonzero_duration, check_positive, ConfigError};
 
+/// The `[prometheus]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrometheusConfig {

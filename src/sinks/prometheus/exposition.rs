@@ -55,6 +55,7 @@ pub struct SampleRef<'a> {
     pub labels: &'a str,
     /// The `quantile` label of a summary quantile sample.
     pub quantile: Option<f64>,
+    /// The sample's value.
     pub value: f64,
 }
 
@@ -62,6 +63,7 @@ pub struct SampleRef<'a> {
 pub trait Visitor {
     /// A new family starts: its exposed name, statsd kind and name before sanitising.
     fn family(&mut self, name: &str, kind: MetricKind, original: &str);
+    /// One sample of the current family.
     fn sample(&mut self, s: &SampleRef<'_>);
 }
 
@@ -80,6 +82,8 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// An empty state keeping at most `max_series` series, each for `ttl` (at least a second)
+    /// after its last window.
     pub fn new(ttl: std::time::Duration, max_series: usize) -> Exposition {
         Exposition {
             series: HashTable::new(),
@@ -95,6 +99,7 @@ impl Exposition {
         self.series.len()
     }
 
+    /// Whether no series is exposed.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
     }

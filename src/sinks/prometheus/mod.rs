@@ -43,8 +43,8 @@ use crate::telemetry::Telemetry;
 
 /// The Prometheus sink: keeps the exposed state, renders it on scrape.
 ///
-/// Folding a window into the state (a table probe and a write per series: milliseconds at
-/// 100,000 series) happens on the sink's own thread, as the Datadog and alert sinks do their
+/// Folding a window into the state (a table probe and a write per series, which adds up with
+/// many series; BENCHMARKS.md has the measurement) happens on the sink's own thread, as the Datadog and alert sinks do their
 /// work on theirs, so the flusher only queues the window. A scrape folds whatever is still
 /// queued before it copies the state, so `/metrics` always shows the newest window.
 pub struct Prometheus {
@@ -65,6 +65,8 @@ struct Shared {
 const MAX_PENDING: usize = 4;
 
 impl Prometheus {
+    /// A sink keeping at most `max_series` series, each for `ttl` after its last window, and
+    /// its folding thread.
     pub fn new(
         ttl: std::time::Duration,
         max_series: usize,

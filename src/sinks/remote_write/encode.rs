@@ -31,6 +31,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder adding `external` labels and splitting requests at `max_samples` samples
+    /// (at least 1).
     pub fn new(external: &std::collections::BTreeMap<String, String>, max_samples: usize) -> Self {
         Encoder {
             external: external
@@ -42,7 +44,7 @@ impl Encoder {
     }
 
     /// The series of `state` at `timestamp_ms`, unencoded (tests and [`Encoder::encode`]).
-    pub fn series(&self, state: &Exposition, timestamp_ms: i64) -> (Vec<TimeSeries>, u64) {
+    fn series(&self, state: &Exposition, timestamp_ms: i64) -> (Vec<TimeSeries>, u64) {
         let mut c = Collect {
             enc: self,
             ts: timestamp_ms,

@@ -12,7 +12,7 @@
 //! moving other 4xx answers to the dead-letter queue, as the spec requires.
 
 pub mod encode;
-pub mod proto;
+mod proto;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -71,6 +71,7 @@ pub struct RemoteWriteConfig {
     pub bearer_token: String,
     /// Basic authentication user; empty = none.
     pub basic_auth_user: String,
+    /// Basic authentication password, sent with `basic_auth_user`.
     pub basic_auth_password: String,
     /// Labels added to every series that does not carry a label of that name already.
     pub external_labels: BTreeMap<String, String>,
