@@ -123,8 +123,9 @@ async fn shutdown_signal() {
 
 /// Serves large buffers (flush batches, scrape output, table growth) with their own mappings,
 /// returned to the kernel when freed. glibc's default threshold rises after the first such
-/// buffer is freed, and later ones then stay resident in the heap: with 100,000 series that
-/// alone kept RSS 25 MiB higher (BENCHMARKS.md). A threshold given in GLIBC_TUNABLES wins.
+/// buffer is freed, and later ones then stay resident in the heap, keeping RSS well above what
+/// is in use once there are many series (BENCHMARKS.md has the measurement). A threshold given
+/// in GLIBC_TUNABLES wins.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 /// How many items ahead the flush's loops ask for the memory they will read. The flush walks
-/// 100,000 contexts whose state is scattered over the heap: one dependent cache miss after
-/// another was most of its time. A counter's item is a few nanoseconds of work, so the
-/// distance must be long to cover a miss: 12 left the sample boxes still in flight when read,
-/// 32 took a 100,000-context flush from 23-33 ms to 21-31 ms (BENCHMARKS.md).
+/// every context, whose state is scattered over the heap: one dependent cache miss after
+/// another was most of its time. A counter's item is very little work, so the distance must
+/// be long to cover a miss: 12 left the sample boxes still in flight when read, 32 covers them
+/// (BENCHMARKS.md has the measurement).
 pub const PREFETCH_AHEAD: usize = 32;
 
 /// Asks the CPU to start loading the cache line at `addr` (0: nothing). A hint only: it never
