@@ -19,8 +19,8 @@ use hashbrown::HashTable;
 
 pub use config::{AggregateConfig, GaugeMode};
 pub use histogram::{Quantiles, Samples};
-pub use shard::{Shard, Shared};
 use shard::State;
+pub use shard::{Shard, Shared};
 
 use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
 use crate::base::lock;
