@@ -3,10 +3,11 @@
 //! routes (`/api/alerts`, `/api/monitoring/alert/test`) and the GPS views
 //! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`).
 //!
-//! The components expose plain Rust state ([`Prometheus`], [`Health`], [`queue::Registry`],
-//! [`alert::Shared`], [`GpsState`]); the HTTP concerns (routes, query parameters, status
-//! codes, JSON bodies) live here, and every route that changes state goes through the one
-//! admin rule in `admin.rs`. `server.rs` binds `http.listen` and serves the router.
+//! The components expose plain Rust state ([`Prometheus`], [`Health`],
+//! [`queue::Registry`](crate::queue::Registry), [`alert::Shared`], [`GpsState`]); the HTTP
+//! concerns (routes, query parameters, status codes, JSON bodies) live here, and every route
+//! that changes state goes through the one admin rule in `admin.rs`. `server.rs` binds
+//! `http.listen` and serves the router.
 
 mod admin;
 mod alerts;

@@ -1,7 +1,7 @@
 //! The GPS TCP server: accept loop, per-connection decoding, acknowledgements and limits.
 //!
 //! `Server::run` owns the listener, the connection permits (`gps.max_connections`) and the
-//! abuse [`Guard`] checks at accept. Each connection runs one [`Connection`]: it detects the
+//! abuse [`Guard`] checks at accept. Each connection runs one `Connection`: it detects the
 //! protocol from the first bytes, decodes frames with that protocol's pure decoder, registers
 //! the device, delivers valid fixes as points and only then writes the acknowledgement.
 //!

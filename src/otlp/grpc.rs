@@ -8,7 +8,7 @@
 //! and decoding are checked by tonic before the handler runs: over `otlp.max_body_bytes` is
 //! OUT_OF_RANGE (RESOURCE_EXHAUSTED after decompression), undecodable protobuf is INTERNAL and
 //! an unsupported `grpc-encoding` (or an unknown method) is UNIMPLEMENTED. tonic answers those
-//! itself, so [`Counted`] reads the status of every response the handler did not produce and
+//! itself, so `Counted` reads the status of every response the handler did not produce and
 //! counts it in `tallyd_otlp_requests_total` (`too_large`, `bad_request`,
 //! `unsupported_media_type`), with a rate-limited warning.
 

@@ -183,7 +183,7 @@ impl Receiver {
         Ok(Accepted { rejected, message })
     }
 
-    /// Logs at most one warning per [`WARN_EVERY_SECS`]; the counters carry the rest.
+    /// Logs at most one warning per `WARN_EVERY_SECS`; the counters carry the rest.
     pub fn warn_limited(&self, now: Duration, message: &str) {
         let secs = now.as_secs();
         let last = self.last_warn.load(Relaxed);

@@ -1,6 +1,6 @@
 //! Prometheus Alertmanager API v2: `POST /api/v2/alerts` with a JSON array of
 //! `{labels, annotations, startsAt, endsAt, generatorURL}`
-//! (https://prometheus.io/docs/alerting/latest/clients/, alertmanager api/v2/openapi.yaml).
+//! (<https://prometheus.io/docs/alerting/latest/clients/>, alertmanager api/v2/openapi.yaml).
 //!
 //! Labels identify an alert (`alertname`, `severity`, `instance`, the group's tags and the
 //! rule's labels), so Alertmanager's grouping, routing and inhibition work on them. A firing

@@ -1,5 +1,5 @@
 //! Datadog events: each alert event becomes one event for `POST /api/v1/events`
-//! (https://docs.datadoghq.com/api/latest/events/#post-an-event): `title` (at most 100
+//! (<https://docs.datadoghq.com/api/latest/events/#post-an-event>): `title` (at most 100
 //! characters), `text` (at most 4000), `alert_type` (`error`, `warning`, `info`, `success`),
 //! `aggregation_key` (at most 100 characters; events with the same key are grouped in the
 //! event stream), `tags`, `host`, `date_happened`, `priority`, `source_type_name`.

@@ -2,7 +2,7 @@
 //! `{routing_key, event_action: trigger|resolve, dedup_key, payload{summary, source, severity,
 //! timestamp, component, group, class, custom_details}, links, client}`; PagerDuty answers
 //! `202 {"status":"success","dedup_key":...}`
-//! (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/).
+//! (<https://developer.pagerduty.com/docs/events-api-v2/trigger-events/>).
 //!
 //! The dedup key is stable per alert instance (rule + labels), so a repeat updates the open
 //! incident and the recovery resolves it.

@@ -1,6 +1,6 @@
 //! Slack incoming webhooks: `POST` `{"text": ...}` as JSON to the hook URL; Slack answers
 //! `200 ok`, or an error status with a short text such as `invalid_payload`
-//! (https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks).
+//! (<https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks>).
 
 use serde_json::{json, Value};
 
@@ -35,7 +35,8 @@ pub fn body(e: &AlertEvent) -> Value {
     json!({ "text": text })
 }
 
-/// Slack's three control characters in text (https://docs.slack.dev/messaging/formatting-message-text).
+/// Slack's three control characters in text
+/// (<https://docs.slack.dev/messaging/formatting-message-text>).
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -212,7 +212,7 @@ fn too_many_buckets(report: &mut Report, name: &str, n: usize, max: usize) {
     });
 }
 
-/// Representative values of explicit buckets: `buckets[i]` covers (bounds[i-1], bounds[i]];
+/// Representative values of explicit buckets: `buckets[i]` covers `(bounds[i-1], bounds[i]]`;
 /// inner buckets are represented by their midpoint, the two open-ended ones by the midpoint
 /// between their finite bound and the point's min or max (or the bound itself without them).
 pub fn explicit_bins(

@@ -49,7 +49,7 @@ pub struct SampleRef<'a> {
     pub name: &'a str,
     /// `""`, `"_total"`, `"_sum"` or `"_count"`.
     pub suffix: &'static str,
-    /// The series' context: its labels are [`label_pairs`] of it.
+    /// The series' context: its labels are [`label_pairs`](super::label_pairs) of it.
     pub ctx: &'a Context,
     /// The same labels, rendered for the text format.
     pub labels: &'a str,

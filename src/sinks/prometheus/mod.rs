@@ -44,9 +44,10 @@ use crate::telemetry::Telemetry;
 /// The Prometheus sink: keeps the exposed state, renders it on scrape.
 ///
 /// Folding a window into the state (a table probe and a write per series, which adds up with
-/// many series; BENCHMARKS.md has the measurement) happens on the sink's own thread, as the Datadog and alert sinks do their
-/// work on theirs, so the flusher only queues the window. A scrape folds whatever is still
-/// queued before it copies the state, so `/metrics` always shows the newest window.
+/// many series; BENCHMARKS.md has the measurement) happens on the sink's own thread, as the
+/// Datadog and alert sinks do their work on theirs, so the flusher only queues the window. A
+/// scrape folds whatever is still queued before it copies the state, so `/metrics` always
+/// shows the newest window.
 pub struct Prometheus {
     shared: Arc<Shared>,
 }
