@@ -18,10 +18,10 @@ use super::fix::{FrameError, Protocol};
 use super::guard::{Guard, Refusal};
 use super::registry::Registry;
 use crate::aggregate::{Samples, Shard};
-use crate::base::expo;
 use crate::base::lock;
+use crate::base::metrics::{Collect, Families};
 use crate::statsd::Ingest;
-use crate::telemetry::{LocalStats, MetricsSource};
+use crate::telemetry::LocalStats;
 
 /// Index used for connections whose protocol is not known yet (or never was).
 pub const UNKNOWN: usize = 5;
@@ -414,63 +414,55 @@ pub struct GpsTelemetry {
     pub guard: Arc<Guard>,
 }
 
-impl MetricsSource for GpsTelemetry {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for GpsTelemetry {
+    fn collect(&self, out: &mut Families) {
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-            expo::family_header(out, name, "counter", help, om);
-            for (labels, v) in samples {
-                expo::sample(out, name, "_total", labels, *v as f64);
-            }
-        };
-        let closed: Vec<(String, u64)> = Close::ALL
-            .iter()
-            .map(|c| {
-                (
-                    format!("reason=\"{}\"", c.as_label()),
-                    s.closed[*c as usize].load(Relaxed),
-                )
-            })
-            .collect();
-        counter(
+        let f = out.counter(
             "tallyd_gps_connections_closed",
             "GPS connections closed after identification, by reason.",
-            &closed,
         );
-        counter(
-            "tallyd_gps_registry_evicted",
-            "Disconnected devices forgotten at gps.max_devices.",
-            &[(String::new(), self.registry.evicted.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_registry_refused",
-            "New devices not tracked because gps.max_devices devices were connected.",
-            &[(String::new(), self.registry.refused.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_blacklistings",
-            "IPs put on the GPS blacklist.",
-            &[(String::new(), self.guard.blacklistings.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_points_queue_full",
-            "Point batches refused because gps.points_queue_batches were waiting.",
-            &[(String::new(), s.queue_full.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_latency_samples_dropped",
-            "Latency samples dropped between two publishes (bound 20000).",
-            &[(String::new(), s.latency_dropped.load(Relaxed))],
-        );
+        for c in Close::ALL {
+            f.sample(
+                &[("reason", c.as_label())],
+                s.closed[c as usize].load(Relaxed) as f64,
+            );
+        }
+        let counters = [
+            (
+                "tallyd_gps_registry_evicted",
+                "Disconnected devices forgotten at gps.max_devices.",
+                &self.registry.evicted,
+            ),
+            (
+                "tallyd_gps_registry_refused",
+                "New devices not tracked because gps.max_devices devices were connected.",
+                &self.registry.refused,
+            ),
+            (
+                "tallyd_gps_blacklistings",
+                "IPs put on the GPS blacklist.",
+                &self.guard.blacklistings,
+            ),
+            (
+                "tallyd_gps_points_queue_full",
+                "Point batches refused because gps.points_queue_batches were waiting.",
+                &s.queue_full,
+            ),
+            (
+                "tallyd_gps_latency_samples_dropped",
+                "Latency samples dropped between two publishes (bound 20000).",
+                &s.latency_dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            out.counter(name, help).value(v.load(Relaxed) as f64);
+        }
         let (_, ips) = self.guard.counts(Instant::now());
-        expo::family_header(
-            out,
+        out.gauge(
             "tallyd_gps_tracked_ips",
-            "gauge",
             "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",
-            om,
-        );
-        expo::sample(out, "tallyd_gps_tracked_ips", "", "", ips as f64);
+        )
+        .value(ips as f64);
     }
 }
 
