@@ -218,11 +218,8 @@ impl Collect for Telemetry {
             out.counter("tallyd_process_cpu_seconds", "User and system CPU time.")
                 .value(cpu);
         }
-        let per_transport: [(
-            &'static str,
-            &'static str,
-            fn(&TransportStats) -> &AtomicU64,
-        ); 3] = [
+        type Field = fn(&TransportStats) -> &AtomicU64;
+        let per_transport: [(&'static str, &'static str, Field); 3] = [
             (
                 "tallyd_statsd_packets",
                 "Datagrams (UDP, UDS) or reads (TCP) received.",

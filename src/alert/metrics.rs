@@ -24,16 +24,17 @@ impl Collect for AlertMetrics {
             "Alerts pending or firing (1 per alert instance), like Prometheus's ALERTS.",
         );
         for a in snap.firing.iter().chain(&snap.pending) {
-            let keys: Vec<String> = a
+            let exported: Vec<(String, &str)> = a
                 .labels
                 .iter()
-                .map(|(k, _)| {
+                .map(|(k, v)| {
                     let k = crate::base::expo::sanitize_label(k);
-                    if RESERVED.contains(&k.as_str()) {
+                    let k = if RESERVED.contains(&k.as_str()) {
                         format!("tag_{k}")
                     } else {
                         k
-                    }
+                    };
+                    (k, v.as_str())
                 })
                 .collect();
             let mut labels: Vec<(&str, &str)> = vec![
@@ -41,11 +42,7 @@ impl Collect for AlertMetrics {
                 ("severity", a.severity.as_str()),
                 ("state", a.state),
             ];
-            labels.extend(
-                keys.iter()
-                    .zip(&a.labels)
-                    .map(|(k, (_, v))| (k.as_str(), v.as_str())),
-            );
+            labels.extend(exported.iter().map(|(k, v)| (k.as_str(), *v)));
             f.sample(&labels, 1.0);
         }
         out.gauge("tallyd_alert_rules", "Alert rules in effect.")
