@@ -13,13 +13,18 @@ use crate::model::dogstatsd::ParseError;
 /// The statsd transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Datagrams on a UDP socket.
     Udp = 0,
+    /// Newline-separated lines on a TCP connection.
     Tcp = 1,
+    /// Datagrams on a Unix domain socket.
     Uds = 2,
 }
 
 impl Transport {
+    /// Every transport, in label order.
     pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Uds];
+    /// The `transport` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -31,33 +36,55 @@ impl Transport {
 
 const REASONS: usize = ParseError::ALL.len();
 
+/// Receive counters of one transport.
 #[derive(Default)]
 pub struct TransportStats {
+    /// Datagrams (UDP, UDS) or reads (TCP).
     pub packets: AtomicU64,
+    /// Bytes received.
     pub bytes: AtomicU64,
+    /// Non-empty lines, good or bad.
     pub lines: AtomicU64,
 }
 
 /// Every counter and gauge tallyd keeps about itself.
 pub struct Telemetry {
     started: Instant,
+    /// Receive counters, by [`Transport`] index.
     pub transports: [TransportStats; 3],
+    /// Rejected lines, by [`ParseError::index`].
     pub parse_errors: [AtomicU64; REASONS],
+    /// Metric values accepted into aggregation.
     pub samples: AtomicU64,
+    /// Events accepted.
     pub events: AtomicU64,
+    /// Service checks accepted.
     pub service_checks: AtomicU64,
+    /// Events and service checks dropped at the per-window limit.
     pub events_dropped: AtomicU64,
+    /// Datagrams larger than `statsd.max_packet_size`.
     pub udp_truncated: AtomicU64,
+    /// Failed UDP/UDS receive calls.
     pub udp_receive_errors: AtomicU64,
+    /// Open statsd TCP connections (a gauge).
     pub tcp_active: AtomicU64,
+    /// Accepted statsd TCP connections.
     pub tcp_total: AtomicU64,
+    /// TCP connections refused at `statsd.tcp_max_connections`.
     pub tcp_refused: AtomicU64,
+    /// TCP connections closed after `statsd.tcp_idle_timeout`.
     pub tcp_idle_closed: AtomicU64,
+    /// Contexts held by the aggregator (a gauge).
     pub contexts: AtomicU64,
+    /// Samples dropped because `aggregate.max_contexts` was reached.
     pub samples_dropped_context_limit: AtomicU64,
+    /// Set members dropped at `aggregate.max_set_size`.
     pub set_members_dropped: AtomicU64,
+    /// Samples beyond the histogram range, recorded at its bound.
     pub histogram_clamped: AtomicU64,
+    /// Windows flushed.
     pub flushes: AtomicU64,
+    /// Duration of the last flush, nanoseconds.
     pub flush_last_ns: AtomicU64,
     /// The longest flush since start: the last one's time alone hides a slow window between
     /// two scrapes.
@@ -66,10 +93,15 @@ pub struct Telemetry {
     pub flush_locked_ns: AtomicU64,
     /// CPU time the flusher thread spent on the last flush.
     pub flush_cpu_ns: AtomicU64,
+    /// Series in the last flush.
     pub flush_series: AtomicU64,
+    /// Unix seconds of the last flush.
     pub flush_last_unix: AtomicU64,
+    /// Series exposed on `/metrics`.
     pub prom_series: AtomicU64,
+    /// Series left out of the last scrape for name and label clashes.
     pub prom_conflicts: AtomicU64,
+    /// New series refused at `prometheus.max_series`.
     pub prom_series_dropped: AtomicU64,
     /// Time the Prometheus sink took to fold the last window into its state (on its own
     /// thread, after the flush handed the window over).
@@ -120,18 +152,28 @@ impl Default for Telemetry {
 /// Per-loop counters, published with [`LocalStats::publish`].
 #[derive(Default, Debug)]
 pub struct LocalStats {
+    /// Datagrams or reads.
     pub packets: u64,
+    /// Bytes received.
     pub bytes: u64,
+    /// Non-empty lines.
     pub lines: u64,
+    /// Metric values accepted.
     pub samples: u64,
+    /// Events accepted.
     pub events: u64,
+    /// Service checks accepted.
     pub service_checks: u64,
+    /// Rejected lines, by [`ParseError::index`].
     pub errors: [u64; REASONS],
+    /// Samples dropped at `aggregate.max_contexts`.
     pub dropped_context_limit: u64,
+    /// Set members dropped at `aggregate.max_set_size`.
     pub set_members_dropped: u64,
 }
 
 impl LocalStats {
+    /// Counts a line rejected for `e`.
     pub fn error(&mut self, e: ParseError) {
         self.errors[e.index()] += 1;
     }

@@ -14,9 +14,13 @@ use super::rules::Selector;
 
 /// One series' contribution to a window.
 pub enum Point<'a> {
+    /// A counter's increase in the window.
     Counter(f64),
+    /// A gauge's value.
     Gauge(f64),
+    /// A set's distinct members in the window.
     Set(u64),
+    /// A timer's, histogram's or distribution's samples in the window.
     Samples(&'a Samples),
 }
 
@@ -28,6 +32,7 @@ pub struct SelfSeries {
     pub name: String,
     /// Labels as `k:v` tags, sorted.
     pub tags: Vec<String>,
+    /// Whether the family is a counter.
     pub counter: bool,
     /// Gauges: the value; counters: the increase since the previous read.
     pub value: f64,
@@ -45,6 +50,7 @@ type SeriesKey = (&'static str, Vec<(String, String)>);
 pub struct SelfMetrics {
     /// Each counter series' last total.
     previous: HashMap<SeriesKey, f64>,
+    /// Counter series not tracked at [`MAX_SELF_SERIES`].
     pub dropped: u64,
 }
 
@@ -123,7 +129,9 @@ impl SelfMetrics {
 
 /// Everything rules can see in one window.
 pub struct Window<'a> {
+    /// The flushed window.
     pub flush: &'a Flush,
+    /// tallyd's own metrics at the end of the window.
     pub own: &'a [SelfSeries],
     /// Window length in seconds (for `rate`).
     pub secs: f64,

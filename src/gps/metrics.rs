@@ -34,9 +34,13 @@ pub const LIVE_MINUTES: usize = 60;
 /// Why a connection ended before a device identified itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// Refused by the abuse guard.
     Refused(Refusal),
+    /// Refused at `gps.max_connections`.
     MaxConnections,
+    /// The first bytes matched no protocol.
     UnknownProtocol,
+    /// No identification within the handshake timeout.
     HandshakeTimeout,
     /// The stream broke the protocol before the device identified itself.
     BadHandshake,
@@ -45,6 +49,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, in label order.
     pub const ALL: [Failure; 8] = [
         Failure::Refused(Refusal::Blacklisted),
         Failure::Refused(Refusal::PerIpLimit),
@@ -56,6 +61,7 @@ impl Failure {
         Failure::ClosedBeforeLogin,
     ];
 
+    /// The `reason` label value.
     pub fn as_label(self) -> &'static str {
         match self {
             Failure::Refused(r) => r.as_label(),
@@ -75,16 +81,24 @@ impl Failure {
 /// Why an identified connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
+    /// The device closed the connection.
     Eof,
+    /// Nothing received within the idle timeout.
     IdleTimeout,
+    /// A frame was not completed in time.
     FrameTimeout,
+    /// The stream broke the protocol.
     BadStream,
+    /// The peer was blacklisted meanwhile.
     Blacklisted,
+    /// A reply could not be written.
     WriteFailed,
+    /// tallyd is shutting down.
     Shutdown,
 }
 
 impl Close {
+    /// Every reason, in label order.
     pub const ALL: [Close; 7] = [
         Close::Eof,
         Close::IdleTimeout,
@@ -95,6 +109,7 @@ impl Close {
         Close::Shutdown,
     ];
 
+    /// The `reason` label value.
     pub fn as_label(self) -> &'static str {
         match self {
             Close::Eof => "eof",
@@ -121,7 +136,9 @@ struct Minute {
 /// Every GPS counter. Cheap to update from any connection.
 #[derive(Default)]
 pub struct GpsStats {
+    /// Open connections, by protocol index ([`UNKNOWN`] before detection).
     pub active: [AtomicU64; 6],
+    /// Accepted connections.
     pub connections_total: AtomicU64,
     failed: [AtomicU64; 8],
     closed: [AtomicU64; 7],
@@ -153,10 +170,12 @@ fn bucket(ring: &mut Vec<Minute>, now_ms: i64) -> &mut Minute {
 }
 
 impl GpsStats {
+    /// Counts a connection that ended before identification.
     pub fn failure(&self, f: Failure) {
         self.failed[f.index()].fetch_add(1, Relaxed);
     }
 
+    /// Counts an identified connection closed for `c`.
     pub fn closed(&self, c: Close) {
         self.closed[c as usize].fetch_add(1, Relaxed);
     }
@@ -170,6 +189,7 @@ impl GpsStats {
         bucket(&mut lock(&self.minutes), now_ms).messages += 1;
     }
 
+    /// Counts a valid location decoded from protocol `p`.
     pub fn location_valid(&self, p: Protocol) {
         self.locations_valid[p.index()].fetch_add(1, Relaxed);
     }
@@ -186,6 +206,7 @@ impl GpsStats {
         b.failed += failed;
     }
 
+    /// Counts a point batch refused because the queue was full.
     pub fn queue_full(&self) {
         self.queue_full.fetch_add(1, Relaxed);
     }
@@ -246,13 +267,19 @@ struct Last {
 
 /// Publishes [`GpsStats`] into its own aggregation shard.
 pub struct Publisher {
+    /// The shard the GPS metrics are applied to.
     pub shard: Arc<Mutex<Shard>>,
     /// Orders this shard's gauge writes against the other shards' ([`Shared::seq`]).
     pub shared: Arc<Shared>,
+    /// The counters published.
     pub stats: Arc<GpsStats>,
+    /// Devices, for the device gauges.
     pub registry: Arc<Registry>,
+    /// The abuse guard, for the blacklist gauge.
     pub guard: Arc<Guard>,
+    /// Prefix of the fleet metrics' names (`gps.metric_prefix`).
     pub prefix: String,
+    /// Prefix of the point metrics' names (`gps.live_metric_prefix`).
     pub live_prefix: String,
     last: Last,
     last_at: Option<Instant>,
@@ -299,6 +326,7 @@ impl Put<'_> {
 }
 
 impl Publisher {
+    /// A publisher whose first publish sends every counter's whole value.
     pub fn new(
         shard: Arc<Mutex<Shard>>,
         shared: Arc<Shared>,
@@ -426,8 +454,11 @@ impl Publisher {
 
 /// `tallyd_gps_*`: the subsystem's own health and bounds.
 pub struct GpsTelemetry {
+    /// Connection and point counters.
     pub stats: Arc<GpsStats>,
+    /// Devices (evictions, refusals).
     pub registry: Arc<Registry>,
+    /// The abuse guard (blacklistings, tracked IPs).
     pub guard: Arc<Guard>,
 }
 

@@ -8,13 +8,17 @@ use crate::base::metrics::{Collect, Families, Kind};
 /// The two OTLP transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// OTLP/HTTP (protobuf or JSON).
     Http = 0,
+    /// OTLP/gRPC.
     Grpc = 1,
 }
 
 impl Transport {
+    /// Every transport, in label order.
     pub const ALL: [Transport; 2] = [Transport::Http, Transport::Grpc];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Http => "http",
@@ -43,6 +47,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in label order.
     pub const ALL: [Outcome; 7] = [
         Outcome::Success,
         Outcome::Partial,
@@ -53,6 +58,7 @@ impl Outcome {
         Outcome::Unavailable,
     ];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -83,6 +89,7 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every reason, in label order.
     pub const ALL: [Reject; 5] = [
         Reject::Invalid,
         Reject::TooManyAttributes,
@@ -91,6 +98,7 @@ impl Reject {
         Reject::ContextLimit,
     ];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reject::Invalid => "invalid",
@@ -107,6 +115,7 @@ impl Reject {
 pub struct OtlpStats {
     requests: [[AtomicU64; 7]; 2],
     bytes: [AtomicU64; 2],
+    /// Data points accepted into aggregation.
     pub points_accepted: AtomicU64,
     rejected: [AtomicU64; 5],
     /// Cumulative streams held (a gauge, set after each request).
@@ -118,24 +127,29 @@ pub struct OtlpStats {
 }
 
 impl OtlpStats {
+    /// Counts a request on `t` that ended with `o`.
     pub fn request(&self, t: Transport, o: Outcome) {
         self.requests[t as usize][o as usize].fetch_add(1, Relaxed);
     }
 
+    /// Requests on `t` that ended with `o`.
     pub fn requests(&self, t: Transport, o: Outcome) -> u64 {
         self.requests[t as usize][o as usize].load(Relaxed)
     }
 
+    /// Counts `n` request bytes received on `t`.
     pub fn bytes(&self, t: Transport, n: usize) {
         self.bytes[t as usize].fetch_add(n as u64, Relaxed);
     }
 
+    /// Counts `n` points rejected for `r`.
     pub fn reject(&self, r: Reject, n: u64) {
         if n > 0 {
             self.rejected[r as usize].fetch_add(n, Relaxed);
         }
     }
 
+    /// Points rejected for `r`.
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r as usize].load(Relaxed)
     }

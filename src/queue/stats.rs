@@ -14,30 +14,46 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// Everything a queue counts about itself. Plain atomics: updated once per request.
 #[derive(Default)]
 pub struct QueueStats {
+    /// Payloads written to the queue.
     pub enqueued: AtomicU64,
+    /// Payloads delivered (2xx).
     pub delivered: AtomicU64,
+    /// Payload bytes delivered, as sent.
     pub bytes_sent: AtomicU64,
+    /// Attempts that will be retried.
     pub retries: AtomicU64,
+    /// Failed attempts, by [`FailureClass`].
     pub failures: [AtomicU64; FailureClass::ALL.len()],
     /// Payloads dropped at the byte limit or refused as too large.
     pub dropped: AtomicU64,
+    /// Payloads moved to the dead-letter queue.
     pub dead_lettered: AtomicU64,
+    /// Dead letters dropped at `queue.dlq_max_bytes`.
     pub dlq_dropped: AtomicU64,
+    /// Dead letters moved back for delivery.
     pub requeued: AtomicU64,
+    /// Queue files that failed their checksum.
     pub corrupt: AtomicU64,
+    /// Payloads that could not be written to disk.
     pub write_errors: AtomicU64,
     /// 1 while a request is in flight.
     pub in_flight: AtomicU64,
+    /// Unix seconds of the last delivery; 0 = none yet.
     pub last_success_unix: AtomicU64,
     /// Unix seconds of the last failed attempt, and the failures in a row since the last success.
     pub last_failure_unix: AtomicU64,
+    /// Failed attempts since the last success.
     pub consecutive_failures: AtomicU64,
+    /// Requests no slower than each of [`LATENCY_BUCKETS`] (cumulative).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Requests timed.
     pub latency_count: AtomicU64,
+    /// Total request time, microseconds.
     pub latency_sum_us: AtomicU64,
 }
 
 impl QueueStats {
+    /// Records one request's duration.
     pub fn observe_latency(&self, secs: f64) {
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -48,6 +64,7 @@ impl QueueStats {
         self.latency_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
     }
 
+    /// Counts a failed attempt of `class`.
     pub fn failure(&self, class: FailureClass) {
         self.failures[class as usize].fetch_add(1, Relaxed);
         self.consecutive_failures.fetch_add(1, Relaxed);
