@@ -4,21 +4,27 @@
 //! publish it once per batch, so the hot path never touches a shared cache line per line.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::base::expo;
+use crate::base::metrics::{self, Collect, Families, Family, Registry};
 use crate::model::dogstatsd::ParseError;
 
 /// The statsd transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// Datagrams on a UDP socket.
     Udp = 0,
+    /// Newline-separated lines on a TCP connection.
     Tcp = 1,
+    /// Datagrams on a Unix domain socket.
     Uds = 2,
 }
 
 impl Transport {
+    /// Every transport, in label order.
     pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Uds];
+    /// The `transport` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -30,33 +36,55 @@ impl Transport {
 
 const REASONS: usize = ParseError::ALL.len();
 
+/// Receive counters of one transport.
 #[derive(Default)]
 pub struct TransportStats {
+    /// Datagrams (UDP, UDS) or reads (TCP).
     pub packets: AtomicU64,
+    /// Bytes received.
     pub bytes: AtomicU64,
+    /// Non-empty lines, good or bad.
     pub lines: AtomicU64,
 }
 
 /// Every counter and gauge tallyd keeps about itself.
 pub struct Telemetry {
     started: Instant,
+    /// Receive counters, by [`Transport`] index.
     pub transports: [TransportStats; 3],
+    /// Rejected lines, by [`ParseError::index`].
     pub parse_errors: [AtomicU64; REASONS],
+    /// Metric values accepted into aggregation.
     pub samples: AtomicU64,
+    /// Events accepted.
     pub events: AtomicU64,
+    /// Service checks accepted.
     pub service_checks: AtomicU64,
+    /// Events and service checks dropped at the per-window limit.
     pub events_dropped: AtomicU64,
+    /// Datagrams larger than `statsd.max_packet_size`.
     pub udp_truncated: AtomicU64,
+    /// Failed UDP/UDS receive calls.
     pub udp_receive_errors: AtomicU64,
+    /// Open statsd TCP connections (a gauge).
     pub tcp_active: AtomicU64,
+    /// Accepted statsd TCP connections.
     pub tcp_total: AtomicU64,
+    /// TCP connections refused at `statsd.tcp_max_connections`.
     pub tcp_refused: AtomicU64,
+    /// TCP connections closed after `statsd.tcp_idle_timeout`.
     pub tcp_idle_closed: AtomicU64,
+    /// Contexts held by the aggregator (a gauge).
     pub contexts: AtomicU64,
+    /// Samples dropped because `aggregate.max_contexts` was reached.
     pub samples_dropped_context_limit: AtomicU64,
+    /// Set members dropped at `aggregate.max_set_size`.
     pub set_members_dropped: AtomicU64,
+    /// Samples beyond the histogram range, recorded at its bound.
     pub histogram_clamped: AtomicU64,
+    /// Windows flushed.
     pub flushes: AtomicU64,
+    /// Duration of the last flush, nanoseconds.
     pub flush_last_ns: AtomicU64,
     /// The longest flush since start: the last one's time alone hides a slow window between
     /// two scrapes.
@@ -65,24 +93,23 @@ pub struct Telemetry {
     pub flush_locked_ns: AtomicU64,
     /// CPU time the flusher thread spent on the last flush.
     pub flush_cpu_ns: AtomicU64,
+    /// Series in the last flush.
     pub flush_series: AtomicU64,
+    /// Unix seconds of the last flush.
     pub flush_last_unix: AtomicU64,
+    /// Series exposed on `/metrics`.
     pub prom_series: AtomicU64,
+    /// Series left out of the last scrape for name and label clashes.
     pub prom_conflicts: AtomicU64,
+    /// New series refused at `prometheus.max_series`.
     pub prom_series_dropped: AtomicU64,
     /// Time the Prometheus sink took to fold the last window into its state (on its own
     /// thread, after the flush handed the window over).
     pub prom_update_ns: AtomicU64,
     /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
     pub udp_ports: std::sync::Mutex<Vec<u16>>,
-    /// Subsystems that render their own `tallyd_*` families (forwarder, alerts, ...).
-    sources: std::sync::Mutex<Vec<std::sync::Arc<dyn MetricsSource>>>,
-}
-
-/// A subsystem's own metrics, rendered after the core ones on `/metrics`.
-pub trait MetricsSource: Send + Sync {
-    /// Appends complete families (use `sinks::prometheus::expo`); `om` selects OpenMetrics.
-    fn render(&self, out: &mut String, om: bool);
+    /// Subsystems that collect their own `tallyd_*` families (forwarder, alerts, ...).
+    sources: Registry,
 }
 
 impl Default for Telemetry {
@@ -117,7 +144,7 @@ impl Default for Telemetry {
             prom_series_dropped: AtomicU64::new(0),
             prom_update_ns: AtomicU64::new(0),
             udp_ports: std::sync::Mutex::new(Vec::new()),
-            sources: std::sync::Mutex::new(Vec::new()),
+            sources: Registry::new(),
         }
     }
 }
@@ -125,18 +152,28 @@ impl Default for Telemetry {
 /// Per-loop counters, published with [`LocalStats::publish`].
 #[derive(Default, Debug)]
 pub struct LocalStats {
+    /// Datagrams or reads.
     pub packets: u64,
+    /// Bytes received.
     pub bytes: u64,
+    /// Non-empty lines.
     pub lines: u64,
+    /// Metric values accepted.
     pub samples: u64,
+    /// Events accepted.
     pub events: u64,
+    /// Service checks accepted.
     pub service_checks: u64,
+    /// Rejected lines, by [`ParseError::index`].
     pub errors: [u64; REASONS],
+    /// Samples dropped at `aggregate.max_contexts`.
     pub dropped_context_limit: u64,
+    /// Set members dropped at `aggregate.max_set_size`.
     pub set_members_dropped: u64,
 }
 
 impl LocalStats {
+    /// Counts a line rejected for `e`.
     pub fn error(&mut self, e: ParseError) {
         self.errors[e.index()] += 1;
     }
@@ -166,9 +203,9 @@ fn add(a: &AtomicU64, n: u64) {
 }
 
 impl Telemetry {
-    /// Adds a subsystem whose metrics are rendered with tallyd's own.
-    pub fn register(&self, source: std::sync::Arc<dyn MetricsSource>) {
-        crate::base::lock(&self.sources).push(source);
+    /// Adds a subsystem whose metrics are collected after tallyd's core ones.
+    pub fn register(&self, source: Arc<dyn Collect>) {
+        self.sources.register(source);
     }
 
     /// Total parse errors for `reason` (tests and the smoke check read this).
@@ -176,249 +213,17 @@ impl Telemetry {
         self.parse_errors[reason.index()].load(Relaxed)
     }
 
+    /// Every `tallyd_*` family now: the core ones, then each registered subsystem's.
+    pub fn snapshot(&self) -> Vec<Family> {
+        let mut out = Families::new();
+        self.collect(&mut out);
+        self.sources.collect(&mut out);
+        out.into_vec()
+    }
+
     /// Appends every `tallyd_*` family in the text format (or OpenMetrics when `om`).
     pub fn render(&self, out: &mut String, om: bool) {
-        let g = |a: &AtomicU64| a.load(Relaxed) as f64;
-        let mut fam = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-            expo::family_header(out, name, kind, help, om);
-            for (labels, v) in samples {
-                expo::sample(
-                    out,
-                    name,
-                    if kind == "counter" { "_total" } else { "" },
-                    labels,
-                    *v,
-                );
-            }
-        };
-        let per_transport = |f: fn(&TransportStats) -> &AtomicU64| -> Vec<(String, f64)> {
-            Transport::ALL
-                .iter()
-                .map(|tr| {
-                    (
-                        format!("transport=\"{}\"", tr.as_str()),
-                        g(f(&self.transports[*tr as usize])),
-                    )
-                })
-                .collect()
-        };
-
-        let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
-        fam(
-            "tallyd_build_info",
-            "gauge",
-            "tallyd build; always 1.",
-            &[(&version, 1.0)],
-        );
-        fam(
-            "tallyd_uptime_seconds",
-            "gauge",
-            "Seconds since tallyd started.",
-            &[("", self.started.elapsed().as_secs_f64())],
-        );
-        if let Some((rss, cpu)) = process_stats() {
-            fam(
-                "tallyd_process_resident_memory_bytes",
-                "gauge",
-                "Resident set size.",
-                &[("", rss)],
-            );
-            fam(
-                "tallyd_process_cpu_seconds",
-                "counter",
-                "User and system CPU time.",
-                &[("", cpu)],
-            );
-        }
-        let p = per_transport(|t| &t.packets);
-        fam(
-            "tallyd_statsd_packets",
-            "counter",
-            "Datagrams (UDP, UDS) or reads (TCP) received.",
-            &borrow_labels(&p),
-        );
-        let b = per_transport(|t| &t.bytes);
-        fam(
-            "tallyd_statsd_bytes",
-            "counter",
-            "Bytes received.",
-            &borrow_labels(&b),
-        );
-        let l = per_transport(|t| &t.lines);
-        fam(
-            "tallyd_statsd_lines",
-            "counter",
-            "Non-empty lines received, good or bad.",
-            &borrow_labels(&l),
-        );
-        let reasons: Vec<(String, f64)> = ParseError::ALL
-            .iter()
-            .map(|r| {
-                (
-                    format!("reason=\"{}\"", r.as_str()),
-                    g(&self.parse_errors[r.index()]),
-                )
-            })
-            .collect();
-        fam(
-            "tallyd_statsd_parse_errors",
-            "counter",
-            "Lines rejected, by reason.",
-            &borrow_labels(&reasons),
-        );
-        fam(
-            "tallyd_statsd_samples",
-            "counter",
-            "Metric values accepted into aggregation.",
-            &[("", g(&self.samples))],
-        );
-        fam(
-            "tallyd_statsd_events",
-            "counter",
-            "Events accepted.",
-            &[("", g(&self.events))],
-        );
-        fam(
-            "tallyd_statsd_service_checks",
-            "counter",
-            "Service checks accepted.",
-            &[("", g(&self.service_checks))],
-        );
-        fam(
-            "tallyd_statsd_events_dropped",
-            "counter",
-            "Events and service checks dropped at the per-window limit.",
-            &[("", g(&self.events_dropped))],
-        );
-        fam(
-            "tallyd_statsd_udp_truncated",
-            "counter",
-            "Datagrams larger than statsd.max_packet_size.",
-            &[("", g(&self.udp_truncated))],
-        );
-        fam(
-            "tallyd_statsd_udp_receive_errors",
-            "counter",
-            "Failed UDP/UDS receive calls.",
-            &[("", g(&self.udp_receive_errors))],
-        );
-        fam("tallyd_udp_kernel_drops", "counter", "Datagrams the kernel dropped on tallyd's UDP sockets (receive buffer full), from /proc/net/udp.", &[("", self.kernel_drops() as f64)]);
-        fam(
-            "tallyd_tcp_connections_active",
-            "gauge",
-            "Open statsd TCP connections.",
-            &[("", g(&self.tcp_active))],
-        );
-        fam(
-            "tallyd_tcp_connections",
-            "counter",
-            "Accepted statsd TCP connections.",
-            &[("", g(&self.tcp_total))],
-        );
-        fam(
-            "tallyd_tcp_connections_refused",
-            "counter",
-            "TCP connections refused at statsd.tcp_max_connections.",
-            &[("", g(&self.tcp_refused))],
-        );
-        fam(
-            "tallyd_tcp_idle_closed",
-            "counter",
-            "TCP connections closed after statsd.tcp_idle_timeout.",
-            &[("", g(&self.tcp_idle_closed))],
-        );
-        fam(
-            "tallyd_aggregate_contexts",
-            "gauge",
-            "Contexts held by the aggregator.",
-            &[("", g(&self.contexts))],
-        );
-        fam(
-            "tallyd_aggregate_samples_dropped",
-            "counter",
-            "Samples dropped because aggregate.max_contexts was reached.",
-            &[(
-                "reason=\"context_limit\"",
-                g(&self.samples_dropped_context_limit),
-            )],
-        );
-        fam(
-            "tallyd_aggregate_set_members_dropped",
-            "counter",
-            "Set members dropped at aggregate.max_set_size.",
-            &[("", g(&self.set_members_dropped))],
-        );
-        fam(
-            "tallyd_aggregate_histogram_clamped",
-            "counter",
-            "Samples beyond the histogram range, recorded at its bound.",
-            &[("", g(&self.histogram_clamped))],
-        );
-        fam(
-            "tallyd_flush",
-            "counter",
-            "Windows flushed.",
-            &[("", g(&self.flushes))],
-        );
-        fam(
-            "tallyd_flush_duration_seconds",
-            "gauge",
-            "Duration of the last flush (aggregation and hand-off to every sink).",
-            &[("", g(&self.flush_last_ns) / 1e9)],
-        );
-        fam(
-            "tallyd_flush_duration_max_seconds",
-            "gauge",
-            "Duration of the longest flush since tallyd started.",
-            &[("", g(&self.flush_max_ns) / 1e9)],
-        );
-        fam(
-            "tallyd_flush_locked_seconds",
-            "gauge",
-            "Time the last flush held the aggregation shards' locks; ingest into a shard waits while it is held.",
-            &[("", g(&self.flush_locked_ns) / 1e9)],
-        );
-        fam(
-            "tallyd_flush_cpu_seconds",
-            "gauge",
-            "CPU time the flusher thread spent on the last flush; well below the duration means it waited for a core.",
-            &[("", g(&self.flush_cpu_ns) / 1e9)],
-        );
-        fam(
-            "tallyd_flush_series",
-            "gauge",
-            "Series in the last flush.",
-            &[("", g(&self.flush_series))],
-        );
-        fam(
-            "tallyd_flush_last_timestamp_seconds",
-            "gauge",
-            "Unix time of the last flush.",
-            &[("", g(&self.flush_last_unix))],
-        );
-        fam(
-            "tallyd_prometheus_series",
-            "gauge",
-            "Series exposed on /metrics.",
-            &[("", g(&self.prom_series))],
-        );
-        fam("tallyd_prometheus_conflicting_series", "gauge", "Series left out of the last scrape because their name and labels clashed with another series.", &[("", g(&self.prom_conflicts))]);
-        fam(
-            "tallyd_prometheus_series_dropped",
-            "counter",
-            "New series refused at prometheus.max_series.",
-            &[("", g(&self.prom_series_dropped))],
-        );
-        fam(
-            "tallyd_prometheus_update_seconds",
-            "gauge",
-            "Time the Prometheus sink took to fold the last window into the exposed state, on its own thread.",
-            &[("", g(&self.prom_update_ns) / 1e9)],
-        );
-        let sources = crate::base::lock(&self.sources).clone();
-        for s in sources {
-            s.render(out, om);
-        }
+        metrics::render(&self.snapshot(), out, om);
     }
 
     /// Sums the `drops` column of /proc/net/udp and /proc/net/udp6 over tallyd's UDP ports.
@@ -437,6 +242,173 @@ impl Telemetry {
             }
         }
         total
+    }
+}
+
+/// The core families, in the order `/metrics` has always listed them.
+impl Collect for Telemetry {
+    fn collect(&self, out: &mut Families) {
+        let g = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let secs = |a: &AtomicU64| a.load(Relaxed) as f64 / 1e9;
+        out.gauge("tallyd_build_info", "tallyd build; always 1.")
+            .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        out.gauge("tallyd_uptime_seconds", "Seconds since tallyd started.")
+            .value(self.started.elapsed().as_secs_f64());
+        if let Some((rss, cpu)) = process_stats() {
+            out.gauge("tallyd_process_resident_memory_bytes", "Resident set size.")
+                .value(rss);
+            out.counter("tallyd_process_cpu_seconds", "User and system CPU time.")
+                .value(cpu);
+        }
+        type Field = fn(&TransportStats) -> &AtomicU64;
+        let per_transport: [(&'static str, &'static str, Field); 3] = [
+            (
+                "tallyd_statsd_packets",
+                "Datagrams (UDP, UDS) or reads (TCP) received.",
+                |t| &t.packets,
+            ),
+            ("tallyd_statsd_bytes", "Bytes received.", |t| &t.bytes),
+            (
+                "tallyd_statsd_lines",
+                "Non-empty lines received, good or bad.",
+                |t| &t.lines,
+            ),
+        ];
+        for (name, help, field) in per_transport {
+            let f = out.counter(name, help);
+            for tr in Transport::ALL {
+                f.sample(
+                    &[("transport", tr.as_str())],
+                    g(field(&self.transports[tr as usize])),
+                );
+            }
+        }
+        let f = out.counter("tallyd_statsd_parse_errors", "Lines rejected, by reason.");
+        for r in ParseError::ALL {
+            f.sample(&[("reason", r.as_str())], g(&self.parse_errors[r.index()]));
+        }
+        let counters = [
+            (
+                "tallyd_statsd_samples",
+                "Metric values accepted into aggregation.",
+                &self.samples,
+            ),
+            ("tallyd_statsd_events", "Events accepted.", &self.events),
+            (
+                "tallyd_statsd_service_checks",
+                "Service checks accepted.",
+                &self.service_checks,
+            ),
+            (
+                "tallyd_statsd_events_dropped",
+                "Events and service checks dropped at the per-window limit.",
+                &self.events_dropped,
+            ),
+            (
+                "tallyd_statsd_udp_truncated",
+                "Datagrams larger than statsd.max_packet_size.",
+                &self.udp_truncated,
+            ),
+            (
+                "tallyd_statsd_udp_receive_errors",
+                "Failed UDP/UDS receive calls.",
+                &self.udp_receive_errors,
+            ),
+        ];
+        for (name, help, a) in counters {
+            out.counter(name, help).value(g(a));
+        }
+        out.counter(
+            "tallyd_udp_kernel_drops",
+            "Datagrams the kernel dropped on tallyd's UDP sockets (receive buffer full), from /proc/net/udp.",
+        )
+        .value(self.kernel_drops() as f64);
+        out.gauge(
+            "tallyd_tcp_connections_active",
+            "Open statsd TCP connections.",
+        )
+        .value(g(&self.tcp_active));
+        out.counter("tallyd_tcp_connections", "Accepted statsd TCP connections.")
+            .value(g(&self.tcp_total));
+        out.counter(
+            "tallyd_tcp_connections_refused",
+            "TCP connections refused at statsd.tcp_max_connections.",
+        )
+        .value(g(&self.tcp_refused));
+        out.counter(
+            "tallyd_tcp_idle_closed",
+            "TCP connections closed after statsd.tcp_idle_timeout.",
+        )
+        .value(g(&self.tcp_idle_closed));
+        out.gauge(
+            "tallyd_aggregate_contexts",
+            "Contexts held by the aggregator.",
+        )
+        .value(g(&self.contexts));
+        out.counter(
+            "tallyd_aggregate_samples_dropped",
+            "Samples dropped because aggregate.max_contexts was reached.",
+        )
+        .sample(
+            &[("reason", "context_limit")],
+            g(&self.samples_dropped_context_limit),
+        );
+        out.counter(
+            "tallyd_aggregate_set_members_dropped",
+            "Set members dropped at aggregate.max_set_size.",
+        )
+        .value(g(&self.set_members_dropped));
+        out.counter(
+            "tallyd_aggregate_histogram_clamped",
+            "Samples beyond the histogram range, recorded at its bound.",
+        )
+        .value(g(&self.histogram_clamped));
+        out.counter("tallyd_flush", "Windows flushed.")
+            .value(g(&self.flushes));
+        out.gauge(
+            "tallyd_flush_duration_seconds",
+            "Duration of the last flush (aggregation and hand-off to every sink).",
+        )
+        .value(secs(&self.flush_last_ns));
+        out.gauge(
+            "tallyd_flush_duration_max_seconds",
+            "Duration of the longest flush since tallyd started.",
+        )
+        .value(secs(&self.flush_max_ns));
+        out.gauge(
+            "tallyd_flush_locked_seconds",
+            "Time the last flush held the aggregation shards' locks; ingest into a shard waits while it is held.",
+        )
+        .value(secs(&self.flush_locked_ns));
+        out.gauge(
+            "tallyd_flush_cpu_seconds",
+            "CPU time the flusher thread spent on the last flush; well below the duration means it waited for a core.",
+        )
+        .value(secs(&self.flush_cpu_ns));
+        out.gauge("tallyd_flush_series", "Series in the last flush.")
+            .value(g(&self.flush_series));
+        out.gauge(
+            "tallyd_flush_last_timestamp_seconds",
+            "Unix time of the last flush.",
+        )
+        .value(g(&self.flush_last_unix));
+        out.gauge("tallyd_prometheus_series", "Series exposed on /metrics.")
+            .value(g(&self.prom_series));
+        out.gauge(
+            "tallyd_prometheus_conflicting_series",
+            "Series left out of the last scrape because their name and labels clashed with another series.",
+        )
+        .value(g(&self.prom_conflicts));
+        out.counter(
+            "tallyd_prometheus_series_dropped",
+            "New series refused at prometheus.max_series.",
+        )
+        .value(g(&self.prom_series_dropped));
+        out.gauge(
+            "tallyd_prometheus_update_seconds",
+            "Time the Prometheus sink took to fold the last window into the exposed state, on its own thread.",
+        )
+        .value(secs(&self.prom_update_ns));
     }
 }
 
@@ -475,10 +447,6 @@ pub fn render_to_string(t: &Telemetry) -> String {
     let mut s = String::new();
     t.render(&mut s, false);
     s
-}
-
-fn borrow_labels(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
 }
 
 #[cfg(test)]

@@ -125,15 +125,10 @@ async fn start_gps(
         ctx.shutdown
             .on_stop(Stage::Delivery, async move { f.shutdown().await });
     }
-    let ingest = Arc::new(statsd::Ingest {
-        aggregator: Arc::clone(&ctx.aggregator),
-        max_tags: cfg.statsd.max_tags,
-    });
     let g = gps::service::start(
         &cfg.gps,
         listener,
         point_sinks,
-        ingest,
         &ctx.aggregator,
         &ctx.telemetry,
         ctx.shutdown.token(Stage::Intake),

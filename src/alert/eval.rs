@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::aggregate::Flush;
 #[cfg(test)]
 use crate::aggregate::Samples;
-use crate::base::expo::sanitize_label;
+use crate::base::{expo::sanitize_label, metrics::Family};
 
 use super::config::Severity;
 use super::input::{SelfMetrics, Window};
@@ -160,7 +160,7 @@ impl Evaluator {
         }
     }
 
-    /// True when some rule reads `tallyd_*` metrics (so the caller renders them).
+    /// True when some rule reads `tallyd_*` metrics (so the caller collects them).
     pub fn needs_self_metrics(&self) -> bool {
         self.rules
             .iter()
@@ -172,13 +172,13 @@ impl Evaluator {
         self.own.dropped
     }
 
-    /// Evaluates every rule against `flush` and tallyd's own metrics as rendered in `own_text`.
-    pub fn evaluate(&mut self, flush: &Flush, own_text: &str, want_firing: bool) -> Output {
+    /// Evaluates every rule against `flush` and `own`, a snapshot of tallyd's own metrics.
+    pub fn evaluate(&mut self, flush: &Flush, own: &[Family], want_firing: bool) -> Output {
         let interval_ms = flush.interval.as_millis() as u64;
         let now = (flush.timestamp * 1000 + interval_ms).max(self.last_now);
         self.last_now = now;
         self.evaluations += 1;
-        let own = self.own.read(own_text);
+        let own = self.own.read(own);
         let window = Window {
             flush,
             own: &own,
@@ -653,6 +653,7 @@ mod tests {
     use crate::aggregate::{Series, SeriesValue};
     use crate::alert::config::AlertsConfig;
     use crate::alert::rules::build_rules;
+    use crate::base::metrics::{Families, Kind};
     use crate::model::{Context, MetricKind};
 
     const IV: u64 = 10;
@@ -698,9 +699,9 @@ mod tests {
 
     /// Evaluates the window that starts at `t` seconds.
     fn at(e: &mut Evaluator, t: u64, series: Vec<Series>) -> Output {
-        at_own(e, t, series, "")
+        at_own(e, t, series, &[])
     }
-    fn at_own(e: &mut Evaluator, t: u64, series: Vec<Series>, own: &str) -> Output {
+    fn at_own(e: &mut Evaluator, t: u64, series: Vec<Series>, own: &[Family]) -> Output {
         let flush = Flush {
             timestamp: t,
             interval: Duration::from_secs(IV),
@@ -711,6 +712,15 @@ mod tests {
             recycle: Default::default(),
         };
         e.evaluate(&flush, own, true)
+    }
+
+    /// A snapshot of unlabelled self-metric families.
+    fn own(families: &[(Kind, &'static str, f64)]) -> Vec<Family> {
+        let mut out = Families::new();
+        for (kind, name, v) in families {
+            out.family(*kind, name, "").value(*v);
+        }
+        out.into_vec()
     }
 
     fn kinds(o: &Output) -> Vec<(String, EventStatus, Severity)> {
@@ -920,20 +930,14 @@ mod tests {
     fn own_metrics_of_disabled_subsystems_never_fire_no_data() {
         let mut e = evaluator("[[rules]]\nname = \"Gps\"\nmetric = \"tallyd_gps_messages_total\"\naggregation = \"sum\"\nno_data = \"20s\"\n");
         for t in 0..10 {
-            assert!(at_own(
-                &mut e,
-                t * IV,
-                vec![],
-                "# TYPE tallyd_flush_total counter\ntallyd_flush_total 3\n"
-            )
-            .events
-            .is_empty());
+            let flushes = own(&[(Kind::Counter, "tallyd_flush", 3.0)]);
+            assert!(at_own(&mut e, t * IV, vec![], &flushes).events.is_empty());
         }
         // Once the family exists, its disappearance is an alert.
-        let with = "# TYPE tallyd_gps_messages_total counter\ntallyd_gps_messages_total 3\n";
-        assert!(at_own(&mut e, 100, vec![], with).events.is_empty());
-        assert!(at_own(&mut e, 110, vec![], "").events.is_empty());
-        assert_eq!(kinds(&at_own(&mut e, 120, vec![], "")).len(), 1);
+        let with = own(&[(Kind::Counter, "tallyd_gps_messages", 3.0)]);
+        assert!(at_own(&mut e, 100, vec![], &with).events.is_empty());
+        assert!(at_own(&mut e, 110, vec![], &[]).events.is_empty());
+        assert_eq!(kinds(&at_own(&mut e, 120, vec![], &[])).len(), 1);
     }
 
     #[test]
@@ -951,7 +955,11 @@ mod tests {
         let rules = build_rules(&cfg.alerts, true).expect("rules");
         let mut e = Evaluator::new(rules, "h".into(), Duration::from_secs(3600), 100, 50);
         let own = |pending: u64, samples: u64| {
-            format!("# TYPE tallyd_forwarder_queue_depth gauge\ntallyd_forwarder_queue_depth {pending}\n# TYPE tallyd_statsd_samples_total counter\ntallyd_statsd_samples_total {samples}\n# TYPE tallyd_flush_duration_seconds gauge\ntallyd_flush_duration_seconds 0.001\n")
+            own(&[
+                (Kind::Gauge, "tallyd_forwarder_queue_depth", pending as f64),
+                (Kind::Counter, "tallyd_statsd_samples", samples as f64),
+                (Kind::Gauge, "tallyd_flush_duration_seconds", 0.001),
+            ])
         };
         assert!(at_own(&mut e, 0, vec![], &own(6, 10)).events.is_empty());
         let o = at_own(&mut e, 10, vec![], &own(8, 20));

@@ -1,13 +1,11 @@
 //! `tallyd_alert_*` on `/metrics`: alert state (like Prometheus's `ALERTS`), evaluation and
 //! delivery counters. Reads only the published snapshot and atomics, never evaluator state.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::base::expo;
 use crate::base::lock;
-use crate::telemetry::MetricsSource;
+use crate::base::metrics::{Collect, Families};
 
 use super::Shared;
 
@@ -17,99 +15,71 @@ pub struct AlertMetrics(pub Arc<Shared>);
 /// Label names tallyd sets itself; a group tag with one of these names is exported as `tag_<name>`.
 const RESERVED: &[&str] = &["alert", "severity", "state"];
 
-fn label(out: &mut String, k: &str, v: &str) {
-    if !out.is_empty() {
-        out.push(',');
-    }
-    let _ = write!(out, "{k}=\"");
-    expo::escape_label_value(out, v);
-    out.push('"');
-}
-
-impl MetricsSource for AlertMetrics {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for AlertMetrics {
+    fn collect(&self, out: &mut Families) {
         let s = &self.0;
         let snap = lock(&s.snapshot).clone();
-        expo::family_header(
-            out,
+        let f = out.gauge(
             "tallyd_alert_state",
-            "gauge",
             "Alerts pending or firing (1 per alert instance), like Prometheus's ALERTS.",
-            om,
         );
         for a in snap.firing.iter().chain(&snap.pending) {
-            let mut l = String::new();
-            label(&mut l, "alert", &a.alert);
-            label(&mut l, "severity", a.severity.as_str());
-            label(&mut l, "state", a.state);
-            for (k, v) in &a.labels {
-                let k = crate::base::expo::sanitize_label(k);
-                let k = if RESERVED.contains(&k.as_str()) {
-                    format!("tag_{k}")
-                } else {
-                    k
-                };
-                label(&mut l, &k, v);
-            }
-            expo::sample(out, "tallyd_alert_state", "", &l, 1.0);
+            let exported: Vec<(String, &str)> = a
+                .labels
+                .iter()
+                .map(|(k, v)| {
+                    let k = crate::base::expo::sanitize_label(k);
+                    let k = if RESERVED.contains(&k.as_str()) {
+                        format!("tag_{k}")
+                    } else {
+                        k
+                    };
+                    (k, v.as_str())
+                })
+                .collect();
+            let mut labels: Vec<(&str, &str)> = vec![
+                ("alert", &a.alert),
+                ("severity", a.severity.as_str()),
+                ("state", a.state),
+            ];
+            labels.extend(exported.iter().map(|(k, v)| (k.as_str(), *v)));
+            f.sample(&labels, 1.0);
         }
-        let one = |out: &mut String, name: &str, kind: &str, help: &str, v: f64| {
-            expo::family_header(out, name, kind, help, om);
-            expo::sample(
-                out,
-                name,
-                if kind == "counter" { "_total" } else { "" },
-                "",
-                v,
-            );
-        };
-        one(
-            out,
-            "tallyd_alert_rules",
-            "gauge",
-            "Alert rules in effect.",
-            snap.rules as f64,
-        );
-        one(
-            out,
-            "tallyd_alert_evaluations",
-            "counter",
-            "Windows evaluated.",
-            s.evaluations.load(Relaxed) as f64,
-        );
-        one(
-            out,
-            "tallyd_alert_windows_dropped",
-            "counter",
-            "Windows not evaluated because alerts.eval_queue was full.",
-            s.windows_dropped.load(Relaxed) as f64,
-        );
-        one(
-            out,
-            "tallyd_alert_groups_dropped",
-            "counter",
-            "New alert groups ignored at alerts.max_groups_per_rule.",
-            s.groups_dropped.load(Relaxed) as f64,
-        );
-        one(
-            out,
-            "tallyd_alert_self_series_dropped",
-            "counter",
-            "tallyd_* counter series not tracked for rules at the bound.",
-            s.self_series_dropped.load(Relaxed) as f64,
-        );
+        out.gauge("tallyd_alert_rules", "Alert rules in effect.")
+            .value(snap.rules as f64);
+        let counters = [
+            (
+                "tallyd_alert_evaluations",
+                "Windows evaluated.",
+                &s.evaluations,
+            ),
+            (
+                "tallyd_alert_windows_dropped",
+                "Windows not evaluated because alerts.eval_queue was full.",
+                &s.windows_dropped,
+            ),
+            (
+                "tallyd_alert_groups_dropped",
+                "New alert groups ignored at alerts.max_groups_per_rule.",
+                &s.groups_dropped,
+            ),
+            (
+                "tallyd_alert_self_series_dropped",
+                "tallyd_* counter series not tracked for rules at the bound.",
+                &s.self_series_dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            out.counter(name, help).value(v.load(Relaxed) as f64);
+        }
 
         let d = &s.dispatcher;
-        expo::family_header(out, "tallyd_alert_notifications", "counter", "Alert notifications by notifier and result (sent, failed, dropped at the queue bound).", om);
-        let mut l = String::new();
-        label(&mut l, "notifier", "log");
-        label(&mut l, "type", "log");
-        label(&mut l, "result", "sent");
-        expo::sample(
-            out,
+        let f = out.counter(
             "tallyd_alert_notifications",
-            "_total",
-            &l,
+            "Alert notifications by notifier and result (sent, failed, dropped at the queue bound).",
+        );
+        f.sample(
+            &[("notifier", "log"), ("type", "log"), ("result", "sent")],
             d.logged.load(Relaxed) as f64,
         );
         for n in &d.notifiers {
@@ -118,52 +88,33 @@ impl MetricsSource for AlertMetrics {
                 ("failed", &n.stats.failed),
                 ("dropped", &n.stats.dropped),
             ] {
-                let mut l = String::new();
-                label(&mut l, "notifier", &n.name);
-                label(&mut l, "type", n.cfg.kind.as_str());
-                label(&mut l, "result", result);
-                expo::sample(
-                    out,
-                    "tallyd_alert_notifications",
-                    "_total",
-                    &l,
+                f.sample(
+                    &[
+                        ("notifier", &n.name),
+                        ("type", n.cfg.kind.as_str()),
+                        ("result", result),
+                    ],
                     v.load(Relaxed) as f64,
                 );
             }
         }
-        expo::family_header(
-            out,
+        let f = out.counter(
             "tallyd_alert_notification_retries",
-            "counter",
             "Delivery attempts retried after a retryable failure.",
-            om,
         );
         for n in &d.notifiers {
-            let mut l = String::new();
-            label(&mut l, "notifier", &n.name);
-            expo::sample(
-                out,
-                "tallyd_alert_notification_retries",
-                "_total",
-                &l,
+            f.sample(
+                &[("notifier", &n.name)],
                 n.stats.retries.load(Relaxed) as f64,
             );
         }
-        expo::family_header(
-            out,
+        let f = out.gauge(
             "tallyd_alert_notify_queue_length",
-            "gauge",
             "Notifications waiting per notifier.",
-            om,
         );
         for n in &d.notifiers {
-            let mut l = String::new();
-            label(&mut l, "notifier", &n.name);
-            expo::sample(
-                out,
-                "tallyd_alert_notify_queue_length",
-                "",
-                &l,
+            f.sample(
+                &[("notifier", &n.name)],
                 n.stats.queued.load(Relaxed) as f64,
             );
         }

@@ -188,11 +188,12 @@ fn evaluate_window(
     let own = evaluator.needs_self_metrics();
     let wants_firing = shared.dispatcher.wants_firing();
     move |flush| {
-        let mut text = String::new();
-        if own {
-            telemetry.render(&mut text, false);
-        }
-        let out = evaluator.evaluate(flush, &text, wants_firing);
+        let families = if own {
+            telemetry.snapshot()
+        } else {
+            Vec::new()
+        };
+        let out = evaluator.evaluate(flush, &families, wants_firing);
         shared.dispatcher.dispatch(&out);
         let snap = evaluator.snapshot();
         *lock(&shared.snapshot) = snap;

@@ -1,15 +1,14 @@
 //! GPS counters and how they reach the sinks.
 //!
 //! Connections count into [`GpsStats`] (atomics). A [`Publisher`] turns them, at every tick,
-//! into DogStatsD lines (`gps_tcp.messages_received:3|c|#protocol:gt06`) and applies them to
-//! an aggregation shard of its own through [`crate::statsd::Ingest`], exactly as a StatsD
-//! packet would be: the GPS metrics are aggregated per window and exposed by every sink like
+//! into typed values (`gps_tcp.messages_received` += 3 with tag `protocol:gt06`) and applies
+//! them to an aggregation shard of its own ([`Shard::apply_value`]), the same state a StatsD
+//! line would reach: the GPS metrics are aggregated per window and exposed by every sink like
 //! any StatsD metric. Counters are sent as deltas, gauges as current values, and the latency
 //! of each delivered point (device time to storage, milliseconds) as histogram samples.
 //! A per-minute ring of the last hour backs `GET /api/monitoring/metrics/live`.
 //! tallyd's own `tallyd_gps_*` families (bounds, closes) are rendered by [`GpsTelemetry`].
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,11 +16,11 @@ use std::time::Instant;
 use super::fix::{FrameError, Protocol};
 use super::guard::{Guard, Refusal};
 use super::registry::Registry;
-use crate::aggregate::{Samples, Shard};
-use crate::base::expo;
+use crate::aggregate::shard::Value;
+use crate::aggregate::{Samples, Shard, Shared};
 use crate::base::lock;
-use crate::statsd::Ingest;
-use crate::telemetry::{LocalStats, MetricsSource};
+use crate::base::metrics::{Collect, Families};
+use crate::model::MetricKind;
 
 /// Index used for connections whose protocol is not known yet (or never was).
 pub const UNKNOWN: usize = 5;
@@ -35,9 +34,13 @@ pub const LIVE_MINUTES: usize = 60;
 /// Why a connection ended before a device identified itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
+    /// Refused by the abuse guard.
     Refused(Refusal),
+    /// Refused at `gps.max_connections`.
     MaxConnections,
+    /// The first bytes matched no protocol.
     UnknownProtocol,
+    /// No identification within the handshake timeout.
     HandshakeTimeout,
     /// The stream broke the protocol before the device identified itself.
     BadHandshake,
@@ -46,6 +49,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, in label order.
     pub const ALL: [Failure; 8] = [
         Failure::Refused(Refusal::Blacklisted),
         Failure::Refused(Refusal::PerIpLimit),
@@ -57,6 +61,7 @@ impl Failure {
         Failure::ClosedBeforeLogin,
     ];
 
+    /// The `reason` label value.
     pub fn as_label(self) -> &'static str {
         match self {
             Failure::Refused(r) => r.as_label(),
@@ -76,16 +81,24 @@ impl Failure {
 /// Why an identified connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
+    /// The device closed the connection.
     Eof,
+    /// Nothing received within the idle timeout.
     IdleTimeout,
+    /// A frame was not completed in time.
     FrameTimeout,
+    /// The stream broke the protocol.
     BadStream,
+    /// The peer was blacklisted meanwhile.
     Blacklisted,
+    /// A reply could not be written.
     WriteFailed,
+    /// tallyd is shutting down.
     Shutdown,
 }
 
 impl Close {
+    /// Every reason, in label order.
     pub const ALL: [Close; 7] = [
         Close::Eof,
         Close::IdleTimeout,
@@ -96,6 +109,7 @@ impl Close {
         Close::Shutdown,
     ];
 
+    /// The `reason` label value.
     pub fn as_label(self) -> &'static str {
         match self {
             Close::Eof => "eof",
@@ -122,7 +136,9 @@ struct Minute {
 /// Every GPS counter. Cheap to update from any connection.
 #[derive(Default)]
 pub struct GpsStats {
+    /// Open connections, by protocol index ([`UNKNOWN`] before detection).
     pub active: [AtomicU64; 6],
+    /// Accepted connections.
     pub connections_total: AtomicU64,
     failed: [AtomicU64; 8],
     closed: [AtomicU64; 7],
@@ -154,10 +170,12 @@ fn bucket(ring: &mut Vec<Minute>, now_ms: i64) -> &mut Minute {
 }
 
 impl GpsStats {
+    /// Counts a connection that ended before identification.
     pub fn failure(&self, f: Failure) {
         self.failed[f.index()].fetch_add(1, Relaxed);
     }
 
+    /// Counts an identified connection closed for `c`.
     pub fn closed(&self, c: Close) {
         self.closed[c as usize].fetch_add(1, Relaxed);
     }
@@ -171,6 +189,7 @@ impl GpsStats {
         bucket(&mut lock(&self.minutes), now_ms).messages += 1;
     }
 
+    /// Counts a valid location decoded from protocol `p`.
     pub fn location_valid(&self, p: Protocol) {
         self.locations_valid[p.index()].fetch_add(1, Relaxed);
     }
@@ -187,6 +206,7 @@ impl GpsStats {
         b.failed += failed;
     }
 
+    /// Counts a point batch refused because the queue was full.
     pub fn queue_full(&self) {
         self.queue_full.fetch_add(1, Relaxed);
     }
@@ -247,22 +267,69 @@ struct Last {
 
 /// Publishes [`GpsStats`] into its own aggregation shard.
 pub struct Publisher {
-    pub ingest: Arc<Ingest>,
+    /// The shard the GPS metrics are applied to.
     pub shard: Arc<Mutex<Shard>>,
+    /// Orders this shard's gauge writes against the other shards' ([`Shared::seq`]).
+    pub shared: Arc<Shared>,
+    /// The counters published.
     pub stats: Arc<GpsStats>,
+    /// Devices, for the device gauges.
     pub registry: Arc<Registry>,
+    /// The abuse guard, for the blacklist gauge.
     pub guard: Arc<Guard>,
+    /// Prefix of the fleet metrics' names (`gps.metric_prefix`).
     pub prefix: String,
+    /// Prefix of the point metrics' names (`gps.live_metric_prefix`).
     pub live_prefix: String,
     last: Last,
     last_at: Option<Instant>,
-    line: String,
+}
+
+/// Typed values on their way into the publisher's shard, each named `prefix + name`.
+struct Put<'a> {
+    shard: &'a mut Shard,
+    seq: u64,
+    name: String,
+    /// Values the shard refused (a new context at `aggregate.max_contexts`).
+    refused: u64,
+}
+
+impl Put<'_> {
+    fn value(&mut self, kind: MetricKind, prefix: &str, name: &str, tags: &[&str], v: Value) {
+        self.name.clear();
+        self.name.push_str(prefix);
+        self.name.push_str(name);
+        let mut tags = tags.to_vec();
+        if !self
+            .shard
+            .apply_value(kind, &self.name, &mut tags, v, self.seq)
+        {
+            self.refused += 1;
+        }
+    }
+
+    /// Sets the gauge `prefix + name` with `tags` (`k:v`) to `v`.
+    fn gauge(&mut self, prefix: &str, name: &str, tags: &[&str], v: f64) {
+        self.value(MetricKind::Gauge, prefix, name, tags, Value::Gauge(v));
+    }
+
+    /// Adds `n` to the counter `prefix + name` with `tags` (`k:v`).
+    fn count(&mut self, prefix: &str, name: &str, tags: &[&str], n: u64) {
+        self.value(
+            MetricKind::Counter,
+            prefix,
+            name,
+            tags,
+            Value::Count(n as f64),
+        );
+    }
 }
 
 impl Publisher {
+    /// A publisher whose first publish sends every counter's whole value.
     pub fn new(
-        ingest: Arc<Ingest>,
         shard: Arc<Mutex<Shard>>,
+        shared: Arc<Shared>,
         stats: Arc<GpsStats>,
         registry: Arc<Registry>,
         guard: Arc<Guard>,
@@ -270,8 +337,8 @@ impl Publisher {
         live_prefix: &str,
     ) -> Publisher {
         Publisher {
-            ingest,
             shard,
+            shared,
             stats,
             registry,
             guard,
@@ -279,78 +346,67 @@ impl Publisher {
             live_prefix: live_prefix.to_string(),
             last: Last::default(),
             last_at: None,
-            line: String::new(),
         }
     }
 
     /// Sends every GPS metric once: counters as deltas since the last call, gauges as now.
     pub fn publish(&mut self, now: Instant, now_ms: i64) {
         let s = Arc::clone(&self.stats);
-        let p = self.prefix.clone();
-        let lp = self.live_prefix.clone();
-        let out = &mut self.line;
-        out.clear();
+        let (p, lp) = (self.prefix.as_str(), self.live_prefix.as_str());
         let load = |a: &AtomicU64| a.load(Relaxed);
+        let (devices, active) = self.registry.counts(now_ms);
+        let blacklisted = self.guard.counts(now).0;
+        let latencies = std::mem::take(&mut *lock(&s.pending_latencies));
+        // Tags, built before the shard is locked. `Protocol::index` indexes `PROTOCOL_LABELS`.
+        let tags = |k: &str, v: &mut dyn Iterator<Item = &str>| -> Vec<String> {
+            v.map(|v| format!("{k}:{v}")).collect()
+        };
+        let protocol = tags("protocol", &mut PROTOCOL_LABELS.iter().copied());
+        let failure = tags("reason", &mut Failure::ALL.iter().map(|f| f.as_label()));
+        let invalid = tags("reason", &mut FrameError::ALL.iter().map(|e| e.as_label()));
+        let last = &mut self.last;
 
-        for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{p}active_connections:{}|g|#protocol:{label}",
-                load(&s.active[i])
-            );
+        let mut shard = lock(&self.shard);
+        let mut out = Put {
+            shard: &mut shard,
+            seq: self.shared.seq(),
+            name: String::new(),
+            refused: 0,
+        };
+        for (i, tag) in protocol.iter().enumerate() {
+            out.gauge(p, "active_connections", &[tag], load(&s.active[i]) as f64);
         }
         let total = load(&s.connections_total);
-        let _ = writeln!(
-            out,
-            "{p}connections_total:{}|c",
-            total - self.last.connections_total
-        );
-        self.last.connections_total = total;
+        out.count(p, "connections_total", &[], total - last.connections_total);
+        last.connections_total = total;
         for f in Failure::ALL {
             let v = load(&s.failed[f.index()]);
             if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "{p}connections_failed:{}|c|#reason:{}",
-                    v - self.last.failed[f.index()],
-                    f.as_label()
-                );
+                let d = v - last.failed[f.index()];
+                out.count(p, "connections_failed", &[&failure[f.index()]], d);
             }
-            self.last.failed[f.index()] = v;
+            last.failed[f.index()] = v;
         }
-        let (devices, active) = self.registry.counts(now_ms);
         for proto in Protocol::ALL {
-            let _ = writeln!(
-                out,
-                "{p}active_devices:{}|g|#protocol:{}",
-                active[proto.index()],
-                proto.as_str()
-            );
+            let tag = &protocol[proto.index()];
+            out.gauge(p, "active_devices", &[tag], active[proto.index()] as f64);
         }
-        let _ = writeln!(out, "{p}devices_total:{devices}|g");
-        let _ = writeln!(out, "{p}blacklisted_ips:{}|g", self.guard.counts(now).0);
+        out.gauge(p, "devices_total", &[], devices as f64);
+        out.gauge(p, "blacklisted_ips", &[], blacklisted as f64);
 
         let mut messages = 0;
-        for (i, label) in PROTOCOL_LABELS.iter().enumerate() {
+        for (i, tag) in protocol.iter().enumerate() {
             let v = load(&s.received[i]);
-            messages += v - self.last.received[i];
-            let _ = writeln!(
-                out,
-                "{p}messages_received:{}|c|#protocol:{label}",
-                v - self.last.received[i]
-            );
-            self.last.received[i] = v;
+            messages += v - last.received[i];
+            out.count(p, "messages_received", &[tag], v - last.received[i]);
+            last.received[i] = v;
             for e in FrameError::ALL {
                 let v = load(&s.invalid[i][e.index()]);
                 if v > 0 {
-                    let d = v - self.last.invalid[i][e.index()];
-                    let _ = writeln!(
-                        out,
-                        "{p}messages_invalid:{d}|c|#protocol:{label},reason:{}",
-                        e.as_label()
-                    );
+                    let d = v - last.invalid[i][e.index()];
+                    out.count(p, "messages_invalid", &[tag, &invalid[e.index()]], d);
                 }
-                self.last.invalid[i][e.index()] = v;
+                last.invalid[i][e.index()] = v;
             }
         }
         let elapsed = self
@@ -358,18 +414,15 @@ impl Publisher {
             .map(|t| now.duration_since(t).as_secs_f64())
             .filter(|e| *e > 0.0);
         if let Some(secs) = elapsed {
-            let _ = writeln!(out, "{p}messages_per_second:{}|g", messages as f64 / secs);
+            out.gauge(p, "messages_per_second", &[], messages as f64 / secs);
         }
         self.last_at = Some(now);
         for proto in Protocol::ALL {
             let v = load(&s.locations_valid[proto.index()]);
-            let _ = writeln!(
-                out,
-                "{p}locations_valid:{}|c|#protocol:{}",
-                v - self.last.locations_valid[proto.index()],
-                proto.as_str()
-            );
-            self.last.locations_valid[proto.index()] = v;
+            let tag = &protocol[proto.index()];
+            let d = v - last.locations_valid[proto.index()];
+            out.count(p, "locations_valid", &[tag], d);
+            last.locations_valid[proto.index()] = v;
         }
         let (r, pr, f) = s.point_counts();
         for (k, (name, v)) in [
@@ -380,97 +433,84 @@ impl Publisher {
         .into_iter()
         .enumerate()
         {
-            let _ = writeln!(out, "{lp}{name}:{}|c", v - self.last.points[k]);
-            self.last.points[k] = v;
+            out.count(lp, name, &[], v - last.points[k]);
+            last.points[k] = v;
         }
-        let latencies = std::mem::take(&mut *lock(&s.pending_latencies));
-        for chunk in latencies.chunks(64) {
-            let _ = write!(out, "{lp}latency");
-            for v in chunk {
-                let _ = write!(out, ":{v}");
+        if !latencies.is_empty() {
+            let mut h = Samples::new();
+            for v in latencies {
+                h.add(v, 1);
             }
-            let _ = writeln!(out, "|h");
+            out.value(MetricKind::Histogram, lp, "latency", &[], Value::Samples(h));
         }
-
-        let mut local = LocalStats::default();
-        let seq = self.ingest.aggregator.shared().seq();
-        self.ingest.packet(
-            out.as_bytes(),
-            false,
-            &mut lock(&self.shard),
-            seq,
-            &mut local,
-        );
-        if local.errors.iter().any(|e| *e > 0) || local.dropped_context_limit > 0 {
-            tracing::warn!(?local, "some GPS metrics were not aggregated (check gps.metric_prefix and aggregate.max_contexts)");
+        if out.refused > 0 {
+            tracing::warn!(
+                refused = out.refused,
+                "some GPS metrics were not aggregated (aggregate.max_contexts reached)"
+            );
         }
     }
 }
 
 /// `tallyd_gps_*`: the subsystem's own health and bounds.
 pub struct GpsTelemetry {
+    /// Connection and point counters.
     pub stats: Arc<GpsStats>,
+    /// Devices (evictions, refusals).
     pub registry: Arc<Registry>,
+    /// The abuse guard (blacklistings, tracked IPs).
     pub guard: Arc<Guard>,
 }
 
-impl MetricsSource for GpsTelemetry {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for GpsTelemetry {
+    fn collect(&self, out: &mut Families) {
         let s = &self.stats;
-        let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
-            expo::family_header(out, name, "counter", help, om);
-            for (labels, v) in samples {
-                expo::sample(out, name, "_total", labels, *v as f64);
-            }
-        };
-        let closed: Vec<(String, u64)> = Close::ALL
-            .iter()
-            .map(|c| {
-                (
-                    format!("reason=\"{}\"", c.as_label()),
-                    s.closed[*c as usize].load(Relaxed),
-                )
-            })
-            .collect();
-        counter(
+        let f = out.counter(
             "tallyd_gps_connections_closed",
             "GPS connections closed after identification, by reason.",
-            &closed,
         );
-        counter(
-            "tallyd_gps_registry_evicted",
-            "Disconnected devices forgotten at gps.max_devices.",
-            &[(String::new(), self.registry.evicted.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_registry_refused",
-            "New devices not tracked because gps.max_devices devices were connected.",
-            &[(String::new(), self.registry.refused.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_blacklistings",
-            "IPs put on the GPS blacklist.",
-            &[(String::new(), self.guard.blacklistings.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_points_queue_full",
-            "Point batches refused because gps.points_queue_batches were waiting.",
-            &[(String::new(), s.queue_full.load(Relaxed))],
-        );
-        counter(
-            "tallyd_gps_latency_samples_dropped",
-            "Latency samples dropped between two publishes (bound 20000).",
-            &[(String::new(), s.latency_dropped.load(Relaxed))],
-        );
+        for c in Close::ALL {
+            f.sample(
+                &[("reason", c.as_label())],
+                s.closed[c as usize].load(Relaxed) as f64,
+            );
+        }
+        let counters = [
+            (
+                "tallyd_gps_registry_evicted",
+                "Disconnected devices forgotten at gps.max_devices.",
+                &self.registry.evicted,
+            ),
+            (
+                "tallyd_gps_registry_refused",
+                "New devices not tracked because gps.max_devices devices were connected.",
+                &self.registry.refused,
+            ),
+            (
+                "tallyd_gps_blacklistings",
+                "IPs put on the GPS blacklist.",
+                &self.guard.blacklistings,
+            ),
+            (
+                "tallyd_gps_points_queue_full",
+                "Point batches refused because gps.points_queue_batches were waiting.",
+                &s.queue_full,
+            ),
+            (
+                "tallyd_gps_latency_samples_dropped",
+                "Latency samples dropped between two publishes (bound 20000).",
+                &s.latency_dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            out.counter(name, help).value(v.load(Relaxed) as f64);
+        }
         let (_, ips) = self.guard.counts(Instant::now());
-        expo::family_header(
-            out,
+        out.gauge(
             "tallyd_gps_tracked_ips",
-            "gauge",
             "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",
-            om,
-        );
-        expo::sample(out, "tallyd_gps_tracked_ips", "", "", ips as f64);
+        )
+        .value(ips as f64);
     }
 }
 
@@ -489,16 +529,12 @@ mod tests {
             cfg.statsd.gauge_mode,
             Arc::new(Telemetry::default()),
         ));
-        let ingest = Arc::new(Ingest {
-            aggregator: Arc::clone(&agg),
-            max_tags: 100,
-        });
         let stats = Arc::new(GpsStats::default());
         let registry = Arc::new(Registry::new(10, std::time::Duration::from_secs(300)));
         let guard = Arc::new(Guard::new(&cfg.gps));
         let mut p = Publisher::new(
-            ingest,
             agg.new_shard(),
+            Arc::clone(agg.shared()),
             Arc::clone(&stats),
             registry,
             guard,
@@ -542,5 +578,42 @@ mod tests {
             (3, 2, 2, 0, 2)
         );
         assert_eq!(lat.quantile(0.99), 300.0);
+    }
+
+    #[test]
+    fn tallyd_gps_families() {
+        let cfg = Config::default();
+        let stats = Arc::new(GpsStats::default());
+        stats.closed(Close::IdleTimeout);
+        stats.queue_full();
+        let t = GpsTelemetry {
+            stats,
+            registry: Arc::new(Registry::new(10, std::time::Duration::from_secs(300))),
+            guard: Arc::new(Guard::new(&cfg.gps)),
+        };
+        let families = crate::base::metrics::collect_one(&t);
+        let get = |name: &str, labels: &[(&str, &str)]| {
+            families
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.get(labels))
+        };
+        assert_eq!(
+            get(
+                "tallyd_gps_connections_closed",
+                &[("reason", "idle_timeout")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            get("tallyd_gps_connections_closed", &[("reason", "eof")]),
+            Some(0.0)
+        );
+        assert_eq!(get("tallyd_gps_points_queue_full", &[]), Some(1.0));
+        assert_eq!(get("tallyd_gps_tracked_ips", &[]), Some(0.0));
+        let text = crate::base::metrics::render_to_string(&families, false);
+        assert!(text.contains(
+            "# TYPE tallyd_gps_connections_closed_total counter\ntallyd_gps_connections_closed_total{reason=\"eof\"} 0\n"
+        ));
     }
 }

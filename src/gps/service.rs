@@ -17,7 +17,6 @@ use super::registry::Registry;
 use super::server::{now_ms, Limits, Server};
 use super::GpsConfig;
 use crate::aggregate::Aggregator;
-use crate::statsd::Ingest;
 use crate::telemetry::Telemetry;
 
 /// What the HTTP API reads of a running GPS subsystem.
@@ -71,7 +70,6 @@ pub fn start(
     cfg: &GpsConfig,
     listener: TcpListener,
     sinks: Vec<Box<dyn PointSink>>,
-    ingest: Arc<Ingest>,
     aggregator: &Aggregator,
     telemetry: &Telemetry,
     cancel: CancellationToken,
@@ -86,8 +84,8 @@ pub fn start(
         guard: Arc::clone(&guard),
     }));
     let mut publisher = Publisher::new(
-        ingest,
         aggregator.new_shard(),
+        Arc::clone(aggregator.shared()),
         Arc::clone(&stats),
         Arc::clone(&registry),
         Arc::clone(&guard),

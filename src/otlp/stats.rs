@@ -1,21 +1,24 @@
-//! The OTLP receiver's own metrics (`tallyd_otlp_*`), rendered on `/metrics` through the
-//! telemetry [`MetricsSource`] hook. Counters only; both transports count into one instance.
+//! The OTLP receiver's own metrics (`tallyd_otlp_*`), collected for `/metrics` through the
+//! self-metrics registry ([`Collect`]). Counters only; both transports count into one instance.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::base::expo;
-use crate::telemetry::MetricsSource;
+use crate::base::metrics::{Collect, Families, Kind};
 
 /// The two OTLP transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// OTLP/HTTP (protobuf or JSON).
     Http = 0,
+    /// OTLP/gRPC.
     Grpc = 1,
 }
 
 impl Transport {
+    /// Every transport, in label order.
     pub const ALL: [Transport; 2] = [Transport::Http, Transport::Grpc];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Http => "http",
@@ -44,6 +47,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in label order.
     pub const ALL: [Outcome; 7] = [
         Outcome::Success,
         Outcome::Partial,
@@ -54,6 +58,7 @@ impl Outcome {
         Outcome::Unavailable,
     ];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -84,6 +89,7 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every reason, in label order.
     pub const ALL: [Reject; 5] = [
         Reject::Invalid,
         Reject::TooManyAttributes,
@@ -92,6 +98,7 @@ impl Reject {
         Reject::ContextLimit,
     ];
 
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reject::Invalid => "invalid",
@@ -108,6 +115,7 @@ impl Reject {
 pub struct OtlpStats {
     requests: [[AtomicU64; 7]; 2],
     bytes: [AtomicU64; 2],
+    /// Data points accepted into aggregation.
     pub points_accepted: AtomicU64,
     rejected: [AtomicU64; 5],
     /// Cumulative streams held (a gauge, set after each request).
@@ -119,114 +127,92 @@ pub struct OtlpStats {
 }
 
 impl OtlpStats {
+    /// Counts a request on `t` that ended with `o`.
     pub fn request(&self, t: Transport, o: Outcome) {
         self.requests[t as usize][o as usize].fetch_add(1, Relaxed);
     }
 
+    /// Requests on `t` that ended with `o`.
     pub fn requests(&self, t: Transport, o: Outcome) -> u64 {
         self.requests[t as usize][o as usize].load(Relaxed)
     }
 
+    /// Counts `n` request bytes received on `t`.
     pub fn bytes(&self, t: Transport, n: usize) {
         self.bytes[t as usize].fetch_add(n as u64, Relaxed);
     }
 
+    /// Counts `n` points rejected for `r`.
     pub fn reject(&self, r: Reject, n: u64) {
         if n > 0 {
             self.rejected[r as usize].fetch_add(n, Relaxed);
         }
     }
 
+    /// Points rejected for `r`.
     pub fn rejected(&self, r: Reject) -> u64 {
         self.rejected[r as usize].load(Relaxed)
     }
 }
 
-impl MetricsSource for OtlpStats {
-    fn render(&self, out: &mut String, om: bool) {
-        let mut labels = String::new();
-        expo::family_header(
-            out,
+impl Collect for OtlpStats {
+    fn collect(&self, out: &mut Families) {
+        let f = out.counter(
             "tallyd_otlp_requests",
-            "counter",
             "OTLP export requests, by transport and outcome.",
-            om,
         );
         for t in Transport::ALL {
             for o in Outcome::ALL {
-                labels.clear();
-                labels.push_str("transport=\"");
-                labels.push_str(t.as_str());
-                labels.push_str("\",outcome=\"");
-                labels.push_str(o.as_str());
-                labels.push('"');
-                let v = self.requests(t, o) as f64;
-                expo::sample(out, "tallyd_otlp_requests", "_total", &labels, v);
+                f.sample(
+                    &[("transport", t.as_str()), ("outcome", o.as_str())],
+                    self.requests(t, o) as f64,
+                );
             }
         }
-        expo::family_header(
-            out,
+        let f = out.counter(
             "tallyd_otlp_bytes",
-            "counter",
             "OTLP request bytes received (HTTP: as sent, before decompression; gRPC: decoded message size).",
-            om,
         );
         for t in Transport::ALL {
-            labels.clear();
-            labels.push_str("transport=\"");
-            labels.push_str(t.as_str());
-            labels.push('"');
-            let v = self.bytes[t as usize].load(Relaxed) as f64;
-            expo::sample(out, "tallyd_otlp_bytes", "_total", &labels, v);
+            f.sample(
+                &[("transport", t.as_str())],
+                self.bytes[t as usize].load(Relaxed) as f64,
+            );
         }
-        expo::family_header(
-            out,
+        out.counter(
             "tallyd_otlp_points_accepted",
-            "counter",
             "OTLP data points accepted into aggregation.",
-            om,
-        );
-        let v = self.points_accepted.load(Relaxed) as f64;
-        expo::sample(out, "tallyd_otlp_points_accepted", "_total", "", v);
-        expo::family_header(
-            out,
+        )
+        .value(self.points_accepted.load(Relaxed) as f64);
+        let f = out.counter(
             "tallyd_otlp_points_rejected",
-            "counter",
             "OTLP data points rejected (reported to the client as partial success), by reason.",
-            om,
         );
         for r in Reject::ALL {
-            labels.clear();
-            labels.push_str("reason=\"");
-            labels.push_str(r.as_str());
-            labels.push('"');
-            let v = self.rejected(r) as f64;
-            expo::sample(out, "tallyd_otlp_points_rejected", "_total", &labels, v);
+            f.sample(&[("reason", r.as_str())], self.rejected(r) as f64);
         }
-        let gauges = [
+        let rest = [
             (
+                Kind::Gauge,
                 "tallyd_otlp_streams",
-                "gauge",
                 "Cumulative OTLP streams remembered for delta conversion.",
                 &self.streams,
             ),
             (
+                Kind::Counter,
                 "tallyd_otlp_streams_expired",
-                "counter",
                 "Cumulative OTLP streams forgotten after otlp.stream_expiry.",
                 &self.streams_expired,
             ),
             (
+                Kind::Counter,
                 "tallyd_otlp_cumulative_resets",
-                "counter",
                 "Resets seen on cumulative OTLP streams (value went down or start time moved).",
                 &self.resets,
             ),
         ];
-        for (name, kind, help, a) in gauges {
-            expo::family_header(out, name, kind, help, om);
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            expo::sample(out, name, suffix, "", a.load(Relaxed) as f64);
+        for (kind, name, help, a) in rest {
+            out.family(kind, name, help).value(a.load(Relaxed) as f64);
         }
     }
 }
@@ -234,6 +220,7 @@ impl MetricsSource for OtlpStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::metrics::{collect_one, render_to_string};
 
     #[test]
     fn renders_every_family() {
@@ -241,8 +228,16 @@ mod tests {
         s.request(Transport::Grpc, Outcome::Partial);
         s.reject(Reject::StreamLimit, 3);
         s.bytes(Transport::Http, 10);
-        let mut out = String::new();
-        s.render(&mut out, false);
+        let families = collect_one(&s);
+        let requests = families
+            .iter()
+            .find(|f| f.name == "tallyd_otlp_requests")
+            .expect("requests");
+        assert_eq!(
+            requests.get(&[("transport", "grpc"), ("outcome", "partial")]),
+            Some(1.0)
+        );
+        let out = render_to_string(&families, false);
         assert!(
             out.contains("tallyd_otlp_requests_total{transport=\"grpc\",outcome=\"partial\"} 1\n")
         );

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{Attempt, Deliver};
 use super::store::{unix_ms, Queue, QueueError};
 use crate::base::lock;
-use crate::telemetry::MetricsSource;
+use crate::base::metrics::{Collect, Families};
 
 /// Exponential backoff with jitter: attempt n waits a random time in
 /// `[d/2, d]`, `d = min(initial * 2^(n-1), max)`.
@@ -244,14 +244,14 @@ impl Registry {
     }
 }
 
-impl MetricsSource for Registry {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for Registry {
+    fn collect(&self, out: &mut Families) {
         let all = self.all();
         if all.is_empty() {
             return;
         }
         let qs: Vec<&Queue> = all.iter().map(|h| h.queue.as_ref()).collect();
-        super::stats::render(&qs, out, om);
+        super::stats::collect(&qs, out);
     }
 }
 

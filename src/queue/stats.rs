@@ -1,11 +1,10 @@
-//! Counters of one queue, and their rendering as `tallyd_forwarder_*` families.
+//! Counters of one queue, and the `tallyd_forwarder_*` families collected from them.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::deliver::FailureClass;
 use super::store::Queue;
-use crate::base::expo;
+use crate::base::metrics::{Families, Histogram, Kind};
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -15,30 +14,46 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// Everything a queue counts about itself. Plain atomics: updated once per request.
 #[derive(Default)]
 pub struct QueueStats {
+    /// Payloads written to the queue.
     pub enqueued: AtomicU64,
+    /// Payloads delivered (2xx).
     pub delivered: AtomicU64,
+    /// Payload bytes delivered, as sent.
     pub bytes_sent: AtomicU64,
+    /// Attempts that will be retried.
     pub retries: AtomicU64,
+    /// Failed attempts, by [`FailureClass`].
     pub failures: [AtomicU64; FailureClass::ALL.len()],
     /// Payloads dropped at the byte limit or refused as too large.
     pub dropped: AtomicU64,
+    /// Payloads moved to the dead-letter queue.
     pub dead_lettered: AtomicU64,
+    /// Dead letters dropped at `queue.dlq_max_bytes`.
     pub dlq_dropped: AtomicU64,
+    /// Dead letters moved back for delivery.
     pub requeued: AtomicU64,
+    /// Queue files that failed their checksum.
     pub corrupt: AtomicU64,
+    /// Payloads that could not be written to disk.
     pub write_errors: AtomicU64,
     /// 1 while a request is in flight.
     pub in_flight: AtomicU64,
+    /// Unix seconds of the last delivery; 0 = none yet.
     pub last_success_unix: AtomicU64,
     /// Unix seconds of the last failed attempt, and the failures in a row since the last success.
     pub last_failure_unix: AtomicU64,
+    /// Failed attempts since the last success.
     pub consecutive_failures: AtomicU64,
+    /// Requests no slower than each of [`LATENCY_BUCKETS`] (cumulative).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Requests timed.
     pub latency_count: AtomicU64,
+    /// Total request time, microseconds.
     pub latency_sum_us: AtomicU64,
 }
 
 impl QueueStats {
+    /// Records one request's duration.
     pub fn observe_latency(&self, secs: f64) {
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -49,6 +64,7 @@ impl QueueStats {
         self.latency_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
     }
 
+    /// Counts a failed attempt of `class`.
     pub fn failure(&self, class: FailureClass) {
         self.failures[class as usize].fetch_add(1, Relaxed);
         self.consecutive_failures.fetch_add(1, Relaxed);
@@ -57,194 +73,155 @@ impl QueueStats {
     }
 }
 
-/// Renders the `tallyd_forwarder_*` families for every queue in `queues`.
-pub fn render(queues: &[&Queue], out: &mut String, om: bool) {
+/// Appends the `tallyd_forwarder_*` families of every queue in `queues`.
+pub fn collect(queues: &[&Queue], out: &mut Families) {
     let g = |a: &AtomicU64| a.load(Relaxed) as f64;
-    let per_queue =
-        |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&Queue) -> f64| {
-            expo::family_header(out, name, kind, help, om);
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            for q in queues {
-                expo::sample(out, name, suffix, &label(q), f(q));
-            }
-        };
-    per_queue(
-        out,
-        "tallyd_forwarder_payloads_sent",
-        "counter",
-        "Payloads delivered (2xx).",
-        &|q| g(&q.stats.delivered),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_bytes_sent",
-        "counter",
-        "Payload bytes delivered (as sent, compressed).",
-        &|q| g(&q.stats.bytes_sent),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_payloads_enqueued",
-        "counter",
-        "Payloads written to the durable queue.",
-        &|q| g(&q.stats.enqueued),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_retries",
-        "counter",
-        "Delivery attempts that will be retried.",
-        &|q| g(&q.stats.retries),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_payloads_dropped",
-        "counter",
-        "Payloads dropped at queue.max_bytes (oldest first) or too large for the queue.",
-        &|q| g(&q.stats.dropped),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_dead_lettered",
-        "counter",
-        "Payloads moved to the dead-letter queue.",
-        &|q| g(&q.stats.dead_lettered),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_dlq_dropped",
-        "counter",
-        "Dead letters dropped at queue.dlq_max_bytes.",
-        &|q| g(&q.stats.dlq_dropped),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_corrupt_files",
-        "counter",
-        "Queue files that failed their checksum and were set aside.",
-        &|q| g(&q.stats.corrupt),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_write_errors",
-        "counter",
-        "Payloads that could not be written to disk (lost).",
-        &|q| g(&q.stats.write_errors),
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_queue_depth",
-        "gauge",
-        "Payloads waiting for delivery.",
-        &|q| q.depth().pending as f64,
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_queue_bytes",
-        "gauge",
-        "Bytes on disk of payloads waiting for delivery.",
-        &|q| q.depth().pending_bytes as f64,
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_dlq_size",
-        "gauge",
-        "Payloads in the dead-letter queue.",
-        &|q| q.depth().dlq as f64,
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_dlq_bytes",
-        "gauge",
-        "Bytes on disk of the dead-letter queue.",
-        &|q| q.depth().dlq_bytes as f64,
-    );
-    per_queue(
-        out,
-        "tallyd_forwarder_last_success_timestamp_seconds",
-        "gauge",
-        "Unix time of the last delivered payload; 0 = none yet.",
-        &|q| g(&q.stats.last_success_unix),
-    );
-
-    per_queue(
-        out,
-        "tallyd_forwarder_queue_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest payload waiting for delivery; 0 when none waits.",
-        &|q| {
-            q.depth().oldest_ms.map_or(0.0, |ms| {
-                super::store::unix_ms().saturating_sub(ms) as f64 / 1000.0
-            })
-        },
-    );
+    type Read<'a> = &'a dyn Fn(&Queue) -> f64;
+    let per_queue: [(Kind, &'static str, &'static str, Read); 15] = [
+        (
+            Kind::Counter,
+            "tallyd_forwarder_payloads_sent",
+            "Payloads delivered (2xx).",
+            &|q| g(&q.stats.delivered),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_bytes_sent",
+            "Payload bytes delivered (as sent, compressed).",
+            &|q| g(&q.stats.bytes_sent),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_payloads_enqueued",
+            "Payloads written to the durable queue.",
+            &|q| g(&q.stats.enqueued),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_retries",
+            "Delivery attempts that will be retried.",
+            &|q| g(&q.stats.retries),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_payloads_dropped",
+            "Payloads dropped at queue.max_bytes (oldest first) or too large for the queue.",
+            &|q| g(&q.stats.dropped),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_dead_lettered",
+            "Payloads moved to the dead-letter queue.",
+            &|q| g(&q.stats.dead_lettered),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_dlq_dropped",
+            "Dead letters dropped at queue.dlq_max_bytes.",
+            &|q| g(&q.stats.dlq_dropped),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_corrupt_files",
+            "Queue files that failed their checksum and were set aside.",
+            &|q| g(&q.stats.corrupt),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_write_errors",
+            "Payloads that could not be written to disk (lost).",
+            &|q| g(&q.stats.write_errors),
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_queue_depth",
+            "Payloads waiting for delivery.",
+            &|q| q.depth().pending as f64,
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_queue_bytes",
+            "Bytes on disk of payloads waiting for delivery.",
+            &|q| q.depth().pending_bytes as f64,
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_dlq_size",
+            "Payloads in the dead-letter queue.",
+            &|q| q.depth().dlq as f64,
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_dlq_bytes",
+            "Bytes on disk of the dead-letter queue.",
+            &|q| q.depth().dlq_bytes as f64,
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_last_success_timestamp_seconds",
+            "Unix time of the last delivered payload; 0 = none yet.",
+            &|q| g(&q.stats.last_success_unix),
+        ),
+        (
+            Kind::Gauge,
+            "tallyd_forwarder_queue_oldest_age_seconds",
+            "Age of the oldest payload waiting for delivery; 0 when none waits.",
+            &|q| {
+                q.depth().oldest_ms.map_or(0.0, |ms| {
+                    super::store::unix_ms().saturating_sub(ms) as f64 / 1000.0
+                })
+            },
+        ),
+    ];
+    for (kind, name, help, read) in per_queue {
+        let f = out.family(kind, name, help);
+        for q in queues {
+            f.sample(&[("queue", q.name())], read(q));
+        }
+    }
 
     // Requests by outcome, so an error rate is one ratio (the alert health rules use it).
-    let name = "tallyd_forwarder_requests";
-    expo::family_header(
-        out,
-        name,
-        "counter",
+    let f = out.counter(
+        "tallyd_forwarder_requests",
         "Delivery attempts by result (ok = 2xx).",
-        om,
     );
     for q in queues {
         let failed: f64 = q.stats.failures.iter().map(g).sum();
-        expo::sample(
-            out,
-            name,
-            "_total",
-            &format!("{},result=\"ok\"", label(q)),
+        f.sample(
+            &[("queue", q.name()), ("result", "ok")],
             g(&q.stats.delivered),
         );
-        expo::sample(
-            out,
-            name,
-            "_total",
-            &format!("{},result=\"error\"", label(q)),
-            failed,
-        );
+        f.sample(&[("queue", q.name()), ("result", "error")], failed);
     }
 
-    let name = "tallyd_forwarder_failures";
-    expo::family_header(
-        out,
-        name,
-        "counter",
+    let f = out.counter(
+        "tallyd_forwarder_failures",
         "Failed delivery attempts, by class (4xx, 5xx, timeout, connection).",
-        om,
     );
     for q in queues {
         for c in FailureClass::ALL {
-            let l = format!("{},class=\"{}\"", label(q), c.as_str());
-            expo::sample(out, name, "_total", &l, g(&q.stats.failures[c as usize]));
+            f.sample(
+                &[("queue", q.name()), ("class", c.as_str())],
+                g(&q.stats.failures[c as usize]),
+            );
         }
     }
 
-    let name = "tallyd_forwarder_request_duration_seconds";
-    expo::family_header(out, name, "histogram", "Duration of delivery requests.", om);
+    let f = out.histogram(
+        "tallyd_forwarder_request_duration_seconds",
+        "Duration of delivery requests.",
+    );
     for q in queues {
-        let base = label(q);
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let mut l = base.clone();
-            let _ = write!(l, ",le=\"{b}\"");
-            expo::sample(out, name, "_bucket", &l, g(&q.stats.latency_buckets[i]));
-        }
-        expo::sample(
-            out,
-            name,
-            "_bucket",
-            &format!("{base},le=\"+Inf\""),
-            g(&q.stats.latency_count),
-        );
-        expo::sample(out, name, "_sum", &base, g(&q.stats.latency_sum_us) / 1e6);
-        expo::sample(out, name, "_count", &base, g(&q.stats.latency_count));
+        let s = &q.stats;
+        let h = Histogram {
+            buckets: LATENCY_BUCKETS
+                .iter()
+                .zip(&s.latency_buckets)
+                .map(|(b, n)| (*b, g(n)))
+                .collect(),
+            count: g(&s.latency_count),
+            sum: g(&s.latency_sum_us) / 1e6,
+        };
+        f.histogram(&[("queue", q.name())], h);
     }
-}
-
-fn label(q: &Queue) -> String {
-    let mut l = String::from("queue=\"");
-    expo::escape_label_value(&mut l, q.name());
-    l.push('"');
-    l
 }

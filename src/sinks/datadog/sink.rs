@@ -18,14 +18,13 @@ use super::config::DatadogConfig;
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
-use crate::base::expo;
 use crate::base::handoff::{DropCounter, Handoff};
+use crate::base::metrics::{Collect, Families};
 use crate::component::Context;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Backoff, Outbox};
 use crate::sinks::Sink;
-use crate::telemetry::MetricsSource;
 
 /// The queue's name, in its directory, the admin API and metric labels.
 pub const QUEUE_NAME: &str = "datadog";
@@ -244,8 +243,8 @@ async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: Canc
     }
 }
 
-impl MetricsSource for DatadogSink {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for DatadogSink {
+    fn collect(&self, out: &mut Families) {
         let c = &self.counters;
         let rows = [
             (
@@ -270,33 +269,18 @@ impl MetricsSource for DatadogSink {
             ),
         ];
         for (name, help, v) in rows {
-            expo::family_header(out, name, "counter", help, om);
-            expo::sample(
-                out,
-                name,
-                "_total",
-                "queue=\"datadog\"",
-                v.load(Relaxed) as f64,
-            );
+            out.counter(name, help)
+                .sample(&[("queue", "datadog")], v.load(Relaxed) as f64);
         }
-        expo::family_header(
-            out,
-            "tallyd_forwarder_api_key_valid",
-            "gauge",
-            "1 valid, 0 rejected, -1 not known yet.",
-            om,
-        );
         let v = match self.key.get() {
             KeyState::Valid => 1.0,
             KeyState::Invalid => 0.0,
             KeyState::Unknown => -1.0,
         };
-        expo::sample(
-            out,
+        out.gauge(
             "tallyd_forwarder_api_key_valid",
-            "",
-            "queue=\"datadog\"",
-            v,
-        );
+            "1 valid, 0 rejected, -1 not known yet.",
+        )
+        .sample(&[("queue", "datadog")], v);
     }
 }

@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 
 use super::encode::Encoder;
 use crate::aggregate::Flush;
-use crate::base::expo;
 use crate::base::handoff::{DropCounter, Handoff};
+use crate::base::metrics::{Collect, Families};
 use crate::component::Context;
 use crate::queue::deliver::{header_map, HttpDeliver, RetryPolicy};
 use crate::queue::store::{unix_ms, Meta, Queue};
@@ -21,7 +21,6 @@ use crate::queue::Outbox;
 use crate::sinks::prometheus::config::PrometheusConfig;
 use crate::sinks::prometheus::Exposition;
 use crate::sinks::Sink;
-use crate::telemetry::MetricsSource;
 
 /// The queue's name, in its directory, the admin API and metric labels.
 pub const QUEUE_NAME: &str = "remote_write";
@@ -241,8 +240,8 @@ impl WindowEncoder {
     }
 }
 
-impl MetricsSource for RemoteWriteSink {
-    fn render(&self, out: &mut String, om: bool) {
+impl Collect for RemoteWriteSink {
+    fn collect(&self, out: &mut Families) {
         let c = &self.counters;
         let counters = [
             (
@@ -277,8 +276,7 @@ impl MetricsSource for RemoteWriteSink {
             ),
         ];
         for (name, help, v) in counters {
-            expo::family_header(out, name, "counter", help, om);
-            expo::sample(out, name, "_total", "", v.load(Relaxed) as f64);
+            out.counter(name, help).value(v.load(Relaxed) as f64);
         }
         let gauges = [
             (
@@ -293,8 +291,7 @@ impl MetricsSource for RemoteWriteSink {
             ),
         ];
         for (name, help, v) in gauges {
-            expo::family_header(out, name, "gauge", help, om);
-            expo::sample(out, name, "", "", v.load(Relaxed) as f64);
+            out.gauge(name, help).value(v.load(Relaxed) as f64);
         }
     }
 }
