@@ -6,14 +6,14 @@
 //! is driven from one task; readers get a [`Snapshot`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Duration, UNIX_EPOCH};
-
-use serde::Serialize;
+use std::time::Duration;
 
 use crate::aggregate::Flush;
 #[cfg(test)]
 use crate::aggregate::Samples;
 use crate::base::{expo::sanitize_label, metrics::Family};
+
+pub use super::snapshot::{fingerprint, rfc3339, ActiveAlert, HistoryEntry, Snapshot};
 
 use super::config::Severity;
 use super::input::{SelfMetrics, Window};
@@ -25,31 +25,6 @@ use super::state::{Phase, Transition};
 /// How long a group that stopped reporting keeps its last value (gauges and non-counting
 /// aggregations); after this it counts as cleared: it resolves if firing and is forgotten.
 pub const GROUP_HOLD_MS: u64 = 5 * 60 * 1000;
-
-/// Unix milliseconds as RFC 3339 (UTC).
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// A stable identity for one alert instance (FNV-1a 64 over name and labels), used as the
-/// PagerDuty dedup key and the webhook fingerprint.
-pub fn fingerprint(alert: &str, labels: &BTreeMap<String, String>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for x in b {
-            h ^= u64::from(*x);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(alert.as_bytes());
-    for (k, v) in labels {
-        eat(k.as_bytes());
-        eat(v.as_bytes());
-    }
-    format!("{h:016x}")
-}
 
 struct Group {
     labels: BTreeMap<String, String>,
@@ -70,40 +45,6 @@ struct RuleState {
     no_data: Phase,
 }
 
-/// One line of `GET /api/alerts` history.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryEntry {
-    pub alert: String,
-    pub labels: BTreeMap<String, String>,
-    pub event: &'static str,
-    pub severity: Severity,
-    pub value: Option<f64>,
-    pub at: String,
-}
-
-/// A pending or firing alert instance.
-#[derive(Debug, Clone, Serialize)]
-pub struct ActiveAlert {
-    pub alert: String,
-    pub labels: BTreeMap<String, String>,
-    pub state: &'static str,
-    pub severity: Severity,
-    pub value: Option<f64>,
-    pub since: String,
-    pub builtin: bool,
-    pub no_data: bool,
-}
-
-/// What the API and `/metrics` show, replaced after every evaluation.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    pub evaluated_at: Option<String>,
-    pub rules: usize,
-    pub firing: Vec<ActiveAlert>,
-    pub pending: Vec<ActiveAlert>,
-    pub history: Vec<HistoryEntry>,
-}
-
 /// The outcome of one evaluation.
 #[derive(Default)]
 pub struct Output {
@@ -111,6 +52,7 @@ pub struct Output {
     pub events: Vec<AlertEvent>,
     /// Every alert firing now (for notifiers that must be refreshed, like Alertmanager).
     pub firing: Vec<AlertEvent>,
+    /// The end of the evaluated window, in Unix milliseconds.
     pub now_ms: u64,
 }
 
@@ -126,10 +68,14 @@ pub struct Evaluator {
     last_now: u64,
     /// New groups ignored at `alerts.max_groups_per_rule`.
     pub groups_dropped: u64,
+    /// Windows evaluated.
     pub evaluations: u64,
 }
 
 impl Evaluator {
+    /// An evaluator of `rules`, labelling alerts with `host`, renotifying firing alerts every
+    /// `repeat_interval`, tracking at most `max_groups` groups per rule and keeping the last
+    /// `history_size` transitions.
     pub fn new(
         rules: Vec<Rule>,
         host: String,

@@ -14,7 +14,9 @@ pub mod notify;
 pub mod probe;
 pub mod reduce;
 pub mod rules;
+pub mod snapshot;
 pub mod state;
+pub mod template;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -27,12 +29,56 @@ use crate::aggregate::Flush;
 use crate::aggregate::Sink;
 use crate::base::handoff::{DropCounter, Handoff, Offer};
 use crate::base::lock;
+use crate::component::{Context, Error, Running, Stage};
 use crate::telemetry::Telemetry;
 
 pub use config::AlertsConfig;
 use eval::{Evaluator, Snapshot};
 use notify::Dispatcher;
-use rules::Rule;
+
+/// Starts alerting when `alerts.enabled`: compiles the rules (the shipped health rules over
+/// StatsD intake only when `statsd_enabled`), adds the evaluator as a sink, and drains it in the
+/// alerts stage: the final window is evaluated and its notifications get five seconds to go
+/// out (Datadog events into the queue, before its sender drains in the delivery stage). Start
+/// it after Datadog delivery, whose event outbox `datadog` notifiers write into.
+///
+/// # Errors
+/// A rule that does not compile, a notifier that cannot be built, or the evaluator thread
+/// cannot start.
+pub fn start(
+    cfg: &AlertsConfig,
+    statsd_enabled: bool,
+    ctx: &mut Context,
+) -> Result<Running<Arc<Shared>>, Error> {
+    if !cfg.enabled {
+        return Ok(Running::disabled(
+            "alerts",
+            Stage::Alerts,
+            "alerts.enabled is false",
+        ));
+    }
+    let a = Alerting::start(
+        cfg,
+        statsd_enabled,
+        Arc::clone(&ctx.telemetry),
+        ctx.host.clone(),
+        ctx.events.clone(),
+    )
+    .map_err(|e| Error::start("alerts", e))?;
+    ctx.add_sink(a.sink.clone());
+    tracing::info!(
+        component = "alerts",
+        rules = a.rule_count(),
+        notifiers = a.shared.dispatcher.notifiers.len(),
+        "alerting enabled"
+    );
+    let detail = format!("{} rules", a.rule_count());
+    let shared = Arc::clone(&a.shared);
+    ctx.shutdown.on_stop(Stage::Alerts, async move {
+        a.shutdown(Duration::from_secs(5)).await
+    });
+    Ok(Running::ok("alerts", Stage::Alerts, detail, shared))
+}
 
 /// State shared by the evaluator thread, the API and `/metrics`.
 pub struct Shared {
@@ -102,15 +148,12 @@ impl Alerting {
     /// A rule that does not compile, the HTTP client cannot be built, a `datadog` notifier
     /// without Datadog delivery, or the evaluator thread cannot be started.
     pub fn start(
-        cfg: &crate::config::Config,
+        a: &AlertsConfig,
+        statsd_enabled: bool,
         telemetry: Arc<Telemetry>,
         host: String,
         datadog: Option<notify::EventQueue>,
     ) -> Result<Alerting, String> {
-        let a = &cfg.alerts;
-        let statsd_enabled = !(cfg.statsd.udp_listen.is_empty()
-            && cfg.statsd.tcp_listen.is_empty()
-            && cfg.statsd.unix_socket.is_empty());
         let rules = rules::build_rules(a, statsd_enabled)?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
@@ -205,12 +248,4 @@ fn evaluate_window(
             .self_series_dropped
             .store(evaluator.self_series_dropped(), Relaxed);
     }
-}
-
-/// Compiled rules for a configuration (used by `check-config`-style callers and tests).
-///
-/// # Errors
-/// The first rule that does not compile.
-pub fn compiled_rules(cfg: &crate::config::Config) -> Result<Vec<Rule>, String> {
-    rules::build_rules(&cfg.alerts, true)
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::forward::Forwarder;
 use super::guard::Guard;
 use super::metrics::{GpsStats, GpsTelemetry, Publisher};
 use super::points::{Delivery, NdjsonFile, PointSink};
@@ -17,6 +18,8 @@ use super::registry::Registry;
 use super::server::{now_ms, Limits, Server};
 use super::GpsConfig;
 use crate::aggregate::Aggregator;
+use crate::base::error::ConfigError;
+use crate::component::{Context, Error, Running, Stage};
 use crate::telemetry::Telemetry;
 
 /// What the HTTP API reads of a running GPS subsystem.
@@ -38,6 +41,62 @@ pub struct Gps {
     pub state: GpsState,
     /// Ends after `cancel`: connections closed, points stored, last metrics published.
     pub task: JoinHandle<()>,
+}
+
+/// Starts the GPS component when `gps.enabled` and `gps.listen` is set: binds the listener,
+/// opens the configured point sinks and the `live_points` outbox (drained in the delivery
+/// stage), and serves until the intake stage: connections closed, points stored, last fleet
+/// metrics published. Gives back the state the HTTP API reads.
+///
+/// # Errors
+/// The address does not parse or cannot be bound, the points file or queue cannot be opened,
+/// or the point writer thread cannot start.
+pub async fn start_component(
+    cfg: &GpsConfig,
+    ctx: &mut Context,
+) -> Result<Running<GpsState>, Error> {
+    if !cfg.enabled || cfg.listen.is_empty() {
+        return Ok(Running::disabled(
+            "gps",
+            Stage::Intake,
+            "gps.enabled is false or gps.listen is empty",
+        ));
+    }
+    let key = "gps.listen";
+    let addr: std::net::SocketAddr = cfg
+        .listen
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.listen)))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::bind("GPS listener", addr, key, e))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let mut point_sinks = configured_sinks(cfg).map_err(|e| Error::start("gps", e))?;
+    if let Some(f) = Forwarder::start(cfg, ctx).map_err(|e| Error::start("gps", e))? {
+        point_sinks.push(Box::new(f.sink()));
+        ctx.shutdown
+            .on_stop(Stage::Delivery, async move { f.shutdown().await });
+    }
+    let g = start(
+        cfg,
+        listener,
+        point_sinks,
+        &ctx.aggregator,
+        &ctx.telemetry,
+        ctx.shutdown.token(Stage::Intake),
+    )
+    .map_err(|e| Error::start("gps", format!("cannot start the GPS server: {e}")))?;
+    tracing::info!(component = "gps", addr = %local, "listening");
+    let task = g.task;
+    ctx.shutdown.spawn(Stage::Intake, async move {
+        let _ = task.await;
+    });
+    Ok(Running::ok(
+        "gps",
+        Stage::Intake,
+        local.to_string(),
+        g.state,
+    ))
 }
 
 /// Point sinks configured in `[gps]`: the NDJSON file when `gps.points_file` is set.

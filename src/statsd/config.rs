@@ -108,6 +108,11 @@ impl StatsdConfig {
         check_nonzero_duration("statsd.tcp_idle_timeout", self.tcp_idle_timeout)
     }
 
+    /// Whether any StatsD listener (UDP, TCP, Unix socket) is configured.
+    pub fn any_listener(&self) -> bool {
+        !(self.udp_listen.is_empty() && self.tcp_listen.is_empty() && self.unix_socket.is_empty())
+    }
+
     /// The UDP receiver thread count, resolving 0 to one per two cores (at least 1, at most
     /// 4). Every receiver applies its lines to the one shard the datagram receivers share, so
     /// a receiver per core makes them take turns on that shard and move its cache lines
