@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::base::lock;
-use crate::base::metrics::{Collect, Families};
+use crate::base::metrics::{Collect, Families, Kind};
 
 use super::Shared;
 
@@ -69,9 +69,7 @@ impl Collect for AlertMetrics {
                 &s.self_series_dropped,
             ),
         ];
-        for (name, help, v) in counters {
-            out.counter(name, help).value(v.load(Relaxed) as f64);
-        }
+        out.atomics(Kind::Counter, &[], &counters);
 
         let d = &s.dispatcher;
         let f = out.counter(

@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use axum::Router;
 
 use super::config::HttpConfig;
-use crate::base::error::ConfigError;
-use crate::component::{Context, Error, Running, Stage};
+use crate::component::{bind_tcp, Context, Error, Running, Stage};
 
 /// Binds `http.listen` and serves `app` on it. Peer addresses reach the handlers, so that
 /// mutating routes can trust loopback callers.
@@ -15,15 +14,7 @@ use crate::component::{Context, Error, Running, Stage};
 /// # Errors
 /// The address does not parse or cannot be bound.
 pub async fn start(cfg: &HttpConfig, ctx: &mut Context, app: Router) -> Result<Running, Error> {
-    let key = "http.listen";
-    let addr: SocketAddr = cfg
-        .listen
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.listen)))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::bind("HTTP listener", addr, key, e))?;
-    let local = listener.local_addr().unwrap_or(addr);
+    let (listener, local) = bind_tcp("HTTP listener", "http.listen", &cfg.listen).await?;
     tracing::info!(component = "http", addr = %local, "listening");
     let token = ctx.shutdown.token(Stage::Http);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();

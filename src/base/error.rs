@@ -135,21 +135,23 @@ impl ConfigError {
     }
 }
 
+/// Parses `value`, the setting `key`, as a socket address.
+pub fn parse_addr(key: &str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!(" = {value:?} is not an address like \"0.0.0.0:8125\""),
+        )
+    })
+}
+
 /// Checks that `value` is a socket address (`0.0.0.0:8125`); empty is allowed when
 /// `may_be_empty` (the listener is off).
 pub fn check_addr(key: &str, value: &str, may_be_empty: bool) -> Result<(), ConfigError> {
     if value.is_empty() && may_be_empty {
         return Ok(());
     }
-    value
-        .parse::<std::net::SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| {
-            ConfigError::invalid(
-                key,
-                format!(" = {value:?} is not an address like \"0.0.0.0:8125\""),
-            )
-        })
+    parse_addr(key, value).map(|_| ())
 }
 
 /// Fails with "`key` must be greater than 0" when `v` is zero.

@@ -9,6 +9,7 @@
 //! A family is rendered when it was created, even without samples (its `# HELP` and `# TYPE`
 //! lines alone), so a collector that has nothing to say should not create it.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use super::expo;
@@ -192,6 +193,20 @@ impl Families {
     /// The gauge family `name` (see [`Families::family`]).
     pub fn gauge(&mut self, name: &'static str, help: &'static str) -> &mut Family {
         self.family(Kind::Gauge, name, help)
+    }
+
+    /// One family of `kind` per `(name, help, value)`, each with one sample labelled `labels`:
+    /// the shape of a component whose counters are plain atomics.
+    pub fn atomics(
+        &mut self,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        list: &[(&'static str, &'static str, &AtomicU64)],
+    ) {
+        for (name, help, v) in list {
+            self.family(kind, name, help)
+                .sample(labels, v.load(Relaxed) as f64);
+        }
     }
 
     /// The histogram family `name` (see [`Families::family`]).

@@ -200,6 +200,24 @@ impl Context {
     }
 }
 
+/// Binds the TCP listener set by `key` to `value` (`what` names it in the error), and gives
+/// back the address it got (the port chosen for `:0`).
+///
+/// # Errors
+/// The address does not parse, or cannot be bound.
+pub async fn bind_tcp(
+    what: &'static str,
+    key: &'static str,
+    value: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let addr = crate::base::error::parse_addr(key, value)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::bind(what, addr, key, e))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    Ok((listener, local))
+}
+
 /// A started (or disabled) component: its name, the stage it drains in, its health at start,
 /// and a handle for whoever composes it (the HTTP API reads some components' state).
 pub struct Running<H = ()> {

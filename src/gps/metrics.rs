@@ -19,7 +19,7 @@ use super::registry::Registry;
 use crate::aggregate::shard::Value;
 use crate::aggregate::{Samples, Shard, Shared};
 use crate::base::lock;
-use crate::base::metrics::{Collect, Families};
+use crate::base::metrics::{Collect, Families, Kind};
 use crate::model::MetricKind;
 
 /// Index used for connections whose protocol is not known yet (or never was).
@@ -502,9 +502,7 @@ impl Collect for GpsTelemetry {
                 &s.latency_dropped,
             ),
         ];
-        for (name, help, v) in counters {
-            out.counter(name, help).value(v.load(Relaxed) as f64);
-        }
+        out.atomics(Kind::Counter, &[], &counters);
         let (_, ips) = self.guard.counts(Instant::now());
         out.gauge(
             "tallyd_gps_tracked_ips",

@@ -18,8 +18,7 @@ use super::registry::Registry;
 use super::server::{now_ms, Limits, Server};
 use super::GpsConfig;
 use crate::aggregate::Aggregator;
-use crate::base::error::ConfigError;
-use crate::component::{Context, Error, Running, Stage};
+use crate::component::{bind_tcp, Context, Error, Running, Stage};
 use crate::telemetry::Telemetry;
 
 /// What the HTTP API reads of a running GPS subsystem.
@@ -62,15 +61,7 @@ pub async fn start_component(
             "gps.enabled is false or gps.listen is empty",
         ));
     }
-    let key = "gps.listen";
-    let addr: std::net::SocketAddr = cfg
-        .listen
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.listen)))?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::bind("GPS listener", addr, key, e))?;
-    let local = listener.local_addr().unwrap_or(addr);
+    let (listener, local) = bind_tcp("GPS listener", "gps.listen", &cfg.listen).await?;
     let mut point_sinks = configured_sinks(cfg).map_err(|e| Error::start("gps", e))?;
     if let Some(f) = Forwarder::start(cfg, ctx).map_err(|e| Error::start("gps", e))? {
         point_sinks.push(Box::new(f.sink()));

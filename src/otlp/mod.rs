@@ -18,9 +18,8 @@ use std::sync::Arc;
 
 use config::OtlpConfig;
 
-use crate::base::error::ConfigError;
 use crate::base::health::Status;
-use crate::component::{Context, Error, Running, Stage};
+use crate::component::{bind_tcp, Context, Error, Running, Stage};
 
 /// Starts the OTLP receiver and its listeners (`otlp.http_listen`, `otlp.grpc_listen`), both
 /// feeding one [`Receiver`]. At shutdown the receiver refuses new requests and the requests
@@ -115,11 +114,5 @@ async fn bind(
     if !cfg.enabled || addr.is_empty() {
         return Ok(None);
     }
-    let parsed: std::net::SocketAddr = addr
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, format!(" = {addr:?} is not an address")))?;
-    let l = tokio::net::TcpListener::bind(parsed)
-        .await
-        .map_err(|e| Error::bind(what, parsed, key, e))?;
-    Ok(Some(l))
+    Ok(Some(bind_tcp(what, key, addr).await?.0))
 }

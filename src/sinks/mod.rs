@@ -4,6 +4,7 @@
 //! Work that crosses the network belongs behind a queue of the sink's own.
 
 pub mod datadog;
+pub mod delivery;
 pub mod prometheus;
 pub mod remote_write;
 

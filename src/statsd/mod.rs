@@ -7,7 +7,6 @@ pub mod config;
 pub mod tcp;
 pub mod udp;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,8 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use config::StatsdConfig;
 
 use crate::aggregate::{Aggregator, Shard};
-use crate::base::error::ConfigError;
-use crate::component::{Context, Error, Running, Stage};
+use crate::component::{bind_tcp, Context, Error, Running, Stage};
 use crate::model::dogstatsd::{self as parse, Line, ParseError};
 use crate::telemetry::LocalStats;
 
@@ -32,14 +30,8 @@ pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running,
             "statsd.tcp_listen is empty",
         ));
     }
-    let key = "statsd.tcp_listen";
-    let addr: SocketAddr = cfg.tcp_listen.parse().map_err(|_| {
-        ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.tcp_listen))
-    })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::bind("statsd TCP listener", addr, key, e))?;
-    let local = listener.local_addr().unwrap_or(addr);
+    let (listener, local) =
+        bind_tcp("statsd TCP listener", "statsd.tcp_listen", &cfg.tcp_listen).await?;
     tracing::info!(component = "statsd_tcp", addr = %local, "listening");
     let server = Arc::new(tcp::TcpServer {
         ingest: Arc::new(Ingest {

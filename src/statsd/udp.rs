@@ -20,7 +20,7 @@ use tracing::info;
 use super::config::StatsdConfig;
 use super::{bad_line, Ingest};
 use crate::aggregate::Shard;
-use crate::base::error::ConfigError;
+use crate::base::error::parse_addr;
 use crate::base::lock;
 use crate::component::{Context, Error, Running, Stage};
 use crate::model::dogstatsd::MetricLine;
@@ -43,9 +43,7 @@ pub fn start(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
         ));
     }
     let key = "statsd.udp_listen";
-    let addr: SocketAddr = cfg.udp_listen.parse().map_err(|_| {
-        ConfigError::invalid(key, format!(" = {:?} is not an address", cfg.udp_listen))
-    })?;
+    let addr = parse_addr(key, &cfg.udp_listen)?;
     let count = cfg.receivers();
     let socks = bind(addr, count, cfg.udp_recv_buffer)
         .map_err(|e| Error::bind("statsd UDP listener", addr, key, e))?;

@@ -19,11 +19,12 @@ use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
 use crate::base::handoff::{DropCounter, Handoff};
-use crate::base::metrics::{Collect, Families};
+use crate::base::metrics::{Collect, Families, Kind};
 use crate::component::Context;
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{Backoff, Outbox};
+use crate::sinks::delivery::{Delivery, Names};
 use crate::sinks::Sink;
 
 /// The queue's name, in its directory, the admin API and metric labels.
@@ -48,9 +49,8 @@ impl DropCounter for Counters {
 
 /// Datadog delivery, wired by `lib.rs` when an API key is set.
 pub struct DatadogSink {
-    windows: Handoff<Arc<Flush>, Counters>,
+    delivery: Delivery<Arc<Flush>, Counters>,
     counters: Arc<Counters>,
-    outbox: Outbox,
     key: Arc<KeyStatus>,
     events: EventQueue,
 }
@@ -129,10 +129,14 @@ impl DatadogSink {
             )
             .map_err(|e| format!("cannot start the datadog encoder thread: {e}"))?
         };
+        let names = Names {
+            component: "datadog",
+            behind: "datadog encoder behind (disk stalled?); window dropped",
+            stopped: "datadog delivery stopped",
+        };
         Ok(Arc::new(DatadogSink {
-            windows,
+            delivery: Delivery::new(windows, outbox, names),
             counters,
-            outbox,
             key,
             events,
         }))
@@ -146,17 +150,9 @@ impl DatadogSink {
     /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
-        self.windows.join().await;
-        let d = self
-            .outbox
+        self.delivery
             .shutdown(|| self.key.get() == KeyState::Invalid)
             .await;
-        info!(
-            component = "datadog",
-            queued = d.pending,
-            dead_letters = d.dlq,
-            "datadog delivery stopped"
-        );
     }
 }
 
@@ -166,13 +162,7 @@ impl Sink for DatadogSink {
     }
 
     fn consume(&self, flush: &Arc<Flush>) {
-        if let Some(n) = self.windows.offer(Arc::clone(flush)).dropped_to_log() {
-            warn!(
-                component = "datadog",
-                dropped = n,
-                "datadog encoder behind (disk stalled?); window dropped"
-            );
-        }
+        self.delivery.offer(Arc::clone(flush));
     }
 }
 
@@ -268,10 +258,7 @@ impl Collect for DatadogSink {
                 &c.queue_errors,
             ),
         ];
-        for (name, help, v) in rows {
-            out.counter(name, help)
-                .sample(&[("queue", "datadog")], v.load(Relaxed) as f64);
-        }
+        out.atomics(Kind::Counter, &[("queue", "datadog")], &rows);
         let v = match self.key.get() {
             KeyState::Valid => 1.0,
             KeyState::Invalid => 0.0,

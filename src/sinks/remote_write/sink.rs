@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::encode::Encoder;
 use crate::aggregate::Flush;
 use crate::base::handoff::{DropCounter, Handoff};
-use crate::base::metrics::{Collect, Families};
+use crate::base::metrics::{Collect, Families, Kind};
 use crate::component::Context;
 use crate::queue::deliver::{header_map, HttpDeliver, RetryPolicy};
 use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::Outbox;
+use crate::sinks::delivery::{Delivery, Names};
 use crate::sinks::prometheus::config::PrometheusConfig;
 use crate::sinks::prometheus::Exposition;
 use crate::sinks::Sink;
@@ -56,9 +57,8 @@ impl DropCounter for Counters {
 
 /// Remote write delivery, wired by `lib.rs` when `remote_write.url` is set.
 pub struct RemoteWriteSink {
-    windows: Handoff<Window, Counters>,
+    delivery: Delivery<Window, Counters>,
     counters: Arc<Counters>,
-    outbox: Outbox,
 }
 
 /// The headers every request carries (besides Content-Type and Content-Encoding, which come
@@ -138,24 +138,21 @@ impl RemoteWriteSink {
             move |w: Window| window.encode(w),
         )
         .map_err(|e| format!("cannot start the remote write encoder thread: {e}"))?;
+        let names = Names {
+            component: "remote_write",
+            behind: "remote write encoder behind (disk stalled?); window dropped",
+            stopped: "remote write stopped",
+        };
         Ok(Arc::new(RemoteWriteSink {
-            windows,
+            delivery: Delivery::new(windows, outbox, names),
             counters,
-            outbox,
         }))
     }
 
     /// Stops after the final flush: encodes what was handed over, lets the sender deliver for
     /// up to `queue.shutdown_drain`, then stops it. Whatever is left stays on disk.
     pub async fn shutdown(&self) {
-        self.windows.join().await;
-        let d = self.outbox.shutdown(|| false).await;
-        info!(
-            component = "remote_write",
-            queued = d.pending,
-            dead_letters = d.dlq,
-            "remote write stopped"
-        );
+        self.delivery.shutdown(|| false).await;
     }
 }
 
@@ -166,14 +163,7 @@ impl Sink for RemoteWriteSink {
 
     fn consume(&self, flush: &Arc<Flush>) {
         // The hand-off time: the flusher runs right at the window boundary.
-        let offer = self.windows.offer((Arc::clone(flush), unix_ms()));
-        if let Some(n) = offer.dropped_to_log() {
-            warn!(
-                component = "remote_write",
-                dropped = n,
-                "remote write encoder behind (disk stalled?); window dropped"
-            );
-        }
+        self.delivery.offer((Arc::clone(flush), unix_ms()));
     }
 }
 
@@ -275,9 +265,7 @@ impl Collect for RemoteWriteSink {
                 &c.enqueue_errors,
             ),
         ];
-        for (name, help, v) in counters {
-            out.counter(name, help).value(v.load(Relaxed) as f64);
-        }
+        out.atomics(Kind::Counter, &[], &counters);
         let gauges = [
             (
                 "tallyd_remote_write_series",
@@ -290,9 +278,7 @@ impl Collect for RemoteWriteSink {
                 &c.conflicts,
             ),
         ];
-        for (name, help, v) in gauges {
-            out.gauge(name, help).value(v.load(Relaxed) as f64);
-        }
+        out.atomics(Kind::Gauge, &[], &gauges);
     }
 }
 
