@@ -276,12 +276,10 @@ impl Collect for Telemetry {
         ];
         for (name, help, field) in per_transport {
             let f = out.counter(name, help);
-            for tr in Transport::ALL {
-                f.sample(
-                    &[("transport", tr.as_str())],
-                    g(field(&self.transports[tr as usize])),
-                );
-            }
+            f.by(
+                "transport",
+                Transport::ALL.map(|tr| (tr.as_str(), g(field(&self.transports[tr as usize])))),
+            );
         }
         let f = out.counter("tallyd_statsd_parse_errors", "Lines rejected, by reason.");
         for r in ParseError::ALL {

@@ -100,21 +100,21 @@ impl Collect for AlertMetrics {
             "tallyd_alert_notification_retries",
             "Delivery attempts retried after a retryable failure.",
         );
-        for n in &d.notifiers {
-            f.sample(
-                &[("notifier", &n.name)],
-                n.stats.retries.load(Relaxed) as f64,
-            );
-        }
+        f.by(
+            "notifier",
+            d.notifiers
+                .iter()
+                .map(|n| (&n.name, n.stats.retries.load(Relaxed) as f64)),
+        );
         let f = out.gauge(
             "tallyd_alert_notify_queue_length",
             "Notifications waiting per notifier.",
         );
-        for n in &d.notifiers {
-            f.sample(
-                &[("notifier", &n.name)],
-                n.stats.queued.load(Relaxed) as f64,
-            );
-        }
+        f.by(
+            "notifier",
+            d.notifiers
+                .iter()
+                .map(|n| (&n.name, n.stats.queued.load(Relaxed) as f64)),
+        );
     }
 }

@@ -117,6 +117,19 @@ impl Family {
         self
     }
 
+    /// Adds one sample per `(label value, value)`, each labelled `label` with its value: the
+    /// shape of a count kept per reason, transport or notifier.
+    pub fn by<L: AsRef<str>>(
+        &mut self,
+        label: &str,
+        values: impl IntoIterator<Item = (L, f64)>,
+    ) -> &mut Family {
+        for (l, v) in values {
+            self.sample(&[(label, l.as_ref())], v);
+        }
+        self
+    }
+
     /// Adds a counter or gauge sample without labels.
     pub fn value(&mut self, value: f64) -> &mut Family {
         self.sample(&[], value)

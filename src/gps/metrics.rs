@@ -469,12 +469,10 @@ impl Collect for GpsTelemetry {
             "tallyd_gps_connections_closed",
             "GPS connections closed after identification, by reason.",
         );
-        for c in Close::ALL {
-            f.sample(
-                &[("reason", c.as_label())],
-                s.closed[c as usize].load(Relaxed) as f64,
-            );
-        }
+        f.by(
+            "reason",
+            Close::ALL.map(|c| (c.as_label(), s.closed[c as usize].load(Relaxed) as f64)),
+        );
         let counters = [
             (
                 "tallyd_gps_registry_evicted",

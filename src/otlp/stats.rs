@@ -173,12 +173,10 @@ impl Collect for OtlpStats {
             "tallyd_otlp_bytes",
             "OTLP request bytes received (HTTP: as sent, before decompression; gRPC: decoded message size).",
         );
-        for t in Transport::ALL {
-            f.sample(
-                &[("transport", t.as_str())],
-                self.bytes[t as usize].load(Relaxed) as f64,
-            );
-        }
+        f.by(
+            "transport",
+            Transport::ALL.map(|t| (t.as_str(), self.bytes[t as usize].load(Relaxed) as f64)),
+        );
         out.counter(
             "tallyd_otlp_points_accepted",
             "OTLP data points accepted into aggregation.",
