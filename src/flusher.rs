@@ -43,15 +43,8 @@ pub fn start(cfg: &AggregateConfig, ctx: &mut Context) -> Result<Running, Error>
         let _ = stop.send(());
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     });
-    Ok(Running::ok(
-        "flusher",
-        Stage::Flush,
-        format!(
-            "every {}",
-            crate::base::duration::format_duration(cfg.flush_interval)
-        ),
-        (),
-    ))
+    // Its health line is the "aggregator" watch above.
+    Ok(Running::reporting_itself("aggregator", Stage::Flush, ()))
 }
 
 /// The aggregator's health, judged from its last flush.
