@@ -125,3 +125,7 @@ fn flush_loop(
         // the alert thread, not this one) drops it: see `aggregate::Recycle`.
     }
 }
+
+#[cfg(test)]
+#[path = "flusher_tests.rs"]
+mod tests;

@@ -1,16 +1,23 @@
-//! tallyd: a small, fast sidecar agent for StatsD/DogStatsD metrics.
+//! tallyd: a small, fast sidecar agent for StatsD/DogStatsD and OTLP metrics and GPS tracker
+//! telemetry: aggregate per window, expose to Prometheus, alert, forward onward.
 //!
-//! The flow (see ARCHITECTURE.md):
-//! ```text
-//! UDP (recvmmsg, N sockets) ─┐
-//! TCP (tokio)               ─┼─▶ statsd::parse ─▶ aggregate::Shard (datagrams share one; TCP has its own)
-//! Unix datagram             ─┘                          │ every flush interval
-//!                                                       ▼
-//!                                   aggregate::Aggregator::flush ─▶ Arc<Flush> ─▶ sinks
-//! ```
-//! [`run`] binds every listener first (so a busy port fails fast with its name), then starts
-//! the receive threads, the TCP and HTTP servers and the flusher, and on shutdown stops intake,
-//! drains what was received, flushes one last time and returns.
+//! [`run`] is the topology (see ARCHITECTURE.md): it builds every component on one
+//! [`component::Context`] and drains them stage by stage at shutdown.
+//!
+//! | component | module | stage |
+//! |---|---|---|
+//! | StatsD UDP, Unix socket and TCP listeners | [`statsd`] | intake |
+//! | OTLP/HTTP and OTLP/gRPC receivers | [`otlp`] | intake |
+//! | GPS tracker server, point delivery | [`gps`] | intake, delivery |
+//! | the window clock | [`flusher`] | flush |
+//! | Prometheus state for `/metrics` | [`sinks::prometheus`] | flush |
+//! | Datadog and remote_write delivery | [`sinks::datadog`], [`sinks::remote_write`] | delivery |
+//! | threshold alerts and notifiers | [`alert`] | alerts |
+//! | the HTTP API | [`api`] | http |
+//!
+//! Beneath them: [`base`] (imports nothing else from the crate), [`model`], [`telemetry`],
+//! [`aggregate`], [`queue`], the contract [`component`], and [`config`], which composes the
+//! components' configuration sections.
 
 #![warn(missing_docs)]
 
