@@ -1,0 +1,153 @@
+//! Tests of `sinks/datadog/encode.rs`.
+
+use super::*;
+use crate::aggregate::{Samples, Series};
+use crate::model::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn flush(series: Vec<Series>) -> Flush {
+    Flush {
+        timestamp: 1_700_000_000,
+        interval: Duration::from_secs(10),
+        percentiles: Arc::from(vec![0.5, 0.95, 0.99]),
+        series,
+        events: vec![],
+        service_checks: vec![],
+        recycle: Default::default(),
+    }
+}
+
+fn ser(kind: MetricKind, name: &str, tags: &[&str], value: SeriesValue) -> Series {
+    Series::new(Arc::new(Context::from_unsorted(kind, name, tags)), value)
+}
+
+fn samples(values: &[f64]) -> SeriesValue {
+    let mut s = Samples::new();
+    for v in values {
+        s.add(*v, 1);
+    }
+    s.summarize(&[0.5, 0.95, 0.99]);
+    SeriesValue::Samples(Box::new(s))
+}
+
+fn encoder(cfg: DatadogConfig) -> Encoder {
+    Encoder::new(&cfg, "box".into())
+}
+
+#[test]
+fn agent_semantics_per_type() {
+    let mut cfg = DatadogConfig {
+        env: "prod".into(),
+        tags: vec!["team:a".into()],
+        ..Default::default()
+    };
+    cfg.histogram_percentiles = vec![0.95, 0.75];
+    let e = encoder(cfg);
+    let f = flush(vec![
+        ser(
+            MetricKind::Counter,
+            "hits",
+            &["a:1", "host:web-9"],
+            SeriesValue::Counter(50.0),
+        ),
+        ser(MetricKind::Gauge, "temp", &[], SeriesValue::Gauge(-3.5)),
+        ser(MetricKind::Set, "users", &[], SeriesValue::Set(7)),
+        ser(
+            MetricKind::Timer,
+            "lat",
+            &[],
+            samples(&[1.0, 2.0, 3.0, 4.0]),
+        ),
+    ]);
+    let s = e.series(&f);
+    let get = |m: &str| {
+        s.iter()
+            .find(|x| x.metric == m)
+            .unwrap_or_else(|| panic!("{m}"))
+    };
+    let hits = get("hits");
+    assert_eq!(
+        (hits.r#type, hits.interval, hits.points[0].value),
+        (MetricType::Rate as i32, 10, 5.0)
+    );
+    assert_eq!(hits.points[0].timestamp, 1_700_000_000);
+    assert_eq!(hits.resources[0].name, "web-9");
+    assert_eq!(hits.tags, vec!["a:1", "team:a", "env:prod"]);
+    assert_eq!(
+        (get("temp").r#type, get("temp").points[0].value),
+        (MetricType::Gauge as i32, -3.5)
+    );
+    assert_eq!(get("temp").resources[0].name, "box");
+    assert_eq!(get("users").points[0].value, 7.0);
+    assert_eq!(get("lat.max").points[0].value, 4.0);
+    assert_eq!(get("lat.median").points[0].value, 2.0);
+    assert_eq!(get("lat.avg").points[0].value, 2.5);
+    assert_eq!(
+        (get("lat.count").r#type, get("lat.count").points[0].value),
+        (MetricType::Rate as i32, 0.4)
+    );
+    assert_eq!(get("lat.95percentile").points[0].value, 4.0);
+    assert_eq!(get("lat.75percentile").points[0].value, 3.0);
+    assert!(s
+        .iter()
+        .all(|x| x.metric != "lat.min" && x.metric != "lat.sum"));
+    assert_eq!(s.len(), 3 + 6);
+}
+
+#[test]
+fn series_split_within_limits() {
+    let e = encoder(DatadogConfig {
+        compression: Compression::Gzip,
+        ..Default::default()
+    });
+    let series: Vec<Series> = (0..25_000)
+        .map(|i| {
+            ser(
+                MetricKind::Gauge,
+                &format!("m.{i}"),
+                &[&format!("i:{i}")],
+                SeriesValue::Gauge(i as f64),
+            )
+        })
+        .collect();
+    let (payloads, stats) = e.encode(&flush(series), 0);
+    assert_eq!(stats, EncodeStats::default());
+    assert!(payloads.len() >= 3);
+    assert_eq!(payloads.iter().map(|p| p.items).sum::<usize>(), 25_000);
+    for p in &payloads {
+        assert!(p.items <= 10_000 && p.body.len() <= SERIES_LIMITS.max_compressed);
+    }
+}
+
+#[test]
+fn incompressible_batches_are_halved() {
+    let e = encoder(DatadogConfig::default());
+    let mut seed = 1u64;
+    let mut noise = || {
+        (0..200)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(b'a' + (seed >> 59) as u8)
+            })
+            .collect::<String>()
+    };
+    let series: Vec<Series> = (0..4000)
+        .map(|_| {
+            ser(
+                MetricKind::Gauge,
+                &noise(),
+                &[&noise()],
+                SeriesValue::Gauge(1.0),
+            )
+        })
+        .collect();
+    let (payloads, _) = e.encode(&flush(series), 0);
+    assert!(payloads.len() >= 2);
+    assert_eq!(payloads.iter().map(|p| p.items).sum::<usize>(), 4000);
+    assert!(payloads
+        .iter()
+        .all(|p| p.body.len() <= SERIES_LIMITS.max_compressed));
+}
