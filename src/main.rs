@@ -80,7 +80,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(tallyd::run(cfg, shutdown_signal())) {
+    // The signal handlers are installed before anything is bound, so a SIGHUP that arrives
+    // while tallyd starts is ignored too, not left to its default action.
+    match rt.block_on(async { tallyd::run(cfg, shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -105,18 +107,27 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the signal handlers and returns what completes on SIGTERM or SIGINT. SIGHUP, which
+/// `systemctl reload` and many supervisors send, does not stop tallyd: its default action would
+/// kill the process without draining or a final flush, and live reload is not built yet, so it
+/// is logged and ignored.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-        }
-        Err(_) => {
+    let term = signal(SignalKind::terminate()).ok();
+    let hup = signal(SignalKind::hangup()).ok();
+    async move {
+        let (Some(mut term), Some(mut hup)) = (term, hup) else {
             let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received: reloading the configuration is not supported yet, so it is ignored; restart tallyd to apply a changed configuration"
+                ),
+            }
         }
     }
 }
