@@ -358,14 +358,31 @@ impl Shard {
         };
         match &mut entry.slot {
             Slot::Counter(sum) => {
+                // The parser checked each value; the window's sum is checked here, so that a
+                // line that would overflow it is rejected whole and the sum stays finite.
+                let (mut next, mut n) = (*sum, 0);
                 for v in parse::values(m.values) {
-                    *sum += v.value / m.sample_rate;
-                    stats.samples += 1;
+                    next += v.value / m.sample_rate;
+                    n += 1;
                 }
+                if !next.is_finite() {
+                    return Err(ParseError::Value);
+                }
+                *sum = next;
+                stats.samples += n;
             }
             Slot::Gauge(g) => {
+                let delta = shared.gauge_mode == GaugeMode::Delta;
+                if delta {
+                    let shifted = parse::values(m.values)
+                        .filter(|v| v.signed)
+                        .fold(g.delta, |d, v| d + v.value);
+                    if !shifted.is_finite() {
+                        return Err(ParseError::Value);
+                    }
+                }
                 for v in parse::values(m.values) {
-                    if v.signed && shared.gauge_mode == GaugeMode::Delta {
+                    if v.signed && delta {
                         g.shift(v.value, seq);
                     } else {
                         g.set(v.value, seq);
@@ -385,7 +402,12 @@ impl Shard {
             Slot::Samples(s) => {
                 let s = s.get_or_insert_with(Box::default);
                 // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
-                let weight = (1.0 / m.sample_rate) as u32;
+                let w = parse::sample_weight(m.sample_rate);
+                let sum = parse::values(m.values).fold(s.sum(), |t, v| t + v.value * w);
+                if !sum.is_finite() {
+                    return Err(ParseError::Value);
+                }
+                let weight = w as u32;
                 for v in parse::values(m.values) {
                     s.add(v.value, weight);
                     stats.samples += 1;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::model::dogstatsd::{parse_line, Line};
+use crate::model::dogstatsd::{parse_line, Line, ParseError};
 use crate::telemetry::LocalStats;
 
 fn agg(cfg: Config) -> Aggregator {
@@ -40,6 +40,56 @@ fn find<'a>(f: &'a Flush, name: &str, tags: &[&str]) -> &'a SeriesValue {
         .find(|s| *s.ctx == want)
         .unwrap_or_else(|| panic!("{name} {tags:?}"))
         .value
+}
+
+#[test]
+fn a_line_that_would_overflow_its_window_is_rejected_whole() {
+    let a = agg(Config::default());
+    let s = a.new_shard();
+    let shared = a.shared();
+    let mut stats = LocalStats::default();
+    let apply = |line: &str, stats: &mut LocalStats| {
+        let Ok(Line::Metric(m)) = parse_line(line.as_bytes(), 100) else {
+            panic!("{line} parses")
+        };
+        lock(&s).apply(&m, shared.seq(), stats)
+    };
+    assert!(apply("c:1e308|c", &mut stats).is_ok());
+    assert_eq!(apply("c:1e308|c", &mut stats), Err(ParseError::Value));
+    assert!(apply("t:1e308|ms", &mut stats).is_ok());
+    assert_eq!(apply("t:1e308|ms", &mut stats), Err(ParseError::Value));
+    assert_eq!(stats.samples, 2, "the rejected lines counted nothing");
+    let f = a.flush(100);
+    assert!(matches!(find(&f, "c", &[]), SeriesValue::Counter(v) if *v == 1e308));
+    let SeriesValue::Samples(h) = find(&f, "t", &[]) else {
+        panic!("samples")
+    };
+    assert_eq!((h.count(), h.sum()), (1, 1e308));
+}
+
+#[test]
+fn delta_gauges_refuse_to_overflow() {
+    let mut cfg = Config::default();
+    cfg.statsd.gauge_mode = crate::aggregate::GaugeMode::Delta;
+    let a = agg(cfg);
+    let s = a.new_shard();
+    let mut stats = LocalStats::default();
+    for (line, ok) in [
+        ("g:+1e308|g", true),
+        ("g:+1e308|g", false),
+        ("g:-1e308|g", true),
+    ] {
+        let Ok(Line::Metric(m)) = parse_line(line.as_bytes(), 100) else {
+            panic!("{line} parses")
+        };
+        assert_eq!(
+            lock(&s).apply(&m, a.shared().seq(), &mut stats).is_ok(),
+            ok,
+            "{line}"
+        );
+    }
+    let f = a.flush(100);
+    assert!(matches!(find(&f, "g", &[]), SeriesValue::Gauge(v) if v.is_finite()));
 }
 
 #[test]

@@ -25,11 +25,12 @@ use crate::model::{AlertType, CheckStatus, Event, MetricKind, Priority, ServiceC
 pub enum ParseError {
     /// Not `name:value|type`: a missing `:` or `|`, or an empty name or value.
     Format,
-    /// A value that is not a finite number (or, for sets, empty).
+    /// A value that is not a finite number (or, for sets, empty), or one that would not be once
+    /// scaled by its sample rate or added to its window's state.
     Value,
     /// A type other than `c g ms h s d`.
     Type,
-    /// `@rate` not a number in (0, 1].
+    /// `@rate` not a normal number in (0, 1].
     SampleRate,
     /// `T` not a positive integer.
     Timestamp,
@@ -308,8 +309,19 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
             return Err(ParseError::Value);
         }
     } else {
+        // What each value weighs once applied: a counter adds value / rate, a sampled value
+        // counts trunc(1 / rate) times into the window's sum. A line whose weighted value is
+        // not a finite number cannot be represented and is rejected whole.
+        let scale = match kind {
+            MetricKind::Counter => 1.0 / out.sample_rate,
+            MetricKind::Gauge => 1.0,
+            _ => sample_weight(out.sample_rate),
+        };
         for v in Values::new(values) {
-            parse_value(v).ok_or(ParseError::Value)?;
+            let x = parse_value(v).ok_or(ParseError::Value)?;
+            if !(x * scale).is_finite() {
+                return Err(ParseError::Value);
+            }
         }
     }
     // n tags need at least n - 1 bytes, so short lists cannot exceed the limit: skip counting.
@@ -436,9 +448,17 @@ pub fn parse_value(v: &[u8]) -> Option<f64> {
     f.is_finite().then_some(f)
 }
 
+/// How many values one sampled value of a timer, histogram or distribution stands for at
+/// sample rate `rate`: trunc(1 / rate), as the Datadog Agent counts it, at least 1.
+pub fn sample_weight(rate: f64) -> f64 {
+    (1.0 / rate).trunc().clamp(1.0, f64::from(u32::MAX))
+}
+
+/// A sample rate in (0, 1]. A subnormal rate is refused: its inverse is not finite, so the
+/// value it scales could not be represented.
 fn parse_rate(v: &[u8]) -> Result<f64, ParseError> {
     let r = parse_value(v).ok_or(ParseError::SampleRate)?;
-    if r > 0.0 && r <= 1.0 {
+    if r.is_normal() && r > 0.0 && r <= 1.0 {
         Ok(r)
     } else {
         Err(ParseError::SampleRate)

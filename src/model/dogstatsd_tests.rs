@@ -103,6 +103,13 @@ fn malformed_metric_lines() {
         ("a:1|c|@1.5", ParseError::SampleRate),
         ("a:1|c|@-0.5", ParseError::SampleRate),
         ("a:1|c|@x", ParseError::SampleRate),
+        // Subnormal: 1 / rate is not finite.
+        ("x:1|c|@1e-320", ParseError::SampleRate),
+        // Finite values whose weight under the sample rate is not.
+        ("a:1e308|c|@0.1", ParseError::Value),
+        ("a:-1e308|c|@0.1", ParseError::Value),
+        ("a:1e308|ms|@0.1", ParseError::Value),
+        ("a:1:1e308|h|@0.5", ParseError::Value),
         ("a:1|c|T", ParseError::Timestamp),
         ("a:1|c|T0", ParseError::Timestamp),
         ("a:1|c|T-5", ParseError::Timestamp),
@@ -116,6 +123,13 @@ fn malformed_metric_lines() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn large_values_that_stay_finite_are_kept() {
+    assert_eq!(vals(&metric("a:1e308|g|@0.1")), [1e308]);
+    assert_eq!(vals(&metric("a:1e307|c|@0.1")), [1e307]);
+    assert_eq!(metric("a:1|d|@1e-300").sample_rate, 1e-300);
 }
 
 #[test]

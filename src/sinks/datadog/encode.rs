@@ -258,6 +258,9 @@ impl Encoder {
                 }
             }
         }
+        // Intake refuses what would not be finite; this keeps the promise should any path
+        // still produce one: the intake never receives `inf` or `NaN`.
+        out.retain(|m| m.points.iter().all(|p| p.value.is_finite()));
         out
     }
 

@@ -161,14 +161,22 @@ impl Exposition {
             };
             e.updated = now;
             match (&mut e.value, &s.value) {
-                (Value::Counter(total), SeriesValue::Counter(v)) => *total += v,
-                (Value::Gauge(g), SeriesValue::Gauge(v)) => *g = *v,
+                (Value::Counter(total), SeriesValue::Counter(v)) => {
+                    *total = cumulate(*total, *v);
+                }
+                (Value::Gauge(g), SeriesValue::Gauge(v)) if v.is_finite() => *g = *v,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
                 (Value::Summary(sm), SeriesValue::Samples(h)) => {
                     sm.quantiles.clear();
                     sm.quantiles.extend_from_slice(h.quantiles());
-                    sm.sum += h.sum();
-                    sm.count += h.count();
+                    if (sm.sum + h.sum()).is_finite() {
+                        sm.sum += h.sum();
+                        sm.count += h.count();
+                    } else if h.sum().is_finite() {
+                        // Starts again from this window, sum and count together (a reset).
+                        sm.sum = h.sum();
+                        sm.count = h.count();
+                    }
                 }
                 _ => {}
             }
@@ -400,4 +408,19 @@ pub(super) fn claim_name(
         out.push_str(kind.name());
     }
     out.push_str(SUFFIXES[usize::from(suffix)]);
+}
+
+/// A cumulative total after adding a window's `v`. A total that would stop being a finite
+/// number starts again from `v`, which Prometheus reads as a counter reset; a non-finite `v`
+/// (which intake already refuses) is left out. `/metrics` never shows `+Inf` or `NaN`.
+pub(super) fn cumulate(total: f64, v: f64) -> f64 {
+    if !v.is_finite() {
+        return total;
+    }
+    let next = total + v;
+    if next.is_finite() {
+        next
+    } else {
+        v
+    }
 }

@@ -345,3 +345,15 @@ fn series_limit() {
     assert_eq!(p.shared.telemetry.prom_series_dropped.load(Relaxed), 1);
     assert_eq!(p.shared.telemetry.prom_series.load(Relaxed), 1);
 }
+
+#[test]
+fn cumulative_totals_never_leave_the_finite_numbers() {
+    use super::exposition::cumulate;
+    assert_eq!(cumulate(1.0, 2.0), 3.0);
+    // A total that would overflow starts again from the window's value (a counter reset).
+    assert_eq!(cumulate(f64::MAX, f64::MAX), f64::MAX);
+    assert_eq!(cumulate(1e308, -1e308), 0.0);
+    assert_eq!(cumulate(-f64::MAX, -f64::MAX), -f64::MAX);
+    assert_eq!(cumulate(5.0, f64::NAN), 5.0);
+    assert_eq!(cumulate(5.0, f64::INFINITY), 5.0);
+}
