@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::duration::duration_str;
-use crate::base::error::ConfigError;
+use crate::base::error::{check_nonzero_duration, check_positive, ConfigError};
 
 /// `[gps]`: the tracker server. `config/tallyd.toml` documents every key at more length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,25 +148,29 @@ impl Default for GpsConfig {
 
 impl GpsConfig {
     /// Checks what types alone cannot.
+    ///
+    /// # Errors
+    /// The first value not allowed, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check().map_err(ConfigError::from_sentence)
-    }
-
-    /// The checks, each failing with one sentence that begins with the key.
-    fn check(&self) -> Result<(), String> {
         let url_ok = self.points_url.is_empty()
             || self.points_url.starts_with("http://")
             || self.points_url.starts_with("https://");
         if !url_ok {
-            return Err(format!(
-                "gps.points_url = {:?} must start with http:// or https://",
-                self.points_url
+            return Err(ConfigError::invalid(
+                "gps.points_url",
+                format!(
+                    " = {:?} must start with http:// or https://",
+                    self.points_url
+                ),
             ));
         }
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "gps.listen = {:?} is not an address like \"0.0.0.0:5000\"",
-                self.listen
+            return Err(ConfigError::invalid(
+                "gps.listen",
+                format!(
+                    " = {:?} is not an address like \"0.0.0.0:5000\"",
+                    self.listen
+                ),
             ));
         }
         let positive = [
@@ -178,15 +182,19 @@ impl GpsConfig {
             ("gps.points_queue_batches", self.points_queue_batches),
         ];
         for (key, v) in positive {
-            if v == 0 {
-                return Err(format!("{key} must be greater than 0"));
-            }
+            check_positive(key, v as u64)?;
         }
         if !(64..=1_048_576).contains(&self.max_frame_bytes) {
-            return Err("gps.max_frame_bytes must be between 64 and 1048576".into());
+            return Err(ConfigError::invalid(
+                "gps.max_frame_bytes",
+                " must be between 64 and 1048576",
+            ));
         }
         if !(64..=65_536).contains(&self.max_line_bytes) {
-            return Err("gps.max_line_bytes must be between 64 and 65536".into());
+            return Err(ConfigError::invalid(
+                "gps.max_line_bytes",
+                " must be between 64 and 65536",
+            ));
         }
         for (key, d) in [
             ("gps.handshake_timeout", self.handshake_timeout),
@@ -197,23 +205,27 @@ impl GpsConfig {
             ("gps.blacklist_duration", self.blacklist_duration),
             ("gps.points_timeout", self.points_timeout),
         ] {
-            if d.is_zero() {
-                return Err(format!("{key} must be greater than 0s"));
-            }
+            check_nonzero_duration(key, d)?;
         }
         if !(self.blacklist_invalid_ratio > 0.0 && self.blacklist_invalid_ratio <= 1.0) {
-            return Err("gps.blacklist_invalid_ratio must be in (0, 1]".into());
+            return Err(ConfigError::invalid(
+                "gps.blacklist_invalid_ratio",
+                " must be in (0, 1]",
+            ));
         }
         if self.points_file_max_bytes < 4096 {
-            return Err("gps.points_file_max_bytes must be at least 4096".into());
+            return Err(ConfigError::invalid(
+                "gps.points_file_max_bytes",
+                " must be at least 4096",
+            ));
         }
         if self.metric_prefix.contains(['|', ':', '#', '\n', ','])
             || self.live_metric_prefix.contains(['|', ':', '#', '\n', ','])
         {
-            return Err(
-                "gps.metric_prefix and gps.live_metric_prefix may not contain | : # , or a newline"
-                    .into(),
-            );
+            return Err(ConfigError::invalid(
+                "gps.metric_prefix",
+                " and gps.live_metric_prefix may not contain | : # , or a newline",
+            ));
         }
         Ok(())
     }

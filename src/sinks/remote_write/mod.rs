@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::duration::duration_str;
-use crate::base::error::ConfigError;
+use crate::base::error::{check_nonzero_duration, ConfigError};
 
 pub use sink::{RemoteWriteSink, QUEUE_NAME};
 
@@ -111,81 +111,96 @@ pub const MAX_SAMPLES_LIMIT: usize = 1_000_000;
 
 impl RemoteWriteConfig {
     /// Checks what types alone cannot.
+    ///
+    /// # Errors
+    /// The first value not allowed, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check().map_err(ConfigError::from_sentence)
-    }
-
-    /// The checks, each failing with one sentence that begins with the key.
-    fn check(&self) -> Result<(), String> {
         if !(self.url.is_empty()
             || self.url.starts_with("http://")
             || self.url.starts_with("https://"))
         {
-            return Err(format!(
-                "remote_write.url = {:?} must start with http:// or https://",
-                self.url
+            return Err(ConfigError::invalid(
+                "remote_write.url",
+                format!(" = {:?} must start with http:// or https://", self.url),
             ));
         }
         if !(1..=MAX_SAMPLES_LIMIT).contains(&self.max_samples_per_request) {
-            return Err(format!(
-                "remote_write.max_samples_per_request must be between 1 and {MAX_SAMPLES_LIMIT}"
+            return Err(ConfigError::invalid(
+                "remote_write.max_samples_per_request",
+                format!(" must be between 1 and {MAX_SAMPLES_LIMIT}"),
             ));
         }
-        if self.timeout.is_zero() {
-            return Err("remote_write.timeout must be greater than 0s".into());
-        }
+        check_nonzero_duration("remote_write.timeout", self.timeout)?;
         if !self.bearer_token.is_empty() && !self.basic_auth_user.is_empty() {
-            return Err(
-                "remote_write.bearer_token and remote_write.basic_auth_user are both set; use one"
-                    .into(),
-            );
+            return Err(ConfigError::invalid(
+                "remote_write.bearer_token",
+                " and remote_write.basic_auth_user are both set; use one",
+            ));
         }
         if self.basic_auth_user.is_empty() && !self.basic_auth_password.is_empty() {
-            return Err(
-                "remote_write.basic_auth_password is set but remote_write.basic_auth_user is empty"
-                    .into(),
-            );
+            return Err(ConfigError::invalid(
+                "remote_write.basic_auth_password",
+                " is set but remote_write.basic_auth_user is empty",
+            ));
         }
         if self.basic_auth_user.contains(':') {
-            return Err("remote_write.basic_auth_user may not contain ':'".into());
+            return Err(ConfigError::invalid(
+                "remote_write.basic_auth_user",
+                " may not contain ':'",
+            ));
         }
+        const HEADERS: &str = "remote_write.headers";
         for (k, v) in &self.headers {
             let lower = k.to_ascii_lowercase();
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                return Err(format!("remote_write.headers: {k:?} is not a header name"));
+                return Err(ConfigError::invalid(
+                    HEADERS,
+                    format!(": {k:?} is not a header name"),
+                ));
             }
             if reqwest::header::HeaderValue::from_str(v).is_err() {
-                return Err(format!(
-                    "remote_write.headers: the value of {k:?} is not a valid header value"
+                return Err(ConfigError::invalid(
+                    HEADERS,
+                    format!(": the value of {k:?} is not a valid header value"),
                 ));
             }
             if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(format!(
-                    "remote_write.headers: {k:?} is set by tallyd as the remote write spec requires"
+                return Err(ConfigError::invalid(
+                    HEADERS,
+                    format!(": {k:?} is set by tallyd as the remote write spec requires"),
                 ));
             }
             if lower == "authorization"
                 && (!self.bearer_token.is_empty() || !self.basic_auth_user.is_empty())
             {
-                return Err("remote_write.headers: \"Authorization\" conflicts with remote_write.bearer_token / basic_auth_user".into());
+                return Err(ConfigError::invalid(
+                    HEADERS,
+                    ": \"Authorization\" conflicts with remote_write.bearer_token / basic_auth_user",
+                ));
             }
         }
         if reqwest::header::HeaderValue::from_str(&self.bearer_token).is_err() {
-            return Err(
-                "remote_write.bearer_token contains characters not allowed in a header".into(),
-            );
+            return Err(ConfigError::invalid(
+                "remote_write.bearer_token",
+                " contains characters not allowed in a header",
+            ));
         }
+        const LABELS: &str = "remote_write.external_labels";
         for (k, v) in &self.external_labels {
             let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid || k.starts_with("__") {
-                return Err(format!(
-                    "remote_write.external_labels: {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with \"__\")"
+                return Err(ConfigError::invalid(
+                    LABELS,
+                    format!(
+                        ": {k:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with \"__\")"
+                    ),
                 ));
             }
             if v.is_empty() {
-                return Err(format!(
-                    "remote_write.external_labels: the value of {k:?} is empty"
+                return Err(ConfigError::invalid(
+                    LABELS,
+                    format!(": the value of {k:?} is empty"),
                 ));
             }
         }
