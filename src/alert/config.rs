@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::duration::duration_str;
-use crate::base::error::ConfigError;
+use crate::base::error::{check_nonzero_duration, check_positive, ConfigError};
 
 /// `[alerts]`: edge alerting. Every key has a default; the section may be left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,11 +357,6 @@ mod opt_duration {
     }
 }
 
-/// A check's sentence, which begins with the key, as an error.
-fn err(msg: String) -> ConfigError {
-    ConfigError::from_sentence(msg)
-}
-
 impl AlertsConfig {
     /// A `datadog` notifier needs Datadog delivery, which is on exactly when an API key is set.
     /// Checked only while alerting is enabled (a disabled `[alerts]` starts no notifier).
@@ -377,9 +372,10 @@ impl AlertsConfig {
             .iter()
             .find(|(_, n)| n.kind == NotifierKind::Datadog)
         {
-            Some((name, _)) => Err(err(format!(
-                "alerts.notifiers.{name} has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY), or remove the notifier"
-            ))),
+            Some((name, _)) => Err(ConfigError::invalid(
+                format!("alerts.notifiers.{name}"),
+                " has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY), or remove the notifier",
+            )),
             None => Ok(()),
         }
     }
@@ -395,81 +391,81 @@ impl AlertsConfig {
             ("alerts.notify_queue", self.notify_queue),
             ("alerts.max_attempts", self.max_attempts as usize),
         ] {
-            if v == 0 {
-                return Err(err(format!("{key} must be greater than 0")));
-            }
+            check_positive(key, v as u64)?;
         }
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
-            return Err(err(
-                "alerts.retry_initial must be > 0 and at most alerts.retry_max".into(),
+            return Err(ConfigError::invalid(
+                "alerts.retry_initial",
+                " must be > 0 and at most alerts.retry_max",
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(err("alerts.timeout must be greater than 0s".into()));
-        }
+        check_nonzero_duration("alerts.timeout", self.timeout)?;
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = format!("alerts.rules[{i}]");
             if r.name.trim().is_empty() {
-                return Err(err(format!("{at}.name must be set")));
+                return Err(ConfigError::invalid(format!("{at}.name"), " must be set"));
             }
             if !names.insert(r.name.as_str()) {
-                return Err(err(format!(
-                    "{at}.name {:?} is used by an earlier rule",
-                    r.name
-                )));
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!(" {:?} is used by an earlier rule", r.name),
+                ));
             }
             let at = format!("{at} ({:?})", r.name);
-            if let Err(e) = crate::alert::rules::Rule::compile(r, &self.notifiers) {
-                return Err(err(format!("{at}.{e}")));
-            }
+            crate::alert::rules::Rule::compile(r, &self.notifiers).map_err(|e| e.within(&at))?;
         }
         for (name, n) in &self.notifiers {
             let at = format!("alerts.notifiers.{name}");
             if name == "log" {
-                return Err(err(format!(
-                    "{at}: the name \"log\" is reserved for the built-in log notifier"
-                )));
+                return Err(ConfigError::invalid(
+                    at,
+                    ": the name \"log\" is reserved for the built-in log notifier",
+                ));
             }
             if n.kind == NotifierKind::Datadog {
                 if !n.url.is_empty() {
-                    return Err(err(format!(
-                        "{at}.url is not used by type \"datadog\": events go to the [datadog] intake (datadog.url / datadog.site)"
-                    )));
+                    return Err(ConfigError::invalid(
+                        format!("{at}.url"),
+                        " is not used by type \"datadog\": events go to the [datadog] intake (datadog.url / datadog.site)",
+                    ));
                 }
                 if !n.headers.is_empty() {
-                    return Err(err(format!(
-                        "{at}.headers is not used by type \"datadog\": events carry the [datadog] intake's headers"
-                    )));
+                    return Err(ConfigError::invalid(
+                        format!("{at}.headers"),
+                        " is not used by type \"datadog\": events carry the [datadog] intake's headers",
+                    ));
                 }
             }
             let needs_url = !matches!(n.kind, NotifierKind::Pagerduty | NotifierKind::Datadog);
             if needs_url && n.url.is_empty() {
-                return Err(err(format!(
-                    "{at}.url must be set for type {:?}",
-                    n.kind.as_str()
-                )));
+                return Err(ConfigError::invalid(
+                    format!("{at}.url"),
+                    format!(" must be set for type {:?}", n.kind.as_str()),
+                ));
             }
             if !(n.url.is_empty() || n.url.starts_with("http://") || n.url.starts_with("https://"))
             {
-                return Err(err(format!(
-                    "{at}.url {:?} must start with http:// or https://",
-                    n.url
-                )));
+                return Err(ConfigError::invalid(
+                    format!("{at}.url"),
+                    format!(" {:?} must start with http:// or https://", n.url),
+                ));
             }
             if n.kind == NotifierKind::Pagerduty && n.routing_key.is_empty() {
-                return Err(err(format!(
-                    "{at}.routing_key must be set for type \"pagerduty\""
-                )));
+                return Err(ConfigError::invalid(
+                    format!("{at}.routing_key"),
+                    " must be set for type \"pagerduty\"",
+                ));
             }
-            if n.kind == NotifierKind::Alertmanager && n.resend_interval.is_zero() {
-                return Err(err(format!("{at}.resend_interval must be greater than 0s")));
+            if n.kind == NotifierKind::Alertmanager {
+                check_nonzero_duration(&format!("{at}.resend_interval"), n.resend_interval)?;
             }
             for k in n.headers.keys() {
                 if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                    return Err(err(format!(
-                        "{at}.headers: {k:?} is not a valid header name"
-                    )));
+                    return Err(ConfigError::invalid(
+                        format!("{at}.headers"),
+                        format!(": {k:?} is not a valid header name"),
+                    ));
                 }
             }
         }
@@ -489,9 +485,10 @@ impl AlertsConfig {
             ("gps_invalid_rate_percent", h.gps_invalid_rate_percent),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(err(format!(
-                    "alerts.health.{key} = {v} must be a number >= 0"
-                )));
+                return Err(ConfigError::invalid(
+                    format!("alerts.health.{key}"),
+                    format!(" = {v} must be a number >= 0"),
+                ));
             }
         }
         Ok(())

@@ -63,8 +63,7 @@ pub fn start(
         Arc::clone(&ctx.telemetry),
         ctx.host.clone(),
         ctx.events.clone(),
-    )
-    .map_err(|e| Error::start("alerts", e))?;
+    )?;
     ctx.add_sink(a.sink.clone());
     tracing::info!(
         component = "alerts",
@@ -153,8 +152,9 @@ impl Alerting {
         telemetry: Arc<Telemetry>,
         host: String,
         datadog: Option<notify::EventQueue>,
-    ) -> Result<Alerting, String> {
-        let rules = rules::build_rules(a, statsd_enabled)?;
+    ) -> Result<Alerting, Error> {
+        let rules = rules::build_rules(a, statsd_enabled)
+            .map_err(|e| Error::start("alerts", e.sentence()))?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog)?;
@@ -185,7 +185,12 @@ impl Alerting {
             Arc::clone(&shared),
             move |flush: Arc<Flush>| evaluate(&flush),
         )
-        .map_err(|e| format!("cannot start the alert evaluator thread: {e}"))?;
+        .map_err(|e| {
+            Error::start(
+                "alerts",
+                format!("cannot start the alert evaluator thread: {e}"),
+            )
+        })?;
         let sink = Arc::new(AlertSink { windows });
         Ok(Alerting {
             sink,

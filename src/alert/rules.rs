@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::base::error::ConfigError;
+
 pub use super::template::{format_value, Template, TEMPLATE_VARS};
 
 use super::config::{
@@ -36,11 +38,13 @@ pub enum Aggregation {
 }
 
 impl Aggregation {
-    /// Parses `last`, `avg`, …, `p95`, `p99.9`.
+    /// Parses `last`, `avg`, …, `p95`, `p99.9`: a rule's `aggregation`.
     ///
     /// # Errors
-    /// A message naming the accepted forms.
-    pub fn parse(s: &str) -> Result<Aggregation, String> {
+    /// Key `aggregation` (relative: the caller prefixes the rule's key), with a message naming
+    /// the accepted forms.
+    pub fn parse(s: &str) -> Result<Aggregation, ConfigError> {
+        let invalid = |reason: String| ConfigError::invalid("aggregation", format!(": {reason}"));
         Ok(match s {
             "last" => Aggregation::Last,
             "avg" => Aggregation::Avg,
@@ -52,18 +56,18 @@ impl Aggregation {
             p if p.starts_with('p') => {
                 let q: f64 = p[1..]
                     .parse()
-                    .map_err(|_| format!("{s:?} is not a percentile like p95 or p99.9"))?;
+                    .map_err(|_| invalid(format!("{s:?} is not a percentile like p95 or p99.9")))?;
                 if !(q > 0.0 && q < 100.0) {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "{s:?}: the percentile must be between 0 and 100 (exclusive)"
-                    ));
+                    )));
                 }
                 Aggregation::Quantile(q / 100.0)
             }
             _ => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "{s:?} is not one of last, avg, min, max, sum, count, rate, pNN"
-                ))
+                )))
             }
         })
     }
@@ -97,9 +101,10 @@ pub struct Selector {
 }
 
 impl Selector {
-    fn compile(metric: &str, tags: &[String]) -> Result<Selector, String> {
+    /// Errors name `metric` or `tags`, relative to the selector.
+    fn compile(metric: &str, tags: &[String]) -> Result<Selector, ConfigError> {
         if metric.trim().is_empty() {
-            return Err("metric must be set".into());
+            return Err(ConfigError::invalid("metric", " must be set"));
         }
         let mut filters = Vec::new();
         for t in tags {
@@ -111,8 +116,9 @@ impl Selector {
                 TagFilter::Equals(t.clone())
             };
             if t.is_empty() || t == "!" || t.contains(',') {
-                return Err(format!(
-                    "tags: {t:?} is not a tag condition (k:v, k:*, !k:v or flag)"
+                return Err(ConfigError::invalid(
+                    "tags",
+                    format!(": {t:?} is not a tag condition (k:v, k:*, !k:v or flag)"),
                 ));
             }
             filters.push(f);
@@ -221,27 +227,29 @@ pub const DEFAULT_MESSAGE: &str =
     "{{alert}} is {{severity}}: {{metric}} {{aggregation}} = {{value}} ({{direction}} {{threshold}}){{tags}}";
 
 impl Rule {
-    /// Checks and compiles one rule. The error starts with the key it concerns.
+    /// Checks and compiles one rule.
     ///
     /// # Errors
-    /// `key: problem`, for the caller to prefix with the rule's position.
+    /// The first invalid setting, its key relative to the rule (`aggregation`,
+    /// `numerator.metric`), for the caller to prefix with the rule's position
+    /// ([`ConfigError::within`]).
     pub fn compile(
         r: &RuleConfig,
         notifiers: &BTreeMap<String, NotifierConfig>,
-    ) -> Result<Rule, String> {
+    ) -> Result<Rule, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::invalid(key, reason);
         let source = match (&r.numerator, &r.denominator, r.metric.is_empty()) {
-            (None, None, false) => {
-                Source::Metric(Selector::compile(&r.metric, &r.tags).map_err(|e| key_err("", e))?)
-            }
+            (None, None, false) => Source::Metric(Selector::compile(&r.metric, &r.tags)?),
             (Some(n), Some(d), true) => {
                 if !r.tags.is_empty() {
-                    return Err(
-                        "tags: a ratio rule takes its tags in numerator.tags and denominator.tags"
+                    return Err(invalid(
+                        "tags",
+                        ": a ratio rule takes its tags in numerator.tags and denominator.tags"
                             .into(),
-                    );
+                    ));
                 }
                 let side = |s: &SelectorConfig, key: &str| {
-                    Selector::compile(&s.metric, &s.tags).map_err(|e| format!("{key}.{e}"))
+                    Selector::compile(&s.metric, &s.tags).map_err(|e| e.within(key))
                 };
                 Source::Ratio {
                     numerator: side(n, "numerator")?,
@@ -249,24 +257,29 @@ impl Rule {
                 }
             }
             (None, None, true) => {
-                return Err(
-                    "metric must be set (or numerator and denominator for a ratio rule)".into(),
-                )
+                return Err(invalid(
+                    "metric",
+                    " must be set (or numerator and denominator for a ratio rule)".into(),
+                ))
             }
-            _ => return Err("metric: set either metric, or both numerator and denominator".into()),
+            _ => {
+                return Err(invalid(
+                    "metric",
+                    ": set either metric, or both numerator and denominator".into(),
+                ))
+            }
         };
-        let aggregation =
-            Aggregation::parse(&r.aggregation).map_err(|e| format!("aggregation: {e}"))?;
+        let aggregation = Aggregation::parse(&r.aggregation)?;
         if r.warn.is_none() && r.critical.is_none() && r.no_data.is_zero() {
-            return Err(
-                "warn: set warn, critical, or no_data (a rule with none of them never fires)"
-                    .into(),
-            );
+            return Err(invalid(
+                "warn",
+                ": set warn, critical, or no_data (a rule with none of them never fires)".into(),
+            ));
         }
         for (k, v) in [("warn", r.warn), ("critical", r.critical)] {
             if let Some(v) = v {
                 if !v.is_finite() {
-                    return Err(format!("{k}: {v} is not a finite number"));
+                    return Err(invalid(k, format!(": {v} is not a finite number")));
                 }
             }
         }
@@ -276,21 +289,25 @@ impl Rule {
                 Direction::Below => w >= c,
             };
             if !ordered {
-                return Err(format!(
-                    "critical: {c} is less severe than warn {w} for direction {:?}",
-                    r.direction.as_str()
+                return Err(invalid(
+                    "critical",
+                    format!(
+                        ": {c} is less severe than warn {w} for direction {:?}",
+                        r.direction.as_str()
+                    ),
                 ));
             }
         }
         for g in &r.group_by {
             if g.is_empty() || g.contains(':') || g.contains(',') {
-                return Err(format!("group_by: {g:?} is not a tag key"));
+                return Err(invalid("group_by", format!(": {g:?} is not a tag key")));
             }
         }
         for n in &r.notify {
             if n != "log" && !notifiers.contains_key(n) {
-                return Err(format!(
-                    "notify: there is no notifier named {n:?} in [alerts.notifiers]"
+                return Err(invalid(
+                    "notify",
+                    format!(": there is no notifier named {n:?} in [alerts.notifiers]"),
                 ));
             }
         }
@@ -310,8 +327,8 @@ impl Rule {
             group_by: r.group_by.clone(),
             no_data_ms: r.no_data.as_millis() as u64,
             no_data_severity: r.no_data_severity,
-            message: Template::parse(message).map_err(|e| format!("message: {e}"))?,
-            runbook: Template::parse(&r.runbook).map_err(|e| format!("runbook: {e}"))?,
+            message: Template::parse(message).map_err(|e| e.within("message"))?,
+            runbook: Template::parse(&r.runbook).map_err(|e| e.within("runbook"))?,
             notify: r.notify.clone(),
             repeat_ms: r.repeat_interval.map(|d| d.as_millis() as u64),
             send_resolved: r.send_resolved,
@@ -349,21 +366,18 @@ impl Rule {
     }
 }
 
-fn key_err(prefix: &str, e: String) -> String {
-    format!("{prefix}{e}")
-}
-
 /// All rules in effect: the shipped health rules (when `alerts.default_rules`), then the
 /// user's. A user rule with the same name as a health rule replaces it.
 ///
 /// # Errors
-/// The first rule that does not compile (user rules are validated with their key first).
-pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>, String> {
+/// The first rule that does not compile, keyed `alerts.rules[i] ("name").key` (user rules
+/// are validated with their key first).
+pub fn build_rules(cfg: &AlertsConfig, statsd_enabled: bool) -> Result<Vec<Rule>, ConfigError> {
     let mut user = Vec::new();
     for (i, r) in cfg.rules.iter().enumerate() {
         user.push(
             Rule::compile(r, &cfg.notifiers)
-                .map_err(|e| format!("alerts.rules[{i}] ({:?}).{e}", r.name))?,
+                .map_err(|e| e.within(&format!("alerts.rules[{i}] ({:?})", r.name)))?,
         );
     }
     let mut rules: Vec<Rule> = if cfg.default_rules {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn rule(toml_text: &str) -> Result<Rule, String> {
+fn rule(toml_text: &str) -> Result<Rule, ConfigError> {
     let r: RuleConfig = toml::from_str(toml_text).expect("rule toml");
     Rule::compile(&r, &BTreeMap::new())
 }
@@ -14,7 +14,12 @@ fn aggregations_parse() {
         matches!(Aggregation::parse("p99.9"), Ok(Aggregation::Quantile(q)) if (q - 0.999).abs() < 1e-12)
     );
     assert!(Aggregation::parse("p100").is_err());
-    assert!(Aggregation::parse("median").is_err());
+    let e = Aggregation::parse("median").expect_err("median");
+    assert_eq!(e.key, "aggregation");
+    assert_eq!(
+        e.sentence(),
+        "aggregation: \"median\" is not one of last, avg, min, max, sum, count, rate, pNN"
+    );
     assert_eq!(Aggregation::parse("rate"), Ok(Aggregation::Rate));
 }
 
@@ -33,25 +38,52 @@ fn tag_filters() {
 
 #[test]
 fn compile_errors_name_the_key() {
-    let e = rule("name = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0")
-        .expect_err("agg");
-    assert!(e.starts_with("aggregation:"), "{e}");
-    let e = rule("name = \"x\"\nmetric = \"m\"").expect_err("no threshold");
-    assert!(e.starts_with("warn:"), "{e}");
-    let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0").expect_err("order");
-    assert!(e.starts_with("critical:"), "{e}");
-    let e = rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nmessage = \"{{ nope }}\"")
-        .expect_err("tpl");
-    assert!(e.starts_with("message:"), "{e}");
-    let e = rule("name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\" }").expect_err("ratio");
-    assert!(e.starts_with("metric:"), "{e}");
+    let key = |text: &str| {
+        let e = rule(text).expect_err(text);
+        assert!(e.sentence().starts_with(&format!("{}:", e.key)), "{e}");
+        e.key
+    };
+    let agg = "name = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0";
+    assert_eq!(key(agg), "aggregation");
+    assert_eq!(key("name = \"x\"\nmetric = \"m\""), "warn");
+    assert_eq!(
+        key("name = \"x\"\nmetric = \"m\"\nwarn = 10.0\ncritical = 5.0"),
+        "critical"
+    );
+    assert_eq!(
+        key("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nmessage = \"{{ nope }}\""),
+        "message"
+    );
+    assert_eq!(
+        key("name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\" }"),
+        "metric"
+    );
+    assert_eq!(
+        key("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nnotify = [\"pager\"]"),
+        "notify"
+    );
+    let ratio = "name = \"x\"\nwarn = 1.0\nnumerator = { metric = \"a\", tags = [\"\"] }\ndenominator = { metric = \"b\" }";
+    assert_eq!(key(ratio), "numerator.tags");
     let e =
-        rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nnotify = [\"pager\"]").expect_err("notify");
-    assert!(e.starts_with("notify:"), "{e}");
+        rule("name = \"x\"\nmetric = \"m\"\nwarn = 1.0\nrunbook = \"{{alert\"").expect_err("rb");
+    assert_eq!(e.key, "runbook");
+    assert_eq!(e.sentence(), "runbook: unclosed {{ in \"{{alert\"");
     assert!(rule(
         "name = \"x\"\nmetric = \"m\"\nwarn = 1.0\ndirection = \"below\"\ncritical = 0.5"
     )
     .is_ok());
+}
+
+#[test]
+fn a_bad_user_rule_is_keyed_by_its_position_and_name() {
+    let text = "[[rules]]\nname = \"x\"\nmetric = \"m\"\naggregation = \"median\"\nwarn = 1.0\n";
+    let cfg: AlertsConfig = toml::from_str(text).expect("alerts toml");
+    let want_key = "alerts.rules[0] (\"x\").aggregation";
+    let want = "invalid config: alerts.rules[0] (\"x\").aggregation: \"median\" is not one of last, avg, min, max, sum, count, rate, pNN";
+    let e = cfg.validate().expect_err("validate");
+    assert_eq!((e.key.as_str(), e.to_string().as_str()), (want_key, want));
+    let e = build_rules(&cfg, true).expect_err("build");
+    assert_eq!((e.key.as_str(), e.to_string().as_str()), (want_key, want));
 }
 
 #[test]

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::base::error::ConfigError;
+
 /// A message or runbook template: text with `{{ name }}` placeholders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -37,8 +39,10 @@ impl Template {
     /// Parses `{{ name }}` placeholders (`{{ $name }}` and `{{ .name }}` are read alike).
     ///
     /// # Errors
-    /// An unclosed `{{` or an unknown placeholder.
-    pub fn parse(s: &str) -> Result<Template, String> {
+    /// An unclosed `{{` or an unknown placeholder. The error's key is empty: the caller names
+    /// the setting with [`ConfigError::within`] (`message`, `runbook`).
+    pub fn parse(s: &str) -> Result<Template, ConfigError> {
+        let invalid = |reason: String| ConfigError::invalid("", format!(": {reason}"));
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find("{{") {
@@ -48,7 +52,7 @@ impl Template {
             let after = &rest[open + 2..];
             let close = after
                 .find("}}")
-                .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
+                .ok_or_else(|| invalid(format!("unclosed {{{{ in {s:?}")))?;
             let name = after[..close]
                 .trim()
                 .trim_start_matches('$')
@@ -59,10 +63,10 @@ impl Template {
                     .or_else(|| name.strip_prefix("labels."))
                     .is_some_and(|k| !k.is_empty());
             if !known {
-                return Err(format!(
+                return Err(invalid(format!(
                     "unknown placeholder {{{{{name}}}}}; use one of {} or tags.KEY",
                     TEMPLATE_VARS.join(", ")
-                ));
+                )));
             }
             parts.push(Part::Var(name.to_string()));
             rest = &after[close + 2..];

@@ -111,14 +111,14 @@ impl ConfigError {
         }
     }
 
-    /// A value not allowed, from a check phrased as one sentence that begins with the key
-    /// (`"gps.listen = \"x\" is not an address"`): the key is split off that sentence.
-    pub fn from_sentence(sentence: String) -> ConfigError {
-        let end = sentence
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "_.[]".contains(c)))
-            .unwrap_or(sentence.len());
-        let (key, reason) = sentence.split_at(end);
-        ConfigError::invalid(key, reason)
+    /// The error as one sentence that begins with its key (`gps.listen = "x" is not an
+    /// address`), without the `invalid config: ` lead-in: how a start-time failure quotes a
+    /// check (`alerts: alerts.rules[0] ("x").aggregation: ...`). Other kinds read as displayed.
+    pub fn sentence(&self) -> String {
+        match &self.kind {
+            ErrorKind::Invalid { reason } => format!("{}{reason}", self.key),
+            _ => self.to_string(),
+        }
     }
 
     /// The same error attributed to `key` inside a section named `prefix` (a nested check
@@ -208,10 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn a_sentence_gives_its_key() {
-        let e = ConfigError::from_sentence("gps.listen = \"x\" is bad".into());
-        assert_eq!(e.key, "gps.listen");
+    fn a_sentence_is_the_message_without_its_lead_in() {
+        let e = ConfigError::invalid("gps.listen", " = \"x\" is bad");
+        assert_eq!(e.sentence(), "gps.listen = \"x\" is bad");
         assert_eq!(e.to_string(), "invalid config: gps.listen = \"x\" is bad");
+        let e = ConfigError::read("/x.toml", "gone");
+        assert_eq!(e.sentence(), e.to_string());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{AlertsConfig, Direction, NotifierConfig, NotifierKind, Severity};
 use super::eval::Output;
-use crate::component::EventOutbox;
+use crate::component::{Error, EventOutbox};
 use crate::queue::deliver::KeyState;
 
 /// The Datadog queue alert events go to (see [`EventOutbox`]).
@@ -355,12 +355,17 @@ impl Dispatcher {
         tracker: &TaskTracker,
         cancel: &CancellationToken,
         datadog: Option<EventQueue>,
-    ) -> Result<Arc<Dispatcher>, String> {
+    ) -> Result<Arc<Dispatcher>, Error> {
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client for alert notifiers: {e}"))?;
+            .map_err(|e| {
+                Error::start(
+                    "alerts",
+                    format!("cannot build the HTTP client for alert notifiers: {e}"),
+                )
+            })?;
         let retry = Retry {
             attempts: cfg.max_attempts,
             initial: cfg.retry_initial,
@@ -371,7 +376,7 @@ impl Dispatcher {
         for (name, n) in &cfg.notifiers {
             let dd = if n.kind == NotifierKind::Datadog {
                 let q = datadog.clone().ok_or_else(|| {
-                    format!("alerts.notifiers.{name} has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY)")
+                    Error::start("alerts", format!("alerts.notifiers.{name} has type \"datadog\" but Datadog delivery is off: set datadog.api_key (or DD_API_KEY)"))
                 })?;
                 Some(q)
             } else {
