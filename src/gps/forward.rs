@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use super::points::{Point, PointError, PointSink};
-use crate::component::Context;
+use crate::component::{Context, Error};
 use crate::queue::deliver::{header_map, HttpDeliver};
 use crate::queue::store::{Meta, Queue};
-use crate::queue::Outbox;
+use crate::queue::{OpenError, Outbox};
 
 /// The queue's name in `/admin/queue/*` and `tallyd_forwarder_*{queue=...}`.
 pub const QUEUE_NAME: &str = "live_points";
@@ -60,7 +60,7 @@ impl Forwarder {
     /// # Errors
     /// The queue directory cannot be opened, or a header or the HTTP client is invalid; the
     /// message names the key.
-    pub fn start(g: &super::GpsConfig, ctx: &Context) -> Result<Option<Forwarder>, String> {
+    pub fn start(g: &super::GpsConfig, ctx: &Context) -> Result<Option<Forwarder>, Error> {
         if g.points_url.is_empty() {
             return Ok(None);
         }
@@ -71,8 +71,9 @@ impl Forwarder {
                 g.points_timeout,
                 None,
             )
-            .map_err(|e| format!("cannot build the HTTP client for gps.points_url: {e}"))
-        })?;
+            .map_err(|e| OpenError::client("gps.points_url", e))
+        })
+        .map_err(|e| Error::start("gps", e))?;
         let depth = outbox.queue().depth();
         tracing::info!(component = "gps", url = %g.points_url, queued = depth.pending, dead_letters = depth.dlq, "point delivery to HTTP on");
         Ok(Some(Forwarder { outbox }))

@@ -63,7 +63,7 @@ pub async fn start_component(
     }
     let (listener, local) = bind_tcp("GPS listener", "gps.listen", &cfg.listen).await?;
     let mut point_sinks = configured_sinks(cfg).map_err(|e| Error::start("gps", e))?;
-    if let Some(f) = Forwarder::start(cfg, ctx).map_err(|e| Error::start("gps", e))? {
+    if let Some(f) = Forwarder::start(cfg, ctx)? {
         point_sinks.push(Box::new(f.sink()));
         ctx.shutdown
             .on_stop(Stage::Delivery, async move { f.shutdown().await });

@@ -20,7 +20,9 @@ use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
 };
 
+use super::error::KeyCheckError;
 use super::store::Meta;
+use crate::base::error::ConfigError;
 
 /// Why an attempt failed, as a telemetry label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +176,10 @@ impl HttpDeliver {
     }
 
     /// Asks the validation endpoint about the key; records and returns what it learnt.
-    pub async fn validate_key(&self) -> Result<KeyState, String> {
+    ///
+    /// # Errors
+    /// The endpoint answered something other than 2xx, 401 or 403, or did not answer.
+    pub async fn validate_key(&self) -> Result<KeyState, KeyCheckError> {
         let Some(path) = &self.validate_path else {
             return Ok(KeyState::Unknown);
         };
@@ -194,8 +199,11 @@ impl HttpDeliver {
                 self.key.set(KeyState::Invalid);
                 Ok(KeyState::Invalid)
             }
-            Ok(r) => Err(format!("{url} answered {}", r.status().as_u16())),
-            Err(e) => Err(format!("{url}: {}", describe(&e))),
+            Ok(r) => Err(KeyCheckError::Status {
+                url,
+                status: r.status().as_u16(),
+            }),
+            Err(source) => Err(KeyCheckError::Request { url, source }),
         }
     }
 
@@ -243,7 +251,7 @@ impl HttpDeliver {
         };
         match classify_with(self.policy, status, after) {
             Verdict::Forbidden => {
-                if self.validate_key().await == Ok(KeyState::Invalid) {
+                if matches!(self.validate_key().await, Ok(KeyState::Invalid)) {
                     Attempt::Reject { status, body: text }
                 } else {
                     Attempt::Retry {
@@ -339,17 +347,21 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// the setting in errors.
 ///
 /// # Errors
-/// A name or a value is not valid in a header; the message names the key and the header.
+/// A name or a value is not valid in a header; the error has key `key` and names the header.
 pub fn header_map<'a>(
     pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
     key: &str,
-) -> Result<HeaderMap, String> {
+) -> Result<HeaderMap, ConfigError> {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
         let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("{key}: {k:?} is not a header name"))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|_| format!("{key}: the value of {k:?} is not a valid header value"))?;
+            .map_err(|_| ConfigError::invalid(key, format!(": {k:?} is not a header name")))?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            ConfigError::invalid(
+                key,
+                format!(": the value of {k:?} is not a valid header value"),
+            )
+        })?;
         h.insert(name, value);
     }
     Ok(h)
@@ -413,14 +425,18 @@ mod tests {
         m.insert("X-Tenant".to_string(), "a".to_string());
         assert_eq!(header_map(&m, "k").expect("valid")["x-tenant"], "a");
         m.insert("bad name".to_string(), "x".to_string());
+        let e = header_map(&m, "gps.points_headers").expect_err("bad name");
+        assert_eq!(e.key, "gps.points_headers");
         assert_eq!(
-            header_map(&m, "gps.points_headers").expect_err("bad name"),
+            e.sentence(),
             "gps.points_headers: \"bad name\" is not a header name"
         );
         let mut m = std::collections::BTreeMap::new();
         m.insert("X-A".to_string(), "line\nbreak".to_string());
+        let e = header_map(&m, "remote_write.headers").expect_err("bad value");
+        assert_eq!(e.key, "remote_write.headers");
         assert_eq!(
-            header_map(&m, "remote_write.headers").expect_err("bad value"),
+            e.sentence(),
             "remote_write.headers: the value of \"X-A\" is not a valid header value"
         );
     }

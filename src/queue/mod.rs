@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod deliver;
+pub mod error;
 pub mod health;
 pub mod outbox;
 pub mod sender;
@@ -23,6 +24,7 @@ pub mod store;
 
 pub use config::QueueConfig;
 pub use deliver::{Attempt, Deliver, FailureClass, HttpDeliver};
+pub use error::{KeyCheckError, OpenError};
 pub use outbox::Outbox;
 pub use sender::{Backoff, Registry};
 pub use stats::QueueStats;
@@ -31,19 +33,19 @@ pub use store::{Meta, Queue, QueueError};
 /// Opens queue `name` under `queue.directory` with the configured byte limits.
 ///
 /// # Errors
-/// The directory cannot be created or read; the message names `queue.directory`.
-pub fn open_configured(cfg: &QueueConfig, name: &str) -> Result<std::sync::Arc<Queue>, String> {
+/// The directory cannot be created or read ([`OpenError::Directory`], whose message names
+/// `queue.directory`).
+pub fn open_configured(cfg: &QueueConfig, name: &str) -> Result<std::sync::Arc<Queue>, OpenError> {
     let limits = store::Limits {
         max_bytes: cfg.max_bytes,
         dlq_max_bytes: cfg.dlq_max_bytes,
     };
     Queue::open(std::path::Path::new(&cfg.directory), name, limits)
         .map(std::sync::Arc::new)
-        .map_err(|e| {
-            format!(
-                "cannot open the {name} queue in {} (queue.directory): {e}",
-                cfg.directory
-            )
+        .map_err(|source| OpenError::Directory {
+            name: name.to_string(),
+            directory: cfg.directory.clone(),
+            source,
         })
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::QueueConfig;
 use super::deliver::HttpDeliver;
+use super::error::OpenError;
 use super::sender::{self, Backoff, Handle, Registry};
 use super::store::{Depth, Queue};
 use crate::base::health::Health;
@@ -36,14 +37,14 @@ impl Outbox {
     /// inside the runtime.
     ///
     /// # Errors
-    /// The queue directory cannot be used (the message names `queue.directory`), or `target`
-    /// failed (its message is returned as is).
+    /// The queue directory cannot be used ([`OpenError::Directory`], naming `queue.directory`),
+    /// or `target` failed (its error is returned as is).
     pub fn open(
         cfg: &QueueConfig,
         name: &str,
         registry: &Registry,
-        target: impl FnOnce() -> Result<HttpDeliver, String>,
-    ) -> Result<Outbox, String> {
+        target: impl FnOnce() -> Result<HttpDeliver, OpenError>,
+    ) -> Result<Outbox, OpenError> {
         let queue = super::open_configured(cfg, name)?;
         let deliver = Arc::new(target()?);
         let handle = Arc::new(Handle {

@@ -10,6 +10,7 @@ use reqwest::header::CONTENT_TYPE;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::base::error::ConfigError;
 use crate::queue::store::{Limits, Meta};
 
 /// What the test server received: content type and body.
@@ -64,7 +65,7 @@ fn open(cfg: &QueueConfig, registry: &Registry, url: &str) -> Outbox {
             Duration::from_secs(5),
             None,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| OpenError::client("the test server", e))
     })
     .expect("open")
 }
@@ -180,18 +181,22 @@ async fn open_errors_name_the_setting_and_pass_the_target_error_on() {
     let registry = Registry::default();
     let cfg = settings(&file, Duration::from_secs(1));
     let mut built = false;
+    let bad_header =
+        || OpenError::from(ConfigError::invalid("k", ": \"a b\" is not a header name"));
     let e = Outbox::open(&cfg, "t", &registry, || {
         built = true;
-        Err("never".into())
+        Err(bad_header())
     })
     .err()
     .expect("a file is not a directory");
-    assert!(e.contains("queue.directory"), "{e}");
+    assert!(matches!(e, OpenError::Directory { .. }), "{e}");
+    assert!(e.to_string().contains("queue.directory"), "{e}");
     assert!(!built, "the delivery is built only once the queue is open");
     let cfg = settings(dir.path(), Duration::from_secs(1));
-    let e = Outbox::open(&cfg, "t", &registry, || Err("bad header".into()))
+    let e = Outbox::open(&cfg, "t", &registry, || Err(bad_header()))
         .err()
         .expect("the target failed");
-    assert_eq!(e, "bad header");
+    assert!(matches!(e, OpenError::Headers(_)), "{e}");
+    assert_eq!(e.to_string(), "k: \"a b\" is not a header name");
     assert!(registry.get("t").is_none());
 }

@@ -32,7 +32,7 @@ pub fn start(cfg: &config::DatadogConfig, ctx: &mut Context) -> Result<Running, 
             "no API key (datadog.api_key or DD_API_KEY)",
         ));
     }
-    let dd = DatadogSink::start(cfg, ctx).map_err(|e| Error::start("datadog", e))?;
+    let dd = DatadogSink::start(cfg, ctx)?;
     ctx.telemetry.register(dd.clone());
     ctx.add_sink(dd.clone());
     ctx.events = Some(Arc::new(dd.event_queue()));

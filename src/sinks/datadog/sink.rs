@@ -18,12 +18,13 @@ use super::config::DatadogConfig;
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
 use crate::aggregate::Flush;
+use crate::base::error::ConfigError;
 use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::metrics::{Collect, Families, Kind};
-use crate::component::Context;
+use crate::component::{Context, Error};
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::{Backoff, Outbox};
+use crate::queue::{Backoff, OpenError, Outbox};
 use crate::sinks::delivery::{Delivery, Names};
 use crate::sinks::Sink;
 
@@ -55,18 +56,27 @@ pub struct DatadogSink {
     events: EventQueue,
 }
 
-fn headers(api_key: &str) -> Result<HeaderMap, String> {
-    let version = env!("CARGO_PKG_VERSION");
+/// The headers every request carries.
+///
+/// # Errors
+/// `datadog.api_key` is not a valid header value.
+fn headers(api_key: &str) -> Result<HeaderMap, ConfigError> {
     let mut h = HeaderMap::new();
-    let key = HeaderValue::from_str(api_key)
-        .map_err(|_| "datadog.api_key contains characters not allowed in a header".to_string())?;
+    let key = HeaderValue::from_str(api_key).map_err(|_| {
+        ConfigError::invalid(
+            "datadog.api_key",
+            " contains characters not allowed in a header",
+        )
+    })?;
     h.insert(HeaderName::from_static("dd-api-key"), key);
     h.insert(
         HeaderName::from_static("dd-agent-version"),
-        HeaderValue::from_static(version),
+        HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
     );
-    let ua = HeaderValue::from_str(&format!("tallyd/{version}")).map_err(|e| e.to_string())?;
-    h.insert(USER_AGENT, ua);
+    h.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tallyd/", env!("CARGO_PKG_VERSION"))),
+    );
     Ok(h)
 }
 
@@ -77,7 +87,7 @@ impl DatadogSink {
     /// # Errors
     /// The queue directory cannot be used, or the HTTP client cannot be built; the message
     /// names the setting.
-    pub fn start(d: &DatadogConfig, ctx: &Context) -> Result<Arc<DatadogSink>, String> {
+    pub fn start(d: &DatadogConfig, ctx: &Context) -> Result<Arc<DatadogSink>, Error> {
         let host = crate::base::host::host_name(&d.hostname);
         let base = d.base_url();
         let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
@@ -87,8 +97,9 @@ impl DatadogSink {
                 d.request_timeout,
                 Some(VALIDATE_PATH.into()),
             )
-            .map_err(|e| format!("cannot build the HTTP client for {base} (datadog.url): {e}"))
-        })?;
+            .map_err(|e| OpenError::client(format!("{base} (datadog.url)"), e))
+        })
+        .map_err(|e| Error::start("datadog", e))?;
         let key = Arc::clone(&outbox.deliver().key);
 
         let d0 = outbox.queue().depth();
@@ -127,7 +138,12 @@ impl DatadogSink {
                     encode_window(&flush, &encoder, &queue, &c, &mut last_error_log);
                 },
             )
-            .map_err(|e| format!("cannot start the datadog encoder thread: {e}"))?
+            .map_err(|e| {
+                Error::start(
+                    "datadog",
+                    format!("cannot start the datadog encoder thread: {e}"),
+                )
+            })?
         };
         let names = Names {
             component: "datadog",

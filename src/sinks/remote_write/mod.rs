@@ -46,8 +46,7 @@ pub fn start(
             "remote_write.url is empty",
         ));
     }
-    let rw = RemoteWriteSink::start(cfg, prometheus, ctx)
-        .map_err(|e| Error::start("remote_write", e))?;
+    let rw = RemoteWriteSink::start(cfg, prometheus, ctx)?;
     ctx.telemetry.register(rw.clone());
     ctx.add_sink(rw.clone());
     ctx.shutdown

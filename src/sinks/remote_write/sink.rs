@@ -12,12 +12,13 @@ use tracing::{error, info};
 
 use super::encode::Encoder;
 use crate::aggregate::Flush;
+use crate::base::error::ConfigError;
 use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::metrics::{Collect, Families, Kind};
-use crate::component::Context;
+use crate::component::{Context, Error};
 use crate::queue::deliver::{header_map, HttpDeliver, RetryPolicy};
 use crate::queue::store::{unix_ms, Meta, Queue};
-use crate::queue::Outbox;
+use crate::queue::{OpenError, Outbox};
 use crate::sinks::delivery::{Delivery, Names};
 use crate::sinks::prometheus::config::PrometheusConfig;
 use crate::sinks::prometheus::Exposition;
@@ -65,16 +66,17 @@ pub struct RemoteWriteSink {
 /// with each queued payload).
 ///
 /// # Errors
-/// A header name or value is invalid; the message names the key.
-pub fn headers(cfg: &super::RemoteWriteConfig) -> Result<HeaderMap, String> {
+/// A header name or value is invalid; the error names the key.
+pub fn headers(cfg: &super::RemoteWriteConfig) -> Result<HeaderMap, ConfigError> {
     let mut h = header_map(&cfg.headers, "remote_write.headers")?;
     h.insert(
         HeaderName::from_static("x-prometheus-remote-write-version"),
         HeaderValue::from_static(PROTOCOL_VERSION),
     );
-    let ua = HeaderValue::from_str(&format!("tallyd/{}", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| e.to_string())?;
-    h.insert(USER_AGENT, ua);
+    h.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tallyd/", env!("CARGO_PKG_VERSION"))),
+    );
     let auth = if !cfg.bearer_token.is_empty() {
         Some(format!("Bearer {}", cfg.bearer_token))
     } else if !cfg.basic_auth_user.is_empty() {
@@ -88,7 +90,10 @@ pub fn headers(cfg: &super::RemoteWriteConfig) -> Result<HeaderMap, String> {
     };
     if let Some(a) = auth {
         let mut v = HeaderValue::from_str(&a).map_err(|_| {
-            "remote_write: the credentials contain characters not allowed in a header".to_string()
+            ConfigError::invalid(
+                "remote_write",
+                ": the credentials contain characters not allowed in a header",
+            )
         })?;
         v.set_sensitive(true);
         h.insert(AUTHORIZATION, v);
@@ -107,13 +112,14 @@ impl RemoteWriteSink {
         rw: &super::RemoteWriteConfig,
         prometheus: &PrometheusConfig,
         ctx: &Context,
-    ) -> Result<Arc<RemoteWriteSink>, String> {
+    ) -> Result<Arc<RemoteWriteSink>, Error> {
         let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
             let mut deliver = HttpDeliver::new(&rw.url, headers(rw)?, rw.timeout, None)
-                .map_err(|e| format!("cannot build the HTTP client for remote_write.url: {e}"))?;
+                .map_err(|e| OpenError::client("remote_write.url", e))?;
             deliver.policy = RetryPolicy::RemoteWrite;
             Ok(deliver)
-        })?;
+        })
+        .map_err(|e| Error::start("remote_write", e))?;
         let d0 = outbox.queue().depth();
         info!(component = "remote_write", url = %rw.url, queued = d0.pending, dead_letters = d0.dlq, "remote write on");
         let health = Arc::clone(&ctx.health);
@@ -137,7 +143,12 @@ impl RemoteWriteSink {
             Arc::clone(&counters),
             move |w: Window| window.encode(w),
         )
-        .map_err(|e| format!("cannot start the remote write encoder thread: {e}"))?;
+        .map_err(|e| {
+            Error::start(
+                "remote_write",
+                format!("cannot start the remote write encoder thread: {e}"),
+            )
+        })?;
         let names = Names {
             component: "remote_write",
             behind: "remote write encoder behind (disk stalled?); window dropped",
