@@ -92,9 +92,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(cfg: &Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .map_err(|e| format!("invalid log.level {:?}: {e}", cfg.log.level))?;
+/// A `log.level` the log filter does not accept.
+#[derive(Debug)]
+struct LogLevelError {
+    level: String,
+    source: tracing_subscriber::filter::ParseError,
+}
+
+impl std::fmt::Display for LogLevelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid log.level {:?}: {}", self.level, self.source)
+    }
+}
+
+/// Installs the log subscriber `[log]` describes; fails only on a bad `log.level`.
+fn init_logging(cfg: &Config) -> Result<(), LogLevelError> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cfg.log.level).map_err(|source| LogLevelError {
+            level: cfg.log.level.clone(),
+            source,
+        })?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
