@@ -403,9 +403,12 @@ impl Shard {
                 let s = s.get_or_insert_with(Box::default);
                 // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
                 let w = parse::sample_weight(m.sample_rate);
-                let sum = parse::values(m.values).fold(s.sum(), |t, v| t + v.value * w);
-                if !sum.is_finite() {
-                    return Err(ParseError::Value);
+                // Only a huge value, or a window sum already huge, can overflow the sum.
+                if m.huge || s.sum().abs() > parse::HUGE {
+                    let sum = parse::values(m.values).fold(s.sum(), |t, v| t + v.value * w);
+                    if !sum.is_finite() {
+                        return Err(ParseError::Value);
+                    }
                 }
                 let weight = w as u32;
                 for v in parse::values(m.values) {

@@ -104,7 +104,14 @@ pub struct MetricLine<'a> {
     pub container_id: Option<&'a [u8]>,
     /// The `|T` Unix-seconds timestamp, when sent (validated; the window's time is used).
     pub timestamp: Option<i64>,
+    /// Some value, weighted by the sample rate, is larger in magnitude than [`HUGE`]: adding
+    /// the line to its window must check that the window's sum stays finite.
+    pub huge: bool,
 }
+
+/// Above this magnitude a weighted value could, added to a window's sum, overflow it. Below it
+/// a line of at most 65,535 bytes cannot: its values add up to far less than `f64::MAX`.
+pub const HUGE: f64 = 1e300;
 
 /// One value of a metric line.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -289,6 +296,7 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
         tags: &[],
         container_id: None,
         timestamp: None,
+        huge: false,
     };
     while let Some(r) = more {
         let (field, next) = split_once_byte(r, b'|');
@@ -313,14 +321,19 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
         // counts trunc(1 / rate) times into the window's sum. A line whose weighted value is
         // not a finite number cannot be represented and is rejected whole.
         let scale = match kind {
+            _ if out.sample_rate == 1.0 => 1.0,
             MetricKind::Counter => 1.0 / out.sample_rate,
             MetricKind::Gauge => 1.0,
             _ => sample_weight(out.sample_rate),
         };
         for v in Values::new(values) {
             let x = parse_value(v).ok_or(ParseError::Value)?;
-            if !(x * scale).is_finite() {
-                return Err(ParseError::Value);
+            let weighted = (x * scale).abs();
+            if weighted > HUGE {
+                if !weighted.is_finite() {
+                    return Err(ParseError::Value);
+                }
+                out.huge = true;
             }
         }
     }
