@@ -73,6 +73,11 @@ pub fn decode(data: &[u8]) -> Result<(Meta, Vec<u8>), &'static str> {
 
 /// Writes `data` as file `seq` of `dest_dir`: into `tmp_dir` first, fsynced, renamed, and
 /// `dest_dir` fsynced.
+///
+/// # Errors
+/// Any step failed (a full disk, a directory that is gone or not a directory). Nothing is left
+/// behind then: the temporary file is removed, and so is the renamed file when only the
+/// directory fsync failed, because the caller counts the payload as not written.
 pub(super) fn write_atomically(
     tmp_dir: &Path,
     dest_dir: &Path,
@@ -80,11 +85,21 @@ pub(super) fn write_atomically(
     data: &[u8],
 ) -> Result<(), QueueError> {
     let tmp = tmp_dir.join(file_name(seq));
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_all()
+    });
+    if let Err(source) = written {
+        // Also after a failed create: it may have made the file before failing.
+        let _ = fs::remove_file(&tmp);
+        return Err(QueueError::Io { path: tmp, source });
+    }
     let dest = dest_dir.join(file_name(seq));
-    fs::rename(&tmp, &dest).map_err(io(&dest))?;
-    sync_dir(dest_dir)
+    if let Err(source) = fs::rename(&tmp, &dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(QueueError::Io { path: dest, source });
+    }
+    sync_dir(dest_dir).inspect_err(|_| {
+        let _ = fs::remove_file(&dest);
+    })
 }
