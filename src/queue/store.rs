@@ -268,7 +268,8 @@ impl Queue {
     ///
     /// # Errors
     /// The payload is larger than the whole queue, or the disk write failed; either way nothing
-    /// was queued and the caller must count it.
+    /// was queued (no file is left behind) and the loss is counted in
+    /// [`QueueStats::enqueue_failed`] and reported by the queue's health.
     pub fn push(&self, mut meta: Meta, payload: &[u8]) -> Result<u64, QueueError> {
         let seq = {
             let mut ix = lock(&self.index);
@@ -285,10 +286,12 @@ impl Queue {
         let data = encode(&meta, payload);
         if data.len() as u64 > self.limits.max_bytes || payload.len() > MAX_PAYLOAD {
             self.stats.dropped.fetch_add(1, Relaxed);
-            return Err(QueueError::TooLarge {
+            let e = QueueError::TooLarge {
                 bytes: data.len(),
                 limit: self.limits.max_bytes,
-            });
+            };
+            self.stats.enqueue_failure(&e);
+            return Err(e);
         }
         if let Err(e) = write_atomically(
             &self.root.join("tmp"),
@@ -297,6 +300,7 @@ impl Queue {
             &data,
         ) {
             self.stats.write_errors.fetch_add(1, Relaxed);
+            self.stats.enqueue_failure(&e);
             return Err(e);
         }
         {

@@ -177,6 +177,11 @@ fn a_failed_rename_leaves_no_temporary_file() {
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
     assert_eq!(q.stats.write_errors.load(Relaxed), 3);
     assert_eq!(q.depth().pending, 0, "nothing was queued");
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 3);
+    let losses = q.stats.recent_losses(unix_ms()).expect("recent losses");
+    assert_eq!(losses.count, 3);
+    assert!(losses.last_error.contains("/q/pending/"), "{losses:?}");
+    assert!(losses.last_error.contains("Not a directory"), "{losses:?}");
 }
 
 #[test]
@@ -188,6 +193,11 @@ fn a_failed_create_or_a_too_large_payload_leaves_no_temporary_file() {
         Err(QueueError::TooLarge { .. })
     ));
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(
+        q.stats.enqueue_failed.load(Relaxed),
+        1,
+        "too large is a loss"
+    );
     break_dir(dir.path(), "tmp");
     let e = q.push(meta("/a"), b"lost").expect_err("tmp/ is a file");
     assert!(matches!(e, QueueError::Io { .. }), "{e}");
@@ -196,6 +206,7 @@ fn a_failed_create_or_a_too_large_payload_leaves_no_temporary_file() {
         "nothing created in its place"
     );
     assert_eq!(q.depth().pending, 0);
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 2);
 }
 
 /// A write that fails with ENOSPC part-way (the temporary file exists by then): the next file
@@ -218,7 +229,12 @@ fn a_full_disk_leaves_no_temporary_file() {
     assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{e}");
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
     assert!(Path::new("/dev/full").exists(), "only the link was removed");
-    // The next payload goes through.
+    let losses = q.stats.recent_losses(unix_ms()).expect("recent losses");
+    assert_eq!(losses.count, 1);
+    assert!(losses.last_error.contains("No space left"), "{losses:?}");
+    // The next payload goes through; the loss is still reported.
     q.push(meta("/a"), b"kept").expect("push");
     assert_eq!(q.depth().pending, 1);
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 1);
+    assert!(q.stats.recent_losses(unix_ms()).is_some());
 }
