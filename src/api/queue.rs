@@ -79,6 +79,7 @@ async fn stats(State(registry): State<Arc<Registry>>) -> Response {
             "delivered": st.delivered.load(Relaxed),
             "retried": st.retries.load(Relaxed),
             "dropped": st.dropped.load(Relaxed),
+            "enqueue_failed": st.enqueue_failed.load(Relaxed),
             "dead_lettered": st.dead_lettered.load(Relaxed),
             "dlq_size": d.dlq,
             "oldest_item_age_seconds": d.oldest_ms.map(|ms| unix_ms().saturating_sub(ms) as f64 / 1000.0),

@@ -24,19 +24,24 @@ impl QueueHealth {
 }
 
 /// Judges `q` now: critical at 90% of its byte bound, or after failures with the oldest
-/// payload waiting five minutes or more; degraded at 50%, after any failure in a row, or with
-/// dead letters.
+/// payload waiting five minutes or more; degraded while payloads could not be queued (until
+/// [`super::stats::LOSS_WINDOW`] passes without such a loss), at 50%, after any failure in a
+/// row, or with dead letters.
 pub fn judge(q: &Queue) -> QueueHealth {
+    let now = unix_ms();
     let d = q.depth();
     let lim = q.limits();
     let fails = q.stats.consecutive_failures.load(Relaxed);
     let age = d
         .oldest_ms
-        .map(|ms| unix_ms().saturating_sub(ms) / 1000)
+        .map(|ms| now.saturating_sub(ms) / 1000)
         .unwrap_or(0);
     let fill = d.pending_bytes as f64 / lim.max_bytes.max(1) as f64;
     let mut critical = Vec::new();
     let mut degraded = Vec::new();
+    if let Some(losses) = q.stats.recent_losses(now) {
+        degraded.push(losses.reason(now));
+    }
     if fill >= 0.9 {
         critical.push(format!(
             "queue {:.0}% full; oldest payloads will be dropped",
@@ -119,5 +124,27 @@ mod tests {
             h.reasons[0].contains("full; oldest payloads will be dropped"),
             "{h:?}"
         );
+    }
+
+    #[test]
+    fn payloads_that_could_not_be_queued_make_it_degraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = queue(dir.path(), 1000);
+        assert!(q.push(Meta::default(), &[b'x'; 2000]).is_err());
+        let h = judge(&q);
+        assert_eq!(h.status, "degraded", "{h:?}");
+        assert_eq!(h.reasons.len(), 1, "{h:?}");
+        let r = &h.reasons[0];
+        assert!(
+            r.starts_with("1 payload could not be queued in the last "),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("larger than the queue limit of 1000 bytes)"),
+            "{r}"
+        );
+        // Later payloads that are queued do not hide the loss.
+        push(&q, 10);
+        assert_eq!(judge(&q).status, "degraded");
     }
 }

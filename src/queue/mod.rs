@@ -5,7 +5,7 @@
 //! the dead-letter queue when the far side rejects it for good. Queues are bounded in bytes: at
 //! the bound the oldest payloads are dropped and counted. Only a small index lives in memory, so
 //! a long outage costs disk, not RAM. The on-disk format is described in ARCHITECTURE.md and in
-//! `store.rs`.
+//! `disk.rs`.
 //!
 //! The queue knows nothing about what it carries: payload bytes plus a small [`Meta`] (endpoint,
 //! content type, encoding). A [`Deliver`] implementation (the HTTP one is [`HttpDeliver`]) sends
@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod deliver;
+mod disk;
 pub mod error;
 pub mod health;
 pub mod outbox;

@@ -256,7 +256,8 @@ impl Collect for Registry {
 }
 
 /// Keeps component `name` of `/health` current for the queue behind `h` until `cancel`: down
-/// while `down` gives a reason, degraded while deliveries fail, ok otherwise.
+/// while `down` gives a reason, degraded while payloads could not be queued (until
+/// [`super::stats::LOSS_WINDOW`] passes without such a loss) or deliveries fail, ok otherwise.
 pub async fn watch_health(
     name: &'static str,
     h: Arc<Handle>,
@@ -269,15 +270,20 @@ pub async fn watch_health(
         let q = &h.queue;
         let d = q.depth();
         let fails = q.stats.consecutive_failures.load(Relaxed);
+        let now = unix_ms();
+        let mut trouble = Vec::new();
+        if let Some(losses) = q.stats.recent_losses(now) {
+            trouble.push(losses.reason(now));
+        }
+        if fails > 0 {
+            trouble.push(format!("{fails} failed attempts in a row"));
+        }
         let (status, detail) = if let Some(why) = down(&d) {
             (Status::Down, why)
-        } else if fails > 0 {
+        } else if !trouble.is_empty() {
             (
                 Status::Degraded,
-                format!(
-                    "{fails} failed attempts in a row; {} payloads queued",
-                    d.pending
-                ),
+                format!("{}; {} payloads queued", trouble.join("; "), d.pending),
             )
         } else {
             (
@@ -467,5 +473,43 @@ mod tests {
             }
         );
         assert_eq!(q.depth().pending, 2);
+    }
+
+    #[tokio::test]
+    async fn health_line_reports_payloads_that_could_not_be_queued() {
+        use crate::base::clock::Clock;
+        use crate::base::health::{Health, Status};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            max_bytes: 1000,
+            dlq_max_bytes: 1000,
+        };
+        let q = Arc::new(Queue::open(dir.path(), "t", limits).expect("open"));
+        let h = Arc::new(Handle {
+            queue: Arc::clone(&q),
+            deliver: Arc::new(Scripted {
+                script: Mutex::new(vec![]),
+                calls: AtomicUsize::new(0),
+            }),
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+        });
+        assert!(q.push(Meta::default(), &[0u8; 2000]).is_err());
+        let health = Arc::new(Health::new(Clock::system()));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        // Cancelled already: one pass sets the line, then it returns.
+        watch_health("t", h, Arc::clone(&health), |_| None, cancel).await;
+        let (_, components) = health.snapshot();
+        let c = &components["t"];
+        assert_eq!(c.status, Status::Degraded, "{c:?}");
+        assert!(
+            c.detail
+                .starts_with("1 payload could not be queued in the last "),
+            "{c:?}"
+        );
+        assert!(c.detail.ends_with("; 0 payloads queued"), "{c:?}");
     }
 }

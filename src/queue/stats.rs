@@ -1,15 +1,52 @@
 //! Counters of one queue, and the `tallyd_forwarder_*` families collected from them.
 
+use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use super::deliver::FailureClass;
-use super::store::Queue;
+use super::store::{unix_ms, Queue};
+use crate::base::lock;
 use crate::base::metrics::{Families, Histogram, Kind};
 
 /// Upper bounds (seconds) of the request latency histogram.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// How long a queue's health stays `degraded` after the last payload it could not take: a loss
+/// at 03:02 is still reported at 03:06, even if the payloads after it were queued again.
+pub const LOSS_WINDOW: Duration = Duration::from_secs(300);
+
+/// A run of payloads the queue could not take, with no gap of [`LOSS_WINDOW`] between them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Losses {
+    /// Payloads lost in this run.
+    pub count: u64,
+    /// Unix milliseconds of the first of them.
+    pub first_ms: u64,
+    /// Unix milliseconds of the latest.
+    pub last_ms: u64,
+    /// Why the latest could not be queued.
+    pub last_error: String,
+}
+
+impl Losses {
+    /// The health reason, e.g. `3 payloads could not be queued in the last 42s (last: …)`.
+    pub fn reason(&self, now_ms: u64) -> String {
+        let secs = now_ms.saturating_sub(self.first_ms).div_ceil(1000).max(1);
+        let noun = if self.count == 1 {
+            "payload"
+        } else {
+            "payloads"
+        };
+        format!(
+            "{} {noun} could not be queued in the last {secs}s (last: {})",
+            self.count, self.last_error
+        )
+    }
+}
 
 /// Everything a queue counts about itself. Plain atomics: updated once per request.
 #[derive(Default)]
@@ -36,6 +73,10 @@ pub struct QueueStats {
     pub corrupt: AtomicU64,
     /// Payloads that could not be written to disk.
     pub write_errors: AtomicU64,
+    /// Payloads [`Queue::push`] refused (too large, or the write failed): lost.
+    pub enqueue_failed: AtomicU64,
+    /// The current run of those losses; locked only when a push fails or after one did.
+    losses: Mutex<Losses>,
     /// 1 while a request is in flight.
     pub in_flight: AtomicU64,
     /// Unix seconds of the last delivery; 0 = none yet.
@@ -64,6 +105,37 @@ impl QueueStats {
         self.latency_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
     }
 
+    /// Counts a payload that could not be queued, and why.
+    pub fn enqueue_failure(&self, error: &dyn Display) {
+        self.enqueue_failure_at(unix_ms(), error.to_string());
+    }
+
+    /// [`QueueStats::enqueue_failure`] at `now_ms` (Unix milliseconds).
+    pub fn enqueue_failure_at(&self, now_ms: u64, error: String) {
+        let mut l = lock(&self.losses);
+        let window = LOSS_WINDOW.as_millis() as u64;
+        if l.count == 0 || now_ms.saturating_sub(l.last_ms) >= window {
+            *l = Losses {
+                first_ms: now_ms,
+                ..Losses::default()
+            };
+        }
+        l.count += 1;
+        l.last_ms = now_ms;
+        l.last_error = error;
+        self.enqueue_failed.fetch_add(1, Relaxed);
+    }
+
+    /// The current run of losses if its latest is less than [`LOSS_WINDOW`] before `now_ms`.
+    pub fn recent_losses(&self, now_ms: u64) -> Option<Losses> {
+        if self.enqueue_failed.load(Relaxed) == 0 {
+            return None;
+        }
+        let l = lock(&self.losses);
+        let window = LOSS_WINDOW.as_millis() as u64;
+        (l.count > 0 && now_ms.saturating_sub(l.last_ms) < window).then(|| l.clone())
+    }
+
     /// Counts a failed attempt of `class`.
     pub fn failure(&self, class: FailureClass) {
         self.failures[class as usize].fetch_add(1, Relaxed);
@@ -77,7 +149,7 @@ impl QueueStats {
 pub fn collect(queues: &[&Queue], out: &mut Families) {
     let g = |a: &AtomicU64| a.load(Relaxed) as f64;
     type Read<'a> = &'a dyn Fn(&Queue) -> f64;
-    let per_queue: [(Kind, &'static str, &'static str, Read); 15] = [
+    let per_queue: [(Kind, &'static str, &'static str, Read); 16] = [
         (
             Kind::Counter,
             "tallyd_forwarder_payloads_sent",
@@ -131,6 +203,12 @@ pub fn collect(queues: &[&Queue], out: &mut Families) {
             "tallyd_forwarder_write_errors",
             "Payloads that could not be written to disk (lost).",
             &|q| g(&q.stats.write_errors),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_enqueue_failures",
+            "Payloads the queue could not take (disk write failed, or too large), lost.",
+            &|q| g(&q.stats.enqueue_failed),
         ),
         (
             Kind::Gauge,
@@ -223,5 +301,38 @@ pub fn collect(queues: &[&Queue], out: &mut Families) {
             sum: g(&s.latency_sum_us) / 1e6,
         };
         f.histogram(&[("queue", q.name())], h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_are_reported_until_five_quiet_minutes() {
+        let s = QueueStats::default();
+        let t0 = 1_000_000_000;
+        assert_eq!(s.recent_losses(t0), None);
+        s.enqueue_failure_at(t0, "disk full".into());
+        let one = s.recent_losses(t0 + 400).expect("one loss");
+        assert_eq!(
+            one.reason(t0 + 400),
+            "1 payload could not be queued in the last 1s (last: disk full)"
+        );
+        s.enqueue_failure_at(t0 + 10_000, "no such directory".into());
+        let window = LOSS_WINDOW.as_millis() as u64;
+        let last = t0 + 10_000;
+        let two = s.recent_losses(last + window - 1).expect("still recent");
+        assert_eq!((two.count, two.first_ms, two.last_ms), (2, t0, last));
+        assert_eq!(
+            two.reason(t0 + 42_000),
+            "2 payloads could not be queued in the last 42s (last: no such directory)"
+        );
+        assert_eq!(s.recent_losses(last + window), None, "five quiet minutes");
+        // A new loss after the quiet period starts a new run; the counter keeps the total.
+        s.enqueue_failure_at(last + window, "disk full".into());
+        let again = s.recent_losses(last + window).expect("new run");
+        assert_eq!((again.count, again.first_ms), (1, last + window));
+        assert_eq!(s.enqueue_failed.load(Relaxed), 3);
     }
 }

@@ -6,11 +6,9 @@
 //! - `dlq/<seq>.tq`: payloads the far side rejected for good, with its status and body.
 //! - `tmp/`: files being written; anything left here after a crash is incomplete and removed.
 //!
-//! Every `.tq` file is `"TQ01"`, header length (u32 LE), payload length (u32 LE), CRC-32 of
-//! header and payload (u32 LE), the header (JSON [`Meta`]), the payload. A file is written to
-//! `tmp/`, fsynced, renamed into `pending/` and the directory fsynced, so a file in `pending/`
-//! is always complete; a file that fails its check anyway (disk damage) is set aside as
-//! `<seq>.corrupt` and counted, never sent.
+//! The file format and the atomic write are in `disk.rs`: a file in `pending/` is always
+//! complete; a file that fails its check anyway (disk damage) is set aside as `<seq>.corrupt`
+//! and counted, never sent.
 //!
 //! Memory: the index holds 24 bytes per payload; the payloads themselves are read from disk
 //! one at a time when sent. Bytes are accounted as each file's length on disk.
@@ -18,7 +16,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
@@ -26,11 +24,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::disk::{decode, encode};
+use super::disk::{file_name, io, sync_dir, write_atomically};
 use super::stats::QueueStats;
 use crate::base::lock;
 
-const MAGIC: &[u8; 4] = b"TQ01";
-const PREFIX: usize = 16;
 /// Longest response body kept with a dead letter.
 pub const MAX_RESPONSE_BODY: usize = 4096;
 /// Largest single payload accepted (the biggest Datadog payload is 5 MiB uncompressed).
@@ -117,13 +115,6 @@ impl fmt::Display for QueueError {
 
 impl std::error::Error for QueueError {}
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |source| QueueError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// One payload in the index.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -188,69 +179,6 @@ pub fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn file_name(seq: u64) -> String {
-    format!("{seq:016x}.tq")
-}
-
-fn sync_dir(dir: &Path) -> Result<(), QueueError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Encodes a queue file.
-pub fn encode(meta: &Meta, payload: &[u8]) -> Vec<u8> {
-    let header = serde_json::to_vec(meta).unwrap_or_default();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header);
-    crc.update(payload);
-    let mut out = Vec::with_capacity(PREFIX + header.len() + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Decodes a queue file; `Err` names what is wrong.
-pub fn decode(data: &[u8]) -> Result<(Meta, Vec<u8>), &'static str> {
-    if data.len() < PREFIX || &data[..4] != MAGIC {
-        return Err("bad magic");
-    }
-    let word =
-        |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
-    let (hlen, plen, crc) = (word(4), word(8), word(12) as u32);
-    if PREFIX + hlen + plen != data.len() {
-        return Err("length mismatch");
-    }
-    let header = &data[PREFIX..PREFIX + hlen];
-    let payload = &data[PREFIX + hlen..];
-    let mut h = crc32fast::Hasher::new();
-    h.update(header);
-    h.update(payload);
-    if h.finalize() != crc {
-        return Err("checksum mismatch");
-    }
-    let meta: Meta = serde_json::from_slice(header).map_err(|_| "bad header")?;
-    Ok((meta, payload.to_vec()))
-}
-
-fn write_atomically(
-    tmp_dir: &Path,
-    dest_dir: &Path,
-    seq: u64,
-    data: &[u8],
-) -> Result<(), QueueError> {
-    let tmp = tmp_dir.join(file_name(seq));
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    let dest = dest_dir.join(file_name(seq));
-    fs::rename(&tmp, &dest).map_err(io(&dest))?;
-    sync_dir(dest_dir)
 }
 
 impl Queue {
@@ -340,7 +268,8 @@ impl Queue {
     ///
     /// # Errors
     /// The payload is larger than the whole queue, or the disk write failed; either way nothing
-    /// was queued and the caller must count it.
+    /// was queued (no file is left behind) and the loss is counted in
+    /// [`QueueStats::enqueue_failed`] and reported by the queue's health.
     pub fn push(&self, mut meta: Meta, payload: &[u8]) -> Result<u64, QueueError> {
         let seq = {
             let mut ix = lock(&self.index);
@@ -357,10 +286,12 @@ impl Queue {
         let data = encode(&meta, payload);
         if data.len() as u64 > self.limits.max_bytes || payload.len() > MAX_PAYLOAD {
             self.stats.dropped.fetch_add(1, Relaxed);
-            return Err(QueueError::TooLarge {
+            let e = QueueError::TooLarge {
                 bytes: data.len(),
                 limit: self.limits.max_bytes,
-            });
+            };
+            self.stats.enqueue_failure(&e);
+            return Err(e);
         }
         if let Err(e) = write_atomically(
             &self.root.join("tmp"),
@@ -369,6 +300,7 @@ impl Queue {
             &data,
         ) {
             self.stats.write_errors.fetch_add(1, Relaxed);
+            self.stats.enqueue_failure(&e);
             return Err(e);
         }
         {

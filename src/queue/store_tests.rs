@@ -146,3 +146,95 @@ fn damaged_file_is_set_aside() {
     assert_eq!(q.depth().pending, 0);
     assert_eq!(q.stats.corrupt.load(Relaxed), 1);
 }
+
+fn tmp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir.join("q/tmp"))
+        .expect("tmp dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Replaces directory `sub` of queue `q` with a regular file, so writes there fail.
+fn break_dir(dir: &Path, sub: &str) {
+    let p = dir.join("q").join(sub);
+    fs::remove_dir_all(&p).expect("remove dir");
+    fs::write(&p, b"not a directory").expect("file in its place");
+}
+
+#[test]
+fn a_failed_rename_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), "q", limits(1 << 20)).expect("open");
+    q.push(meta("/a"), b"ok").expect("push");
+    let ok = q.head().expect("head");
+    q.ack(ok.seq);
+    break_dir(dir.path(), "pending");
+    for _ in 0..3 {
+        let e = q.push(meta("/a"), b"lost").expect_err("pending/ is a file");
+        assert!(matches!(e, QueueError::Io { .. }), "{e}");
+    }
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(q.stats.write_errors.load(Relaxed), 3);
+    assert_eq!(q.depth().pending, 0, "nothing was queued");
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 3);
+    let losses = q.stats.recent_losses(unix_ms()).expect("recent losses");
+    assert_eq!(losses.count, 3);
+    assert!(losses.last_error.contains("/q/pending/"), "{losses:?}");
+    assert!(losses.last_error.contains("Not a directory"), "{losses:?}");
+}
+
+#[test]
+fn a_failed_create_or_a_too_large_payload_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), "q", limits(1000)).expect("open");
+    assert!(matches!(
+        q.push(meta("/a"), &[0u8; 2000]),
+        Err(QueueError::TooLarge { .. })
+    ));
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(
+        q.stats.enqueue_failed.load(Relaxed),
+        1,
+        "too large is a loss"
+    );
+    break_dir(dir.path(), "tmp");
+    let e = q.push(meta("/a"), b"lost").expect_err("tmp/ is a file");
+    assert!(matches!(e, QueueError::Io { .. }), "{e}");
+    assert!(
+        dir.path().join("q/tmp").is_file(),
+        "nothing created in its place"
+    );
+    assert_eq!(q.depth().pending, 0);
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 2);
+}
+
+/// A write that fails with ENOSPC part-way (the temporary file exists by then): the next file
+/// name in `tmp/` is a symlink to `/dev/full`, which the create follows.
+#[test]
+fn a_full_disk_leaves_no_temporary_file() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = Queue::open(dir.path(), "q", limits(1 << 20)).expect("open");
+    let next = lock(&q.index).next_seq;
+    let link = dir.path().join("q/tmp").join(file_name(next));
+    std::os::unix::fs::symlink("/dev/full", &link).expect("symlink");
+    let e = q.push(meta("/a"), b"lost").expect_err("disk full");
+    let QueueError::Io { ref source, .. } = e else {
+        panic!("{e}")
+    };
+    assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+    assert!(Path::new("/dev/full").exists(), "only the link was removed");
+    let losses = q.stats.recent_losses(unix_ms()).expect("recent losses");
+    assert_eq!(losses.count, 1);
+    assert!(losses.last_error.contains("No space left"), "{losses:?}");
+    // The next payload goes through; the loss is still reported.
+    q.push(meta("/a"), b"kept").expect("push");
+    assert_eq!(q.depth().pending, 1);
+    assert_eq!(q.stats.enqueue_failed.load(Relaxed), 1);
+    assert!(q.stats.recent_losses(unix_ms()).is_some());
+}
