@@ -1,7 +1,7 @@
 //! The bottom layer: what every other module may use and which itself imports nothing else
 //! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
 //! errors, health, the exposition writer, the bounded hand-off to a worker thread, the
-//! self-metrics registry and CPU-level helpers.
+//! self-metrics registry, CPU-level helpers and the redaction of credentials.
 
 pub mod accept;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod redact;
 
 use std::sync::{Mutex, MutexGuard};
 
