@@ -30,7 +30,8 @@ struct Cli {
 enum Command {
     /// Validate the configuration and exit: 0 when valid, 1 with one error otherwise.
     CheckConfig,
-    /// Print the effective configuration (defaults + file + environment) as TOML.
+    /// Print the effective configuration (defaults + file + environment) as TOML, every
+    /// credential shown as "<redacted>".
     PrintConfig,
 }
 
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::PrintConfig) => {
-            print!("{}", cfg.to_toml());
+            print!("{}", cfg.to_toml_redacted());
             return ExitCode::SUCCESS;
         }
         None => {}

@@ -357,7 +357,46 @@ mod opt_duration {
     }
 }
 
+impl NotifierConfig {
+    /// How `url` is shown in errors and the log: a Slack incoming-webhook URL carries its
+    /// token in the path, so only its origin is shown; other URLs lose their password.
+    pub fn shown_url(&self, url: &str) -> String {
+        match self.kind {
+            NotifierKind::Slack => crate::base::redact::origin(url),
+            _ => crate::base::redact::url(url),
+        }
+    }
+
+    /// A copy fit to be shown (`print-config`): `routing_key` and the header values hidden, a
+    /// Slack URL entirely, the password of any other URL.
+    pub fn redacted(&self) -> NotifierConfig {
+        use crate::base::redact;
+        let url = match self.kind {
+            NotifierKind::Slack => redact::secret(&self.url),
+            _ => redact::url(&self.url),
+        };
+        NotifierConfig {
+            url,
+            routing_key: redact::secret(&self.routing_key),
+            headers: redact::header_values(&self.headers),
+            ..self.clone()
+        }
+    }
+}
+
 impl AlertsConfig {
+    /// A copy fit to be shown (`print-config`): every notifier [`NotifierConfig::redacted`].
+    pub fn redacted(&self) -> AlertsConfig {
+        AlertsConfig {
+            notifiers: self
+                .notifiers
+                .iter()
+                .map(|(name, n)| (name.clone(), n.redacted()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// A `datadog` notifier needs Datadog delivery, which is on exactly when an API key is set.
     /// Checked only while alerting is enabled (a disabled `[alerts]` starts no notifier).
     ///

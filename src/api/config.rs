@@ -24,6 +24,14 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// A copy fit to be shown (`print-config`): `admin_token` hidden.
+    pub fn redacted(&self) -> HttpConfig {
+        HttpConfig {
+            admin_token: crate::base::redact::secret(&self.admin_token),
+            ..self.clone()
+        }
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_addr("http.listen", &self.listen, false)

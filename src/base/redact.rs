@@ -18,6 +18,17 @@ pub fn secret(value: &str) -> String {
     }
 }
 
+/// Header values are credentials (`Authorization`, API keys, tenant tokens): every value of
+/// `headers` as [`secret`], the names kept.
+pub fn header_values(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.clone(), secret(v)))
+        .collect()
+}
+
 /// Splits `u` into (scheme with `://`, authority, the rest from the first `/`, `?` or `#`).
 /// Text without `://` is taken as starting with the authority.
 fn split(u: &str) -> (&str, &str, &str) {
@@ -66,6 +77,13 @@ mod tests {
     fn secrets_become_the_marker_and_empty_stays_empty() {
         assert_eq!(secret("s3cr3t"), MARKER);
         assert_eq!(secret(""), "");
+        let h = std::collections::BTreeMap::from([
+            ("Authorization".to_string(), "Bearer x".to_string()),
+            ("X-Empty".to_string(), String::new()),
+        ]);
+        let shown = header_values(&h);
+        assert_eq!(shown["Authorization"], MARKER);
+        assert_eq!(shown["X-Empty"], "");
     }
 
     #[test]

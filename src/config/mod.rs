@@ -16,6 +16,7 @@ pub use crate::alert::AlertsConfig;
 pub use crate::api::config::HttpConfig;
 pub use crate::base::duration::{format_duration, parse_duration};
 pub use crate::base::error::{ConfigError, ErrorKind};
+pub use crate::base::redact::MARKER as REDACTED;
 pub use crate::gps::GpsConfig;
 pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
 pub use crate::queue::QueueConfig;
@@ -139,10 +140,32 @@ impl Config {
             .validate_datadog_notifiers(!self.datadog.api_key.is_empty())
     }
 
-    /// The effective configuration as TOML.
+    /// The effective configuration as TOML, secrets included (see [`Config::to_toml_redacted`]
+    /// for what may be shown).
     pub fn to_toml(&self) -> String {
         // Serializing plain structs of strings, numbers and arrays cannot fail.
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// A copy fit to be shown: every credential (API key, admin token, bearer token, basic
+    /// auth password, PagerDuty routing key, Slack webhook URL, every configured header value)
+    /// replaced by [`REDACTED`] when set (an empty one stays empty, so the defaults print as
+    /// they are), and the password of every URL by `***`. The running configuration is not
+    /// touched.
+    pub fn redacted(&self) -> Config {
+        Config {
+            http: self.http.redacted(),
+            datadog: self.datadog.redacted(),
+            alerts: self.alerts.redacted(),
+            gps: self.gps.redacted(),
+            remote_write: self.remote_write.redacted(),
+            ..self.clone()
+        }
+    }
+
+    /// What `print-config` prints: [`Config::redacted`] as TOML.
+    pub fn to_toml_redacted(&self) -> String {
+        self.redacted().to_toml()
     }
 
     /// The UDP receiver thread count (see [`StatsdConfig::receivers`]).
@@ -178,6 +201,76 @@ mod tests {
         let back = Config::from_toml_with_env(&cfg.to_toml(), "printed", &[])
             .expect("printed config parses");
         assert_eq!(back, cfg);
+        // What print-config shows: the defaults set no secret, so nothing is redacted.
+        let back = Config::from_toml_with_env(&cfg.to_toml_redacted(), "printed", &[])
+            .expect("printed config parses");
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn redacted_hides_every_secret_and_keeps_the_rest() {
+        assert_eq!(Config::default().redacted(), Config::default());
+        let text = r#"
+[http]
+admin_token = "s3cr3t-1"
+[datadog]
+api_key = "s3cr3t-2"
+url = "http://dd:s3cr3t-3@127.0.0.1:1"
+[remote_write]
+url = "http://rw:s3cr3t-4@127.0.0.1:1/w"
+bearer_token = "s3cr3t-5"
+headers = { X-Scope-OrgID = "s3cr3t-6" }
+[gps]
+points_url = "http://s3cr3t-7@127.0.0.1:1/p"
+points_headers = { Authorization = "s3cr3t-8" }
+[alerts.notifiers.chat]
+type = "slack"
+url = "https://hooks.slack.com/services/T/B/s3cr3t-9"
+headers = { Authorization = "s3cr3t-10" }
+[alerts.notifiers.pd]
+type = "pagerduty"
+routing_key = "s3cr3t-11"
+[alerts.notifiers.hook]
+type = "webhook"
+url = "http://u:s3cr3t-12@127.0.0.1:1/hook"
+"#;
+        let cfg = Config::from_toml_with_env(text, "t", &[]).expect("valid");
+        let env = env(&[
+            ("TALLYD_REMOTE_WRITE__BEARER_TOKEN", ""),
+            ("TALLYD_REMOTE_WRITE__BASIC_AUTH_USER", "rw"),
+            ("TALLYD_REMOTE_WRITE__BASIC_AUTH_PASSWORD", "s3cr3t-13"),
+        ]);
+        let basic = Config::from_toml_with_env(text, "t", &env).expect("valid");
+        for c in [&cfg, &basic] {
+            let shown = c.to_toml_redacted();
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            let r = c.redacted();
+            assert_eq!(r.http.admin_token, REDACTED);
+            assert_eq!(r.datadog.api_key, REDACTED);
+            assert_eq!(r.datadog.url, "http://dd:***@127.0.0.1:1");
+            assert_eq!(r.remote_write.url, "http://rw:***@127.0.0.1:1/w");
+            assert_eq!(r.remote_write.headers["X-Scope-OrgID"], REDACTED);
+            assert_eq!(r.gps.points_url, "http://***@127.0.0.1:1/p");
+            assert_eq!(r.gps.points_headers["Authorization"], REDACTED);
+            let n = &r.alerts.notifiers;
+            assert_eq!(n["chat"].url, REDACTED);
+            assert_eq!(n["chat"].headers["Authorization"], REDACTED);
+            assert_eq!(n["pd"].routing_key, REDACTED);
+            assert_eq!(n["hook"].url, "http://u:***@127.0.0.1:1/hook");
+            // Everything that is not a credential is shown as it is.
+            let mut back = r.clone();
+            back.http.admin_token = c.http.admin_token.clone();
+            back.datadog = c.datadog.clone();
+            back.remote_write = c.remote_write.clone();
+            back.gps = c.gps.clone();
+            back.alerts.notifiers = c.alerts.notifiers.clone();
+            assert_eq!(&back, c);
+        }
+        assert_eq!(basic.redacted().remote_write.basic_auth_password, REDACTED);
+        assert_eq!(basic.redacted().remote_write.basic_auth_user, "rw");
+        assert_eq!(cfg.redacted().remote_write.bearer_token, REDACTED);
+        // The running configuration keeps its secrets.
+        assert_eq!(cfg.datadog.api_key, "s3cr3t-2");
     }
 
     #[test]

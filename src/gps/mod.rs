@@ -147,6 +147,16 @@ impl Default for GpsConfig {
 }
 
 impl GpsConfig {
+    /// A copy fit to be shown (`print-config`): the header values hidden, the password of
+    /// `points_url` too.
+    pub fn redacted(&self) -> GpsConfig {
+        GpsConfig {
+            points_url: crate::base::redact::url(&self.points_url),
+            points_headers: crate::base::redact::header_values(&self.points_headers),
+            ..self.clone()
+        }
+    }
+
     /// Checks what types alone cannot.
     ///
     /// # Errors

@@ -86,6 +86,15 @@ impl Default for DatadogConfig {
 }
 
 impl DatadogConfig {
+    /// A copy fit to be shown (`print-config`): `api_key` hidden, the password of `url` too.
+    pub fn redacted(&self) -> DatadogConfig {
+        DatadogConfig {
+            api_key: crate::base::redact::secret(&self.api_key),
+            url: crate::base::redact::url(&self.url),
+            ..self.clone()
+        }
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.url.is_empty() && !DATADOG_SITES.contains(&self.site.as_str()) {

@@ -109,6 +109,19 @@ const RESERVED_HEADERS: &[&str] = &[
 pub const MAX_SAMPLES_LIMIT: usize = 1_000_000;
 
 impl RemoteWriteConfig {
+    /// A copy fit to be shown (`print-config`): `bearer_token`, `basic_auth_password` and the
+    /// header values hidden, the password of `url` too.
+    pub fn redacted(&self) -> RemoteWriteConfig {
+        use crate::base::redact;
+        RemoteWriteConfig {
+            url: redact::url(&self.url),
+            headers: redact::header_values(&self.headers),
+            bearer_token: redact::secret(&self.bearer_token),
+            basic_auth_password: redact::secret(&self.basic_auth_password),
+            ..self.clone()
+        }
+    }
+
     /// Checks what types alone cannot.
     ///
     /// # Errors
