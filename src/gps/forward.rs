@@ -75,7 +75,7 @@ impl Forwarder {
         })
         .map_err(|e| Error::start("gps", e))?;
         let depth = outbox.queue().depth();
-        tracing::info!(component = "gps", url = %g.points_url, queued = depth.pending, dead_letters = depth.dlq, "point delivery to HTTP on");
+        tracing::info!(component = "gps", url = %crate::base::redact::url(&g.points_url), queued = depth.pending, dead_letters = depth.dlq, "point delivery to HTTP on");
         Ok(Some(Forwarder { outbox }))
     }
 

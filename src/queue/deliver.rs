@@ -23,6 +23,7 @@ use reqwest::header::{
 use super::error::KeyCheckError;
 use super::store::Meta;
 use crate::base::error::ConfigError;
+use crate::base::redact;
 
 /// Why an attempt failed, as a telemetry label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +201,13 @@ impl HttpDeliver {
                 Ok(KeyState::Invalid)
             }
             Ok(r) => Err(KeyCheckError::Status {
-                url,
+                url: redact::url(&url),
                 status: r.status().as_u16(),
             }),
-            Err(source) => Err(KeyCheckError::Request { url, source }),
+            Err(source) => Err(KeyCheckError::Request {
+                url: redact::url(&url),
+                source,
+            }),
         }
     }
 
@@ -367,9 +371,13 @@ pub fn header_map<'a>(
     Ok(h)
 }
 
-/// A reqwest error with its cause chain, which is where "connection refused" lives.
+/// A reqwest error with its cause chain, which is where "connection refused" lives; a URL in
+/// it is shown without its password.
 pub fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), &redact::url(u.as_str()));
+    }
     let mut src = std::error::Error::source(e);
     while let Some(c) = src {
         s.push_str(": ");

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::config::{AlertsConfig, Direction, NotifierConfig, NotifierKind, Severity};
 use super::eval::Output;
 use crate::component::{Error, EventOutbox};
-use crate::queue::deliver::KeyState;
+use crate::queue::deliver::{describe, KeyState};
 
 /// The Datadog queue alert events go to (see [`EventOutbox`]).
 pub type EventQueue = Arc<dyn EventOutbox>;
@@ -250,10 +250,12 @@ impl Notifier {
             for (k, v) in &self.cfg.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| SendError::Retryable(format!("{url}: {e}")))?;
+            // Errors are logged and answered by the test route: never the URL's credentials
+            // (a Slack URL is one), and never reqwest's own copy of the URL.
+            let shown = self.cfg.shown_url(&url);
+            let resp = req.send().await.map_err(|e| {
+                SendError::Retryable(format!("{shown}: {}", describe(&e.without_url())))
+            })?;
             let status = resp.status().as_u16();
             let mut text = resp.text().await.unwrap_or_default();
             truncate(&mut text, ANSWER_LIMIT);
@@ -264,11 +266,11 @@ impl Notifier {
                 };
             } else if status == 429 || status >= 500 || status == 408 {
                 return Err(SendError::Retryable(format!(
-                    "{url}: HTTP {status}: {text}"
+                    "{shown}: HTTP {status}: {text}"
                 )));
             } else {
                 return Err(SendError::Permanent(format!(
-                    "{url}: HTTP {status}: {text}"
+                    "{shown}: HTTP {status}: {text}"
                 )));
             }
         }

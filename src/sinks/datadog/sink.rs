@@ -21,6 +21,7 @@ use crate::aggregate::Flush;
 use crate::base::error::ConfigError;
 use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::metrics::{Collect, Families, Kind};
+use crate::base::redact;
 use crate::component::{Context, Error};
 use crate::queue::deliver::{HttpDeliver, KeyState, KeyStatus};
 use crate::queue::store::{unix_ms, Meta, Queue};
@@ -97,13 +98,13 @@ impl DatadogSink {
                 d.request_timeout,
                 Some(VALIDATE_PATH.into()),
             )
-            .map_err(|e| OpenError::client(format!("{base} (datadog.url)"), e))
+            .map_err(|e| OpenError::client(format!("{} (datadog.url)", redact::url(&base)), e))
         })
         .map_err(|e| Error::start("datadog", e))?;
         let key = Arc::clone(&outbox.deliver().key);
 
         let d0 = outbox.queue().depth();
-        info!(component = "datadog", url = %base, host = %host, queued = d0.pending, dead_letters = d0.dlq, "datadog delivery on");
+        info!(component = "datadog", url = %redact::url(&base), host = %host, queued = d0.pending, dead_letters = d0.dlq, "datadog delivery on");
         if d.validate_api_key {
             let (deliver, backoff) = (Arc::clone(outbox.deliver()), outbox.backoff());
             outbox.spawn(move |cancel| validate_loop(deliver, backoff, cancel));
@@ -228,7 +229,7 @@ async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: Canc
     loop {
         match deliver.validate_key().await {
             Ok(KeyState::Invalid) => {
-                error!(component = "datadog", url = %format!("{}{VALIDATE_PATH}", deliver.base_url), "the Datadog API key was rejected (403); payloads stay queued on disk until the key is fixed");
+                error!(component = "datadog", url = %redact::url(&format!("{}{VALIDATE_PATH}", deliver.base_url)), "the Datadog API key was rejected (403); payloads stay queued on disk until the key is fixed");
                 return;
             }
             Ok(_) => {

@@ -121,7 +121,7 @@ impl RemoteWriteSink {
         })
         .map_err(|e| Error::start("remote_write", e))?;
         let d0 = outbox.queue().depth();
-        info!(component = "remote_write", url = %rw.url, queued = d0.pending, dead_letters = d0.dlq, "remote write on");
+        info!(component = "remote_write", url = %crate::base::redact::url(&rw.url), queued = d0.pending, dead_letters = d0.dlq, "remote write on");
         let health = Arc::clone(&ctx.health);
         outbox.watch_health("remote_write", health, |_: &crate::queue::store::Depth| {
             None
