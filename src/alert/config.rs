@@ -487,7 +487,10 @@ impl AlertsConfig {
             {
                 return Err(ConfigError::invalid(
                     format!("{at}.url"),
-                    format!(" {:?} must start with http:// or https://", n.url),
+                    format!(
+                        " {:?} must start with http:// or https://",
+                        n.shown_url(&n.url)
+                    ),
                 ));
             }
             if n.kind == NotifierKind::Pagerduty && n.routing_key.is_empty() {
@@ -499,14 +502,8 @@ impl AlertsConfig {
             if n.kind == NotifierKind::Alertmanager {
                 check_nonzero_duration(&format!("{at}.resend_interval"), n.resend_interval)?;
             }
-            for k in n.headers.keys() {
-                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.headers"),
-                        format!(": {k:?} is not a valid header name"),
-                    ));
-                }
-            }
+            // Names the header, never its value (a credential such as `Authorization`).
+            crate::queue::deliver::header_map(&n.headers, &format!("{at}.headers"))?;
         }
         let h = &self.health;
         for (key, v) in [

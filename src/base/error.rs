@@ -86,7 +86,8 @@ impl ConfigError {
     }
 
     /// A parse error in `text` (from `origin`); `span` is the byte range the parser blamed,
-    /// turned into a line and column.
+    /// turned into a line and column, which the message shows. `reason` should not quote the
+    /// text: a line of a configuration may hold a credential.
     pub fn syntax(
         origin: &str,
         text: &str,
@@ -184,7 +185,12 @@ impl fmt::Display for ConfigError {
             ErrorKind::Read { path, reason } => {
                 write!(f, "cannot read config file {path}: {reason}")
             }
-            ErrorKind::Syntax { origin, reason } => write!(f, "invalid config {origin}: {reason}"),
+            ErrorKind::Syntax { origin, reason } => match (self.line, self.column) {
+                (Some(l), Some(c)) => {
+                    write!(f, "invalid config {origin}: line {l}, column {c}: {reason}")
+                }
+                _ => write!(f, "invalid config {origin}: {reason}"),
+            },
             ErrorKind::Environment { reason } => f.write_str(reason),
             ErrorKind::Invalid { reason } => write!(f, "invalid config: {}{reason}", self.key),
         }
@@ -221,6 +227,11 @@ mod tests {
         let text = "[statsd]\nudp_listen = 5\n";
         let e = ConfigError::syntax("f.toml", text, Some(22..23), "wrong type");
         assert_eq!((e.line, e.column), (Some(2), Some(14)));
+        assert_eq!(
+            e.to_string(),
+            "invalid config f.toml: line 2, column 14: wrong type"
+        );
+        let e = ConfigError::syntax("f.toml", text, None, "wrong type");
         assert_eq!(e.to_string(), "invalid config f.toml: wrong type");
     }
 }

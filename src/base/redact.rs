@@ -29,6 +29,39 @@ pub fn header_values(
         .collect()
 }
 
+/// A deserializer's message without the value it was given: serde's `invalid type: string
+/// "Bearer abc", expected a map` becomes `invalid type: string, expected a map` (the value may
+/// be a credential written in the wrong place). Other messages (unknown keys and variants,
+/// syntax) name keys and expected forms only and are kept, line by line.
+pub fn serde_message(msg: &str) -> String {
+    msg.lines()
+        .map(|line| {
+            for prefix in ["invalid type: ", "invalid value: "] {
+                let Some(at) = line.find(prefix) else {
+                    continue;
+                };
+                let start = at + prefix.len();
+                // What is expected comes from the type, never from the value: the last one.
+                let Some(end) = line.rfind(", expected ") else {
+                    continue;
+                };
+                if end < start {
+                    continue;
+                }
+                let unexpected = &line[start..end];
+                let kind = unexpected
+                    .split(['`', '"'])
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end();
+                return format!("{}{kind}{}", &line[..start], &line[end..]);
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Splits `u` into (scheme with `://`, authority, the rest from the first `/`, `?` or `#`).
 /// Text without `://` is taken as starting with the authority.
 fn split(u: &str) -> (&str, &str, &str) {
@@ -107,6 +140,36 @@ mod tests {
         ];
         for (given, want) in cases {
             assert_eq!(url(given), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn serde_messages_lose_the_value() {
+        let cases = [
+            (
+                "invalid type: string \"Bearer s3cr3t, expected x\", expected a map\nin `gps.points_headers`",
+                "invalid type: string, expected a map\nin `gps.points_headers`",
+            ),
+            (
+                "invalid type: integer `12345`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                "invalid value: string \"x\", expected a duration",
+                "invalid value: string, expected a duration",
+            ),
+            (
+                "invalid type: map, expected a string",
+                "invalid type: map, expected a string",
+            ),
+            (
+                "unknown field `bogus`, expected one of `a`, `b`",
+                "unknown field `bogus`, expected one of `a`, `b`",
+            ),
+            ("invalid basic string", "invalid basic string"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(serde_message(given), want, "{given}");
         }
     }
 

@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 
+use serde::Deserialize;
+
 use super::{Config, ConfigError};
+use crate::base::redact::serde_message;
 
 /// Environment variables understood besides the general `TALLYD_SECTION__KEY` form.
 const DD_VARS: &[(&str, &str, &str)] = &[
@@ -94,18 +97,50 @@ pub(super) fn apply_env(
                     format!("environment variable {name}: there is no key {section}.{key}"),
                 ));
             };
+            // The errors never quote the value: it may be a credential
+            // (`TALLYD_REMOTE_WRITE__HEADERS`).
             let parsed = if default.is_str() {
                 toml::Value::String(value.clone())
             } else {
                 let wrapped = format!("v = {value}");
-                let mut t: toml::Table = toml::from_str(&wrapped)
-                    .map_err(|_| ConfigError::environment("", format!("environment variable {name}: {value:?} is not a valid value for {section}.{key}")))?;
+                let mut t: toml::Table = toml::from_str(&wrapped).map_err(|_| {
+                    ConfigError::environment(
+                        "",
+                        format!(
+                            "environment variable {name}: not a valid value for {section}.{key}, which takes a TOML {}",
+                            default.type_str()
+                        ),
+                    )
+                })?;
                 t.remove("v").unwrap_or(toml::Value::String(value.clone()))
             };
+            check_type(name, &section, &key, &parsed)?;
             set_key(table, &section, &key, parsed);
         }
     }
     Ok(())
+}
+
+/// Whether `value` is of the type `section.key` takes, so that a wrong one is reported with
+/// the variable's name (and without the value).
+fn check_type(
+    name: &str,
+    section: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<(), ConfigError> {
+    let mut t = toml::Table::new();
+    set_key(&mut t, section, key, value.clone());
+    match Config::deserialize(toml::Value::Table(t)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConfigError::environment(
+            "",
+            format!(
+                "environment variable {name}: invalid value for {section}.{key}: {}",
+                serde_message(&e.to_string()).replace('\n', " ")
+            ),
+        )),
+    }
 }
 
 fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {

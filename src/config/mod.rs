@@ -16,6 +16,7 @@ pub use crate::alert::AlertsConfig;
 pub use crate::api::config::HttpConfig;
 pub use crate::base::duration::{format_duration, parse_duration};
 pub use crate::base::error::{ConfigError, ErrorKind};
+use crate::base::redact::serde_message;
 pub use crate::base::redact::MARKER as REDACTED;
 pub use crate::gps::GpsConfig;
 pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
@@ -111,14 +112,32 @@ impl Config {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        // First pass: the text alone, so errors carry line, column and key.
-        toml::from_str::<Config>(text)
-            .map_err(|e| ConfigError::syntax(origin, text, e.span(), &e))?;
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::syntax(origin, text, e.span(), &e))?;
+        // First pass: the text alone, so errors carry line, column and key. The parser's
+        // message is shown without the offending line and without a value it quotes: either
+        // may be a credential.
+        let syntax = |e: toml::de::Error| {
+            let reason = serde_message(e.message());
+            match key_path(text) {
+                Some(key) => {
+                    let mut e =
+                        ConfigError::syntax(origin, text, e.span(), format!("{key}: {reason}"));
+                    e.key = key;
+                    e
+                }
+                None => ConfigError::syntax(origin, text, e.span(), reason),
+            }
+        };
+        toml::from_str::<Config>(text).map_err(syntax)?;
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
         env::apply_env(&mut table, env)?;
         let cfg = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::environment("", format!("invalid value from the environment: {e}"))
+            ConfigError::environment(
+                "",
+                format!(
+                    "invalid value from the environment: {}",
+                    serde_message(&e.to_string())
+                ),
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -172,6 +191,16 @@ impl Config {
     pub fn udp_receivers(&self) -> usize {
         self.statsd.receivers()
     }
+}
+
+/// The dotted key a typing error in `text` concerns (`datadog.compression`), when the text is
+/// TOML: the error from the parsed table names it, the one from the text shows the line instead.
+fn key_path(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let e = Config::deserialize(toml::Value::Table(table)).err()?;
+    let msg = e.to_string();
+    let line = msg.lines().find_map(|l| l.strip_prefix("in `"))?;
+    Some(line.strip_suffix('`').unwrap_or(line).to_string())
 }
 
 #[cfg(test)]
@@ -449,6 +478,50 @@ url = "http://u:s3cr3t-12@127.0.0.1:1/hook"
         let e = Config::from_toml_with_env("", "t", &env(&[("DD_DOGSTATSD_PORT", "x")]))
             .expect_err("port");
         assert!(e.to_string().contains("DD_DOGSTATSD_PORT"), "{e}");
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret_value() {
+        let envs = [
+            ("TALLYD_REMOTE_WRITE__HEADERS", "{ A = \"s3cr3t"),
+            ("TALLYD_REMOTE_WRITE__HEADERS", "\"s3cr3t\""),
+            ("TALLYD_GPS__POINTS_HEADERS", "{ A = \"s3cr3t\\n\" }"),
+            ("TALLYD_REMOTE_WRITE__URL", "ftp://u:s3cr3t@h"),
+        ];
+        for (var, value) in envs {
+            let e = Config::from_toml_with_env("", "t", &env(&[(var, value)]))
+                .expect_err(value)
+                .to_string();
+            assert!(!e.contains("s3cr3t"), "{var}={value}: {e}");
+            let key = var.trim_start_matches("TALLYD_").replace("__", ".");
+            assert!(
+                e.contains(var) || e.contains(&key.to_ascii_lowercase()),
+                "{var}={value}: {e}"
+            );
+        }
+        let files = [
+            (
+                "[remote_write]\nheaders = \"s3cr3t\"\n",
+                "remote_write.headers",
+            ),
+            ("[remote_write]\nbearer_token = \"s3cr3t\n", "line 2"),
+            ("[http]\nadmin_token = 12345\n", "http.admin_token"),
+            (
+                "[alerts.notifiers.x]\ntype = \"slack\"\nurl = \"h/s3cr3t\"\n",
+                "alerts.notifiers.x.url",
+            ),
+            (
+                "[alerts.notifiers.x]\nurl = \"http://h\"\nheaders = { A = \"s3cr3t\\u0000\" }\n",
+                "alerts.notifiers.x.headers",
+            ),
+        ];
+        for (text, names) in files {
+            let e = Config::from_toml_with_env(text, "t", &[])
+                .expect_err(text)
+                .to_string();
+            assert!(!e.contains("s3cr3t") && !e.contains("12345"), "{text}: {e}");
+            assert!(e.contains(names), "{text}: {e}");
+        }
     }
 
     #[test]

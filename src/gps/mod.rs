@@ -170,10 +170,11 @@ impl GpsConfig {
                 "gps.points_url",
                 format!(
                     " = {:?} must start with http:// or https://",
-                    self.points_url
+                    crate::base::redact::url(&self.points_url)
                 ),
             ));
         }
+        crate::queue::deliver::header_map(&self.points_headers, "gps.points_headers")?;
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "gps.listen",

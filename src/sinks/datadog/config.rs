@@ -113,7 +113,10 @@ impl DatadogConfig {
         {
             return Err(ConfigError::invalid(
                 "datadog.url",
-                format!(" = {:?} must start with http:// or https://", self.url),
+                format!(
+                    " = {:?} must start with http:// or https://",
+                    crate::base::redact::url(&self.url)
+                ),
             ));
         }
         for a in &self.histogram_aggregates {

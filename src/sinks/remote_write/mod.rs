@@ -133,7 +133,10 @@ impl RemoteWriteConfig {
         {
             return Err(ConfigError::invalid(
                 "remote_write.url",
-                format!(" = {:?} must start with http:// or https://", self.url),
+                format!(
+                    " = {:?} must start with http:// or https://",
+                    crate::base::redact::url(&self.url)
+                ),
             ));
         }
         if !(1..=MAX_SAMPLES_LIMIT).contains(&self.max_samples_per_request) {
