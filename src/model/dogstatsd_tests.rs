@@ -1,6 +1,7 @@
 //! Tests of `model/dogstatsd.rs`.
 
 use super::*;
+use crate::model::{AlertType, CheckStatus, Priority};
 
 fn metric(line: &str) -> MetricLine<'_> {
     match parse_line(line.as_bytes(), 100) {
