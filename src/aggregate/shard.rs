@@ -357,19 +357,23 @@ impl Shard {
             }
         };
         match &mut entry.slot {
-            Slot::Counter(sum) => {
-                // The parser checked each value; the window's sum is checked here, so that a
-                // line that would overflow it is rejected whole and the sum stays finite.
-                let (mut next, mut n) = (*sum, 0);
-                for v in parse::values(m.values) {
-                    next += v.value / m.sample_rate;
-                    n += 1;
-                }
+            // The parser checked each weighted value. Only a huge one, or a window sum already
+            // huge, can overflow the sum: such a line is checked first and rejected whole.
+            Slot::Counter(sum) if m.huge || sum.abs() > parse::HUGE => {
+                let next = parse::values(m.values).fold(*sum, |t, v| t + v.value / m.sample_rate);
                 if !next.is_finite() {
                     return Err(ParseError::Value);
                 }
+                for _ in parse::values(m.values) {
+                    stats.samples += 1;
+                }
                 *sum = next;
-                stats.samples += n;
+            }
+            Slot::Counter(sum) => {
+                for v in parse::values(m.values) {
+                    *sum += v.value / m.sample_rate;
+                    stats.samples += 1;
+                }
             }
             Slot::Gauge(g) => {
                 let delta = shared.gauge_mode == GaugeMode::Delta;

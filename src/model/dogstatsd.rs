@@ -320,24 +320,31 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
             return Err(ParseError::Value);
         }
     } else {
+        // The largest value read by the standard parser: the fast path only reads values
+        // below 1e15, which need no further check.
+        let mut max_abs = 0.0f64;
+        for v in Values::new(values) {
+            let (x, slow) = parse_value_marked(v).ok_or(ParseError::Value)?;
+            if slow {
+                max_abs = max_abs.max(x.abs());
+            }
+        }
         // What each value weighs once applied: a counter adds value / rate, a sampled value
         // counts trunc(1 / rate) times into the window's sum. A line whose weighted value is
-        // not a finite number cannot be represented and is rejected whole.
-        let scale = match kind {
-            _ if out.sample_rate == 1.0 => 1.0,
-            MetricKind::Counter => 1.0 / out.sample_rate,
-            MetricKind::Gauge => 1.0,
-            _ => sample_weight(out.sample_rate),
-        };
-        for v in Values::new(values) {
-            let x = parse_value(v).ok_or(ParseError::Value)?;
-            let weighted = (x * scale).abs();
-            if weighted > HUGE {
-                if !weighted.is_finite() {
-                    return Err(ParseError::Value);
-                }
-                out.huge = true;
+        // not a finite number cannot be represented and is rejected whole. Neither can happen
+        // to a value below 1e15 at a rate above 1e-280, which is every line in practice: only
+        // the others pay for the check.
+        if max_abs > 1e15 || out.sample_rate < 1e-280 {
+            let scale = match kind {
+                MetricKind::Counter => 1.0 / out.sample_rate,
+                MetricKind::Gauge => 1.0,
+                _ => sample_weight(out.sample_rate),
+            };
+            let weighted = max_abs * scale;
+            if !weighted.is_finite() {
+                return Err(ParseError::Value);
             }
+            out.huge = weighted > HUGE;
         }
     }
     // n tags need at least n - 1 bytes, so short lists cannot exceed the limit: skip counting.
@@ -450,18 +457,25 @@ fn fast_decimal(d: &[u8]) -> Option<f64> {
 
 /// Parses a finite decimal number. Plain decimals (the common case) take a fast path.
 pub fn parse_value(v: &[u8]) -> Option<f64> {
+    parse_value_marked(v).map(|(x, _)| x)
+}
+
+/// [`parse_value`], also saying whether the standard parser read it (`true`): the fast path
+/// reads only plain decimals of at most 15 digits, whose magnitude is below 1e15.
+#[inline]
+fn parse_value_marked(v: &[u8]) -> Option<(f64, bool)> {
     let (neg, digits) = match v.first()? {
         b'-' => (true, &v[1..]),
         b'+' => (false, &v[1..]),
         _ => (false, v),
     };
     if let Some(n) = fast_decimal(digits) {
-        return Some(if neg { -n } else { n });
+        return Some((if neg { -n } else { n }, false));
     }
     let s = std::str::from_utf8(v).ok()?;
     // Rust's parser also accepts "inf" and "NaN"; a statsd value must be a finite number.
     let f: f64 = s.parse().ok()?;
-    f.is_finite().then_some(f)
+    f.is_finite().then_some((f, true))
 }
 
 /// How many values one sampled value of a timer, histogram or distribution stands for at
