@@ -53,6 +53,10 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::CheckConfig) => {
+            if let Err(e) = cfg.check_queue_directory() {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
             println!("config ok");
             return ExitCode::SUCCESS;
         }

@@ -129,3 +129,37 @@ fn version_flag() {
         format!("tallyd {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn check_config_checks_that_a_used_queue_directory_is_writable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let bad = file.join("queue");
+    let run = |queue: &std::path::Path, key: &str| {
+        command()
+            .arg("check-config")
+            .env("TALLYD_QUEUE__DIRECTORY", queue)
+            .env("DD_API_KEY", key)
+            .output()
+            .expect("run")
+    };
+    let out = run(&bad, "abc");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("queue.directory") && err.contains("not a writable directory"),
+        "{err}"
+    );
+    // Without a queue user the directory is not needed.
+    assert!(run(&bad, "").status.success());
+    // A directory that does not exist yet under a writable one is fine, and is not created.
+    let later = dir.path().join("later").join("queue");
+    assert!(run(&later, "abc").status.success());
+    assert!(!later.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("ls").count(),
+        1,
+        "no probe left"
+    );
+}

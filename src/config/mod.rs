@@ -187,6 +187,48 @@ impl Config {
         self.redacted().to_toml()
     }
 
+    /// Whether any configured component keeps a durable queue (Datadog delivery, remote write,
+    /// GPS point forwarding).
+    pub fn uses_queues(&self) -> bool {
+        !self.datadog.api_key.is_empty()
+            || !self.remote_write.url.is_empty()
+            || (self.gps.enabled && !self.gps.points_url.is_empty())
+    }
+
+    /// For `check-config`: when a component keeps a durable queue, `queue.directory` (or, if
+    /// it does not exist yet, the nearest directory above it, where tallyd would create it)
+    /// must take a file. A probe file is written and removed; nothing else is created.
+    pub fn check_queue_directory(&self) -> Result<(), ConfigError> {
+        if !self.uses_queues() {
+            return Ok(());
+        }
+        let dir = Path::new(&self.queue.directory);
+        let existing = dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let probe = existing.join(format!(".tallyd-check-{}", std::process::id()));
+        let written = std::fs::write(&probe, b"");
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| {
+            let what = if existing == dir {
+                String::new()
+            } else {
+                format!(
+                    " (it does not exist yet; {} cannot be written)",
+                    existing.display()
+                )
+            };
+            ConfigError::invalid(
+                "queue.directory",
+                format!(
+                    " = {:?} is not a writable directory{what}: {e}",
+                    self.queue.directory
+                ),
+            )
+        })
+    }
+
     /// The UDP receiver thread count (see [`StatsdConfig::receivers`]).
     pub fn udp_receivers(&self) -> usize {
         self.statsd.receivers()

@@ -229,7 +229,7 @@ async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: Canc
     loop {
         match deliver.validate_key().await {
             Ok(KeyState::Invalid) => {
-                error!(component = "datadog", url = %redact::url(&format!("{}{VALIDATE_PATH}", deliver.base_url)), "the Datadog API key was rejected (403); payloads stay queued on disk until the key is fixed");
+                error!(component = "datadog", url = %redact::url(&format!("{}{VALIDATE_PATH}", deliver.base_url)), "the Datadog API key was rejected (403): payloads the intake refuses with 403 go to the dead-letter queue; fix datadog.api_key, then POST /admin/queue/process-dlq/datadog to send them again");
                 return;
             }
             Ok(_) => {
