@@ -49,6 +49,11 @@ pub struct OtlpConfig {
     pub max_buckets_per_point: usize,
     /// Requests handled at once across both transports; more are told to retry later.
     pub max_concurrent_requests: usize,
+    /// Time a request's body has to arrive in full (HTTP: 408 after it; gRPC: the message must
+    /// be received and decoded in it, else DEADLINE_EXCEEDED). A request waiting for its body
+    /// holds no `max_concurrent_requests` slot.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
     /// Cumulative streams remembered (to turn totals into per-window deltas).
     pub max_streams: usize,
     /// A stream not seen for this long is forgotten.
@@ -75,6 +80,7 @@ impl Default for OtlpConfig {
             max_attributes_per_point: 128,
             max_buckets_per_point: 2048,
             max_concurrent_requests: 64,
+            request_timeout: Duration::from_secs(10),
             max_streams: 200_000,
             stream_expiry: Duration::from_secs(900),
             initial_cumulative_value: InitialCumulative::Auto,
@@ -122,6 +128,7 @@ impl OtlpConfig {
             check_positive(key, v as u64)?;
         }
         check_nonzero_duration("otlp.stream_expiry", self.stream_expiry)?;
+        check_nonzero_duration("otlp.request_timeout", self.request_timeout)?;
         for rule in &self.attribute_tags {
             let ok = rule.split_once('=').is_some_and(|(a, t)| {
                 let t = t.trim();

@@ -11,9 +11,18 @@
 //! itself, so `Counted` reads the status of every response the handler did not produce and
 //! counts it in `tallyd_otlp_requests_total` (`too_large`, `bad_request`,
 //! `unsupported_media_type`), with a rate-limited warning.
+//!
+//! tonic reads and decodes the whole message before it calls [`Service::export`], which only
+//! then takes one of the `otlp.max_concurrent_requests` slots: a slow upload holds no slot.
+//! `Counted` also bounds that reception by `otlp.request_timeout`: a request whose handler has
+//! not started by then is answered DEADLINE_EXCEEDED and counted as `timeout`. (tonic's own
+//! `Server::timeout` is not used: it would also cut a request whose points are being applied,
+//! answering an error for data that is counted, and the client's retry would count it twice.)
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -26,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::{http, BoxFuture};
 use tonic::{Code, Request, Response, Status};
+
+use crate::base::duration::format_duration;
 
 use super::receiver::{Receiver, Refusal};
 use super::stats::{Outcome, Transport};
@@ -41,6 +52,9 @@ impl MetricsService for Service {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        if let Some(started) = request.extensions().get::<Started>() {
+            started.0.store(true, Relaxed);
+        }
         let r = &self.receiver;
         let permit = match r.admit() {
             Ok(p) => p,
@@ -96,12 +110,18 @@ impl MetricsService for Service {
     }
 }
 
+/// Set by [`Service::export`] when it is called: the message has been received and decoded.
+#[derive(Clone)]
+struct Started(Arc<AtomicBool>);
+
 /// The service tonic builds, wrapped to count the requests tonic refuses before the handler
-/// runs (they never reach [`Service::export`], which counts everything else).
+/// runs (they never reach [`Service::export`], which counts everything else), and to answer
+/// DEADLINE_EXCEEDED to one whose message has not arrived within `timeout`.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     receiver: Arc<Receiver>,
+    timeout: Duration,
 }
 
 /// The outcome of a response tonic produced itself, from its `grpc-status` header (tonic
@@ -126,6 +146,8 @@ impl<S, B, R> tonic::codegen::Service<http::Request<B>> for Counted<S>
 where
     S: tonic::codegen::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Default + Send,
+    S::Error: Send,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -135,12 +157,37 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_string();
+        let started = Arc::new(AtomicBool::new(false));
+        req.extensions_mut().insert(Started(Arc::clone(&started)));
         let answer = self.inner.call(req);
         let receiver = Arc::clone(&self.receiver);
+        let timeout = self.timeout;
         Box::pin(async move {
-            let response = answer.await?;
+            let mut answer = std::pin::pin!(answer);
+            let response = tokio::select! {
+                biased;
+                done = &mut answer => done?,
+                () = tokio::time::sleep(timeout) => {
+                    // The handler runs inside `answer`, on this task: once it has set the flag
+                    // it owns the request (and maybe a slot), and is left to finish.
+                    if started.load(Relaxed) {
+                        answer.await?
+                    } else {
+                        receiver.stats.request(Transport::Grpc, Outcome::Timeout);
+                        let msg = format!(
+                            "the request message did not arrive within otlp.request_timeout = {}",
+                            format_duration(timeout)
+                        );
+                        receiver.warn_limited(
+                            receiver.now(),
+                            &format!("OTLP/gRPC request to {path} refused: {msg}"),
+                        );
+                        return Ok(Status::deadline_exceeded(msg).into_http());
+                    }
+                }
+            };
             if let Some((outcome, code)) = refused_by_tonic(response.headers()) {
                 receiver.stats.request(Transport::Grpc, outcome);
                 let detail = response
@@ -175,6 +222,7 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max),
+        timeout: receiver.request_timeout,
         receiver,
     };
     tonic::transport::Server::builder()
@@ -189,6 +237,84 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Aggregator;
+    use crate::base::clock::Clock;
+    use crate::config::Config;
+    use crate::telemetry::Telemetry;
+    use tonic::codegen::Service as _;
+
+    /// Stands in for tonic's service: receives and decodes for `decode`, then enters the
+    /// handler (marking the request started, as [`Service::export`] does) for `handle`.
+    #[derive(Clone)]
+    struct Slow {
+        decode: Duration,
+        handle: Duration,
+    }
+
+    impl tonic::codegen::Service<http::Request<()>> for Slow {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<()>) -> Self::Future {
+            let Slow { decode, handle } = self.clone();
+            Box::pin(async move {
+                tokio::time::sleep(decode).await;
+                if let Some(s) = req.extensions().get::<Started>() {
+                    s.0.store(true, Relaxed);
+                }
+                tokio::time::sleep(handle).await;
+                Ok(http::Response::new(tonic::body::Body::default()))
+            })
+        }
+    }
+
+    async fn call_slow(decode: u64, handle: u64) -> (Option<String>, u64) {
+        let cfg = Config::default();
+        let agg = Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        );
+        let receiver = Arc::new(Receiver::new(
+            &cfg.otlp,
+            &agg,
+            Clock::manual(Duration::ZERO),
+        ));
+        let mut svc = Counted {
+            inner: Slow {
+                decode: Duration::from_secs(decode),
+                handle: Duration::from_secs(handle),
+            },
+            receiver: Arc::clone(&receiver),
+            timeout: Duration::from_secs(10),
+        };
+        let response = svc.call(http::Request::new(())).await.expect("a response");
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        (
+            status,
+            receiver.stats.requests(Transport::Grpc, Outcome::Timeout),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_not_received_in_time_is_deadline_exceeded_and_counted() {
+        assert_eq!(call_slow(11, 0).await, (Some("4".into()), 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_started_handler_is_never_cut_by_the_timeout() {
+        assert_eq!(call_slow(1, 30).await, (None, 0));
+        assert_eq!(call_slow(9, 0).await, (None, 0));
+    }
 
     #[test]
     fn only_tonics_own_refusals_are_counted_here() {

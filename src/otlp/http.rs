@@ -5,12 +5,17 @@
 //! same port, optional `Content-Encoding: gzip`, the response in the request's encoding. Success
 //! and partial success are 200 with an `ExportMetricsServiceResponse`; failures carry a
 //! `google.rpc.Status`: 400 bad data, 413 over the size limits (checked before and after
-//! decompression; clients do not retry it), 415 unknown content type or encoding, 429 with
-//! `Retry-After` at the concurrency limit and 503 with `Retry-After` while shutting down (both
-//! retried by clients).
+//! decompression; clients do not retry it), 408 for a body not received in full within
+//! `otlp.request_timeout`, 415 unknown content type or encoding, 429 with `Retry-After` at the
+//! concurrency limit and 503 with `Retry-After` while shutting down (both retried by clients).
+//!
+//! The body is read in full (bounded in size and time) before the request takes one of the
+//! `otlp.max_concurrent_requests` slots, which it holds only to decode, convert and apply: a
+//! slow or stalled upload keeps no other request out.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -24,6 +29,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
+
+use crate::base::duration::format_duration;
 
 use super::receiver::{Accepted, ExportError, Receiver, Refusal};
 use super::stats::{Outcome, Transport};
@@ -39,6 +46,7 @@ const RETRY_AFTER_SECS: &str = "1";
 /// them; they help when debugging).
 mod code {
     pub const INVALID_ARGUMENT: i32 = 3;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     pub const UNAVAILABLE: i32 = 14;
 }
@@ -137,25 +145,9 @@ async fn handle(r: &Arc<Receiver>, headers: &HeaderMap, body: Body) -> Reply {
             )
         }
     };
-    let permit = match r.admit() {
-        Ok(p) => p,
-        Err(Refusal::Busy) => {
-            return retry_later(
-                Outcome::Throttled,
-                StatusCode::TOO_MANY_REQUESTS,
-                enc,
-                "too many OTLP requests in flight (otlp.max_concurrent_requests); retry later",
-            )
-        }
-        Err(Refusal::Closing) => {
-            return retry_later(
-                Outcome::Unavailable,
-                StatusCode::SERVICE_UNAVAILABLE,
-                enc,
-                "tallyd is shutting down; retry later",
-            )
-        }
-    };
+    if r.is_closing() {
+        return refused(Refusal::Closing, enc);
+    }
     let max = r.max_body;
     let too_large = |what: &str| {
         failure(
@@ -173,12 +165,20 @@ async fn handle(r: &Arc<Receiver>, headers: &HeaderMap, body: Body) -> Reply {
     if declared.is_some_and(|n| n > max as u64) {
         return too_large("request body");
     }
-    let raw = match Limited::new(body, max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large("request body"),
-        Err(e) => return bad_request(enc, format!("cannot read the request body: {e}")),
+    // The whole body first, in bounded time, holding no admission slot: a slow or stalled
+    // upload must not keep other requests out.
+    let read = tokio::time::timeout(r.request_timeout, Limited::new(body, max).collect()).await;
+    let raw = match read {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large("request body"),
+        Ok(Err(e)) => return bad_request(enc, format!("cannot read the request body: {e}")),
+        Err(_) => return timed_out(enc, r.request_timeout),
     };
     r.stats.bytes(Transport::Http, raw.len());
+    let permit = match r.admit() {
+        Ok(p) => p,
+        Err(refusal) => return refused(refusal, enc),
+    };
     let receiver = Arc::clone(r);
     let work = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -303,6 +303,44 @@ fn bad_request(enc: Encoding, msg: String) -> Reply {
         code::INVALID_ARGUMENT,
         msg,
     )
+}
+
+/// A request not admitted: 429 at the concurrency limit, 503 while shutting down.
+fn refused(refusal: Refusal, enc: Encoding) -> Reply {
+    match refusal {
+        Refusal::Busy => retry_later(
+            Outcome::Throttled,
+            StatusCode::TOO_MANY_REQUESTS,
+            enc,
+            "too many OTLP requests in flight (otlp.max_concurrent_requests); retry later",
+        ),
+        Refusal::Closing => retry_later(
+            Outcome::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            enc,
+            "tallyd is shutting down; retry later",
+        ),
+    }
+}
+
+/// 408 for a body that did not arrive within `otlp.request_timeout`; the connection is closed
+/// (the rest of the body is never read).
+fn timed_out(enc: Encoding, timeout: Duration) -> Reply {
+    let mut reply = failure(
+        Outcome::Timeout,
+        StatusCode::REQUEST_TIMEOUT,
+        enc,
+        code::DEADLINE_EXCEEDED,
+        format!(
+            "the request body did not arrive within otlp.request_timeout = {}",
+            format_duration(timeout)
+        ),
+    );
+    reply
+        .response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    reply
 }
 
 fn retry_later(outcome: Outcome, status: StatusCode, enc: Encoding, msg: &str) -> Reply {

@@ -71,6 +71,8 @@ pub struct Receiver {
     max_points: usize,
     /// Largest body, before and after decompression.
     pub max_body: usize,
+    /// `otlp.request_timeout`: how long a request's body may take to arrive.
+    pub request_timeout: Duration,
     permits: Arc<Semaphore>,
     closing: AtomicBool,
     last_warn: AtomicU64,
@@ -96,6 +98,7 @@ impl Receiver {
             stats: Arc::new(OtlpStats::default()),
             max_points: cfg.max_points_per_request,
             max_body: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
             closing: AtomicBool::new(false),
             last_warn: AtomicU64::new(0),
@@ -119,6 +122,11 @@ impl Receiver {
         Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)
+    }
+
+    /// Whether tallyd is shutting down (new requests are refused).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Relaxed)
     }
 
     /// Refuses new requests from now on (requests already admitted complete).

@@ -44,11 +44,13 @@ pub enum Outcome {
     Throttled = 5,
     /// tallyd is shutting down (HTTP 503, gRPC UNAVAILABLE).
     Unavailable = 6,
+    /// The body did not arrive within `otlp.request_timeout` (HTTP 408, gRPC DEADLINE_EXCEEDED).
+    Timeout = 7,
 }
 
 impl Outcome {
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Success,
         Outcome::Partial,
         Outcome::BadRequest,
@@ -56,6 +58,7 @@ impl Outcome {
         Outcome::TooLarge,
         Outcome::Throttled,
         Outcome::Unavailable,
+        Outcome::Timeout,
     ];
 
     /// The label value.
@@ -68,6 +71,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::Throttled => "throttled",
             Outcome::Unavailable => "unavailable",
+            Outcome::Timeout => "timeout",
         }
     }
 }
@@ -113,7 +117,7 @@ impl Reject {
 /// Every `tallyd_otlp_*` counter.
 #[derive(Default)]
 pub struct OtlpStats {
-    requests: [[AtomicU64; 7]; 2],
+    requests: [[AtomicU64; Outcome::ALL.len()]; 2],
     bytes: [AtomicU64; 2],
     /// Data points accepted into aggregation.
     pub points_accepted: AtomicU64,
