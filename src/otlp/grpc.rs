@@ -60,7 +60,9 @@ impl MetricsService for Service {
             Ok(p) => p,
             Err(refusal) => {
                 let (outcome, msg) = match refusal {
-                    Refusal::Busy => (
+                    // gRPC messages are buffered by tonic before the handler (bounded by
+                    // `otlp.max_body_bytes`), not through the body budget.
+                    Refusal::Busy | Refusal::BodyBudget => (
                         Outcome::Throttled,
                         "too many OTLP requests in flight (otlp.max_concurrent_requests); retry later",
                     ),

@@ -23,11 +23,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::base::duration::format_duration;
@@ -167,11 +168,15 @@ async fn handle(r: &Arc<Receiver>, headers: &HeaderMap, body: Body) -> Reply {
     }
     // The whole body first, in bounded time, holding no admission slot: a slow or stalled
     // upload must not keep other requests out.
-    let read = tokio::time::timeout(r.request_timeout, Limited::new(body, max).collect()).await;
-    let raw = match read {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large("request body"),
-        Ok(Err(e)) => return bad_request(enc, format!("cannot read the request body: {e}")),
+    // The memory the body holds is taken from the body byte budget as it arrives.
+    let read = tokio::time::timeout(r.request_timeout, read_body(r, body, max)).await;
+    let (raw, _held) = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => return too_large("request body"),
+        Ok(Err(BodyError::Budget)) => return refused(Refusal::BodyBudget, enc),
+        Ok(Err(BodyError::Read(e))) => {
+            return bad_request(enc, format!("cannot read the request body: {e}"))
+        }
         Err(_) => return timed_out(enc, r.request_timeout),
     };
     r.stats.bytes(Transport::Http, raw.len());
@@ -306,8 +311,52 @@ fn bad_request(enc: Encoding, msg: String) -> Reply {
 }
 
 /// A request not admitted: 429 at the concurrency limit, 503 while shutting down.
+/// Why a body could not be read.
+enum BodyError {
+    /// Over `otlp.max_body_bytes`.
+    TooLarge,
+    /// The body byte budget is held by other bodies.
+    Budget,
+    /// The connection failed.
+    Read(axum::Error),
+}
+
+/// Reads the whole body, at most `max` bytes, taking what arrives from the body byte budget;
+/// gives back the bytes and what they hold of the budget.
+async fn read_body(
+    r: &Receiver,
+    body: Body,
+    max: usize,
+) -> Result<(bytes::Bytes, Option<OwnedSemaphorePermit>), BodyError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        let more = r.reserve_body(data.len()).map_err(|_| BodyError::Budget)?;
+        match &mut held {
+            Some(h) => h.merge(more),
+            None => held = Some(more),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
+}
+
 fn refused(refusal: Refusal, enc: Encoding) -> Reply {
     match refusal {
+        Refusal::BodyBudget => retry_later(
+            Outcome::Throttled,
+            StatusCode::TOO_MANY_REQUESTS,
+            enc,
+            "too many OTLP request bytes being received (otlp.max_concurrent_requests x otlp.max_body_bytes); retry later",
+        ),
         Refusal::Busy => retry_later(
             Outcome::Throttled,
             StatusCode::TOO_MANY_REQUESTS,

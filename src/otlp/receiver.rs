@@ -22,6 +22,9 @@ use crate::otlp::config::OtlpConfig;
 pub enum Refusal {
     /// `otlp.max_concurrent_requests` requests are being handled.
     Busy,
+    /// The request bodies being read already hold the byte budget
+    /// (`otlp.max_concurrent_requests` × `otlp.max_body_bytes`).
+    BodyBudget,
     /// tallyd is shutting down.
     Closing,
 }
@@ -74,6 +77,8 @@ pub struct Receiver {
     /// `otlp.request_timeout`: how long a request's body may take to arrive.
     pub request_timeout: Duration,
     permits: Arc<Semaphore>,
+    /// Bytes of request bodies held in memory (read, not yet decoded), in KiB.
+    body_budget: Arc<Semaphore>,
     closing: AtomicBool,
     last_warn: AtomicU64,
     clock: Clock,
@@ -100,6 +105,7 @@ impl Receiver {
             max_body: cfg.max_body_bytes,
             request_timeout: cfg.request_timeout,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+            body_budget: Arc::new(Semaphore::new(body_budget_kib(cfg))),
             closing: AtomicBool::new(false),
             last_warn: AtomicU64::new(0),
             clock,
@@ -122,6 +128,19 @@ impl Receiver {
         Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| Refusal::Busy)
+    }
+
+    /// Takes `bytes` of the body byte budget for a body being read, without waiting: bodies
+    /// are read before a request takes a slot, so the memory they hold is bounded here, by
+    /// what has arrived (a slow client holds only what it sent), and released with the permit.
+    ///
+    /// # Errors
+    /// [`Refusal::BodyBudget`] when the bodies in memory already hold the whole budget.
+    pub fn reserve_body(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Refusal> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        Arc::clone(&self.body_budget)
+            .try_acquire_many_owned(kib)
+            .map_err(|_| Refusal::BodyBudget)
     }
 
     /// Whether tallyd is shutting down (new requests are refused).
@@ -206,6 +225,15 @@ impl Receiver {
     }
 }
 
+/// The body byte budget in KiB: as many bodies of `otlp.max_body_bytes` as requests may be
+/// handled at once, which is what the concurrency slots bounded when bodies were read inside
+/// them.
+fn body_budget_kib(cfg: &OtlpConfig) -> usize {
+    let per = cfg.max_body_bytes.div_ceil(1024);
+    per.saturating_mul(cfg.max_concurrent_requests)
+        .clamp(1, Semaphore::MAX_PERMITS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +267,26 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn bodies_being_read_share_a_byte_budget() {
+        let mut cfg = Config::default();
+        cfg.otlp.max_concurrent_requests = 2;
+        cfg.otlp.max_body_bytes = 10 * 1024;
+        let agg = Aggregator::new(
+            &cfg.aggregate,
+            cfg.statsd.gauge_mode,
+            Arc::new(Telemetry::default()),
+        );
+        let r = Receiver::new(&cfg.otlp, &agg, Clock::manual(Duration::ZERO));
+        // Two bodies' worth (20 KiB): a slow client's byte counts for 1 KiB only.
+        let slow = r.reserve_body(1).expect("one byte");
+        let big = r.reserve_body(19 * 1024).expect("the rest");
+        assert_eq!(r.reserve_body(1).err(), Some(Refusal::BodyBudget));
+        drop(big);
+        assert!(r.reserve_body(10 * 1024).is_ok(), "released with the body");
+        drop(slow);
     }
 
     #[test]
