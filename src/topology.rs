@@ -52,8 +52,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     otlp::start(&cfg.otlp, &mut ctx).await?.report(&health);
 
     // The HTTP API last, over what the components expose.
+    let scrapes = api::Scrapes::new(&cfg.prometheus);
+    ctx.telemetry.register(scrapes.clone());
     let app = api::router(api::Parts {
         prometheus,
+        scrapes,
         health: Arc::clone(&health),
         queues: Arc::clone(&ctx.queues),
         alerts: alerting,

@@ -29,11 +29,14 @@ pub use crate::base::health::{Component, Health, Status};
 use crate::gps::service::GpsState;
 use crate::sinks::prometheus::Prometheus;
 use crate::{alert, queue as queues};
+pub use metrics::Scrapes;
 
 /// What the router serves; the optional parts add their routes only when present.
 pub struct Parts<'a> {
     /// Renders `/metrics`.
     pub prometheus: Arc<Prometheus>,
+    /// The bounds on `/metrics` scrapes (register it with the telemetry for its counts).
+    pub scrapes: Arc<Scrapes>,
     /// Answers `/health*`.
     pub health: Arc<Health>,
     /// The delivery queues behind `/admin/queue/*`.
@@ -51,7 +54,7 @@ pub struct Parts<'a> {
 pub fn router(parts: Parts<'_>) -> Router {
     let admin = admin::Admin::new(parts.admin_token);
     let mut app = Router::new()
-        .merge(metrics::router(parts.prometheus))
+        .merge(metrics::router(parts.prometheus, parts.scrapes))
         .merge(health::router(parts.health))
         .merge(queue::router(parts.queues, &admin));
     if let Some(shared) = parts.alerts {

@@ -1,4 +1,5 @@
-//! The `[prometheus]` section: how long and how many series `/metrics` keeps.
+//! The `[prometheus]` section: how long and how many series `/metrics` keeps, and how many
+//! scrapes it serves at once.
 
 use std::time::Duration;
 
@@ -16,6 +17,13 @@ pub struct PrometheusConfig {
     pub series_ttl: Duration,
     /// Series kept for `/metrics`; new series beyond it are dropped and counted.
     pub max_series: usize,
+    /// Scrapes of `/metrics` rendered at once; one more is answered 503 with `Retry-After: 1`.
+    /// Each holds a copy of the exposed rows while it renders.
+    pub max_concurrent_scrapes: usize,
+    /// A scraper that takes no piece of the body for this long loses the scrape: the render
+    /// stops and frees its copy of the rows.
+    #[serde(with = "duration_str")]
+    pub scrape_write_timeout: Duration,
 }
 
 impl Default for PrometheusConfig {
@@ -23,6 +31,8 @@ impl Default for PrometheusConfig {
         Self {
             series_ttl: Duration::from_secs(300),
             max_series: 200_000,
+            max_concurrent_scrapes: 4,
+            scrape_write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -31,6 +41,11 @@ impl PrometheusConfig {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_positive("prometheus.max_series", self.max_series as u64)?;
+        check_positive(
+            "prometheus.max_concurrent_scrapes",
+            self.max_concurrent_scrapes as u64,
+        )?;
+        check_nonzero_duration("prometheus.scrape_write_timeout", self.scrape_write_timeout)?;
         check_nonzero_duration("prometheus.series_ttl", self.series_ttl)
     }
 }

@@ -357,3 +357,27 @@ fn cumulative_totals_never_leave_the_finite_numbers() {
     assert_eq!(cumulate(5.0, f64::NAN), 5.0);
     assert_eq!(cumulate(5.0, f64::INFINITY), 5.0);
 }
+
+#[test]
+fn scrape_bounds_must_be_positive() {
+    use super::config::PrometheusConfig;
+    assert!(PrometheusConfig::default().validate().is_ok());
+    let zero = PrometheusConfig {
+        max_concurrent_scrapes: 0,
+        ..PrometheusConfig::default()
+    };
+    let e = zero.validate().expect_err("zero scrapes");
+    assert!(
+        e.to_string().contains("prometheus.max_concurrent_scrapes"),
+        "{e}"
+    );
+    let instant = PrometheusConfig {
+        scrape_write_timeout: Duration::ZERO,
+        ..PrometheusConfig::default()
+    };
+    let e = instant.validate().expect_err("zero timeout");
+    assert!(
+        e.to_string().contains("prometheus.scrape_write_timeout"),
+        "{e}"
+    );
+}
