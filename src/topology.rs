@@ -28,28 +28,43 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let host = crate::base::host::host_name(&cfg.datadog.hostname);
     let mut ctx = Context::new(clock, telemetry, aggregator, cfg.queue.clone(), host);
     ctx.telemetry.register(ctx.queues.clone());
+    if let Err(e) = start(&cfg, &mut ctx).await {
+        // What already started stops with the process, not half-running.
+        ctx.shutdown.abort();
+        return Err(e);
+    }
     let health = Arc::clone(&ctx.health);
+    health.set_ready(true);
+    info!(version = env!("CARGO_PKG_VERSION"), "tallyd started");
+    shutdown.await;
+    info!("shutting down: stopping intake, draining, final flush");
+    health.set_ready(false);
+    ctx.shutdown.drain().await;
+    info!("stopped");
+    Ok(())
+}
 
+/// Starts every component on `ctx`, in the order their dependencies need.
+async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
+    let health = Arc::clone(&ctx.health);
     // Sinks first: the flusher hands windows to the sinks added before it starts.
-    let prometheus = sinks::prometheus::start(&cfg.prometheus, &mut ctx)?
+    let prometheus = sinks::prometheus::start(&cfg.prometheus, ctx)?
         .report(&health)
         .context("the Prometheus sink is always on")?;
-    sinks::datadog::start(&cfg.datadog, &mut ctx)?.report(&health);
-    sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, &mut ctx)?.report(&health);
+    sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
+    sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
-    let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), &mut ctx)?.report(&health);
-    flusher::start(&cfg.aggregate, &mut ctx)?.report(&health);
+    let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
+    flusher::start(&cfg.aggregate, ctx)?.report(&health);
 
     // Sources.
-    statsd::udp::start(&cfg.statsd, &mut ctx)?.report(&health);
-    statsd::udp::start_unix(&cfg.statsd, &mut ctx)?.report(&health);
-    statsd::start_tcp(&cfg.statsd, &mut ctx)
+    statsd::udp::start(&cfg.statsd, ctx)?.report(&health);
+    statsd::udp::start_unix(&cfg.statsd, ctx)?.report(&health);
+    statsd::start_tcp(&cfg.statsd, ctx).await?.report(&health);
+    let gps = gps::service::start_component(&cfg.gps, ctx)
         .await?
         .report(&health);
-    let gps = gps::service::start_component(&cfg.gps, &mut ctx)
-        .await?
-        .report(&health);
-    otlp::start(&cfg.otlp, &mut ctx).await?.report(&health);
+    otlp::start(&cfg.otlp, ctx).await?.report(&health);
 
     // The HTTP API last, over what the components expose.
     let scrapes = api::Scrapes::new(&cfg.prometheus);
@@ -63,16 +78,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         gps,
         admin_token: &cfg.http.admin_token,
     });
-    api::server::start(&cfg.http, &mut ctx, app)
+    api::server::start(&cfg.http, ctx, app)
         .await?
         .report(&health);
-
-    health.set_ready(true);
-    info!(version = env!("CARGO_PKG_VERSION"), "tallyd started");
-    shutdown.await;
-    info!("shutting down: stopping intake, draining, final flush");
-    health.set_ready(false);
-    ctx.shutdown.drain().await;
-    info!("stopped");
     Ok(())
 }

@@ -18,51 +18,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "component",
         &["base", "model", "telemetry", "aggregate", "queue"],
     ),
-    (
-        "flusher",
-        &["base", "model", "telemetry", "aggregate", "component"],
-    ),
-    (
-        "statsd",
-        &["base", "model", "telemetry", "aggregate", "component"],
-    ),
-    (
-        "otlp",
-        &["base", "model", "telemetry", "aggregate", "component"],
-    ),
-    (
-        "gps",
-        &[
-            "base",
-            "model",
-            "telemetry",
-            "aggregate",
-            "component",
-            "queue",
-        ],
-    ),
-    (
-        "sinks",
-        &[
-            "base",
-            "model",
-            "telemetry",
-            "aggregate",
-            "component",
-            "queue",
-        ],
-    ),
-    (
-        "alert",
-        &[
-            "base",
-            "model",
-            "telemetry",
-            "aggregate",
-            "component",
-            "queue",
-        ],
-    ),
+    ("flusher", COMPONENT),
+    ("statsd", COMPONENT),
+    ("otlp", COMPONENT),
+    ("gps", COMPONENT_QUEUE),
+    ("sinks", COMPONENT_QUEUE),
+    ("alert", COMPONENT_QUEUE),
     (
         "config",
         &[
@@ -78,41 +39,51 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "api",
         ],
     ),
-    (
-        "api",
-        &[
-            "base",
-            "model",
-            "telemetry",
-            "aggregate",
-            "component",
-            "queue",
-            "statsd",
-            "otlp",
-            "gps",
-            "sinks",
-            "alert",
-        ],
-    ),
-    (
-        "topology",
-        &[
-            "base",
-            "model",
-            "telemetry",
-            "aggregate",
-            "component",
-            "queue",
-            "flusher",
-            "statsd",
-            "otlp",
-            "gps",
-            "sinks",
-            "alert",
-            "config",
-            "api",
-        ],
-    ),
+    ("api", EVERYTHING_BELOW_COMPOSITION),
+    ("topology", TOPOLOGY),
+];
+
+/// What a component may use: the layers below the contract, and the contract.
+const COMPONENT: &[&str] = &["base", "model", "telemetry", "aggregate", "component"];
+/// A component that also keeps a durable queue.
+const COMPONENT_QUEUE: &[&str] = &[
+    "base",
+    "model",
+    "telemetry",
+    "aggregate",
+    "component",
+    "queue",
+];
+/// The topology composes everything.
+const TOPOLOGY: &[&str] = &[
+    "base",
+    "model",
+    "telemetry",
+    "aggregate",
+    "component",
+    "queue",
+    "flusher",
+    "statsd",
+    "otlp",
+    "gps",
+    "sinks",
+    "alert",
+    "config",
+    "api",
+];
+/// What the HTTP API composes: every layer and component except the flusher and topology.
+const EVERYTHING_BELOW_COMPOSITION: &[&str] = &[
+    "base",
+    "model",
+    "telemetry",
+    "aggregate",
+    "component",
+    "queue",
+    "statsd",
+    "otlp",
+    "gps",
+    "sinks",
+    "alert",
 ];
 
 /// `config` may name only the configuration part of `api`.

@@ -64,7 +64,7 @@ impl Stage {
 }
 
 /// One cancellation token and one task tracker per stage: children of one root token, so
-/// cancelling the root (a fatal error) stops every stage at once.
+/// [`Shutdown::abort`] (a component that could not start) stops every stage at once.
 pub struct Shutdown {
     root: CancellationToken,
     tokens: [CancellationToken; 5],
@@ -123,6 +123,11 @@ impl Shutdown {
             tracker.wait().await;
             tracing::debug!(stage = stage.as_str(), "stage drained");
         }
+    }
+
+    /// Cancels every stage at once, without waiting: what already started stops (receive
+    /// loops, servers, senders) when a later component fails to start.
+    pub fn abort(&self) {
         self.root.cancel();
     }
 }

@@ -192,7 +192,7 @@ impl Config {
     pub fn uses_queues(&self) -> bool {
         !self.datadog.api_key.is_empty()
             || !self.remote_write.url.is_empty()
-            || (self.gps.enabled && !self.gps.points_url.is_empty())
+            || (self.gps.enabled && !self.gps.listen.is_empty() && !self.gps.points_url.is_empty())
     }
 
     /// For `check-config`: when a component keeps a durable queue, `queue.directory` (or, if
@@ -227,11 +227,6 @@ impl Config {
                 ),
             )
         })
-    }
-
-    /// The UDP receiver thread count (see [`StatsdConfig::receivers`]).
-    pub fn udp_receivers(&self) -> usize {
-        self.statsd.receivers()
     }
 }
 

@@ -58,21 +58,15 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
     }
     let receiver = Arc::new(Receiver::new(cfg, &ctx.aggregator, ctx.clock.clone()));
     ctx.telemetry.register(receiver.stats.clone());
-    let mut health: Vec<(&'static str, Status, String)> = Vec::new();
-    for (name, listener, empty) in [
-        ("otlp_http", http, "otlp.http_listen is empty"),
-        ("otlp_grpc", grpc, "otlp.grpc_listen is empty"),
-    ] {
+    let serve = |name: &'static str, listener: Option<tokio::net::TcpListener>, off: &str| {
         let Some(l) = listener else {
-            health.push((name, Status::Disabled, empty.to_string()));
-            continue;
+            return (Status::Disabled, off.to_string());
         };
         let addr = l
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         tracing::info!(component = name, addr = %addr, "listening");
-        health.push((name, Status::Ok, addr));
         let (r, c) = (Arc::clone(&receiver), ctx.shutdown.token(Stage::Intake));
         ctx.shutdown.spawn(Stage::Intake, async move {
             let served = if name == "otlp_http" {
@@ -84,24 +78,19 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
                 tracing::error!(component = name, error = %e, "OTLP server failed");
             }
         });
-    }
+        (Status::Ok, addr)
+    };
+    let (http_status, http_detail) = serve("otlp_http", http, "otlp.http_listen is empty");
+    let (grpc_status, grpc_detail) = serve("otlp_grpc", grpc, "otlp.grpc_listen is empty");
+    let closing = Arc::clone(&receiver);
     ctx.shutdown
-        .on_stop(Stage::Intake, async move { receiver.close() });
-    // The HTTP listener's line leads; the gRPC one is a part of the same component.
-    let grpc_health = health.pop();
-    let (name, status, detail) =
-        health
-            .pop()
-            .unwrap_or(("otlp_http", Status::Disabled, String::new()));
-    Ok(Running {
-        name,
-        stage: Stage::Intake,
-        status,
-        detail,
-        parts: grpc_health.into_iter().collect(),
-        handle: Some(()),
-        reports_itself: false,
-    })
+        .on_stop(Stage::Intake, async move { closing.close() });
+    // One component with two health lines: the HTTP listener's leads.
+    let running = Running {
+        status: http_status,
+        ..Running::ok("otlp_http", Stage::Intake, http_detail, ())
+    };
+    Ok(running.with_part("otlp_grpc", grpc_status, grpc_detail))
 }
 
 /// Binds one OTLP listener; `None` when OTLP is off or its address is empty.

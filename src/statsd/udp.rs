@@ -53,7 +53,7 @@ pub fn start(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
         .unwrap_or(addr);
     info!(component = "statsd_udp", addr = %local, sockets = count, "listening");
     *lock(&ctx.telemetry.udp_ports) = vec![local.port()];
-    let stop = stop_with_intake(ctx);
+    let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, sock) in socks.into_iter().enumerate() {
         let r = Receiver::new(cfg, ctx, Transport::Udp, Arc::clone(&stop));
@@ -65,7 +65,7 @@ pub fn start(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Error> {
             })?;
         threads.push(t);
     }
-    join_with_intake(ctx, threads);
+    stop_with_intake(ctx, stop, threads);
     Ok(Running::ok(
         "statsd_udp",
         Stage::Intake,
@@ -97,7 +97,8 @@ pub fn start_unix(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Erro
         )
     })?;
     info!(component = "statsd_uds", path = %path.display(), "listening");
-    let r = Receiver::new(cfg, ctx, Transport::Uds, stop_with_intake(ctx));
+    let stop = Arc::new(AtomicBool::new(false));
+    let r = Receiver::new(cfg, ctx, Transport::Uds, Arc::clone(&stop));
     let detail = path.display().to_string();
     let t = std::thread::Builder::new()
         .name("uds-recv".into())
@@ -111,26 +112,20 @@ pub fn start_unix(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running, Erro
                 format!("cannot start the receiver thread: {e}"),
             )
         })?;
-    join_with_intake(ctx, vec![t]);
+    stop_with_intake(ctx, stop, vec![t]);
     Ok(Running::ok("statsd_uds", Stage::Intake, detail, ()))
 }
 
-/// The flag receive loops poll (a plain atomic: they check it after every `recvmmsg`), set
-/// when the intake stage is cancelled.
-fn stop_with_intake(ctx: &Context) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let token = ctx.shutdown.token(Stage::Intake);
-    let flag = Arc::clone(&stop);
-    ctx.shutdown.spawn(Stage::Intake, async move {
-        token.cancelled().await;
-        flag.store(true, Relaxed);
-    });
-    stop
-}
-
-/// Makes the intake stage wait for `threads` (they return once they drained their sockets).
-fn join_with_intake(ctx: &Context, threads: Vec<std::thread::JoinHandle<()>>) {
+/// Stops the receive loops with the intake stage and makes the stage wait for `threads`. The
+/// loops poll a plain atomic after every `recvmmsg` (a token's `is_cancelled` takes a lock);
+/// they return once they drained what their sockets still hold.
+fn stop_with_intake(
+    ctx: &Context,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) {
     ctx.shutdown.on_stop(Stage::Intake, async move {
+        stop.store(true, Relaxed);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
