@@ -163,3 +163,73 @@ fn check_config_checks_that_a_used_queue_directory_is_writable() {
         "no probe left"
     );
 }
+
+/// `print-config` run with exactly `vars`, placed in the process environment in this order
+/// (`env -i` adds them one after the other; `Command::env` would sort them).
+fn print_config_with_env_in_order(vars: &[(&str, &str)]) -> toml::Table {
+    let mut cmd = std::process::Command::new("env");
+    cmd.env_clear().arg("-i");
+    for (k, v) in vars {
+        cmd.arg(format!("{k}={v}"));
+    }
+    let out = cmd
+        .arg(common::bin())
+        .arg("print-config")
+        .output()
+        .expect("run env -i tallyd print-config");
+    assert!(
+        out.status.success(),
+        "{vars:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("print-config output is TOML")
+}
+
+#[test]
+fn tallyd_variables_win_over_datadog_aliases_in_either_order() {
+    // (alias, TALLYD_ variable): the TALLYD_ one wins whichever comes first.
+    let port = ("DD_DOGSTATSD_PORT", "9125");
+    let udp = ("TALLYD_STATSD__UDP_LISTEN", "127.0.0.1:7000");
+    for vars in [[port, udp], [udp, port]] {
+        let v = print_config_with_env_in_order(&vars);
+        assert_eq!(
+            v["statsd"]["udp_listen"].as_str(),
+            Some("127.0.0.1:7000"),
+            "{vars:?}"
+        );
+        // The alias still moves what no TALLYD_ variable sets.
+        assert_eq!(
+            v["statsd"]["tcp_listen"].as_str(),
+            Some("0.0.0.0:9125"),
+            "{vars:?}"
+        );
+    }
+    // The key is shown redacted when set, "" when not: an empty TALLYD_ key beats DD_API_KEY,
+    // and a TALLYD_ key beats an empty DD_API_KEY.
+    for (tallyd, dd, shown) in [("", "abc", ""), ("abc", "", "<redacted>")] {
+        let a = ("DD_API_KEY", dd);
+        let b = ("TALLYD_DATADOG__API_KEY", tallyd);
+        for vars in [[a, b], [b, a]] {
+            let v = print_config_with_env_in_order(&vars);
+            assert_eq!(v["datadog"]["api_key"].as_str(), Some(shown), "{vars:?}");
+        }
+    }
+}
+
+#[test]
+fn two_spellings_of_one_tallyd_key_are_an_error() {
+    let out = command()
+        .arg("check-config")
+        .env("TALLYD_STATSD__UDP_LISTEN", "127.0.0.1:7000")
+        .env("TALLYD_statsd__udp_listen", "127.0.0.1:7001")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TALLYD_STATSD__UDP_LISTEN")
+            && err.contains("TALLYD_statsd__udp_listen")
+            && err.contains("statsd.udp_listen"),
+        "{err}"
+    );
+}

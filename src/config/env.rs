@@ -18,6 +18,20 @@ const DD_VARS: &[(&str, &str, &str)] = &[
     ("DD_DD_URL", "datadog", "url"),
 ];
 
+/// The order variables are applied in, so the result never depends on the environment's
+/// order: the Datadog Agent's aliases first, then the alert thresholds, then `TALLYD_*`, which
+/// therefore wins over an alias for the same key (`TALLYD_STATSD__UDP_LISTEN` over
+/// `DD_DOGSTATSD_PORT`, `TALLYD_DATADOG__API_KEY` over `DD_API_KEY`).
+fn rank(name: &str) -> u8 {
+    if name.starts_with("TALLYD_") {
+        2
+    } else if name.starts_with("ALERT_") {
+        1
+    } else {
+        0
+    }
+}
+
 /// Applies environment overrides to the parsed file. The default config serves as the schema:
 /// a key whose default is a string takes the variable's text as is; any other key takes the text
 /// as a TOML value (`5`, `true`, `[0.5, 0.99]`, `"10s"`).
@@ -27,6 +41,11 @@ pub(super) fn apply_env(
 ) -> Result<(), ConfigError> {
     let schema = toml::Table::try_from(Config::default())
         .map_err(|e| ConfigError::environment("", format!("internal: {e}")))?;
+    let mut env: Vec<&(String, String)> = env.iter().collect();
+    env.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
+    // `TALLYD_*` names are case-insensitive: two spellings of one key would otherwise make
+    // the result depend on the sort above.
+    let mut set_by: Vec<(String, String, &str)> = Vec::new();
     for (name, value) in env {
         if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
             set_key(table, section, key, toml::Value::String(value.clone()));
@@ -91,6 +110,14 @@ pub(super) fn apply_env(
                 ));
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            if let Some((_, _, other)) = set_by.iter().find(|(s, k, _)| *s == section && *k == key)
+            {
+                return Err(ConfigError::environment(
+                    "",
+                    format!("environment variables {other} and {name} both set {section}.{key}"),
+                ));
+            }
+            set_by.push((section.clone(), key.clone(), name));
             let Some(default) = schema.get(&section).and_then(|s| s.get(&key)) else {
                 return Err(ConfigError::environment(
                     "",
