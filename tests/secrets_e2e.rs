@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{command, free_port, http_request, merge, Tallyd, BASE_CONFIG};
+use common::{closed_port, command, http_request, merge, ClosedPort, Tallyd, BASE_CONFIG};
 
 /// Every secret value configured below; none may be shown anywhere.
 const SECRETS: &[&str] = &[
@@ -27,22 +27,18 @@ const SECRETS: &[&str] = &[
     "s3cr3t-env-header",
 ];
 
-/// A loopback port nothing listens on.
-fn closed() -> u16 {
-    free_port()
-}
-
 /// Every secret set, with remote write authenticating by basic auth (`bearer = false`) or by a
-/// bearer token (the two may not both be set).
-fn secret_config(bearer: bool) -> String {
-    let (rw, dd, gps, slack, pd, hook) =
-        (closed(), closed(), closed(), closed(), closed(), closed());
+/// bearer token (the two may not both be set). Every endpoint is a port that refuses
+/// connections while the returned ports live.
+fn secret_config(bearer: bool) -> (String, Vec<ClosedPort>) {
+    let ports: Vec<ClosedPort> = (0..6).map(|_| closed_port()).collect();
+    let [rw, dd, gps, slack, pd, hook] = [0, 1, 2, 3, 4, 5].map(|i| ports[i].port);
     let auth = if bearer {
         "bearer_token = \"s3cr3t-bearer-token\"".to_string()
     } else {
         "basic_auth_user = \"rwuser\"\nbasic_auth_password = \"s3cr3t-basic-pass\"".to_string()
     };
-    format!(
+    let text = format!(
         r#"
 [log]
 level = "debug"
@@ -84,7 +80,8 @@ type = "webhook"
 url = "http://hookuser:s3cr3t-hook-pass@127.0.0.1:{hook}/hook"
 headers = {{ Authorization = "Bearer s3cr3t-hook-header" }}
 "#
-    )
+    );
+    (text, ports)
 }
 
 /// Panics naming every secret found in `text` (`what` says where it was).
@@ -108,7 +105,8 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 fn print_config_shows_secrets_redacted() {
     for bearer in [false, true] {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = write_config(&dir, &merge(BASE_CONFIG, &secret_config(bearer)));
+        let (config, _ports) = secret_config(bearer);
+        let p = write_config(&dir, &merge(BASE_CONFIG, &config));
         let out = command()
             .arg("print-config")
             .arg("--config")
@@ -262,7 +260,8 @@ fn config_errors_do_not_echo_secrets() {
 
 #[test]
 fn running_tallyd_never_shows_secrets() {
-    let t = Tallyd::start_raw(&merge(BASE_CONFIG, &secret_config(false)), &[]);
+    let (config, _ports) = secret_config(false);
+    let t = Tallyd::start_raw(&merge(BASE_CONFIG, &config), &[]);
     // Fire the rule so that every notifier tries (and fails) to deliver.
     t.send_udp("temp:80|g");
     t.send_udp("hits:1|c");
@@ -287,8 +286,19 @@ fn running_tallyd_never_shows_secrets() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Deliveries to the closed remote write, Datadog and GPS endpoints have been retried.
-    std::thread::sleep(Duration::from_millis(500));
+    // Deliveries to the closed remote write and Datadog endpoints have failed and been
+    // retried, so their error paths have logged (GPS points are not sent here: no device).
+    let retried = |m: &str, q: &str| {
+        common::value(
+            m,
+            &format!("tallyd_forwarder_retries_total{{queue=\"{q}\"}}"),
+        )
+        .is_some_and(|n| n >= 1.0)
+    };
+    t.wait_metrics(
+        |m| retried(m, "remote_write") && retried(m, "datadog"),
+        "retries of remote write and Datadog deliveries",
+    );
     for path in [
         "/health",
         "/health/ready",

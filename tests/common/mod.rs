@@ -1,5 +1,6 @@
-//! Test harness: starts the real `tallyd` binary on free loopback ports and talks to it over
-//! real sockets. Every wait is bounded.
+//! Test harness: starts the real `tallyd` binary with every listener on loopback port 0 (the
+//! bound addresses are read from its "listening" log lines) and talks to it over real sockets.
+//! Every wait is bounded.
 
 #![allow(dead_code)]
 
@@ -48,13 +49,18 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tallyd")
 }
 
-/// A command for the binary with tallyd's and the Datadog Agent's variables removed, so the
-/// developer's environment cannot change a test.
+/// Prefixes of the environment variables tallyd reads (src/config/env.rs): its own, the
+/// Datadog Agent's aliases and the alert health thresholds.
+pub const ENV_PREFIXES: &[&str] = &["TALLYD_", "DD_", "ALERT_"];
+
+/// A command for the binary with every variable tallyd reads removed, so the developer's
+/// environment cannot change a test.
 pub fn command() -> Command {
     let mut c = Command::new(bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TALLYD_") || k.starts_with("DD_") {
-            c.env_remove(k);
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            c.env_remove(&k);
         }
     }
     c
@@ -378,12 +384,14 @@ pub fn http_bytes(
     (status, headers, body)
 }
 
-/// A real third-party server (Prometheus, Alertmanager) run by a test on a free loopback port,
+/// A real third-party server (Prometheus, Alertmanager) run by a test on loopback port 0,
 /// killed when dropped.
 pub struct External {
     child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Its standard error, line by line.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for External {
@@ -393,17 +401,19 @@ impl Drop for External {
     }
 }
 
-/// A loopback port that was free a moment ago (for servers that cannot report the port they bound).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// The address in a Prometheus exporter-toolkit log line `msg="Listening on" address=HOST:PORT`
+/// (Prometheus and Alertmanager log the address they bound, port 0 resolved).
+fn listening_on(line: &str) -> Option<SocketAddr> {
+    if !line.contains("msg=\"Listening on\"") {
+        return None;
+    }
+    let rest = &line[line.find(" address=")? + " address=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
-/// Starts `bin` with `args(dir, addr)` (a fresh temporary directory and a free loopback
-/// address) and waits, at most `ready_secs`, until `GET /-/ready` answers 200.
+/// Starts `bin` with `args(dir, listen)` (a fresh temporary directory and `127.0.0.1:0`, which
+/// the server binds), reads the bound address from its log, and waits, at most `ready_secs`,
+/// until `GET /-/ready` answers 200.
 pub fn start_external(
     what: &str,
     bin: &str,
@@ -411,28 +421,74 @@ pub fn start_external(
     args: impl FnOnce(&std::path::Path, SocketAddr) -> Vec<String>,
 ) -> External {
     let dir = tempfile::tempdir().expect("tempdir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new(bin)
-        .args(args(dir.path(), addr))
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let mut child = Command::new(bin)
+        .args(args(dir.path(), listen))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what} ({bin}): {e}"));
-    let mut ext = External { child, addr, dir };
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("logs").push(line);
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(ready_secs);
+    let mut ext = External {
+        child,
+        addr: listen,
+        dir,
+        logs,
+    };
     loop {
-        if TcpStream::connect(addr).is_ok()
-            && http_request(addr, "GET", "/-/ready", &[], "").0 == 200
-        {
-            return ext;
+        let bound = ext
+            .logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .find_map(|l| listening_on(l));
+        if let Some(addr) = bound {
+            ext.addr = addr;
+            if http_request(addr, "GET", "/-/ready", &[], "").0 == 200 {
+                return ext;
+            }
         }
         if let Ok(Some(status)) = ext.child.try_wait() {
-            panic!("{what} exited early with {status}");
+            panic!("{what} exited early with {status}: {:#?}", ext.logs.lock());
         }
         assert!(
             Instant::now() < deadline,
-            "{what} did not become ready on {addr}"
+            "{what} did not become ready (bound {bound:?}): {:#?}",
+            ext.logs.lock()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A loopback TCP port that refuses connections for as long as this value lives: a socket
+/// bound to port 0 that never listens holds the port (nothing else can bind it), so a
+/// connection to it is refused rather than reaching some other server.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    let port = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet")
+        .port();
+    ClosedPort {
+        _socket: socket,
+        port,
     }
 }
