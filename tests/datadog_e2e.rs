@@ -271,8 +271,9 @@ fn outage_with_traffic_flowing_loses_nothing_and_duplicates_nothing() {
     wait_until(30, "every point delivered", || {
         intake.counted("outage.hits") >= f64::from(sent)
     });
+    // Pending counts a payload until its 2xx is recorded, so once it is 0 every payload that
+    // carried outage.hits has been answered: a duplicate would already be counted.
     wait_until(10, "queue drained", || stats(&t)["pending"] == 0);
-    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         intake.counted("outage.hits"),
         f64::from(sent),
@@ -347,30 +348,77 @@ fn kill9_while_the_intake_is_down_then_restart_delivers_the_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let qdir = dir.path().join("queue").display().to_string();
     let mut t = Tallyd::start_raw(&config(&intake, &qdir, ""), &[]);
+    // Spread over several one-second windows, so several payloads.
     for _ in 0..5 {
         t.send_udp("k9.hits:2|c\n");
         std::thread::sleep(Duration::from_millis(400));
     }
-    wait_until(10, "payloads on disk", || {
-        stats(&t)["pending"].as_u64().unwrap_or(0) >= 2
+    // Every point is on disk before the kill (read back from the queue files themselves), so
+    // the exact count after the restart is not a race with the last flush.
+    let pending = dir.path().join("queue/datadog/pending");
+    wait_until(15, "all 10 points in the queue files", || {
+        queued_count(&pending, "k9.hits") == 10.0
     });
-    // Let the last window reach the queue too, then kill without any drain.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The sender did try, and the intake answered nothing.
+    assert!(
+        intake
+            .state
+            .dropped_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     t.kill9();
-    assert_eq!(intake.counted("k9.hits"), 0.0);
-    let files = std::fs::read_dir(dir.path().join("queue/datadog/pending"))
-        .expect("pending dir")
-        .count();
+    let files = std::fs::read_dir(&pending).expect("pending dir").count();
     assert!(files >= 2, "{files} files on disk");
+    assert_eq!(
+        queued_count(&pending, "k9.hits"),
+        10.0,
+        "kill -9 lost a file"
+    );
 
     intake.set_fault(Fault::None);
     let t2 = Tallyd::start_raw(&config(&intake, &qdir, ""), &[]);
     wait_until(20, "queued points delivered after restart", || {
         intake.counted("k9.hits") >= 10.0
     });
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(intake.counted("k9.hits"), 10.0);
+    // Pending counts a payload until its 2xx: at 0, every old file has been answered.
     wait_until(10, "queue empty", || stats(&t2)["pending"] == 0);
+    assert_eq!(intake.counted("k9.hits"), 10.0, "delivered exactly once");
+    let a = intake.accepted();
+    let mut ids = a.ids.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), a.ids.len(), "a payload was delivered twice");
+}
+
+/// The count that the queued series payloads in `pending` carry for RATE series `metric`
+/// (value × interval summed), decoded with the intake's own protobuf types.
+fn queued_count(pending: &std::path::Path, metric: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir(pending) else {
+        return 0.0;
+    };
+    let mut sum = 0.0;
+    for entry in dir.flatten() {
+        // A file may be delivered and removed while this reads; the caller polls again.
+        let Ok(raw) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let (meta, body) = tallyd::queue::store::decode(&raw).expect("a readable queue file");
+        if meta.endpoint != "/api/v2/series" {
+            continue;
+        }
+        assert_eq!(meta.content_encoding, "zstd", "{meta:?}");
+        let proto = zstd::decode_all(body.as_slice()).expect("zstd payload");
+        let p: common::intake::InMetricPayload =
+            prost::Message::decode(proto.as_slice()).expect("series payload");
+        sum += p
+            .series
+            .iter()
+            .filter(|s| s.metric == metric)
+            .flat_map(|s| s.points.iter().map(move |pt| pt.value * s.interval as f64))
+            .sum::<f64>();
+    }
+    sum
 }
 
 #[test]
@@ -438,7 +486,11 @@ fn force_process_skips_a_long_backoff() {
         intake.seen().iter().any(|s| s.status == 503)
     });
     intake.set_fault(Fault::None);
+    // A negative check needs some time to pass: a sender that ignored the backoff (or used
+    // the 50 ms default) would have retried several times within it.
     std::thread::sleep(Duration::from_millis(300));
+    let posts = intake.seen().len();
+    assert_eq!(posts, 1, "one attempt, then the one-hour backoff");
     assert_eq!(
         intake.counted("fp.hits"),
         0.0,
@@ -457,21 +509,21 @@ fn an_invalid_key_is_one_log_line_and_an_unhealthy_component() {
         let (code, body) = t.get("/health");
         code == 503 && body.contains("\"datadog\":{\"status\":\"down\"")
     });
-    for _ in 0..5 {
+    // Several payloads refused with 403 (traffic keeps coming until then, bounded) ...
+    wait_until(20, "three payloads in the dead-letter queue", || {
         t.send_udp("bad.key:1|c\n");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        std::thread::sleep(Duration::from_millis(100));
+        stats(&t)["dead_lettered"].as_u64().unwrap_or(0) >= 3
+    });
+    // ... are one log line: the first rejection is logged before its dead letter is written,
+    // so it is in the log now (once the reader thread has it).
+    let lines = |what: &str| t.logs().iter().filter(|l| l.contains(what)).count();
+    wait_until(5, "the rejection log line", || {
+        lines("moved to the dead-letter queue") >= 1
+    });
     let logs = t.logs();
-    let key_lines = logs
-        .iter()
-        .filter(|l| l.contains("API key was rejected"))
-        .count();
-    assert_eq!(key_lines, 1, "{logs:#?}");
-    let rejected_lines = logs
-        .iter()
-        .filter(|l| l.contains("moved to the dead-letter queue"))
-        .count();
-    assert!(rejected_lines <= 1, "{logs:#?}");
+    assert_eq!(lines("API key was rejected"), 1, "{logs:#?}");
+    assert_eq!(lines("moved to the dead-letter queue"), 1, "{logs:#?}");
     assert!(logs.len() < 40, "log flood: {logs:#?}");
 }
 
