@@ -25,6 +25,20 @@ fn ms(v: &Value) -> u128 {
         .as_millis()
 }
 
+/// `tallyd_alert_evaluations_total` now.
+fn evaluations(t: &Tallyd) -> f64 {
+    value(&t.metrics(), "tallyd_alert_evaluations_total").unwrap_or(0.0)
+}
+
+/// Waits until `n` more windows have been evaluated than when called.
+fn wait_evaluations(t: &Tallyd, n: u32) {
+    let want = evaluations(t) + f64::from(n);
+    t.wait_metrics(
+        |m| value(m, "tallyd_alert_evaluations_total").is_some_and(|v| v >= want),
+        &format!("{n} more alert evaluations"),
+    );
+}
+
 #[test]
 fn notifier_payloads_match_the_published_apis() {
     let rx = Receiver::start();
@@ -106,14 +120,16 @@ url = "{am}"
         ms(&first["endsAt"]) > now_ms(),
         "a firing alert ends in the future"
     );
-    assert!(
-        rx.received("/v2/enqueue").is_empty(),
-        "warning is not routed to PagerDuty"
-    );
+    // Two more windows evaluated with the gauge unchanged (it is held): no second notification.
+    wait_evaluations(&t, 2);
     assert_eq!(
         rx.received("/hook").len(),
         1,
         "de-duplicated while unchanged"
+    );
+    assert!(
+        rx.received("/v2/enqueue").is_empty(),
+        "warning is not routed to PagerDuty"
     );
 
     // Critical: PagerDuty triggers; Alertmanager resolves the warning instance and fires the critical one.
@@ -327,12 +343,16 @@ severities = ["critical"]
 fn health_rules_use_env_thresholds_and_own_metrics() {
     let rx = Receiver::start();
     let hook = rx.route("/hook", Service::Webhook, &[]);
+    // Neither GPS nor a forwarder runs (BASE_CONFIG turns GPS on: off here, explicitly), so
+    // their health rules have no data and must never fire.
     let config = common::merge(
         common::BASE_CONFIG,
-        &format!("[alerts.notifiers.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\n"),
+        &format!(
+            "[gps]\nenabled = false\n[alerts.notifiers.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\n"
+        ),
     );
     // Any flush is "too slow" with a 0 ms warning threshold from the platform variable.
-    let _t = Tallyd::start_raw(
+    let t = Tallyd::start_raw(
         &config,
         &[
             ("ALERT_LATENCY_WARN", "0"),
@@ -350,8 +370,12 @@ fn health_rules_use_env_thresholds_and_own_metrics() {
     assert_eq!(w["severity"], "warning");
     assert_eq!(w["warn"], 0.0);
     assert_eq!(w["metric"], "tallyd_flush_duration_seconds");
-    // Forwarder and GPS are not running here: their rules never fire.
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    // Forwarder and GPS are not running here: their rules never fire, however many windows
+    // are evaluated.
+    wait_evaluations(&t, 3);
+    let (_, body) = t.get("/health");
+    let health: Value = serde_json::from_str(&body).expect("health json");
+    assert_eq!(health["components"]["gps"]["status"], "disabled", "{body}");
     let names: Vec<String> = rx
         .received("/hook")
         .iter()
