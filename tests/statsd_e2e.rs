@@ -202,8 +202,15 @@ fn sigterm_flushes_and_exits_zero() {
     // A TCP client that keeps its connection open through the shutdown.
     let mut open = std::net::TcpStream::connect(t.tcp.expect("tcp")).expect("connect");
     std::io::Write::write_all(&mut open, b"tcp.late:1|c\n").expect("write");
-    // Give the data time to arrive; the window will not close for an hour.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Both lines received (counted when read, before the window closes in an hour): SIGTERM
+    // must drain and flush them.
+    t.wait_metrics(
+        |m| {
+            value(m, "tallyd_statsd_lines_total{transport=\"udp\"}") == Some(1.0)
+                && value(m, "tallyd_statsd_lines_total{transport=\"tcp\"}") == Some(1.0)
+        },
+        "both lines received",
+    );
     let status = t.terminate();
     assert!(status.success(), "{status}");
     let logs = t.logs().join("\n");
@@ -246,7 +253,7 @@ fn tcp_limits_line_length_idle_and_connections() {
     let t = Tallyd::start(
         "[statsd]\ntcp_max_line_length = 64\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 2\n",
     );
-    use std::io::{Read, Write};
+    use std::io::Write;
     let tcp = t.tcp.expect("tcp");
     // An over-long line is skipped up to its newline; the connection and later lines go on.
     let mut s = std::net::TcpStream::connect(tcp).expect("connect");
@@ -272,30 +279,43 @@ fn tcp_limits_line_length_idle_and_connections() {
 
     // Two connections are open (s and one more); a third is refused at once.
     let _second = std::net::TcpStream::connect(tcp).expect("connect");
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let mut third = std::net::TcpStream::connect(tcp).expect("connect");
-    third
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = [0u8; 8];
-    assert_eq!(
-        third.read(&mut buf).unwrap_or(0),
-        0,
-        "refused connection is closed"
+    t.wait_metrics(
+        |m| value(m, "tallyd_tcp_connections_active") == Some(2.0),
+        "two open connections",
     );
+    let mut third = std::net::TcpStream::connect(tcp).expect("connect");
+    assert!(closed_by_server(&mut third), "refused connection is closed");
     t.wait_metrics(
         |m| value(m, "tallyd_tcp_connections_refused_total") == Some(1.0),
         "refused counted",
     );
 
-    // Idle connections are closed after the timeout.
+    // Idle connections are closed after the timeout (both: s and the second).
+    assert!(closed_by_server(&mut s), "idle connection closed");
+    t.wait_metrics(
+        |m| {
+            value(m, "tallyd_tcp_idle_closed_total") == Some(2.0)
+                && value(m, "tallyd_tcp_connections_active") == Some(0.0)
+        },
+        "idle closes counted",
+    );
+}
+
+/// Whether the server closes `s` (EOF or reset) within 5 s; a read that times out is `false`,
+/// not "closed".
+fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
-    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "idle connection closed");
-    t.wait_metrics(
-        |m| value(m, "tallyd_tcp_idle_closed_total").unwrap_or(0.0) >= 1.0,
-        "idle close counted",
-    );
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 #[test]
