@@ -259,9 +259,11 @@ fn tcp_limits_line_length_idle_and_connections() {
     let mut s = std::net::TcpStream::connect(tcp).expect("connect");
     let long = format!("long:{}|c\nok.after:1|c\n", "1".repeat(200));
     s.write_all(long.as_bytes()).expect("write");
-    // A line split across writes still counts.
+    // A line split across writes still counts: the second half is sent once tallyd has read
+    // the first (its byte count shows it), so the two halves arrive in separate reads.
     s.write_all(b"split:").expect("write");
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let read_so_far = (long.len() + "split:".len()) as f64;
+    t.wait_value("tallyd_statsd_bytes_total{transport=\"tcp\"}", read_so_far);
     s.write_all(b"1|c\n").expect("write");
     let text = t.wait_value("ok_after_total", 1.0);
     let text = if value(&text, "split_total") == Some(1.0) {
