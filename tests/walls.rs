@@ -201,6 +201,7 @@ fn no_module_names_one_its_layer_may_not_use() {
     let mut files = Vec::new();
     sources(&src, &mut files);
     let mut broken = Vec::new();
+    let mut checked_edges = 0;
     for path in &files {
         let Some(module) = module_of(&src, path) else {
             continue;
@@ -218,6 +219,7 @@ fn no_module_names_one_its_layer_may_not_use() {
             continue;
         };
         for (line, target, full) in edges(&code) {
+            checked_edges += 1;
             if target == module {
                 continue;
             }
@@ -235,6 +237,12 @@ fn no_module_names_one_its_layer_may_not_use() {
         broken.is_empty(),
         "layering walls crossed:\n{}",
         broken.join("\n")
+    );
+    // A walk or a parser that found nothing would pass the check above.
+    assert!(
+        files.len() >= 50 && checked_edges >= 100,
+        "the checker saw {} files and {checked_edges} edges",
+        files.len()
     );
 }
 
@@ -255,6 +263,7 @@ fn no_source_file_is_over_600_lines_outside_its_tests() {
         "files over {MAX_LINES} lines:\n{}",
         long.join("\n")
     );
+    assert!(files.len() >= 50, "only {} source files seen", files.len());
 }
 
 #[test]
