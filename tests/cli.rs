@@ -233,3 +233,35 @@ fn two_spellings_of_one_tallyd_key_are_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_non_utf8_environment_is_an_error_only_where_tallyd_reads_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"caf\xe9");
+    // Someone else's variable: ignored, as before it would have panicked.
+    let out = command()
+        .arg("check-config")
+        .env("SOME_OTHER_TOOL", bad)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One of tallyd's: a clear error naming it, no panic.
+    let out = command()
+        .arg("check-config")
+        .env("TALLYD_STATSD__UDP_LISTEN", bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TALLYD_STATSD__UDP_LISTEN")
+            && err.contains("UTF-8")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+}

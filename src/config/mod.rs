@@ -83,10 +83,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// The process environment as text. `std::env::vars` panics on a name or value that is not
+/// UTF-8; such a variable is skipped unless tallyd reads it (`TALLYD_*`, `DD_*`, `ALERT_*`),
+/// where it is an error naming it.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(n), Ok(v)) => env.push((n, v)),
+            (n, _) => {
+                let n = match n {
+                    Ok(n) => n,
+                    Err(raw) => raw.to_string_lossy().into_owned(),
+                };
+                if ["TALLYD_", "DD_", "ALERT_"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+                {
+                    let why = format!("{n}: the variable's name or value is not valid UTF-8");
+                    return Err(ConfigError::environment(n, why));
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
 impl Config {
     /// Loads defaults, then the file (if any), then the process environment, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let env = process_env()?;
         Self::load_with_env(path, &env)
     }
 
