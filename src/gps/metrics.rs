@@ -377,7 +377,7 @@ impl Publisher {
             out.gauge(p, "active_connections", &[tag], load(&s.active[i]) as f64);
         }
         let total = load(&s.connections_total);
-        out.count(p, "connections_total", &[], total - last.connections_total);
+        out.count(p, "connections", &[], total - last.connections_total);
         last.connections_total = total;
         for f in Failure::ALL {
             let v = load(&s.failed[f.index()]);
@@ -391,7 +391,7 @@ impl Publisher {
             let tag = &protocol[proto.index()];
             out.gauge(p, "active_devices", &[tag], active[proto.index()] as f64);
         }
-        out.gauge(p, "devices_total", &[], devices as f64);
+        out.gauge(p, "devices", &[], devices as f64);
         out.gauge(p, "blacklisted_ips", &[], blacklisted as f64);
 
         let mut messages = 0;
