@@ -69,6 +69,8 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     // The HTTP API last, over what the components expose.
     let scrapes = api::Scrapes::new(&cfg.prometheus);
     ctx.telemetry.register(scrapes.clone());
+    let admin = api::Admin::new(&cfg.http.admin_token, &cfg.http.public_routes);
+    ctx.telemetry.register(Arc::new(admin.clone()));
     let app = api::router(api::Parts {
         prometheus,
         scrapes,
@@ -76,7 +78,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         queues: Arc::clone(&ctx.queues),
         alerts: alerting,
         gps,
-        admin_token: &cfg.http.admin_token,
+        admin: &admin,
     });
     api::server::start(&cfg.http, ctx, app)
         .await?
