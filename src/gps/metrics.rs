@@ -485,6 +485,18 @@ impl Collect for GpsTelemetry {
                 &self.registry.refused,
             ),
             (
+                "tallyd_gps_registry_unidentified_evicted",
+                "Disconnected plain-NMEA devices (nmea:<ip>:<port>) forgotten at \
+                 gps.max_unidentified_devices.",
+                &self.registry.unidentified_evicted,
+            ),
+            (
+                "tallyd_gps_registry_unidentified_refused",
+                "New plain-NMEA devices not tracked because gps.max_unidentified_devices \
+                 were connected.",
+                &self.registry.unidentified_refused,
+            ),
+            (
                 "tallyd_gps_blacklistings",
                 "IPs put on the GPS blacklist.",
                 &self.guard.blacklistings,
@@ -501,6 +513,19 @@ impl Collect for GpsTelemetry {
             ),
         ];
         out.atomics(Kind::Counter, &[], &counters);
+        let (identified, unidentified) = self.registry.sizes();
+        out.gauge(
+            "tallyd_gps_registry_devices",
+            "Devices in the registry, by pool: identified (bound gps.max_devices), unidentified \
+             (plain NMEA, bound gps.max_unidentified_devices).",
+        )
+        .by(
+            "pool",
+            [
+                ("identified", identified as f64),
+                ("unidentified", unidentified as f64),
+            ],
+        );
         let (_, ips) = self.guard.counts(Instant::now());
         out.gauge(
             "tallyd_gps_tracked_ips",
