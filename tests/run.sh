@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v curl >/dev/null || missing+=(curl)
+# ip netns + veth for the non-loopback admin test in tests/security_e2e.rs (run as root).
+command -v ip >/dev/null || missing+=(iproute2)
 # A real Alertmanager for tests/alertmanager_e2e.rs.
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 # A real Prometheus (remote-write receiver) for tests/remote_write_e2e.rs.
