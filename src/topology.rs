@@ -69,7 +69,11 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     // The HTTP API last, over what the components expose.
     let scrapes = api::Scrapes::new(&cfg.prometheus);
     ctx.telemetry.register(scrapes.clone());
-    let admin = api::Admin::new(&cfg.http.admin_token, &cfg.http.public_routes);
+    let admin = api::Admin::with_loopback(
+        &cfg.http.admin_token,
+        &cfg.http.public_routes,
+        cfg.http.trust_loopback,
+    );
     ctx.telemetry.register(Arc::new(admin.clone()));
     let app = api::router(api::Parts {
         prometheus,

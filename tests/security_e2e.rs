@@ -319,6 +319,36 @@ fn without_a_token_protected_routes_are_loopback_only_and_public_routes_configur
     assert!(err.contains("http.public_routes"), "{err}");
 }
 
+#[test]
+fn loopback_is_not_trusted_when_told_so() {
+    // A reverse proxy on the same host would make every caller loopback.
+    let t = Tallyd::start("[http]\nadmin_token = \"tok-local\"\ntrust_loopback = false\n");
+    let bearer = [("Authorization", "Bearer tok-local")];
+    for (path, _) in SENSITIVE {
+        assert_eq!(t.get(path).0, 401, "GET {path} from loopback");
+        assert_eq!(
+            common::http_request(t.http, "GET", path, &bearer, "").0,
+            200,
+            "GET {path} with the token"
+        );
+    }
+    for path in MUTATING {
+        assert_eq!(t.post(path).0, 401, "POST {path} from loopback");
+    }
+    for (path, _) in PUBLIC {
+        assert_eq!(t.get(path).0, 200, "GET {path} stays public");
+    }
+    // Without a token nobody could call them: refused as a config error.
+    let out = common::command()
+        .arg("check-config")
+        .env("TALLYD_HTTP__TRUST_LOOPBACK", "false")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("http.trust_loopback"), "{err}");
+}
+
 // ---- GPS: connection churn of plain NMEA ----
 
 fn nmea(body: &str) -> Vec<u8> {

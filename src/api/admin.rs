@@ -4,7 +4,9 @@
 //! the queue views and `/api/alerts` show device positions, peer addresses, endpoints and
 //! errors):
 //!
-//! - a loopback peer (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`) may always call them;
+//! - a loopback peer (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`) may always call them,
+//!   unless `http.trust_loopback = false` (a proxy on the same host makes every request
+//!   loopback); forwarding headers such as `X-Forwarded-For` are never read;
 //! - any other peer needs `Authorization: Bearer <http.admin_token>`, compared in constant
 //!   time; whitespace around the presented and the configured token is ignored;
 //! - with no token configured (empty or blank) they are loopback-only: other peers get 403,
@@ -41,6 +43,7 @@ pub struct Admin {
 
 struct Inner {
     token: Box<str>,
+    trust_loopback: bool,
     /// Bit `g as u8` set: group `g` is public.
     public: u8,
     loopback_only: AtomicU64,
@@ -62,11 +65,18 @@ fn bit(g: RouteGroup) -> u8 {
 }
 
 impl Admin {
-    /// The rule for `http.admin_token = token` and `http.public_routes = public`.
+    /// The rule for `http.admin_token = token` and `http.public_routes = public`, loopback
+    /// peers trusted.
     pub fn new(token: &str, public: &[RouteGroup]) -> Admin {
+        Admin::with_loopback(token, public, true)
+    }
+
+    /// The rule for `[http]` `admin_token`, `public_routes` and `trust_loopback`.
+    pub fn with_loopback(token: &str, public: &[RouteGroup], trust_loopback: bool) -> Admin {
         Admin {
             inner: Arc::new(Inner {
                 token: token.trim().into(),
+                trust_loopback,
                 public: public.iter().fold(0, |m, g| m | bit(*g)),
                 loopback_only: AtomicU64::new(0),
                 bad_token: AtomicU64::new(0),
@@ -86,7 +96,8 @@ impl Admin {
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
     ) -> Result<(), Denied> {
-        if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+        if loopback && self.inner.trust_loopback {
             return Ok(());
         }
         if self.inner.token.is_empty() {

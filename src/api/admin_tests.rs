@@ -42,6 +42,30 @@ fn loopback_needs_no_token() {
 }
 
 #[test]
+fn loopback_can_be_untrusted() {
+    let admin = Admin::with_loopback("s3cret", &[], false);
+    for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+        assert_eq!(
+            admin.check(addr(peer), &HeaderMap::new()),
+            Err(Denied::BadToken),
+            "{peer}"
+        );
+        assert_eq!(
+            admin.check(addr(peer), &bearer("Bearer s3cret")),
+            Ok(()),
+            "{peer}"
+        );
+    }
+    // Forwarding headers are no identity.
+    let mut h = bearer("Bearer nope");
+    h.insert("x-forwarded-for", "127.0.0.1".parse().expect("header"));
+    assert_eq!(
+        Admin::new("s3cret", &[]).check(addr("10.0.0.1:1"), &h),
+        Err(Denied::BadToken)
+    );
+}
+
+#[test]
 fn without_a_token_other_peers_are_forbidden() {
     let far = addr("192.0.2.7:5000");
     for admin in [Admin::new("", &[]), Admin::new("  \n", &[])] {

@@ -45,6 +45,9 @@ pub struct HttpConfig {
     pub admin_token: String,
     /// Read-only route groups any peer may call without the token.
     pub public_routes: Vec<RouteGroup>,
+    /// Whether a loopback peer may call protected routes without the token; false when a proxy
+    /// on the same host forwards other hosts' requests (they would all come from loopback).
+    pub trust_loopback: bool,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +56,7 @@ impl Default for HttpConfig {
             listen: "0.0.0.0:9090".into(),
             admin_token: String::new(),
             public_routes: vec![RouteGroup::Health, RouteGroup::Metrics],
+            trust_loopback: true,
         }
     }
 }
@@ -68,6 +72,13 @@ impl HttpConfig {
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_addr("http.listen", &self.listen, false)
+        check_addr("http.listen", &self.listen, false)?;
+        if !self.trust_loopback && self.admin_token.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "http.trust_loopback",
+                " = false needs http.admin_token: without it no caller could use the protected routes",
+            ));
+        }
+        Ok(())
     }
 }
