@@ -64,7 +64,9 @@ fn host_addresses() -> String {
 }
 
 impl Netns {
-    fn create(tag: &str) -> Netns {
+    /// A namespace named for `tag`; `slot` (0..=1, one per test) keeps the /30s of tests
+    /// running at once apart.
+    fn create(tag: &str, slot: u8) -> Netns {
         // SAFETY: geteuid only reads the process's effective user id.
         let root = unsafe { libc::geteuid() } == 0;
         let have_ip = Command::new("ip").arg("-V").output().is_ok();
@@ -77,7 +79,7 @@ impl Netns {
         let mut seed = entropy();
         let (host, peer) = loop {
             let x = (seed % 256) as u8;
-            let y = ((seed >> 8) % 64) as u8 * 4;
+            let y = ((seed >> 8) % 32) as u8 * 8 + (slot % 2) * 4;
             let host = Ipv4Addr::new(10, 250, x, y + 1);
             let peer = Ipv4Addr::new(10, 250, x, y + 2);
             if !used.contains(&format!("inet {host}/")) && !used.contains(&format!("inet {peer}/"))
@@ -213,7 +215,7 @@ fn wait_reachable(ns: &Netns, base: &str) {
 
 #[test]
 fn the_admin_rule_holds_for_a_peer_on_another_address() {
-    let ns = Netns::create("a");
+    let ns = Netns::create("a", 0);
     let token = format!("tok-{:x}", entropy());
     let mut t = start_on(&ns, &format!("admin_token = \"{token}\""));
     assert_eq!(t.http.ip(), std::net::IpAddr::V4(ns.host));
@@ -285,7 +287,7 @@ fn the_admin_rule_holds_for_a_peer_on_another_address() {
 
 #[test]
 fn without_a_token_protected_routes_are_loopback_only_and_public_routes_configurable() {
-    let ns = Netns::create("b");
+    let ns = Netns::create("b", 1);
     // Only the GPS views public: /health and /metrics are protected like the rest.
     let t = start_on(&ns, "public_routes = [\"gps\"]");
     let base = format!("http://{}", t.http);
