@@ -452,3 +452,46 @@ fn plain_nmea_connection_churn_never_evicts_an_identified_device() {
     let anonymous = devices.iter().filter(|d| d["identified"] == false).count();
     assert_eq!(anonymous, 4, "{body}");
 }
+
+/// A TCP connection to `to` from 127.0.0.`host`.
+fn connect_from(to: SocketAddr, host: u8) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let from: SocketAddr = format!("127.0.0.{host}:0").parse().expect("addr");
+    sock.bind(&from.into())?;
+    sock.connect(&to.into())?;
+    Ok(sock.into())
+}
+
+#[test]
+fn a_blacklisted_gps_peer_fires_the_shipped_health_alert() {
+    // The health rules watch tallyd_gps_blacklisted_ips and tallyd_gps_(invalid_)messages;
+    // they were not rendered, so the rules never saw data.
+    let t = Tallyd::start(
+        "[gps]\nblacklist_connections = 3\n[alerts.health]\ngps_blacklisted_warn = 0.5\n",
+    );
+    let gps = t.gps.expect("gps");
+    for _ in 0..6 {
+        if let Ok(mut s) = connect_from(gps, 77) {
+            let _ = s.write_all(b"garbage that is no tracker protocol\r\n");
+        }
+    }
+    let text = t.wait_value("tallyd_gps_blacklisted_ips", 1.0);
+    assert!(
+        value(&text, "tallyd_gps_messages_total").is_some(),
+        "{text}"
+    );
+    assert!(
+        value(&text, "tallyd_gps_invalid_messages_total").is_some(),
+        "{text}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = t.get("/api/alerts");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if v["firing"].to_string().contains("TallydGpsBlacklistedIps") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert did not fire: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

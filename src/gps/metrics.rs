@@ -513,6 +513,19 @@ impl Collect for GpsTelemetry {
             ),
         ];
         out.atomics(Kind::Counter, &[], &counters);
+        // The families the shipped GPS health rules watch (alert::rules::names).
+        let received: u64 = s.received.iter().map(|a| a.load(Relaxed)).sum();
+        let invalid: u64 = s.invalid.iter().flatten().map(|a| a.load(Relaxed)).sum();
+        out.counter(
+            "tallyd_gps_messages",
+            "GPS frames received, valid or not, every protocol.",
+        )
+        .value(received as f64);
+        out.counter(
+            "tallyd_gps_invalid_messages",
+            "GPS frames rejected as invalid, every protocol and reason.",
+        )
+        .value(invalid as f64);
         let (identified, unidentified) = self.registry.sizes();
         out.gauge(
             "tallyd_gps_registry_devices",
@@ -526,7 +539,12 @@ impl Collect for GpsTelemetry {
                 ("unidentified", unidentified as f64),
             ],
         );
-        let (_, ips) = self.guard.counts(Instant::now());
+        let (banned, ips) = self.guard.counts(Instant::now());
+        out.gauge(
+            "tallyd_gps_blacklisted_ips",
+            "IPs on the GPS blacklist now (refused at accept).",
+        )
+        .value(banned as f64);
         out.gauge(
             "tallyd_gps_tracked_ips",
             "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",
