@@ -357,7 +357,7 @@ impl Collect for Telemetry {
         )
         .value(g(&self.set_members_dropped));
         out.counter(
-            "tallyd_aggregate_histogram_clamped",
+            "tallyd_aggregate_samples_clamped",
             "Samples beyond the histogram range, recorded at its bound.",
         )
         .value(g(&self.histogram_clamped));

@@ -69,6 +69,12 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     // The HTTP API last, over what the components expose.
     let scrapes = api::Scrapes::new(&cfg.prometheus);
     ctx.telemetry.register(scrapes.clone());
+    let admin = api::Admin::with_loopback(
+        &cfg.http.admin_token,
+        &cfg.http.public_routes,
+        cfg.http.trust_loopback,
+    );
+    ctx.telemetry.register(Arc::new(admin.clone()));
     let app = api::router(api::Parts {
         prometheus,
         scrapes,
@@ -76,7 +82,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         queues: Arc::clone(&ctx.queues),
         alerts: alerting,
         gps,
-        admin_token: &cfg.http.admin_token,
+        admin: &admin,
     });
     api::server::start(&cfg.http, ctx, app)
         .await?

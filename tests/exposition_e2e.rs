@@ -26,16 +26,6 @@ use serde_json::Value;
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
 
-/// Lint findings promtool reports on names that h-sec renames (issue 20, defect 9:
-/// `gps_tcp.devices_total` -> `gps_tcp.devices`, `tallyd_aggregate_histogram_clamped` ->
-/// `tallyd_aggregate_samples_clamped`, `gps_tcp.connections_total` -> `gps_tcp.connections`).
-/// Tolerated while those names exist, never required; remove once that branch is merged.
-const RENAMED_ELSEWHERE: &[&str] = &[
-    "gps_tcp_devices_total ",
-    "tallyd_aggregate_histogram_clamped_total ",
-    "gps_tcp_connections_total_total ",
-];
-
 /// `PROMTOOL_BIN`, else `promtool` on PATH or in /usr/bin.
 fn promtool() -> String {
     if let Ok(b) = std::env::var("PROMTOOL_BIN") {
@@ -258,10 +248,7 @@ fn both_formats_pass_promtool_and_a_real_prometheus_scrape() {
         code == 0 || code == 3,
         "promtool exit {code}: {findings:#?}"
     );
-    let unexpected: Vec<&String> = findings
-        .iter()
-        .filter(|f| !RENAMED_ELSEWHERE.iter().any(|n| f.starts_with(n)))
-        .collect();
+    let unexpected: Vec<&String> = findings.iter().collect();
     assert!(
         unexpected.is_empty(),
         "promtool on the text format: {unexpected:#?}\n{plain}"
@@ -280,7 +267,6 @@ fn both_formats_pass_promtool_and_a_real_prometheus_scrape() {
     );
     let unexpected: Vec<&String> = findings
         .iter()
-        .filter(|f| !RENAMED_ELSEWHERE.iter().any(|n| f.starts_with(n)))
         .filter(|f| {
             let family = f
                 .strip_suffix(" no help text")

@@ -1,14 +1,23 @@
 //! The one admin rule, applied to every route that changes state (queue dead-letter and
-//! force-process, the alert test notification):
+//! force-process, the alert test notification) and to every read-only view that is not in
+//! `http.public_routes` (by default only `/health*` and `/metrics` are public; the GPS views,
+//! the queue views and `/api/alerts` show device positions, peer addresses, endpoints and
+//! errors):
 //!
-//! - a loopback peer (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`) may always call them;
+//! - a loopback peer (`127.0.0.0/8`, `::1`, `::ffff:127.0.0.0/104`) may always call them,
+//!   unless `http.trust_loopback = false` (a proxy on the same host makes every request
+//!   loopback); forwarding headers such as `X-Forwarded-For` are never read;
 //! - any other peer needs `Authorization: Bearer <http.admin_token>`, compared in constant
 //!   time; whitespace around the presented and the configured token is ignored;
 //! - with no token configured (empty or blank) they are loopback-only: other peers get 403,
 //!   since no credential could help; with a token configured, a missing or wrong one gets 401
 //!   with `WWW-Authenticate: Bearer`.
+//!
+//! Refusals are counted (`tallyd_http_requests_denied_total{reason}`) and logged at most once
+//! a second, with the peer and the path, never a header.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -17,17 +26,32 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use axum::Router;
 
+use super::config::RouteGroup;
 use super::error;
 use crate::base::auth::constant_time_eq;
+use crate::base::metrics::{Collect, Families};
 
-/// The configured admin token, trimmed; empty = loopback only.
+/// The admin rule: the configured token (trimmed; empty = loopback only), the public route
+/// groups and the refusal counts. Cheap to clone; register it with the telemetry for its
+/// counts.
 #[derive(Clone)]
-pub(super) struct Admin {
-    token: Arc<str>,
+pub struct Admin {
+    inner: Arc<Inner>,
 }
 
-/// Why a caller may not change state.
+struct Inner {
+    token: Box<str>,
+    trust_loopback: bool,
+    /// Bit `g as u8` set: group `g` is public.
+    public: u8,
+    loopback_only: AtomicU64,
+    bad_token: AtomicU64,
+    last_log_sec: AtomicI64,
+}
+
+/// Why a caller may not call a protected route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Denied {
     /// Not on loopback, and no token is configured.
@@ -36,24 +60,47 @@ pub(super) enum Denied {
     BadToken,
 }
 
+fn bit(g: RouteGroup) -> u8 {
+    1 << (g as u8)
+}
+
 impl Admin {
-    /// The rule for `http.admin_token = token`.
-    pub(super) fn new(token: &str) -> Admin {
+    /// The rule for `http.admin_token = token` and `http.public_routes = public`, loopback
+    /// peers trusted.
+    pub fn new(token: &str, public: &[RouteGroup]) -> Admin {
+        Admin::with_loopback(token, public, true)
+    }
+
+    /// The rule for `[http]` `admin_token`, `public_routes` and `trust_loopback`.
+    pub fn with_loopback(token: &str, public: &[RouteGroup], trust_loopback: bool) -> Admin {
         Admin {
-            token: token.trim().into(),
+            inner: Arc::new(Inner {
+                token: token.trim().into(),
+                trust_loopback,
+                public: public.iter().fold(0, |m, g| m | bit(*g)),
+                loopback_only: AtomicU64::new(0),
+                bad_token: AtomicU64::new(0),
+                last_log_sec: AtomicI64::new(i64::MIN),
+            }),
         }
     }
 
-    /// Whether `peer` (unknown: not loopback) sending `headers` may call a mutating route.
+    /// Whether every peer may call the routes of `group` without the token.
+    pub(super) fn is_public(&self, group: RouteGroup) -> bool {
+        self.inner.public & bit(group) != 0
+    }
+
+    /// Whether `peer` (unknown: not loopback) sending `headers` may call a protected route.
     pub(super) fn check(
         &self,
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
     ) -> Result<(), Denied> {
-        if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+        if loopback && self.inner.trust_loopback {
             return Ok(());
         }
-        if self.token.is_empty() {
+        if self.inner.token.is_empty() {
             return Err(Denied::LoopbackOnly);
         }
         let given = headers
@@ -62,11 +109,55 @@ impl Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
+        if constant_time_eq(given.as_bytes(), self.inner.token.as_bytes()) {
             Ok(())
         } else {
             Err(Denied::BadToken)
         }
+    }
+
+    /// Counts a refusal and logs it at most once a second.
+    fn denied(&self, why: Denied, peer: Option<SocketAddr>, method: &str, path: &str) {
+        let (counter, reason) = match why {
+            Denied::LoopbackOnly => (&self.inner.loopback_only, "loopback_only"),
+            Denied::BadToken => (&self.inner.bad_token, "bad_token"),
+        };
+        counter.fetch_add(1, Relaxed);
+        let sec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if self.inner.last_log_sec.swap(sec, Relaxed) != sec {
+            let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            tracing::warn!(
+                component = "http",
+                %peer,
+                method,
+                path,
+                reason,
+                "refused a request to a protected route (further refusals this second are \
+                 counted in tallyd_http_requests_denied_total, not logged)"
+            );
+        }
+    }
+}
+
+impl Collect for Admin {
+    fn collect(&self, out: &mut Families) {
+        out.counter(
+            "tallyd_http_requests_denied",
+            "Requests to protected HTTP routes refused by the admin rule, by reason: \
+             loopback_only (no http.admin_token set), bad_token (missing or wrong bearer).",
+        )
+        .by(
+            "reason",
+            [
+                (
+                    "loopback_only",
+                    self.inner.loopback_only.load(Relaxed) as f64,
+                ),
+                ("bad_token", self.inner.bad_token.load(Relaxed) as f64),
+            ],
+        );
     }
 }
 
@@ -90,8 +181,9 @@ impl IntoResponse for Denied {
     }
 }
 
-/// A `POST` route behind the admin rule. The rule runs before the handler and its extractors
-/// (an unauthorised caller learns nothing from parameter errors); another method still gets 405.
+/// A `POST` route behind the admin rule, always. The rule runs before the handler and its
+/// extractors (an unauthorised caller learns nothing from parameter errors); another method
+/// still gets 405.
 pub(super) fn post<H, T, S>(handler: H, admin: &Admin) -> MethodRouter<S>
 where
     H: Handler<T, S>,
@@ -101,6 +193,32 @@ where
     axum::routing::post(handler).route_layer(middleware::from_fn_with_state(admin.clone(), require))
 }
 
+/// A read-only `GET` route of `group`: open to every peer when the group is in
+/// `http.public_routes`, behind the admin rule otherwise.
+pub(super) fn get<H, T, S>(handler: H, admin: &Admin, group: RouteGroup) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    let r = axum::routing::get(handler);
+    if admin.is_public(group) {
+        r
+    } else {
+        r.route_layer(middleware::from_fn_with_state(admin.clone(), require))
+    }
+}
+
+/// Every route of `router` (read-only views of `group`), behind the admin rule unless the group
+/// is public.
+pub(super) fn guard(router: Router, admin: &Admin, group: RouteGroup) -> Router {
+    if admin.is_public(group) {
+        router
+    } else {
+        router.route_layer(middleware::from_fn_with_state(admin.clone(), require))
+    }
+}
+
 async fn require(State(admin): State<Admin>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
@@ -108,173 +226,13 @@ async fn require(State(admin): State<Admin>, req: Request, next: Next) -> Respon
         .map(|c| c.0);
     match admin.check(peer, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(denied) => denied.into_response(),
+        Err(denied) => {
+            admin.denied(denied, peer, req.method().as_str(), req.uri().path());
+            denied.into_response()
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::{Extension, Router};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn addr(s: &str) -> Option<SocketAddr> {
-        Some(s.parse().expect("addr"))
-    }
-
-    fn bearer(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, v.parse().expect("header"));
-        h
-    }
-
-    #[test]
-    fn loopback_needs_no_token() {
-        let none = HeaderMap::new();
-        for peer in [
-            "127.0.0.1:5000",
-            "127.8.9.1:1",
-            "[::1]:5000",
-            "[::ffff:127.0.0.1]:5000",
-        ] {
-            assert_eq!(Admin::new("").check(addr(peer), &none), Ok(()), "{peer}");
-            assert_eq!(
-                Admin::new("s3cret").check(addr(peer), &none),
-                Ok(()),
-                "{peer}"
-            );
-            assert_eq!(
-                Admin::new("s3cret").check(addr(peer), &bearer("Bearer nope")),
-                Ok(()),
-                "{peer}"
-            );
-        }
-    }
-
-    #[test]
-    fn without_a_token_other_peers_are_forbidden() {
-        let far = addr("192.0.2.7:5000");
-        for admin in [Admin::new(""), Admin::new("  \n")] {
-            assert_eq!(
-                admin.check(far, &HeaderMap::new()),
-                Err(Denied::LoopbackOnly)
-            );
-            // Not even an empty or blank bearer matches an unset token.
-            assert_eq!(
-                admin.check(far, &bearer("Bearer ")),
-                Err(Denied::LoopbackOnly)
-            );
-            assert_eq!(
-                admin.check(far, &bearer("Bearer x")),
-                Err(Denied::LoopbackOnly)
-            );
-            assert_eq!(
-                admin.check(None, &HeaderMap::new()),
-                Err(Denied::LoopbackOnly)
-            );
-        }
-        let r = Denied::LoopbackOnly.into_response();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
-    }
-
-    #[test]
-    fn other_peers_need_the_right_bearer_token() {
-        let admin = Admin::new("s3cret");
-        let far = addr("10.1.2.3:5000");
-        assert_eq!(admin.check(far, &HeaderMap::new()), Err(Denied::BadToken));
-        assert_eq!(
-            admin.check(far, &bearer("Bearer nope")),
-            Err(Denied::BadToken)
-        );
-        assert_eq!(
-            admin.check(far, &bearer("Bearer s3cre")),
-            Err(Denied::BadToken)
-        );
-        assert_eq!(
-            admin.check(far, &bearer("Bearer s3cret2")),
-            Err(Denied::BadToken)
-        );
-        assert_eq!(
-            admin.check(far, &bearer("Basic s3cret")),
-            Err(Denied::BadToken)
-        );
-        assert_eq!(admin.check(far, &bearer("s3cret")), Err(Denied::BadToken));
-        assert_eq!(admin.check(far, &bearer("Bearer s3cret")), Ok(()));
-        // An unknown peer is not loopback.
-        assert_eq!(admin.check(None, &HeaderMap::new()), Err(Denied::BadToken));
-        assert_eq!(admin.check(None, &bearer("Bearer s3cret")), Ok(()));
-        let r = Denied::BadToken.into_response();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            r.headers()
-                .get(header::WWW_AUTHENTICATE)
-                .map(|v| v.as_bytes()),
-            Some(&b"Bearer"[..])
-        );
-    }
-
-    #[test]
-    fn whitespace_around_either_token_is_ignored() {
-        let far = addr("10.1.2.3:5000");
-        assert_eq!(
-            Admin::new("s3cret").check(far, &bearer("Bearer  s3cret ")),
-            Ok(())
-        );
-        assert_eq!(
-            Admin::new(" s3cret\n").check(far, &bearer("Bearer s3cret")),
-            Ok(())
-        );
-        assert_eq!(
-            Admin::new("s3cret").check(far, &bearer("Bearer s3 cret")),
-            Err(Denied::BadToken)
-        );
-    }
-
-    /// Serves a router whose one route is `POST /x` behind the rule, as if every request came
-    /// from `peer`, and returns the status code of `method /x` with `auth`.
-    async fn status(token: &str, peer: &str, method: &str, auth: Option<&str>) -> u16 {
-        let peer: SocketAddr = peer.parse().expect("addr");
-        let app = Router::new()
-            .route("/x", post(|| async { "done" }, &Admin::new(token)))
-            .layer(Extension(ConnectInfo(peer)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let auth = auth
-            .map(|a| format!("Authorization: {a}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} /x HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.expect("write");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).await.expect("read");
-        server.abort();
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    }
-
-    #[tokio::test]
-    async fn the_rule_guards_the_route_and_not_other_methods() {
-        assert_eq!(status("", "127.0.0.1:1", "POST", None).await, 200);
-        assert_eq!(status("", "192.0.2.7:1", "POST", None).await, 403);
-        assert_eq!(status("tok", "192.0.2.7:1", "POST", None).await, 401);
-        assert_eq!(
-            status("tok", "192.0.2.7:1", "POST", Some("Bearer no")).await,
-            401
-        );
-        assert_eq!(
-            status("tok", "192.0.2.7:1", "POST", Some("Bearer tok")).await,
-            200
-        );
-        // Another method is answered 405 before the rule runs.
-        assert_eq!(status("", "192.0.2.7:1", "GET", None).await, 405);
-    }
-}
+#[path = "admin_tests.rs"]
+mod tests;

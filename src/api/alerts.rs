@@ -1,17 +1,17 @@
-//! Alert routes: `GET /api/alerts` (firing, pending, recent history) and
-//! `POST /api/monitoring/alert/test` (a test notification through every notifier, behind the
-//! admin rule).
+//! Alert routes: `GET /api/alerts` (firing, pending, recent history; behind the admin rule
+//! unless `http.public_routes` has `alerts`) and `POST /api/monitoring/alert/test` (a test
+//! notification through every notifier, always behind the admin rule).
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
 use super::admin::{self, Admin};
+use super::config::RouteGroup;
 use super::{error, json};
 use crate::alert::config::Severity;
 use crate::alert::{probe, Shared};
@@ -20,7 +20,7 @@ use crate::base::lock;
 /// The alert routes.
 pub(super) fn router(shared: Arc<Shared>, admin: &Admin) -> Router {
     Router::new()
-        .route("/api/alerts", get(alerts))
+        .route("/api/alerts", admin::get(alerts, admin, RouteGroup::Alerts))
         .route("/api/monitoring/alert/test", admin::post(test, admin))
         .with_state(shared)
 }

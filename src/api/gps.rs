@@ -3,27 +3,31 @@
 //! - `GET /api/monitoring/metrics/live?window_minutes=5`: messages/s, active devices, points
 //!   received/processed/failed and latency percentiles over the last 1..=60 minutes;
 //! - `GET /api/monitoring/gps/blacklist`: the IPs refused now, why and until when.
+//!
+//! They show device identities, peer addresses and positions: behind the admin rule unless
+//! `http.public_routes` has `gps`.
 
 use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use super::admin::{get, Admin};
+use super::config::RouteGroup::Gps;
 use super::{error, json};
 use crate::gps::metrics::LIVE_MINUTES;
 use crate::gps::server::now_ms;
 use crate::gps::service::GpsState;
 
 /// The GPS routes.
-pub(super) fn router(state: GpsState) -> Router {
+pub(super) fn router(state: GpsState, admin: &Admin) -> Router {
     Router::new()
-        .route("/api/monitoring/metrics/devices", get(devices))
-        .route("/api/monitoring/metrics/live", get(live))
-        .route("/api/monitoring/gps/blacklist", get(blacklist))
+        .route("/api/monitoring/metrics/devices", get(devices, admin, Gps))
+        .route("/api/monitoring/metrics/live", get(live, admin, Gps))
+        .route("/api/monitoring/gps/blacklist", get(blacklist, admin, Gps))
         .with_state(state)
 }
 

@@ -5,9 +5,10 @@
 //!
 //! The components expose plain Rust state ([`Prometheus`], [`Health`],
 //! [`queue::Registry`](crate::queue::Registry), [`alert::Shared`], [`GpsState`]); the HTTP
-//! concerns (routes, query parameters, status codes, JSON bodies) live here, and every route
-//! that changes state goes through the one admin rule in `admin.rs`. `server.rs` binds
-//! `http.listen` and serves the router.
+//! concerns (routes, query parameters, status codes, JSON bodies) live here. Every route that
+//! changes state, and every read-only view whose group is not in `http.public_routes`
+//! (default: `health`, `metrics`), goes through the one admin rule in `admin.rs`. `server.rs`
+//! binds `http.listen` and serves the router.
 
 mod admin;
 mod alerts;
@@ -29,6 +30,8 @@ pub use crate::base::health::{Component, Health, Status};
 use crate::gps::service::GpsState;
 use crate::sinks::prometheus::Prometheus;
 use crate::{alert, queue as queues};
+pub use admin::Admin;
+use config::RouteGroup;
 pub use metrics::Scrapes;
 
 /// What the router serves; the optional parts add their routes only when present.
@@ -45,23 +48,26 @@ pub struct Parts<'a> {
     pub alerts: Option<Arc<alert::Shared>>,
     /// The GPS server's registry, guard and counters when it runs.
     pub gps: Option<GpsState>,
-    /// `http.admin_token`: the bearer token mutating routes accept from non-loopback peers.
-    pub admin_token: &'a str,
+    /// The admin rule (`http.admin_token`, `http.public_routes`); register it with the
+    /// telemetry for its refusal counts.
+    pub admin: &'a Admin,
 }
 
 /// The whole HTTP router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
 /// the admin rule needs the peer's address to recognise loopback callers.
 pub fn router(parts: Parts<'_>) -> Router {
-    let admin = admin::Admin::new(parts.admin_token);
+    let admin = parts.admin;
+    let metrics = metrics::router(parts.prometheus, parts.scrapes);
+    let health = health::router(parts.health);
     let mut app = Router::new()
-        .merge(metrics::router(parts.prometheus, parts.scrapes))
-        .merge(health::router(parts.health))
-        .merge(queue::router(parts.queues, &admin));
+        .merge(admin::guard(metrics, admin, RouteGroup::Metrics))
+        .merge(admin::guard(health, admin, RouteGroup::Health))
+        .merge(queue::router(parts.queues, admin));
     if let Some(shared) = parts.alerts {
-        app = app.merge(alerts::router(shared, &admin));
+        app = app.merge(alerts::router(shared, admin));
     }
     if let Some(state) = parts.gps {
-        app = app.merge(gps::router(state));
+        app = app.merge(gps::router(state, admin));
     }
     app
 }

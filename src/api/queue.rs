@@ -8,7 +8,9 @@
 //! - `POST /admin/queue/force-process/{queue}?batch_size=N`: send up to N payloads now,
 //!   skipping backoff (default 100).
 //!
-//! The POST routes change state: they are behind the admin rule (`admin.rs`).
+//! The POST routes change state: they are always behind the admin rule (`admin.rs`). The GET
+//! views name endpoints and delivery errors: behind it too unless `http.public_routes` has
+//! `queue`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -16,11 +18,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
 use super::admin::{self, Admin};
+use super::config::RouteGroup::Queue;
 use super::{error, json};
 use crate::queue::health::judge;
 use crate::queue::store::unix_ms;
@@ -34,8 +36,8 @@ const MAX_BATCH: usize = 10_000;
 /// The queue routes.
 pub(super) fn router(registry: Arc<Registry>, admin: &Admin) -> Router {
     Router::new()
-        .route("/admin/queue/health", get(health))
-        .route("/admin/queue/stats", get(stats))
+        .route("/admin/queue/health", admin::get(health, admin, Queue))
+        .route("/admin/queue/stats", admin::get(stats, admin, Queue))
         .route(
             "/admin/queue/process-dlq/{queue}",
             admin::post(process_dlq, admin),

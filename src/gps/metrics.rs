@@ -377,7 +377,7 @@ impl Publisher {
             out.gauge(p, "active_connections", &[tag], load(&s.active[i]) as f64);
         }
         let total = load(&s.connections_total);
-        out.count(p, "connections_total", &[], total - last.connections_total);
+        out.count(p, "connections", &[], total - last.connections_total);
         last.connections_total = total;
         for f in Failure::ALL {
             let v = load(&s.failed[f.index()]);
@@ -391,7 +391,7 @@ impl Publisher {
             let tag = &protocol[proto.index()];
             out.gauge(p, "active_devices", &[tag], active[proto.index()] as f64);
         }
-        out.gauge(p, "devices_total", &[], devices as f64);
+        out.gauge(p, "devices", &[], devices as f64);
         out.gauge(p, "blacklisted_ips", &[], blacklisted as f64);
 
         let mut messages = 0;
@@ -485,6 +485,18 @@ impl Collect for GpsTelemetry {
                 &self.registry.refused,
             ),
             (
+                "tallyd_gps_registry_unidentified_evicted",
+                "Disconnected plain-NMEA devices (nmea:<ip>:<port>) forgotten at \
+                 gps.max_unidentified_devices.",
+                &self.registry.unidentified_evicted,
+            ),
+            (
+                "tallyd_gps_registry_unidentified_refused",
+                "New plain-NMEA devices not tracked because gps.max_unidentified_devices \
+                 were connected.",
+                &self.registry.unidentified_refused,
+            ),
+            (
                 "tallyd_gps_blacklistings",
                 "IPs put on the GPS blacklist.",
                 &self.guard.blacklistings,
@@ -501,7 +513,38 @@ impl Collect for GpsTelemetry {
             ),
         ];
         out.atomics(Kind::Counter, &[], &counters);
-        let (_, ips) = self.guard.counts(Instant::now());
+        // The families the shipped GPS health rules watch (alert::rules::names).
+        let received: u64 = s.received.iter().map(|a| a.load(Relaxed)).sum();
+        let invalid: u64 = s.invalid.iter().flatten().map(|a| a.load(Relaxed)).sum();
+        out.counter(
+            "tallyd_gps_messages",
+            "GPS frames received, valid or not, every protocol.",
+        )
+        .value(received as f64);
+        out.counter(
+            "tallyd_gps_invalid_messages",
+            "GPS frames rejected as invalid, every protocol and reason.",
+        )
+        .value(invalid as f64);
+        let (identified, unidentified) = self.registry.sizes();
+        out.gauge(
+            "tallyd_gps_registry_devices",
+            "Devices in the registry, by pool: identified (bound gps.max_devices), unidentified \
+             (plain NMEA, bound gps.max_unidentified_devices).",
+        )
+        .by(
+            "pool",
+            [
+                ("identified", identified as f64),
+                ("unidentified", unidentified as f64),
+            ],
+        );
+        let (banned, ips) = self.guard.counts(Instant::now());
+        out.gauge(
+            "tallyd_gps_blacklisted_ips",
+            "IPs on the GPS blacklist now (refused at accept).",
+        )
+        .value(banned as f64);
         out.gauge(
             "tallyd_gps_tracked_ips",
             "Remote IPs tracked by the abuse guard (bound gps.max_tracked_ips).",

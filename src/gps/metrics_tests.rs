@@ -14,7 +14,7 @@ fn publishes_counters_as_deltas_into_its_shard() {
         Arc::new(Telemetry::default()),
     ));
     let stats = Arc::new(GpsStats::default());
-    let registry = Arc::new(Registry::new(10, std::time::Duration::from_secs(300)));
+    let registry = Arc::new(Registry::new(10, 10, std::time::Duration::from_secs(300)));
     let guard = Arc::new(Guard::new(&cfg.gps));
     let mut p = Publisher::new(
         agg.new_shard(),
@@ -70,7 +70,7 @@ fn tallyd_gps_families() {
     stats.queue_full();
     let t = GpsTelemetry {
         stats,
-        registry: Arc::new(Registry::new(10, std::time::Duration::from_secs(300))),
+        registry: Arc::new(Registry::new(10, 10, std::time::Duration::from_secs(300))),
         guard: Arc::new(Guard::new(&cfg.gps)),
     };
     let families = crate::base::metrics::collect_one(&t);

@@ -61,6 +61,11 @@ pub struct GpsConfig {
     /// forgotten, and a new device finding only connected ones is not listed (its points
     /// still go out).
     pub max_devices: usize,
+    /// Plain-NMEA connections that never named themselves (`$PGID`), listed as
+    /// `nmea:<ip>:<port>`, kept apart from `max_devices`: at the bound only their own
+    /// longest-unseen disconnected one is forgotten, never an identified device; 0 = not listed
+    /// (their points still go out).
+    pub max_unidentified_devices: usize,
     /// A device is active when it sent anything within this window.
     #[serde(with = "duration_str")]
     pub active_window: Duration,
@@ -123,6 +128,7 @@ impl Default for GpsConfig {
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_devices: 100_000,
+            max_unidentified_devices: 1024,
             active_window: Duration::from_secs(300),
             max_tracked_ips: 65_536,
             blacklist_enabled: true,

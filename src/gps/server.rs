@@ -27,7 +27,7 @@ use super::guard::Guard;
 use super::metrics::{Close, Failure, GpsStats, UNKNOWN};
 use super::nmea::Nmea;
 use super::points::{Delivery, Point};
-use super::registry::Registry;
+use super::registry::{Pool, Registry};
 use super::teltonika::Teltonika;
 use super::{gt06, h02, tk103, GpsConfig};
 use crate::base::accept::{self, Handler};
@@ -201,6 +201,8 @@ struct Connection<'a> {
     buf: Vec<u8>,
     decoder: Option<Decoder>,
     device: Option<String>,
+    /// The registry pool `device` is in.
+    pool: Pool,
     /// Index into `GpsStats::active` this connection is counted under.
     slot: usize,
     /// When the bytes now at the head of the buffer started arriving.
@@ -217,6 +219,7 @@ impl<'a> Connection<'a> {
             buf: Vec::new(),
             decoder: None,
             device: None,
+            pool: Pool::Identified,
             slot: UNKNOWN,
             partial_since: Instant::now(),
         }
@@ -239,7 +242,7 @@ impl<'a> Connection<'a> {
             End::Closed(c) => s.closed(c),
         }
         if let Some(id) = &self.device {
-            self.server.registry.disconnected(id);
+            self.server.registry.disconnected(id, self.pool);
         }
         s.active[self.slot].fetch_sub(1, Relaxed);
     }
@@ -368,32 +371,34 @@ impl<'a> Connection<'a> {
         let s = self.server;
         s.stats.message(protocol.index(), Some(e), now_ms);
         if let Some(id) = &self.device {
-            s.registry.message(id, false, None, now_ms);
+            s.registry.message(id, self.pool, false, None, now_ms);
         }
         log_rejected(self.peer, protocol, e);
         s.guard.frame(self.peer.ip(), false, Instant::now(), now_ms)
     }
 
-    fn identify(&mut self, id: &str, protocol: Protocol, now_ms: i64) {
-        if self.device.as_deref() == Some(id) {
+    fn identify(&mut self, id: &str, pool: Pool, protocol: Protocol, now_ms: i64) {
+        if self.device.as_deref() == Some(id) && self.pool == pool {
             return;
         }
         if let Some(old) = self.device.take() {
-            self.server.registry.disconnected(&old);
+            self.server.registry.disconnected(&old, self.pool);
         }
         self.server
             .registry
-            .connected(id, protocol, self.peer, now_ms);
+            .connected(id, pool, protocol, self.peer, now_ms);
         self.device = Some(id.to_string());
+        self.pool = pool;
     }
 
     async fn handle(&mut self, protocol: Protocol, m: Message, now_ms: i64) -> Result<(), End> {
         if let Some(id) = &m.device_id {
-            self.identify(id, protocol, now_ms);
+            self.identify(id, Pool::Identified, protocol, now_ms);
         } else if self.device.is_none() && protocol == Protocol::Nmea {
-            // Plain NMEA without $PGID: the connection is the identity (see nmea.rs).
+            // Plain NMEA without $PGID: the connection is the identity (see nmea.rs), kept in
+            // the registry's pool of its own so that connection churn evicts no named device.
             let id = format!("nmea:{}", self.peer);
-            self.identify(&id, protocol, now_ms);
+            self.identify(&id, Pool::Unidentified, protocol, now_ms);
         }
         let Some(id) = self.device.clone() else {
             return if self.invalid(protocol, FrameError::Unidentified, now_ms) {
@@ -407,8 +412,13 @@ impl<'a> Connection<'a> {
         if s.guard.frame(self.peer.ip(), true, Instant::now(), now_ms) {
             return Err(End::Closed(Close::Blacklisted));
         }
-        s.registry
-            .message(&id, true, m.fixes.iter().max_by_key(|f| f.time_ms), now_ms);
+        s.registry.message(
+            &id,
+            self.pool,
+            true,
+            m.fixes.iter().max_by_key(|f| f.time_ms),
+            now_ms,
+        );
         let mut points = Vec::new();
         for fix in m.fixes.into_iter().filter(|f| f.valid) {
             s.stats.location_valid(protocol);

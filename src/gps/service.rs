@@ -125,7 +125,11 @@ pub fn start(
     cancel: CancellationToken,
 ) -> std::io::Result<Gps> {
     let stats = Arc::new(GpsStats::default());
-    let registry = Arc::new(Registry::new(cfg.max_devices, cfg.active_window));
+    let registry = Arc::new(Registry::new(
+        cfg.max_devices,
+        cfg.max_unidentified_devices,
+        cfg.active_window,
+    ));
     let guard = Arc::new(Guard::new(cfg));
     let (delivery, writer) = Delivery::start(sinks, cfg.points_queue_batches, Arc::clone(&stats))?;
     telemetry.register(Arc::new(GpsTelemetry {
