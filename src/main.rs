@@ -74,7 +74,11 @@ fn main() -> ExitCode {
     }
     match nofile {
         Ok(l) if l.soft > l.was => {
-            tracing::info!(from = l.was, to = l.soft, "raised the soft RLIMIT_NOFILE to the hard limit")
+            tracing::info!(
+                from = l.was,
+                to = l.soft,
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE"),

@@ -61,14 +61,33 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
     let limit = fds::soft_limit().unwrap_or(u64::MAX);
     let otlp = cfg.otlp.enabled;
     let listeners = [
-        (!cfg.statsd.tcp_listen.is_empty(), "statsd.tcp_max_connections", cfg.statsd.tcp_max_connections),
-        (cfg.gps.enabled && !cfg.gps.listen.is_empty(), "gps.max_connections", cfg.gps.max_connections),
+        (
+            !cfg.statsd.tcp_listen.is_empty(),
+            "statsd.tcp_max_connections",
+            cfg.statsd.tcp_max_connections,
+        ),
+        (
+            cfg.gps.enabled && !cfg.gps.listen.is_empty(),
+            "gps.max_connections",
+            cfg.gps.max_connections,
+        ),
         (true, "http.max_connections", cfg.http.max_connections),
-        (otlp && !cfg.otlp.http_listen.is_empty(), "otlp.max_connections (OTLP/HTTP)", cfg.otlp.max_connections),
-        (otlp && !cfg.otlp.grpc_listen.is_empty(), "otlp.max_connections (OTLP/gRPC)", cfg.otlp.max_connections),
+        (
+            otlp && !cfg.otlp.http_listen.is_empty(),
+            "otlp.max_connections (OTLP/HTTP)",
+            cfg.otlp.max_connections,
+        ),
+        (
+            otlp && !cfg.otlp.grpc_listen.is_empty(),
+            "otlp.max_connections (OTLP/gRPC)",
+            cfg.otlp.max_connections,
+        ),
     ];
     let on: Vec<_> = listeners.iter().filter(|l| l.0).collect();
-    let caps: Vec<fds::Cap> = on.iter().map(|&&(_, key, value)| fds::Cap { key, value }).collect();
+    let caps: Vec<fds::Cap> = on
+        .iter()
+        .map(|&&(_, key, value)| fds::Cap { key, value })
+        .collect();
     let fit = fds::fit(limit, &caps);
     for (&&(_, key, _), &v) in on.iter().zip(&fit.caps) {
         match key {

@@ -114,10 +114,17 @@ impl Collect for Stats {
     fn collect(&self, out: &mut Families) {
         let g = |a: &AtomicU64| a.load(Relaxed) as f64;
         let s = [("server", self.server)];
-        out.family(Kind::Gauge, "tallyd_http_connections_active", "Open connections of each HTTP server.")
-            .sample(&s, g(&self.active));
-        out.counter("tallyd_http_connections", "Connections each HTTP server accepted and served.")
-            .sample(&s, g(&self.accepted));
+        out.family(
+            Kind::Gauge,
+            "tallyd_http_connections_active",
+            "Open connections of each HTTP server.",
+        )
+        .sample(&s, g(&self.active));
+        out.counter(
+            "tallyd_http_connections",
+            "Connections each HTTP server accepted and served.",
+        )
+        .sample(&s, g(&self.accepted));
         let f = out.counter(
             "tallyd_http_connections_rejected",
             "Connections closed unserved: over max_connections, over max_connections_per_peer, or a failed TLS handshake.",
@@ -133,7 +140,10 @@ impl Collect for Stats {
             "tallyd_http_connections_timed_out",
             "Connections closed for header_read_timeout (no complete request head) or idle_timeout (no byte moved).",
         );
-        for (reason, a) in [("header_read", &self.timeout_header), ("idle", &self.timeout_idle)] {
+        for (reason, a) in [
+            ("header_read", &self.timeout_header),
+            ("idle", &self.timeout_idle),
+        ] {
             f.sample(&[("server", self.server), ("reason", reason)], g(a));
         }
         let f = out.counter(
@@ -146,8 +156,11 @@ impl Collect for Stats {
         ] {
             f.sample(&[("server", self.server), ("reason", reason)], g(a));
         }
-        out.counter("tallyd_http_accept_errors", "Failed accept calls (out of descriptors and the like).")
-            .sample(&s, g(&self.accept_errors));
+        out.counter(
+            "tallyd_http_accept_errors",
+            "Failed accept calls (out of descriptors and the like).",
+        )
+        .sample(&s, g(&self.accept_errors));
     }
 }
 
@@ -249,7 +262,11 @@ impl<T> Idle<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
         let p = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -261,7 +278,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let p = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(p, Poll::Ready(Ok(n)) if n > 0) {
@@ -341,13 +362,21 @@ macro_rules! delegate {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
 
@@ -401,7 +430,13 @@ impl<P: Protocol> accept::Handler for Server<P> {
         tracing::warn!(server = self.stats.server, %error, "accept failed");
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, slot: PeerSlot, cancel: CancellationToken) {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: PeerSlot,
+        cancel: CancellationToken,
+    ) {
         let _ = stream.set_nodelay(true);
         self.stats.active.fetch_add(1, Relaxed);
         let idle = Idle::new(stream, self.limits.idle_timeout, Arc::clone(&self.stats));
@@ -517,7 +552,10 @@ pub fn check_limits(
     per_peer: usize,
     max_header_bytes: usize,
 ) -> Result<(), super::error::ConfigError> {
-    super::error::check_positive(&format!("{section}.max_connections"), max_connections as u64)?;
+    super::error::check_positive(
+        &format!("{section}.max_connections"),
+        max_connections as u64,
+    )?;
     super::error::check_positive(
         &format!("{section}.max_connections_per_peer"),
         per_peer as u64,

@@ -42,7 +42,8 @@ async fn closed(s: &mut TcpStream) -> bool {
 
 async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
     let s = tokio::net::TcpSocket::new_v4().expect("socket");
-    s.bind(format!("{ip}:0").parse().expect("addr")).expect("bind");
+    s.bind(format!("{ip}:0").parse().expect("addr"))
+        .expect("bind");
     s.connect(addr).await.expect("connect")
 }
 
@@ -67,7 +68,14 @@ async fn per_peer_cap_refuses_one_peer_but_not_another() {
     let addr = listener.local_addr().expect("addr");
     let stats = Stats::new("test");
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(listener, limits(10, 2, 60_000), None, Arc::clone(&stats), Hold, cancel.clone()));
+    let task = tokio::spawn(run(
+        listener,
+        limits(10, 2, 60_000),
+        None,
+        Arc::clone(&stats),
+        Hold,
+        cancel.clone(),
+    ));
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = connect_from("127.0.0.2", addr).await;
@@ -77,15 +85,31 @@ async fn per_peer_cap_refuses_one_peer_but_not_another() {
         held.push(s);
     }
     let mut third = connect_from("127.0.0.2", addr).await;
-    assert!(closed(&mut third).await, "a third connection from one peer is closed");
-    assert_eq!(value(&stats, "tallyd_http_connections_rejected", "max_connections_per_peer"), 1.0);
+    assert!(
+        closed(&mut third).await,
+        "a third connection from one peer is closed"
+    );
+    assert_eq!(
+        value(
+            &stats,
+            "tallyd_http_connections_rejected",
+            "max_connections_per_peer"
+        ),
+        1.0
+    );
     let mut other = connect_from("127.0.0.1", addr).await;
     other.write_all(b"x").await.expect("write");
     let mut b = [0u8; 2];
-    other.read_exact(&mut b).await.expect("another peer is served");
+    other
+        .read_exact(&mut b)
+        .await
+        .expect("another peer is served");
     drop(held);
     cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ends")
+        .expect("no panic");
 }
 
 #[tokio::test]
@@ -94,10 +118,20 @@ async fn idle_connections_are_closed_and_counted() {
     let addr = listener.local_addr().expect("addr");
     let stats = Stats::new("test");
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(listener, limits(10, 10, 200), None, Arc::clone(&stats), Hold, cancel.clone()));
+    let task = tokio::spawn(run(
+        listener,
+        limits(10, 10, 200),
+        None,
+        Arc::clone(&stats),
+        Hold,
+        cancel.clone(),
+    ));
     let mut s = TcpStream::connect(addr).await.expect("connect");
     assert!(closed(&mut s).await, "closed after idle_timeout");
-    assert_eq!(value(&stats, "tallyd_http_connections_timed_out", "idle"), 1.0);
+    assert_eq!(
+        value(&stats, "tallyd_http_connections_timed_out", "idle"),
+        1.0
+    );
     cancel.cancel();
     task.await.expect("no panic");
 }
@@ -109,14 +143,24 @@ async fn handed_off_connections_hold_their_slot_until_dropped() {
     let stats = Stats::new("test");
     let cancel = CancellationToken::new();
     let (handoff, mut incoming) = handoff(|c| c);
-    let task = tokio::spawn(run(listener, limits(1, 1, 60_000), None, Arc::clone(&stats), handoff, cancel.clone()));
+    let task = tokio::spawn(run(
+        listener,
+        limits(1, 1, 60_000),
+        None,
+        Arc::clone(&stats),
+        handoff,
+        cancel.clone(),
+    ));
     let _a = TcpStream::connect(addr).await.expect("connect");
     let conn = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx))
         .await
         .expect("a connection")
         .expect("ok");
     let mut b = TcpStream::connect(addr).await.expect("connect");
-    assert!(closed(&mut b).await, "the one slot is held by the handed-off connection");
+    assert!(
+        closed(&mut b).await,
+        "the one slot is held by the handed-off connection"
+    );
     drop(conn);
     // Wait for the slot to be given back, then a new connection is handed off.
     for _ in 0..500 {
@@ -131,5 +175,8 @@ async fn handed_off_connections_hold_their_slot_until_dropped() {
     cancel.cancel();
     drop(next);
     drop(incoming);
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ends")
+        .expect("no panic");
 }

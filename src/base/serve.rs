@@ -72,11 +72,16 @@ pub async fn http<S, B, E>(
 
 /// A response the server writes itself; the connection closes after it.
 fn own<B>(status: StatusCode, text: &'static str) -> Response<Either<B, Full<Bytes>>> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -161,7 +166,8 @@ where
             .max_header_size(self.limits.max_header_bytes)
             .max_buf_size(self.limits.max_header_bytes.max(8192) + 8192)
             .keep_alive(true);
-        let served = builder.serve_connection(TokioIo::new(conn), hyper::service::service_fn(handle));
+        let served =
+            builder.serve_connection(TokioIo::new(conn), hyper::service::service_fn(handle));
         let mut served = std::pin::pin!(served);
         let result = tokio::select! {
             r = served.as_mut() => r,
@@ -174,11 +180,12 @@ where
             if e.is_timeout() {
                 // hyper's header timer also runs while a keep-alive connection waits for its
                 // next request: only a request begun and not finished is a slow header.
-                self.stats.count(if receiving.load(std::sync::atomic::Ordering::Relaxed) {
-                    Event::HeaderTimeout
-                } else {
-                    Event::IdleTimeout
-                });
+                self.stats
+                    .count(if receiving.load(std::sync::atomic::Ordering::Relaxed) {
+                        Event::HeaderTimeout
+                    } else {
+                        Event::IdleTimeout
+                    });
             }
             tracing::debug!(server = self.stats.server(), %peer, error = %e, "HTTP connection ended with an error");
         }

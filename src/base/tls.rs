@@ -24,7 +24,11 @@ pub enum Alpn {
 ///
 /// # Errors
 /// A file cannot be read, holds no certificate or key, or the key does not match.
-pub fn server_config(cert_file: &str, key_file: &str, alpn: Alpn) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(
+    cert_file: &str,
+    key_file: &str,
+    alpn: Alpn,
+) -> Result<Arc<ServerConfig>, String> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| format!("cannot read certificates from {cert_file}: {e}"))?
         .collect::<Result<Vec<_>, _>>()
@@ -72,7 +76,9 @@ pub fn check_pair(section: &str, cert_file: &str, key_file: &str) -> Result<(), 
             }
             server_config(cert_file, key_file, Alpn::Http1)
                 .map(|_| ())
-                .map_err(|e| ConfigError::invalid(format!("{section}.tls_cert_file"), format!(": {e}")))
+                .map_err(|e| {
+                    ConfigError::invalid(format!("{section}.tls_cert_file"), format!(": {e}"))
+                })
         }
     }
 }

@@ -36,8 +36,8 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::codegen::{http, BoxFuture};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Request, Response, Status};
 
 use crate::base::conn::{Conn, Limits, Stats};

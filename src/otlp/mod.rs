@@ -75,7 +75,11 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        let tls = if name == "otlp_http" { http_tls.clone() } else { grpc_tls.clone() };
+        let tls = if name == "otlp_http" {
+            http_tls.clone()
+        } else {
+            grpc_tls.clone()
+        };
         let with_tls = if tls.is_some() { " (TLS)" } else { "" };
         tracing::info!(component = name, addr = %addr, tls = tls.is_some(), "listening");
         let (r, c) = (Arc::clone(&receiver), ctx.shutdown.token(Stage::Intake));
@@ -87,7 +91,9 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
                 http::serve(l, r, limits, tls, stats, c).await;
                 Ok(())
             } else {
-                grpc::serve(l, r, limits, tls, stats, c).await.map_err(|e| e.to_string())
+                grpc::serve(l, r, limits, tls, stats, c)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             if let Err(e) = served {
                 tracing::error!(component = name, error = %e, "OTLP server failed");
