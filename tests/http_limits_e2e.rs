@@ -90,7 +90,7 @@ fn timed_out(text: &str, server: &str, reason: &str) -> f64 {
 fn slowloris_from_one_peer_does_not_starve_health_or_statsd() {
     let t = Tallyd::start(
         "[http]\nmax_connections = 64\nmax_connections_per_peer = 8\nheader_read_timeout = \"2s\"\n\
-         [otlp]\nmax_connections = 4\nmax_connections_per_peer = 4\n",
+         [otlp]\nmax_connections = 4\nmax_connections_per_peer = 4\nheader_read_timeout = \"1s\"\n",
     );
     // 80 connections from 127.0.0.2 (more than max_connections), each with half a request
     // head; 4 from 127.0.0.3 that send nothing. Without the per-peer cap the first 64 would
@@ -138,6 +138,15 @@ fn slowloris_from_one_peer_does_not_starve_health_or_statsd() {
         "the fifth OTLP connection counted",
     );
     drop(held);
+
+    // gRPC has no header timer: a plain connection that sends no preface is closed after
+    // otlp.header_read_timeout before tonic sees it.
+    let mut silent_grpc = connect_from(t.otlp_grpc.expect("otlp grpc"), 10);
+    assert!(closed_by_server(&mut silent_grpc));
+    t.wait_metrics(
+        |m| timed_out(m, "otlp_grpc", "idle") == 1.0,
+        "the silent gRPC connection counted",
+    );
 }
 
 /// A tallyd started with a given `RLIMIT_NOFILE` (soft, hard), which the harness cannot set.

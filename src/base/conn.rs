@@ -508,10 +508,31 @@ pub async fn run<P: Protocol>(
 /// counted against the caps until the server drops it.
 pub struct Handoff {
     tx: mpsc::Sender<Conn>,
+    first_byte: Duration,
+    stats: Arc<Stats>,
 }
 
 impl Protocol for Handoff {
     async fn serve(&self, mut conn: Conn, cancel: CancellationToken) {
+        // HTTP/2 has no header timer: a plain connection must send its first bytes (the
+        // preface) within `first_byte`, else it is closed before the server sees it. (A TLS
+        // one has done its handshake in that time already.)
+        if let Stream::Plain(idle) = &conn.stream {
+            // `readable` may wake spuriously; a peek waits for a byte (or EOF) for real.
+            let mut byte = [0u8; 1];
+            let wait = tokio::time::timeout(self.first_byte, idle.inner.peek(&mut byte));
+            tokio::select! {
+                r = wait => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(_) => return,
+                    Err(_) => {
+                        self.stats.count(Event::IdleTimeout);
+                        return;
+                    }
+                },
+                () = cancel.cancelled() => return,
+            }
+        }
         let (done, ended) = oneshot::channel();
         conn._done = Some(done);
         tokio::select! {
@@ -530,9 +551,22 @@ pub struct Incoming<T> {
 }
 
 /// A hand-off and the stream it feeds; `wrap` makes each connection what the server takes.
-pub fn handoff<T>(wrap: fn(Conn) -> T) -> (Handoff, Incoming<T>) {
+/// A plain connection that sends nothing within `first_byte` is closed and counted in
+/// `stats` (as idle).
+pub fn handoff<T>(
+    wrap: fn(Conn) -> T,
+    first_byte: Duration,
+    stats: Arc<Stats>,
+) -> (Handoff, Incoming<T>) {
     let (tx, rx) = mpsc::channel(64);
-    (Handoff { tx }, Incoming { rx, wrap })
+    (
+        Handoff {
+            tx,
+            first_byte,
+            stats,
+        },
+        Incoming { rx, wrap },
+    )
 }
 
 impl<T> futures_core::Stream for Incoming<T> {

@@ -142,7 +142,7 @@ async fn handed_off_connections_hold_their_slot_until_dropped() {
     let addr = listener.local_addr().expect("addr");
     let stats = Stats::new("test");
     let cancel = CancellationToken::new();
-    let (handoff, mut incoming) = handoff(|c| c);
+    let (handoff, mut incoming) = handoff(|c| c, Duration::from_secs(5), Arc::clone(&stats));
     let task = tokio::spawn(run(
         listener,
         limits(1, 1, 60_000),
@@ -151,7 +151,8 @@ async fn handed_off_connections_hold_their_slot_until_dropped() {
         handoff,
         cancel.clone(),
     ));
-    let _a = TcpStream::connect(addr).await.expect("connect");
+    let mut a = TcpStream::connect(addr).await.expect("connect");
+    a.write_all(b"x").await.expect("first byte");
     let conn = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx))
         .await
         .expect("a connection")
@@ -169,11 +170,41 @@ async fn handed_off_connections_hold_their_slot_until_dropped() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _c = TcpStream::connect(addr).await.expect("connect");
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"x").await.expect("first byte");
     let next = std::future::poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx)).await;
     assert!(next.is_some());
     cancel.cancel();
     drop(next);
+    drop(incoming);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ends")
+        .expect("no panic");
+}
+
+#[tokio::test]
+async fn a_handed_off_connection_that_sends_nothing_is_closed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stats = Stats::new("test");
+    let cancel = CancellationToken::new();
+    let (handoff, incoming) = handoff(|c| c, Duration::from_millis(200), Arc::clone(&stats));
+    let task = tokio::spawn(run(
+        listener,
+        limits(4, 4, 60_000),
+        None,
+        Arc::clone(&stats),
+        handoff,
+        cancel.clone(),
+    ));
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    assert!(closed(&mut s).await, "closed before the server saw it");
+    assert_eq!(
+        value(&stats, "tallyd_http_connections_timed_out", "idle"),
+        1.0
+    );
+    cancel.cancel();
     drop(incoming);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await

@@ -285,7 +285,8 @@ pub async fn serve(
         receiver,
     };
     let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
-    let (handoff, incoming) = crate::base::conn::handoff(GrpcIo);
+    let (handoff, incoming) =
+        crate::base::conn::handoff(GrpcIo, limits.header_read_timeout, Arc::clone(&stats));
     let accepting = crate::base::conn::run(listener, limits, tls, stats, handoff, cancel.clone());
     let serving = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
