@@ -15,6 +15,7 @@ pub mod fds;
 pub mod handoff;
 pub mod health;
 pub mod host;
+pub mod idle;
 pub mod metrics;
 pub mod redact;
 pub mod serve;
