@@ -56,10 +56,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
 /// Fits the listeners' connection caps into the soft `RLIMIT_NOFILE` (raised to the hard
 /// limit by `main`): caps that do not fit are lowered, so that each acts before the process
-/// runs out of descriptors, and `/health` says so (`fd_limit`, degraded).
+/// runs out of descriptors (the HTTP and OTLP per-peer caps in proportion), and `/health`
+/// says so (`fd_limit`, degraded).
 fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
     let limit = fds::soft_limit().unwrap_or(u64::MAX);
     let otlp = cfg.otlp.enabled;
+    let (http_was, otlp_was) = (cfg.http.max_connections, cfg.otlp.max_connections);
     let listeners = [
         (
             !cfg.statsd.tcp_listen.is_empty(),
@@ -98,6 +100,19 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
             _ => cfg.otlp.max_connections = cfg.otlp.max_connections.min(v),
         }
     }
+    // A lowered HTTP or OTLP cap lowers its per-peer cap in proportion, so that one peer
+    // still cannot take them all.
+    let scale = |per_peer: usize, now: usize, was: usize| {
+        if now >= was {
+            per_peer
+        } else {
+            (per_peer as u128 * now as u128 / was.max(1) as u128).max(1) as usize
+        }
+    };
+    let h = &mut cfg.http;
+    h.max_connections_per_peer = scale(h.max_connections_per_peer, h.max_connections, http_was);
+    let o = &mut cfg.otlp;
+    o.max_connections_per_peer = scale(o.max_connections_per_peer, o.max_connections, otlp_was);
     (cfg, fit)
 }
 
