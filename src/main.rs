@@ -66,9 +66,22 @@ fn main() -> ExitCode {
         }
         None => {}
     }
+    // Before any thread or socket exists; the listeners' caps are fitted to it at start.
+    let nofile = tallyd::base::fds::raise_limit();
     if let Err(e) = init_logging(&cfg) {
         eprintln!("error: {e}");
         return ExitCode::from(1);
+    }
+    match nofile {
+        Ok(l) if l.soft > l.was => {
+            tracing::info!(
+                from = l.was,
+                to = l.soft,
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE"),
     }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

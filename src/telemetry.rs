@@ -260,6 +260,17 @@ impl Collect for Telemetry {
             out.counter("tallyd_process_cpu_seconds", "User and system CPU time.")
                 .value(cpu);
         }
+        if let Some(n) = crate::base::fds::open_fds() {
+            out.gauge("tallyd_process_open_fds", "Open file descriptors.")
+                .value(n as f64);
+        }
+        if let Some(n) = crate::base::fds::soft_limit() {
+            out.gauge(
+                "tallyd_process_max_fds",
+                "The soft RLIMIT_NOFILE (raised to the hard limit at start).",
+            )
+            .value(n as f64);
+        }
         type Field = fn(&TransportStats) -> &AtomicU64;
         let per_transport: [(&'static str, &'static str, Field); 3] = [
             (

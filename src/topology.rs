@@ -11,6 +11,8 @@ use tracing::info;
 
 use crate::aggregate::Aggregator;
 use crate::base::clock::Clock;
+use crate::base::fds;
+use crate::base::health::Status;
 use crate::component::Context;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
@@ -18,6 +20,7 @@ use crate::{alert, api, flusher, gps, otlp, sinks, statsd};
 
 /// Runs tallyd until `shutdown` completes, then drains stage by stage and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (cfg, fds) = fit_descriptors(cfg);
     let clock = Clock::system();
     let telemetry = Arc::new(Telemetry::default());
     let aggregator = Arc::new(Aggregator::new(
@@ -28,6 +31,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let host = crate::base::host::host_name(&cfg.datadog.hostname);
     let mut ctx = Context::new(clock, telemetry, aggregator, cfg.queue.clone(), host);
     ctx.telemetry.register(ctx.queues.clone());
+    let status = if fds.fits {
+        Status::Ok
+    } else {
+        tracing::warn!("{}", fds.detail);
+        Status::Degraded
+    };
+    ctx.health.set("fd_limit", status, fds.detail);
     if let Err(e) = start(&cfg, &mut ctx).await {
         // What already started stops with the process, not half-running.
         ctx.shutdown.abort();
@@ -42,6 +52,68 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     ctx.shutdown.drain().await;
     info!("stopped");
     Ok(())
+}
+
+/// Fits the listeners' connection caps into the soft `RLIMIT_NOFILE` (raised to the hard
+/// limit by `main`): caps that do not fit are lowered, so that each acts before the process
+/// runs out of descriptors (the HTTP and OTLP per-peer caps in proportion), and `/health`
+/// says so (`fd_limit`, degraded).
+fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
+    let limit = fds::soft_limit().unwrap_or(u64::MAX);
+    let otlp = cfg.otlp.enabled;
+    let (http_was, otlp_was) = (cfg.http.max_connections, cfg.otlp.max_connections);
+    let listeners = [
+        (
+            !cfg.statsd.tcp_listen.is_empty(),
+            "statsd.tcp_max_connections",
+            cfg.statsd.tcp_max_connections,
+        ),
+        (
+            cfg.gps.enabled && !cfg.gps.listen.is_empty(),
+            "gps.max_connections",
+            cfg.gps.max_connections,
+        ),
+        (true, "http.max_connections", cfg.http.max_connections),
+        (
+            otlp && !cfg.otlp.http_listen.is_empty(),
+            "otlp.max_connections (OTLP/HTTP)",
+            cfg.otlp.max_connections,
+        ),
+        (
+            otlp && !cfg.otlp.grpc_listen.is_empty(),
+            "otlp.max_connections (OTLP/gRPC)",
+            cfg.otlp.max_connections,
+        ),
+    ];
+    let on: Vec<_> = listeners.iter().filter(|l| l.0).collect();
+    let caps: Vec<fds::Cap> = on
+        .iter()
+        .map(|&&(_, key, value)| fds::Cap { key, value })
+        .collect();
+    let fit = fds::fit(limit, &caps);
+    for (&&(_, key, _), &v) in on.iter().zip(&fit.caps) {
+        match key {
+            "statsd.tcp_max_connections" => cfg.statsd.tcp_max_connections = v,
+            "gps.max_connections" => cfg.gps.max_connections = v,
+            "http.max_connections" => cfg.http.max_connections = v,
+            // One key for both listeners: the smaller share.
+            _ => cfg.otlp.max_connections = cfg.otlp.max_connections.min(v),
+        }
+    }
+    // A lowered HTTP or OTLP cap lowers its per-peer cap in proportion, so that one peer
+    // still cannot take them all.
+    let scale = |per_peer: usize, now: usize, was: usize| {
+        if now >= was {
+            per_peer
+        } else {
+            (per_peer as u128 * now as u128 / was.max(1) as u128).max(1) as usize
+        }
+    };
+    let h = &mut cfg.http;
+    h.max_connections_per_peer = scale(h.max_connections_per_peer, h.max_connections, http_was);
+    let o = &mut cfg.otlp;
+    o.max_connections_per_peer = scale(o.max_connections_per_peer, o.max_connections, otlp_was);
+    (cfg, fit)
 }
 
 /// Starts every component on `ctx`, in the order their dependencies need.

@@ -6,15 +6,20 @@
 pub mod accept;
 pub mod auth;
 pub mod clock;
+pub mod conn;
 pub mod cpu;
 pub mod duration;
 pub mod error;
 pub mod expo;
+pub mod fds;
 pub mod handoff;
 pub mod health;
 pub mod host;
+pub mod idle;
 pub mod metrics;
 pub mod redact;
+pub mod serve;
+pub mod tls;
 
 use std::sync::{Mutex, MutexGuard};
 

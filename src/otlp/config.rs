@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::conn::{check_limits, Limits};
 use crate::base::duration::duration_str;
 use crate::base::error::{check_addr, check_nonzero_duration, check_positive, ConfigError};
 
@@ -67,6 +68,22 @@ pub struct OtlpConfig {
     pub resource_attributes: ResourceAttributes,
     /// Tag that carries the instrumentation scope name; empty = none.
     pub scope_name_tag: String,
+    /// Connections each OTLP listener serves at once; more are closed at once.
+    pub max_connections: usize,
+    /// Connections from one IP address at once, per listener.
+    pub max_connections_per_peer: usize,
+    /// Time for the TLS handshake and (OTLP/HTTP) a request's head to arrive in full.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP headers; gRPC header list), bytes.
+    pub max_header_bytes: usize,
+    /// PEM certificate chain: both OTLP listeners use TLS (with `tls_key_file`).
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
 }
 
 impl Default for OtlpConfig {
@@ -96,6 +113,13 @@ impl Default for OtlpConfig {
             .collect(),
             resource_attributes: ResourceAttributes::Mapped,
             scope_name_tag: String::new(),
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_header_bytes: 16 * 1024,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -110,8 +134,32 @@ impl OtlpConfig {
             .collect()
     }
 
+    /// One listener's bounds, with `max_connections` as fitted to the descriptor limit. The
+    /// request body and its time are bounded by the route (`max_body_bytes`,
+    /// `request_timeout`), which answers in OTLP's own terms.
+    pub fn limits(&self, max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_connections_per_peer: self.max_connections_per_peer.min(max_connections),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            request_timeout: None,
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: None,
+        }
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_limits(
+            "otlp",
+            self.max_connections,
+            self.max_connections_per_peer,
+            self.max_header_bytes,
+        )?;
+        check_nonzero_duration("otlp.header_read_timeout", self.header_read_timeout)?;
+        check_nonzero_duration("otlp.idle_timeout", self.idle_timeout)?;
+        crate::base::tls::check_pair("otlp", &self.tls_cert_file, &self.tls_key_file)?;
         check_addr("otlp.http_listen", &self.http_listen, true)?;
         check_addr("otlp.grpc_listen", &self.grpc_listen, true)?;
         for (key, v) in [

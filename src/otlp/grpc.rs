@@ -31,11 +31,16 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::{http, BoxFuture};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Request, Response, Status};
 
+use crate::base::conn::{Conn, Limits, Stats};
 use crate::base::duration::format_duration;
 
 use super::receiver::{Receiver, Refusal};
@@ -207,13 +212,65 @@ where
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `cancel`, letting requests in flight finish.
+/// An admitted connection as tonic takes it (`base::conn`, counted against the caps until
+/// tonic drops it), with the peer address tonic hands to requests.
+struct GrpcIo(Conn);
+
+impl Connected for GrpcIo {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(self.0.peer()),
+        }
+    }
+}
+
+impl AsyncRead for GrpcIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GrpcIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Streams gRPC opens on one connection at once (grpc-go's and h2's usual 100 would also do;
+/// an exporter uses one at a time).
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// Serves OTLP/gRPC on `listener` within `limits` (TLS when `tls` is set) until `cancel`,
+/// letting requests in flight finish. Connections are accepted by `base::conn` (caps, TLS,
+/// idle timeout) and handed to tonic as its incoming stream.
 ///
 /// # Errors
 /// A transport error of the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     receiver: Arc<Receiver>,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stats: Arc<Stats>,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let max = receiver.max_body;
@@ -227,13 +284,16 @@ pub async fn serve(
         timeout: receiver.request_timeout,
         receiver,
     };
-    tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(
-            svc,
-            tonic::transport::server::TcpIncoming::from(listener),
-            cancel.cancelled_owned(),
-        )
-        .await
+    let header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    let (handoff, incoming) =
+        crate::base::conn::handoff(GrpcIo, limits.header_read_timeout, Arc::clone(&stats));
+    let accepting = crate::base::conn::run(listener, limits, tls, stats, handoff, cancel.clone());
+    let serving = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(header_list)
+        .serve_with_incoming_shutdown(svc, incoming, cancel.cancelled_owned());
+    let ((), served) = tokio::join!(accepting, serving);
+    served
 }
 
 #[cfg(test)]

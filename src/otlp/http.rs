@@ -31,6 +31,7 @@ use prost::Message;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::conn::{Limits, Stats};
 use crate::base::duration::format_duration;
 
 use super::receiver::{Accepted, ExportError, Receiver, Refusal};
@@ -91,18 +92,26 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-/// Serves OTLP/HTTP on `listener` until `cancel`, letting requests in flight finish.
-///
-/// # Errors
-/// An I/O error of the listener.
+/// Serves OTLP/HTTP on `listener` within `limits` (TLS when `tls` is set) until `cancel`,
+/// letting requests in flight finish (`base::serve`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     receiver: Arc<Receiver>,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stats: Arc<Stats>,
     cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(receiver))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+) {
+    crate::base::serve::http(
+        listener,
+        limits,
+        tls,
+        stats,
+        router(receiver),
+        axum::extract::ConnectInfo::<std::net::SocketAddr>,
+        cancel,
+    )
+    .await;
 }
 
 async fn export(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use config::OtlpConfig;
 
+use crate::base::conn::Stats;
 use crate::base::health::Status;
+use crate::base::tls::{self, Alpn};
 use crate::component::{bind_tcp, Context, Error, Running, Stage};
 
 /// Starts the OTLP receiver and its listeners (`otlp.http_listen`, `otlp.grpc_listen`), both
@@ -56,6 +58,13 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
             ),
         );
     }
+    let tls = |alpn| {
+        (!cfg.tls_cert_file.is_empty())
+            .then(|| tls::server_config(&cfg.tls_cert_file, &cfg.tls_key_file, alpn))
+            .transpose()
+            .map_err(|e| Error::start("otlp", e))
+    };
+    let (http_tls, grpc_tls) = (tls(Alpn::Http1)?, tls(Alpn::H2)?);
     let receiver = Arc::new(Receiver::new(cfg, &ctx.aggregator, ctx.clock.clone()));
     ctx.telemetry.register(receiver.stats.clone());
     let serve = |name: &'static str, listener: Option<tokio::net::TcpListener>, off: &str| {
@@ -66,19 +75,31 @@ pub async fn start(cfg: &OtlpConfig, ctx: &mut Context) -> Result<Running, Error
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        tracing::info!(component = name, addr = %addr, "listening");
+        let tls = if name == "otlp_http" {
+            http_tls.clone()
+        } else {
+            grpc_tls.clone()
+        };
+        let with_tls = if tls.is_some() { " (TLS)" } else { "" };
+        tracing::info!(component = name, addr = %addr, tls = tls.is_some(), "listening");
         let (r, c) = (Arc::clone(&receiver), ctx.shutdown.token(Stage::Intake));
+        let stats = Stats::new(name);
+        ctx.telemetry.register(stats.clone());
+        let limits = cfg.limits(cfg.max_connections);
         ctx.shutdown.spawn(Stage::Intake, async move {
             let served = if name == "otlp_http" {
-                http::serve(l, r, c).await.map_err(|e| e.to_string())
+                http::serve(l, r, limits, tls, stats, c).await;
+                Ok(())
             } else {
-                grpc::serve(l, r, c).await.map_err(|e| e.to_string())
+                grpc::serve(l, r, limits, tls, stats, c)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             if let Err(e) = served {
                 tracing::error!(component = name, error = %e, "OTLP server failed");
             }
         });
-        (Status::Ok, addr)
+        (Status::Ok, format!("{addr}{with_tls}"))
     };
     let (http_status, http_detail) = serve("otlp_http", http, "otlp.http_listen is empty");
     let (grpc_status, grpc_detail) = serve("otlp_grpc", grpc, "otlp.grpc_listen is empty");
