@@ -73,8 +73,8 @@ fn stalled_uploads_hold_no_admission_slot_and_time_out() {
             s
         })
         .collect();
-    // Let the server reach the handler for each of them.
-    std::thread::sleep(Duration::from_millis(300));
+    // Every one of them is in the handler, reading its body.
+    t.wait_value("tallyd_otlp_bodies_reading", SLOTS as f64);
 
     let (status, _, body) = http_bytes(
         addr,
@@ -120,6 +120,11 @@ fn stalled_uploads_hold_no_admission_slot_and_time_out() {
     let text = t.wait_value(
         "tallyd_otlp_requests_total{transport=\"http\",outcome=\"timeout\"}",
         SLOTS as f64,
+    );
+    assert_eq!(
+        value(&text, "tallyd_otlp_bodies_reading"),
+        Some(0.0),
+        "no body is still being read"
     );
     assert_eq!(
         value(

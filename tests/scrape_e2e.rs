@@ -78,24 +78,28 @@ fn stalled_scrapes_are_capped_and_time_out() {
     }
 
     let mut stalled = [stalled_scrape(t.http), stalled_scrape(t.http)];
-    // Both requests reach their handler (and take their permit) well within this.
-    std::thread::sleep(Duration::from_millis(300));
-
-    let t0 = Instant::now();
+    // Both hold their permits once their response has begun (the status line is written
+    // after the permit is taken); twelve bytes read leave megabytes unread.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut status = [0u8; 12];
+        s.read_exact(&mut status).expect("status line");
+        assert_eq!(
+            &status, b"HTTP/1.1 200",
+            "a stalled scrape began its answer"
+        );
+    }
     let (status, headers, _) = http_bytes(t.http, "GET", "/metrics", &[], b"");
-    assert_eq!(status, 503, "a third scrape over the cap is refused");
-    assert!(
-        t0.elapsed() < Duration::from_millis(500),
-        "refused at once, not queued: {:?}",
-        t0.elapsed()
+    assert_eq!(
+        status, 503,
+        "a third scrape over the cap is refused, not queued"
     );
     assert!(
         headers.iter().any(|(k, v)| k == "retry-after" && v == "1"),
         "{headers:?}"
     );
-    let t0 = Instant::now();
     assert_eq!(t.get("/health/live").0, 200);
-    assert!(t0.elapsed() < Duration::from_millis(500));
 
     // After the write timeout both renders stop and release their permits.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -129,7 +133,8 @@ fn stalled_scrapes_are_capped_and_time_out() {
             .expect("timeout");
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
-        assert!(raw.starts_with(b"HTTP/1.1 200"), "a response was started");
+        // (Its status line was read above.)
+        assert!(!raw.is_empty(), "the rest of the started response arrives");
         assert!(
             !raw.ends_with(b"\r\n0\r\n\r\n"),
             "a timed-out body must not end like a complete one"

@@ -14,6 +14,7 @@
 //! slow or stalled upload keeps no other request out.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,7 +179,10 @@ async fn handle(r: &Arc<Receiver>, headers: &HeaderMap, body: Body) -> Reply {
     // The whole body first, in bounded time, holding no admission slot: a slow or stalled
     // upload must not keep other requests out.
     // The memory the body holds is taken from the body byte budget as it arrives.
-    let read = tokio::time::timeout(r.request_timeout, read_body(r, body, max)).await;
+    let read = {
+        let _reading = Reading::start(&r.stats.bodies_reading);
+        tokio::time::timeout(r.request_timeout, read_body(r, body, max)).await
+    };
     let (raw, _held) = match read {
         Ok(Ok(b)) => b,
         Ok(Err(BodyError::TooLarge)) => return too_large("request body"),
@@ -319,7 +323,22 @@ fn bad_request(enc: Encoding, msg: String) -> Reply {
     )
 }
 
-/// A request not admitted: 429 at the concurrency limit, 503 while shutting down.
+/// Counts a body being read for as long as it lives.
+struct Reading<'a>(&'a AtomicU64);
+
+impl<'a> Reading<'a> {
+    fn start(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Relaxed);
+        Reading(gauge)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Why a body could not be read.
 enum BodyError {
     /// Over `otlp.max_body_bytes`.
@@ -358,6 +377,7 @@ async fn read_body(
     Ok((buf.freeze(), held))
 }
 
+/// A request not admitted: 429 at the concurrency limit, 503 while shutting down.
 fn refused(refusal: Refusal, enc: Encoding) -> Reply {
     match refusal {
         Refusal::BodyBudget => retry_later(

@@ -128,6 +128,8 @@ pub struct OtlpStats {
     pub streams_expired: AtomicU64,
     /// Resets seen on cumulative streams (value went down or start time moved).
     pub resets: AtomicU64,
+    /// OTLP/HTTP bodies being read, not yet admitted (a gauge; slow uploads show here).
+    pub bodies_reading: AtomicU64,
 }
 
 impl OtlpStats {
@@ -211,6 +213,12 @@ impl Collect for OtlpStats {
                 "tallyd_otlp_cumulative_resets",
                 "Resets seen on cumulative OTLP streams (value went down or start time moved).",
                 &self.resets,
+            ),
+            (
+                Kind::Gauge,
+                "tallyd_otlp_bodies_reading",
+                "OTLP/HTTP request bodies being read, before admission (slow uploads show here).",
+                &self.bodies_reading,
             ),
         ];
         for (kind, name, help, a) in rest {
