@@ -100,6 +100,7 @@ impl Collector {
                 self.cgroup_note = "no cgroup v2 (v1 only or none): no container metrics".into()
             }
             Some((path, dir)) => {
+                let dir = self.root.join(dir.strip_prefix("/").unwrap_or(&dir));
                 let mut bad = 0;
                 let now = cgroup::read(&dir, &mut bad);
                 self.cgroup_note =

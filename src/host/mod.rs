@@ -10,6 +10,8 @@ pub mod cgroup;
 pub mod collect;
 pub mod config;
 pub mod procfs;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
