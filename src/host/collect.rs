@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::cgroup::{self, Cgroup};
 use super::config::{Filter, HostMetricsConfig};
+use super::process::Processes;
 use super::procfs::{self, CpuTimes, DiskStats, NetDev};
 
 /// One value: a gauge, or a counter's change since the last reading.
@@ -29,6 +30,7 @@ pub struct Collector {
     cgroup_note: String,
     prev_cpu: Option<(CpuTimes, Vec<(u32, CpuTimes)>)>,
     prev_disk: HashMap<String, (DiskStats, Instant)>,
+    procs: Processes,
     /// Last raw value of each counter, and the collection that saw it (to forget series
     /// that went away).
     last: HashMap<String, (u64, u64)>,
@@ -49,6 +51,7 @@ impl Collector {
             cgroup_note: String::new(),
             prev_cpu: None,
             prev_disk: HashMap::new(),
+            procs: Processes::default(),
             last: HashMap::new(),
             generation: 0,
             read_errors: 0,
@@ -153,7 +156,7 @@ impl Collector {
         self.generation += 1;
         self.out.clear();
         let c = self.cfg.clone();
-        if c.cpu || c.processes || c.uptime {
+        if c.cpu || c.kernel || c.uptime {
             self.stat(&c);
         }
         if c.load {
@@ -182,6 +185,9 @@ impl Collector {
         }
         if c.cgroup {
             self.cgroup();
+        }
+        if !c.process_names.is_empty() || !c.process_pidfiles.is_empty() {
+            self.processes(&c);
         }
         let generation = self.generation;
         self.last.retain(|_, (_, g)| *g == generation);
@@ -220,7 +226,7 @@ impl Collector {
             }
             self.prev_cpu = Some((stat.total, stat.cpus.clone()));
         }
-        if c.processes {
+        if c.kernel {
             if let Some(v) = stat.ctxt {
                 self.counter("system.cpu.context_switches", &[], v, 1.0);
             }
@@ -491,6 +497,32 @@ impl Collector {
                 "system.fs.file_handles.in_use",
                 &[],
                 used as f64 / max as f64,
+            );
+        }
+    }
+
+    fn processes(&mut self, c: &HostMetricsConfig) {
+        let pidfiles: Vec<(String, String)> = c
+            .process_pidfiles
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        let proc_dir = self.path("proc");
+        for (name, s) in self.procs.read(&proc_dir, &c.process_names, &pidfiles) {
+            let tags = [format!("process_name:{name}")];
+            self.gauge("system.processes.number", &tags, s.count as f64);
+            if s.count == 0 {
+                continue;
+            }
+            if let Some(pct) = s.cpu_pct {
+                self.gauge("system.processes.cpu.pct", &tags, pct);
+            }
+            self.gauge("system.processes.mem.rss", &tags, s.rss_bytes as f64);
+            self.gauge("system.processes.threads", &tags, s.threads as f64);
+            self.gauge(
+                "system.processes.open_file_descriptors",
+                &tags,
+                s.fds as f64,
             );
         }
     }

@@ -1,6 +1,7 @@
 //! The `[host_metrics]` section: the switch, the interval, one switch per group, and the
 //! include/exclude lists of mount points, filesystem types, interfaces and disk devices.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,11 @@ pub struct HostMetricsConfig {
     /// `system.uptime`.
     pub uptime: bool,
     /// `system.cpu.context_switches`, `system.linux.processes_created`, running/blocked.
-    pub processes: bool,
+    pub kernel: bool,
+    /// Named processes to report, matched against `/proc/<pid>/comm` (at most 15 bytes).
+    pub process_names: Vec<String>,
+    /// Processes to report by pidfile: name = path.
+    pub process_pidfiles: BTreeMap<String, String>,
     /// `container.*` from this process's cgroup v2.
     pub cgroup: bool,
     /// Mount points to report (exact, or a glob with `*`); empty = all. A mount point listed
@@ -108,7 +113,9 @@ impl Default for HostMetricsConfig {
             udp: true,
             file_handles: true,
             uptime: true,
-            processes: true,
+            kernel: true,
+            process_names: Vec::new(),
+            process_pidfiles: BTreeMap::new(),
             cgroup: true,
             mount_points_include: Vec::new(),
             mount_points_exclude: Vec::new(),
@@ -152,12 +159,21 @@ impl HostMetricsConfig {
             ("interfaces_exclude", &self.interfaces_exclude),
             ("devices_include", &self.devices_include),
             ("devices_exclude", &self.devices_exclude),
+            ("process_names", &self.process_names),
         ];
         for (key, list) in lists {
             if list.iter().any(|p| p.trim().is_empty()) {
                 return Err(ConfigError::invalid(
                     format!("host_metrics.{key}"),
                     ": a pattern must not be empty",
+                ));
+            }
+        }
+        for (name, path) in &self.process_pidfiles {
+            if name.trim().is_empty() || path.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("host_metrics.process_pidfiles.{name}"),
+                    ": the name and the path must not be empty",
                 ));
             }
         }

@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod collect;
 pub mod config;
+pub mod process;
 pub mod procfs;
 #[cfg(test)]
 mod tests;

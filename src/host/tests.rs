@@ -275,3 +275,38 @@ fn one_collection_over_a_copied_root() {
     assert!(find(&second, "container.memory.oom_events", None).is_some());
     assert!(find(&second, "system.cpu.user", None).is_none());
 }
+
+#[test]
+fn pid_stat_with_spaces_and_parentheses_in_the_name() {
+    let text = "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 1200 0 3 0 250 75 0 0 20 0 7 0 \
+                123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+    let (comm, s) = super::process::parse_pid_stat(text).expect("parses");
+    assert_eq!(comm, "my (odd) app");
+    assert_eq!(s.ticks, 325);
+    assert_eq!(s.threads, 7);
+    assert_eq!(s.rss_pages, 2048);
+    assert!(super::process::parse_pid_stat("12 (x) S 1").is_none());
+}
+
+#[test]
+fn this_test_process_by_pidfile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("me.pid");
+    std::fs::write(&pidfile, std::process::id().to_string()).expect("write");
+    let mut p = super::process::Processes::default();
+    let files = [
+        ("me".to_string(), pidfile.display().to_string()),
+        (
+            "gone".to_string(),
+            dir.path().join("none.pid").display().to_string(),
+        ),
+    ];
+    let first = p.read(std::path::Path::new("/proc"), &[], &files);
+    assert_eq!(first[0].0, "me");
+    assert_eq!(first[0].1.count, 1);
+    assert!(first[0].1.rss_bytes > 0 && first[0].1.threads >= 1 && first[0].1.fds >= 3);
+    assert_eq!(first[0].1.cpu_pct, None);
+    assert_eq!((first[1].0.as_str(), first[1].1.count), ("gone", 0));
+    let second = p.read(std::path::Path::new("/proc"), &[], &files);
+    assert!(second[0].1.cpu_pct.is_some_and(|v| v >= 0.0));
+}
