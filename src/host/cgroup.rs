@@ -41,11 +41,12 @@ pub fn parse_cpu_max(text: &str) -> Option<(Option<u64>, u64)> {
     Some((quota, period))
 }
 
-/// `memory.max`, `pids.max`: a number, or None for `max`. Err for text that is neither.
-pub fn parse_max(text: &str) -> Result<Option<u64>, ()> {
+/// `memory.max`, `pids.max`: `Some(Some(n))` for a number, `Some(None)` for `max`, None for
+/// text that is neither.
+pub fn parse_max(text: &str) -> Option<Option<u64>> {
     match text.trim() {
-        "max" => Ok(None),
-        v => v.parse().map(Some).map_err(|_| ()),
+        "max" => Some(None),
+        v => v.parse().ok().map(Some),
     }
 }
 
@@ -135,8 +136,8 @@ pub fn read(dir: &Path, bad: &mut u64) -> Cgroup {
     let mut max = |name: &str| {
         let t = file(name)?;
         let v = parse_max(&t);
-        *bad += u64::from(v.is_err());
-        v.ok()
+        *bad += u64::from(v.is_none());
+        v
     };
     c.memory_max = max("memory.max");
     c.pids_max = max("pids.max");

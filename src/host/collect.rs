@@ -592,6 +592,8 @@ pub fn statvfs(path: &Path) -> Option<FsStats> {
     }
     // SAFETY: statvfs returned 0, so it initialised `s`.
     let s = unsafe { s.assume_init() };
+    // The fields' types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
     Some(FsStats {
         frsize: if s.f_frsize > 0 {
             s.f_frsize
