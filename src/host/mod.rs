@@ -11,6 +11,7 @@ pub mod collect;
 pub mod config;
 pub mod process;
 pub mod procfs;
+pub mod statvfs;
 #[cfg(test)]
 mod tests;
 
