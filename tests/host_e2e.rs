@@ -201,6 +201,18 @@ fn values_agree_with_node_exporter() {
     );
     let n = ne.metrics();
 
+    // /health says what was found of this process's cgroup.
+    let (_, health) = t.get("/health");
+    let h: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    let cg = h["components"]["host_metrics_cgroup"]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cg.starts_with("cgroup v2 ") || cg.starts_with("no cgroup v2"),
+        "{health}"
+    );
+
     // Memory: the same MemTotal, ours in MiB (Datadog's unit).
     let ours = sample(&m, "system_mem_total", &[]).expect("mem") * 1048576.0;
     let theirs = sample(&n, "node_memory_MemTotal_bytes", &[]).expect("ne mem");
@@ -386,6 +398,8 @@ fn disk_space_alert_fires_on_a_filled_tmpfs() {
     let mp = mnt.display().to_string();
     let t = Tallyd::start(&host_config(&format!(
         r#"mount_points_include = ["{mp}"]
+network = false
+tcp_states = false
 [[alerts.rules]]
 name = "DiskSpaceLow"
 metric = "system.disk.in_use"
@@ -401,6 +415,10 @@ critical = 0.9
     assert_eq!(sample(&m, "system_disk_total", &tag), Some(4096.0));
     assert!(sample(&m, "system_disk_in_use", &tag).is_some_and(|v| v < 0.1));
     assert!(!firing(&t, "DiskSpaceLow"));
+    // Only the listed mount point, and no group that is switched off.
+    assert!(sample(&m, "system_disk_total", &[("mountpoint", "/")]).is_none());
+    assert!(!m.contains("system_net_"), "network and tcp_states are off");
+    assert!(m.contains("system_mem_total{"), "the other groups stay on");
     // Fill 3.8 of its 4 MiB.
     std::fs::write(mnt.join("fill"), vec![1u8; 3_800 * 1024]).expect("fill");
     wait("DiskSpaceLow to fire", 20, || firing(&t, "DiskSpaceLow"));
