@@ -52,14 +52,31 @@ fn all_groups() -> HostMetricsConfig {
     }
 }
 
+/// This thread's CPU time (user + system), seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 fn count(what: &str, cfg: HostMetricsConfig) {
     let mut c = Collector::new(cfg, PathBuf::from("/"));
     c.collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let (a, b) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
     let points = c.collect();
     let (a, b) = (ALLOCS.load(Relaxed) - a, BYTES.load(Relaxed) - b);
+    let cpu = thread_cpu();
+    for _ in 0..200 {
+        c.collect();
+    }
+    let cpu_ms = (thread_cpu() - cpu) / 200.0 * 1e3;
     println!(
-        "{what}: {} values, {a} allocations, {b} bytes allocated per collection",
+        "{what}: {} values, {a} allocations, {b} bytes allocated, {cpu_ms:.3} ms CPU (user+sys) per collection",
         points.len()
     );
 }
@@ -74,6 +91,14 @@ fn benches(c: &mut Criterion) {
         "collect_all (every group, per core, a process by name)",
         all_groups(),
     );
+    let no_tcp = HostMetricsConfig {
+        tcp_states: false,
+        ..defaults.clone()
+    };
+    count(
+        "collect_no_tcp (default groups but tcp_states)",
+        no_tcp.clone(),
+    );
 
     let mut g = c.benchmark_group("host");
     let mut col = Collector::new(defaults.clone(), PathBuf::from("/"));
@@ -82,6 +107,9 @@ fn benches(c: &mut Criterion) {
     let mut all = Collector::new(all_groups(), PathBuf::from("/"));
     all.collect();
     g.bench_function("collect_all", |b| b.iter(|| all.collect()));
+    let mut quick = Collector::new(no_tcp, PathBuf::from("/"));
+    quick.collect();
+    g.bench_function("collect_no_tcp", |b| b.iter(|| quick.collect()));
 
     let agg = Aggregator::new(
         &AggregateConfig::default(),

@@ -310,3 +310,35 @@ fn this_test_process_by_pidfile() {
     let second = p.read(std::path::Path::new("/proc"), &[], &files);
     assert!(second[0].1.cpu_pct.is_some_and(|v| v >= 0.0));
 }
+
+#[test]
+fn validate_names_the_key() {
+    let ok = HostMetricsConfig::default();
+    assert!(ok.validate().is_ok());
+    assert_eq!(
+        ok.interval_or(std::time::Duration::from_secs(10)).as_secs(),
+        10
+    );
+    let short = HostMetricsConfig {
+        interval: std::time::Duration::from_millis(50),
+        ..HostMetricsConfig::default()
+    };
+    assert_eq!(
+        short.validate().expect_err("short").key,
+        "host_metrics.interval"
+    );
+    let blank = HostMetricsConfig {
+        interfaces_exclude: vec![" ".into()],
+        ..HostMetricsConfig::default()
+    };
+    assert_eq!(
+        blank.validate().expect_err("blank").key,
+        "host_metrics.interfaces_exclude"
+    );
+    let mut pidfile = HostMetricsConfig::default();
+    pidfile.process_pidfiles.insert("app".into(), String::new());
+    assert_eq!(
+        pidfile.validate().expect_err("empty path").key,
+        "host_metrics.process_pidfiles.app"
+    );
+}
