@@ -342,3 +342,13 @@ fn validate_names_the_key() {
         "host_metrics.process_pidfiles.app"
     );
 }
+
+#[test]
+fn readings_wait_at_most_one_interval_and_never_twice_at_once() {
+    use std::time::Duration;
+    for (every, flush) in [(10_000, 10_000), (1_000, 200), (200, 10_000), (150, 100)] {
+        let (every, flush) = (Duration::from_millis(every), Duration::from_millis(flush));
+        let wait = super::until_next(every, flush);
+        assert!(wait <= every && wait >= every / 10, "{wait:?} for {every:?}");
+    }
+}
