@@ -349,6 +349,9 @@ fn readings_wait_at_most_one_interval_and_never_twice_at_once() {
     for (every, flush) in [(10_000, 10_000), (1_000, 200), (200, 10_000), (150, 100)] {
         let (every, flush) = (Duration::from_millis(every), Duration::from_millis(flush));
         let wait = super::until_next(every, flush);
-        assert!(wait <= every && wait >= every / 10, "{wait:?} for {every:?}");
+        assert!(
+            wait <= every && wait >= every / 10,
+            "{wait:?} for {every:?}"
+        );
     }
 }
