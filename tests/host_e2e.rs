@@ -432,3 +432,74 @@ critical = 0.9
         !firing(&t, "DiskSpaceLow")
     });
 }
+
+#[test]
+fn datadog_gets_the_system_check_names_the_host_and_rates() {
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    let intake = common::intake::Intake::start(KEY);
+    let t = Tallyd::start(&format!(
+        r#"
+[aggregate]
+flush_interval = "1s"
+[datadog]
+api_key = "{KEY}"
+url = "{}"
+hostname = "test-host"
+[queue]
+directory = "@DIR@/queue"
+{}"#,
+        intake.url(),
+        host_config("")
+    ));
+    let names = [
+        "system.cpu.user",
+        "system.net.bytes_rcvd",
+        "system.mem.total",
+    ];
+    intake.wait(20, "host metrics at the intake", |a| {
+        names
+            .iter()
+            .all(|n| a.series.iter().any(|s| s.metric == *n))
+    });
+    let a = intake.accepted();
+    let series = |name: &str| {
+        a.series
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    for n in names {
+        let s = series(n);
+        assert!(
+            s.resources
+                .iter()
+                .any(|r| r.rtype == "host" && r.name == "test-host"),
+            "{n}: the host is the series' host: {:?}",
+            s.resources
+        );
+        assert!(
+            !s.tags.iter().any(|t| t.starts_with("host:")),
+            "{n}: {:?}",
+            s.tags
+        );
+    }
+    // 1 count, 2 rate, 3 gauge: byte counts go out as a rate per second, as Datadog's check.
+    assert_eq!(series("system.cpu.user").mtype, 3);
+    assert_eq!(series("system.mem.total").mtype, 3);
+    let bytes = a
+        .series
+        .iter()
+        .find(|s| s.metric == "system.net.bytes_rcvd" && s.tags.iter().any(|t| t == "interface:lo"))
+        .expect("lo");
+    assert_eq!(bytes.mtype, 2);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    let mib = series("system.mem.total").points[0].value;
+    assert!((mib - kb / 1024.0).abs() < 1e-6, "{mib} MiB vs {kb} kB");
+    drop(a);
+    drop(t);
+}
