@@ -503,3 +503,71 @@ directory = "@DIR@/queue"
     drop(a);
     drop(t);
 }
+
+#[test]
+fn host_cpu_alert_fires_and_resolves_on_a_proc_stat_the_test_drives() {
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    // The machine's own CPU is shared with whatever else runs, so this rule reads a root
+    // (`host_metrics.root`) whose proc/stat the test writes: busy (user ticks only), then
+    // idle. The process test above is the one with a real busy loop.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("proc")).expect("proc");
+    let phase = Arc::new(AtomicU8::new(1)); // 1 busy, 0 idle, 2 stop
+    let writer = {
+        let (phase, proc_dir) = (Arc::clone(&phase), dir.path().join("proc"));
+        std::thread::spawn(move || {
+            let (mut user, mut idle) = (1000u64, 1000u64);
+            loop {
+                match phase.load(Relaxed) {
+                    1 => user += 5,
+                    0 => idle += 5,
+                    _ => return,
+                }
+                let text = format!(
+                    "cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {user} 0 0 {idle} 0 0 0 0 0 0\n\
+                     ctxt 1\nbtime 1\nprocesses 1\n"
+                );
+                let tmp = proc_dir.join("stat.tmp");
+                std::fs::write(&tmp, text).expect("write stat");
+                std::fs::rename(&tmp, proc_dir.join("stat")).expect("rename");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let t = Tallyd::start(&format!(
+        r#"
+[alerts]
+default_rules = false
+[[alerts.rules]]
+name = "HostCpuBusy"
+metric = "system.cpu.user"
+warn = 80.0
+[host_metrics]
+enabled = true
+interval = "1s"
+root = "{}"
+load = false
+memory = false
+filesystem = false
+disk_io = false
+network = false
+tcp_states = false
+udp = false
+file_handles = false
+uptime = false
+kernel = false
+cgroup = false
+"#,
+        dir.path().display()
+    ));
+    wait("HostCpuBusy to fire", 20, || firing(&t, "HostCpuBusy"));
+    assert_eq!(sample(&t.metrics(), "system_cpu_user", &[]), Some(100.0));
+    phase.store(0, Relaxed);
+    wait("HostCpuBusy to resolve", 20, || !firing(&t, "HostCpuBusy"));
+    t.wait_metrics(
+        |m| sample(m, "system_cpu_idle", &[]) == Some(100.0),
+        "idle at 100 %",
+    );
+    phase.store(2, Relaxed);
+    writer.join().expect("writer");
+}

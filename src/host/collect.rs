@@ -59,7 +59,8 @@ impl Collector {
             last_warn: None,
             out: Vec::new(),
         };
-        c.find_cgroup();
+        let root = c.root.clone();
+        c.find_cgroup(&root);
         c
     }
 
@@ -87,13 +88,17 @@ impl Collector {
         }
     }
 
-    fn find_cgroup(&mut self) {
+    /// Finds this process's cgroup v2 in the files under `base` (the collector's root at
+    /// first; the topology passes `/` when `host_metrics.root` is the host's, since the
+    /// cgroup reported is tallyd's own).
+    pub fn find_cgroup(&mut self, base: &std::path::Path) {
+        self.cgroup_dir = None;
         if !self.cfg.cgroup {
             self.cgroup_note = "cgroup metrics off (host_metrics.cgroup = false)".into();
             return;
         }
-        let own = std::fs::read_to_string(self.path("proc/self/cgroup")).unwrap_or_default();
-        let mounts = std::fs::read_to_string(self.path("proc/self/mountinfo")).unwrap_or_default();
+        let own = std::fs::read_to_string(base.join("proc/self/cgroup")).unwrap_or_default();
+        let mounts = std::fs::read_to_string(base.join("proc/self/mountinfo")).unwrap_or_default();
         let mounts = procfs::parse_mountinfo(&mounts);
         let found = cgroup::v2_path(&own).and_then(|p| Some((p, cgroup::v2_dir(&mounts, p)?)));
         match found {
@@ -104,7 +109,7 @@ impl Collector {
                 self.cgroup_note = "no cgroup v2 (v1 only or none): no container metrics".into()
             }
             Some((path, dir)) => {
-                let dir = self.root.join(dir.strip_prefix("/").unwrap_or(&dir));
+                let dir = base.join(dir.strip_prefix("/").unwrap_or(&dir));
                 let mut bad = 0;
                 let now = cgroup::read(&dir, &mut bad);
                 self.cgroup_note =
@@ -316,7 +321,13 @@ impl Collector {
     }
 
     fn filesystems(&mut self, c: &HostMetricsConfig) {
-        let Some(t) = self.read("proc/self/mountinfo") else {
+        // Under the host's root, its mounts are those of its init process, not ours.
+        let table = if self.cfg.root == "/" {
+            "proc/self/mountinfo"
+        } else {
+            "proc/1/mountinfo"
+        };
+        let Some(t) = self.read(table) else {
             return;
         };
         let mounts = Filter {

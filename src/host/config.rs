@@ -18,6 +18,9 @@ pub struct HostMetricsConfig {
     /// How often to collect; 0 = the flush interval (`aggregate.flush_interval`).
     #[serde(with = "duration_str")]
     pub interval: Duration,
+    /// Where `/proc`, `/sys` and the mount points are read: `/`, or the directory the host's
+    /// root is mounted at when tallyd runs in a container and reports the host.
+    pub root: String,
     /// `system.cpu.*`: utilisation by mode, all CPUs.
     pub cpu: bool,
     /// The same per core, tagged `cpu:cpuN`.
@@ -102,6 +105,7 @@ impl Default for HostMetricsConfig {
         Self {
             enabled: false,
             interval: Duration::ZERO,
+            root: "/".into(),
             cpu: true,
             per_cpu: false,
             load: true,
@@ -148,6 +152,12 @@ impl HostMetricsConfig {
             return Err(ConfigError::invalid(
                 "host_metrics.interval",
                 ": must be 0 (the flush interval) or at least 100ms",
+            ));
+        }
+        if !self.root.starts_with('/') {
+            return Err(ConfigError::invalid(
+                "host_metrics.root",
+                ": must be an absolute path",
             ));
         }
         let lists = [

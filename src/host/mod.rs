@@ -118,7 +118,10 @@ pub fn start(cfg: &HostMetricsConfig, ctx: &mut Context) -> Result<Running, Erro
     let every = cfg.interval_or(ctx.aggregator.interval());
     let stats = Arc::new(HostStats::default());
     ctx.telemetry.register(stats.clone());
-    let mut collector = Collector::new(cfg.clone(), PathBuf::from("/"));
+    let mut collector = Collector::new(cfg.clone(), PathBuf::from(&cfg.root));
+    if cfg.root != "/" {
+        collector.find_cgroup(std::path::Path::new("/"));
+    }
     let cgroup = collector.cgroup_summary();
     let shard = ctx.aggregator.new_shard();
     let shared = Arc::clone(ctx.aggregator.shared());

@@ -335,6 +335,14 @@ fn validate_names_the_key() {
         blank.validate().expect_err("blank").key,
         "host_metrics.interfaces_exclude"
     );
+    let relative = HostMetricsConfig {
+        root: "host".into(),
+        ..HostMetricsConfig::default()
+    };
+    assert_eq!(
+        relative.validate().expect_err("relative").key,
+        "host_metrics.root"
+    );
     let mut pidfile = HostMetricsConfig::default();
     pidfile.process_pidfiles.insert("app".into(), String::new());
     assert_eq!(
