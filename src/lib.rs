@@ -9,6 +9,7 @@
 //! | StatsD UDP, Unix socket and TCP listeners | [`statsd`] | intake |
 //! | OTLP/HTTP and OTLP/gRPC receivers | [`otlp`] | intake |
 //! | GPS tracker server, point delivery | [`gps`] | intake, delivery |
+//! | host and container metrics (`/proc`, cgroup v2) | [`host`] | intake |
 //! | the window clock | [`flusher`] | flush |
 //! | Prometheus state for `/metrics` | [`sinks::prometheus`] | flush |
 //! | Datadog and remote_write delivery | [`sinks::datadog`], [`sinks::remote_write`] | delivery |
@@ -29,6 +30,7 @@ pub mod component;
 pub mod config;
 pub mod flusher;
 pub mod gps;
+pub mod host;
 pub mod model;
 pub mod otlp;
 pub mod queue;

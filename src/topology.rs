@@ -16,7 +16,7 @@ use crate::base::health::Status;
 use crate::component::Context;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
-use crate::{alert, api, flusher, gps, otlp, sinks, statsd};
+use crate::{alert, api, flusher, gps, host, otlp, sinks, statsd};
 
 /// Runs tallyd until `shutdown` completes, then drains stage by stage and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -137,6 +137,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         .await?
         .report(&health);
     otlp::start(&cfg.otlp, ctx).await?.report(&health);
+    host::start(&cfg.host_metrics, ctx)?.report(&health);
 
     // The HTTP API last, over what the components expose.
     let scrapes = api::Scrapes::new(&cfg.prometheus);

@@ -26,6 +26,24 @@ fn check_config_accepts_the_shipped_file() {
 }
 
 #[test]
+fn check_config_accepts_the_platform_alerts_example() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/examples/platform-alerts.toml"
+    );
+    let out = command()
+        .args(["check-config", "--config", file])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "config ok");
+}
+
+#[test]
 fn check_config_names_key_line_and_column() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = write(

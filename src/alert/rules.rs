@@ -534,7 +534,42 @@ mod example_tests {
             .filter(|r| !r.builtin)
             .map(|r| r.name.as_str())
             .collect();
-        assert_eq!(user.len(), 10, "{user:?}");
+        assert_eq!(user.len(), 21, "{user:?}");
         assert!(rules.iter().any(|r| r.builtin), "health rules stay on");
+        assert!(
+            cfg.host_metrics.enabled,
+            "the infrastructure rules need host metrics"
+        );
+        // Every host and container metric a rule reads is one the collector emits (two
+        // collections over the fixture root, with this process as a named process).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("me.pid");
+        std::fs::write(&pidfile, std::process::id().to_string()).expect("pidfile");
+        let mut host = cfg.host_metrics.clone();
+        host.process_pidfiles
+            .insert("me".into(), pidfile.display().to_string());
+        // The fixture root has a container's cgroup with limits; its /proc/stat does not move
+        // between two readings, so CPU comes from this machine's.
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/host/root");
+        let mut emitted: Vec<String> = Vec::new();
+        for root in [fixture, std::path::PathBuf::from("/")] {
+            let mut c = crate::host::Collector::new(host.clone(), root);
+            emitted.extend(c.collect().into_iter().map(|p| p.name));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            emitted.extend(c.collect().into_iter().map(|p| p.name));
+        }
+        for r in &cfg.alerts.rules {
+            let sel = [r.numerator.as_ref(), r.denominator.as_ref()];
+            let names = std::iter::once(r.metric.as_str())
+                .chain(sel.into_iter().flatten().map(|s| s.metric.as_str()));
+            for n in names.filter(|n| n.starts_with("system.") || n.starts_with("container.")) {
+                assert!(
+                    emitted.iter().any(|e| e == n),
+                    "{}: {n} is not collected",
+                    r.name
+                );
+            }
+        }
     }
 }

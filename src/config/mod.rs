@@ -19,6 +19,7 @@ pub use crate::base::error::{ConfigError, ErrorKind};
 use crate::base::redact::serde_message;
 pub use crate::base::redact::MARKER as REDACTED;
 pub use crate::gps::GpsConfig;
+pub use crate::host::HostMetricsConfig;
 pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
 pub use crate::queue::QueueConfig;
 pub use crate::sinks::datadog::config::{Compression, DatadogConfig};
@@ -52,6 +53,8 @@ pub struct Config {
     pub otlp: OtlpConfig,
     /// `[remote_write]`: forwarding with Prometheus remote write.
     pub remote_write: RemoteWriteConfig,
+    /// `[host_metrics]`: host and container metrics.
+    pub host_metrics: HostMetricsConfig,
 }
 
 /// The `[log]` section.
@@ -180,6 +183,7 @@ impl Config {
         self.queue.validate()?;
         self.otlp.validate()?;
         self.remote_write.validate()?;
+        self.host_metrics.validate()?;
         self.alerts.validate()?;
         self.alerts
             .validate_datadog_notifiers(!self.datadog.api_key.is_empty())
