@@ -1,0 +1,420 @@
+//! OTLP export end to end, with the real binary on both sides.
+//!
+//! - tallyd A exports to tallyd B's OTLP receiver (tonic/axum servers on the official
+//!   `opentelemetry-proto` definitions) over OTLP/HTTP with gzip, OTLP/HTTP uncompressed and
+//!   OTLP/gRPC; B's `/metrics` shows A's counters, gauges, sets and summary count/sum.
+//! - B stopped while A keeps counting, then restarted on the same port: B receives exactly what
+//!   was counted while it was down, nothing missing and nothing twice.
+//! - A stand-in OTLP/HTTP receiver answers a partial success, then 400: the rejected points are
+//!   counted, the 400 request is dead-lettered (with the response) and shows in
+//!   `/admin/queue/stats`, and is never retried.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{value, Tallyd};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message as _;
+use serde_json::Value;
+
+fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// B: a tallyd whose OTLP receiver adds no tags of its own (so its series equal A's).
+fn receiver(http_listen: &str) -> Tallyd {
+    Tallyd::start(&format!(
+        "[otlp]\nhttp_listen = \"{http_listen}\"\nattribute_tags = []\n"
+    ))
+}
+
+/// A: a tallyd exporting to `endpoint`.
+fn exporter(protocol: &str, endpoint: &str, compression: &str) -> Tallyd {
+    Tallyd::start(&format!(
+        r#"
+[otlp_export]
+enabled = true
+protocol = "{protocol}"
+endpoint = "{endpoint}"
+compression = "{compression}"
+service_name = "e2e"
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "300ms"
+"#
+    ))
+}
+
+/// Values the exporter's and the receiver's `/metrics` must agree on.
+const SERIES: &[&str] = &[
+    "ox_hits_total{env=\"prod\"}",
+    "ox_temp",
+    "ox_users",
+    "ox_lat_count",
+    "ox_lat_sum",
+    "ox_size_count",
+    "ox_size_sum",
+];
+
+fn roundtrip(protocol: &str, compression: &str) {
+    let b = receiver("127.0.0.1:0");
+    let target = match protocol {
+        "grpc" => b.otlp_grpc.expect("gRPC listener"),
+        _ => b.otlp_http.expect("HTTP listener"),
+    };
+    let a = exporter(protocol, &format!("http://{target}"), compression);
+    a.send_tcp(
+        "ox.hits:3|c|#env:prod\nox.temp:21.5|g\nox.users:alice|s\nox.users:bob|s\n\
+         ox.lat:10|ms\nox.lat:30|ms\nox.lat:0.5|ms\nox.size:100|h\nox.size:250000|h\n",
+    );
+    a.wait_value("ox_hits_total{env=\"prod\"}", 3.0);
+    a.send_tcp("ox.hits:2|c|#env:prod\nox.lat:7|ms\n");
+    a.wait_value("ox_hits_total{env=\"prod\"}", 5.0);
+    let am = a.wait_metrics(
+        |m| value(m, "ox_lat_count") == Some(4.0),
+        "A's 4 timer samples",
+    );
+    let want: Vec<(String, f64)> = SERIES
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                value(&am, s).unwrap_or_else(|| panic!("{s} on A:\n{am}")),
+            )
+        })
+        .collect();
+    assert_eq!(want[0].1, 5.0);
+    assert_eq!(want[2].1, 2.0, "the set's distinct count");
+    assert_eq!(want[4].1, 47.5);
+    let bm = b.wait_metrics(
+        |m| want.iter().all(|(s, v)| value(m, s) == Some(*v)),
+        &format!("B to show A's values {want:?}"),
+    );
+    // Nothing was dead-lettered or retried for good measure.
+    let (_, stats) = a.get("/admin/queue/stats");
+    let v: Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(v["queues"]["otlp"]["dead_lettered"], 0, "{stats}");
+    assert!(
+        value(&bm, "ox_lat{quantile=\"0.99\"}").is_some(),
+        "B keeps a summary of the histogram:\n{bm}"
+    );
+    let am = a.metrics();
+    assert!(
+        value(&am, "tallyd_otlp_export_points_total").unwrap_or(0.0) >= 7.0,
+        "{am}"
+    );
+    assert_eq!(
+        value(&am, "tallyd_otlp_export_rejected_points_total"),
+        Some(0.0),
+        "{am}"
+    );
+}
+
+#[test]
+fn http_gzip_to_a_tallyd_receiver() {
+    roundtrip("http/protobuf", "gzip");
+}
+
+#[test]
+fn http_uncompressed_to_a_tallyd_receiver() {
+    roundtrip("http/protobuf", "none");
+}
+
+#[test]
+fn grpc_to_a_tallyd_receiver() {
+    roundtrip("grpc", "gzip");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn queue_empty(t: &Tallyd) -> bool {
+    let m = t.metrics();
+    value(&m, "tallyd_forwarder_queue_depth{queue=\"otlp\"}") == Some(0.0)
+}
+
+#[test]
+fn receiver_outage_loses_nothing_and_doubles_nothing() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut b = receiver(&listen);
+    let a = exporter("http/protobuf", &format!("http://{listen}"), "gzip");
+    let series = "ox_hits_total{env=\"prod\"}";
+    a.send_tcp("ox.hits:4|c|#env:prod\n");
+    b.wait_value(series, 4.0);
+    wait_until(10, "A's queue to empty", || queue_empty(&a).then_some(()));
+    assert!(b.terminate().success());
+
+    // Counted while B is down, over several windows.
+    let mut sent = 0.0;
+    for i in 1..=5 {
+        a.send_tcp(&format!("ox.hits:{i}|c|#env:prod\n"));
+        sent += f64::from(i);
+        a.wait_value(series, 4.0 + sent);
+    }
+    let m = a.wait_metrics(
+        |m| {
+            value(m, "tallyd_forwarder_retries_total{queue=\"otlp\"}").unwrap_or(0.0) >= 1.0
+                && value(m, "tallyd_forwarder_queue_depth{queue=\"otlp\"}").unwrap_or(0.0) >= 1.0
+        },
+        "failed attempts and a backlog while B is down",
+    );
+    assert_eq!(
+        value(&m, "tallyd_forwarder_dead_lettered_total{queue=\"otlp\"}"),
+        Some(0.0),
+        "{m}"
+    );
+
+    // B comes back on the same address; its counter starts from zero.
+    let b = receiver(&listen);
+    b.wait_value(series, sent);
+    wait_until(15, "A's queue to drain", || queue_empty(&a).then_some(()));
+    // Every payload is acknowledged only after B took it: once the queue is empty, a second
+    // delivery of anything would already show.
+    let bm = b.metrics();
+    assert_eq!(value(&bm, series), Some(sent), "{bm}");
+    let (_, stats) = a.get("/admin/queue/stats");
+    let v: Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(v["queues"]["otlp"]["dead_lettered"], 0, "{stats}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stand-in OTLP/HTTP receiver with scripted answers.
+
+#[derive(Debug, Clone)]
+struct Seen {
+    status: u16,
+    headers: Vec<(String, String)>,
+    request: ExportMetricsServiceRequest,
+}
+
+struct StandIn {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// One answer: status, body.
+type Answer = (u16, Vec<u8>);
+
+impl StandIn {
+    /// Answers the scripted `answers` in order, then 200 with an empty response.
+    fn start(answers: Vec<Answer>) -> StandIn {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        let s = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for c in l.incoming().map_while(Result::ok) {
+                let (s, script) = (Arc::clone(&s), Arc::clone(&script));
+                std::thread::spawn(move || serve(c, &s, &script));
+            }
+        });
+        StandIn { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+fn serve(
+    c: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    script: &Mutex<std::collections::VecDeque<Answer>>,
+) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut w = c.try_clone().expect("clone");
+    let mut r = BufReader::new(c);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        assert!(line.starts_with("POST /v1/metrics "), "{line}");
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let len: usize = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .expect("length");
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).expect("body");
+        assert_eq!(
+            get("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        if get("content-encoding").as_deref() == Some("gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .expect("gzip");
+            body = out;
+        }
+        let request = ExportMetricsServiceRequest::decode(&body[..]).expect("protobuf");
+        let (status, answer) = script
+            .lock()
+            .expect("script")
+            .pop_front()
+            .unwrap_or((200, Vec::new()));
+        seen.lock().expect("seen").push(Seen {
+            status,
+            headers: headers.clone(),
+            request,
+        });
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            answer.len()
+        );
+        if w.write_all(head.as_bytes())
+            .and_then(|()| w.write_all(&answer))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn points(r: &ExportMetricsServiceRequest) -> usize {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .map(|sm| sm.metrics.len())
+        .sum()
+}
+
+fn names(r: &ExportMetricsServiceRequest) -> Vec<String> {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+#[test]
+fn partial_success_is_counted_and_a_400_is_dead_lettered() {
+    let partial = ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: 2,
+            error_message: "2 points had bad names".into(),
+        }),
+    }
+    .encode_to_vec();
+    let rx = StandIn::start(vec![(200, partial), (400, b"malformed request".to_vec())]);
+    let a = Tallyd::start(&format!(
+        r#"
+[otlp_export]
+enabled = true
+endpoint = "http://{}"
+headers = {{ "api-key" = "s3cr3t-key" }}
+[gps]
+# Its fleet gauges would be windows of their own; here every request is one the test sent.
+enabled = false
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "300ms"
+"#,
+        rx.addr
+    ));
+    a.send_tcp("ox.first:1|c\n");
+    wait_until(15, "the first request", || {
+        (!rx.seen().is_empty()).then_some(())
+    });
+    a.send_tcp("ox.second:1|c\n");
+    a.wait_value("ox_second_total", 1.0);
+    let seen = wait_until(15, "the rejected request", || {
+        let s = rx.seen();
+        (s.len() >= 2).then_some(s)
+    });
+    assert_eq!(seen[0].status, 200);
+    assert!(seen[0]
+        .headers
+        .contains(&("api-key".to_string(), "s3cr3t-key".to_string())));
+    assert_eq!(names(&seen[0].request), ["ox.first"]);
+    assert_eq!(seen[1].status, 400);
+    assert_eq!(names(&seen[1].request), ["ox.second"]);
+    assert!(points(&seen[1].request) == 1);
+
+    let m = a.wait_metrics(
+        |m| value(m, "tallyd_forwarder_dead_lettered_total{queue=\"otlp\"}") == Some(1.0),
+        "one dead letter",
+    );
+    assert_eq!(
+        value(&m, "tallyd_otlp_export_rejected_points_total"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "tallyd_otlp_export_partial_success_responses_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "tallyd_forwarder_retries_total{queue=\"otlp\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    let (code, body) = a.get("/admin/queue/stats");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let q = &v["queues"]["otlp"];
+    assert_eq!(q["dlq_size"], 1, "{body}");
+    assert_eq!(q["dead_lettered"], 1, "{body}");
+    // The dead letter keeps the answer.
+    let dlq = a.path("queue/otlp/dlq");
+    let meta = wait_until(5, "the dead letter's metadata", || {
+        std::fs::read_dir(&dlq)
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|e| {
+                let text = String::from_utf8_lossy(&std::fs::read(e.path()).ok()?).into_owned();
+                text.contains("malformed request").then_some(text)
+            })
+    });
+    assert!(meta.contains("400"), "{meta}");
+    // The 400 was not retried: the next windows' requests are new ones.
+    a.send_tcp("ox.third:1|c\n");
+    let seen = wait_until(15, "a request after the rejected one", || {
+        let s = rx.seen();
+        (s.len() >= 3).then_some(s)
+    });
+    assert_eq!(names(&seen[2].request), ["ox.third"]);
+    // The header's value never shows in print-config style output or the log.
+    assert!(
+        !a.logs().iter().any(|l| l.contains("s3cr3t-key")),
+        "the header value leaked into the log"
+    );
+}
