@@ -43,6 +43,11 @@ fn receiver(http_listen: &str) -> Tallyd {
 
 /// A: a tallyd exporting to `endpoint`.
 fn exporter(protocol: &str, endpoint: &str, compression: &str) -> Tallyd {
+    exporter_with(protocol, endpoint, compression, "")
+}
+
+/// A with `extra` keys in `[otlp_export]`.
+fn exporter_with(protocol: &str, endpoint: &str, compression: &str, extra: &str) -> Tallyd {
     Tallyd::start(&format!(
         r#"
 [otlp_export]
@@ -51,6 +56,7 @@ protocol = "{protocol}"
 endpoint = "{endpoint}"
 compression = "{compression}"
 service_name = "e2e"
+{extra}
 [queue]
 directory = "@DIR@/queue"
 backoff_initial = "100ms"
@@ -71,12 +77,16 @@ const SERIES: &[&str] = &[
 ];
 
 fn roundtrip(protocol: &str, compression: &str) {
+    roundtrip_with(protocol, compression, "");
+}
+
+fn roundtrip_with(protocol: &str, compression: &str, extra: &str) {
     let b = receiver("127.0.0.1:0");
     let target = match protocol {
         "grpc" => b.otlp_grpc.expect("gRPC listener"),
         _ => b.otlp_http.expect("HTTP listener"),
     };
-    let a = exporter(protocol, &format!("http://{target}"), compression);
+    let a = exporter_with(protocol, &format!("http://{target}"), compression, extra);
     a.send_tcp(
         "ox.hits:3|c|#env:prod\nox.temp:21.5|g\nox.users:alice|s\nox.users:bob|s\n\
          ox.lat:10|ms\nox.lat:30|ms\nox.lat:0.5|ms\nox.size:100|h\nox.size:250000|h\n",
@@ -137,6 +147,16 @@ fn http_uncompressed_to_a_tallyd_receiver() {
 #[test]
 fn grpc_to_a_tallyd_receiver() {
     roundtrip("grpc", "gzip");
+}
+
+#[test]
+fn cumulative_counters_and_exponential_histograms() {
+    // B turns the cumulative totals back into increases; its totals equal A's.
+    roundtrip_with(
+        "http/protobuf",
+        "gzip",
+        "counter_temporality = \"cumulative\"\nhistogram = \"exponential\"",
+    );
 }
 
 fn free_port() -> u16 {
@@ -417,4 +437,206 @@ backoff_max = "300ms"
         !a.logs().iter().any(|l| l.contains("s3cr3t-key")),
         "the header value leaked into the log"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stand-in OTLP/gRPC receiver (tonic, the official service definition) with scripted answers.
+
+mod grpc {
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use tonic::codec::CompressionEncoding;
+    use tonic::{Request, Response, Status};
+
+    pub type Answer = Result<ExportMetricsServiceResponse, Status>;
+
+    #[derive(Clone)]
+    pub struct Script {
+        pub answers: Arc<Mutex<VecDeque<Answer>>>,
+        /// Each request's metric names and whether it was answered OK.
+        pub seen: Arc<Mutex<Vec<(Vec<String>, bool)>>>,
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Script {
+        async fn export(
+            &self,
+            req: Request<ExportMetricsServiceRequest>,
+        ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+            let names = super::names(req.get_ref());
+            let answer = self
+                .answers
+                .lock()
+                .expect("answers")
+                .pop_front()
+                .unwrap_or_else(|| Ok(ExportMetricsServiceResponse::default()));
+            self.seen
+                .lock()
+                .expect("seen")
+                .push((names, answer.is_ok()));
+            answer.map(Response::new)
+        }
+    }
+
+    struct Incoming(tokio::net::TcpListener);
+
+    impl futures_core::Stream for Incoming {
+        type Item = std::io::Result<tokio::net::TcpStream>;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s)))
+        }
+    }
+
+    /// Serves `script` on a loopback port until the process ends.
+    pub fn start(script: Script) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).expect("listener");
+                let svc =
+                    MetricsServiceServer::new(script).accept_compressed(CompressionEncoding::Gzip);
+                let _ = tonic::transport::Server::builder()
+                    .serve_with_incoming(svc, Incoming(l))
+                    .await;
+            });
+        });
+        addr
+    }
+}
+
+/// A `google.rpc.Status` with a `RetryInfo` of `secs`, as `grpc-status-details-bin` carries it.
+fn retry_info_details(secs: i64) -> Vec<u8> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Dur {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Info {
+        #[prost(message, optional, tag = "1")]
+        d: Option<Dur>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        t: String,
+        #[prost(bytes = "vec", tag = "2")]
+        v: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    RpcStatus {
+        code: 8,
+        details: vec![Any {
+            t: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            v: Info {
+                d: Some(Dur { seconds: secs }),
+            }
+            .encode_to_vec(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn grpc_codes_retry_info_partial_success_and_dead_letters() {
+    use tonic::{Code, Status};
+    let answers = vec![
+        // Retryable only because RetryInfo says when.
+        Err(Status::with_details(
+            Code::ResourceExhausted,
+            "slow down",
+            retry_info_details(1).into(),
+        )),
+        Err(Status::unavailable("restarting")),
+        Ok(ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: 3,
+                error_message: "3 points out of order".into(),
+            }),
+        }),
+        Err(Status::invalid_argument("bad request")),
+    ];
+    let script = grpc::Script {
+        answers: Arc::new(Mutex::new(answers.into())),
+        seen: Arc::default(),
+    };
+    let addr = grpc::start(script.clone());
+    let a = Tallyd::start(&format!(
+        r#"
+[otlp_export]
+enabled = true
+protocol = "grpc"
+endpoint = "http://{addr}"
+[gps]
+enabled = false
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "300ms"
+"#
+    ));
+    a.send_tcp("ox.first:1|c\n");
+    wait_until(20, "the first request delivered", || {
+        let s = script.seen.lock().expect("seen").clone();
+        (s.len() >= 3).then_some(())
+    });
+    a.send_tcp("ox.second:1|c\n");
+    let m = a.wait_metrics(
+        |m| value(m, "tallyd_forwarder_dead_lettered_total{queue=\"otlp\"}") == Some(1.0),
+        "the INVALID_ARGUMENT request dead-lettered",
+    );
+    let seen = script.seen.lock().expect("seen").clone();
+    let first = vec!["ox.first".to_string()];
+    assert_eq!(
+        seen[..3],
+        [
+            (first.clone(), false),
+            (first.clone(), false),
+            (first, true)
+        ],
+        "RESOURCE_EXHAUSTED with RetryInfo and UNAVAILABLE are retried, then accepted once"
+    );
+    assert_eq!(seen[3], (vec!["ox.second".to_string()], false));
+    assert_eq!(
+        value(&m, "tallyd_forwarder_retries_total{queue=\"otlp\"}"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "tallyd_otlp_export_rejected_points_total"),
+        Some(3.0),
+        "{m}"
+    );
+    let (_, body) = a.get("/admin/queue/stats");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["queues"]["otlp"]["dlq_size"], 1, "{body}");
+    // Not retried: the next request is a new window's.
+    a.send_tcp("ox.third:1|c\n");
+    let seen = wait_until(15, "the next request", || {
+        let s = script.seen.lock().expect("seen").clone();
+        (s.len() >= 5).then_some(s)
+    });
+    assert_eq!(seen[4], (vec!["ox.third".to_string()], true));
 }

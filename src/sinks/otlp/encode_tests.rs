@@ -106,7 +106,7 @@ fn cumulative_counters_keep_their_start_and_add_up() {
         };
         assert_eq!(s.aggregation_temporality, CUMULATIVE);
         let p = &s.data_points[0];
-        (p.start_time_unix_nano, p.value.clone())
+        (p.start_time_unix_nano, p.value)
     };
     let a = e.encode(&w(2.0), 10 * S, 20 * S);
     let b = e.encode(&w(3.0), 20 * S, 30 * S);
