@@ -640,3 +640,119 @@ backoff_max = "300ms"
     });
     assert_eq!(seen[4], (vec!["ox.third".to_string()], true));
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS: B's OTLP listeners with a certificate signed by a test CA that A trusts through
+// otlp_export.tls_ca_file (and only through it: the built-in roots do not know it).
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (CA file, server certificate, server key) for 127.0.0.1.
+fn test_ca(dir: &std::path::Path) -> (String, String, String) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=tallyd test CA"];
+    ca.extend(ec);
+    let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_pem]);
+    openssl(&ca);
+    let (key, csr, cert, ext) = (p("key.pem"), p("leaf.csr"), p("cert.pem"), p("ext.cnf"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    let mut req = vec!["req", "-subj", "/CN=127.0.0.1"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr]);
+    openssl(&req);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca_pem, cert, key)
+}
+
+fn tls_roundtrip(protocol: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_ca(dir.path());
+    let b = Tallyd::start(&format!(
+        "[otlp]\nattribute_tags = []\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n"
+    ));
+    let target = match protocol {
+        "grpc" => b.otlp_grpc.expect("gRPC listener"),
+        _ => b.otlp_http.expect("HTTP listener"),
+    };
+    let endpoint = format!("https://{target}");
+    let a = exporter_with(
+        protocol,
+        &endpoint,
+        "gzip",
+        &format!("tls_ca_file = {ca:?}"),
+    );
+    a.send_tcp("ox.tls:6|c|#env:prod\nox.tls_temp:3.25|g\n");
+    a.wait_value("ox_tls_total{env=\"prod\"}", 6.0);
+    b.wait_value("ox_tls_total{env=\"prod\"}", 6.0);
+    b.wait_value("ox_tls_temp", 3.25);
+
+    // Without the CA file the certificate is not trusted: retried, never delivered, never
+    // dead-lettered.
+    let c = exporter(protocol, &endpoint, "gzip");
+    c.send_tcp("ox.untrusted:1|c\n");
+    let m = c.wait_metrics(
+        |m| {
+            value(
+                m,
+                "tallyd_forwarder_failures_total{queue=\"otlp\",class=\"connection\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        },
+        "a refused TLS handshake",
+    );
+    assert_eq!(
+        value(&m, "tallyd_forwarder_dead_lettered_total{queue=\"otlp\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(value(&b.metrics(), "ox_untrusted_total"), None);
+}
+
+#[test]
+fn https_with_a_ca_file() {
+    tls_roundtrip("http/protobuf");
+}
+
+#[test]
+fn grpc_over_tls_with_a_ca_file() {
+    tls_roundtrip("grpc");
+}
