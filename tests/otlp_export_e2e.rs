@@ -36,8 +36,12 @@ fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// B: a tallyd whose OTLP receiver adds no tags of its own (so its series equal A's).
 fn receiver(http_listen: &str) -> Tallyd {
+    receiver_with(http_listen, "")
+}
+
+fn receiver_with(http_listen: &str, extra: &str) -> Tallyd {
     Tallyd::start(&format!(
-        "[otlp]\nhttp_listen = \"{http_listen}\"\nattribute_tags = []\n"
+        "[otlp]\nhttp_listen = \"{http_listen}\"\nattribute_tags = []\n{extra}\n"
     ))
 }
 
@@ -77,11 +81,11 @@ const SERIES: &[&str] = &[
 ];
 
 fn roundtrip(protocol: &str, compression: &str) {
-    roundtrip_with(protocol, compression, "");
+    roundtrip_with(protocol, compression, "", "");
 }
 
-fn roundtrip_with(protocol: &str, compression: &str, extra: &str) {
-    let b = receiver("127.0.0.1:0");
+fn roundtrip_with(protocol: &str, compression: &str, extra: &str, b_extra: &str) {
+    let b = receiver_with("127.0.0.1:0", b_extra);
     let target = match protocol {
         "grpc" => b.otlp_grpc.expect("gRPC listener"),
         _ => b.otlp_http.expect("HTTP listener"),
@@ -151,11 +155,15 @@ fn grpc_to_a_tallyd_receiver() {
 
 #[test]
 fn cumulative_counters_and_exponential_histograms() {
-    // B turns the cumulative totals back into increases; its totals equal A's.
+    // B turns the cumulative totals back into increases; its totals equal A's. B counts a
+    // stream's first total in full only when the stream started after B did ("auto"); A's
+    // first window may start before B's start (windows are wall-clock aligned), so B is told
+    // to keep first points, as a receiver that knows its senders' streams are new would.
     roundtrip_with(
         "http/protobuf",
         "gzip",
         "counter_temporality = \"cumulative\"\nhistogram = \"exponential\"",
+        "initial_cumulative_value = \"keep\"",
     );
 }
 
@@ -459,12 +467,13 @@ mod grpc {
     use tonic::{Request, Response, Status};
 
     pub type Answer = Result<ExportMetricsServiceResponse, Status>;
+    /// A request's metric names and whether it was answered OK.
+    pub type Seen = (Vec<String>, bool);
 
     #[derive(Clone)]
     pub struct Script {
         pub answers: Arc<Mutex<VecDeque<Answer>>>,
-        /// Each request's metric names and whether it was answered OK.
-        pub seen: Arc<Mutex<Vec<(Vec<String>, bool)>>>,
+        pub seen: Arc<Mutex<Vec<Seen>>>,
     }
 
     #[tonic::async_trait]

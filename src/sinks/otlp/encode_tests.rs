@@ -236,9 +236,27 @@ fn windows_split_at_max_points() {
 
 #[test]
 fn window_end_is_the_boundary_or_the_final_hand_off() {
-    let iv = std::time::Duration::from_secs(10);
-    assert_eq!(window_span(100, iv, 110_004), (100 * S, 110 * S));
-    assert_eq!(window_span(100, iv, 104_500), (100 * S, 104_500_000_000));
+    let iv = std::time::Duration::from_millis(200);
+    assert_eq!(window_span(iv, 1_000_003, None), (999_800, 1_000_000));
+    assert_eq!(
+        window_span(iv, 1_000_201, Some(1_000_000)),
+        (1_000_000, 1_000_200)
+    );
+    // The final flush mid-window ends at the hand-off.
+    assert_eq!(
+        window_span(iv, 1_000_290, Some(1_000_200)),
+        (1_000_200, 1_000_290)
+    );
+    // A dropped window leaves a gap rather than a window twice as long.
+    assert_eq!(
+        window_span(iv, 1_001_005, Some(1_000_200)),
+        (1_000_800, 1_001_000)
+    );
+    // A clock that stepped back still moves forward.
+    assert_eq!(
+        window_span(iv, 999_000, Some(1_000_290)),
+        (1_000_290, 1_000_291)
+    );
 }
 
 #[test]

@@ -57,18 +57,18 @@ pub struct OtlpSink {
     partial: Arc<Partial>,
 }
 
-/// The start and end (Unix nanoseconds) of a window that started at `start_s` and was handed
-/// over at `handed_ms`: the final flush at shutdown ends a window early, at the hand-off.
-pub fn window_span(start_s: u64, interval: Duration, handed_ms: u64) -> (u64, u64) {
-    let start = start_s.saturating_mul(1_000_000_000);
-    let full = start.saturating_add(interval.as_nanos() as u64);
-    let handed = handed_ms.saturating_mul(1_000_000);
-    let end = if handed < full {
-        handed.max(start + 1)
-    } else {
-        full
-    };
-    (start, end)
+/// The start and end (Unix milliseconds) of a window handed over at `handed_ms`, the previous
+/// one having ended at `last_end`: the interval boundary the flusher just passed is the end
+/// (`Flush.timestamp` is whole seconds, too coarse for short intervals). The final flush at
+/// shutdown ends a partial window early, at the hand-off. Windows never overlap or go back.
+pub fn window_span(interval: Duration, handed_ms: u64, last_end: Option<u64>) -> (u64, u64) {
+    let iv = (interval.as_millis() as u64).max(1);
+    let boundary = handed_ms / iv * iv;
+    match last_end {
+        Some(l) if boundary <= l => (l, handed_ms.max(l + 1)),
+        Some(l) => (boundary.saturating_sub(iv).max(l), boundary),
+        None => (boundary.saturating_sub(iv), boundary),
+    }
 }
 
 impl OtlpSink {
@@ -103,6 +103,7 @@ impl OtlpSink {
             queue: Arc::clone(outbox.queue()),
             counters: Arc::clone(&counters),
             last_error_log: None,
+            last_end: None,
         };
         let windows = Handoff::start_counting(
             "otlp-export-encode",
@@ -152,6 +153,7 @@ struct WindowEncoder {
     queue: Arc<Queue>,
     counters: Arc<Counters>,
     last_error_log: Option<Instant>,
+    last_end: Option<u64>,
 }
 
 /// `body` gzip-compressed.
@@ -176,8 +178,10 @@ impl WindowEncoder {
     }
 
     fn encode(&mut self, (flush, handed_ms): Window) {
-        let (start, end) = window_span(flush.timestamp, flush.interval, handed_ms);
-        let out = self.encoder.encode(&flush, start, end);
+        let (start, end) = window_span(flush.interval, handed_ms, self.last_end);
+        self.last_end = Some(end);
+        let ms = 1_000_000;
+        let out = self.encoder.encode(&flush, start * ms, end * ms);
         let c = Arc::clone(&self.counters);
         c.streams_dropped.fetch_add(out.streams_dropped, Relaxed);
         c.streams.store(self.encoder.streams() as u64, Relaxed);
