@@ -440,11 +440,24 @@ backoff_max = "300ms"
         (s.len() >= 3).then_some(s)
     });
     assert_eq!(names(&seen[2].request), ["ox.third"]);
-    // The header's value never shows in print-config style output or the log.
+    // The header's value shows neither in the log nor in print-config.
     assert!(
         !a.logs().iter().any(|l| l.contains("s3cr3t-key")),
         "the header value leaked into the log"
     );
+    let out = common::command()
+        .args(["print-config", "--config"])
+        .arg(a.path("tallyd.toml"))
+        .output()
+        .expect("print-config");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("[otlp_export]"), "{printed}");
+    assert!(
+        printed.contains("[otlp_export.headers]\napi-key = \"<redacted>\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("s3cr3t-key"), "{printed}");
 }
 
 // ---------------------------------------------------------------------------------------------
