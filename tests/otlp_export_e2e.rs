@@ -7,7 +7,11 @@
 //!   was counted while it was down, nothing missing and nothing twice.
 //! - A stand-in OTLP/HTTP receiver answers a partial success, then 400: the rejected points are
 //!   counted, the 400 request is dead-lettered (with the response) and shows in
-//!   `/admin/queue/stats`, and is never retried.
+//!   `/admin/queue/stats`, and is never retried; a 503 with `Retry-After: 1` is retried after
+//!   a second, once.
+//! - A stand-in OTLP/gRPC receiver (tonic, the official service) answers RESOURCE_EXHAUSTED with
+//!   `RetryInfo`, UNAVAILABLE, a partial success and INVALID_ARGUMENT.
+//! - HTTPS and gRPC over TLS with a test CA given as `otlp_export.tls_ca_file`.
 
 mod common;
 
@@ -230,6 +234,7 @@ fn receiver_outage_loses_nothing_and_doubles_nothing() {
 
 #[derive(Debug, Clone)]
 struct Seen {
+    at: Instant,
     status: u16,
     headers: Vec<(String, String)>,
     request: ExportMetricsServiceRequest,
@@ -240,8 +245,8 @@ struct StandIn {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// One answer: status, body.
-type Answer = (u16, Vec<u8>);
+/// One answer: status, body, extra header lines (each ending in CRLF).
+type Answer = (u16, Vec<u8>, &'static str);
 
 impl StandIn {
     /// Answers the scripted `answers` in order, then 200 with an empty response.
@@ -311,18 +316,20 @@ fn serve(
             body = out;
         }
         let request = ExportMetricsServiceRequest::decode(&body[..]).expect("protobuf");
-        let (status, answer) = script
-            .lock()
-            .expect("script")
-            .pop_front()
-            .unwrap_or((200, Vec::new()));
+        let (status, answer, extra) =
+            script
+                .lock()
+                .expect("script")
+                .pop_front()
+                .unwrap_or((200, Vec::new(), ""));
         seen.lock().expect("seen").push(Seen {
+            at: Instant::now(),
             status,
             headers: headers.clone(),
             request,
         });
         let head = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\n{extra}content-length: {}\r\n\r\n",
             answer.len()
         );
         if w.write_all(head.as_bytes())
@@ -360,7 +367,10 @@ fn partial_success_is_counted_and_a_400_is_dead_lettered() {
         }),
     }
     .encode_to_vec();
-    let rx = StandIn::start(vec![(200, partial), (400, b"malformed request".to_vec())]);
+    let rx = StandIn::start(vec![
+        (200, partial, ""),
+        (400, b"malformed request".to_vec(), ""),
+    ]);
     let a = Tallyd::start(&format!(
         r#"
 [otlp_export]
@@ -777,4 +787,51 @@ fn https_with_a_ca_file() {
 #[test]
 fn grpc_over_tls_with_a_ca_file() {
     tls_roundtrip("grpc");
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    // 503 with Retry-After: 1, then accepted. The queue's own backoff is at most 300 ms, so a
+    // second attempt a second later is Retry-After's doing.
+    let rx = StandIn::start(vec![(503, Vec::new(), "retry-after: 1\r\n")]);
+    let a = Tallyd::start(&format!(
+        r#"
+[otlp_export]
+enabled = true
+endpoint = "http://{}"
+[gps]
+enabled = false
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "300ms"
+"#,
+        rx.addr
+    ));
+    a.send_tcp("ox.later:5|c\n");
+    let seen = wait_until(15, "the retried request accepted", || {
+        let s = rx.seen();
+        (s.len() >= 2).then_some(s)
+    });
+    assert_eq!((seen[0].status, seen[1].status), (503, 200));
+    assert_eq!(seen[0].request, seen[1].request, "the same request again");
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    let m = a.wait_metrics(
+        |m| value(m, "tallyd_forwarder_queue_depth{queue=\"otlp\"}") == Some(0.0),
+        "the queue empty",
+    );
+    assert_eq!(
+        value(&m, "tallyd_forwarder_retries_total{queue=\"otlp\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "tallyd_forwarder_failures_total{queue=\"otlp\",class=\"5xx\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
 }
