@@ -219,6 +219,19 @@ fn unframe(body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Most of an answer's body read: an OTLP answer is a small message.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// An answer's body (at most [`MAX_ANSWER_BYTES`]) and its trailers.
+async fn read_limited(body: reqwest::Body) -> Result<(bytes::Bytes, Option<HeaderMap>), String> {
+    let c = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let t = c.trailers().cloned();
+    Ok((c.to_bytes(), t))
+}
+
 impl OtlpDeliver {
     /// A delivery for `cfg`.
     ///
@@ -323,7 +336,12 @@ impl OtlpDeliver {
         };
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers(), SystemTime::now());
-        let bytes = resp.bytes().await.unwrap_or_default();
+        let resp: http::Response<reqwest::Body> = resp.into();
+        // Unreadable or oversized: the status decides alone.
+        let bytes = read_limited(resp.into_body())
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
         if (200..300).contains(&status) {
             self.partial_success(&bytes);
             return Attempt::Delivered { status };
@@ -373,16 +391,20 @@ impl OtlpDeliver {
         let resp: http::Response<reqwest::Body> = resp.into();
         let (parts, rbody) = resp.into_parts();
         // A trailers-only answer (every error) has the status in the headers.
-        let (bytes, trailers) = match rbody.collect().await {
-            Ok(c) => {
-                let t = c.trailers().cloned();
-                (c.to_bytes(), t)
-            }
-            Err(e) if parts.headers.contains_key("grpc-status") => {
-                tracing::debug!(error = %describe(&e), "gRPC body lost after a status");
+        let (bytes, trailers) = match read_limited(rbody).await {
+            Ok(x) => x,
+            Err(why) if parts.headers.contains_key("grpc-status") => {
+                tracing::debug!(error = %why, "gRPC body lost after a status");
                 (Default::default(), None)
             }
-            Err(e) => return Self::no_answer(&e),
+            Err(why) => {
+                return Attempt::Retry {
+                    class: FailureClass::Connection,
+                    status: Some(http_status),
+                    after: None,
+                    why,
+                }
+            }
         };
         let field = |name: &str| -> Option<HeaderValue> {
             trailers
