@@ -789,6 +789,25 @@ fn grpc_over_tls_with_a_ca_file() {
     tls_roundtrip("grpc");
 }
 
+/// The `ox.lat` histogram points of the accepted requests.
+fn timer_points(seen: &[Seen]) -> Vec<opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    seen.iter()
+        .filter(|s| s.status == 200)
+        .flat_map(|s| &s.request.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name == "ox.lat")
+        .flat_map(|m| {
+            assert_eq!(m.unit, "ms");
+            match &m.data {
+                Some(Data::Histogram(h)) => h.data_points.clone(),
+                other => panic!("not a histogram: {other:?}"),
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn retry_after_is_honoured() {
     // 503 with Retry-After: 1, then accepted. The queue's own backoff is at most 300 ms, so a
@@ -808,7 +827,7 @@ backoff_max = "300ms"
 "#,
         rx.addr
     ));
-    a.send_tcp("ox.later:5|c\n");
+    a.send_tcp("ox.later:5|c\nox.lat:2|ms\nox.lat:9|ms\nox.lat:0.25|ms\n");
     let seen = wait_until(15, "the retried request accepted", || {
         let s = rx.seen();
         (s.len() >= 2).then_some(s)
@@ -817,6 +836,35 @@ backoff_max = "300ms"
     assert_eq!(seen[0].request, seen[1].request, "the same request again");
     let gap = seen[1].at - seen[0].at;
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    // What a receiver gets for a timer: count, sum, min and max exact (the samples may span
+    // two windows, so the accepted points are added up), unit ms, the window's times.
+    let seen = wait_until(10, "all three timer samples accepted", || {
+        let s = rx.seen();
+        (timer_points(&s).iter().map(|p| p.count).sum::<u64>() == 3).then_some(s)
+    });
+    let points = timer_points(&seen);
+    assert_eq!(points.iter().filter_map(|p| p.sum).sum::<f64>(), 11.25);
+    let min = points
+        .iter()
+        .filter_map(|p| p.min)
+        .fold(f64::INFINITY, f64::min);
+    let max = points
+        .iter()
+        .filter_map(|p| p.max)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!((min, max), (0.25, 9.0));
+    for p in &points {
+        assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count);
+        assert!(p.start_time_unix_nano < p.time_unix_nano, "{p:?}");
+    }
+    let res = seen[1].request.resource_metrics[0]
+        .resource
+        .as_ref()
+        .expect("resource");
+    assert!(
+        res.attributes.iter().any(|kv| kv.key == "host.name"),
+        "{res:?}"
+    );
     let m = a.wait_metrics(
         |m| value(m, "tallyd_forwarder_queue_depth{queue=\"otlp\"}") == Some(0.0),
         "the queue empty",
