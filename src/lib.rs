@@ -12,7 +12,7 @@
 //! | host and container metrics (`/proc`, cgroup v2) | [`host`] | intake |
 //! | the window clock | [`flusher`] | flush |
 //! | Prometheus state for `/metrics` | [`sinks::prometheus`] | flush |
-//! | Datadog and remote_write delivery | [`sinks::datadog`], [`sinks::remote_write`] | delivery |
+//! | Datadog, remote_write and OTLP export delivery | [`sinks::datadog`], [`sinks::remote_write`], [`sinks::otlp`] | delivery |
 //! | threshold alerts and notifiers | [`alert`] | alerts |
 //! | the HTTP API | [`api`] | http |
 //!

@@ -125,6 +125,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         .context("the Prometheus sink is always on")?;
     sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
     sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
+    sinks::otlp::start(&cfg.otlp_export, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);

@@ -23,6 +23,10 @@ pub use crate::host::HostMetricsConfig;
 pub use crate::otlp::config::{InitialCumulative, OtlpConfig, ResourceAttributes};
 pub use crate::queue::QueueConfig;
 pub use crate::sinks::datadog::config::{Compression, DatadogConfig};
+pub use crate::sinks::otlp::config::{
+    Compression as OtlpCompression, HistogramMapping, OtlpExportConfig, Protocol as OtlpProtocol,
+    Temporality,
+};
 pub use crate::sinks::prometheus::config::PrometheusConfig;
 pub use crate::sinks::remote_write::RemoteWriteConfig;
 pub use crate::statsd::config::StatsdConfig;
@@ -55,6 +59,8 @@ pub struct Config {
     pub remote_write: RemoteWriteConfig,
     /// `[host_metrics]`: host and container metrics.
     pub host_metrics: HostMetricsConfig,
+    /// `[otlp_export]`: forwarding over OTLP (HTTP or gRPC).
+    pub otlp_export: OtlpExportConfig,
 }
 
 /// The `[log]` section.
@@ -184,6 +190,7 @@ impl Config {
         self.otlp.validate()?;
         self.remote_write.validate()?;
         self.host_metrics.validate()?;
+        self.otlp_export.validate()?;
         self.alerts.validate()?;
         self.alerts
             .validate_datadog_notifiers(!self.datadog.api_key.is_empty())
@@ -208,6 +215,7 @@ impl Config {
             alerts: self.alerts.redacted(),
             gps: self.gps.redacted(),
             remote_write: self.remote_write.redacted(),
+            otlp_export: self.otlp_export.redacted(),
             ..self.clone()
         }
     }
@@ -222,6 +230,7 @@ impl Config {
     pub fn uses_queues(&self) -> bool {
         !self.datadog.api_key.is_empty()
             || !self.remote_write.url.is_empty()
+            || self.otlp_export.enabled
             || (self.gps.enabled && !self.gps.listen.is_empty() && !self.gps.points_url.is_empty())
     }
 

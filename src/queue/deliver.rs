@@ -165,6 +165,8 @@ impl HttpDeliver {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(45))
+            // reqwest's http2 feature is on for OTLP/gRPC; these targets stay on HTTP/1.1.
+            .http1_only()
             .build()?;
         Ok(HttpDeliver {
             client,

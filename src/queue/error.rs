@@ -28,6 +28,9 @@ pub enum OpenError {
         /// The client builder's error.
         source: reqwest::Error,
     },
+    /// A component's own delivery cannot be set up (a CA file that does not read); the text
+    /// names the setting.
+    Setup(String),
 }
 
 impl OpenError {
@@ -61,6 +64,7 @@ impl fmt::Display for OpenError {
             OpenError::Client { target, source } => {
                 write!(f, "cannot build the HTTP client for {target}: {source}")
             }
+            OpenError::Setup(why) => f.write_str(why),
         }
     }
 }

@@ -15,23 +15,24 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::config::QueueConfig;
-use super::deliver::HttpDeliver;
+use super::deliver::{Deliver, HttpDeliver};
 use super::error::OpenError;
 use super::sender::{self, Backoff, Handle, Registry};
 use super::store::{Depth, Queue};
 use crate::base::health::Health;
 use crate::base::lock;
 
-/// A running queue, its HTTP delivery and its sender. See the module docs.
-pub struct Outbox {
+/// A running queue, its delivery (HTTP unless a component brings its own [`Deliver`], as
+/// OTLP export does) and its sender. See the module docs.
+pub struct Outbox<D = HttpDeliver> {
     handle: Arc<Handle>,
-    deliver: Arc<HttpDeliver>,
+    deliver: Arc<D>,
     drain: Duration,
     cancel: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-impl Outbox {
+impl<D: Deliver + 'static> Outbox<D> {
     /// Opens queue `name` as `cfg` says, then builds its delivery with `target` (called only
     /// once the queue is open), starts the sender and adds the queue to `registry`. Call from
     /// inside the runtime.
@@ -43,8 +44,8 @@ impl Outbox {
         cfg: &QueueConfig,
         name: &str,
         registry: &Registry,
-        target: impl FnOnce() -> Result<HttpDeliver, OpenError>,
-    ) -> Result<Outbox, OpenError> {
+        target: impl FnOnce() -> Result<D, OpenError>,
+    ) -> Result<Outbox<D>, OpenError> {
         let queue = super::open_configured(cfg, name)?;
         let deliver = Arc::new(target()?);
         let handle = Arc::new(Handle {
@@ -69,8 +70,8 @@ impl Outbox {
         &self.handle.queue
     }
 
-    /// The HTTP delivery the sender uses (its key state, its validation endpoint).
-    pub fn deliver(&self) -> &Arc<HttpDeliver> {
+    /// The delivery the sender uses (for HTTP: its key state, its validation endpoint).
+    pub fn deliver(&self) -> &Arc<D> {
         &self.deliver
     }
 

@@ -183,7 +183,7 @@ async fn open_errors_name_the_setting_and_pass_the_target_error_on() {
     let mut built = false;
     let bad_header =
         || OpenError::from(ConfigError::invalid("k", ": \"a b\" is not a header name"));
-    let e = Outbox::open(&cfg, "t", &registry, || {
+    let e = Outbox::<HttpDeliver>::open(&cfg, "t", &registry, || {
         built = true;
         Err(bad_header())
     })
@@ -193,7 +193,7 @@ async fn open_errors_name_the_setting_and_pass_the_target_error_on() {
     assert!(e.to_string().contains("queue.directory"), "{e}");
     assert!(!built, "the delivery is built only once the queue is open");
     let cfg = settings(dir.path(), Duration::from_secs(1));
-    let e = Outbox::open(&cfg, "t", &registry, || Err(bad_header()))
+    let e = Outbox::<HttpDeliver>::open(&cfg, "t", &registry, || Err(bad_header()))
         .err()
         .expect("the target failed");
     assert!(matches!(e, OpenError::Headers(_)), "{e}");

@@ -6,6 +6,7 @@
 use tracing::{info, warn};
 
 use crate::base::handoff::{DropCounter, Handoff};
+use crate::queue::deliver::{Deliver, HttpDeliver};
 use crate::queue::outbox::Outbox;
 
 /// Names a delivery's log lines use.
@@ -19,15 +20,17 @@ pub struct Names {
 }
 
 /// An encoder hand-off and the outbox it writes into.
-pub struct Delivery<T, C: DropCounter> {
+pub struct Delivery<T, C: DropCounter, D = HttpDeliver> {
     windows: Handoff<T, C>,
-    outbox: Outbox,
+    outbox: Outbox<D>,
     names: Names,
 }
 
-impl<T: Send + 'static, C: DropCounter + Send + Sync + 'static> Delivery<T, C> {
+impl<T: Send + 'static, C: DropCounter + Send + Sync + 'static, D: Deliver + 'static>
+    Delivery<T, C, D>
+{
     /// Puts an encoder hand-off and its outbox together.
-    pub fn new(windows: Handoff<T, C>, outbox: Outbox, names: Names) -> Self {
+    pub fn new(windows: Handoff<T, C>, outbox: Outbox<D>, names: Names) -> Self {
         Delivery {
             windows,
             outbox,
@@ -36,7 +39,7 @@ impl<T: Send + 'static, C: DropCounter + Send + Sync + 'static> Delivery<T, C> {
     }
 
     /// The outbox, for what the sink builds on its queue.
-    pub fn outbox(&self) -> &Outbox {
+    pub fn outbox(&self) -> &Outbox<D> {
         &self.outbox
     }
 

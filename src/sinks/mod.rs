@@ -5,6 +5,7 @@
 
 pub mod datadog;
 pub mod delivery;
+pub mod otlp;
 pub mod prometheus;
 pub mod remote_write;
 

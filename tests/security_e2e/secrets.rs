@@ -31,6 +31,8 @@ const SECRETS: &[&str] = &[
     "s3cr3t-routing-key",
     "s3cr3t-hook-pass",
     "s3cr3t-hook-header",
+    "s3cr3t-otlp-url-pass",
+    "s3cr3t-otlp-header",
     "s3cr3t-env-header",
 ];
 
@@ -45,6 +47,7 @@ const BASIC: &[(&str, &str)] = &[
     ("dduser", "s3cr3t-dd-url-pass"),
     ("gpsuser", "s3cr3t-gps-url-pass"),
     ("hookuser", "s3cr3t-hook-pass"),
+    ("otlpuser", "s3cr3t-otlp-url-pass"),
 ];
 
 /// A loopback port nothing listens on.
@@ -172,6 +175,10 @@ headers = {{ X-Scope-OrgID = "s3cr3t-rw-header" }}
 [gps]
 points_url = "http://gpsuser:s3cr3t-gps-url-pass@127.0.0.1:{gps}/points"
 points_headers = {{ Authorization = "Bearer s3cr3t-gps-header" }}
+[otlp_export]
+enabled = true
+endpoint = "http://otlpuser:s3cr3t-otlp-url-pass@127.0.0.1:{rw}"
+headers = {{ api-key = "s3cr3t-otlp-header" }}
 [queue]
 directory = "@DIR@/queue"
 backoff_initial = "50ms"

@@ -361,6 +361,8 @@ impl Dispatcher {
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
+            // reqwest's http2 feature is on for OTLP/gRPC; notifiers stay on HTTP/1.1.
+            .http1_only()
             .build()
             .map_err(|e| {
                 Error::start(
