@@ -1,6 +1,7 @@
 //! A local remote write receiver, written from the remote write 1.0 spec (independent of
 //! tallyd's encoder): it checks the headers, the snappy block body, the protobuf and the label
-//! rules, answers 204, and injects faults (a scripted status per request). Shared by
+//! rules, answers 204, and injects faults (a scripted status per request, a status for every
+//! request until changed, a hook run before an answer is written). Shared by
 //! `remote_write_e2e.rs`, the chaos tests and the soak bench.
 
 #![allow(dead_code)]
@@ -14,7 +15,7 @@ use std::time::Duration;
 use prost::Message as _;
 
 /// The remote write 1.0 messages, written from the spec for the stand-in.
-mod wire {
+pub mod wire {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct WriteRequest {
         #[prost(message, repeated, tag = "1")]
@@ -54,10 +55,15 @@ pub struct Seen {
     pub timestamps: Vec<i64>,
 }
 
+/// Run with each request as it was recorded, before the answer is written.
+pub type Hook = Box<dyn FnMut(&Seen) + Send>;
+
 #[derive(Clone)]
 pub struct StandIn {
     pub addr: SocketAddr,
     faults: Arc<Mutex<VecDeque<u16>>>,
+    status: Arc<Mutex<Option<u16>>>,
+    hook: Arc<Mutex<Option<Hook>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -67,6 +73,8 @@ impl StandIn {
         let s = StandIn {
             addr: listener.local_addr().expect("addr"),
             faults: Arc::new(Mutex::new(faults.iter().copied().collect())),
+            status: Arc::new(Mutex::new(None)),
+            hook: Arc::new(Mutex::new(None)),
             seen: Arc::new(Mutex::new(Vec::new())),
         };
         let me = s.clone();
@@ -83,6 +91,16 @@ impl StandIn {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("seen").clone()
+    }
+
+    /// Answers every request with `status` (after the scripted faults) until set to `None`.
+    pub fn set_status(&self, status: Option<u16>) {
+        *self.status.lock().expect("status") = status;
+    }
+
+    /// Runs `hook` with every request before its answer is written (a test kills tallyd there).
+    pub fn before_answer(&self, hook: impl FnMut(&Seen) + Send + 'static) {
+        *self.hook.lock().expect("hook") = Some(Box::new(hook));
     }
 
     /// The requests seen so far, forgotten here (a long run folds them as it goes).
@@ -129,8 +147,10 @@ impl StandIn {
             };
             if let Some(f) = self.faults.lock().expect("faults").pop_front() {
                 status = f;
+            } else if let Some(f) = *self.status.lock().expect("status") {
+                status = f;
             }
-            self.seen.lock().expect("seen").push(Seen {
+            let seen = Seen {
                 status,
                 payload_id: headers
                     .get("x-tallyd-payload-id")
@@ -139,7 +159,11 @@ impl StandIn {
                 headers,
                 series,
                 timestamps,
-            });
+            };
+            if let Some(h) = self.hook.lock().expect("hook").as_mut() {
+                h(&seen);
+            }
+            self.seen.lock().expect("seen").push(seen);
             write!(
                 out,
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{msg}",
