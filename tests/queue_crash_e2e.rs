@@ -8,6 +8,8 @@
 //!   `pending/` is delivered;
 //! - the dead-letter queue stays within `queue.dlq_max_bytes`, the oldest letters dropped and
 //!   counted exactly;
+//! - a truncated or corrupted payload file found at start is set aside as `<seq>.corrupt`,
+//!   counted, never sent, and the payloads around it are delivered;
 //! - the shutdown drain (`queue.shutdown_drain`) delivers what is queued when the receiver is
 //!   back, and leaves on disk, for the next start, what it cannot deliver in time.
 //!
@@ -155,6 +157,110 @@ fn killed_after_the_receiver_took_a_payload_it_is_sent_again_once_with_the_same_
     assert_eq!(twice, vec![seq(&id)], "{:?}", delivered(&rx));
 }
 
+/// A queue file as the previous run would have written it: a remote write request with one
+/// counter `name` = `value`, as sequence number `seq`.
+fn queued_file(name: &str, value: f64, seq: u64) -> (tallyd::queue::Meta, Vec<u8>) {
+    let req = wire::WriteRequest {
+        timeseries: vec![wire::TimeSeries {
+            labels: vec![
+                wire::Label {
+                    name: "__name__".into(),
+                    value: name.into(),
+                },
+                wire::Label {
+                    name: "run".into(),
+                    value: "previous".into(),
+                },
+            ],
+            samples: vec![wire::Sample {
+                value,
+                timestamp: 1_700_000_000_000,
+            }],
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    let meta = tallyd::queue::Meta {
+        id: format!("remote_write-1700000000000-{seq}"),
+        endpoint: String::new(),
+        content_type: "application/x-protobuf".into(),
+        content_encoding: "snappy".into(),
+        created_ms: 1_700_000_000_000,
+        ..Default::default()
+    };
+    let file = tallyd::queue::store::encode(&meta, &body);
+    (meta, file)
+}
+
+#[test]
+fn damaged_payload_files_are_set_aside_and_counted_and_the_rest_delivered() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let q = root.path().join("remote_write");
+    for sub in ["pending", "dlq", "tmp"] {
+        std::fs::create_dir_all(q.join(sub)).expect("mkdir");
+    }
+    let put = |seq: u64, bytes: &[u8]| {
+        std::fs::write(q.join(format!("pending/{seq:016x}.tq")), bytes).expect("write");
+    };
+    let (_, good1) = queued_file("good_one_total", 1.0, 1);
+    let (_, cut) = queued_file("cut_total", 2.0, 2);
+    let (_, mut flipped) = queued_file("flipped_total", 3.0, 3);
+    let (_, good4) = queued_file("good_four_total", 4.0, 4);
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x55;
+    put(1, &good1);
+    put(2, &cut[..cut.len() / 2]);
+    put(3, &flipped);
+    put(4, &good4);
+    put(5, b"");
+
+    let rx = StandIn::start(&[]);
+    let t = Tallyd::start_raw(&config(&rx, root.path(), ""), &[]);
+    wait_until(15, "the good payloads", || {
+        let d = delivered(&rx);
+        (d.get(&1) == Some(&1) && d.get(&4) == Some(&1)).then_some(())
+    });
+    let m = t.wait_metrics(
+        |m| {
+            common::value(
+                m,
+                "tallyd_forwarder_corrupt_files_total{queue=\"remote_write\"}",
+            ) == Some(3.0)
+        },
+        "three damaged files counted",
+    );
+    assert!(m.contains("tallyd_forwarder_corrupt_files_total"), "{m}");
+    // Never sent, set aside for a human to look at.
+    let d = delivered(&rx);
+    for bad in [2, 3, 5] {
+        assert!(
+            !d.contains_key(&bad),
+            "damaged payload {bad} was sent: {d:?}"
+        );
+        assert!(
+            q.join(format!("pending/{bad:016x}.corrupt")).is_file(),
+            "{bad} not set aside"
+        );
+    }
+    wait_until(10, "an empty queue", || {
+        (files(&q.join("pending")).iter().all(|&s| s > 5)).then_some(())
+    });
+    let sent: Vec<String> = rx
+        .seen()
+        .iter()
+        .filter(|r| seq(&r.payload_id) <= 5)
+        .flat_map(|r| r.series.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            "good_one_total{run=\"previous\"} 1".to_string(),
+            "good_four_total{run=\"previous\"} 4".to_string()
+        ]
+    );
+}
+
 #[test]
 fn leftover_temporary_files_are_removed_at_start_and_pending_payloads_are_delivered() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -166,40 +272,8 @@ fn leftover_temporary_files_are_removed_at_start_and_pending_payloads_are_delive
     std::fs::write(q.join("tmp/0000000000000007.tq"), b"TQ01\x10\x00").expect("tmp");
     std::fs::write(q.join("tmp/0000000000000008.tq"), b"").expect("tmp");
     // A complete payload queued by the previous run, as sequence number 5.
-    let req = wire::WriteRequest {
-        timeseries: vec![wire::TimeSeries {
-            labels: vec![
-                wire::Label {
-                    name: "__name__".into(),
-                    value: "left_over_total".into(),
-                },
-                wire::Label {
-                    name: "run".into(),
-                    value: "previous".into(),
-                },
-            ],
-            samples: vec![wire::Sample {
-                value: 3.0,
-                timestamp: 1_700_000_000_000,
-            }],
-        }],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    let meta = tallyd::queue::Meta {
-        id: "remote_write-1700000000000-5".into(),
-        endpoint: String::new(),
-        content_type: "application/x-protobuf".into(),
-        content_encoding: "snappy".into(),
-        created_ms: 1_700_000_000_000,
-        ..Default::default()
-    };
-    std::fs::write(
-        q.join("pending/0000000000000005.tq"),
-        tallyd::queue::store::encode(&meta, &body),
-    )
-    .expect("pending");
+    let (meta, file) = queued_file("left_over_total", 3.0, 5);
+    std::fs::write(q.join("pending/0000000000000005.tq"), file).expect("pending");
 
     let rx = StandIn::start(&[]);
     let t = Tallyd::start_raw(&config(&rx, root.path(), ""), &[]);
