@@ -411,6 +411,8 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
     let mut tmp_left = 0;
     let mut kills_with_tmp = 0;
     let mut on_disk_after_kill: Vec<Vec<u64>> = Vec::new();
+    let mut kills_by_mode = [0u64; 3];
+    let mut in_write = [0u64; 3];
     for k in 0..kills {
         let (pending, tmp) = listing(&q);
         if tmp > 0 {
@@ -419,10 +421,24 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
         }
         let first = pending.iter().max().map_or(1, |m| m + 1);
         let start_ms = tallyd::queue::store::unix_ms();
+        let before = std::time::SystemTime::now();
         let mut t = Tallyd::start_raw(&cfg, &[]);
+        // What the killed run left in tmp/ is gone (the new run may be writing a file there).
+        let stale: Vec<String> = std::fs::read_dir(q.join("tmp"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|m| m < before)
+                    })
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         assert!(
-            listing(&q).1 == 0,
-            "tmp/ not cleaned at start of run {k}"
+            stale.is_empty(),
+            "tmp/ not cleaned at start of run {k}: {stale:?}"
         );
         let mut tx = Sender::start(t.udp.expect("udp"), "kill", 20_000.0);
         if next() % 3 == 0 {
@@ -430,8 +446,34 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
         } else {
             intake.set_fault(Fault::None);
         }
-        std::thread::sleep(Duration::from_millis(200 + next() % 1500));
+        std::thread::sleep(Duration::from_millis(200 + next() % 700));
+        let pid = libc::pid_t::try_from(t.pid()).expect("pid");
+        // Three kinds of moment, in turn: at random; 1 ms into a window (the flush is
+        // running); as soon as a file shows up in tmp/ (a queue write is under way).
+        let mode = k % 3;
+        match mode {
+            0 => {}
+            1 => {
+                while tallyd::queue::store::unix_ms() % 100 != 1 {
+                    std::hint::spin_loop();
+                }
+            }
+            _ => {
+                let give_up = Instant::now() + Duration::from_secs(3);
+                while std::fs::read_dir(q.join("tmp")).is_ok_and(|mut d| d.next().is_none())
+                    && Instant::now() < give_up
+                {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        // SAFETY: kill only sends a signal to the tallyd this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
         t.kill9();
+        if listing(&q).1 > 0 {
+            in_write[mode as usize] += 1;
+        }
+        kills_by_mode[mode as usize] += 1;
         let end_ms = tallyd::queue::store::unix_ms();
         tx.stop();
         runs.push((first, start_ms, end_ms));
@@ -493,7 +535,7 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
     println!(
         "CHAOS kill_9: {kills} kills; {} payloads accepted ({} distinct ids); duplicates: {} ids sent twice ({extra} extra copies); \
          payloads missing inside a run's sequence: {}; kills that left a file in tmp/ (killed in a queue write): {kills_with_tmp} ({tmp_left} files, removed at the next start); \
-         corrupt files: {corrupt:?} counted, {corrupt_files} on disk",
+         corrupt files: {corrupt:?} counted, {corrupt_files} on disk; kills random / at a window start / on a tmp file: {kills_by_mode:?}, of which left a tmp file: {in_write:?}",
         ids.len(),
         per_id.len(),
         dups.len(),
