@@ -228,7 +228,7 @@ fn intake_down_for_ten_minutes_at_10k_lines_per_second() {
     let sent = tx.stop();
     let lost = settle(&t, &intake, "outage", &sent, 120);
     let total: f64 = sent.values().sum();
-    let lost_total: f64 = lost.values().sum();
+    let lost_total: f64 = lost.values().sum::<f64>() + 0.0; // + 0.0: an empty sum is -0.0
     let s = stats(&t);
     let (dup_ids, dup_copies) = duplicates(&intake);
     println!(
@@ -348,7 +348,7 @@ fn queue_disk_full_during_an_outage_then_space_freed() {
     let lost = settle(&t, &intake, "disk", &sent, 30);
     let s = stats(&t);
     let total: f64 = sent.values().sum();
-    let lost_total: f64 = lost.values().sum();
+    let lost_total: f64 = lost.values().sum::<f64>() + 0.0; // + 0.0: an empty sum is -0.0
     let windows_lost = s["enqueue_failed"].as_u64().unwrap_or(0);
     let corrupt = common::value(
         &t.metrics(),
