@@ -82,9 +82,8 @@ struct Reading {
 
 fn read(t: &Tallyd) -> Reading {
     let t0 = Instant::now();
-    let (_, live) = t.get("/health/live");
+    let _ = t.get("/health/live");
     let live_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let _ = live;
     let t0 = Instant::now();
     let text = t.metrics();
     let scrape_ms = t0.elapsed().as_secs_f64() * 1e3;

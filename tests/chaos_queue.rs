@@ -410,7 +410,6 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
     let mut runs: Vec<(u64, u64, u64)> = Vec::new(); // (first seq, start ms, end ms)
     let mut tmp_left = 0;
     let mut kills_with_tmp = 0;
-    let mut on_disk_after_kill: Vec<Vec<u64>> = Vec::new();
     let mut kills_by_mode = [0u64; 3];
     let mut in_write = [0u64; 3];
     for k in 0..kills {
@@ -477,7 +476,6 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
         let end_ms = tallyd::queue::store::unix_ms();
         tx.stop();
         runs.push((first, start_ms, end_ms));
-        on_disk_after_kill.push(listing(&q).0);
     }
     // A last, clean run delivers what is left.
     intake.set_fault(Fault::None);
@@ -514,8 +512,8 @@ fn kill_9_at_random_moments_loses_no_queued_payload() {
                 (ms >= start && ms <= end && seq >= first).then_some(seq)
             })
             .collect();
-        // Plus what this run left on disk that a later run delivered (same ids) — already in
-        // `ids`; what it left that is still on disk now cannot be, as the last run drained.
+        // What this run left on disk was delivered by a later run under the same id, so it
+        // is in `ids` too; nothing is left on disk, as the last run drained the queue.
         seqs.sort_unstable();
         seqs.dedup();
         if let (Some(&lo), Some(&hi)) = (seqs.first(), seqs.last()) {
