@@ -70,6 +70,7 @@ struct Reading {
     contexts: f64,
     series: f64,
     dropped: f64,
+    series_dropped: f64,
     lines: f64,
     kernel_drops: f64,
     flush_max_ms: f64,
@@ -92,6 +93,7 @@ fn read(t: &Tallyd) -> Reading {
         contexts: v("tallyd_aggregate_contexts"),
         series: v("tallyd_prometheus_series"),
         dropped: v("tallyd_aggregate_samples_dropped_total{reason=\"context_limit\"}"),
+        series_dropped: v("tallyd_prometheus_series_dropped_total"),
         lines: v("tallyd_statsd_lines_total{transport=\"udp\"}"),
         kernel_drops: v("tallyd_udp_kernel_drops_total"),
         flush_max_ms: v("tallyd_flush_duration_max_seconds") * 1e3,
@@ -271,6 +273,10 @@ fn main() {
         stop.elapsed().as_secs_f64(),
         last.series,
         last.rss
+    );
+    println!(
+        "| new series refused at prometheus.max_series (tallyd_prometheus_series_dropped_total) | {} |",
+        last.series_dropped
     );
 }
 
