@@ -5,8 +5,8 @@
 //! although the memory is free (RELIABILITY.md, "Cardinality bomb"). `malloc_trim` returns the
 //! free pages; it walks the arenas, so it runs only after a large drop, not every window.
 
-/// Decides when a drop in held entries (contexts + series) is worth a trim: when they fell to
-/// half or less of the most held since the last trim, and by at least [`Trim::MIN_DROP`].
+/// Decides when a drop in held entries (contexts + series) is worth a trim: when they fell by a
+/// quarter or more of the most held since the last trim, and by at least [`Trim::MIN_DROP`].
 #[derive(Debug, Default)]
 pub struct Trim {
     high: u64,
@@ -22,7 +22,7 @@ impl Trim {
             self.high = held;
             return false;
         }
-        if self.high - held >= Self::MIN_DROP && held <= self.high / 2 {
+        if self.high - held >= Self::MIN_DROP && held <= self.high / 4 * 3 {
             self.high = held;
             return true;
         }
@@ -48,12 +48,14 @@ mod tests {
     fn trims_once_after_a_large_drop_not_on_small_ones() {
         let mut t = Trim::default();
         assert!(!t.due(200_000));
-        assert!(!t.due(150_000), "a quarter less: not yet");
-        assert!(t.due(6_000), "the burst expired");
+        assert!(!t.due(160_000), "a fifth less: not yet");
+        assert!(t.due(150_000), "the contexts expired, the series not yet");
+        assert!(t.due(6_000), "the series expired too");
         assert!(!t.due(6_000), "once");
         assert!(!t.due(0), "6,000 fewer is below the minimum drop");
-        assert!(!t.due(30_000));
-        assert!(t.due(10_000));
+        assert!(!t.due(40_000));
+        assert!(!t.due(31_000), "9,000 fewer is below the minimum drop");
+        assert!(t.due(30_000));
         release_free_memory();
     }
 }
