@@ -113,7 +113,9 @@ fn killed_after_the_receiver_took_a_payload_it_is_sent_again_once_with_the_same_
     let pid = libc::pid_t::try_from(t.pid()).expect("pid");
     // The first request carrying the counter is recorded as accepted (204) and then tallyd
     // is killed before the answer is written: the receiver has it, tallyd never saw the 2xx.
-    let killed: Arc<Mutex<Option<(String, Vec<String>)>>> = Arc::default();
+    // (payload id, series) of the request that killed tallyd.
+    type Killed = Option<(String, Vec<String>)>;
+    let killed: Arc<Mutex<Killed>> = Arc::default();
     let k = Arc::clone(&killed);
     rx.before_answer(move |s| {
         let mut k = k.lock().expect("killed");
