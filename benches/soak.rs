@@ -545,7 +545,7 @@ backoff_max = "1s"
     );
     let started = Instant::now();
     let (stop, sent, udp_w, tcp_w) = (&stop, &*sent, &udp_w, &tcp_w);
-    std::thread::scope(|scope| {
+    let exact = std::thread::scope(|scope| {
         let mut threads = Vec::new();
         let (udp, tcp, otlp, gps) = (
             t.udp.expect("udp"),
@@ -773,8 +773,11 @@ backoff_max = "1s"
         println!("\nsoak took {:.0} s", started.elapsed().as_secs_f64());
         let status = t.terminate();
         println!("tallyd exit: {status}");
-        if !mismatches.is_empty() {
-            std::process::exit(1);
-        }
+        mismatches.is_empty()
     });
+    // Exit only after `t` (its temporary directory) is dropped.
+    drop(t);
+    if !exact {
+        std::process::exit(1);
+    }
 }
