@@ -14,6 +14,7 @@ use crate::aggregate::{AggregateConfig, Aggregator, Sink};
 use crate::base::clock::Clock;
 use crate::base::cpu::thread_cpu;
 use crate::base::health::{Component, Status, Watch};
+use crate::base::memory::{release_free_memory, Trim};
 use crate::component::{Context, Error, Running, Stage};
 use crate::telemetry::Telemetry;
 
@@ -76,6 +77,7 @@ fn flush_loop(
     stop: &mpsc::Receiver<()>,
 ) {
     let iv = aggregator.interval().as_millis().max(1) as u64;
+    let mut trim = Trim::default();
     loop {
         let now = clock.unix_millis();
         let next = (now / iv + 1) * iv;
@@ -111,6 +113,18 @@ fn flush_loop(
                 took_ms = took.as_millis() as u64,
                 series = flush.series.len(),
                 "flush took more than half the interval"
+            );
+        }
+        // After a burst of contexts or series expired, give the freed heap back (between
+        // windows, outside the flush's own timing).
+        let held = telemetry.contexts.load(Relaxed) + telemetry.prom_series.load(Relaxed);
+        if trim.due(held) {
+            let t = Instant::now();
+            release_free_memory();
+            info!(
+                held,
+                took_ms = t.elapsed().as_millis() as u64,
+                "returned freed memory to the system"
             );
         }
         if last {

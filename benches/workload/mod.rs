@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod udp;
+
 use std::fmt::Write as _;
 
 /// Contexts in the standard workload.

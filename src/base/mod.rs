@@ -1,7 +1,7 @@
 //! The bottom layer: what every other module may use and which itself imports nothing else
 //! from the crate (a test, `tests/walls.rs`, checks it). Locks, the clock, durations, typed
 //! errors, health, the exposition writer, the bounded hand-off to a worker thread, the
-//! self-metrics registry, CPU-level helpers and the redaction of credentials.
+//! self-metrics registry, CPU-level helpers, returning freed memory and the redaction of credentials.
 
 pub mod accept;
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod handoff;
 pub mod health;
 pub mod host;
 pub mod idle;
+pub mod memory;
 pub mod metrics;
 pub mod redact;
 pub mod serve;

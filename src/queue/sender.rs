@@ -89,11 +89,20 @@ impl Handle {
                 tracing::error!(queue = q.name(), file = %path.display(), why, "damaged queue file set aside");
                 return Step::DeadLettered;
             }
-            Err(e) => {
-                // The file vanished (dropped at the byte limit meanwhile) or cannot be read.
-                tracing::warn!(queue = q.name(), error = %e, "cannot read a queued payload");
+            Err(QueueError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // Dropped at the byte limit meanwhile.
                 q.ack(head.seq);
                 return Step::Delivered;
+            }
+            Err(e) => {
+                // Kept: a read that fails now (too many open files, an I/O error) may work
+                // after the backoff; dropping the file here would lose a payload silently.
+                let n = q.stats.read_errors.fetch_add(1, Relaxed) + 1;
+                q.stats.consecutive_failures.fetch_add(1, Relaxed);
+                if n == 1 || n % 100 == 0 {
+                    tracing::warn!(queue = q.name(), error = %e, read_errors = n, "cannot read a queued payload; it stays queued");
+                }
+                return Step::Retry(None);
             }
         };
         meta.attempts += 1;
@@ -426,6 +435,44 @@ mod tests {
         assert_eq!(q.stats.retries.load(Relaxed), 2);
         assert_eq!(q.depth().dlq, 1);
         assert_eq!(q.dead_letters(1)[0].meta.endpoint, "/2");
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_cannot_be_read_stays_queued_and_is_sent_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            dlq_max_bytes: 1 << 20,
+        };
+        let q = Arc::new(Queue::open(dir.path(), "t", limits).expect("open"));
+        q.push(Meta::default(), b"one").expect("push");
+        // A read error that is not "gone": the file replaced by a directory (EISDIR).
+        let file = dir.path().join("t/pending/0000000000000001.tq");
+        let bytes = std::fs::read(&file).expect("read");
+        std::fs::remove_file(&file).expect("rm");
+        std::fs::create_dir(&file).expect("dir in its place");
+        let d = Arc::new(Scripted {
+            script: Mutex::new(vec![]),
+            calls: AtomicUsize::new(0),
+        });
+        let h = Handle {
+            queue: Arc::clone(&q),
+            deliver: d.clone(),
+            backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+        };
+        assert_eq!(h.send_head().await, Step::Retry(None));
+        assert_eq!(q.depth().pending, 1, "still queued");
+        assert_eq!(q.stats.read_errors.load(Relaxed), 1);
+        assert_eq!(d.calls.load(Relaxed), 0);
+        std::fs::remove_dir(&file).expect("rmdir");
+        std::fs::write(&file, bytes).expect("put back");
+        assert_eq!(h.send_head().await, Step::Delivered);
+        assert_eq!(d.calls.load(Relaxed), 1);
+        assert_eq!(q.stats.delivered.load(Relaxed), 1);
+        assert_eq!(q.depth().pending, 0);
     }
 
     #[tokio::test]

@@ -73,6 +73,8 @@ pub struct QueueStats {
     pub corrupt: AtomicU64,
     /// Payloads that could not be written to disk.
     pub write_errors: AtomicU64,
+    /// Reads of a pending payload that failed (it stays queued and is tried again).
+    pub read_errors: AtomicU64,
     /// Payloads [`Queue::push`] refused (too large, or the write failed): lost.
     pub enqueue_failed: AtomicU64,
     /// The current run of those losses; locked only when a push fails or after one did.
@@ -149,7 +151,7 @@ impl QueueStats {
 pub fn collect(queues: &[&Queue], out: &mut Families) {
     let g = |a: &AtomicU64| a.load(Relaxed) as f64;
     type Read<'a> = &'a dyn Fn(&Queue) -> f64;
-    let per_queue: [(Kind, &'static str, &'static str, Read); 16] = [
+    let per_queue: [(Kind, &'static str, &'static str, Read); 17] = [
         (
             Kind::Counter,
             "tallyd_forwarder_payloads_sent",
@@ -203,6 +205,12 @@ pub fn collect(queues: &[&Queue], out: &mut Families) {
             "tallyd_forwarder_write_errors",
             "Payloads that could not be written to disk (lost).",
             &|q| g(&q.stats.write_errors),
+        ),
+        (
+            Kind::Counter,
+            "tallyd_forwarder_read_errors",
+            "Reads of a queued payload that failed; the payload stays queued and is retried.",
+            &|q| g(&q.stats.read_errors),
         ),
         (
             Kind::Counter,

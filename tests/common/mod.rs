@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod intake;
+pub mod remote_write;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
