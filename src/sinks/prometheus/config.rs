@@ -31,7 +31,7 @@ impl Default for PrometheusConfig {
         Self {
             series_ttl: Duration::from_secs(300),
             max_series: 200_000,
-            max_concurrent_scrapes: 4,
+            max_concurrent_scrapes: 2,
             scrape_write_timeout: Duration::from_secs(10),
         }
     }
