@@ -15,22 +15,11 @@ use serde_json::Value;
 
 /// `ALERTMANAGER_BIN`, else `prometheus-alertmanager` (Debian) or `alertmanager` on PATH.
 fn alertmanager_bin() -> String {
-    if let Ok(b) = std::env::var("ALERTMANAGER_BIN") {
-        return b;
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for name in ["prometheus-alertmanager", "alertmanager"] {
-        for dir in path.split(':') {
-            let p = std::path::Path::new(dir).join(name);
-            if p.is_file() {
-                return p.display().to_string();
-            }
-        }
-    }
-    panic!(
-        "the Alertmanager binary was not found: install it with `apt-get update && apt-get install -y \
-         prometheus-alertmanager` (CI does this), or set ALERTMANAGER_BIN to its path"
-    );
+    common::system_tool(
+        "ALERTMANAGER_BIN",
+        &["prometheus-alertmanager", "alertmanager"],
+        "prometheus-alertmanager",
+    )
 }
 
 fn start_alertmanager(webhook: &str) -> External {

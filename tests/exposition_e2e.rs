@@ -28,20 +28,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
 
 /// `PROMTOOL_BIN`, else `promtool` on PATH or in /usr/bin.
 fn promtool() -> String {
-    if let Ok(b) = std::env::var("PROMTOOL_BIN") {
-        return b;
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/bin"]) {
-        let p = std::path::Path::new(dir).join("promtool");
-        if p.is_file() {
-            return p.display().to_string();
-        }
-    }
-    panic!(
-        "promtool was not found: install it with `apt-get update && apt-get install -y \
-         prometheus` (CI does this; tests/run.sh too), or set PROMTOOL_BIN to its path"
-    );
+    common::system_tool("PROMTOOL_BIN", &["promtool"], "prometheus")
 }
 
 /// `promtool check metrics` on `text`: its exit code (0 clean, 3 lint findings, 1 not
@@ -337,18 +324,5 @@ fn both_formats_pass_promtool_and_a_real_prometheus_scrape() {
 
 /// `PROMETHEUS_BIN`, else `/usr/bin/prometheus` (Debian) or `prometheus` on PATH.
 fn prometheus_bin() -> String {
-    if let Ok(b) = std::env::var("PROMETHEUS_BIN") {
-        return b;
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/bin"]) {
-        let p = std::path::Path::new(dir).join("prometheus");
-        if p.is_file() {
-            return p.display().to_string();
-        }
-    }
-    panic!(
-        "the Prometheus server binary was not found: install it with `apt-get update && apt-get \
-         install -y prometheus` (CI does this; tests/run.sh too), or set PROMETHEUS_BIN to its path"
-    );
+    common::system_tool("PROMETHEUS_BIN", &["prometheus"], "prometheus")
 }

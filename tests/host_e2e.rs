@@ -64,13 +64,11 @@ impl Drop for NodeExporter {
 
 impl NodeExporter {
     fn start() -> NodeExporter {
-        let bin = [
-            "/usr/bin/prometheus-node-exporter",
-            "/usr/bin/node_exporter",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("prometheus-node-exporter is installed (tests/run.sh installs it)");
+        let bin = common::system_tool(
+            "NODE_EXPORTER_BIN",
+            &["prometheus-node-exporter", "node_exporter"],
+            "prometheus-node-exporter",
+        );
         let mut child = Command::new(bin)
             .args([
                 "--web.listen-address=127.0.0.1:0",

@@ -34,20 +34,7 @@ fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// `PROMETHEUS_BIN`, else `/usr/bin/prometheus` (Debian) or `prometheus` on PATH.
 fn prometheus_bin() -> String {
-    if let Ok(b) = std::env::var("PROMETHEUS_BIN") {
-        return b;
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/bin"]) {
-        let p = std::path::Path::new(dir).join("prometheus");
-        if p.is_file() {
-            return p.display().to_string();
-        }
-    }
-    panic!(
-        "the Prometheus server binary was not found: install it with `apt-get update && apt-get \
-         install -y prometheus` (CI does this; tests/run.sh too), or set PROMETHEUS_BIN to its path"
-    );
+    common::system_tool("PROMETHEUS_BIN", &["prometheus"], "prometheus")
 }
 
 fn start_prometheus() -> External {

@@ -493,3 +493,25 @@ pub fn closed_port() -> ClosedPort {
         port,
     }
 }
+
+/// A system tool the end-to-end tests run for real: `$env` when set, else the first of `names`
+/// found on `PATH` or in /usr/bin; panics with how to install `package` otherwise.
+pub fn system_tool(env: &str, names: &[&str], package: &str) -> String {
+    if let Ok(b) = std::env::var(env) {
+        return b;
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for name in names {
+        for dir in path.split(':').chain(["/usr/bin"]) {
+            let p = std::path::Path::new(dir).join(name);
+            if p.is_file() {
+                return p.display().to_string();
+            }
+        }
+    }
+    panic!(
+        "{} was not found: install it with `apt-get update && apt-get install -y {package}` \
+         (tests/run.sh does this), or set {env} to its path",
+        names.join(" or ")
+    );
+}
