@@ -127,7 +127,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
     // Points received over OTLP leave with the resource and scope their tags came from; with
     // the receiver off no tag came from it.
-    let received = if cfg.otlp.enabled {
+    let received = if cfg.otlp.enabled && cfg.otlp_export.received_resource {
         sinks::otlp::Received::new(&cfg.otlp.attribute_renames(), &cfg.otlp.scope_name_tag)
     } else {
         sinks::otlp::Received::default()

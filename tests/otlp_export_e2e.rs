@@ -906,6 +906,15 @@ fn string_attr(
 
 #[test]
 fn received_resource_and_scope_are_exported_statsd_stays_under_tallyd() {
+    received_resource(true);
+}
+
+#[test]
+fn received_resource_false_keeps_every_tag_on_the_points() {
+    received_resource(false);
+}
+
+fn received_resource(keep: bool) {
     use opentelemetry_proto::tonic::common::v1::{
         any_value, AnyValue, InstrumentationScope, KeyValue,
     };
@@ -930,6 +939,7 @@ scope_name_tag = "otel.scope"
 enabled = true
 endpoint = "http://{}"
 service_name = "e2e"
+received_resource = {keep}
 [queue]
 directory = "@DIR@/queue"
 "#,
@@ -996,15 +1006,22 @@ directory = "@DIR@/queue"
         let s = rx.seen();
         (find(&s, "ox.rx").is_some() && find(&s, "ox.local").is_some()).then_some(s)
     });
-    let (res, scope, attrs) = find(&seen, "ox.rx").expect("ox.rx");
-    assert_eq!(string_attr(&res, "service.name").as_deref(), Some("cart"));
-    assert_eq!(string_attr(&res, "host.name").as_deref(), Some("db-7"));
-    assert_eq!(scope, "io.example.cart");
-    assert_eq!(
-        attrs,
-        ["route"],
-        "only the point's own attribute stays on it"
-    );
+    let (res, scope, mut attrs) = find(&seen, "ox.rx").expect("ox.rx");
+    if keep {
+        assert_eq!(string_attr(&res, "service.name").as_deref(), Some("cart"));
+        assert_eq!(string_attr(&res, "host.name").as_deref(), Some("db-7"));
+        assert_eq!(scope, "io.example.cart");
+        assert_eq!(
+            attrs,
+            ["route"],
+            "only the point's own attribute stays on it"
+        );
+    } else {
+        assert_eq!(string_attr(&res, "service.name").as_deref(), Some("e2e"));
+        assert_eq!(scope, "tallyd");
+        attrs.sort();
+        assert_eq!(attrs, ["host", "otel.scope", "route", "service"]);
+    }
     let (res, scope, attrs) = find(&seen, "ox.local").expect("ox.local");
     assert_eq!(string_attr(&res, "service.name").as_deref(), Some("e2e"));
     let host = string_attr(&res, "host.name").expect("A's host.name");
