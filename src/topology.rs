@@ -125,7 +125,14 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         .context("the Prometheus sink is always on")?;
     sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
     sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
-    sinks::otlp::start(&cfg.otlp_export, ctx)?.report(&health);
+    // Points received over OTLP leave with the resource and scope their tags came from; with
+    // the receiver off no tag came from it.
+    let received = if cfg.otlp.enabled && cfg.otlp_export.received_resource {
+        sinks::otlp::Received::new(&cfg.otlp.attribute_renames(), &cfg.otlp.scope_name_tag)
+    } else {
+        sinks::otlp::Received::default()
+    };
+    sinks::otlp::start(&cfg.otlp_export, received, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);

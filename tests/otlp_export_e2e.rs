@@ -12,6 +12,8 @@
 //! - A stand-in OTLP/gRPC receiver (tonic, the official service) answers RESOURCE_EXHAUSTED with
 //!   `RetryInfo`, UNAVAILABLE, a partial success and INVALID_ARGUMENT.
 //! - HTTPS and gRPC over TLS with a test CA given as `otlp_export.tls_ca_file`.
+//! - Points A received over OTLP leave with their resource and scope (from the tags A's
+//!   receiver made of them), a StatsD point under A's own resource and scope.
 
 mod common;
 
@@ -38,14 +40,19 @@ fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// B: a tallyd whose OTLP receiver adds no tags of its own (so its series equal A's).
+/// B's renames: A's StatsD `env` tag leaves as the resource attribute
+/// `deployment.environment.name` (A's receiver renames it to `env` by default) and comes back
+/// as `env`; A's own `host.name` and `service.name` add no tags (so B's series equal A's).
+const B_RENAMES: &str = "attribute_tags = [\"deployment.environment.name=env\"]";
+
+/// B: a tallyd receiving A's export.
 fn receiver(http_listen: &str) -> Tallyd {
     receiver_with(http_listen, "")
 }
 
 fn receiver_with(http_listen: &str, extra: &str) -> Tallyd {
     Tallyd::start(&format!(
-        "[otlp]\nhttp_listen = \"{http_listen}\"\nattribute_tags = []\n{extra}\n"
+        "[otlp]\nhttp_listen = \"{http_listen}\"\n{B_RENAMES}\n{extra}\n"
     ))
 }
 
@@ -738,7 +745,7 @@ fn tls_roundtrip(protocol: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = test_ca(dir.path());
     let b = Tallyd::start(&format!(
-        "[otlp]\nattribute_tags = []\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n"
+        "[otlp]\n{B_RENAMES}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n"
     ));
     let target = match protocol {
         "grpc" => b.otlp_grpc.expect("gRPC listener"),
@@ -882,4 +889,143 @@ backoff_max = "300ms"
         Some(1.0),
         "{m}"
     );
+}
+
+fn string_attr(
+    kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    kvs.iter()
+        .find(|k| k.key == key)
+        .and_then(|k| match k.value.as_ref()?.value.as_ref()? {
+            V::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+#[test]
+fn received_resource_and_scope_are_exported_statsd_stays_under_tallyd() {
+    received_resource(true);
+}
+
+#[test]
+fn received_resource_false_keeps_every_tag_on_the_points() {
+    received_resource(false);
+}
+
+fn received_resource(keep: bool) {
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let rx = StandIn::start(Vec::new());
+    let a = Tallyd::start(&format!(
+        r#"
+[otlp]
+attribute_tags = ["service.name=service", "host.name=host"]
+scope_name_tag = "otel.scope"
+[otlp_export]
+enabled = true
+endpoint = "http://{}"
+service_name = "e2e"
+received_resource = {keep}
+[queue]
+directory = "@DIR@/queue"
+"#,
+        rx.addr
+    ));
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "cart"), kv("host.name", "db-7")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "io.example.cart".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![Metric {
+                    name: "ox.rx".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            attributes: vec![kv("route", "/a")],
+                            time_unix_nano: 1,
+                            value: Some(number_data_point::Value::AsDouble(2.5)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, _, body) = common::http_bytes(
+        a.otlp_http.expect("OTLP/HTTP listener"),
+        "POST",
+        "/v1/metrics",
+        &[("content-type", "application/x-protobuf")],
+        &req.encode_to_vec(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    a.send_tcp("ox.local:1|c|#route:/b\n");
+    // (resource, scope name, point attribute keys) of each exported point, by metric name.
+    let find = |seen: &[Seen], name: &str| {
+        seen.iter()
+            .flat_map(|s| &s.request.resource_metrics)
+            .flat_map(|rm| rm.scope_metrics.iter().map(move |sm| (rm, sm)))
+            .flat_map(|(rm, sm)| sm.metrics.iter().map(move |m| (rm, sm, m)))
+            .find(|(_, _, m)| m.name == name)
+            .map(|(rm, sm, m)| {
+                let attrs = match &m.data {
+                    Some(metric::Data::Gauge(g)) => g.data_points[0].attributes.clone(),
+                    Some(metric::Data::Sum(g)) => g.data_points[0].attributes.clone(),
+                    other => panic!("{other:?}"),
+                };
+                (
+                    rm.resource.clone().expect("resource").attributes,
+                    sm.scope.clone().expect("scope").name,
+                    attrs.into_iter().map(|k| k.key).collect::<Vec<_>>(),
+                )
+            })
+    };
+    let seen = wait_until(15, "both points exported", || {
+        let s = rx.seen();
+        (find(&s, "ox.rx").is_some() && find(&s, "ox.local").is_some()).then_some(s)
+    });
+    let (res, scope, mut attrs) = find(&seen, "ox.rx").expect("ox.rx");
+    if keep {
+        assert_eq!(string_attr(&res, "service.name").as_deref(), Some("cart"));
+        assert_eq!(string_attr(&res, "host.name").as_deref(), Some("db-7"));
+        assert_eq!(scope, "io.example.cart");
+        assert_eq!(
+            attrs,
+            ["route"],
+            "only the point's own attribute stays on it"
+        );
+    } else {
+        assert_eq!(string_attr(&res, "service.name").as_deref(), Some("e2e"));
+        assert_eq!(scope, "tallyd");
+        attrs.sort();
+        assert_eq!(attrs, ["host", "otel.scope", "route", "service"]);
+    }
+    let (res, scope, attrs) = find(&seen, "ox.local").expect("ox.local");
+    assert_eq!(string_attr(&res, "service.name").as_deref(), Some("e2e"));
+    let host = string_attr(&res, "host.name").expect("A's host.name");
+    assert_ne!(host, "db-7");
+    assert_eq!(scope, "tallyd");
+    assert_eq!(attrs, ["route"]);
 }

@@ -84,6 +84,10 @@ pub struct OtlpExportConfig {
     pub service_name: String,
     /// Further resource attributes (`host.name` is the host's name unless given here).
     pub resource_attributes: BTreeMap<String, String>,
+    /// Rebuild the resource and scope of points received over OTLP from the tags the receiver
+    /// made of them (`[otlp] attribute_tags`, `scope_name_tag`); false: every point under
+    /// tallyd's resource, every tag a point attribute.
+    pub received_resource: bool,
 }
 
 /// The OpenTelemetry SDK's default explicit bounds.
@@ -112,6 +116,7 @@ impl Default for OtlpExportConfig {
             exponential_max_size: 160,
             service_name: String::new(),
             resource_attributes: BTreeMap::new(),
+            received_resource: true,
         }
     }
 }

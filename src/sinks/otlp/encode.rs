@@ -8,11 +8,13 @@
 //!   ExponentialHistogram, count, sum, min and max exact, buckets from the window's stored
 //!   values (exact while raw, HDR bucket representatives once compact);
 //! - tags → attributes (`k:v` → `k = "v"`, a bare tag → `tag = ""`; the first of two tags with
-//!   one key wins, as OTLP keys must be unique); one resource (`host.name`, `service.name`,
-//!   the configured attributes) and scope `tallyd`.
-//!
-//! The aggregator keeps no OTLP resource or scope: points that came in through the OTLP
-//! receiver leave with the tags it made of them (`otlp.attribute_tags`), under this resource.
+//!   one key wins, as OTLP keys must be unique);
+//! - resource and scope: tallyd's resource (`host.name`, `service.name`, the configured
+//!   attributes) and scope `tallyd`, except where the tags say the point came in through the
+//!   OTLP receiver (`received.rs`): those tags go back into the Resource and the scope name,
+//!   one ResourceMetrics per resource attribute set, one ScopeMetrics per scope in it; tallyd's
+//!   own resource attributes are merged in, the received ones winning (a received `host.name`
+//!   names the host the data came from).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::config::{HistogramMapping, OtlpExportConfig, Temporality};
+use super::received::{Origin, Received};
 use crate::aggregate::{Flush, Samples, SeriesValue};
 use crate::model::{Context, MetricKind};
 
@@ -69,6 +72,15 @@ pub struct Encoder {
     exp_max: usize,
     streams: HashMap<Arc<Context>, Stream>,
     last_sweep_ns: u64,
+    received: Received,
+}
+
+/// One request's metrics, grouped by origin in first-seen order.
+#[derive(Default)]
+struct Batch {
+    groups: Vec<(Origin, Vec<Metric>)>,
+    index: HashMap<Origin, usize>,
+    points: usize,
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
@@ -81,17 +93,9 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// The attributes of a context's tags.
+/// The attributes of a context's tags (none moved to a resource or scope).
 pub fn attributes(ctx: &Context) -> Vec<KeyValue> {
-    let mut out: Vec<KeyValue> = Vec::new();
-    for tag in ctx.tags() {
-        let (k, v) = tag.split_once(':').unwrap_or((tag, ""));
-        if k.is_empty() || out.iter().any(|a| a.key == k) {
-            continue;
-        }
-        out.push(kv(k, v));
-    }
-    out
+    Received::default().split(ctx.tags(), kv).0
 }
 
 impl Encoder {
@@ -119,7 +123,14 @@ impl Encoder {
             exp_max: cfg.exponential_max_size.max(2),
             streams: HashMap::new(),
             last_sweep_ns: 0,
+            received: Received::default(),
         }
+    }
+
+    /// Puts the resource and scope of points received over OTLP back (`received.rs`).
+    pub fn with_received(mut self, received: Received) -> Encoder {
+        self.received = received;
+        self
     }
 
     /// Cumulative series remembered.
@@ -131,40 +142,82 @@ impl Encoder {
     pub fn encode(&mut self, flush: &Flush, start_ns: u64, end_ns: u64) -> Encoded {
         self.sweep(end_ns);
         let mut out = Encoded::default();
-        let mut metrics = Vec::new();
+        let mut batch = Batch::default();
         for s in &flush.series {
-            let Some(m) = self.metric(&s.ctx, &s.value, start_ns, end_ns, &mut out) else {
+            let Some((origin, m)) = self.metric(&s.ctx, &s.value, start_ns, end_ns, &mut out)
+            else {
                 continue;
             };
-            metrics.push(m);
+            let i = match batch.index.get(&origin) {
+                Some(&i) => i,
+                None => {
+                    batch.index.insert(origin.clone(), batch.groups.len());
+                    batch.groups.push((origin, Vec::new()));
+                    batch.groups.len() - 1
+                }
+            };
+            batch.groups[i].1.push(m);
+            batch.points += 1;
             out.points += 1;
-            if metrics.len() == self.max_points {
-                out.requests
-                    .push(self.request(std::mem::take(&mut metrics)));
+            if batch.points == self.max_points {
+                out.requests.push(self.request(std::mem::take(&mut batch)));
             }
         }
-        if !metrics.is_empty() {
-            out.requests.push(self.request(metrics));
+        if batch.points > 0 {
+            out.requests.push(self.request(batch));
         }
         out
     }
 
-    fn request(&self, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(self.resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "tallyd".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    /// tallyd's resource, or the received attributes with tallyd's merged in under them.
+    fn resource(&self, received: &[(String, String)]) -> Resource {
+        if received.is_empty() {
+            return self.resource.clone();
         }
+        let mut attributes: Vec<KeyValue> = received.iter().map(|(k, v)| kv(k, v)).collect();
+        for a in &self.resource.attributes {
+            if !received.iter().any(|(k, _)| *k == a.key) {
+                attributes.push(a.clone());
+            }
+        }
+        Resource {
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn request(&self, batch: Batch) -> ExportMetricsServiceRequest {
+        let mut resource_metrics: Vec<ResourceMetrics> = Vec::new();
+        let mut by_resource: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        for ((res, scope), metrics) in batch.groups {
+            let scope = match scope {
+                Some(name) => InstrumentationScope {
+                    name,
+                    ..Default::default()
+                },
+                None => InstrumentationScope {
+                    name: "tallyd".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                },
+            };
+            let sm = ScopeMetrics {
+                scope: Some(scope),
+                metrics,
+                ..Default::default()
+            };
+            if let Some(&i) = by_resource.get(&res) {
+                resource_metrics[i].scope_metrics.push(sm);
+                continue;
+            }
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(self.resource(&res)),
+                scope_metrics: vec![sm],
+                ..Default::default()
+            });
+            by_resource.insert(res, resource_metrics.len() - 1);
+        }
+        ExportMetricsServiceRequest { resource_metrics }
     }
 
     fn sweep(&mut self, now_ns: u64) {
@@ -183,8 +236,8 @@ impl Encoder {
         start_ns: u64,
         end_ns: u64,
         out: &mut Encoded,
-    ) -> Option<Metric> {
-        let attributes = attributes(ctx);
+    ) -> Option<(Origin, Metric)> {
+        let (attributes, origin) = self.received.split(ctx.tags(), kv);
         let number = |v: number_data_point::Value, start: u64, attributes| NumberDataPoint {
             attributes,
             start_time_unix_nano: start,
@@ -246,7 +299,7 @@ impl Encoder {
                 }),
             },
         };
-        Some(Metric {
+        let metric = Metric {
             name: ctx.name().to_string(),
             unit: if ctx.kind() == MetricKind::Timer {
                 "ms".into()
@@ -255,7 +308,8 @@ impl Encoder {
             },
             data: Some(data),
             ..Default::default()
-        })
+        };
+        Some((origin, metric))
     }
 }
 

@@ -6,6 +6,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use super::config::{HistogramMapping, OtlpExportConfig, Temporality};
 use super::deliver::{grpc_verdict, http_retryable, retry_info, GrpcVerdict};
 use super::encode::{exp_index, Encoder, CUMULATIVE, DELTA};
+use super::received::Received;
 use super::sink::window_span;
 use crate::aggregate::SeriesValue;
 use crate::model::MetricKind;
@@ -232,6 +233,190 @@ fn windows_split_at_max_points() {
         .collect();
     assert_eq!(sizes, vec![10, 10, 5]);
     assert_eq!(out.points, 25);
+}
+
+/// The receiver's default renames, plus a scope tag.
+fn received() -> Received {
+    let renames: Vec<(String, String)> = [
+        ("service.name", "service"),
+        ("deployment.environment.name", "env"),
+        ("deployment.environment", "env"),
+        ("host.name", "host"),
+    ]
+    .iter()
+    .map(|(a, t)| (a.to_string(), t.to_string()))
+    .collect();
+    Received::new(&renames, "otel.scope")
+}
+
+#[test]
+fn received_resources_and_scopes_are_put_back_and_grouped() {
+    let f = flush(
+        0,
+        vec![
+            // Two resources (cart on db-7, pay on db-8), cart with two scopes.
+            (
+                MetricKind::Counter,
+                "a",
+                &["service:cart", "host:db-7", "otel.scope:io.x", "route:/a"],
+                SeriesValue::Counter(1.0),
+            ),
+            (
+                MetricKind::Gauge,
+                "b",
+                &["host:db-7", "service:cart", "otel.scope:io.y"],
+                SeriesValue::Gauge(2.0),
+            ),
+            (
+                MetricKind::Gauge,
+                "c",
+                &["service:cart", "host:db-7", "otel.scope:io.x"],
+                SeriesValue::Gauge(3.0),
+            ),
+            (
+                MetricKind::Gauge,
+                "d",
+                &["service:pay", "env:prod", "host:db-8"],
+                SeriesValue::Gauge(4.0),
+            ),
+            // Not from OTLP: tallyd's resource and scope.
+            (
+                MetricKind::Gauge,
+                "statsd",
+                &["route:/b"],
+                SeriesValue::Gauge(5.0),
+            ),
+            // A bare tag with a renamed key stays a point attribute.
+            (
+                MetricKind::Gauge,
+                "bare",
+                &["service"],
+                SeriesValue::Gauge(6.0),
+            ),
+        ],
+    );
+    let mut e = Encoder::new(&cfg(), "web-1").with_received(received());
+    let out = e.encode(&f, 0, S);
+    assert_eq!((out.points, out.requests.len()), (6, 1));
+    let rms = &out.requests[0].resource_metrics;
+    assert_eq!(rms.len(), 3, "cart@db-7, pay@db-8, tallyd: {rms:?}");
+    let res = |i: usize| &rms[i].resource.as_ref().expect("resource").attributes;
+    let scopes = |i: usize| -> Vec<(String, String, Vec<String>)> {
+        rms[i]
+            .scope_metrics
+            .iter()
+            .map(|sm| {
+                let sc = sm.scope.clone().expect("scope");
+                let names = sm.metrics.iter().map(|m| m.name.clone()).collect();
+                (sc.name, sc.version, names)
+            })
+            .collect()
+    };
+    // The received host.name and service.name win over tallyd's; tallyd's fill in the rest.
+    assert_eq!(attr(res(0), "host.name").as_deref(), Some("db-7"));
+    assert_eq!(attr(res(0), "service.name").as_deref(), Some("cart"));
+    assert_eq!(res(0).len(), 2, "{:?}", res(0));
+    let s = |n: &str, v: &str, m: &[&str]| {
+        (
+            n.to_string(),
+            v.to_string(),
+            m.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        scopes(0),
+        vec![s("io.x", "", &["a", "c"]), s("io.y", "", &["b"])]
+    );
+    assert_eq!(attr(res(1), "host.name").as_deref(), Some("db-8"));
+    assert_eq!(attr(res(1), "service.name").as_deref(), Some("pay"));
+    // The first rename listed for `env` names the attribute.
+    assert_eq!(
+        attr(res(1), "deployment.environment.name").as_deref(),
+        Some("prod")
+    );
+    assert_eq!(attr(res(1), "deployment.environment"), None);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(scopes(1), vec![s("tallyd", version, &["d"])]);
+    assert_eq!(attr(res(2), "host.name").as_deref(), Some("web-1"));
+    assert_eq!(attr(res(2), "service.name").as_deref(), Some("checkout"));
+    assert_eq!(scopes(2), vec![s("tallyd", version, &["statsd", "bare"])]);
+    // Moved tags are not point attributes; the others are.
+    let point = |rm: usize, sm: usize, m: usize| match &rms[rm].scope_metrics[sm].metrics[m].data {
+        Some(Data::Sum(x)) => x.data_points[0].attributes.clone(),
+        Some(Data::Gauge(x)) => x.data_points[0].attributes.clone(),
+        other => panic!("{other:?}"),
+    };
+    let keys = |a: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>| {
+        a.into_iter().map(|k| k.key).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(point(0, 0, 0)), ["route"]);
+    assert!(keys(point(0, 1, 0)).is_empty());
+    assert!(keys(point(1, 0, 0)).is_empty());
+    assert_eq!(keys(point(2, 0, 0)), ["route"]);
+    assert_eq!(keys(point(2, 0, 1)), ["service"]);
+}
+
+#[test]
+fn grouped_windows_still_split_at_max_points() {
+    let tags = [["service:a"], ["service:b"]];
+    let names: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    let f = flush(
+        0,
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    MetricKind::Gauge,
+                    n.as_str(),
+                    &tags[i % 2][..],
+                    SeriesValue::Gauge(1.0),
+                )
+            })
+            .collect(),
+    );
+    let c = OtlpExportConfig {
+        max_points_per_request: 3,
+        ..cfg()
+    };
+    let out = Encoder::new(&c, "h")
+        .with_received(received())
+        .encode(&f, 0, S);
+    let shape: Vec<Vec<usize>> = out
+        .requests
+        .iter()
+        .map(|r| {
+            r.resource_metrics
+                .iter()
+                .map(|rm| rm.scope_metrics.iter().map(|sm| sm.metrics.len()).sum())
+                .collect()
+        })
+        .collect();
+    assert_eq!(shape, vec![vec![2, 1], vec![1, 1]]);
+}
+
+#[test]
+fn without_the_receivers_renames_tags_stay_on_the_points() {
+    let f = flush(
+        0,
+        vec![(
+            MetricKind::Gauge,
+            "g",
+            &["service:cart", "host:db-7"],
+            SeriesValue::Gauge(1.0),
+        )],
+    );
+    let out = Encoder::new(&cfg(), "web-1").encode(&f, 0, S);
+    let rm = &out.requests[0].resource_metrics[0];
+    let res = &rm.resource.as_ref().expect("resource").attributes;
+    assert_eq!(attr(res, "host.name").as_deref(), Some("web-1"));
+    let Some(Data::Gauge(g)) = &rm.scope_metrics[0].metrics[0].data else {
+        panic!("gauge")
+    };
+    assert_eq!(
+        attr(&g.data_points[0].attributes, "service").as_deref(),
+        Some("cart")
+    );
 }
 
 #[test]

@@ -8,20 +8,27 @@
 pub mod config;
 pub mod deliver;
 pub mod encode;
+pub mod received;
 pub mod sink;
 
 pub use config::OtlpExportConfig;
+pub use received::Received;
 pub use sink::{OtlpSink, QUEUE_NAME};
 
 use crate::component::{Context, Error, Running, Stage};
 
 /// Starts OTLP export when `otlp_export.enabled`: the encoder thread and the durable queue,
-/// drained in the delivery stage.
+/// drained in the delivery stage. `received` names the tags tallyd's OTLP receiver makes of
+/// resource and scope attributes, to put them back.
 ///
 /// # Errors
 /// The queue directory cannot be used, the CA file cannot be read, or the HTTP client cannot
 /// be built.
-pub fn start(cfg: &OtlpExportConfig, ctx: &mut Context) -> Result<Running, Error> {
+pub fn start(
+    cfg: &OtlpExportConfig,
+    received: Received,
+    ctx: &mut Context,
+) -> Result<Running, Error> {
     if !cfg.enabled {
         return Ok(Running::disabled(
             "otlp_export",
@@ -29,7 +36,7 @@ pub fn start(cfg: &OtlpExportConfig, ctx: &mut Context) -> Result<Running, Error
             "otlp_export.enabled is false",
         ));
     }
-    let sink = OtlpSink::start(cfg, ctx)?;
+    let sink = OtlpSink::start(cfg, received, ctx)?;
     ctx.telemetry.register(sink.clone());
     ctx.add_sink(sink.clone());
     ctx.shutdown

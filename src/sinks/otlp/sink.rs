@@ -15,6 +15,7 @@ use tracing::{error, info};
 use super::config::{Compression, OtlpExportConfig};
 use super::deliver::{OtlpDeliver, Partial};
 use super::encode::Encoder;
+use super::received::Received;
 use crate::aggregate::Flush;
 use crate::base::handoff::{DropCounter, Handoff};
 use crate::base::metrics::{Collect, Families, Kind};
@@ -78,7 +79,11 @@ impl OtlpSink {
     /// # Errors
     /// The queue directory cannot be used, a header is invalid, the CA file cannot be read or
     /// the HTTP client cannot be built; the message names the setting.
-    pub fn start(cfg: &OtlpExportConfig, ctx: &Context) -> Result<Arc<OtlpSink>, Error> {
+    pub fn start(
+        cfg: &OtlpExportConfig,
+        received: Received,
+        ctx: &Context,
+    ) -> Result<Arc<OtlpSink>, Error> {
         let partial = Arc::new(Partial::default());
         let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
             let mut h = header_map(&cfg.headers, "otlp_export.headers")?;
@@ -98,7 +103,7 @@ impl OtlpSink {
 
         let counters = Arc::new(Counters::default());
         let mut window = WindowEncoder {
-            encoder: Encoder::new(cfg, &ctx.host),
+            encoder: Encoder::new(cfg, &ctx.host).with_received(received),
             gzip: cfg.compression == Compression::Gzip,
             queue: Arc::clone(outbox.queue()),
             counters: Arc::clone(&counters),
