@@ -42,14 +42,21 @@ pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
         Some(b'$') => return binary_frame(buf),
         Some(b'*') => {}
         // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
-        // frame up to the next `*` or `$`, so that the frames after it are read.
+        // frame up to the next `*` or `$`, or through a `#`, so that the frames after it are
+        // read. Like a text frame it waits for its end (at most `max_line` bytes), so that it
+        // counts once however TCP cut it.
         Some(_) => {
             let end = buf[blank..]
                 .iter()
-                .position(|&b| b == b'*' || b == b'$')
-                .map_or(buf.len(), |p| blank + p);
+                .position(|&b| b == b'*' || b == b'$' || b == b'#');
+            let len = match end {
+                Some(p) if buf[blank + p] == b'#' => blank + p + 1,
+                Some(p) => blank + p,
+                None if buf.len() > max_line => buf.len(),
+                None => return Step::Incomplete,
+            };
             return Step::Frame {
-                len: end,
+                len,
                 msg: Err(FrameError::Malformed),
             };
         }
@@ -423,6 +430,27 @@ mod tests {
                 Some("4970105243")
             );
         }
+    }
+
+    #[test]
+    fn noise_counts_once_however_it_is_cut() {
+        // Found by fuzz/fuzz_targets/gps_stream.rs: noise without a frame start after it was
+        // taken whole as far as it had arrived, so TCP cutting it in n pieces counted n
+        // malformed frames (towards the peer's blacklist) instead of one.
+        assert_eq!(decode(b"\x00\x07ab", 512, NOW), Step::Incomplete);
+        assert_eq!(decode(b"\x00\x07ab\r\n", 512, NOW), Step::Incomplete);
+        let Step::Frame { len, msg } = decode(b"\x00\x07ab\r\n$", 512, NOW) else {
+            panic!("noise")
+        };
+        assert_eq!((len, msg), (6, Err(FrameError::Malformed)));
+        let Step::Frame { len, .. } = decode(b"A,2235.1777,N#*HQ", 512, NOW) else {
+            panic!("the tail of a text frame")
+        };
+        assert_eq!(len, 14);
+        let Step::Frame { len, msg } = decode(&[b'x'; 600], 512, NOW) else {
+            panic!("noise over the line limit")
+        };
+        assert_eq!((len, msg), (600, Err(FrameError::Malformed)));
     }
 
     #[test]
