@@ -433,9 +433,13 @@ fuzz_target!(|input: Input| {
                             Value::Gauge(finite.map(|(v, _)| *v).last().unwrap_or(0.0))
                         }
                         _ => {
+                            // As the converter turns a histogram point into samples: bins
+                            // of (value, count); it drops points with a zero count.
+                            let bins: Vec<(f64, u64)> =
+                                finite.map(|(v, w)| (*v, u64::from(*w).max(1))).collect();
                             let mut smp = Samples::new();
-                            for (v, w) in finite {
-                                smp.add(*v, u32::from(*w).max(1));
+                            if smp.add_bins(&bins, None, None, None) == 0 {
+                                continue;
                             }
                             Value::Samples(smp)
                         }

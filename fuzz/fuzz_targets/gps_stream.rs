@@ -2,7 +2,8 @@
 //! points. The connection is modelled as `gps::server` runs it (protocol detection from the
 //! first bytes, a read never past the frame limit, then decode until `Incomplete`). Properties:
 //! no panic, every step consumes at least one byte and no more than it was given, and the
-//! frames decoded, their order and the way the connection ends are the same whatever the split.
+//! messages decoded (good or bad), their order, the bytes left over and the way the connection
+//! ends are the same whatever the split (one documented exception: `H02_BINARY`).
 //!
 //! Input: byte 0 picks the protocol (0 or > 5: detected from the stream, as the server does;
 //! 1-5: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
@@ -20,6 +21,12 @@ use tallyd::gps::{gt06, h02, tk103};
 
 /// `gps::server`'s bytes asked per read.
 const READ_CHUNK: usize = 4096;
+/// H02's binary frames have no length field: a frame is 32 bytes, or 45 when the byte after
+/// the first 32 does not start another frame (as Traccar decides). When a read ends exactly
+/// after 32 bytes the decoder takes the short form (waiting for one more byte would hold a
+/// device's last report until its next one, and past `gps.frame_timeout`), so a 45-byte frame
+/// cut there decodes differently. Runs where that happened are not compared.
+const H02_BINARY: usize = 32;
 /// H02 fills in the date from the clock; fixed so both runs agree.
 const NOW_MS: i64 = 1_750_000_000_000;
 
@@ -73,6 +80,9 @@ struct Conn<'a> {
     /// What happened, in order: each decoded step and, last, why the connection closed.
     events: Vec<String>,
     closed: bool,
+    /// An H02 binary frame ended exactly at the end of the buffer: the one decision the
+    /// protocol leaves to the split (see `H02_BINARY`).
+    ambiguous: bool,
 }
 
 impl Conn<'_> {
@@ -111,6 +121,7 @@ impl Conn<'_> {
                     d => return self.close(&format!("detect: {d:?}")),
                 },
             };
+            let h02 = matches!(decoder, Decoder::H02);
             let step = decoder.step(&self.buf, self.limits);
             match &step {
                 Step::Incomplete => return,
@@ -120,8 +131,15 @@ impl Conn<'_> {
                         "a step that consumes nothing loops forever: {step:?}"
                     );
                     assert!(*n <= self.buf.len(), "consumed past the buffer: {step:?}");
+                    if h02 && self.buf[0] == b'$' && self.buf.len() == H02_BINARY {
+                        self.ambiguous = true;
+                    }
                     self.buf.drain(..*n);
-                    self.events.push(format!("{step:?}"));
+                    // What is observable: the messages (counted, delivered, answered), not
+                    // how many bytes each step took nor the blank bytes skipped.
+                    if let Step::Frame { msg, .. } = &step {
+                        self.events.push(format!("{msg:?}"));
+                    }
                 }
                 Step::Fatal(_) => return self.close(&format!("{step:?}")),
             }
@@ -129,18 +147,20 @@ impl Conn<'_> {
     }
 }
 
+/// The events and the bytes left in the buffer, or None when the run met the H02 ambiguity.
 fn run(
     stream: &[u8],
     pieces: &[usize],
     limits: &Limits,
     forced: Option<Protocol>,
-) -> (Vec<String>, Vec<u8>) {
+) -> Option<(Vec<String>, Vec<u8>)> {
     let mut c = Conn {
         limits,
         buf: Vec::new(),
         decoder: forced.map(Decoder::new),
         events: Vec::new(),
         closed: false,
+        ambiguous: false,
     };
     let mut at = 0;
     let mut i = 0;
@@ -156,7 +176,11 @@ fn run(
         }
         i += 1;
     }
-    (c.events, c.buf)
+    // After a close the buffer is dropped: what was left in it is not observable.
+    if c.closed {
+        c.buf.clear();
+    }
+    (!c.ambiguous).then_some((c.events, c.buf))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -186,18 +210,22 @@ fuzz_target!(|data: &[u8]| {
             max_frame: 16_384,
         }
     };
-    let whole = run(stream, &[], &limits, forced);
-    let split = run(stream, &pieces, &limits, forced);
-    assert_eq!(
-        whole, split,
-        "the split {pieces:?} changed what was decoded"
-    );
+    let Some(whole) = run(stream, &[], &limits, forced) else {
+        return;
+    };
+    if let Some(split) = run(stream, &pieces, &limits, forced) {
+        assert_eq!(
+            whole, split,
+            "the split {pieces:?} changed what was decoded"
+        );
+    }
     // One byte at a time, the worst TCP can do.
     if stream.len() <= 2048 {
-        let bytewise = run(stream, &[1], &limits, forced);
-        assert_eq!(
-            whole, bytewise,
-            "byte-at-a-time delivery changed what was decoded"
-        );
+        if let Some(bytewise) = run(stream, &[1], &limits, forced) {
+            assert_eq!(
+                whole, bytewise,
+                "byte-at-a-time delivery changed what was decoded"
+            );
+        }
     }
 });
