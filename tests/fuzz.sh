@@ -34,7 +34,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
 for t in "${targets[@]}"; do
-    mkdir -p "$scratch/$t" "fuzz/artifacts/$t"
+    mkdir -p "$scratch/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
     echo "tests/fuzz.sh: $t for ${seconds}s"
     if ! (cd fuzz && cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
