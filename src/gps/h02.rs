@@ -32,24 +32,32 @@ use super::nmea::{ddmmyy, time_of_day, valid_id};
 /// Decodes the next frame: a `#`-terminated text frame, or a binary one starting with `$`.
 /// `now_ms` (Unix ms) stamps the V1 acknowledgement.
 pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
-    // Line ends after a text frame stay in the buffer; before a binary frame they are skipped
-    // (a text frame trims them itself).
+    // Line ends after a frame are skipped first, whatever follows, so that where TCP cut
+    // the stream does not change where the next frame is measured from.
     let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    match buf.get(blank) {
-        None if blank > 0 => return Step::Skip(blank),
+    if blank > 0 {
+        return Step::Skip(blank);
+    }
+    match buf.first() {
         None => return Step::Incomplete,
-        Some(b'$') if blank > 0 => return Step::Skip(blank),
         Some(b'$') => return binary_frame(buf),
         Some(b'*') => {}
         // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
-        // frame up to the next `*` or `$`, so that the frames after it are read.
+        // frame up to the next `*` or `$`, or through a `#`, so that the frames after it are
+        // read. Like a text frame it waits for its end (at most `max_line` bytes), so that it
+        // counts once however TCP cut it.
         Some(_) => {
-            let end = buf[blank..]
+            let end = buf
                 .iter()
-                .position(|&b| b == b'*' || b == b'$')
-                .map_or(buf.len(), |p| blank + p);
+                .position(|&b| b == b'*' || b == b'$' || b == b'#');
+            let len = match end {
+                Some(p) if buf[p] == b'#' => p + 1,
+                Some(p) => p,
+                None if buf.len() > max_line => buf.len(),
+                None => return Step::Incomplete,
+            };
             return Step::Frame {
-                len: end,
+                len,
                 msg: Err(FrameError::Malformed),
             };
         }
@@ -423,6 +431,30 @@ mod tests {
                 Some("4970105243")
             );
         }
+    }
+
+    #[test]
+    fn noise_counts_once_however_it_is_cut() {
+        // Found by fuzz/fuzz_targets/gps_stream.rs: noise without a frame start after it was
+        // taken whole as far as it had arrived, so TCP cutting it in n pieces counted n
+        // malformed frames (towards the peer's blacklist) instead of one.
+        assert_eq!(decode(b"\x00\x07ab", 512, NOW), Step::Incomplete);
+        assert_eq!(decode(b"\x00\x07ab\r\n", 512, NOW), Step::Incomplete);
+        let Step::Frame { len, msg } = decode(b"\x00\x07ab\r\n$", 512, NOW) else {
+            panic!("noise")
+        };
+        assert_eq!((len, msg), (6, Err(FrameError::Malformed)));
+        let Step::Frame { len, .. } = decode(b"A,2235.1777,N#*HQ", 512, NOW) else {
+            panic!("the tail of a text frame")
+        };
+        assert_eq!(len, 14);
+        let Step::Frame { len, msg } = decode(&[b'x'; 600], 512, NOW) else {
+            panic!("noise over the line limit")
+        };
+        assert_eq!((len, msg), (600, Err(FrameError::Malformed)));
+        // Blanks are skipped before whatever follows them, so a cut after them changes nothing.
+        assert_eq!(decode(b" \x90", 512, NOW), Step::Skip(1));
+        assert_eq!(decode(b"\r\n*HQ,1", 512, NOW), Step::Skip(2));
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl Teltonika {
             return Step::Skip(1);
         }
         if buf.len() < 8 {
-            return if buf.iter().all(|b| *b == 0) {
+            // Only the zero preamble can be judged yet: the length after it may be partly here
+            // (a packet of 256 bytes or more has a non-zero third length byte).
+            return if buf.iter().take(4).all(|b| *b == 0) {
                 Step::Incomplete
             } else {
                 Step::Fatal(FrameError::Malformed)
@@ -469,6 +471,39 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_long_packet_cut_inside_its_length_is_incomplete() {
+        // Found by fuzz/fuzz_targets/gps_stream.rs: a packet of 256 data bytes or more has a
+        // non-zero third length byte, and 5 to 7 bytes of it (as TCP may deliver them) were
+        // taken for a broken stream and closed the connection.
+        let wiki = hex(
+            "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF",
+        );
+        let record = &wiki[10..wiki.len() - 5];
+        let mut data = vec![CODEC_8, 12];
+        for _ in 0..12 {
+            data.extend_from_slice(record);
+        }
+        data.push(12);
+        assert!(data.len() >= 256);
+        let p = packet(&data);
+        for cut in 0..p.len() {
+            assert_eq!(
+                identified().decode(&p[..cut], 2048),
+                Step::Incomplete,
+                "cut at {cut}"
+            );
+        }
+        let Step::Frame { len, msg: Ok(msg) } = identified().decode(&p, 2048) else {
+            panic!("avl")
+        };
+        assert_eq!((len, msg.fixes.len()), (p.len(), 12));
+        assert_eq!(
+            identified().decode(&[0, 0, 0, 1, 0], 2048),
+            Step::Fatal(FrameError::Malformed)
+        );
     }
 
     proptest::proptest! {

@@ -279,6 +279,14 @@ impl Encoder {
                 continue;
             }
             let sk = sketch::from_samples(h);
+            // As for series: the intake never receives `inf` or `NaN`. Pre-aggregated OTLP
+            // histograms can add up to a sum past f64::MAX.
+            if ![sk.min, sk.max, sk.sum, sk.avg]
+                .iter()
+                .all(|v| v.is_finite())
+            {
+                continue;
+            }
             let (host, tags) = self.host_and_tags(s.ctx.tags());
             out.push(Sketch {
                 metric: s.ctx.name().to_string(),

@@ -151,3 +151,35 @@ fn incompressible_batches_are_halved() {
         .iter()
         .all(|p| p.body.len() <= SERIES_LIMITS.max_compressed));
 }
+
+#[test]
+fn a_sketch_whose_sum_is_not_finite_is_not_sent() {
+    // Found by fuzz/fuzz_targets/encoders.rs: OTLP histogram buckets whose weighted values add
+    // up past f64::MAX gave a sketch with `sum: -inf`, sent to the intake as it was.
+    let mut huge = Samples::new();
+    huge.add_bins(&[(-1e308, 5)], None, None, None);
+    assert!(!huge.sum().is_finite());
+    let mut fine = Samples::new();
+    fine.add_bins(&[(2.0, 5)], None, None, None);
+    let f = flush(vec![
+        ser(
+            MetricKind::Distribution,
+            "huge",
+            &[],
+            SeriesValue::Samples(Box::new(huge)),
+        ),
+        ser(
+            MetricKind::Distribution,
+            "fine",
+            &[],
+            SeriesValue::Samples(Box::new(fine)),
+        ),
+    ]);
+    let (payloads, _) = encoder(DatadogConfig::default()).encode(&f, 0);
+    let sketches: Vec<&Payload> = payloads
+        .iter()
+        .filter(|p| p.endpoint == SKETCH_ENDPOINT)
+        .collect();
+    assert_eq!(sketches.len(), 1);
+    assert_eq!(sketches[0].items, 1);
+}
