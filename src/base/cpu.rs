@@ -55,7 +55,9 @@ fn has_prefetchw() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
         use std::arch::x86_64::__cpuid;
-        // CPUID is part of the x86_64 baseline; the extended leaf is checked before use.
+        // SAFETY: CPUID is in the x86_64 baseline, so the instruction always exists; an
+        // unsupported extended leaf only returns unrelated data, hence `max` is checked before
+        // `leaf` is believed.
         #[allow(unused_unsafe)]
         let (max, leaf) = unsafe { (__cpuid(0x8000_0000).eax, __cpuid(0x8000_0001).ecx) };
         max >= 0x8000_0001 && leaf & (1 << 8) != 0
