@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::gt06::gt06_frame;
 use common::intake::Intake;
 use common::remote_write::StandIn;
 use common::{merge, Tallyd, BASE_CONFIG};
@@ -220,32 +221,7 @@ fn otlp_sender(t: SocketAddr, stop: &AtomicBool, sent: &Sent) {
     }
 }
 
-// GT06 frames, built from the protocol document as in tests/gps_e2e.rs.
-
-fn crc_itu(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for b in data {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn gt06_frame(protocol: u8, content: &[u8], serial: u16) -> Vec<u8> {
-    let mut f = vec![0x78, 0x78, (content.len() + 5) as u8, protocol];
-    f.extend_from_slice(content);
-    f.extend_from_slice(&serial.to_be_bytes());
-    let crc = crc_itu(&f[2..]);
-    f.extend_from_slice(&crc.to_be_bytes());
-    f.extend_from_slice(&[0x0D, 0x0A]);
-    f
-}
+// GT06 frames: the builders of tests/common/gt06.rs.
 
 /// A login for the 15-digit IMEI `imei` (BCD, a leading 0 nibble).
 fn gt06_login(imei: u64, serial: u16) -> Vec<u8> {

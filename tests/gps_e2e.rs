@@ -10,25 +10,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::gt06::gt06_frame;
 use common::{value, Tallyd};
 
 // ---- protocol builders (independent of src/gps) ----
-
-/// CRC-16/X-25 (GT06 "CRC-ITU"), bit by bit.
-fn crc_itu(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for b in data {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x8408
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
 
 /// CRC-16/ARC (Teltonika "CRC-16/IBM"), bit by bit.
 fn crc_ibm(data: &[u8]) -> u16 {
@@ -44,16 +29,6 @@ fn crc_ibm(data: &[u8]) -> u16 {
         }
     }
     crc
-}
-
-fn gt06_frame(protocol: u8, content: &[u8], serial: u16) -> Vec<u8> {
-    let mut f = vec![0x78, 0x78, (content.len() + 5) as u8, protocol];
-    f.extend_from_slice(content);
-    f.extend_from_slice(&serial.to_be_bytes());
-    let crc = crc_itu(&f[2..]);
-    f.extend_from_slice(&crc.to_be_bytes());
-    f.extend_from_slice(&[0x0D, 0x0A]);
-    f
 }
 
 fn gt06_ack(protocol: u8, serial: u16) -> Vec<u8> {
