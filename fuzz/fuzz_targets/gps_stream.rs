@@ -12,12 +12,12 @@
 
 #![no_main]
 
+use std::time::Duration;
+
 use libfuzzer_sys::fuzz_target;
 use tallyd::gps::detect::{detect, Detect};
 use tallyd::gps::fix::{Protocol, Step};
-use tallyd::gps::nmea::Nmea;
-use tallyd::gps::teltonika::Teltonika;
-use tallyd::gps::{gt06, h02, tk103};
+use tallyd::gps::server::{Decoder, Limits};
 
 /// `gps::server`'s bytes asked per read.
 const READ_CHUNK: usize = 4096;
@@ -30,46 +30,17 @@ const H02_BINARY: usize = 32;
 /// H02 fills in the date from the clock; fixed so both runs agree.
 const NOW_MS: i64 = 1_750_000_000_000;
 
-enum Decoder {
-    Nmea(Nmea),
-    H02,
-    Tk103,
-    Gt06,
-    Teltonika(Teltonika),
-}
-
-impl Decoder {
-    fn new(p: Protocol) -> Decoder {
-        match p {
-            Protocol::Nmea => Decoder::Nmea(Nmea::default()),
-            Protocol::H02 => Decoder::H02,
-            Protocol::Tk103 => Decoder::Tk103,
-            Protocol::Gt06 => Decoder::Gt06,
-            Protocol::Teltonika => Decoder::Teltonika(Teltonika::default()),
-        }
+/// `gps::server`'s limits with the two that matter here; the timeouts play no part.
+fn limits(max_line: usize, max_frame: usize) -> Limits {
+    let t = Duration::from_secs(60);
+    Limits {
+        max_connections: 1,
+        max_frame,
+        max_line,
+        handshake_timeout: t,
+        frame_timeout: t,
+        idle_timeout: t,
     }
-
-    fn step(&mut self, buf: &[u8], l: &Limits) -> Step {
-        match self {
-            Decoder::Nmea(n) => n.decode(buf, l.max_line),
-            Decoder::H02 => h02::decode(buf, l.max_line, NOW_MS),
-            Decoder::Tk103 => tk103::decode(buf, l.max_line),
-            Decoder::Gt06 => gt06::decode(buf, l.max_frame),
-            Decoder::Teltonika(t) => t.decode(buf, l.max_frame),
-        }
-    }
-
-    fn limit(&self, l: &Limits) -> usize {
-        match self {
-            Decoder::Gt06 | Decoder::Teltonika(_) => l.max_frame,
-            _ => l.max_line,
-        }
-    }
-}
-
-struct Limits {
-    max_line: usize,
-    max_frame: usize,
 }
 
 /// One connection's state, as `gps::server::Connection` keeps it.
@@ -122,7 +93,7 @@ impl Conn<'_> {
                 },
             };
             let h02 = matches!(decoder, Decoder::H02);
-            let step = decoder.step(&self.buf, self.limits);
+            let step = decoder.step(&self.buf, self.limits, NOW_MS);
             match &step {
                 Step::Incomplete => return,
                 Step::Skip(n) | Step::Frame { len: n, .. } => {
@@ -199,16 +170,10 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     let limits = if lim & 1 != 0 {
-        Limits {
-            max_line: 64,
-            max_frame: 256,
-        }
+        limits(64, 256)
     } else {
         // The defaults of gps.max_line_bytes and gps.max_frame_bytes.
-        Limits {
-            max_line: 1024,
-            max_frame: 16_384,
-        }
+        limits(1024, 16_384)
     };
     let Some(whole) = run(stream, &[], &limits, forced) else {
         return;

@@ -138,16 +138,25 @@ impl Handler for Server {
     }
 }
 
-enum Decoder {
+/// One connection's decoder once its protocol is known: what the read loop calls on the bytes
+/// it holds. Public so that the fuzz target drives this one rather than a copy.
+#[doc(hidden)]
+pub enum Decoder {
+    /// Plain NMEA sentences.
     Nmea(Nmea),
+    /// H02 text and binary frames.
     H02,
+    /// TK103 frames.
     Tk103,
+    /// GT06 frames.
     Gt06,
+    /// Teltonika AVL packets.
     Teltonika(Teltonika),
 }
 
 impl Decoder {
-    fn new(p: Protocol) -> Decoder {
+    /// A fresh decoder for protocol `p`.
+    pub fn new(p: Protocol) -> Decoder {
         match p {
             Protocol::Nmea => Decoder::Nmea(Nmea::default()),
             Protocol::H02 => Decoder::H02,
@@ -167,7 +176,8 @@ impl Decoder {
         }
     }
 
-    fn step(&mut self, buf: &[u8], l: &Limits, now_ms: i64) -> Step {
+    /// Decodes what `buf` holds at `now_ms` (H02 takes the date from it).
+    pub fn step(&mut self, buf: &[u8], l: &Limits, now_ms: i64) -> Step {
         match self {
             Decoder::Nmea(n) => n.decode(buf, l.max_line),
             Decoder::H02 => h02::decode(buf, l.max_line, now_ms),
@@ -178,7 +188,7 @@ impl Decoder {
     }
 
     /// The most bytes a frame in progress may take.
-    fn limit(&self, l: &Limits) -> usize {
+    pub fn limit(&self, l: &Limits) -> usize {
         match self {
             Decoder::Gt06 | Decoder::Teltonika(_) => l.max_frame,
             _ => l.max_line,
