@@ -106,6 +106,14 @@ pub struct Telemetry {
     /// Time the Prometheus sink took to fold the last window into its state (on its own
     /// thread, after the flush handed the window over).
     pub prom_update_ns: AtomicU64,
+    /// Counter windows `/metrics` refused because their increment was negative.
+    pub prom_negative_counters: AtomicU64,
+    /// Contexts the mapping file mapped, left unmapped, and dropped.
+    pub prom_mapped: AtomicU64,
+    /// See `prom_mapped`.
+    pub prom_unmapped: AtomicU64,
+    /// See `prom_mapped`.
+    pub prom_mapping_dropped: AtomicU64,
     /// UDP ports whose kernel drop counters are read from /proc/net/udp at scrape time.
     pub udp_ports: std::sync::Mutex<Vec<u16>>,
     /// Subsystems that collect their own `tallyd_*` families (forwarder, alerts, ...).
@@ -143,6 +151,10 @@ impl Default for Telemetry {
             prom_conflicts: AtomicU64::new(0),
             prom_series_dropped: AtomicU64::new(0),
             prom_update_ns: AtomicU64::new(0),
+            prom_negative_counters: AtomicU64::new(0),
+            prom_mapped: AtomicU64::new(0),
+            prom_unmapped: AtomicU64::new(0),
+            prom_mapping_dropped: AtomicU64::new(0),
             udp_ports: std::sync::Mutex::new(Vec::new()),
             sources: Registry::new(),
         }
@@ -418,6 +430,26 @@ impl Collect for Telemetry {
             "Time the Prometheus sink took to fold the last window into the exposed state, on its own thread.",
         )
         .value(secs(&self.prom_update_ns));
+        out.counter(
+            "tallyd_prometheus_samples_rejected",
+            "Counter windows /metrics refused, by reason: negative_counter (the window's increments added up to less than zero, which would lower a cumulative _total).",
+        )
+        .sample(
+            &[("reason", "negative_counter")],
+            g(&self.prom_negative_counters),
+        );
+        out.counter(
+            "tallyd_prometheus_mapping_contexts",
+            "Contexts looked up in prometheus.mapping_file (once each, when first seen), by result: mapped, unmapped, dropped.",
+        )
+        .by(
+            "result",
+            [
+                ("mapped", g(&self.prom_mapped)),
+                ("unmapped", g(&self.prom_unmapped)),
+                ("dropped", g(&self.prom_mapping_dropped)),
+            ],
+        );
     }
 }
 

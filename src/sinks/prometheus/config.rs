@@ -1,10 +1,13 @@
 //! The `[prometheus]` section: how long and how many series `/metrics` keeps, and how many
 //! scrapes it serves at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::mapping::{Mapper, Observer, DEFAULT_BUCKETS};
+use super::ExposeOptions;
 use crate::base::duration::duration_str;
 use crate::base::error::{check_nonzero_duration, check_positive, ConfigError};
 
@@ -24,6 +27,14 @@ pub struct PrometheusConfig {
     /// stops and frees its copy of the rows.
     #[serde(with = "duration_str")]
     pub scrape_write_timeout: Duration,
+    /// statsd_exporter's mapping file (YAML), applied to `/metrics` and remote write; empty:
+    /// none.
+    pub mapping_file: String,
+    /// How timers, histograms and distributions that no mapping rule shapes are exported:
+    /// `summary` or `histogram` (classic, cumulative `_bucket{le=..}`).
+    pub observer_type: String,
+    /// The buckets' upper bounds of those histograms (`+Inf` is added).
+    pub histogram_buckets: Vec<f64>,
 }
 
 impl Default for PrometheusConfig {
@@ -33,6 +44,9 @@ impl Default for PrometheusConfig {
             max_series: 200_000,
             max_concurrent_scrapes: 2,
             scrape_write_timeout: Duration::from_secs(10),
+            mapping_file: String::new(),
+            observer_type: "summary".into(),
+            histogram_buckets: DEFAULT_BUCKETS.to_vec(),
         }
     }
 }
@@ -46,6 +60,42 @@ impl PrometheusConfig {
             self.max_concurrent_scrapes as u64,
         )?;
         check_nonzero_duration("prometheus.scrape_write_timeout", self.scrape_write_timeout)?;
-        check_nonzero_duration("prometheus.series_ttl", self.series_ttl)
+        check_nonzero_duration("prometheus.series_ttl", self.series_ttl)?;
+        self.expose_options().map(|_| ())
+    }
+
+    /// The mapping file compiled and the default shape of sampled kinds.
+    ///
+    /// # Errors
+    /// `observer_type` or `histogram_buckets` is invalid, or the mapping file cannot be read
+    /// or compiled (the error names its line).
+    pub fn expose_options(&self) -> Result<ExposeOptions, ConfigError> {
+        let observer = match self.observer_type.as_str() {
+            "summary" => Observer::Summary(None),
+            "histogram" => {
+                let mut b: Vec<f64> = self.histogram_buckets.clone();
+                if b.is_empty() || b.iter().any(|x| !x.is_finite()) {
+                    return Err(ConfigError::invalid(
+                        "prometheus.histogram_buckets",
+                        " must be a non-empty list of finite numbers",
+                    ));
+                }
+                b.sort_by(f64::total_cmp);
+                b.dedup();
+                Observer::Histogram(b.into())
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "prometheus.observer_type",
+                    format!(" = {other:?} is not one of summary, histogram"),
+                ))
+            }
+        };
+        let mapper = if self.mapping_file.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Mapper::load(&self.mapping_file)?))
+        };
+        Ok(ExposeOptions { mapper, observer })
     }
 }

@@ -1,17 +1,19 @@
-//! The exposed state: one entry per series with cumulative counters, last gauges and
-//! last-window quantiles, bounded and expiring, and the family layout that resolves name
-//! clashes when it is visited.
+//! The exposed state: one entry per series with cumulative counters, last gauges, summaries
+//! and classic histograms, bounded and expiring, renamed by the mapping file once per
+//! context. The family layout that resolves name clashes when it is visited is `visit.rs`.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::HashTable;
 
-use super::labels::{render_labels_into, LabelScratch};
+use super::mapping::{Mapper, Observer};
+use super::mapping_match::{mapped_context, Mapped};
+use super::observe::{Hist, Summary};
+use super::visit::{visit_rows, FamilyRef, RowIn};
 use crate::aggregate::{Flush, Quantiles, SeriesValue};
 use crate::base::cpu::{prefetch_write, PREFETCH_AHEAD};
-use crate::base::expo::sanitize_name_into;
 use crate::model::{Context, MetricKind};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,25 +22,21 @@ pub(super) enum Value {
     Gauge(f64),
     /// Boxed: most series are counters and gauges, which then stay small.
     Summary(Box<Summary>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Summary {
-    /// Inline for up to four percentiles: a new summary series is one allocation.
-    quantiles: Quantiles,
-    sum: f64,
-    count: u64,
+    Histogram(Box<Hist>),
 }
 
 /// One exposed series. The family and label strings are not kept: they are rendered from
-/// the context (shared with the aggregator) at scrape time, which keeps the entry small.
+/// the context (shared with the aggregator, or made once by the mapping) at scrape time,
+/// which keeps the entry small.
 #[derive(Debug)]
 pub(super) struct Entry {
-    /// `Context::hash_code`.
+    /// `Context::hash_code` of `ctx`.
     hash: u64,
     ctx: Arc<Context>,
     /// Unix seconds of the last flush that carried this series.
     updated: u64,
+    /// Index into `Exposition::shapes`.
+    shape: u32,
     value: Value,
 }
 
@@ -47,7 +45,7 @@ pub(super) struct Entry {
 pub struct SampleRef<'a> {
     /// The family's exposed name (after clash renaming), without `suffix`.
     pub name: &'a str,
-    /// `""`, `"_total"`, `"_sum"` or `"_count"`.
+    /// `""`, `"_total"`, `"_sum"`, `"_count"` or `"_bucket"`.
     pub suffix: &'static str,
     /// The series' context: its labels are [`label_pairs`](super::label_pairs) of it.
     pub ctx: &'a Context,
@@ -55,42 +53,149 @@ pub struct SampleRef<'a> {
     pub labels: &'a str,
     /// The `quantile` label of a summary quantile sample.
     pub quantile: Option<f64>,
+    /// The `le` label of a histogram bucket sample (`+Inf` for the last).
+    pub le: Option<f64>,
     /// The sample's value.
     pub value: f64,
 }
 
 /// Receives the exposed state family by family.
 pub trait Visitor {
-    /// A new family starts: its exposed name, statsd kind and name before sanitising.
-    fn family(&mut self, name: &str, kind: MetricKind, original: &str);
+    /// A new family starts.
+    fn family(&mut self, f: &FamilyRef<'_>);
     /// One sample of the current family.
     fn sample(&mut self, s: &SampleRef<'_>);
 }
 
-/// What a Prometheus scrape would see: one entry per series, with cumulative counters and
-/// summary sums and counts, last gauge values and last-window quantiles. Bounded by
-/// `max_series`; a series unseen for `ttl` is forgotten. The scrape endpoint and remote write
-/// each keep one, so both expose the same names, labels and values.
-pub struct Exposition {
-    series: HashTable<Entry>,
-    /// No entry was updated before this (unix seconds): while `now - oldest < ttl` nothing can
-    /// expire and the expiry pass is skipped.
-    oldest: u64,
-    percentiles: Arc<[f64]>,
-    ttl_secs: u64,
-    max_series: usize,
+/// How series are named and shaped beyond the defaults: the mapping file and the default
+/// export of timers, histograms and distributions (`prometheus.observer_type`).
+#[derive(Debug, Clone)]
+pub struct ExposeOptions {
+    /// statsd_exporter's mapping file, compiled.
+    pub mapper: Option<Arc<Mapper>>,
+    /// Sampled kinds no rule shapes: a summary (the default) or a histogram.
+    pub observer: Observer,
 }
 
+impl Default for ExposeOptions {
+    fn default() -> Self {
+        ExposeOptions {
+            mapper: None,
+            observer: Observer::Summary(None),
+        }
+    }
+}
+
+/// A shape with every default filled in.
+#[derive(Debug, Clone)]
+pub(super) struct Resolved {
+    observer: Observer,
+    /// Seconds; `u64::MAX`: never expires.
+    ttl: u64,
+    scale: f64,
+    /// What a timer's values are multiplied by before `scale`: 0.001 with a mapping file
+    /// (statsd_exporter exports `ms` timers in seconds), else 1.
+    timer_scale: f64,
+    help: Option<Arc<str>>,
+}
+
+/// What the mapping made of one context, kept while the context is seen.
+struct Cached {
+    hash: u64,
+    orig: Arc<Context>,
+    /// The exported context and its hash; `None`: dropped by a rule.
+    target: Option<(u64, Arc<Context>)>,
+    shape: u32,
+    seen: u64,
+}
+
+/// What a Prometheus scrape would see: one entry per series, with cumulative counters,
+/// summary and histogram sums and counts, last gauge values and last-window quantiles.
+/// Bounded by `max_series`; a series unseen for its ttl is forgotten. The scrape endpoint and
+/// remote write each keep one, so both expose the same names, labels and values.
+pub struct Exposition {
+    series: HashTable<Entry>,
+    /// No entry was updated before this (unix seconds): while `now - oldest < min_ttl` nothing
+    /// can expire and the expiry pass is skipped.
+    oldest: u64,
+    percentiles: Arc<[f64]>,
+    /// Shape 0: series no rule shaped; then one per mapping rule.
+    shapes: Arc<[Resolved]>,
+    min_ttl: u64,
+    max_series: usize,
+    mapper: Option<Arc<Mapper>>,
+    /// The mapping's outcome per context (keyed by the context's own hash): mapping runs once
+    /// per context, when it is first seen, not per line or window.
+    mapped: HashTable<Cached>,
+    /// Series that expired since the last [`Exposition::take_expired`], when tracked.
+    expired: Option<Vec<(Arc<Context>, Value, u32)>>,
+    /// Counter windows refused because they would have lowered a `_total`.
+    negative: u64,
+    /// Contexts mapped, left unmapped, dropped by a rule.
+    outcomes: [u64; 3],
+}
 impl Exposition {
     /// An empty state keeping at most `max_series` series, each for `ttl` (at least a second)
-    /// after its last window.
-    pub fn new(ttl: std::time::Duration, max_series: usize) -> Exposition {
+    /// after its last window, without a mapping file, exporting sampled kinds as summaries.
+    pub fn new(ttl: Duration, max_series: usize) -> Exposition {
+        Exposition::with_options(ttl, max_series, &ExposeOptions::default())
+    }
+
+    /// As [`Exposition::new`], shaped by `opts`.
+    pub fn with_options(ttl: Duration, max_series: usize, opts: &ExposeOptions) -> Exposition {
+        let secs = |d: Duration| {
+            if d.is_zero() {
+                u64::MAX
+            } else {
+                d.as_secs().max(1)
+            }
+        };
+        let default_ttl = ttl.as_secs().max(1);
+        let timer_scale = if opts.mapper.is_some() { 0.001 } else { 1.0 };
+        let resolve = |s: Option<&super::mapping::Shape>| Resolved {
+            observer: s
+                .and_then(|s| s.observer.clone())
+                .unwrap_or_else(|| opts.observer.clone()),
+            ttl: s.and_then(|s| s.ttl).map_or(default_ttl, secs),
+            scale: s.and_then(|s| s.scale).unwrap_or(1.0),
+            timer_scale,
+            help: s.and_then(|s| s.help.as_deref()).map(Arc::from),
+        };
+        let shapes: Vec<Resolved> = match &opts.mapper {
+            None => vec![resolve(None)],
+            Some(m) => m.shapes.iter().map(|s| resolve(Some(s))).collect(),
+        };
         Exposition {
             series: HashTable::new(),
             oldest: 0,
             percentiles: Arc::from(Vec::new()),
-            ttl_secs: ttl.as_secs().max(1),
+            min_ttl: shapes.iter().map(|s| s.ttl).min().unwrap_or(default_ttl),
+            shapes: shapes.into(),
             max_series,
+            mapper: opts.mapper.clone(),
+            mapped: HashTable::new(),
+            expired: None,
+            negative: 0,
+            outcomes: [0; 3],
+        }
+    }
+
+    /// Keeps the series that expire for [`Exposition::take_expired`] (remote write sends a
+    /// staleness marker for each).
+    pub fn track_expired(&mut self) {
+        self.expired.get_or_insert_with(Vec::new);
+    }
+
+    /// The series that expired since the last call, to visit as they were last exposed.
+    pub fn take_expired(&mut self) -> Snapshot {
+        Snapshot {
+            rows: self
+                .expired
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            percentiles: Arc::clone(&self.percentiles),
+            shapes: Arc::clone(&self.shapes),
         }
     }
 
@@ -102,6 +207,71 @@ impl Exposition {
     /// Whether no series is exposed.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+
+    /// Counter windows refused so far because their increment was negative.
+    pub fn negative_rejected(&self) -> u64 {
+        self.negative
+    }
+
+    /// Contexts the mapping file mapped, left unmapped and dropped, so far.
+    pub fn mapping_outcomes(&self) -> [u64; 3] {
+        self.outcomes
+    }
+
+    /// The exported context, its hash and shape for `s` (`None`: a rule drops it), from
+    /// the mapping's outcome for the context, computed the first time it is seen.
+    fn resolve(
+        &mut self,
+        mapper: &Mapper,
+        ctx: &Arc<Context>,
+        hash: u64,
+        now: u64,
+    ) -> Option<(Arc<Context>, u64, u32)> {
+        let found = self.mapped.find_mut(hash, |c| {
+            c.hash == hash && (Arc::ptr_eq(&c.orig, ctx) || *c.orig == **ctx)
+        });
+        if let Some(c) = found {
+            c.seen = now;
+            return c.target.as_ref().map(|(h, t)| (Arc::clone(t), *h, c.shape));
+        }
+        let (target, shape) = match mapper.map(ctx.name(), ctx.kind()) {
+            Mapped::Unmapped => {
+                self.outcomes[1] += 1;
+                (Some((hash, Arc::clone(ctx))), 0)
+            }
+            Mapped::Drop => {
+                self.outcomes[2] += 1;
+                (None, 0)
+            }
+            Mapped::Map {
+                name,
+                labels,
+                honor_labels,
+                shape,
+            } => {
+                self.outcomes[0] += 1;
+                let t = Arc::new(mapped_context(ctx, &name, &labels, honor_labels));
+                (Some((t.hash_code(), t)), shape)
+            }
+        };
+        let out = target.as_ref().map(|(h, t)| (Arc::clone(t), *h, shape));
+        // Bounded like the series: past `max_series` contexts the outcome is computed again
+        // each window instead of kept (correct, only slower).
+        if self.mapped.len() < self.max_series {
+            self.mapped.insert_unique(
+                hash,
+                Cached {
+                    hash,
+                    orig: Arc::clone(ctx),
+                    target,
+                    shape,
+                    seen: now,
+                },
+                |c| c.hash,
+            );
+        }
+        out
     }
 
     /// Folds one window in; returns how many new series were refused at `max_series`.
@@ -120,19 +290,41 @@ impl Exposition {
         // A new series clones its context's Arc, a write to a context no recent pass has
         // touched. When most of the window is new (the first one), ask for those lines ahead.
         let creating = more > flush.series.len() / 2;
+        let mapper = self.mapper.clone();
+        let shapes = Arc::clone(&self.shapes);
+        let mut scratch = Vec::new();
         for (i, s) in flush.series.iter().enumerate() {
             if creating {
                 if let Some(next) = flush.series.get(i + PREFETCH_AHEAD) {
                     prefetch_write(Arc::as_ptr(&next.ctx) as usize);
                 }
             }
-            let hash = s.hash;
+            if let SeriesValue::Counter(v) = s.value {
+                // A cumulative counter never goes down (as in statsd_exporter): a window whose
+                // increments add up to less than zero is refused and counted.
+                if v < 0.0 {
+                    self.negative += 1;
+                    continue;
+                }
+            }
+            let mapped;
+            let (ctx, hash, shape) = match &mapper {
+                None => (&s.ctx, s.hash, 0),
+                Some(m) => match self.resolve(m, &s.ctx, s.hash, now) {
+                    None => continue,
+                    Some((c, h, sh)) => {
+                        mapped = c;
+                        (&mapped, h, sh)
+                    }
+                },
+            };
             let full = self.series.len() >= self.max_series;
+            let rs = &shapes[shape as usize];
             // The aggregator hands over the same Arc window after window while it holds the
             // context, so the pointer comparison settles almost every lookup.
             let e = match self.series.entry(
                 hash,
-                |e| e.hash == hash && (Arc::ptr_eq(&e.ctx, &s.ctx) || *e.ctx == *s.ctx),
+                |e| e.hash == hash && (Arc::ptr_eq(&e.ctx, ctx) || *e.ctx == **ctx),
                 |e| e.hash,
             ) {
                 TableEntry::Occupied(o) => o.into_mut(),
@@ -141,57 +333,69 @@ impl Exposition {
                         dropped += 1;
                         continue;
                     }
-                    let value = match s.ctx.kind() {
+                    let value = match ctx.kind() {
                         MetricKind::Counter => Value::Counter(0.0),
                         MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
-                        _ => Value::Summary(Box::new(Summary {
-                            quantiles: Quantiles::new(),
-                            sum: 0.0,
-                            count: 0,
-                        })),
+                        _ => match &rs.observer {
+                            Observer::Summary(qs) => Value::Summary(Box::new(Summary {
+                                quantiles: Quantiles::new(),
+                                qs: qs.clone(),
+                                sum: 0.0,
+                                count: 0,
+                            })),
+                            Observer::Histogram(b) => {
+                                Value::Histogram(Box::new(Hist::new(Arc::clone(b))))
+                            }
+                        },
                     };
                     v.insert(Entry {
                         hash,
-                        ctx: Arc::clone(&s.ctx),
+                        ctx: Arc::clone(ctx),
                         updated: now,
+                        shape,
                         value,
                     })
                     .into_mut()
                 }
             };
             e.updated = now;
+            let scale = if ctx.kind() == MetricKind::Timer {
+                rs.scale * rs.timer_scale
+            } else {
+                rs.scale
+            };
             match (&mut e.value, &s.value) {
                 (Value::Counter(total), SeriesValue::Counter(v)) => {
-                    *total = cumulate(*total, *v);
+                    *total = cumulate(*total, *v * rs.scale);
                 }
-                (Value::Gauge(g), SeriesValue::Gauge(v)) if v.is_finite() => *g = *v,
+                (Value::Gauge(g), SeriesValue::Gauge(v)) if v.is_finite() => *g = *v * rs.scale,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
-                (Value::Summary(sm), SeriesValue::Samples(h)) => {
-                    sm.quantiles.clear();
-                    sm.quantiles.extend_from_slice(h.quantiles());
-                    if (sm.sum + h.sum()).is_finite() {
-                        sm.sum += h.sum();
-                        sm.count += h.count();
-                    } else if h.sum().is_finite() {
-                        // Starts again from this window, sum and count together (a reset).
-                        sm.sum = h.sum();
-                        sm.count = h.count();
-                    }
-                }
+                (Value::Summary(sm), SeriesValue::Samples(h)) => sm.add(h, scale, &mut scratch),
+                (Value::Histogram(hi), SeriesValue::Samples(h)) => hi.add(h, scale),
                 _ => {}
             }
         }
-        let ttl = self.ttl_secs;
-        if now.saturating_sub(self.oldest) >= ttl {
+        if now.saturating_sub(self.oldest) >= self.min_ttl {
             let mut oldest = now;
+            let expired = &mut self.expired;
             self.series.retain(|e| {
-                let keep = now.saturating_sub(e.updated) < ttl;
+                let keep = now.saturating_sub(e.updated) < shapes[e.shape as usize].ttl;
                 if keep {
                     oldest = oldest.min(e.updated);
+                } else if let Some(x) = expired.as_mut() {
+                    x.push((Arc::clone(&e.ctx), e.value.clone(), e.shape));
                 }
                 keep
             });
             self.oldest = oldest;
+            let longest = shapes
+                .iter()
+                .map(|s| s.ttl)
+                .filter(|t| *t != u64::MAX)
+                .max()
+                .unwrap_or(self.min_ttl);
+            self.mapped
+                .retain(|c| now.saturating_sub(c.seen) < longest.max(self.min_ttl));
         } else if self.series.is_empty() {
             self.oldest = now;
         }
@@ -204,210 +408,51 @@ impl Exposition {
             rows: self
                 .series
                 .iter()
-                .map(|e| (Arc::clone(&e.ctx), e.value.clone()))
+                .map(|e| (Arc::clone(&e.ctx), e.value.clone(), e.shape))
                 .collect(),
             percentiles: Arc::clone(&self.percentiles),
+            shapes: Arc::clone(&self.shapes),
         }
     }
 
     /// Hands every exposed sample to `v`, families in order of name then statsd kind, clashes
     /// resolved as the module docs say; returns how many series were left out for clashes.
     pub fn visit(&self, v: &mut impl Visitor) -> u64 {
-        let rows: Vec<(&Arc<Context>, &Value)> =
-            self.series.iter().map(|e| (&e.ctx, &e.value)).collect();
+        let rows: Vec<RowIn<'_>> = self
+            .series
+            .iter()
+            .map(|e| (&e.ctx, &e.value, help(&self.shapes, e.shape)))
+            .collect();
         visit_rows(&rows, &self.percentiles, v)
     }
 }
 
+fn help(shapes: &[Resolved], shape: u32) -> Option<&str> {
+    shapes.get(shape as usize).and_then(|s| s.help.as_deref())
+}
+
 /// The exposed series copied out of an [`Exposition`].
 pub struct Snapshot {
-    pub(super) rows: Vec<(Arc<Context>, Value)>,
+    pub(super) rows: Vec<(Arc<Context>, Value, u32)>,
     percentiles: Arc<[f64]>,
+    shapes: Arc<[Resolved]>,
 }
 
 impl Snapshot {
     /// As [`Exposition::visit`].
     pub fn visit(&self, v: &mut impl Visitor) -> u64 {
-        let rows: Vec<(&Arc<Context>, &Value)> = self.rows.iter().map(|(c, x)| (c, x)).collect();
+        let rows: Vec<RowIn<'_>> = self
+            .rows
+            .iter()
+            .map(|(c, x, sh)| (c, x, help(&self.shapes, *sh)))
+            .collect();
         visit_rows(&rows, &self.percentiles, v)
     }
-}
 
-/// A series to visit: its family and labels are ranges of one shared string.
-pub(super) struct Row<'a> {
-    start: u32,
-    family_end: u32,
-    end: u32,
-    ctx: &'a Arc<Context>,
-    value: &'a Value,
-}
-
-pub(super) fn visit_rows(
-    rows: &[(&Arc<Context>, &Value)],
-    percentiles: &[f64],
-    v: &mut impl Visitor,
-) -> u64 {
-    // Every family and label string goes into one buffer: no allocation per series.
-    let mut text = String::with_capacity(rows.len() * 64);
-    let mut scratch = LabelScratch::default();
-    let mut entries: Vec<Row<'_>> = Vec::with_capacity(rows.len());
-    for (ctx, value) in rows {
-        let start = text.len() as u32;
-        sanitize_name_into(&mut text, ctx.name());
-        let family_end = text.len() as u32;
-        render_labels_into(&mut text, ctx, &mut scratch);
-        entries.push(Row {
-            start,
-            family_end,
-            end: text.len() as u32,
-            ctx,
-            value,
-        });
+    /// Whether it holds no series.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
-    let text = text.as_str();
-    let family = |r: &Row<'_>| &text[r.start as usize..r.family_end as usize];
-    let labels = |r: &Row<'_>| &text[r.family_end as usize..r.end as usize];
-    entries.sort_unstable_by(|a, b| {
-        (family(a), a.ctx.kind(), labels(a)).cmp(&(family(b), b.ctx.kind(), labels(b)))
-    });
-    // Names claimed by the families laid out so far. A claim is kept as where to rebuild it
-    // (the family's first row, renamed or not, which suffix) rather than as a string: with one
-    // family per context, 100,000 families claim about 210,000 names, and a string each was
-    // the largest part of a scrape's memory.
-    let mut taken: HashTable<Claim> = HashTable::new();
-    // Seeded per scrape: metric names come from clients, and must not be able to line up
-    // collisions.
-    let hasher = foldhash::quality::RandomState::default();
-    let (mut name, mut probe, mut other) = (String::new(), String::new(), String::new());
-    let mut left_out = 0u64;
-    let mut i = 0;
-    while i < entries.len() {
-        let (fam, kind) = (family(&entries[i]), entries[i].ctx.kind());
-        let mut j = i;
-        while j < entries.len() && family(&entries[j]) == fam && entries[j].ctx.kind() == kind {
-            j += 1;
-        }
-        let group = &entries[i..j];
-        let row = i as u32;
-        i = j;
-        let free = |renamed: bool, probe: &mut String, other: &mut String| {
-            claim_name(probe, fam, kind, renamed, 0);
-            if probe.starts_with("tallyd_") {
-                return false;
-            }
-            claim_suffixes(kind).iter().all(|&suffix| {
-                claim_name(probe, fam, kind, renamed, suffix);
-                let hash = hasher.hash_one(probe.as_str());
-                taken
-                    .find(hash, |c| {
-                        let e = &entries[c.row as usize];
-                        c.hash == hash && {
-                            claim_name(other, family(e), e.ctx.kind(), c.renamed, c.suffix);
-                            other == probe
-                        }
-                    })
-                    .is_none()
-            })
-        };
-        let renamed = if free(false, &mut probe, &mut other) {
-            false
-        } else if free(true, &mut probe, &mut other) {
-            true
-        } else {
-            left_out += group.len() as u64;
-            continue;
-        };
-        for &suffix in claim_suffixes(kind) {
-            claim_name(&mut probe, fam, kind, renamed, suffix);
-            let hash = hasher.hash_one(probe.as_str());
-            let claim = Claim {
-                hash,
-                row,
-                renamed,
-                suffix,
-            };
-            taken.insert_unique(hash, claim, |c| c.hash);
-        }
-        claim_name(&mut name, fam, kind, renamed, 0);
-        v.family(&name, kind, fam);
-        let mut last_labels: Option<&str> = None;
-        for e in group {
-            let l = labels(e);
-            if last_labels == Some(l) {
-                left_out += 1;
-                continue;
-            }
-            last_labels = Some(l);
-            let sample = |suffix, quantile, value| SampleRef {
-                name: &name,
-                suffix,
-                ctx: e.ctx,
-                labels: l,
-                quantile,
-                value,
-            };
-            match e.value {
-                Value::Counter(x) => v.sample(&sample("_total", None, *x)),
-                Value::Gauge(x) => v.sample(&sample("", None, *x)),
-                Value::Summary(sm) => {
-                    for (q, x) in percentiles.iter().zip(&sm.quantiles) {
-                        v.sample(&sample("", Some(*q), *x));
-                    }
-                    v.sample(&sample("_sum", None, sm.sum));
-                    v.sample(&sample("_count", None, sm.count as f64));
-                }
-            }
-        }
-    }
-    left_out
-}
-
-pub(super) fn prom_type(kind: MetricKind) -> &'static str {
-    match kind {
-        MetricKind::Counter => "counter",
-        MetricKind::Gauge | MetricKind::Set => "gauge",
-        _ => "summary",
-    }
-}
-
-/// A name a family claims in the exposition, kept as where to rebuild it (see
-/// [`claim_name`]): the family's first row, whether it was renamed `<name>_<type>`, and
-/// which of [`SUFFIXES`] it ends with.
-#[derive(Clone, Copy)]
-pub(super) struct Claim {
-    hash: u64,
-    row: u32,
-    renamed: bool,
-    suffix: u8,
-}
-
-/// The sample-name suffixes a family may use.
-pub(super) const SUFFIXES: [&str; 4] = ["", "_total", "_sum", "_count"];
-
-/// Which [`SUFFIXES`] a family of `kind` claims: its own name and every sample name.
-pub(super) fn claim_suffixes(kind: MetricKind) -> &'static [u8] {
-    match prom_type(kind) {
-        "counter" => &[0, 1],
-        "summary" => &[0, 2, 3],
-        _ => &[0],
-    }
-}
-
-/// Writes into `out` the name the family `base` of `kind` claims with `suffix`.
-pub(super) fn claim_name(
-    out: &mut String,
-    base: &str,
-    kind: MetricKind,
-    renamed: bool,
-    suffix: u8,
-) {
-    out.clear();
-    out.push_str(base);
-    if renamed {
-        out.push('_');
-        out.push_str(kind.name());
-    }
-    out.push_str(SUFFIXES[usize::from(suffix)]);
 }
 
 /// A cumulative total after adding a window's `v`. A total that would stop being a finite

@@ -21,10 +21,16 @@
 pub mod config;
 mod exposition;
 mod labels;
+pub mod mapping;
+mod mapping_match;
+mod observe;
+mod visit;
 
-use exposition::prom_type;
-pub use exposition::{Exposition, SampleRef, Snapshot, Visitor};
+pub use exposition::{ExposeOptions, Exposition, SampleRef, Snapshot, Visitor};
 pub use labels::{label_pairs, render_labels};
+pub use mapping::{Mapper, Observer};
+pub use mapping_match::{escape_metric_name, Mapped};
+pub use visit::FamilyRef;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,7 +43,6 @@ pub use crate::base::expo::{sanitize_label, sanitize_name};
 pub use crate::base::expo::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::base::lock;
 use crate::component::{self, Error, Running, Stage};
-use crate::model::MetricKind;
 use crate::sinks::Sink;
 use crate::telemetry::Telemetry;
 
@@ -73,8 +78,18 @@ impl Prometheus {
         max_series: usize,
         telemetry: Arc<Telemetry>,
     ) -> Prometheus {
+        Prometheus::with_options(ttl, max_series, &ExposeOptions::default(), telemetry)
+    }
+
+    /// As [`Prometheus::new`], with the mapping file and default shapes of `opts`.
+    pub fn with_options(
+        ttl: std::time::Duration,
+        max_series: usize,
+        opts: &ExposeOptions,
+        telemetry: Arc<Telemetry>,
+    ) -> Prometheus {
         let shared = Arc::new(Shared {
-            state: Mutex::new(Exposition::new(ttl, max_series)),
+            state: Mutex::new(Exposition::with_options(ttl, max_series, opts)),
             pending: Mutex::new(VecDeque::new()),
             wake: Condvar::new(),
             telemetry,
@@ -129,7 +144,7 @@ impl Prometheus {
         let mut w = TextWriter {
             out: String::with_capacity(chunk.min(64 * 1024) + 4096),
             om,
-            with_quantile: String::new(),
+            with_label: String::new(),
             chunk,
             emit,
             open: true,
@@ -184,6 +199,12 @@ impl Shared {
                 .store(t0.elapsed().as_nanos() as u64, Relaxed);
             t.prom_series.store(state.len() as u64, Relaxed);
             t.prom_series_dropped.fetch_add(dropped, Relaxed);
+            t.prom_negative_counters
+                .store(state.negative_rejected(), Relaxed);
+            let [mapped, unmapped, dropped_by_rule] = state.mapping_outcomes();
+            t.prom_mapped.store(mapped, Relaxed);
+            t.prom_unmapped.store(unmapped, Relaxed);
+            t.prom_mapping_dropped.store(dropped_by_rule, Relaxed);
         }
     }
 }
@@ -212,8 +233,8 @@ fn fold_loop(shared: &Weak<Shared>) {
 struct TextWriter<'a> {
     out: String,
     om: bool,
-    /// Reused for the labels of quantile samples.
-    with_quantile: String,
+    /// Reused for the labels of quantile and bucket samples.
+    with_label: String,
     /// `out` is handed to `emit` once it holds this many bytes.
     chunk: usize,
     emit: &'a mut dyn FnMut(String) -> bool,
@@ -231,17 +252,19 @@ impl TextWriter<'_> {
 }
 
 impl Visitor for TextWriter<'_> {
-    fn family(&mut self, name: &str, kind: MetricKind, original: &str) {
+    fn family(&mut self, f: &FamilyRef<'_>) {
         if !self.open {
             return;
         }
-        expo::family_header(
-            &mut self.out,
-            name,
-            prom_type(kind),
-            &format!("statsd {} {original}", kind.name()),
-            self.om,
-        );
+        let help;
+        let help = match f.help {
+            Some(h) => h,
+            None => {
+                help = format!("statsd {} {}", f.kind.name(), f.original);
+                &help
+            }
+        };
+        expo::family_header(&mut self.out, f.name, f.prom_type, help, self.om);
         self.hand_on_if_full();
     }
 
@@ -249,17 +272,23 @@ impl Visitor for TextWriter<'_> {
         if !self.open {
             return;
         }
-        match s.quantile {
+        let extra = match (s.quantile, s.le) {
+            (Some(q), _) => Some(("quantile", q)),
+            (None, Some(le)) => Some(("le", le)),
+            (None, None) => None,
+        };
+        match extra {
             None => expo::sample(&mut self.out, s.name, s.suffix, s.labels, s.value),
-            Some(q) => {
-                let l = &mut self.with_quantile;
+            Some((label, x)) => {
+                let l = &mut self.with_label;
                 l.clear();
                 l.push_str(s.labels);
                 if !l.is_empty() {
                     l.push(',');
                 }
-                l.push_str("quantile=\"");
-                expo::value_into(l, q);
+                l.push_str(label);
+                l.push_str("=\"");
+                expo::value_into(l, x);
                 l.push('"');
                 expo::sample(&mut self.out, s.name, s.suffix, l, s.value);
             }
@@ -274,9 +303,11 @@ pub fn start(
     cfg: &config::PrometheusConfig,
     ctx: &mut component::Context,
 ) -> Result<Running<Arc<Prometheus>>, Error> {
-    let p = Arc::new(Prometheus::new(
+    let opts = cfg.expose_options().map_err(Error::Config)?;
+    let p = Arc::new(Prometheus::with_options(
         cfg.series_ttl,
         cfg.max_series,
+        &opts,
         Arc::clone(&ctx.telemetry),
     ));
     ctx.add_sink(p.clone());

@@ -3,7 +3,7 @@
 use super::exposition::Value;
 use super::*;
 use crate::aggregate::{Series, SeriesValue};
-use crate::model::Context;
+use crate::model::{Context, MetricKind};
 use std::time::Duration;
 
 use crate::sinks::testutil::summary;
@@ -115,7 +115,7 @@ fn windows_are_folded_in_order_off_the_flusher_and_scrapes_see_the_newest() {
     // Folded by that thread (nothing else ran): the state holds the new total already.
     let rows = lock(&p.shared.state).snapshot().rows;
     assert!(
-        matches!(rows.as_slice(), [(_, Value::Counter(v))] if *v == 15.0),
+        matches!(rows.as_slice(), [(_, Value::Counter(v), _)] if *v == 15.0),
         "{rows:?}"
     );
 
@@ -380,4 +380,185 @@ fn scrape_bounds_must_be_positive() {
         e.to_string().contains("prometheus.scrape_write_timeout"),
         "{e}"
     );
+}
+
+fn opts(yaml: &str, observer: Observer) -> ExposeOptions {
+    ExposeOptions {
+        mapper: (!yaml.is_empty()).then(|| Arc::new(Mapper::parse(yaml).unwrap())),
+        observer,
+    }
+}
+
+fn samples(values: &[f64]) -> SeriesValue {
+    summary(values)
+}
+
+#[test]
+fn histograms_are_cumulative_and_typed() {
+    let o = opts("", Observer::Histogram(vec![1.0, 5.0].into()));
+    let p = Prometheus::with_options(
+        Duration::from_secs(300),
+        100,
+        &o,
+        Arc::new(Telemetry::default()),
+    );
+    let series = vec![(
+        MetricKind::Histogram,
+        "lat",
+        &["a:b"][..],
+        samples(&[0.5, 1.0, 3.0, 9.0]),
+    )];
+    p.consume(&flush(10, series));
+    let series = vec![(MetricKind::Histogram, "lat", &["a:b"][..], samples(&[2.0]))];
+    p.consume(&flush(20, series));
+    let text = p.render(false);
+    for line in [
+        "# TYPE lat histogram\n",
+        "lat_bucket{a=\"b\",le=\"1\"} 2\n",
+        "lat_bucket{a=\"b\",le=\"5\"} 4\n",
+        "lat_bucket{a=\"b\",le=\"+Inf\"} 5\n",
+        "lat_sum{a=\"b\"} 15.5\n",
+        "lat_count{a=\"b\"} 5\n",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(p.render(true).contains("# TYPE lat histogram\n"));
+}
+
+#[test]
+fn total_is_not_doubled_and_negative_counters_are_refused() {
+    let t = Arc::new(Telemetry::default());
+    let p = Prometheus::new(Duration::from_secs(300), 100, Arc::clone(&t));
+    p.consume(&flush(
+        10,
+        vec![(
+            MetricKind::Counter,
+            "req_total",
+            &[],
+            SeriesValue::Counter(3.0),
+        )],
+    ));
+    p.consume(&flush(
+        20,
+        vec![(
+            MetricKind::Counter,
+            "req_total",
+            &[],
+            SeriesValue::Counter(-2.0),
+        )],
+    ));
+    p.consume(&flush(
+        30,
+        vec![(
+            MetricKind::Counter,
+            "fresh",
+            &[],
+            SeriesValue::Counter(-1.0),
+        )],
+    ));
+    let text = p.render(false);
+    assert!(text.contains("\nreq_total 3\n"), "{text}");
+    assert!(!text.contains("req_total_total"), "{text}");
+    assert!(!text.contains("\nfresh"), "{text}");
+    assert!(
+        text.contains("tallyd_prometheus_samples_rejected_total{reason=\"negative_counter\"} 2\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mapping_renames_scales_timers_and_drops() {
+    let yaml = r#"
+mappings:
+- match: app.*.latency
+  name: "app_latency_seconds"
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.1, 1]
+  labels:
+    handler: "$1"
+- match: app.*.hits
+  name: "app_hits_total"
+  labels:
+    handler: "$1"
+- match: noise.*
+  action: drop
+  name: "x"
+"#;
+    let t = Arc::new(Telemetry::default());
+    let p = Prometheus::with_options(
+        Duration::from_secs(300),
+        100,
+        &opts(yaml, Observer::Summary(None)),
+        Arc::clone(&t),
+    );
+    let series = vec![
+        (
+            MetricKind::Timer,
+            "app.login.latency",
+            &[][..],
+            samples(&[50.0, 500.0, 5000.0]),
+        ),
+        (
+            MetricKind::Counter,
+            "app.login.hits",
+            &[],
+            SeriesValue::Counter(2.0),
+        ),
+        (
+            MetricKind::Counter,
+            "app.logout.hits",
+            &["env:x"],
+            SeriesValue::Counter(1.0),
+        ),
+        (MetricKind::Gauge, "noise.a", &[], SeriesValue::Gauge(1.0)),
+    ];
+    p.consume(&flush(10, series));
+    let text = p.render(false);
+    for line in [
+        "app_latency_seconds_bucket{handler=\"login\",le=\"0.1\"} 1\n",
+        "app_latency_seconds_bucket{handler=\"login\",le=\"1\"} 2\n",
+        "app_latency_seconds_bucket{handler=\"login\",le=\"+Inf\"} 3\n",
+        "app_latency_seconds_sum{handler=\"login\"} 5.55\n",
+        "app_hits_total{handler=\"login\"} 2\n",
+        "app_hits_total{env=\"x\",handler=\"logout\"} 1\n",
+        "tallyd_prometheus_mapping_contexts_total{result=\"dropped\"} 1\n",
+        "tallyd_prometheus_mapping_contexts_total{result=\"mapped\"} 3\n",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(!text.contains("noise"), "{text}");
+    // Known contexts are not mapped again.
+    let series = vec![(
+        MetricKind::Counter,
+        "app.login.hits",
+        &[][..],
+        SeriesValue::Counter(1.0),
+    )];
+    p.consume(&flush(20, series));
+    let text = p.render(false);
+    assert!(
+        text.contains("app_hits_total{handler=\"login\"} 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("tallyd_prometheus_mapping_contexts_total{result=\"mapped\"} 3\n"));
+}
+
+#[test]
+fn expired_series_are_kept_for_staleness_markers() {
+    let mut e = Exposition::new(Duration::from_secs(10), 100);
+    e.track_expired();
+    e.update(&flush(
+        0,
+        vec![(MetricKind::Gauge, "g", &[], SeriesValue::Gauge(1.0))],
+    ));
+    assert!(e.take_expired().is_empty());
+    e.update(&flush(
+        20,
+        vec![(MetricKind::Gauge, "h", &[], SeriesValue::Gauge(1.0))],
+    ));
+    let gone = e.take_expired();
+    assert_eq!(gone.rows.len(), 1);
+    assert_eq!(gone.rows[0].0.name(), "g");
+    assert!(e.take_expired().is_empty());
 }

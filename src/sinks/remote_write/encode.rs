@@ -7,8 +7,12 @@ use prost::Message as _;
 
 use super::proto::{Label, Sample, TimeSeries, WriteRequest};
 use crate::base::expo;
-use crate::model::{Context, MetricKind};
-use crate::sinks::prometheus::{label_pairs, Exposition, SampleRef, Visitor};
+use crate::model::Context;
+use crate::sinks::prometheus::{label_pairs, Exposition, FamilyRef, SampleRef, Snapshot, Visitor};
+
+/// The staleness marker of the remote write 1.0 spec (and Prometheus' own `StaleNaN`): a NaN
+/// with this exact bit pattern tells the receiver that the series ended.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// Encoded requests of one window, ready for the queue.
 #[derive(Debug, Default)]
@@ -43,15 +47,41 @@ impl Encoder {
         }
     }
 
-    /// The series of `state` at `timestamp_ms`, unencoded (tests and [`Encoder::encode`]).
-    fn series(&self, state: &Exposition, timestamp_ms: i64) -> (Vec<TimeSeries>, u64) {
+    /// The series of `state` at `timestamp_ms`, then a staleness marker for each series of
+    /// `stale` (the series that expired since the last window), unencoded.
+    fn series(
+        &self,
+        state: &Exposition,
+        stale: Option<&Snapshot>,
+        timestamp_ms: i64,
+    ) -> (Vec<TimeSeries>, u64) {
         let mut c = Collect {
             enc: self,
             ts: timestamp_ms,
             out: Vec::with_capacity(state.len()),
             cached: None,
+            stale: false,
         };
         let mut conflicts = state.visit(&mut c);
+        if let Some(gone) = stale.filter(|g| !g.is_empty()) {
+            let live = c.out.len();
+            c.stale = true;
+            gone.visit(&mut c);
+            // A series exposed again under the same labels is not stale.
+            let key = |ts: &TimeSeries| -> Vec<(String, String)> {
+                ts.labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect()
+            };
+            let names: std::collections::HashSet<Vec<(String, String)>> =
+                c.out[..live].iter().map(key).collect();
+            let mut i = 0;
+            c.out.retain(|ts| {
+                i += 1;
+                i <= live || !names.contains(&key(ts))
+            });
+        }
         let mut out = c.out;
         if !self.external.is_empty() {
             // An external label can make two series equal (`m{cluster="a"}` and a bare `m`
@@ -75,7 +105,19 @@ impl Encoder {
 
     /// The requests for `state` at `timestamp_ms`.
     pub fn encode(&self, state: &Exposition, timestamp_ms: i64) -> Encoded {
-        let (series, conflicts) = self.series(state, timestamp_ms);
+        self.encode_with_stale(state, None, timestamp_ms)
+    }
+
+    /// The requests for `state` at `timestamp_ms`, with a staleness marker ([`STALE_NAN`])
+    /// for every series of `stale`, so that queries stop at once rather than after the
+    /// receiver's lookback.
+    pub fn encode_with_stale(
+        &self,
+        state: &Exposition,
+        stale: Option<&Snapshot>,
+        timestamp_ms: i64,
+    ) -> Encoded {
+        let (series, conflicts) = self.series(state, stale, timestamp_ms);
         let mut enc = Encoded {
             conflicts,
             ..Encoded::default()
@@ -116,10 +158,12 @@ struct Collect<'a> {
     out: Vec<TimeSeries>,
     /// The last context's labels: a summary's samples share them.
     cached: Option<(*const Context, Vec<(String, String)>)>,
+    /// Every sample visited is a staleness marker.
+    stale: bool,
 }
 
 impl Visitor for Collect<'_> {
-    fn family(&mut self, _name: &str, _kind: MetricKind, _original: &str) {}
+    fn family(&mut self, _f: &FamilyRef<'_>) {}
 
     fn sample(&mut self, s: &SampleRef<'_>) {
         let key = s.ctx as *const Context;
@@ -136,11 +180,16 @@ impl Visitor for Collect<'_> {
             name: k.clone(),
             value: v.clone(),
         }));
-        if let Some(q) = s.quantile {
+        let extra = match (s.quantile, s.le) {
+            (Some(q), _) => Some(("quantile", q)),
+            (None, Some(le)) => Some(("le", le)),
+            (None, None) => None,
+        };
+        if let Some((name, x)) = extra {
             let mut value = String::new();
-            expo::value_into(&mut value, q);
+            expo::value_into(&mut value, x);
             labels.push(Label {
-                name: "quantile".into(),
+                name: name.into(),
                 value,
             });
         }
@@ -157,7 +206,11 @@ impl Visitor for Collect<'_> {
         self.out.push(TimeSeries {
             labels,
             samples: vec![Sample {
-                value: s.value,
+                value: if self.stale {
+                    f64::from_bits(STALE_NAN)
+                } else {
+                    s.value
+                },
                 timestamp: self.ts,
             }],
         });
@@ -168,6 +221,7 @@ impl Visitor for Collect<'_> {
 mod tests {
     use super::*;
     use crate::aggregate::SeriesValue;
+    use crate::model::MetricKind;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
@@ -357,6 +411,32 @@ mod tests {
         let out = Encoder::new(&external(), 10).encode(&state, 1);
         assert_eq!(out.conflicts, 1);
         assert_eq!(decode(&out.bodies).len(), 1);
+    }
+
+    #[test]
+    fn expired_series_get_one_staleness_marker() {
+        let mut state = Exposition::new(Duration::from_secs(10), 1000);
+        state.track_expired();
+        let g = |n| (MetricKind::Gauge, n, &[][..], SeriesValue::Gauge(1.0));
+        state.update(&flush(0, vec![g("gone"), g("kept")]));
+        state.update(&flush(20, vec![g("kept")]));
+        let stale = state.take_expired();
+        let out = Encoder::new(&BTreeMap::new(), 10).encode_with_stale(&state, Some(&stale), 5);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&out.bodies[0])
+            .unwrap();
+        let req = wire::Req::decode(raw.as_slice()).unwrap();
+        let by_name = |n: &str| {
+            req.ts
+                .iter()
+                .find(|t| t.labels.iter().any(|l| l.value == n))
+                .map(|t| t.samples[0].value.to_bits())
+        };
+        assert_eq!(by_name("gone"), Some(STALE_NAN));
+        assert_eq!(by_name("kept"), Some(1f64.to_bits()));
+        let next = state.take_expired();
+        let out = Encoder::new(&BTreeMap::new(), 10).encode_with_stale(&state, Some(&next), 6);
+        assert_eq!(out.samples, 1, "one marker, once");
     }
 
     #[test]

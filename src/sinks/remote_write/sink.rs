@@ -129,8 +129,12 @@ impl RemoteWriteSink {
 
         let counters = Arc::new(Counters::default());
         let encoder = Encoder::new(&rw.external_labels, rw.max_samples_per_request);
+        let opts = prometheus.expose_options().map_err(Error::Config)?;
+        let mut state =
+            Exposition::with_options(prometheus.series_ttl, prometheus.max_series, &opts);
+        state.track_expired();
         let mut window = WindowEncoder {
-            state: Exposition::new(prometheus.series_ttl, prometheus.max_series),
+            state,
             encoder,
             queue: Arc::clone(outbox.queue()),
             counters: Arc::clone(&counters),
@@ -212,7 +216,10 @@ impl WindowEncoder {
         c.series.store(self.state.len() as u64, Relaxed);
         let ts = window_time_ms(flush.interval, handed_ms, self.last_ms);
         self.last_ms = Some(ts);
-        let out = self.encoder.encode(&self.state, ts as i64);
+        let stale = self.state.take_expired();
+        let out = self
+            .encoder
+            .encode_with_stale(&self.state, Some(&stale), ts as i64);
         c.conflicts.store(out.conflicts, Relaxed);
         c.compress_errors.fetch_add(out.compress_errors, Relaxed);
         c.samples.fetch_add(out.samples, Relaxed);
