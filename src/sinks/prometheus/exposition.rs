@@ -93,9 +93,9 @@ pub(super) struct Resolved {
     /// Seconds; `u64::MAX`: never expires.
     ttl: u64,
     scale: f64,
-    /// What a timer's values are multiplied by before `scale`: 0.001 with a mapping file
+    /// What a timer's values are divided by before `scale`: 1000 with a mapping file
     /// (statsd_exporter exports `ms` timers in seconds), else 1.
-    timer_scale: f64,
+    timer_div: f64,
     help: Option<Arc<str>>,
 }
 
@@ -151,14 +151,25 @@ impl Exposition {
             }
         };
         let default_ttl = ttl.as_secs().max(1);
-        let timer_scale = if opts.mapper.is_some() { 0.001 } else { 1.0 };
+        let timer_div = if opts.mapper.is_some() { 1000.0 } else { 1.0 };
         let resolve = |s: Option<&super::mapping::Shape>| Resolved {
-            observer: s
-                .and_then(|s| s.observer.clone())
-                .unwrap_or_else(|| opts.observer.clone()),
+            observer: {
+                let global_hist = matches!(opts.observer, Observer::Histogram(_));
+                let buckets = || match &opts.observer {
+                    Observer::Histogram(b) => Arc::clone(b),
+                    Observer::Summary(_) => super::mapping::DEFAULT_BUCKETS.into(),
+                };
+                match s {
+                    None => opts.observer.clone(),
+                    Some(s) if s.histogram.unwrap_or(global_hist) => {
+                        Observer::Histogram(s.buckets.clone().unwrap_or_else(buckets))
+                    }
+                    Some(s) => Observer::Summary(s.quantiles.clone()),
+                }
+            },
             ttl: s.and_then(|s| s.ttl).map_or(default_ttl, secs),
             scale: s.and_then(|s| s.scale).unwrap_or(1.0),
-            timer_scale,
+            timer_div,
             help: s.and_then(|s| s.help.as_deref()).map(Arc::from),
         };
         let shapes: Vec<Resolved> = match &opts.mapper {
@@ -359,10 +370,10 @@ impl Exposition {
                 }
             };
             e.updated = now;
-            let scale = if ctx.kind() == MetricKind::Timer {
-                rs.scale * rs.timer_scale
+            let (div, scale) = if ctx.kind() == MetricKind::Timer {
+                (rs.timer_div, rs.scale)
             } else {
-                rs.scale
+                (1.0, rs.scale)
             };
             match (&mut e.value, &s.value) {
                 (Value::Counter(total), SeriesValue::Counter(v)) => {
@@ -370,8 +381,10 @@ impl Exposition {
                 }
                 (Value::Gauge(g), SeriesValue::Gauge(v)) if v.is_finite() => *g = *v * rs.scale,
                 (Value::Gauge(g), SeriesValue::Set(n)) => *g = *n as f64,
-                (Value::Summary(sm), SeriesValue::Samples(h)) => sm.add(h, scale, &mut scratch),
-                (Value::Histogram(hi), SeriesValue::Samples(h)) => hi.add(h, scale),
+                (Value::Summary(sm), SeriesValue::Samples(h)) => {
+                    sm.add(h, div, scale, &mut scratch)
+                }
+                (Value::Histogram(hi), SeriesValue::Samples(h)) => hi.add(h, div, scale),
                 _ => {}
             }
         }

@@ -182,8 +182,12 @@ pub enum Observer {
 /// What a rule (or the defaults) says about the series it makes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
-    /// For sampled kinds; `None`: tallyd's `prometheus.observer_type` decides.
-    pub observer: Option<Observer>,
+    /// Sampled kinds as a histogram (true) or summary; `None`: `prometheus.observer_type`.
+    pub histogram: Option<bool>,
+    /// Histogram buckets (the rule's, else the defaults'); `None`: tallyd's.
+    pub buckets: Option<Arc<[f64]>>,
+    /// Summary quantiles (the rule's, else the defaults'); `None`: `aggregate.percentiles`.
+    pub quantiles: Option<Arc<[f64]>>,
     /// Expiry of the series; `Some(ZERO)` never expires; `None`: `prometheus.series_ttl`.
     pub ttl: Option<Duration>,
     /// Every value is multiplied by this.
@@ -381,26 +385,14 @@ fn compile(file: FileYaml) -> Result<Mapper, ConfigError> {
     };
     // An explicit `ttl: 0` in the defaults means never expire; none means `series_ttl`.
     let d_ttl = d.ttl.map(|t| t.0);
-    let observer_of = |hist: Option<bool>,
-                       buckets: Option<Arc<[f64]>>,
-                       quantiles: Option<Arc<[f64]>>|
-     -> Option<Observer> {
-        match hist {
-            Some(true) => Some(Observer::Histogram(
-                buckets
-                    .or_else(|| d_buckets.clone())
-                    .unwrap_or_else(|| DEFAULT_BUCKETS.into()),
-            )),
-            Some(false) => Some(Observer::Summary(quantiles.or_else(|| d_quantiles.clone()))),
-            None => None,
-        }
-    };
     let mut m = Mapper {
         glob_disable_ordering: d.glob_disable_ordering,
         ..Mapper::default()
     };
     m.shapes.push(Shape {
-        observer: observer_of(d_hist, None, None),
+        histogram: d_hist,
+        buckets: d_buckets.clone(),
+        quantiles: d_quantiles.clone(),
         ttl: d_ttl,
         scale: None,
         help: None,
@@ -505,7 +497,9 @@ fn compile(file: FileYaml) -> Result<Mapper, ConfigError> {
             _ => d_ttl,
         };
         m.shapes.push(Shape {
-            observer: observer_of(hist, buckets, quantiles),
+            histogram: hist,
+            buckets: buckets.or_else(|| d_buckets.clone()),
+            quantiles: quantiles.or_else(|| d_quantiles.clone()),
             ttl,
             scale: r.scale,
             help: r.help,

@@ -199,18 +199,15 @@ mappings:
     .unwrap();
     assert_eq!(m.shapes.len(), 4);
     assert_eq!(m.shapes[0].ttl, Some(Duration::ZERO));
+    assert_eq!(m.shapes[1].histogram, Some(true));
     assert_eq!(
-        m.shapes[1].observer,
-        Some(Observer::Histogram(vec![0.005, 0.01, 0.025].into()))
+        m.shapes[1].buckets.as_deref(),
+        Some(&[0.005, 0.01, 0.025][..])
     );
-    assert_eq!(
-        m.shapes[2].observer,
-        Some(Observer::Summary(Some(vec![0.99, 0.5].into())))
-    );
-    assert_eq!(
-        m.shapes[3].observer,
-        Some(Observer::Histogram(vec![1.0, 2.0].into()))
-    );
+    assert_eq!(m.shapes[2].histogram, Some(false));
+    assert_eq!(m.shapes[2].quantiles.as_deref(), Some(&[0.99, 0.5][..]));
+    assert_eq!(m.shapes[3].histogram, Some(true));
+    assert_eq!(m.shapes[3].buckets.as_deref(), Some(&[1.0, 2.0][..]));
     assert_eq!(m.shapes[3].scale, Some(0.001));
     assert_eq!(m.shapes[3].ttl, Some(Duration::from_secs(80)));
     assert_eq!(m.shapes[3].help.as_deref(), Some("A histogram"));

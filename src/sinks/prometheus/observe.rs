@@ -38,17 +38,17 @@ impl Hist {
         }
     }
 
-    /// Adds a window's samples, each multiplied by `scale`. Values come from
+    /// Adds a window's samples, each divided by `div`, then multiplied by `scale`. Values come from
     /// [`Samples::for_each_bin`]: exact while the window's samples are raw, HDR bucket
     /// representatives (about 1 % off) once a busy context's samples were compacted.
-    pub(super) fn add(&mut self, s: &Samples, scale: f64) {
-        let sum = s.sum() * scale;
+    pub(super) fn add(&mut self, s: &Samples, div: f64, scale: f64) {
+        let sum = s.sum() / div * scale;
         if !(self.sum + sum).is_finite() {
             return;
         }
         let (bounds, counts) = (&self.bounds, &mut self.counts);
         s.for_each_bin(|v, w| {
-            let i = bounds.partition_point(|b| *b < v * scale);
+            let i = bounds.partition_point(|b| *b < v / div * scale);
             counts[i] += w;
         });
         self.sum += sum;
@@ -57,14 +57,14 @@ impl Hist {
 }
 
 impl Summary {
-    /// Takes a window's samples: its quantiles (the flush's, or `qs` computed here), scaled,
-    /// and adds its sum and count.
-    pub(super) fn add(&mut self, s: &Samples, scale: f64, scratch: &mut Vec<(f64, u64)>) {
+    /// Takes a window's samples: its quantiles (the flush's, or `qs` computed here), divided
+    /// by `div` and multiplied by `scale`, and adds its sum and count.
+    pub(super) fn add(&mut self, s: &Samples, div: f64, scale: f64, scratch: &mut Vec<(f64, u64)>) {
         self.quantiles.clear();
         match &self.qs {
             None => self
                 .quantiles
-                .extend(s.quantiles().iter().map(|q| q * scale)),
+                .extend(s.quantiles().iter().map(|q| q / div * scale)),
             Some(qs) => {
                 scratch.clear();
                 s.for_each_bin(|v, w| scratch.push((v, w)));
@@ -81,11 +81,11 @@ impl Summary {
                             break;
                         }
                     }
-                    self.quantiles.push(val * scale);
+                    self.quantiles.push(val / div * scale);
                 }
             }
         }
-        let sum = s.sum() * scale;
+        let sum = s.sum() / div * scale;
         if (self.sum + sum).is_finite() {
             self.sum += sum;
             self.count += s.count();
