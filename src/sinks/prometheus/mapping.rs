@@ -317,7 +317,12 @@ impl Mapper {
     /// Reads and compiles the mapping file at `path`; errors name the key
     /// `prometheus.mapping_file` and, where the YAML says, the line.
     pub fn load(path: &str) -> Result<Mapper, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                "prometheus.mapping_file",
+                format!(": cannot read {path}: {e}"),
+            )
+        })?;
         Mapper::parse(&text).map_err(|mut e| {
             e.key = "prometheus.mapping_file".into();
             e
@@ -331,7 +336,11 @@ impl Mapper {
         } else {
             serde_saphyr::from_str(text).map_err(|e| {
                 let loc = e.location();
-                let mut c = ConfigError::invalid("", format!(": {}", first_line(&e.to_string())));
+                let msg = first_line(&e.to_string()).to_string();
+                let at = loc.map_or(String::new(), |l| {
+                    format!(" line {}, column {}:", l.line(), l.column())
+                });
+                let mut c = ConfigError::invalid("", format!(":{at} {msg}"));
                 c.line = loc.map(|l| l.line() as usize);
                 c.column = loc.map(|l| l.column() as usize);
                 c
@@ -348,7 +357,8 @@ fn first_line(s: &str) -> &str {
 fn compile(file: FileYaml) -> Result<Mapper, ConfigError> {
     let d = &file.defaults;
     let bad = |line: Option<u64>, msg: String| {
-        let mut c = ConfigError::invalid("", format!(": {msg}"));
+        let at = line.map_or(String::new(), |l| format!(" line {l}:"));
+        let mut c = ConfigError::invalid("", format!(":{at} {msg}"));
         c.line = line.map(|l| l as usize);
         c
     };
