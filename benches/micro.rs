@@ -230,6 +230,40 @@ fn flush_benches(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // The same with a statsd_exporter mapping file that renames every context
+        // (`app.svcN.metric_i` to `app_metric_i{svc="svcN"}`): after the first window each
+        // context's outcome is kept, so a known context costs one more table probe per window,
+        // and the ingest path (parse, shard) does not see the mapping at all.
+        let mapper = tallyd::sinks::prometheus::Mapper::parse(
+            "mappings:\n- match: app.*.*\n  name: app_${2}\n  labels:\n    svc: $1\n",
+        )
+        .expect("mapping");
+        let opts = tallyd::sinks::prometheus::ExposeOptions {
+            mapper: Some(Arc::new(mapper)),
+            ..Default::default()
+        };
+        let mapped = Prometheus::with_options(
+            Duration::from_secs(300),
+            4 * n,
+            &opts,
+            Arc::new(Telemetry::default()),
+        );
+        fill(&mut stats);
+        mapped.consume(&Arc::new(a.flush(ts + 5)));
+        mapped.sync();
+        g.bench_function(format!("flush_and_prometheus_mapped_{n}"), |b| {
+            b.iter_batched(
+                || fill(&mut stats),
+                |_| {
+                    ts += 10;
+                    let f = Arc::new(a.flush(ts));
+                    mapped.consume(&f);
+                    mapped.sync();
+                    f
+                },
+                BatchSize::PerIteration,
+            )
+        });
         g.bench_function(format!("flush_only_{n}"), |b| {
             b.iter_batched(
                 || fill(&mut stats),
