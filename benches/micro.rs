@@ -160,6 +160,7 @@ fn aggregate_benches(c: &mut Criterion) {
     let ingest = Ingest {
         aggregator: Arc::clone(&a),
         max_tags: MAX_TAGS,
+        tag_styles: Default::default(),
     };
     let shard = a.new_shard();
     let mut stats = LocalStats::default();

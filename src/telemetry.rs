@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::base::metrics::{self, Collect, Families, Family, Registry};
 use crate::model::dogstatsd::ParseError;
+use crate::model::tagstyles::StyleError;
 
 /// The statsd transports, as label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct Telemetry {
     pub transports: [TransportStats; 3],
     /// Rejected lines, by [`ParseError::index`].
     pub parse_errors: [AtomicU64; REASONS],
+    /// Tag-style faults (`statsd.tag_styles`), by [`StyleError`] discriminant.
+    pub tag_style_errors: [AtomicU64; 4],
     /// Metric values accepted into aggregation.
     pub samples: AtomicU64,
     /// Events accepted.
@@ -126,6 +129,7 @@ impl Default for Telemetry {
             started: Instant::now(),
             transports: Default::default(),
             parse_errors: Default::default(),
+            tag_style_errors: Default::default(),
             samples: AtomicU64::new(0),
             events: AtomicU64::new(0),
             service_checks: AtomicU64::new(0),
@@ -182,6 +186,8 @@ pub struct LocalStats {
     pub dropped_context_limit: u64,
     /// Set members dropped at `aggregate.max_set_size`.
     pub set_members_dropped: u64,
+    /// Tag-style faults, by [`StyleError`] discriminant.
+    pub style_errors: [u64; 4],
 }
 
 impl LocalStats {
@@ -203,6 +209,9 @@ impl LocalStats {
         add(&t.set_members_dropped, self.set_members_dropped);
         for (i, n) in self.errors.iter().enumerate() {
             add(&t.parse_errors[i], *n);
+        }
+        for (i, n) in self.style_errors.iter().enumerate() {
+            add(&t.tag_style_errors[i], *n);
         }
         *self = LocalStats::default();
     }
@@ -308,6 +317,16 @@ impl Collect for Telemetry {
         for r in ParseError::ALL {
             f.sample(&[("reason", r.as_str())], g(&self.parse_errors[r.index()]));
         }
+        out.counter(
+            "tallyd_statsd_tag_style_errors",
+            "Faults in InfluxDB, Librato and SignalFX tags (statsd.tag_styles), by style: a malformed tag is left out, a lone SignalFX bracket leaves the name as sent, mixed (name tags and |# tags on one line) rejects the line.",
+        )
+        .by(
+            "style",
+            StyleError::ALL
+                .iter()
+                .map(|e| (e.as_str(), g(&self.tag_style_errors[*e as usize]))),
+        );
         let counters = [
             (
                 "tallyd_statsd_samples",

@@ -493,3 +493,39 @@ backoff_max = "1s"
     assert!(expired_at.elapsed() < Duration::from_secs(10));
     assert_eq!(query(&prom, "door_kept").len(), 1, "the live gauge stays");
 }
+
+#[test]
+fn influxdb_librato_and_signalfx_tags_are_labels_when_switched_on() {
+    let t = Tallyd::start("");
+    // Off by default: the name is sent as it is (and sanitised).
+    t.send_udp("off.influx,env=prod:1|c");
+    t.wait_value("off_influx_env_prod_total", 1.0);
+    drop(t);
+
+    let t = Tallyd::start("[statsd]\ntag_styles = [\"influxdb\", \"librato\", \"signalfx\"]\n");
+    t.send_udp("influx.hits,env=prod,code=200:1|c");
+    t.send_udp("librato.hits#env=prod,code=404:2|c");
+    t.send_udp("signalfx[env=prod,code=500].hits:3|c");
+    // A malformed tag is left out and counted; mixed styles reject the line.
+    t.send_udp("influx.hits,env=prod,code=200,bare:1|c");
+    t.send_udp("influx.hits,env=prod:1|c|#dd:tag");
+    let text = t.wait_metrics(
+        |m| {
+            m.contains("influx_hits_total{code=\"200\",env=\"prod\"} 2\n")
+                && m.contains("librato_hits_total{code=\"404\",env=\"prod\"} 2\n")
+                && m.contains("signalfx_hits_total{code=\"500\",env=\"prod\"} 3\n")
+        },
+        "the three styles as labels",
+    );
+    for style in ["influxdb", "mixed"] {
+        assert_eq!(
+            common::value(
+                &text,
+                &format!("tallyd_statsd_tag_style_errors_total{{style=\"{style}\"}}")
+            ),
+            Some(1.0),
+            "{style}: {text}"
+        );
+    }
+    assert!(!text.contains("dd=\"tag\""), "{text}");
+}

@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let ingest = Ingest {
         aggregator: Arc::clone(&aggregator),
         max_tags: 16,
+        tag_styles: Default::default(),
     };
     let prom = Prometheus::new(Duration::from_secs(300), 64, Arc::clone(&telemetry));
     let shard = aggregator.new_shard();

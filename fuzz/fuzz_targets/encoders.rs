@@ -382,6 +382,7 @@ fuzz_target!(|input: Input| {
     let ingest = Ingest {
         aggregator: Arc::clone(&aggregator),
         max_tags: 16,
+        tag_styles: Default::default(),
     };
     let shard = aggregator.new_shard();
     cfg.datadog.compression = match input.compression % 3 {

@@ -2,6 +2,7 @@
 //! and service checks.
 
 pub mod dogstatsd;
+pub mod tagstyles;
 
 use std::hash::{Hash, Hasher};
 

@@ -8,6 +8,7 @@ use crate::base::duration::duration_str;
 use crate::base::error::{check_addr, check_nonzero_duration, check_positive, ConfigError};
 
 use crate::aggregate::GaugeMode;
+use crate::model::tagstyles::TagStyles;
 
 /// The `[statsd]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub struct StatsdConfig {
     pub max_tags: usize,
     /// `absolute` (Datadog Agent) or `delta` (etsy statsd, statsd_exporter).
     pub gauge_mode: GaugeMode,
+    /// Tag styles read besides DogStatsD's `|#k:v`: any of `influxdb` (`name,k=v:1|c`),
+    /// `librato` (`name#k=v:1|c`), `signalfx` (`name[k=v]:1|c`).
+    pub tag_styles: Vec<String>,
 }
 
 impl Default for StatsdConfig {
@@ -61,6 +65,7 @@ impl Default for StatsdConfig {
             tcp_idle_timeout: Duration::from_secs(300),
             tcp_max_line_length: 65536,
             max_tags: 100,
+            tag_styles: Vec::new(),
             gauge_mode: GaugeMode::Absolute,
         }
     }
@@ -69,6 +74,7 @@ impl Default for StatsdConfig {
 impl StatsdConfig {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tag_styles()?;
         check_addr("statsd.udp_listen", &self.udp_listen, true)?;
         check_addr("statsd.tcp_listen", &self.tcp_listen, true)?;
         check_positive("statsd.udp_recv_buffer", self.udp_recv_buffer as u64)?;
@@ -125,5 +131,29 @@ impl StatsdConfig {
             .map(|n| n.get() / 2)
             .unwrap_or(1)
             .clamp(1, 4)
+    }
+}
+
+impl StatsdConfig {
+    /// `statsd.tag_styles` as switches.
+    ///
+    /// # Errors
+    /// A name that is not a tag style.
+    pub fn tag_styles(&self) -> Result<TagStyles, ConfigError> {
+        let mut t = TagStyles::default();
+        for s in &self.tag_styles {
+            match s.as_str() {
+                "influxdb" => t.influxdb = true,
+                "librato" => t.librato = true,
+                "signalfx" => t.signalfx = true,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "statsd.tag_styles",
+                        format!(": {other:?} is not one of influxdb, librato, signalfx"),
+                    ))
+                }
+            }
+        }
+        Ok(t)
     }
 }

@@ -16,6 +16,7 @@ use config::StatsdConfig;
 use crate::aggregate::{Aggregator, Shard};
 use crate::component::{bind_tcp, Context, Error, Running, Stage};
 use crate::model::dogstatsd::{self as parse, Line, ParseError};
+use crate::model::tagstyles::{Rewrite, TagStyles};
 use crate::telemetry::LocalStats;
 
 /// Starts the newline-delimited TCP listener (`statsd.tcp_listen`) on a shard of its own.
@@ -37,6 +38,7 @@ pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running,
         ingest: Arc::new(Ingest {
             aggregator: Arc::clone(&ctx.aggregator),
             max_tags: cfg.max_tags,
+            tag_styles: cfg.tag_styles().map_err(Error::Config)?,
         }),
         shard: ctx.aggregator.new_shard(),
         telemetry: Arc::clone(&ctx.telemetry),
@@ -62,6 +64,8 @@ pub struct Ingest {
     pub aggregator: Arc<Aggregator>,
     /// `statsd.max_tags`: a line with more tags is rejected.
     pub max_tags: usize,
+    /// `statsd.tag_styles`: the other clients' tag styles read.
+    pub tag_styles: TagStyles,
 }
 
 impl Ingest {
@@ -100,6 +104,20 @@ impl Ingest {
                 bad_line(stats, ParseError::Truncated, line);
                 continue;
             }
+            if self.tag_styles.any() && !line.starts_with(b"_") {
+                let mut buf = Vec::new();
+                let rw = self.tag_styles.rewrite(line, &mut buf, |e| {
+                    stats.style_errors[e as usize] += 1;
+                });
+                match rw {
+                    Rewrite::Unchanged => {}
+                    Rewrite::Reject => continue,
+                    Rewrite::Rewritten => {
+                        self.apply_rewritten(&buf, stats);
+                        continue;
+                    }
+                }
+            }
             match parse::parse_line(line, self.max_tags) {
                 Ok(Line::Metric(m)) => metric(line, m, stats),
                 Ok(Line::Event(ev)) => {
@@ -114,6 +132,23 @@ impl Ingest {
                 }
                 Err(e) => bad_line(stats, e, line),
             }
+        }
+    }
+}
+
+impl Ingest {
+    /// Applies a line rewritten from another client's tag style (owned, so it cannot join a
+    /// receiver's batch of borrowed lines) to the datagram receivers' shard at once.
+    fn apply_rewritten(&self, line: &[u8], stats: &mut LocalStats) {
+        match parse::parse_metric(line, self.max_tags) {
+            Ok(m) => {
+                let seq = self.aggregator.shared().seq();
+                let shard = self.aggregator.datagram_shard();
+                if let Err(e) = crate::base::lock(shard).apply(&m, seq, stats) {
+                    bad_line(stats, e, line);
+                }
+            }
+            Err(e) => bad_line(stats, e, line),
         }
     }
 }

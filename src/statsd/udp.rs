@@ -142,6 +142,8 @@ impl Receiver {
             ingest: Arc::new(Ingest {
                 aggregator: Arc::clone(&ctx.aggregator),
                 max_tags: cfg.max_tags,
+                // Checked by `StatsdConfig::validate` before any component starts.
+                tag_styles: cfg.tag_styles().unwrap_or_default(),
             }),
             telemetry: Arc::clone(&ctx.telemetry),
             batch: cfg.udp_batch,
