@@ -168,15 +168,25 @@ fn delta_instruments(transport: Transport) {
         value(&text, "latency_sum{service=\"checkout\"}"),
         Some(33.0)
     );
-    // Two values in (0, 5] represented by 2.5; the third in (25, 50] clamped to its max, 30.
-    assert_eq!(
-        value(&text, "latency{service=\"checkout\",quantile=\"0.5\"}"),
-        Some(2.5)
-    );
-    assert_eq!(
-        value(&text, "latency{service=\"checkout\",quantile=\"0.99\"}"),
-        Some(30.0)
-    );
+    // A histogram with the bounds it came with: two values in (0, 5], the third in (25, 50].
+    for (le, n) in [
+        ("0", 0.0),
+        ("5", 2.0),
+        ("10", 2.0),
+        ("25", 2.0),
+        ("50", 3.0),
+        ("+Inf", 3.0),
+    ] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("latency_bucket{{service=\"checkout\",le=\"{le}\"}}")
+            ),
+            Some(n),
+            "le={le}: {text}"
+        );
+    }
+    assert!(text.contains("# TYPE latency histogram\n"), "{text}");
     // process.pid is not a mapped resource attribute.
     assert!(!text.contains("4242"), "{text}");
 

@@ -133,10 +133,19 @@ fn roundtrip_with(protocol: &str, compression: &str, extra: &str, b_extra: &str)
     let (_, stats) = a.get("/admin/queue/stats");
     let v: Value = serde_json::from_str(&stats).expect("json");
     assert_eq!(v["queues"]["otlp"]["dead_lettered"], 0, "{stats}");
-    assert!(
-        value(&bm, "ox_lat{quantile=\"0.99\"}").is_some(),
-        "B keeps a summary of the histogram:\n{bm}"
-    );
+    if extra.contains("exponential") {
+        assert!(
+            value(&bm, "ox_lat{quantile=\"0.99\"}").is_some(),
+            "B keeps a summary of an exponential histogram:\n{bm}"
+        );
+    } else {
+        // B exports an explicit-bucket histogram with the bounds A sent (the OpenTelemetry
+        // SDK's defaults): 0.5 in (0, 5], 7 and 10 in (5, 10], 30 in (25, 50].
+        assert_eq!(value(&bm, "ox_lat_bucket{le=\"5\"}"), Some(1.0), "{bm}");
+        assert_eq!(value(&bm, "ox_lat_bucket{le=\"10\"}"), Some(3.0), "{bm}");
+        assert_eq!(value(&bm, "ox_lat_bucket{le=\"25\"}"), Some(3.0), "{bm}");
+        assert_eq!(value(&bm, "ox_lat_bucket{le=\"+Inf\"}"), Some(4.0), "{bm}");
+    }
     let am = a.metrics();
     assert!(
         value(&am, "tallyd_otlp_export_points_total").unwrap_or(0.0) >= 7.0,

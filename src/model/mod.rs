@@ -1,6 +1,7 @@
 //! The data model shared by sources, the aggregator and sinks: metric kinds, contexts, events
 //! and service checks.
 
+pub mod bounds;
 pub mod dogstatsd;
 pub mod tagstyles;
 

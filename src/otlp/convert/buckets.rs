@@ -106,6 +106,10 @@ impl Converter {
         } else {
             explicit_bins(bounds, &data.buckets, data.min, data.max)
         };
+        if !bounds.is_empty() && !data.buckets.is_empty() {
+            // So that /metrics exports it with the bounds it came with.
+            crate::model::bounds::record(MetricKind::Distribution, ctx.name, &tags, bounds);
+        }
         let mut samples = Samples::new();
         samples.add_bins(&bins, data.sum, data.min, data.max);
         out.push(Output {

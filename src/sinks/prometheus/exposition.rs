@@ -344,9 +344,15 @@ impl Exposition {
                         dropped += 1;
                         continue;
                     }
-                    let value = match ctx.kind() {
-                        MetricKind::Counter => Value::Counter(0.0),
-                        MetricKind::Gauge | MetricKind::Set => Value::Gauge(0.0),
+                    // An OTLP histogram keeps the bounds it came with.
+                    let otlp = match ctx.kind() {
+                        MetricKind::Distribution => crate::model::bounds::lookup(s.hash),
+                        _ => None,
+                    };
+                    let value = match (ctx.kind(), otlp) {
+                        (MetricKind::Counter, _) => Value::Counter(0.0),
+                        (MetricKind::Gauge | MetricKind::Set, _) => Value::Gauge(0.0),
+                        (_, Some(b)) => Value::Histogram(Box::new(Hist::new(b))),
                         _ => match &rs.observer {
                             Observer::Summary(qs) => Value::Summary(Box::new(Summary {
                                 quantiles: Quantiles::new(),
