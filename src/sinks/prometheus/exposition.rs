@@ -2,6 +2,7 @@
 //! and classic histograms, bounded and expiring, renamed by the mapping file once per
 //! context. The family layout that resolves name clashes when it is visited is `visit.rs`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,61 +231,6 @@ impl Exposition {
         self.outcomes
     }
 
-    /// The exported context, its hash and shape for `s` (`None`: a rule drops it), from
-    /// the mapping's outcome for the context, computed the first time it is seen.
-    fn resolve(
-        &mut self,
-        mapper: &Mapper,
-        ctx: &Arc<Context>,
-        hash: u64,
-        now: u64,
-    ) -> Option<(Arc<Context>, u64, u32)> {
-        let found = self.mapped.find_mut(hash, |c| {
-            c.hash == hash && (Arc::ptr_eq(&c.orig, ctx) || *c.orig == **ctx)
-        });
-        if let Some(c) = found {
-            c.seen = now;
-            return c.target.as_ref().map(|(h, t)| (Arc::clone(t), *h, c.shape));
-        }
-        let (target, shape) = match mapper.map(ctx.name(), ctx.kind()) {
-            Mapped::Unmapped => {
-                self.outcomes[1] += 1;
-                (Some((hash, Arc::clone(ctx))), 0)
-            }
-            Mapped::Drop => {
-                self.outcomes[2] += 1;
-                (None, 0)
-            }
-            Mapped::Map {
-                name,
-                labels,
-                honor_labels,
-                shape,
-            } => {
-                self.outcomes[0] += 1;
-                let t = Arc::new(mapped_context(ctx, &name, &labels, honor_labels));
-                (Some((t.hash_code(), t)), shape)
-            }
-        };
-        let out = target.as_ref().map(|(h, t)| (Arc::clone(t), *h, shape));
-        // Bounded like the series: past `max_series` contexts the outcome is computed again
-        // each window instead of kept (correct, only slower).
-        if self.mapped.len() < self.max_series {
-            self.mapped.insert_unique(
-                hash,
-                Cached {
-                    hash,
-                    orig: Arc::clone(ctx),
-                    target,
-                    shape,
-                    seen: now,
-                },
-                |c| c.hash,
-            );
-        }
-        out
-    }
-
     /// Folds one window in; returns how many new series were refused at `max_series`.
     pub fn update(&mut self, flush: &Flush) -> u64 {
         self.percentiles = Arc::clone(&flush.percentiles);
@@ -321,13 +267,16 @@ impl Exposition {
             let mapped;
             let (ctx, hash, shape) = match &mapper {
                 None => (&s.ctx, s.hash, 0),
-                Some(m) => match self.resolve(m, &s.ctx, s.hash, now) {
-                    None => continue,
-                    Some((c, h, sh)) => {
-                        mapped = c;
-                        (&mapped, h, sh)
+                Some(m) => {
+                    let max = self.max_series;
+                    match resolve(&mut self.mapped, &mut self.outcomes, max, m, s, now) {
+                        None => continue,
+                        Some((c, h, sh)) => {
+                            mapped = c;
+                            (&*mapped, h, sh)
+                        }
                     }
-                },
+                }
             };
             let full = self.series.len() >= self.max_series;
             let rs = &shapes[shape as usize];
@@ -444,6 +393,68 @@ impl Exposition {
             .collect();
         visit_rows(&rows, &self.percentiles, v)
     }
+}
+
+/// The exported context, its hash and shape for the series `s` (`None`: a rule drops it),
+/// from the mapping's outcome for its context, computed the first time it is seen and kept in
+/// `cache` (borrowed from there: a known context costs one probe, no reference count).
+fn resolve<'t>(
+    cache: &'t mut HashTable<Cached>,
+    outcomes: &mut [u64; 3],
+    max: usize,
+    mapper: &Mapper,
+    s: &crate::aggregate::Series,
+    now: u64,
+) -> Option<(Cow<'t, Arc<Context>>, u64, u32)> {
+    let (ctx, hash) = (&s.ctx, s.hash);
+    let full = cache.len() >= max;
+    let eq = |c: &Cached| c.hash == hash && (Arc::ptr_eq(&c.orig, ctx) || *c.orig == **ctx);
+    let c = match cache.entry(hash, eq, |c| c.hash) {
+        TableEntry::Occupied(o) => {
+            let c = o.into_mut();
+            c.seen = now;
+            c
+        }
+        TableEntry::Vacant(v) => {
+            let (target, shape) = match mapper.map(ctx.name(), ctx.kind()) {
+                Mapped::Unmapped => {
+                    outcomes[1] += 1;
+                    (Some((hash, Arc::clone(ctx))), 0)
+                }
+                Mapped::Drop => {
+                    outcomes[2] += 1;
+                    (None, 0)
+                }
+                Mapped::Map {
+                    name,
+                    labels,
+                    honor_labels,
+                    shape,
+                } => {
+                    outcomes[0] += 1;
+                    let t = Arc::new(mapped_context(ctx, &name, &labels, honor_labels));
+                    (Some((t.hash_code(), t)), shape)
+                }
+            };
+            // Bounded like the series: past `max` contexts the outcome is computed again
+            // each window instead of kept (correct, only slower).
+            if full {
+                return target.map(|(h, t)| (Cow::Owned(t), h, shape));
+            }
+            v.insert(Cached {
+                hash,
+                orig: Arc::clone(ctx),
+                target,
+                shape,
+                seen: now,
+            })
+            .into_mut()
+        }
+    };
+    let shape = c.shape;
+    c.target
+        .as_ref()
+        .map(|(h, t)| (Cow::Borrowed(t), *h, shape))
 }
 
 fn help(shapes: &[Resolved], shape: u32) -> Option<&str> {
