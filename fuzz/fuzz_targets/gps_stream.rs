@@ -34,6 +34,8 @@ const NOW_MS: i64 = 1_750_000_000_000;
 fn limits(max_line: usize, max_frame: usize) -> Limits {
     let t = Duration::from_secs(60);
     Limits {
+        nmea_require_checksum: max_line % 2 == 0,
+        points_invalid_fixes: false,
         max_connections: 1,
         max_frame,
         max_line,
@@ -164,9 +166,13 @@ fuzz_target!(|data: &[u8]| {
     let forced = match mode {
         1 => Some(Protocol::Nmea),
         2 => Some(Protocol::H02),
-        3 => Some(Protocol::Tk103),
+        3 => Some(Protocol::Gps103),
         4 => Some(Protocol::Gt06),
         5 => Some(Protocol::Teltonika),
+        6 => Some(Protocol::Tk103),
+        7 => Some(Protocol::Queclink),
+        8 => Some(Protocol::Meitrack),
+        9 => Some(Protocol::Watch),
         _ => None,
     };
     let limits = if lim & 1 != 0 {

@@ -24,8 +24,8 @@ use nom::sequence::{delimited, terminated, tuple};
 use nom::IResult;
 
 use super::fix::{
-    bcd_digits, nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message,
-    Step, KNOT_KMH,
+    bcd_digits, nearest_day, nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError,
+    Kind, Message, Step, KNOT_KMH,
 };
 use super::nmea::{ddmmyy, time_of_day, valid_id};
 
@@ -96,117 +96,222 @@ fn frame_message(frame: &[u8], now_ms: i64) -> Result<Message, FrameError> {
         return Err(FrameError::Malformed);
     }
     let rest = std::str::from_utf8(rest).map_err(|_| FrameError::Malformed)?;
-    let device_id = Some(id.to_string());
+    let fields: Vec<&str> = rest.strip_prefix(',').unwrap_or(rest).split(',').collect();
+    let mut msg = Message {
+        device_id: Some(id.to_string()),
+        ..Message::new(Kind::Other)
+    };
     match cmd {
-        b"V1" => {
-            let fields: Vec<&str> = rest
-                .strip_prefix(',')
-                .ok_or(FrameError::Malformed)?
-                .split(',')
-                .collect();
-            let fix = v1(&fields)?;
-            let stamp: String = rfc3339_ms(now_ms)
-                .bytes()
-                .filter(u8::is_ascii_digit)
-                .take(14)
-                .map(char::from)
-                .collect();
-            let reply = format!("*HQ,{id},V4,V1,{stamp}#").into_bytes();
-            Ok(Message {
-                device_id,
-                kind: Kind::Location,
-                fixes: vec![fix],
-                reply: Some(reply),
-            })
+        b"V1" | b"V19" | b"V2" | b"VI1" => {
+            msg.kind = Kind::Location;
+            msg.fixes.extend(v1(&fields, now_ms)?);
+            if cmd == b"V1" {
+                let stamp: String = rfc3339_ms(now_ms)
+                    .bytes()
+                    .filter(u8::is_ascii_digit)
+                    .take(14)
+                    .map(char::from)
+                    .collect();
+                msg.reply = Some(format!("*HQ,{id},V4,V1,{stamp}#").into_bytes());
+            }
         }
-        b"XT" | b"HTBT" => Ok(Message {
-            device_id,
-            ..Message::new(Kind::Heartbeat)
-        }),
-        _ => Ok(Message {
-            device_id,
-            ..Message::new(Kind::Other)
-        }),
+        b"VP1" => {
+            msg.kind = Kind::Location;
+            msg.fixes.extend(vp1(&fields, now_ms)?);
+        }
+        // Cell towers only: a position report without a fix.
+        b"NBR" => msg.kind = Kind::Location,
+        b"XT" | b"HTBT" => msg.kind = Kind::Heartbeat,
+        _ => {}
     }
+    Ok(msg)
 }
 
-fn v1(f: &[&str]) -> Result<Fix, FrameError> {
+/// `hhmmss,A|V,lat,N|S,lon,E|W,speed,course,[battery,]ddmmyy,status,...`. Empty time and date
+/// mean the receive time; no coordinates (or a hemisphere that is no letter) mean no fix.
+fn v1(f: &[&str], now_ms: i64) -> Result<Option<Fix>, FrameError> {
     if f.len() < 9 {
         return Err(FrameError::Malformed);
     }
-    let tod = time_of_day(f[0]).ok_or(FrameError::Malformed)?;
-    let (d, mo, y) = ddmmyy(f[8]).ok_or(FrameError::Malformed)?;
-    let time_ms = unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod);
-    let hemi = |s: &str| {
-        s.bytes()
-            .next()
-            .filter(|_| s.len() == 1)
-            .ok_or(FrameError::Malformed)
+    // Some devices put a one-digit battery level between course and date.
+    let battery = f[8].len() < 6 && f.get(9).is_some_and(|d| d.len() == 6);
+    let (date, status) = if battery {
+        (f[9], f.get(10))
+    } else {
+        (f[8], f.get(9))
     };
-    let lat = nmea_coord(f[2], hemi(f[3])?).ok_or(FrameError::Malformed)?;
-    let lon = nmea_coord(f[4], hemi(f[5])?).ok_or(FrameError::Malformed)?;
-    let num = |s: &str| -> Result<f64, FrameError> {
-        if s.is_empty() {
-            return Ok(0.0);
+    let time_ms = match (f[0], date) {
+        ("", "") => now_ms,
+        (t, "") => nearest_day(
+            now_ms,
+            i64::from(time_of_day(t).ok_or(FrameError::Malformed)?),
+        ),
+        ("", d) => {
+            let (d, mo, y) = ddmmyy(d).ok_or(FrameError::Malformed)?;
+            unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)?
         }
-        s.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or(FrameError::Malformed)
+        (t, d) => {
+            let tod = time_of_day(t).ok_or(FrameError::Malformed)?;
+            let (d, mo, y) = ddmmyy(d).ok_or(FrameError::Malformed)?;
+            unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod)
+        }
+    };
+    let Some((lat, lon)) = coordinates(&f[2..6])? else {
+        return Ok(None);
     };
     let mut attributes = BTreeMap::new();
     attributes.insert("validity".to_string(), Attr::Text(f[1].to_string()));
-    if let Some(status) = f.get(9).and_then(|s| i64::from_str_radix(s, 16).ok()) {
+    if let Some(status) = status.and_then(|s| i64::from_str_radix(s, 16).ok()) {
         attributes.insert("status".to_string(), Attr::Int(status));
     }
-    Ok(Fix {
+    if battery {
+        attributes.insert("battery".to_string(), Attr::Text(f[8].to_string()));
+    }
+    Ok(Some(Fix {
         time_ms,
         lat,
         lon,
         altitude: None,
-        speed_kmh: num(f[6])? * KNOT_KMH,
-        course: num(f[7])?,
+        speed_kmh: speed(f[6])? * KNOT_KMH,
+        course: speed(f[7])?,
         satellites: None,
-        valid: f[1] == "A",
+        valid: validity(f[1]),
         attributes,
-    })
+    }))
+}
+
+/// `VP1`: `A|V,lat,N|S,lon,E|W,speed,course,ddmmyy` with no time of day (the receive time's
+/// is taken); `V` followed by cell data carries no fix.
+fn vp1(f: &[&str], now_ms: i64) -> Result<Option<Fix>, FrameError> {
+    if f.len() < 8 || !f[1].contains('.') {
+        return Ok(None);
+    }
+    let Some((lat, lon)) = coordinates(&f[1..5])? else {
+        return Ok(None);
+    };
+    let (d, mo, y) = ddmmyy(f[7]).ok_or(FrameError::Malformed)?;
+    let time_ms =
+        unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + now_ms.rem_euclid(86_400_000);
+    let attributes = BTreeMap::from([("validity".to_string(), Attr::Text(f[0].to_string()))]);
+    Ok(Some(Fix {
+        time_ms,
+        lat,
+        lon,
+        altitude: None,
+        speed_kmh: speed(f[5])? * KNOT_KMH,
+        course: speed(f[6])?,
+        satellites: None,
+        valid: validity(f[0]),
+        attributes,
+    }))
+}
+
+/// `A` is a fix; a digit is V2/VI1's coding scheme, sent with a fix (as Traccar reads it).
+fn validity(s: &str) -> bool {
+    s == "A" || (s.len() == 1 && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn speed(s: &str) -> Result<f64, FrameError> {
+    if s.trim().is_empty() {
+        return Ok(0.0);
+    }
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or(FrameError::Malformed)
+}
+
+/// `lat,N|S,lon,E|W`; `None` when the coordinates or hemispheres are empty or not letters.
+/// A coordinate may be written `-23-29.0095` (degrees, minutes; the sign is the hemisphere's).
+fn coordinates(f: &[&str]) -> Result<Option<(f64, f64)>, FrameError> {
+    let hemi = |s: &str| match s.as_bytes() {
+        [h @ (b'N' | b'S' | b'E' | b'W')] => Some(*h),
+        _ => None,
+    };
+    let (Some(ns), Some(ew)) = (hemi(f[1]), hemi(f[3])) else {
+        return Ok(None);
+    };
+    if f[0].is_empty() || f[2].is_empty() {
+        return Ok(None);
+    }
+    let coord = |v: &str, h: u8| -> Option<f64> {
+        match v.strip_prefix('-').and_then(|r| r.split_once('-')) {
+            Some((deg, min)) => {
+                let (deg, min) = (deg.parse::<u32>().ok()?, min.parse::<f64>().ok()?);
+                nmea_coord(&format!("{deg}{:07.4}", min), h)
+            }
+            None => nmea_coord(v, h),
+        }
+    };
+    match (coord(f[0], ns), coord(f[2], ew)) {
+        (Some(lat), Some(lon)) => Ok(Some((lat, lon))),
+        _ => Err(FrameError::Malformed),
+    }
 }
 
 /// Length of a binary frame.
 const BINARY_LEN: usize = 32;
 /// Length of the binary variant with 13 bytes of extra data.
 const BINARY_LONG_LEN: usize = 45;
+/// Length of the binary frame with an 8-byte (15-digit) device id.
+const BINARY_LONG_ID_LEN: usize = 42;
+
+fn starts_frame(b: Option<&u8>) -> bool {
+    matches!(b, None | Some(b'$' | b'*' | b'\r' | b'\n'))
+}
 
 fn binary_frame(buf: &[u8]) -> Step {
     if buf.len() < BINARY_LEN {
         return Step::Incomplete;
     }
+    let short = binary_message(&buf[..BINARY_LEN], 5);
+    if short.is_err() {
+        // A 15-digit id takes 8 bytes: the frame is 42 bytes, its fields 3 bytes later.
+        if let Some(f) = buf.get(..BINARY_LONG_ID_LEN) {
+            let long = binary_message(f, 8);
+            if long.is_ok() && starts_frame(buf.get(BINARY_LONG_ID_LEN)) {
+                return Step::Frame {
+                    len: BINARY_LONG_ID_LEN,
+                    msg: long,
+                };
+            }
+        } else if !starts_frame(buf.get(BINARY_LEN)) {
+            return Step::Incomplete;
+        }
+    }
     let len = match buf.get(BINARY_LEN) {
-        None | Some(b'$' | b'*' | b'\r' | b'\n') => BINARY_LEN,
+        b if starts_frame(b) => BINARY_LEN,
         Some(_) if buf.len() >= BINARY_LONG_LEN => BINARY_LONG_LEN,
         Some(_) => return Step::Incomplete,
+        None => BINARY_LEN,
     };
-    Step::Frame {
-        len,
-        msg: binary_message(&buf[..BINARY_LEN]),
-    }
+    Step::Frame { len, msg: short }
 }
 
-fn binary_message(f: &[u8]) -> Result<Message, FrameError> {
+/// A binary frame whose device id takes `id_bytes` bytes (5, or 8 for a 15-digit IMEI).
+fn binary_message(f: &[u8], id_bytes: usize) -> Result<Message, FrameError> {
     let bad = || FrameError::Malformed;
-    let id = bcd_digits(&f[1..6])
-        .filter(|id| valid_id(id))
-        .ok_or_else(bad)?;
+    let digits = bcd_digits(&f[1..1 + id_bytes]).ok_or_else(bad)?;
+    let id = if id_bytes == 8 {
+        &digits[..15]
+    } else {
+        &digits[..]
+    };
+    if !valid_id(id) {
+        return Err(bad());
+    }
+    let id = id.to_string();
+    let f = &f[1 + id_bytes..];
     // hhmmss then ddmmyy, as in a text frame.
-    let when = bcd_digits(&f[6..12]).ok_or_else(bad)?;
+    let when = bcd_digits(&f[0..6]).ok_or_else(bad)?;
     let tod = time_of_day(&when[..6]).ok_or_else(bad)?;
     let (d, mo, y) = ddmmyy(&when[6..]).ok_or_else(bad)?;
     let time_ms = unix_ms(y, mo, d, 0, 0, 0, 0).ok_or_else(bad)? + i64::from(tod);
-    let flags = f[21] & 0x0f;
-    let lat = bcd_digits(&f[12..16]).ok_or_else(bad)?;
+    let flags = f[15] & 0x0f;
+    let lat = bcd_digits(&f[6..10]).ok_or_else(bad)?;
     // The longitude's ninth digit is the high nibble of the byte whose low nibble is `flags`.
-    let lon = bcd_digits(&[f[17], f[18], f[19], f[20], f[21] & 0xf0]).ok_or_else(bad)?;
+    let lon = bcd_digits(&[f[11], f[12], f[13], f[14], f[15] & 0xf0]).ok_or_else(bad)?;
     let lat = nmea_coord(
         &format!("{}.{}", &lat[..4], &lat[4..]),
         if flags & 0x04 != 0 { b'N' } else { b'S' },
@@ -217,11 +322,11 @@ fn binary_message(f: &[u8]) -> Result<Message, FrameError> {
         if flags & 0x08 != 0 { b'E' } else { b'W' },
     )
     .ok_or_else(bad)?;
-    let speed_course = bcd_digits(&f[22..25]).ok_or_else(bad)?;
+    let speed_course = bcd_digits(&f[16..19]).ok_or_else(bad)?;
     let knots: u32 = speed_course[..3].parse().map_err(|_| bad())?;
     let course: u32 = speed_course[3..].parse().map_err(|_| bad())?;
     let valid = flags & 0x02 != 0;
-    let status = u32::from_be_bytes([f[25], f[26], f[27], f[28]]);
+    let status = u32::from_be_bytes([f[19], f[20], f[21], f[22]]);
     let attributes = BTreeMap::from([
         (
             "validity".to_string(),
