@@ -49,10 +49,21 @@ pub fn detect(head: &[u8]) -> Detect {
         [b'$'] => Detect::NeedMore,
         // H02's binary frames also start with `$`, then a BCD device id and hour. An NMEA
         // address is letters followed by `,`; `,` and letters are never a BCD hour.
+        // A 15-digit id takes 8 bytes, putting the hour 3 bytes later.
         [b'$', rest @ ..] if rest.iter().take(6).all(|&b| is_bcd(b)) => match rest.get(5) {
             None => Detect::NeedMore,
             Some(&hour) if hour <= 0x23 => Detect::Found(Protocol::H02),
-            Some(_) => Detect::Found(Protocol::Nmea),
+            Some(_)
+                if rest[..5].iter().all(u8::is_ascii_uppercase)
+                    || !rest.iter().take(9).all(|&b| is_bcd(b)) =>
+            {
+                Detect::Found(Protocol::Nmea)
+            }
+            Some(_) => match rest.get(8) {
+                None => Detect::NeedMore,
+                Some(&hour) if hour <= 0x23 => Detect::Found(Protocol::H02),
+                Some(_) => Detect::Found(Protocol::Nmea),
+            },
         },
         [b'$', c, ..] if c.is_ascii_uppercase() => Detect::Found(Protocol::Nmea),
         [b'*'] | [b'*', _] | [b'*', _, _] => {
@@ -206,6 +217,11 @@ mod tests {
             // H02 binary with a device id starting 24: `$`, then BCD, never a `,`.
             (b"$\x24\x27\x05\x17\x11\x09", Detect::Found(Protocol::H02)),
             (b"660420156A0066AA$GPRMC,", Detect::Found(Protocol::Nmea)),
+            (
+                b"$\x35\x24\x83\x08\x41\x93\x29\x30\x10",
+                Detect::Found(Protocol::H02),
+            ),
+            (b"$\x35\x24\x83\x08\x41\x93", Detect::NeedMore),
             (b"660420156A0066AA", Detect::NeedMore),
             (
                 b"359769031878322imei:359769031878322,tracker",

@@ -140,6 +140,9 @@ fn v1(f: &[&str], now_ms: i64) -> Result<Option<Fix>, FrameError> {
     } else {
         (f[8], f.get(9))
     };
+    let Some((lat, lon)) = coordinates(&f[2..6])? else {
+        return Ok(None);
+    };
     let time_ms = match (f[0], date) {
         ("", "") => now_ms,
         (t, "") => nearest_day(
@@ -155,9 +158,6 @@ fn v1(f: &[&str], now_ms: i64) -> Result<Option<Fix>, FrameError> {
             let (d, mo, y) = ddmmyy(d).ok_or(FrameError::Malformed)?;
             unix_ms(y, mo, d, 0, 0, 0, 0).ok_or(FrameError::Malformed)? + i64::from(tod)
         }
-    };
-    let Some((lat, lon)) = coordinates(&f[2..6])? else {
-        return Ok(None);
     };
     let mut attributes = BTreeMap::new();
     attributes.insert("validity".to_string(), Attr::Text(f[1].to_string()));
@@ -573,6 +573,97 @@ mod tests {
         for frame in [id, minutes, month] {
             assert_eq!(one(&frame), Err(FrameError::Malformed));
         }
+    }
+
+    /// Reports from Traccar's H02 tests that used to be counted malformed or did nothing.
+    #[test]
+    fn v1_variants_real_devices_send() {
+        // The battery level before the date.
+        let m = one(b"*HQ,4210209006,V1,054048,A,2828.2297,N,07733.4332,E,000.5,047,4,080918,EEE7FBDF,4261193,0#").expect("battery");
+        let f = &m.fixes[0];
+        assert_eq!(f.time_ms, unix_ms(2018, 9, 8, 5, 40, 48, 0).expect("date"));
+        assert_eq!(f.attributes.get("status"), Some(&Attr::Int(0xEEE7_FBDF)));
+        assert!(m.reply.is_some());
+        // Degrees and minutes with minus signs.
+        let m =
+            one(b"*HQ,1451316409,V1,030149,A,-23-29.0095,S,-46-51.5852,W,2.4,065,070315,FFFFFFFF#")
+                .expect("minus");
+        let f = &m.fixes[0];
+        assert!((f.lat + 23.48349).abs() < 1e-5 && (f.lon + 46.85975).abs() < 1e-5);
+        assert_eq!(f.time_ms, unix_ms(2015, 3, 7, 3, 1, 49, 0).expect("date"));
+        let m =
+            one(b"*HQ,1451316485,V1,121557,A,-23-3.3408,S,-48-2.8926,W,0.1,158,241115,FFFFFFFF#")
+                .expect("one-digit minutes");
+        assert!((m.fixes[0].lat + (23.0 + 3.3408 / 60.0)).abs() < 1e-9);
+        // Empty time and date: the receive time; answered.
+        let m = one(b"*HQ,353505221264507,V1,,V,4605.75732,N,01430.73863,E,0.00,0,,FFFFFFEF,125,194,  64,d3#").expect("no time");
+        assert_eq!((m.fixes[0].time_ms, m.fixes[0].valid), (NOW, false));
+        assert!(m.reply.is_some());
+        // No coordinates at all: a position report without a fix, still answered.
+        let m = one(b"*HQ,353505510948929,V1,,V,,N,,E,0.00,0,,FFFFF7FF,f0,a,11a0,c0c6#")
+            .expect("no fix");
+        assert_eq!((m.kind, m.fixes.len()), (Kind::Location, 0));
+        assert!(m.reply.is_some());
+        let m = one(b"*HQ,353588020068342,V1,000000,V,0.0000,0,0.0000,0,0.00,0.00,000000,ffffffff,000106,000002,000203,004c87,16#").expect("zero hemispheres");
+        assert!(m.fixes.is_empty());
+        // An empty validity field: not valid.
+        let m = one(
+            b"*HQ,355488020119695,V1,050418,,2827.61232,N,07703.84822,E,0.00,0,031015,FFFEFBFF#",
+        )
+        .expect("empty validity");
+        assert!(!m.fixes[0].valid);
+    }
+
+    #[test]
+    fn other_position_commands() {
+        let m = one(b"*HQ,4209951296,V19,214452,A,5201.0178,N,01830.5029,E,000.00,000,200417,,195.63.13.195,89480610500392633029,BFFFFBFF#").expect("V19");
+        assert_eq!(
+            m.fixes[0].time_ms,
+            unix_ms(2017, 4, 20, 21, 44, 52, 0).expect("date")
+        );
+        assert_eq!(m.reply, None);
+        let m = one(b"*HQ,353505221264507,V2,100220,0,5238.26259,N,00507.33983,E,0.25,0,280917,FFFFFFFF,cc,28,  db,d75b#").expect("V2");
+        assert!(m.fixes[0].valid);
+        let m = one(b"*HQ,353505221264507,VI1,075146,0,5238.25900,N,00507.33429,E,0.54,0,250917,FFFFFFFF,cc,28,  db,d75b#").expect("VI1");
+        assert_eq!(m.fixes.len(), 1);
+        let m = one(b"*hq,356327080425330,VP1,A,2702.7245,S,15251.9311,E,0.48,0.0000,080917#")
+            .expect("VP1");
+        let f = &m.fixes[0];
+        assert!(f.lat < 0.0 && f.valid);
+        assert_eq!(f.time_ms, unix_ms(2017, 9, 8, 10, 40, 5, 0).expect("date"));
+        let m = one(b"*hq,356327081001239,VP1,V,470,002,92,3565,0Y92,19433,30Y92,1340,29#")
+            .expect("VP1 cells");
+        assert_eq!((m.kind, m.fixes.len()), (Kind::Location, 0));
+        let m = one(b"*HQ,4109179024,NBR,103732,722,310,0,6,8106,32010,23,8101,22007,25,8106,12010,23,8106,22105,22,8101,22012,16,8106,42010,5,100217,FFFFFBFF,5#").expect("NBR");
+        assert_eq!((m.kind, m.fixes.len()), (Kind::Location, 0));
+    }
+
+    #[test]
+    fn binary_frame_with_a_long_id() {
+        let f = hex(
+            "2435248308419329301047591808172627335900074412294E024138FEFFFFFFFF01120064BA73005ECC",
+        );
+        assert_eq!(f.len(), BINARY_LONG_ID_LEN);
+        let m = one(&f).expect("long id");
+        assert_eq!(m.device_id.as_deref(), Some("352483084193293"));
+        let x = &m.fixes[0];
+        assert_eq!(
+            x.time_ms,
+            unix_ms(2017, 8, 18, 10, 47, 59, 0).expect("date")
+        );
+        assert!((x.lat - (26.0 + 27.3359 / 60.0)).abs() < 1e-9);
+        assert!((x.lon - (74.0 + 41.2294 / 60.0)).abs() < 1e-9);
+        // Followed by another frame, or cut short.
+        let mut two = f.clone();
+        two.extend_from_slice(b"*HQ,4970105243,XT#");
+        assert!(matches!(
+            decode(&two, 512, NOW),
+            Step::Frame {
+                len: 42,
+                msg: Ok(_)
+            }
+        ));
+        assert_eq!(decode(&f[..40], 512, NOW), Step::Incomplete);
     }
 
     proptest::proptest! {
