@@ -4,17 +4,27 @@
 //! ddmmyy,status (8 hex, active-low alarm bits),...`, e.g.
 //! `*HQ,4970105243,V1,104000,A,2235.1777,N,11357.8913,E,000.27,235,130721,FFFFFBFF,460,11,d18e105,7752,6#`.
 //! It is acknowledged with `*HQ,<id>,V4,V1,<yyyyMMddHHmmss server UTC>#` (the answer Traccar's
-//! H02ProtocolDecoder gives). `XT`/`HTBT` are heartbeats and are not answered. Other commands
-//! (`V4` replies, `NBR` cell lists, `LINK`) are accepted without a fix.
+//! H02ProtocolDecoder gives), also when it carries no coordinates (the device resends it
+//! otherwise). Variants read as Traccar's tests show them: a one-digit battery level before the
+//! date, coordinates written `-23-29.0095` (degrees, minutes; the sign is the hemisphere's),
+//! empty time and date (the receive time), empty coordinates or a `0` hemisphere (no fix).
+//! `V19`, `V2` and `VI1` carry the same fields (a digit for validity is their coding scheme,
+//! read as a fix) and `VP1` has no time of day (the receive time's is used); they are not
+//! answered. `NBR` (cell towers) is a position report without a fix. `XT`/`HTBT` are
+//! heartbeats and are not answered. Other commands (`V4` replies, `LINK`) are accepted without
+//! a fix.
 //!
 //! Binary position frames start with `$` and carry the same report in packed BCD, 32 bytes:
 //! `$`, device id (5 bytes, 10 digits), hhmmss, ddmmyy, latitude `ddmm.mmmm` (8 digits), one
 //! battery byte, longitude `dddmm.mmmm` (9 digits) sharing its last byte with a flags nibble
 //! (bit 1 valid, bit 2 north, bit 3 east), speed in knots (3 digits), course (3 digits), the
 //! 32-bit status word, then 3 bytes this decoder does not read. Some devices send 45-byte frames
-//! (13 more bytes after those). Binary frames are not acknowledged. The layout follows Traccar's
-//! H02ProtocolDecoder and H02FrameDecoder, which name no length field either: a frame is taken
-//! as 45 bytes when the byte after the first 32 does not start another frame.
+//! (13 more bytes after those), and devices with a 15-digit id 42-byte frames whose id takes 8
+//! bytes (the fields 3 bytes later, 10 bytes not read at the end). Binary frames are not
+//! acknowledged. The layout follows Traccar's H02ProtocolDecoder and H02FrameDecoder, which name
+//! no length field either: a frame is taken as 42 bytes when its first 32 do not decode with a
+//! 10-digit id and all 42 do with a 15-digit one, else as 45 bytes when the byte after the
+//! first 32 does not start another frame.
 
 use std::collections::BTreeMap;
 
