@@ -4,6 +4,7 @@
 //! no panic, every step consumes at least one byte and no more than it was given, and the
 //! messages decoded (good or bad), their order, the bytes left over and the way the connection
 //! ends are the same whatever the split (one documented exception: `H02_BINARY`).
+//! Byte 0 values 6-9 force the protocols added with issue 18 (TK103, Queclink, Meitrack, watch).
 //!
 //! Input: byte 0 picks the protocol (0 or > 5: detected from the stream, as the server does;
 //! 1-5: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
@@ -25,8 +26,11 @@ const READ_CHUNK: usize = 4096;
 /// the first 32 does not start another frame (as Traccar decides). When a read ends exactly
 /// after 32 bytes the decoder takes the short form (waiting for one more byte would hold a
 /// device's last report until its next one, and past `gps.frame_timeout`), so a 45-byte frame
-/// cut there decodes differently. Runs where that happened are not compared.
+/// cut there decodes differently; the same holds for the 42-byte frame of a 15-digit id. Runs
+/// where that happened are not compared.
 const H02_BINARY: usize = 32;
+/// The 42-byte H02 binary frame (15-digit id), ambiguous in the same way.
+const H02_BINARY_LONG_ID: usize = 42;
 /// H02 fills in the date from the clock; fixed so both runs agree.
 const NOW_MS: i64 = 1_750_000_000_000;
 
@@ -104,7 +108,10 @@ impl Conn<'_> {
                         "a step that consumes nothing loops forever: {step:?}"
                     );
                     assert!(*n <= self.buf.len(), "consumed past the buffer: {step:?}");
-                    if h02 && self.buf[0] == b'$' && self.buf.len() == H02_BINARY {
+                    if h02
+                        && self.buf[0] == b'$'
+                        && (self.buf.len() == H02_BINARY || self.buf.len() == H02_BINARY_LONG_ID)
+                    {
                         self.ambiguous = true;
                     }
                     self.buf.drain(..*n);

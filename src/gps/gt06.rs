@@ -15,10 +15,10 @@
 //!   (lac:2 ci:2 rssi:1)> 0D 0A`. Their length follows from the counts. They are positions
 //!   without a fix, answered `78 78 00 <protocol> <the same time> 0D 0A` (Traccar
 //!   Gt06ProtocolDecoder).
-//! - A frame whose length byte disagrees with where its `0D 0A` is: taken up to the first
-//!   stop bits at which the CRC matches; when none does, up to the first stop bits, and a
-//!   location frame without serial and CRC (`78 78 12 10 <gps block> 0D 0A`) is still
-//!   decoded; anything else there is a bad CRC, skipped.
+//! - A frame whose length byte disagrees with where its `0D 0A` is: once the declared length
+//!   has arrived, taken up to the first stop bits; checked and decoded when its CRC matches
+//!   there, else a location frame without serial and CRC (`78 78 12 10 <gps block> 0D 0A`) is
+//!   still decoded, and anything else is a bad CRC, skipped.
 //!
 //! Messages (see `gt06_more.rs` for the extra and 4G packets):
 //! - `0x01` login: 8-byte BCD IMEI (one leading 0 nibble). Answered `78 78 05 01 <serial>
@@ -74,26 +74,22 @@ pub fn decode(buf: &[u8], max_frame: usize, now_ms: i64) -> Step {
     if body_len >= 5 && buf.len() >= total && buf[total - 2..total] == STOP {
         return checked(buf, header, total, now_ms);
     }
-    // The length byte disagrees with the stop bits: a stop at which the CRC matches, else
-    // (once the declared length has arrived) the first stop.
-    let window = &buf[..buf.len().min(max_frame)];
-    let stops: Vec<usize> = (header + 1..window.len().saturating_sub(1))
-        .filter(|&e| window[e..e + 2] == STOP)
-        .collect();
-    if let Some(&e) = stops
-        .iter()
-        .find(|&&e| e >= header + 5 && crc_ok(buf, e + 2))
-    {
-        return checked(buf, header, e + 2, now_ms);
+    // The length byte disagrees with the stop bits. Once the declared length has arrived,
+    // the frame ends at the first stop bits after the header: a frame of its own when its CRC
+    // matches there, else read without serial and CRC. Deciding only then, from the bytes up
+    // to the first stop, makes the outcome the same however TCP cut the stream.
+    if body_len >= 5 && buf.len() < total {
+        return Step::Incomplete;
     }
-    let declared_arrived = body_len < 5 || buf.len() >= total;
-    match stops.first() {
-        Some(&e) if declared_arrived => Step::Frame {
+    let window = &buf[..buf.len().min(max_frame)];
+    match (header + 1..window.len().saturating_sub(1)).find(|&e| window[e..e + 2] == STOP) {
+        Some(e) if e >= header + 5 && crc_ok(buf, e + 2) => checked(buf, header, e + 2, now_ms),
+        Some(e) => Step::Frame {
             len: e + 2,
             msg: gt06_more::without_trailer(buf[header], &buf[header + 1..e]),
         },
-        _ if buf.len() >= max_frame => Step::Fatal(FrameError::Malformed),
-        _ => Step::Incomplete,
+        None if buf.len() >= max_frame => Step::Fatal(FrameError::Malformed),
+        None => Step::Incomplete,
     }
 }
 

@@ -278,16 +278,15 @@ fn binary_frame(buf: &[u8]) -> Step {
     let short = binary_message(&buf[..BINARY_LEN], 5);
     if short.is_err() {
         // A 15-digit id takes 8 bytes: the frame is 42 bytes, its fields 3 bytes later.
-        if let Some(f) = buf.get(..BINARY_LONG_ID_LEN) {
-            let long = binary_message(f, 8);
-            if long.is_ok() && starts_frame(buf.get(BINARY_LONG_ID_LEN)) {
-                return Step::Frame {
-                    len: BINARY_LONG_ID_LEN,
-                    msg: long,
-                };
-            }
-        } else if !starts_frame(buf.get(BINARY_LEN)) {
+        let Some(f) = buf.get(..BINARY_LONG_ID_LEN) else {
             return Step::Incomplete;
+        };
+        let long = binary_message(f, 8);
+        if long.is_ok() && starts_frame(buf.get(BINARY_LONG_ID_LEN)) {
+            return Step::Frame {
+                len: BINARY_LONG_ID_LEN,
+                msg: long,
+            };
         }
     }
     let len = match buf.get(BINARY_LEN) {
@@ -581,7 +580,18 @@ mod tests {
         let mut month = binary();
         month[10] = 0x13;
         for frame in [id, minutes, month] {
-            assert_eq!(one(&frame), Err(FrameError::Malformed));
+            // Not a 10-digit-id frame: it may be the start of a 15-digit one, so it is judged
+            // once 42 bytes are there (here, the next frame's).
+            assert_eq!(decode(&frame, 512, NOW), Step::Incomplete);
+            let mut more = frame.clone();
+            more.extend_from_slice(b"*HQ,4970105243,XT#");
+            assert_eq!(
+                decode(&more, 512, NOW),
+                Step::Frame {
+                    len: BINARY_LEN,
+                    msg: Err(FrameError::Malformed)
+                }
+            );
         }
     }
 

@@ -31,8 +31,16 @@ pub fn decode(buf: &[u8], max_line: usize) -> Step {
         return Step::Skip(blank);
     }
     if !buf.is_empty() && buf[0] != b'(' {
-        // Bytes that start no frame: one malformed frame up to the next `(`.
-        let len = buf.iter().position(|&b| b == b'(').unwrap_or(buf.len());
+        // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
+        // frame up to the next `(` or through a `)`, waiting for either (at most
+        // `max_line` bytes) so that it counts once however TCP cut it.
+        let stop = buf.iter().position(|&b| b == b'(' || b == b')');
+        let len = match stop {
+            Some(p) if buf[p] == b')' => p + 1,
+            Some(p) => p,
+            None if buf.len() > max_line => buf.len(),
+            None => return Step::Incomplete,
+        };
         return Step::Frame {
             len,
             msg: Err(FrameError::Malformed),
