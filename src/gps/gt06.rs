@@ -541,6 +541,22 @@ mod tests {
     }
 
     #[test]
+    fn lbs_and_wifi_only_packets_are_positions_without_a_fix() {
+        for frame in [
+            "78783B2810010D02020201CC00287D001F713E287D001F7231287D001E232D287D001F4018000000000000000000000000000000000000FF00020005B14B0D0A",
+            "7878412c11030b011c1f013604cb8a00b17754cb8a00bef357cb8a00b73f5fcb8900b0e25fcb8900b6655fcb8a00b74960cb8a00b178620701001801eb40393800bbbde10d0a",
+            "78783b18100c0f1201010195271784005ab63617840002fa47178400ff8f4817840019f3491784005ab54b178400ff8e4c17840019f24cff0002012287c80d0a",
+            "78786CA1110B0413093801CC01000025FC000000000618C10201000025FC000000000618C10201000025FC000000000618C10201000025FC000000000618C10201000025FC000000000618C10201000025FC000000000618C10201000025FC000000000618C10201FF0002000541D70D0A",
+        ] {
+            let f = hex(frame);
+            let m = one(&f).expect(frame);
+            assert_eq!((m.kind, m.fixes.len()), (Kind::Location, 0), "{frame}");
+            let n = f.len();
+            assert_eq!(m.reply, Some(ack(f[3], [f[n - 6], f[n - 5]])), "{frame}");
+        }
+    }
+
+    #[test]
     fn concox_4g_information_and_alarm_packets() {
         // 0xA0 (4G): GPS block, MCC, MNC, LAC u32, cell id u64, ACC, upload mode, re-upload,
         // mileage; built from the Concox 4G document's layout.

@@ -21,6 +21,9 @@
 //! - `0x95` alarm (JC100): date and alarm type, or date, coordinates, course/status and alarm
 //!   type. Answered `78 78 05 95 <serial> <crc> 0D 0A`; a device without it repeats the alarm.
 //! - `0x17` / `0x69` WiFi/LBS: see `gt06.rs` for the framing; positions without a fix.
+//! - The other LBS/WiFi-only packets, `0x18 0x19 0x24 0x28 0x2C 0x2E` and 4G `0xA1 0xA2`
+//!   (cell towers and access points, no coordinates): positions without a fix, answered
+//!   `78 78 05 <protocol> <serial> <crc> 0D 0A`; `0xF3` (WiFi) likewise, unanswered.
 
 use super::fix::{bcd_digits, civil, Attr, Fix, FrameError, Kind, Message, Step};
 use super::gt06::{ack, block, gps_fix, located, long_ack};
@@ -109,10 +112,12 @@ pub fn message(
             gps_fix(content.get(4..).ok_or_else(bad)?)?,
             Some(ack(protocol, serial)),
         )),
-        (0x33, false) => Ok(Message {
+        // LBS/WiFi-only packets: positions without a fix, answered as Traccar answers them.
+        (0x33 | 0x18 | 0x19 | 0x24 | 0x28 | 0x2C | 0x2E | 0xA1 | 0xA2, false) => Ok(Message {
             reply: Some(ack(protocol, serial)),
             ..Message::new(Kind::Location)
         }),
+        (0xF3, false) => Ok(Message::new(Kind::Location)),
         (0x32 | 0x33, true) => {
             let kind = if protocol == 0x32 {
                 Kind::Location
