@@ -11,7 +11,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 
 use common::gps::{
-    closed_by_server, connect_from, hex, meitrack, nmea, of_device, read_n, read_until, wait_points,
+    closed_by_server, connect_from, hex, meitrack, nmea, of_device, read_n, read_until, teltonika8,
+    wait_points,
 };
 use common::gt06::gt06_frame;
 use common::{value, Tallyd};
@@ -215,6 +216,25 @@ fn nmea_devices(gps: SocketAddr) -> (TcpStream, TcpStream) {
     (s, g)
 }
 
+/// Teltonika, unchanged, on the same port: handshake and one Codec 8 record.
+fn teltonika(gps: SocketAddr) -> TcpStream {
+    let mut s = connect_from(gps, 45);
+    s.write_all(b"\x00\x0f356307042441013").expect("imei");
+    assert_eq!(read_n(&mut s, 1), [0x01]);
+    s.write_all(&teltonika8(&[(
+        1_709_294_400_000,
+        252_562_916,
+        546_676_016,
+        138,
+        270,
+        6,
+        42,
+    )]))
+    .expect("avl");
+    assert_eq!(read_n(&mut s, 4), [0, 0, 0, 1]);
+    s
+}
+
 #[test]
 fn every_protocol_and_fix_on_the_shared_port_at_once() {
     let t = Tallyd::start(CONFIG);
@@ -226,6 +246,7 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         device(move || watch(gps)),
         device(move || gt06(gps)),
         device(move || gps103(gps)),
+        device(move || teltonika(gps)),
     ];
     let pairs = vec![
         std::thread::spawn(move || h02(gps)),
@@ -252,6 +273,7 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("352483084193293", 1),
         ("660420156A0066AA", 2),
         ("gga-only", 3),
+        ("356307042441013", 1),
     ];
     let total: usize = want.iter().map(|w| w.1).sum();
     let all = wait_points(&t, |p| p.len() >= total);
@@ -346,6 +368,7 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("352483084193293", "h02"),
         ("660420156A0066AA", "nmea"),
         ("gga-only", "nmea"),
+        ("356307042441013", "teltonika"),
     ] {
         assert_eq!(protocol(id), p, "{id}");
     }

@@ -110,3 +110,44 @@ pub fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
 }
+
+/// CRC-16/ARC (Teltonika "CRC-16/IBM"), bit by bit.
+pub fn crc_ibm(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for b in data {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// A Teltonika Codec 8 AVL packet of records `(unix ms, lon, lat, altitude, angle,
+/// satellites, speed)`, coordinates in 1e-7 degrees, one IO element each (Teltonika's Codec 8
+/// document).
+pub fn teltonika8(records: &[(u64, i32, i32, i16, u16, u8, u16)]) -> Vec<u8> {
+    let mut data = vec![0x08, records.len() as u8];
+    for (ts, lon, lat, alt, angle, sats, speed) in records {
+        data.extend_from_slice(&ts.to_be_bytes());
+        data.push(0);
+        data.extend_from_slice(&lon.to_be_bytes());
+        data.extend_from_slice(&lat.to_be_bytes());
+        data.extend_from_slice(&alt.to_be_bytes());
+        data.extend_from_slice(&angle.to_be_bytes());
+        data.push(*sats);
+        data.extend_from_slice(&speed.to_be_bytes());
+        // event 0, total 1, N1 = 1 (id 239 = 1), N2 = N4 = N8 = 0
+        data.extend_from_slice(&[0, 1, 1, 239, 1, 0, 0, 0]);
+    }
+    data.push(records.len() as u8);
+    let mut p = vec![0, 0, 0, 0];
+    p.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    p.extend_from_slice(&data);
+    p.extend_from_slice(&u32::from(crc_ibm(&data)).to_be_bytes());
+    p
+}
