@@ -374,25 +374,10 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
     }
 
     // Bad frames counted by protocol and reason; OBD is unsupported and blacklisted nobody.
-    let text = t.wait_metrics(
-        |m| value(m, "live_points_processed_total") == Some(total as f64),
-        "every point processed",
-    );
-    let text = if value(
-        &text,
-        "gps_tcp_messages_invalid_total{protocol=\"gps103\",reason=\"unsupported\"}",
-    )
-    .is_some()
-    {
-        text
-    } else {
-        t.wait_metrics(
-            |m| m.contains("reason=\"unsupported\""),
-            "unsupported counted",
-        )
-    };
-    let v =
-        |series: &str| value(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    // Every count was made before the device's last answer; the scrape shows them once the
+    // GPS counters are next published, so wait for all of them together.
+    let mut want: Vec<(String, f64)> =
+        vec![("live_points_processed_total".to_string(), total as f64)];
     for (protocol, reason, n) in [
         ("tk103", "malformed", 1.0),
         ("queclink", "malformed", 1.0),
@@ -401,13 +386,12 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("gt06", "bad_checksum", 1.0),
         ("gps103", "unsupported", 8.0),
     ] {
-        assert_eq!(
-            v(&format!(
+        want.push((
+            format!(
                 "gps_tcp_messages_invalid_total{{protocol=\"{protocol}\",reason=\"{reason}\"}}"
-            )),
+            ),
             n,
-            "{protocol} {reason}"
-        );
+        ));
     }
     for (protocol, n) in [
         ("tk103", 4.0),
@@ -415,24 +399,26 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("meitrack", 2.0),
         ("watch", 2.0),
         ("gt06", 3.0),
+        ("teltonika", 1.0),
     ] {
-        assert_eq!(
-            v(&format!(
-                "gps_tcp_locations_valid_total{{protocol=\"{protocol}\"}}"
-            )),
+        want.push((
+            format!("gps_tcp_locations_valid_total{{protocol=\"{protocol}\"}}"),
             n,
-            "{protocol}"
-        );
+        ));
     }
     // The WiFi/LBS packet and Queclink's unfixed point: positions without a fix.
-    assert_eq!(
-        v("gps_tcp_locations_without_fix_total{protocol=\"gt06\"}"),
-        1.0
+    for protocol in ["gt06", "queclink"] {
+        want.push((
+            format!("gps_tcp_locations_without_fix_total{{protocol=\"{protocol}\"}}"),
+            1.0,
+        ));
+    }
+    let text = t.wait_metrics(
+        |m| want.iter().all(|(series, n)| value(m, series) == Some(*n)),
+        &format!("{want:?}"),
     );
-    assert_eq!(
-        v("gps_tcp_locations_without_fix_total{protocol=\"queclink\"}"),
-        1.0
-    );
+    let v =
+        |series: &str| value(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
     assert_eq!(v("gps_tcp_blacklisted_ips"), 0.0);
     drop(open);
 }
