@@ -23,9 +23,11 @@ use crate::base::metrics::{Collect, Families, Kind};
 use crate::model::MetricKind;
 
 /// Index used for connections whose protocol is not known yet (or never was).
-pub const UNKNOWN: usize = Protocol::COUNT;
+pub const UNKNOWN: usize = PROTOCOLS;
+/// Protocols known, the length of the per-protocol counter arrays.
+pub const PROTOCOLS: usize = Protocol::ALL.len();
 /// Protocol label values, by index; `UNKNOWN` last.
-pub const PROTOCOL_LABELS: [&str; Protocol::COUNT + 1] = [
+pub const PROTOCOL_LABELS: [&str; PROTOCOLS + 1] = [
     "nmea",
     "h02",
     "gps103",
@@ -148,15 +150,15 @@ struct Minute {
 #[derive(Default)]
 pub struct GpsStats {
     /// Open connections, by protocol index ([`UNKNOWN`] before detection).
-    pub active: [AtomicU64; Protocol::COUNT + 1],
+    pub active: [AtomicU64; PROTOCOLS + 1],
     /// Accepted connections.
     pub connections_total: AtomicU64,
     failed: [AtomicU64; 8],
     closed: [AtomicU64; 7],
-    received: [AtomicU64; Protocol::COUNT + 1],
-    invalid: [[AtomicU64; 5]; Protocol::COUNT + 1],
-    locations_valid: [AtomicU64; Protocol::COUNT],
-    locations_without_fix: [AtomicU64; Protocol::COUNT],
+    received: [AtomicU64; PROTOCOLS + 1],
+    invalid: [[AtomicU64; 5]; PROTOCOLS + 1],
+    locations_valid: [AtomicU64; PROTOCOLS],
+    locations_without_fix: [AtomicU64; PROTOCOLS],
     points_received: AtomicU64,
     points_processed: AtomicU64,
     points_failed: AtomicU64,
@@ -276,10 +278,10 @@ impl GpsStats {
 struct Last {
     connections_total: u64,
     failed: [u64; 8],
-    received: [u64; Protocol::COUNT + 1],
-    invalid: [[u64; 5]; Protocol::COUNT + 1],
-    locations_valid: [u64; Protocol::COUNT],
-    locations_without_fix: [u64; Protocol::COUNT],
+    received: [u64; PROTOCOLS + 1],
+    invalid: [[u64; 5]; PROTOCOLS + 1],
+    locations_valid: [u64; PROTOCOLS],
+    locations_without_fix: [u64; PROTOCOLS],
     points: [u64; 3],
 }
 

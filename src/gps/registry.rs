@@ -250,9 +250,9 @@ impl Registry {
     }
 
     /// (devices tracked, active devices per protocol), both pools.
-    pub fn counts(&self, now_ms: i64) -> (usize, [u64; Protocol::COUNT]) {
+    pub fn counts(&self, now_ms: i64) -> (usize, [u64; Protocol::ALL.len()]) {
         let d = lock(&self.devices);
-        let mut active = [0u64; Protocol::COUNT];
+        let mut active = [0u64; Protocol::ALL.len()];
         for e in d.iter().flat_map(|m| m.values()) {
             if self.is_active(e, now_ms) {
                 active[e.protocol.index()] += 1;
