@@ -4,10 +4,9 @@
 //! no panic, every step consumes at least one byte and no more than it was given, and the
 //! messages decoded (good or bad), their order, the bytes left over and the way the connection
 //! ends are the same whatever the split (one documented exception: `H02_BINARY`).
-//! Byte 0 values 6-9 force the protocols added with issue 18 (TK103, Queclink, Meitrack, watch).
 //!
-//! Input: byte 0 picks the protocol (0 or > 5: detected from the stream, as the server does;
-//! 1-5: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
+//! Input: byte 0 picks the protocol (0 or > 9: detected from the stream, as the server does;
+//! 1-9: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
 //! length checks); byte 2 is the number of piece lengths that follow (mod 16), each one byte
 //! (length = byte + 1, cycled over the stream). The rest is the stream.
 
