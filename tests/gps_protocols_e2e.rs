@@ -14,7 +14,7 @@ use common::gps::{
     closed_by_server, connect_from, hex, meitrack, nmea, of_device, read_n, read_until, teltonika8,
     wait_points,
 };
-use common::gt06::gt06_frame;
+use common::gt06::{crc_itu, gt06_frame};
 use common::{value, Tallyd};
 
 const CONFIG: &str = "[gps]\npoints_file = \"@DIR@/points.ndjson\"\nframe_timeout = \"1s\"\n\
@@ -145,6 +145,17 @@ fn gt06(gps: SocketAddr) -> TcpStream {
     let capture = hex("7878471e0e03110b0511c501c664fd074db73f0218a602e003433a002fed40433a0056e14e433a0056104e433a0056fd53433a002eed55433a007e4b57433a002ee25aff00020120f6720d0a");
     s.write_all(&capture).expect("0x1E");
     assert_eq!(read_n(&mut s, 10), gt06_ack(0x1E, 0x0120));
+    // 0x70 (modular, position module 0x33) and the long-form 0x32, device captures; the
+    // latter is answered in the long form `79 79 00 05 32 <serial> <crc> 0D 0A`.
+    s.write_all(&hex("797900a87000000001020035000100003300125d62bf3a0800e804b5994308814a87001d5d00340006115d62bf29000011000a012e02620000000000000001000803537601000129800002000803102608593397620003000a8901260852293397626600180002017d002b000116002c00045d6278ea0009000108000a00010b002800010b002e00040000f0c1002a00010000290004000000be0030000a000100b4000a00b402d00006c5490d0a"))
+        .expect("0x70");
+    assert_eq!(read_n(&mut s, 10), gt06_ack(0x70, 6));
+    s.write_all(&hex("7979004a321106170c1b180cc900a875580b7ab4f00010350901fe0a007c0009112424007c000912240081004efe2100c500100f1200000000000000000000000000000000000000000000bc7c900d0a"))
+        .expect("0x32");
+    let mut long_ack = hex("7979 0005 32 00bc");
+    long_ack.extend_from_slice(&crc_itu(&long_ack[2..]).to_be_bytes());
+    long_ack.extend_from_slice(&[0x0d, 0x0a]);
+    assert_eq!(read_n(&mut s, 11), long_ack);
     let mut bad = gt06_frame(0x13, &[0x44, 0x06, 0x04, 0x00, 0x02], 3);
     bad[5] ^= 0xFF;
     s.write_all(&bad).expect("bad crc");
@@ -267,7 +278,7 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("135790246811220", 2),
         ("862170010187175", 2),
         ("8800000015", 2),
-        ("868120145233604", 3),
+        ("868120145233604", 5),
         ("359710049092324", 2),
         ("4210209006", 1),
         ("352483084193293", 1),
@@ -319,7 +330,9 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         [
             "2017-09-28T11:27:41.000Z",
             "2024-03-01T12:30:00.000Z",
-            "2014-03-17T11:05:17.000Z"
+            "2014-03-17T11:05:17.000Z",
+            "2019-08-25T17:02:50.000Z",
+            "2017-06-23T12:27:24.000Z"
         ]
     );
     let c = one("359710049092324", 0);
@@ -398,7 +411,7 @@ fn every_protocol_and_fix_on_the_shared_port_at_once() {
         ("queclink", 2.0),
         ("meitrack", 2.0),
         ("watch", 2.0),
-        ("gt06", 3.0),
+        ("gt06", 5.0),
         ("teltonika", 1.0),
     ] {
         want.push((
