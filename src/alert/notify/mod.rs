@@ -153,7 +153,7 @@ pub struct Notifier {
     pub cfg: NotifierConfig,
     client: reqwest::Client,
     /// Its delivery counters.
-    pub stats: NotifierStats,
+    pub stats: Arc<NotifierStats>,
     last_refresh: AtomicU64,
     /// The Datadog queue, for `datadog` notifiers only.
     datadog: Option<EventQueue>,
@@ -358,6 +358,23 @@ impl Dispatcher {
         cancel: &CancellationToken,
         datadog: Option<EventQueue>,
     ) -> Result<Arc<Dispatcher>, Error> {
+        Self::start_after(cfg, tracker, cancel, datadog, None)
+    }
+
+    /// As [`Dispatcher::start`], after a reload: a notifier of the same name as one of
+    /// `previous`'s keeps its counters (so `tallyd_alert_notifications_total` stays monotonic)
+    /// and its Alertmanager refresh time, and the log notifier's count carries over.
+    ///
+    /// # Errors
+    /// As [`Dispatcher::start`].
+    pub fn start_after(
+        cfg: &AlertsConfig,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+        datadog: Option<EventQueue>,
+        previous: Option<&Dispatcher>,
+    ) -> Result<Arc<Dispatcher>, Error> {
+        let before = |name: &str| previous?.notifiers.iter().find(|n| n.name == name);
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
@@ -386,12 +403,13 @@ impl Dispatcher {
             } else {
                 None
             };
+            let was = before(name);
             let notifier = Arc::new(Notifier {
                 name: name.clone(),
                 cfg: n.clone(),
                 client: client.clone(),
-                stats: NotifierStats::default(),
-                last_refresh: AtomicU64::new(0),
+                stats: was.map(|w| Arc::clone(&w.stats)).unwrap_or_default(),
+                last_refresh: AtomicU64::new(was.map_or(0, |w| w.last_refresh.load(Relaxed))),
                 datadog: dd,
             });
             let (tx, rx) = mpsc::channel(cfg.notify_queue);
@@ -402,7 +420,7 @@ impl Dispatcher {
         Ok(Arc::new(Dispatcher {
             notifiers,
             queues: std::sync::Mutex::new(queues),
-            logged: AtomicU64::new(0),
+            logged: AtomicU64::new(previous.map_or(0, |p| p.logged.load(Relaxed))),
         }))
     }
 

@@ -1,0 +1,110 @@
+//! The systemd service manager's notify protocol (`sd_notify(3)`), through the `sd-notify`
+//! crate: `READY=1` once every listener is bound, `RELOADING=1` (with `MONOTONIC_USEC`) and
+//! `READY=1` around a reload, `STOPPING=1` when the drain starts, and `WATCHDOG=1` every half
+//! `WATCHDOG_USEC` while the flusher makes progress. Without `NOTIFY_SOCKET` (not under
+//! systemd, or `Type=simple`) every call does nothing.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Telemetry;
+
+/// Sends `states`; a failure (the socket went away) is logged, never fatal.
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
+/// Every listener is bound: the service is up.
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A reload starts. systemd (253+) wants the monotonic time with it, to match the `READY=1`
+/// that ends it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+/// The drain starts.
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+}
+
+/// Half the watchdog timeout systemd set (`WATCHDOG_USEC`, for this process when
+/// `WATCHDOG_PID` is set), or `None` when there is no watchdog.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Whether the flusher is alive: its flush count moved within `grace` of `now` (or the
+/// process started less than `grace` ago).
+pub fn flusher_alive(last_progress: Instant, now: Instant, grace: Duration) -> bool {
+    now.saturating_duration_since(last_progress) <= grace
+}
+
+/// Sends `WATCHDOG=1` every `every` from a task on the runtime, so a wedged runtime stops the
+/// pings, and only while the flusher thread completes windows: a flusher that made no flush
+/// for two intervals plus one second stops them too, and systemd restarts the service after
+/// `WatchdogSec`. Once `stopping` is cancelled (the drain, where the flusher ends) it pings
+/// unconditionally until the process exits; `TimeoutStopSec` bounds the drain.
+pub fn spawn_watchdog(
+    every: Duration,
+    telemetry: Arc<Telemetry>,
+    flush_interval: Duration,
+    stopping: CancellationToken,
+) {
+    let grace = 2 * flush_interval + Duration::from_secs(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = telemetry.flushes.load(Relaxed);
+        let mut progress = Instant::now();
+        let mut warned = false;
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let flushes = telemetry.flushes.load(Relaxed);
+            if flushes != seen {
+                (seen, progress) = (flushes, now);
+            }
+            if stopping.is_cancelled() || flusher_alive(progress, now, grace) {
+                send(&[NotifyState::Watchdog]);
+                warned = false;
+            } else if !warned {
+                warned = true;
+                tracing::error!(
+                    stalled_ms = now.duration_since(progress).as_millis() as u64,
+                    "the flusher made no progress; watchdog pings withheld so that the service manager restarts tallyd"
+                );
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flusher_counts_as_alive_only_within_its_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(3);
+        assert!(flusher_alive(t0, t0, grace));
+        assert!(flusher_alive(t0, t0 + grace, grace));
+        assert!(!flusher_alive(
+            t0,
+            t0 + grace + Duration::from_millis(1),
+            grace
+        ));
+    }
+}
