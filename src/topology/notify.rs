@@ -39,11 +39,27 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
 
-/// Half the watchdog timeout systemd set (`WATCHDOG_USEC`, for this process when
-/// `WATCHDOG_PID` is set), or `None` when there is no watchdog.
+/// Half the watchdog timeout systemd set (`WATCHDOG_USEC`), or `None` when there is no
+/// watchdog or it is meant for another process (`WATCHDOG_PID`, when set, is not ours). As
+/// `sd_watchdog_enabled(3)` reads them; the crate's own reader also insists on
+/// `WATCHDOG_PID` being set, which the man page makes optional.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+    let var = |n: &str| std::env::var(n).ok();
+    interval_from(
+        var("WATCHDOG_USEC"),
+        var("WATCHDOG_PID"),
+        std::process::id(),
+    )
+}
+
+fn interval_from(usec: Option<String>, pid: Option<String>, me: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(p) = pid {
+        if p.trim().parse::<u32>().ok()? != me {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
 }
 
 /// Whether the flusher is alive: its flush count moved within `grace` of `now` (or the
@@ -94,6 +110,23 @@ pub fn spawn_watchdog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_interval_is_half_of_watchdog_usec_for_this_process() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            interval_from(s("400000"), None, 7),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            interval_from(s("400000"), s("7"), 7),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(interval_from(s("400000"), s("8"), 7), None);
+        assert_eq!(interval_from(s("0"), None, 7), None);
+        assert_eq!(interval_from(s("x"), None, 7), None);
+        assert_eq!(interval_from(None, s("7"), 7), None);
+    }
 
     #[test]
     fn the_flusher_counts_as_alive_only_within_its_grace() {
