@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::remote_write::StandIn;
 use common::{command, http_request, merge, value, Tallyd, BASE_CONFIG};
 use receiver::{Receiver, Service};
 use serde_json::Value;
@@ -254,4 +255,92 @@ fn post_admin_reload_is_behind_the_admin_rule() {
     assert_eq!(v["result"], "ok");
     assert_eq!(v["applied"], serde_json::json!([]));
     assert_eq!(v["restart_required"], serde_json::json!([]));
+}
+
+fn rw_config(url: &str, token: &str, tenant: &str) -> String {
+    merge(
+        BASE_CONFIG,
+        &format!(
+            r#"
+[remote_write]
+url = "{url}"
+bearer_token = "{token}"
+headers = {{ "X-Scope-OrgID" = "{tenant}" }}
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "200ms"
+"#
+        ),
+    )
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_new_remote_write_url_and_credentials_take_the_queued_payloads_along() {
+    let (a, b) = (StandIn::start(&[]), StandIn::start(&[]));
+    let url_a = format!("http://{}/push", a.addr);
+    let t = Tallyd::start_raw(&rw_config(&url_a, "one", "t-1"), &[]);
+    t.send_tcp("rw.reload:1|c\n");
+    wait_until("A takes the first window", || {
+        a.seen()
+            .iter()
+            .any(|r| r.status == 204 && r.series.iter().any(|l| l == "rw_reload_total{} 1"))
+            .then_some(())
+    });
+    // A fails from now on: what tallyd sends waits in the queue, on disk.
+    a.set_status(Some(503));
+    t.send_tcp("rw.reload:2|c\n");
+    t.wait_metrics(
+        |m| {
+            value(m, "tallyd_forwarder_queue_depth{queue=\"remote_write\"}")
+                .is_some_and(|v| v >= 1.0)
+        },
+        "payloads queued while A fails",
+    );
+    let path = t.path("tallyd.toml");
+    let text = rw_config(&format!("http://{}/push", b.addr), "two", "t-2")
+        .replace("@DIR@", &t.dir.path().display().to_string());
+    std::fs::write(path, text).expect("rewrite config");
+    let (code, body) = t.post("/admin/reload");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let applied = v["applied"].to_string();
+    for key in [
+        "remote_write.url",
+        "remote_write.bearer_token",
+        "remote_write.headers",
+    ] {
+        assert!(applied.contains(key), "{key}: {v:#}");
+    }
+    // The payloads A refused go to B with the new credentials, and so does what follows.
+    t.send_tcp("rw.reload:4|c\n");
+    let seen = wait_until("B takes the whole count", || {
+        let s = b.seen();
+        s.iter()
+            .any(|r| r.status == 204 && r.series.iter().any(|l| l == "rw_reload_total{} 7"))
+            .then_some(s)
+    });
+    assert!(
+        seen.iter()
+            .any(|r| r.series.iter().any(|l| l == "rw_reload_total{} 3")),
+        "the window queued while A failed reached B: {seen:#?}"
+    );
+    for r in &seen {
+        assert_eq!(r.headers["authorization"], "Bearer two");
+        assert_eq!(r.headers["x-scope-orgid"], "t-2");
+    }
+    let after = a.seen().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.seen().len(), after, "nothing more goes to A");
 }

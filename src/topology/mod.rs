@@ -41,6 +41,7 @@ pub struct Control {
 /// The handles a reload reaches, from the start.
 struct Started {
     alerts: Option<Arc<alert::Shared>>,
+    datadog: Option<Arc<sinks::datadog::DatadogSink>>,
 }
 
 /// Runs tallyd until `shutdown` completes, then drains stage by stage and returns. With
@@ -89,6 +90,8 @@ pub async fn run(
             parts: reload::Parts {
                 aggregator: Arc::clone(&ctx.aggregator),
                 alerts: started.alerts,
+                datadog: started.datadog,
+                queues: Arc::clone(&ctx.queues),
             },
             health: Arc::clone(&health),
             counts,
@@ -190,7 +193,7 @@ async fn start(
     let prometheus = sinks::prometheus::start(&cfg.prometheus, ctx)?
         .report(&health)
         .context("the Prometheus sink is always on")?;
-    sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
+    let datadog = sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
     sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
     // Points received over OTLP leave with the resource and scope their tags came from; with
     // the receiver off no tag came from it.
@@ -236,5 +239,8 @@ async fn start(
     api::server::start(&cfg.http, ctx, app)
         .await?
         .report(&health);
-    Ok(Started { alerts: alerting })
+    Ok(Started {
+        alerts: alerting,
+        datadog,
+    })
 }

@@ -33,6 +33,11 @@ use crate::base::health::{Health, LastReload};
 use crate::base::metrics::{Collect, Families};
 use crate::component::reload::Request;
 use crate::config::{Config, LogFormat};
+use crate::queue::deliver::header_map;
+use crate::queue::Registry as QueueRegistry;
+use crate::sinks::datadog::sink::headers as dd_headers;
+use crate::sinks::datadog::DatadogSink;
+use crate::sinks::remote_write::sink::headers as rw_headers;
 
 /// Applies a new log filter (`log.level`); the error says why it is not one.
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -51,6 +56,38 @@ pub const RELOADABLE: &[&str] = &[
     "alerts.health",
     "alerts.rules",
     "alerts.notifiers",
+    // Datadog: what each window is encoded with, and where it goes (with the API key).
+    "datadog.tags",
+    "datadog.env",
+    "datadog.version",
+    "datadog.histogram_aggregates",
+    "datadog.histogram_percentiles",
+    "datadog.url",
+    "datadog.site",
+    "datadog.api_key",
+    // remote_write: where it goes and with which credentials.
+    "remote_write.url",
+    "remote_write.headers",
+    "remote_write.bearer_token",
+    "remote_write.basic_auth_user",
+    "remote_write.basic_auth_password",
+    // GPS point delivery over HTTP.
+    "gps.points_url",
+    "gps.points_headers",
+];
+
+/// Delivery keys whose change retargets a queue's sender: (key prefix, queue name).
+const TARGETS: &[(&str, &str)] = &[
+    ("datadog.url", "datadog"),
+    ("datadog.site", "datadog"),
+    ("datadog.api_key", "datadog"),
+    ("remote_write.url", "remote_write"),
+    ("remote_write.headers", "remote_write"),
+    ("remote_write.bearer_token", "remote_write"),
+    ("remote_write.basic_auth_user", "remote_write"),
+    ("remote_write.basic_auth_password", "remote_write"),
+    ("gps.points_url", "live_points"),
+    ("gps.points_headers", "live_points"),
 ];
 
 /// Whether `key` (dotted) is reloadable: listed, or inside a listed table.
@@ -119,6 +156,19 @@ pub struct Parts {
     pub aggregator: Arc<Aggregator>,
     /// Alerting, when it runs.
     pub alerts: Option<Arc<alert::Shared>>,
+    /// Datadog delivery, when it runs (its encoding).
+    pub datadog: Option<Arc<DatadogSink>>,
+    /// The durable queues: their senders are retargeted.
+    pub queues: Arc<QueueRegistry>,
+}
+
+impl Parts {
+    fn queue(&self, name: &str) -> Option<Arc<crate::queue::sender::Handle>> {
+        self.queues
+            .all()
+            .into_iter()
+            .find(|h| h.queue.name() == name)
+    }
 }
 
 /// The reload task's state.
@@ -216,14 +266,45 @@ impl Reloader {
         let invalid = |e: &dyn std::fmt::Display| ("invalid", e.to_string());
         let new = self.service.load().map_err(|e| invalid(&e))?;
         let (old_t, new_t) = (table(&self.running), table(&new));
+        // A section whose component is off (or would be turned off or on) needs a restart.
+        let on = |queue: &str, wanted: bool| wanted && self.parts.queue(queue).is_some();
         let alerts_on = self.parts.alerts.is_some();
-        let take = |key: &str| reloadable(key) && (alerts_on || !key.starts_with("alerts."));
+        let dd_on = self.parts.datadog.is_some() && !new.datadog.api_key.is_empty();
+        let rw_on = on("remote_write", !new.remote_write.url.is_empty());
+        let points_on = on("live_points", !new.gps.points_url.is_empty());
+        let take = |key: &str| {
+            reloadable(key)
+                && (alerts_on || !key.starts_with("alerts."))
+                && (dd_on || !key.starts_with("datadog."))
+                && (rw_on || !key.starts_with("remote_write."))
+                && (points_on || !key.starts_with("gps."))
+        };
         let merged = merge(&old_t, &new_t, "", &take, outcome);
         let next = Config::deserialize(merged).map_err(|e| invalid(&e))?;
         next.validate().map_err(|e| invalid(&e))?;
         let changed = |prefix: &str| outcome.applied.iter().any(|k| within(k, prefix));
 
-        // Fallible steps first; each failure undoes the steps before it.
+        // What can fail without a side effect first: the new targets' headers.
+        let mut targets = Vec::new();
+        for queue in ["datadog", "remote_write", "live_points"] {
+            if !TARGETS.iter().any(|(k, q)| *q == queue && changed(k)) {
+                continue;
+            }
+            let target = match queue {
+                "datadog" => {
+                    dd_headers(&next.datadog.api_key).map(|h| (next.datadog.base_url(), h))
+                }
+                "remote_write" => {
+                    rw_headers(&next.remote_write).map(|h| (next.remote_write.url.clone(), h))
+                }
+                _ => header_map(&next.gps.points_headers, "gps.points_headers")
+                    .map(|h| (next.gps.points_url.clone(), h)),
+            }
+            .map_err(|e| invalid(&e))?;
+            targets.push((queue, target));
+        }
+
+        // Fallible steps next; each failure undoes the steps before it.
         let log_changed = next.log.level != self.running.log.level;
         if log_changed {
             if let Some(set) = &self.service.set_log_level {
@@ -245,6 +326,17 @@ impl Reloader {
             self.parts
                 .aggregator
                 .set_percentiles(&next.aggregate.percentiles);
+        }
+        if changed("datadog") {
+            if let Some(dd) = &self.parts.datadog {
+                dd.set_encoding(&next.datadog);
+            }
+        }
+        for (queue, (url, headers)) in targets {
+            if let Some(h) = self.parts.queue(queue) {
+                h.deliver.retarget(&url, headers);
+                tracing::info!(queue, url = %crate::base::redact::url(&url), "delivery retargeted; queued payloads go there");
+            }
         }
         self.running = next;
         Ok(())
