@@ -135,7 +135,7 @@ impl Shared {
         let rules = rules::build_rules(cfg, r.statsd_enabled)
             .map_err(|e| Error::start("alerts", e.sentence()))?;
         let current = self.dispatcher();
-        let dispatcher = Dispatcher::start_after(
+        let dispatcher = Dispatcher::start(
             cfg,
             &r.tracker,
             &r.cancel,
@@ -215,7 +215,7 @@ impl Alerting {
             .map_err(|e| Error::start("alerts", e.sentence()))?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog.clone())?;
+        let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog.clone(), None)?;
         let shared = Arc::new(Shared {
             snapshot: Mutex::new(Snapshot {
                 rules: rules.len(),

@@ -347,27 +347,15 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Builds the notifiers and starts one worker per notifier on `tracker`. `datadog` is the
-    /// Datadog queue when Datadog delivery is on.
+    /// Datadog queue when Datadog delivery is on. After a reload, `previous` is the dispatcher
+    /// being replaced: a notifier of the same name keeps its counters (so
+    /// `tallyd_alert_notifications_total` stays monotonic) and its Alertmanager refresh time,
+    /// and the log notifier's count carries over.
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS setup), or a `datadog` notifier is configured while
     /// Datadog delivery is off.
     pub fn start(
-        cfg: &AlertsConfig,
-        tracker: &TaskTracker,
-        cancel: &CancellationToken,
-        datadog: Option<EventQueue>,
-    ) -> Result<Arc<Dispatcher>, Error> {
-        Self::start_after(cfg, tracker, cancel, datadog, None)
-    }
-
-    /// As [`Dispatcher::start`], after a reload: a notifier of the same name as one of
-    /// `previous`'s keeps its counters (so `tallyd_alert_notifications_total` stays monotonic)
-    /// and its Alertmanager refresh time, and the log notifier's count carries over.
-    ///
-    /// # Errors
-    /// As [`Dispatcher::start`].
-    pub fn start_after(
         cfg: &AlertsConfig,
         tracker: &TaskTracker,
         cancel: &CancellationToken,
