@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::intake::Intake;
 use common::remote_write::StandIn;
 use common::{command, http_request, merge, value, Tallyd, BASE_CONFIG};
 use receiver::{Receiver, Service};
@@ -343,4 +344,80 @@ fn a_new_remote_write_url_and_credentials_take_the_queued_payloads_along() {
     let after = a.seen().len();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(a.seen().len(), after, "nothing more goes to A");
+}
+
+fn dd_config(intake: &Intake, tags: &str, env: &str) -> String {
+    merge(
+        BASE_CONFIG,
+        &format!(
+            r#"
+[aggregate]
+flush_interval = "1s"
+[datadog]
+api_key = "0123456789abcdef0123456789abcdef"
+url = "{}"
+hostname = "test-host"
+env = "{env}"
+tags = [{tags}]
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "50ms"
+backoff_max = "200ms"
+"#,
+            intake.url()
+        ),
+    )
+}
+
+#[test]
+fn new_datadog_tags_and_env_apply_from_the_next_window_and_every_count_arrives() {
+    let intake = Intake::start("0123456789abcdef0123456789abcdef");
+    let t = Tallyd::start_raw(&dd_config(&intake, "\"team:core\"", "ci"), &[]);
+    let tagged = |want: &'static [&'static str]| {
+        move |a: &common::intake::Accepted| {
+            a.series.iter().any(|s| {
+                s.metric == "dd.reload" && want.iter().all(|w| s.tags.iter().any(|t| t == w))
+            })
+        }
+    };
+    t.send_udp("dd.reload:2|c");
+    intake.wait(
+        15,
+        "the first window, old tags",
+        tagged(&["team:core", "env:ci"]),
+    );
+    let text = dd_config(&intake, "\"team:edge\"", "prod")
+        .replace("@DIR@", &t.dir.path().display().to_string());
+    std::fs::write(t.path("tallyd.toml"), text).expect("rewrite config");
+    hup(&t);
+    let r = wait_reload(&t, "ok");
+    assert!(r["applied"].to_string().contains("datadog.tags"), "{r:#}");
+    assert_eq!(r["restart_required"], serde_json::json!([]));
+    t.send_udp("dd.reload:5|c");
+    intake.wait(
+        15,
+        "a window with the new tags",
+        tagged(&["team:edge", "env:prod"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while intake.counted("dd.reload") < 7.0 {
+        assert!(
+            Instant::now() < deadline,
+            "counted {}",
+            intake.counted("dd.reload")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(intake.counted("dd.reload"), 7.0, "nothing counted twice");
+    let a = intake.accepted();
+    let late: Vec<_> = a
+        .series
+        .iter()
+        .filter(|s| s.metric == "dd.reload" && s.tags.iter().any(|t| t == "team:edge"))
+        .collect();
+    assert!(
+        late.iter()
+            .all(|s| !s.tags.iter().any(|t| t == "team:core" || t == "env:ci")),
+        "old constant tags gone: {late:?}"
+    );
 }

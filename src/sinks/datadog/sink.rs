@@ -126,12 +126,9 @@ impl DatadogSink {
 
         let counters = Arc::new(Counters::default());
         let queue = Arc::clone(outbox.queue());
-        let events = EventQueue::new(
-            Arc::clone(&queue),
-            Arc::clone(&key),
-            Encoder::new(d, host.clone()),
-        );
+        // One encoder for windows and events, swapped by a reload (`set_encoding`).
         let encoder = Arc::new(Mutex::new(Arc::new(Encoder::new(d, host.clone()))));
+        let events = EventQueue::new(Arc::clone(&queue), Arc::clone(&key), Arc::clone(&encoder));
         let windows = {
             let c = Arc::clone(&counters);
             let encoder = Arc::clone(&encoder);
@@ -167,7 +164,7 @@ impl DatadogSink {
         }))
     }
 
-    /// Encodes from the next window on with `d`'s constant tags, `env`, `version` and
+    /// Encodes from the next window (and event) on with `d`'s constant tags, `env`, `version` and
     /// histogram aggregates and percentiles (a configuration reload). The host name stays the
     /// start's.
     pub fn set_encoding(&self, d: &DatadogConfig) {
