@@ -6,7 +6,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
@@ -79,32 +81,43 @@ pub fn spawn_watchdog(
     flush_interval: Duration,
     stopping: CancellationToken,
 ) {
+    tokio::spawn(watchdog(every, telemetry, flush_interval, stopping, || {
+        send(&[NotifyState::Watchdog])
+    }));
+}
+
+/// The watchdog loop, `ping` being the notification (tests count it).
+async fn watchdog(
+    every: Duration,
+    telemetry: Arc<Telemetry>,
+    flush_interval: Duration,
+    stopping: CancellationToken,
+    ping: impl Fn(),
+) {
     let grace = 2 * flush_interval + Duration::from_secs(1);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = telemetry.flushes.load(Relaxed);
-        let mut progress = Instant::now();
-        let mut warned = false;
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let flushes = telemetry.flushes.load(Relaxed);
-            if flushes != seen {
-                (seen, progress) = (flushes, now);
-            }
-            if stopping.is_cancelled() || flusher_alive(progress, now, grace) {
-                send(&[NotifyState::Watchdog]);
-                warned = false;
-            } else if !warned {
-                warned = true;
-                tracing::error!(
-                    stalled_ms = now.duration_since(progress).as_millis() as u64,
-                    "the flusher made no progress; watchdog pings withheld so that the service manager restarts tallyd"
-                );
-            }
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = telemetry.flushes.load(Relaxed);
+    let mut progress = Instant::now();
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let flushes = telemetry.flushes.load(Relaxed);
+        if flushes != seen {
+            (seen, progress) = (flushes, now);
         }
-    });
+        if stopping.is_cancelled() || flusher_alive(progress, now, grace) {
+            ping();
+            warned = false;
+        } else if !warned {
+            warned = true;
+            tracing::error!(
+                stalled_ms = now.duration_since(progress).as_millis() as u64,
+                "the flusher made no progress; watchdog pings withheld so that the service manager restarts tallyd"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +139,52 @@ mod tests {
         assert_eq!(interval_from(s("0"), None, 7), None);
         assert_eq!(interval_from(s("x"), None, 7), None);
         assert_eq!(interval_from(None, s("7"), 7), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_stop_while_the_flusher_is_stuck_and_resume_with_it_or_at_the_drain() {
+        use std::sync::atomic::AtomicU64;
+        let telemetry = Arc::new(Telemetry::default());
+        let pings = Arc::new(AtomicU64::new(0));
+        let stopping = CancellationToken::new();
+        let p = Arc::clone(&pings);
+        tokio::spawn(watchdog(
+            Duration::from_millis(500),
+            Arc::clone(&telemetry),
+            Duration::from_secs(1),
+            stopping.clone(),
+            move || {
+                p.fetch_add(1, Relaxed);
+            },
+        ));
+        let count = || pings.load(Relaxed);
+        // Flushing every second: a ping every half second.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            telemetry.flushes.fetch_add(1, Relaxed);
+        }
+        let flowing = count();
+        assert!(flowing >= 8, "{flowing}");
+        // No flush: pings go on for the grace (2 intervals + 1 s), then stop.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let stuck = count();
+        assert!(
+            stuck - flowing <= 7,
+            "pinged while stuck: {}",
+            stuck - flowing
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(count(), stuck, "no ping while the flusher is stuck");
+        // The flusher moves again: pings resume.
+        telemetry.flushes.fetch_add(1, Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(count() > stuck);
+        // The drain: pings whatever the flusher does.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let before = count();
+        stopping.cancel();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(count() >= before + 3);
     }
 
     #[test]
