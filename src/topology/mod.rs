@@ -84,7 +84,7 @@ pub async fn run(
     if let Some(c) = control {
         let counts = Arc::new(reload::Counts::default());
         ctx.telemetry.register(counts.clone());
-        let task = reload::Reloader {
+        let task = reload::ReloadTask {
             running: loaded,
             service: c.service,
             parts: reload::Parts {

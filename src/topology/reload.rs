@@ -172,7 +172,7 @@ impl Parts {
 }
 
 /// The reload task's state.
-pub struct Reloader {
+pub struct ReloadTask {
     /// The configuration in effect, as loaded (before descriptor caps were fitted).
     pub running: Config,
     /// What the process was started with.
@@ -185,7 +185,7 @@ pub struct Reloader {
     pub counts: Arc<Counts>,
 }
 
-impl Reloader {
+impl ReloadTask {
     /// Takes requests until `stop` (the start of the drain) or every sender is gone.
     pub fn spawn(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         tokio::spawn(async move {
