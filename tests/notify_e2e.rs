@@ -118,14 +118,15 @@ fn ready_watchdog_reloading_and_stopping_reach_the_notify_socket() {
         .filter(|m| has(&m.2, "WATCHDOG=1"))
         .map(|m| m.1)
         .collect();
-    for w in pings.windows(2) {
-        let gap = w[1] - w[0];
-        // Loose bounds: the interval is 200 ms; the machine is shared.
-        assert!(
-            gap >= Duration::from_millis(100) && gap <= Duration::from_millis(1500),
-            "watchdog gap {gap:?}"
-        );
-    }
+    // The median gap, not each one: on a loaded machine this test's reader may take two queued
+    // datagrams at once. Loose bounds around 200 ms; the machine is shared.
+    let mut gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median >= Duration::from_millis(100) && median <= Duration::from_millis(1000),
+        "median watchdog gap {median:?} of {gaps:?}"
+    );
 
     // A reload is bracketed: RELOADING=1 with MONOTONIC_USEC, then READY=1.
     let pid = libc::pid_t::try_from(t.pid()).expect("pid");
