@@ -1,7 +1,7 @@
 //! The HTTP server's one router: `/metrics` (Prometheus text or OpenMetrics), `/health`,
 //! `/health/live`, `/health/ready`, the queue administration (`/admin/queue/*`), the alert
 //! routes (`/api/alerts`, `/api/monitoring/alert/test`) and the GPS views
-//! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`).
+//! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`) and `POST /admin/reload`.
 //!
 //! The components expose plain Rust state ([`Prometheus`], [`Health`],
 //! [`queue::Registry`](crate::queue::Registry), [`alert::Shared`], [`GpsState`]); the HTTP
@@ -17,6 +17,7 @@ mod gps;
 mod health;
 mod metrics;
 mod queue;
+mod reload;
 pub mod server;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Parts<'a> {
     /// The admin rule (`http.admin_token`, `http.public_routes`); register it with the
     /// telemetry for its refusal counts.
     pub admin: &'a Admin,
+    /// Takes `POST /admin/reload` when the topology runs the reload task.
+    pub reloader: Option<crate::component::reload::Reloader>,
 }
 
 /// The whole HTTP router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
@@ -68,6 +71,9 @@ pub fn router(parts: Parts<'_>) -> Router {
     }
     if let Some(state) = parts.gps {
         app = app.merge(gps::router(state, admin));
+    }
+    if let Some(r) = parts.reloader {
+        app = app.merge(reload::router(r, admin));
     }
     app
 }
