@@ -529,3 +529,61 @@ fn influxdb_librato_and_signalfx_tags_are_labels_when_switched_on() {
     }
     assert!(!text.contains("dd=\"tag\""), "{text}");
 }
+
+fn hup(t: &Tallyd) {
+    let pid = libc::pid_t::try_from(t.pid()).expect("pid");
+    // SAFETY: kill only sends a signal to the child this test started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+}
+
+/// Waits until `/health` shows the `n`-th reload; returns it.
+fn wait_reload(t: &Tallyd, n: usize) -> Value {
+    let mut seen = Vec::new();
+    wait_until(10, "the reload", || {
+        let h: Value = serde_json::from_str(&t.get("/health").1).expect("health JSON");
+        let r = h["last_reload"].clone();
+        if !r.is_null() && seen.last() != Some(&r) {
+            seen.push(r.clone());
+        }
+        (seen.len() >= n).then_some(r)
+    })
+}
+
+#[test]
+fn sighup_reads_the_mapping_file_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mapping.yml");
+    let rule = |name: &str| {
+        format!("mappings:\n- match: app.*.hits\n  name: {name}\n  labels:\n    svc: $1\n")
+    };
+    std::fs::write(&path, rule("v1_hits_total")).expect("write mapping");
+    let t = Tallyd::start(&format!(
+        "[prometheus]\nmapping_file = \"{}\"\n",
+        path.display()
+    ));
+    t.send_udp("app.web.hits:1|c");
+    t.wait_value("v1_hits_total{svc=\"web\"}", 1.0);
+
+    // The same file name, new text: a reload reads it again.
+    std::fs::write(&path, rule("v2_hits_total")).expect("rewrite mapping");
+    hup(&t);
+    let r = wait_reload(&t, 1);
+    assert_eq!(r["result"], "ok", "{r}");
+    t.send_udp("app.web.hits:2|c");
+    t.wait_value("v2_hits_total{svc=\"web\"}", 2.0);
+
+    // A file that does not compile is rejected; the running mapping stays.
+    std::fs::write(&path, "mappings:\n- match: a\n  name: x\n  typo: 1\n").expect("rewrite");
+    hup(&t);
+    let r = wait_reload(&t, 2);
+    assert_eq!(r["result"], "invalid", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prometheus.mapping_file"),
+        "{r}"
+    );
+    t.send_udp("app.web.hits:3|c");
+    t.wait_value("v2_hits_total{svc=\"web\"}", 5.0);
+}

@@ -42,6 +42,8 @@ pub struct Control {
 struct Started {
     alerts: Option<Arc<alert::Shared>>,
     datadog: Option<Arc<sinks::datadog::DatadogSink>>,
+    /// The mapping file's and histogram defaults' swap, for `/metrics` and remote write.
+    reshaper: Arc<sinks::prometheus::Reshaper>,
 }
 
 /// Runs tallyd until `shutdown` completes, then drains stage by stage and returns. With
@@ -91,6 +93,7 @@ pub async fn run(
                 aggregator: Arc::clone(&ctx.aggregator),
                 alerts: started.alerts,
                 datadog: started.datadog,
+                reshaper: started.reshaper,
                 queues: Arc::clone(&ctx.queues),
             },
             health: Arc::clone(&health),
@@ -194,7 +197,8 @@ async fn start(
         .report(&health)
         .context("the Prometheus sink is always on")?;
     let datadog = sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
-    sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
+    let reshaper = prometheus.reshaper();
+    sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, &reshaper, ctx)?.report(&health);
     // Points received over OTLP leave with the resource and scope their tags came from; with
     // the receiver off no tag came from it.
     let received = if cfg.otlp.enabled && cfg.otlp_export.received_resource {
@@ -242,5 +246,6 @@ async fn start(
     Ok(Started {
         alerts: alerting,
         datadog,
+        reshaper,
     })
 }

@@ -74,6 +74,10 @@ pub const RELOADABLE: &[&str] = &[
     // GPS point delivery over HTTP.
     "gps.points_url",
     "gps.points_headers",
+    // statsd_exporter's mapping file (re-read on every reload) and the histogram defaults.
+    "prometheus.mapping_file",
+    "prometheus.observer_type",
+    "prometheus.histogram_buckets",
 ];
 
 /// Delivery keys whose change retargets a queue's sender: (key prefix, queue name).
@@ -158,6 +162,8 @@ pub struct Parts {
     pub alerts: Option<Arc<alert::Shared>>,
     /// Datadog delivery, when it runs (its encoding).
     pub datadog: Option<Arc<DatadogSink>>,
+    /// The mapping options of `/metrics` and remote write.
+    pub reshaper: Arc<crate::sinks::prometheus::Reshaper>,
     /// The durable queues: their senders are retargeted.
     pub queues: Arc<QueueRegistry>,
 }
@@ -304,6 +310,14 @@ impl ReloadTask {
             targets.push((queue, target));
         }
 
+        // The mapping file is read again on every reload (its text may have changed under the
+        // same name); `validate` above compiled it already.
+        let reshape = if changed("prometheus") || !next.prometheus.mapping_file.is_empty() {
+            Some(next.prometheus.expose_options().map_err(|e| invalid(&e))?)
+        } else {
+            None
+        };
+
         // Fallible steps next; each failure undoes the steps before it.
         let log_changed = next.log.level != self.running.log.level;
         if log_changed {
@@ -331,6 +345,9 @@ impl ReloadTask {
             if let Some(dd) = &self.parts.datadog {
                 dd.set_encoding(&next.datadog);
             }
+        }
+        if let Some(opts) = reshape {
+            self.parts.reshaper.set(opts);
         }
         for (queue, (url, headers)) in targets {
             if let Some(h) = self.parts.queue(queue) {

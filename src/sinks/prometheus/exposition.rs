@@ -87,6 +87,34 @@ impl Default for ExposeOptions {
     }
 }
 
+/// The mapping file and histogram defaults a reload put in effect, for every exposition that
+/// follows it (the scrape endpoint's and remote write's): each takes the new options at its
+/// next window. One atomic load per window otherwise.
+#[derive(Debug, Default)]
+pub struct Reshaper {
+    generation: std::sync::atomic::AtomicU64,
+    options: std::sync::Mutex<Option<ExposeOptions>>,
+}
+
+impl Reshaper {
+    /// Puts `opts` in effect from the next window.
+    pub fn set(&self, opts: ExposeOptions) {
+        *crate::base::lock(&self.options) = Some(opts);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The options set since generation `seen` (which it moves on), if any.
+    fn since(&self, seen: &mut u64) -> Option<ExposeOptions> {
+        let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if g == *seen {
+            return None;
+        }
+        *seen = g;
+        crate::base::lock(&self.options).clone()
+    }
+}
+
 /// A shape with every default filled in.
 #[derive(Debug, Clone)]
 pub(super) struct Resolved {
@@ -134,6 +162,10 @@ pub struct Exposition {
     negative: u64,
     /// Contexts mapped, left unmapped, dropped by a rule.
     outcomes: [u64; 3],
+    /// `prometheus.series_ttl`, which shapes without a ttl of their own get.
+    default_ttl: Duration,
+    /// Where reloaded options come from, and the generation taken last.
+    reshaper: Option<(Arc<Reshaper>, u64)>,
 }
 impl Exposition {
     /// An empty state keeping at most `max_series` series, each for `ttl` (at least a second)
@@ -144,6 +176,35 @@ impl Exposition {
 
     /// As [`Exposition::new`], shaped by `opts`.
     pub fn with_options(ttl: Duration, max_series: usize, opts: &ExposeOptions) -> Exposition {
+        let mut e = Exposition {
+            series: HashTable::new(),
+            oldest: 0,
+            percentiles: Arc::from(Vec::new()),
+            min_ttl: 1,
+            shapes: Arc::from(Vec::new()),
+            max_series,
+            mapper: None,
+            mapped: HashTable::new(),
+            expired: None,
+            negative: 0,
+            outcomes: [0; 3],
+            default_ttl: ttl,
+            reshaper: None,
+        };
+        e.set_options(opts);
+        e
+    }
+
+    /// Takes the options a reload sets in `r` from the next window on.
+    pub fn follow(&mut self, r: Arc<Reshaper>) {
+        let seen = r.generation.load(std::sync::atomic::Ordering::Acquire);
+        self.reshaper = Some((r, seen));
+    }
+
+    /// Puts `opts` in effect: the mapping is applied anew to every context (the outcomes
+    /// kept so far are forgotten); series already exposed keep their values, and a series
+    /// whose context now maps elsewhere stops being updated and expires.
+    pub fn set_options(&mut self, opts: &ExposeOptions) {
         let secs = |d: Duration| {
             if d.is_zero() {
                 u64::MAX
@@ -151,7 +212,7 @@ impl Exposition {
                 d.as_secs().max(1)
             }
         };
-        let default_ttl = ttl.as_secs().max(1);
+        let default_ttl = self.default_ttl.as_secs().max(1);
         let timer_div = if opts.mapper.is_some() { 1000.0 } else { 1.0 };
         let resolve = |s: Option<&super::mapping::Shape>| Resolved {
             observer: {
@@ -177,19 +238,19 @@ impl Exposition {
             None => vec![resolve(None)],
             Some(m) => m.shapes.iter().map(|s| resolve(Some(s))).collect(),
         };
-        Exposition {
-            series: HashTable::new(),
-            oldest: 0,
-            percentiles: Arc::from(Vec::new()),
-            min_ttl: shapes.iter().map(|s| s.ttl).min().unwrap_or(default_ttl),
-            shapes: shapes.into(),
-            max_series,
-            mapper: opts.mapper.clone(),
-            mapped: HashTable::new(),
-            expired: None,
-            negative: 0,
-            outcomes: [0; 3],
+        self.min_ttl = shapes.iter().map(|s| s.ttl).min().unwrap_or(default_ttl);
+        let n = shapes.len() as u32;
+        self.shapes = shapes.into();
+        self.mapper = opts.mapper.clone();
+        self.mapped.clear();
+        // Rows of rules the new file does not have take the defaults' shape (ttl, help).
+        for e in self.series.iter_mut() {
+            if e.shape >= n {
+                e.shape = 0;
+            }
         }
+        // Expiry is checked again at the next window with the new ttls.
+        self.oldest = 0;
     }
 
     /// Keeps the series that expire for [`Exposition::take_expired`] (remote write sends a
@@ -233,6 +294,10 @@ impl Exposition {
 
     /// Folds one window in; returns how many new series were refused at `max_series`.
     pub fn update(&mut self, flush: &Flush) -> u64 {
+        let reloaded = self.reshaper.as_mut().and_then(|(r, seen)| r.since(seen));
+        if let Some(opts) = reloaded {
+            self.set_options(&opts);
+        }
         self.percentiles = Arc::clone(&flush.percentiles);
         let now = flush.timestamp;
         let mut dropped = 0;

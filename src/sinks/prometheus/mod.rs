@@ -26,7 +26,7 @@ mod mapping_match;
 mod observe;
 mod visit;
 
-pub use exposition::{ExposeOptions, Exposition, SampleRef, Snapshot, Visitor};
+pub use exposition::{ExposeOptions, Exposition, Reshaper, SampleRef, Snapshot, Visitor};
 pub use labels::{label_pairs, render_labels};
 pub use mapping::{Mapper, Observer};
 pub use mapping_match::{escape_metric_name, Mapped};
@@ -55,6 +55,9 @@ use crate::telemetry::Telemetry;
 /// shows the newest window.
 pub struct Prometheus {
     shared: Arc<Shared>,
+    /// Where a reload sets the mapping file and histogram defaults (remote write follows it
+    /// too).
+    reshaper: Arc<Reshaper>,
 }
 
 struct Shared {
@@ -88,8 +91,11 @@ impl Prometheus {
         opts: &ExposeOptions,
         telemetry: Arc<Telemetry>,
     ) -> Prometheus {
+        let reshaper = Arc::new(Reshaper::default());
+        let mut state = Exposition::with_options(ttl, max_series, opts);
+        state.follow(Arc::clone(&reshaper));
         let shared = Arc::new(Shared {
-            state: Mutex::new(Exposition::with_options(ttl, max_series, opts)),
+            state: Mutex::new(state),
             pending: Mutex::new(VecDeque::new()),
             wake: Condvar::new(),
             telemetry,
@@ -103,7 +109,13 @@ impl Prometheus {
         {
             tracing::warn!(error = %e, "cannot start the Prometheus folding thread");
         }
-        Prometheus { shared }
+        Prometheus { shared, reshaper }
+    }
+
+    /// Where a reload puts new mapping options in effect, for this sink and whoever follows
+    /// it.
+    pub fn reshaper(&self) -> Arc<Reshaper> {
+        Arc::clone(&self.reshaper)
     }
 
     /// Folds every queued window into the state now, waiting for the state's lock. Benches

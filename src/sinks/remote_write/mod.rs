@@ -16,6 +16,7 @@ mod proto;
 pub mod sink;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ pub use sink::{RemoteWriteSink, QUEUE_NAME};
 
 use crate::component::{Context, Error, Running, Stage};
 use crate::sinks::prometheus::config::PrometheusConfig;
+use crate::sinks::prometheus::Reshaper;
 
 /// Starts remote write when a URL is set: the encoder thread, which keeps an exposition of its
 /// own with the `[prometheus]` series bounds (so it sends what a scrape would store), and the
@@ -37,6 +39,7 @@ use crate::sinks::prometheus::config::PrometheusConfig;
 pub fn start(
     cfg: &RemoteWriteConfig,
     prometheus: &PrometheusConfig,
+    reshaper: &Arc<Reshaper>,
     ctx: &mut Context,
 ) -> Result<Running, Error> {
     if cfg.url.is_empty() {
@@ -46,7 +49,7 @@ pub fn start(
             "remote_write.url is empty",
         ));
     }
-    let rw = RemoteWriteSink::start(cfg, prometheus, ctx)?;
+    let rw = RemoteWriteSink::start(cfg, prometheus, reshaper, ctx)?;
     ctx.telemetry.register(rw.clone());
     ctx.add_sink(rw.clone());
     ctx.shutdown

@@ -21,7 +21,7 @@ use crate::queue::store::{unix_ms, Meta, Queue};
 use crate::queue::{OpenError, Outbox};
 use crate::sinks::delivery::{Delivery, Names};
 use crate::sinks::prometheus::config::PrometheusConfig;
-use crate::sinks::prometheus::Exposition;
+use crate::sinks::prometheus::{Exposition, Reshaper};
 use crate::sinks::Sink;
 
 /// The queue's name, in its directory, the admin API and metric labels.
@@ -111,6 +111,7 @@ impl RemoteWriteSink {
     pub fn start(
         rw: &super::RemoteWriteConfig,
         prometheus: &PrometheusConfig,
+        reshaper: &Arc<Reshaper>,
         ctx: &Context,
     ) -> Result<Arc<RemoteWriteSink>, Error> {
         let outbox = Outbox::open(&ctx.queue, QUEUE_NAME, &ctx.queues, || {
@@ -133,6 +134,7 @@ impl RemoteWriteSink {
         let mut state =
             Exposition::with_options(prometheus.series_ttl, prometheus.max_series, &opts);
         state.track_expired();
+        state.follow(Arc::clone(reshaper));
         let mut window = WindowEncoder {
             state,
             encoder,
