@@ -562,3 +562,38 @@ fn expired_series_are_kept_for_staleness_markers() {
     assert_eq!(gone.rows[0].0.name(), "g");
     assert!(e.take_expired().is_empty());
 }
+
+#[test]
+fn a_reshaper_puts_new_options_in_effect_at_the_next_window() {
+    let first = "mappings:\n- match: a.*\n  name: first_total\n  labels:\n    x: $1\n";
+    let second = "mappings:\n- match: a.*\n  name: second_total\n  labels:\n    x: $1\n";
+    let mut e = Exposition::with_options(
+        Duration::from_secs(300),
+        100,
+        &opts(first, Observer::Summary(None)),
+    );
+    let r = Arc::new(Reshaper::default());
+    e.follow(Arc::clone(&r));
+    let c = |v| {
+        flush(
+            0,
+            vec![(MetricKind::Counter, "a.b", &[][..], SeriesValue::Counter(v))],
+        )
+    };
+    e.update(&c(1.0));
+    r.set(opts(second, Observer::Histogram(vec![1.0].into())));
+    e.update(&c(2.0));
+    let names: Vec<String> = e
+        .snapshot()
+        .rows
+        .iter()
+        .map(|(ctx, _, _)| ctx.name().to_string())
+        .collect();
+    assert!(names.contains(&"first_total".to_string()), "{names:?}");
+    assert!(names.contains(&"second_total".to_string()), "{names:?}");
+    assert_eq!(
+        e.mapping_outcomes(),
+        [2, 0, 0],
+        "mapped again after the reload"
+    );
+}
