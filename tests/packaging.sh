@@ -33,7 +33,9 @@ log="$(mktemp)"
 work="$(mktemp -d)"
 pid=""
 mounted=()
+installed=""
 cleanup() {
+  if [ -n "$installed" ]; then dpkg -P tallyd >/dev/null 2>&1 || true; fi
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   local m
   for m in "${mounted[@]}"; do umount "$m" 2>/dev/null || true; done
@@ -142,6 +144,8 @@ container() {
   cp packaging/Containerfile.local "$ctx/Containerfile"
 
   local image=localhost/tallyd:packaging-ci
+  # The build stage stays in podman's storage as an untagged image: remember what was there.
+  podman images -a -q --no-trunc | sort >"$work/images-before"
   podman build --quiet --format docker -t "$image" "$ctx" >"$log" 2>&1 || fail "podman build"
   ok "podman built $image from packaging/Containerfile.local"
 
@@ -168,6 +172,10 @@ container() {
   podman export "$cid" | tar -x -C "$rootfs"
   podman rm "$cid" >/dev/null
   podman rmi "$image" >/dev/null
+  local stage
+  for stage in $(podman images -a -q --no-trunc | sort | comm -13 "$work/images-before" -); do
+    podman rmi -f "$stage" >/dev/null 2>&1 || true
+  done
   [ "$(stat -c %u:%g "$rootfs/var/lib/tallyd/queue")" = 65532:65532 ] \
     || fail "/var/lib/tallyd/queue is not owned by 65532 in the image"
   [ "$(stat -c %u:%g "$rootfs/run/tallyd")" = 65532:65532 ] \
@@ -266,10 +274,11 @@ deb() {
   ok "cargo deb built $(basename "$debfile")"
 
   echo "--- lintian $(basename "$debfile") (findings are reported, not fatal; see docs/operations.md)"
-  lintian --no-tag-display-limit "$debfile" 2>&1 || true
+  lintian --tag-display-limit 0 "$debfile" 2>&1 || true
   echo "---"
 
   # No daemon start during the install: without systemd as PID 1 nothing would start anyway.
+  installed=1
   dpkg -i "$debfile" >"$log" 2>&1 || fail "dpkg -i"
   ok "dpkg -i"
   [ -x /usr/bin/tallyd ] || fail "/usr/bin/tallyd missing"
@@ -284,8 +293,8 @@ deb() {
   /usr/bin/tallyd check-config --config /etc/tallyd/tallyd.toml >"$log" 2>&1 \
     || fail "installed check-config as root"
   # As the unit's ExecStartPre runs it: the package's user, with a queue in use.
-  env -i PATH=/usr/bin:/bin DD_API_KEY=0123456789abcdef0123456789abcdef \
-    runuser -u tallyd -- /usr/bin/tallyd check-config --config /etc/tallyd/tallyd.toml \
+  runuser -u tallyd -- env -i PATH=/usr/bin:/bin DD_API_KEY=0123456789abcdef0123456789abcdef \
+    /usr/bin/tallyd check-config --config /etc/tallyd/tallyd.toml \
     >"$log" 2>&1 || fail "installed check-config as tallyd (queue directory writable)"
   ok "installed tallyd check-config passes as root and as tallyd"
 
@@ -301,6 +310,7 @@ deb() {
   ok "dpkg -r removed the binary and kept the conffiles"
   dpkg -P tallyd >"$log" 2>&1 || fail "dpkg -P"
   dpkg -s tallyd >/dev/null 2>&1 && fail "tallyd still known to dpkg after purge"
+  installed=""
   # Every path the package listed that is not a directory other packages share is gone, and no
   # path named after tallyd is left under /etc, /usr, /var or /run (the state directory, the
   # unit's enablement symlinks and deb-systemd-helper's state included).
@@ -310,7 +320,8 @@ deb() {
     [ -d "$path" ] && [ -n "$(dpkg -S "$path" 2>/dev/null)" ] && continue
     left+="$path "
   done <"$work/files"
-  left+="$(find /etc /usr /var /run -xdev -name '*tallyd*' 2>/dev/null | tr '\n' ' ')"
+  left+="$(find /etc /usr /var /run -xdev -path /var/lib/containers -prune -o -name '*tallyd*' \
+    -print 2>/dev/null | tr '\n' ' ')"
   [ -z "${left// /}" ] || fail "left behind after dpkg -P: $left"
   ok "dpkg -P left no file behind (the system user tallyd stays, as Debian policy asks)"
   userdel tallyd 2>/dev/null || true
