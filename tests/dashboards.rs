@@ -1,0 +1,614 @@
+//! The shipped dashboards and rules name only what tallyd really exports. One real tallyd runs
+//! with every component on (StatsD, GPS with a points file, OTLP, Datadog delivery to the
+//! intake stand-in, remote_write, OTLP export and a webhook notifier to a closed port, host
+//! metrics), gets StatsD and GPS traffic (a valid and an invalid fix), and the test reads what
+//! it exports:
+//! `/metrics` (families, samples and their labels) and the series the Datadog intake received.
+//! Then every query is parsed and checked against that, so a renamed metric or label fails here:
+//! - `packaging/dashboards/grafana-tallyd.json` and `packaging/prometheus/tallyd-rules.yml`:
+//!   every PromQL expression is parsed (promql-parser); each selector names an exported sample
+//!   (or a recording rule of the file, or Prometheus's own `up`), each label matcher names a
+//!   label of that metric and an `=` matcher a value it has, and each `by (...)` label is on
+//!   one of the aggregated metrics.
+//! - `packaging/dashboards/datadog-tallyd.json`: each `tallyd.*` metric is listed in
+//!   `packaging/datadog/conf.d/openmetrics.d/conf.yaml` and maps to an exported family of the
+//!   right kind (`.count` for counters); every other metric is one the intake received from
+//!   tallyd; each `by {...}` tag is on it.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::intake::Intake;
+use common::Tallyd;
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{self, Expr, LabelModifier};
+
+type Labels = BTreeMap<String, String>;
+
+/// Labels every scraped series carries in Prometheus (the target's), never in tallyd's output.
+const TARGET_LABELS: &[&str] = &["job", "instance"];
+
+struct Exported {
+    /// Sample name (`x_total`, `x_bucket`, ...) -> the label sets seen on it.
+    samples: HashMap<String, Vec<Labels>>,
+    /// Family name as in `# TYPE` -> its type.
+    families: HashMap<String, String>,
+    /// Metric name the Datadog intake received -> the tag keys seen on it.
+    datadog: HashMap<String, BTreeSet<String>>,
+}
+
+fn root(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `name{a="b",c="d"} value` -> (name, labels).
+fn parse_sample(line: &str) -> Option<(String, Labels)> {
+    let end = line.find(['{', ' '])?;
+    let name = line[..end].to_string();
+    let mut labels = Labels::new();
+    if line[end..].starts_with('{') {
+        let mut rest = &line[end + 1..];
+        loop {
+            rest = rest.trim_start_matches(',');
+            if rest.starts_with('}') || rest.is_empty() {
+                break;
+            }
+            let eq = rest.find('=')?;
+            let key = rest[..eq].to_string();
+            rest = rest[eq + 1..].strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let close = loop {
+                match chars.next()? {
+                    (_, '\\') => {
+                        let (_, c) = chars.next()?;
+                        value.push(match c {
+                            'n' => '\n',
+                            c => c,
+                        });
+                    }
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(key, value);
+            rest = &rest[close + 1..];
+        }
+    }
+    Some((name, labels))
+}
+
+fn nmea(body: &str) -> Vec<u8> {
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{sum:02X}\r\n").into_bytes()
+}
+
+fn exported() -> &'static Exported {
+    static ONCE: OnceLock<Exported> = OnceLock::new();
+    ONCE.get_or_init(run_tallyd)
+}
+
+fn run_tallyd() -> Exported {
+    use std::io::Write;
+    let intake = Intake::start("0123456789abcdef0123456789abcdef");
+    let closed = common::closed_port();
+    let mut t = Tallyd::start(&format!(
+        r#"
+[statsd]
+unix_socket = "@DIR@/dsd.socket"
+[gps]
+points_file = "@DIR@/points.ndjson"
+[queue]
+directory = "@DIR@/queue"
+[datadog]
+api_key = "0123456789abcdef0123456789abcdef"
+url = "{intake}"
+[remote_write]
+url = "http://127.0.0.1:{port}/api/v1/write"
+[otlp_export]
+enabled = true
+endpoint = "http://127.0.0.1:{port}"
+[host_metrics]
+enabled = true
+[alerts.notifiers.hook]
+type = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+"#,
+        intake = intake.url(),
+        port = closed.port,
+    ));
+    t.send_udp("dash.requests:1|c|#route:home\ndash.latency:12|ms\nnot a metric\n");
+    t.send_tcp("dash.requests:1|c|#route:tcp\n");
+    let mut device = std::net::TcpStream::connect(t.gps.expect("gps")).expect("gps connect");
+    device.write_all(&nmea("PGID,dash-1")).expect("id");
+    let fix = "GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W";
+    device.write_all(&nmea(fix)).expect("fix");
+    device.write_all(b"$GPRMC,bad*00\r\n").expect("bad fix");
+
+    // Everything the traffic makes has arrived: on /metrics and at the intake.
+    let text = t.wait_metrics(
+        |m| {
+            m.contains("gps_tcp_messages_invalid_total{")
+                && m.contains("live_latency_count")
+                && m.contains("tallyd_forwarder_queue_depth{queue=\"otlp\"}")
+                && m.contains("dash_requests_total")
+        },
+        "GPS, live points, every queue and StatsD on /metrics",
+    );
+    let want = [
+        "gps_tcp.messages_invalid",
+        "live.latency.avg",
+        "live.points_processed",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want
+        .iter()
+        .all(|w| intake.accepted().series.iter().any(|s| s.metric == *w))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the intake did not receive {want:?}: {:?}",
+            intake
+                .accepted()
+                .series
+                .iter()
+                .map(|s| s.metric.clone())
+                .collect::<BTreeSet<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(device);
+    t.terminate();
+
+    let mut samples: HashMap<String, Vec<Labels>> = HashMap::new();
+    let mut families = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            if let (Some(name), Some(kind)) = (it.next(), it.next()) {
+                families.insert(name.to_string(), kind.to_string());
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (name, labels) =
+                parse_sample(line).unwrap_or_else(|| panic!("unparsable sample line {line:?}"));
+            samples.entry(name).or_default().push(labels);
+        }
+    }
+    let mut datadog: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let accepted = intake.accepted();
+    let tagged = accepted
+        .series
+        .iter()
+        .map(|s| (&s.metric, &s.tags))
+        .chain(accepted.sketches.iter().map(|s| (&s.metric, &s.tags)));
+    for (metric, tags) in tagged {
+        let keys = datadog.entry(metric.clone()).or_default();
+        for tag in tags {
+            keys.insert(tag.split(':').next().unwrap_or(tag).to_string());
+        }
+    }
+    Exported {
+        samples,
+        families,
+        datadog,
+    }
+}
+
+// ---- PromQL ----
+
+/// A selector: its metric name (if any) and its matchers (label, value of an `=` matcher).
+type Selector = (Option<String>, Vec<(String, Option<String>)>);
+
+/// Selectors of `expr` and, per aggregation with `by (...)`, its labels with the names of the
+/// selectors under it.
+#[derive(Default)]
+struct Walk {
+    selectors: Vec<Selector>,
+    groupings: Vec<(Vec<String>, Vec<Option<String>>)>,
+}
+
+fn walk(e: &Expr, out: &mut Walk) {
+    match e {
+        Expr::Aggregate(a) => {
+            let before = out.selectors.len();
+            walk(&a.expr, out);
+            if let Some(p) = &a.param {
+                walk(p, out);
+            }
+            if let Some(LabelModifier::Include(l)) = &a.modifier {
+                let names = out.selectors[before..]
+                    .iter()
+                    .map(|s| s.0.clone())
+                    .collect();
+                out.groupings.push((l.labels.clone(), names));
+            }
+        }
+        Expr::Unary(u) => walk(&u.expr, out),
+        Expr::Binary(b) => {
+            walk(&b.lhs, out);
+            walk(&b.rhs, out);
+        }
+        Expr::Paren(p) => walk(&p.expr, out),
+        Expr::Subquery(s) => walk(&s.expr, out),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        Expr::VectorSelector(v) => out.selectors.push(selector(v)),
+        Expr::MatrixSelector(m) => out.selectors.push(selector(&m.vs)),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                walk(a, out);
+            }
+        }
+    }
+}
+
+fn selector(v: &promql_parser::parser::VectorSelector) -> Selector {
+    let mut name = v.name.clone();
+    let mut matchers = Vec::new();
+    for m in &v.matchers.matchers {
+        if m.name == "__name__" {
+            if let MatchOp::Equal = m.op {
+                name = Some(m.value.clone());
+            }
+            continue;
+        }
+        let value = match m.op {
+            MatchOp::Equal if !m.value.is_empty() => Some(m.value.clone()),
+            _ => None,
+        };
+        matchers.push((m.name.clone(), value));
+    }
+    (name, matchers)
+}
+
+/// Checks one PromQL expression; returns what is wrong with it.
+fn check_promql(
+    what: &str,
+    expr: &str,
+    exported: &Exported,
+    recorded: &BTreeSet<String>,
+) -> Vec<String> {
+    let parsed = match parser::parse(expr) {
+        Ok(e) => e,
+        Err(e) => return vec![format!("{what}: does not parse ({e}): {expr}")],
+    };
+    let mut w = Walk::default();
+    walk(&parsed, &mut w);
+    let mut errors = Vec::new();
+    let labels_of = |name: &str| -> Option<BTreeSet<String>> {
+        if name == "up" || recorded.contains(name) {
+            return None; // Prometheus's own series, or one this file records: not tallyd's.
+        }
+        let sets = exported.samples.get(name)?;
+        Some(sets.iter().flat_map(|l| l.keys().cloned()).collect())
+    };
+    if w.selectors.is_empty() {
+        errors.push(format!("{what}: names no metric: {expr}"));
+    }
+    for (name, matchers) in &w.selectors {
+        let Some(name) = name else {
+            errors.push(format!("{what}: a selector without a metric name: {expr}"));
+            continue;
+        };
+        if name != "up" && !recorded.contains(name) && !exported.samples.contains_key(name) {
+            errors.push(format!("{what}: {name} is not exported by tallyd: {expr}"));
+            continue;
+        }
+        let Some(labels) = labels_of(name) else {
+            continue;
+        };
+        for (label, value) in matchers {
+            if TARGET_LABELS.contains(&label.as_str()) {
+                continue;
+            }
+            if !labels.contains(label) {
+                errors.push(format!("{what}: {name} has no label {label}: {expr}"));
+            } else if let Some(v) = value {
+                let has = exported.samples[name]
+                    .iter()
+                    .any(|l| l.get(label) == Some(v));
+                if !has {
+                    errors.push(format!("{what}: {name} never has {label}=\"{v}\": {expr}"));
+                }
+            }
+        }
+    }
+    for (by, names) in &w.groupings {
+        for label in by {
+            if TARGET_LABELS.contains(&label.as_str()) || label == "le" {
+                continue;
+            }
+            let found = names.iter().flatten().any(|n| match labels_of(n) {
+                None => true,
+                Some(l) => l.contains(label),
+            });
+            if !found {
+                errors.push(format!(
+                    "{what}: `by ({label})` but none of {names:?} has that label: {expr}"
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// Grafana's variables, replaced by what a query with "All" selected sends.
+fn grafana_expr(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$__interval", "1m")
+        .replace("$instance", ".*")
+        .replace("$job", ".*")
+}
+
+/// Every panel (rows' nested panels included) of a Grafana dashboard.
+fn grafana_panels(v: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    for p in v["panels"].as_array().into_iter().flatten() {
+        out.push(p);
+        out.extend(grafana_panels(p));
+    }
+    out
+}
+
+#[test]
+fn grafana_panels_query_exported_metrics() {
+    let exported = exported();
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("packaging/dashboards/grafana-tallyd.json")).expect("json");
+    assert!(dash["uid"].is_string() && dash["title"].is_string());
+    let rows: Vec<&str> = grafana_panels(&dash)
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for want in ["Ingest", "Drops", "Flush", "queues", "Alerts", "GPS"] {
+        assert!(
+            rows.iter().any(|r| r.contains(want)),
+            "no row about {want}: {rows:?}"
+        );
+    }
+    let mut errors = Vec::new();
+    let mut queries = 0;
+    for p in grafana_panels(&dash) {
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap_or("?");
+        let targets = p["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            errors.push(format!("panel {title:?} has no query"));
+        }
+        for t in targets {
+            let Some(expr) = t["expr"].as_str() else {
+                errors.push(format!("panel {title:?}: a target without expr"));
+                continue;
+            };
+            queries += 1;
+            let what = format!("grafana panel {title:?}");
+            errors.extend(check_promql(
+                &what,
+                &grafana_expr(expr),
+                exported,
+                &BTreeSet::new(),
+            ));
+        }
+    }
+    // The template variables query tallyd_build_info.
+    for v in dash["templating"]["list"].as_array().into_iter().flatten() {
+        if let Some(q) = v["definition"].as_str() {
+            assert!(q.contains("tallyd_build_info"), "{q}");
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert!(queries >= 40, "only {queries} queries");
+}
+
+#[test]
+fn prometheus_rules_query_exported_metrics() {
+    use yaml_rust2::YamlLoader;
+    let exported = exported();
+    let docs =
+        YamlLoader::load_from_str(&read("packaging/prometheus/tallyd-rules.yml")).expect("yaml");
+    let groups = docs[0]["groups"].as_vec().expect("groups");
+    let mut recorded = BTreeSet::new();
+    let mut rules = Vec::new();
+    for g in groups {
+        for r in g["rules"].as_vec().expect("rules") {
+            let expr = r["expr"].as_str().expect("expr").to_string();
+            if let Some(name) = r["record"].as_str() {
+                recorded.insert(name.to_string());
+                rules.push((format!("record {name}"), expr));
+            } else {
+                let name = r["alert"].as_str().expect("alert or record");
+                rules.push((format!("alert {name}"), expr));
+            }
+        }
+    }
+    let alerts: BTreeSet<&str> = rules
+        .iter()
+        .filter_map(|(w, _)| w.strip_prefix("alert "))
+        .collect();
+    for want in [
+        "TallydDropsRising",
+        "TallydQueueBacklog",
+        "TallydDeadLettersGrowing",
+        "TallydFlushSlow",
+        "TallydNoData",
+    ] {
+        assert!(alerts.contains(want), "no alert {want}: {alerts:?}");
+    }
+    let mut errors = Vec::new();
+    for (what, expr) in &rules {
+        errors.extend(check_promql(what, expr, exported, &recorded));
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+// ---- Datadog ----
+
+/// Every metric query string in a Datadog dashboard (`q` or `queries[].query`, at any depth).
+fn datadog_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if let (true, Some(q)) = (k == "q" || k == "query", v.as_str()) {
+                    out.push(q.to_string());
+                } else {
+                    datadog_queries(v, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| datadog_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The OpenMetrics check's metric list (names without the raw prefix `tallyd_`).
+fn openmetrics_metrics() -> (String, String, Vec<String>) {
+    use yaml_rust2::YamlLoader;
+    let docs = YamlLoader::load_from_str(&read("packaging/datadog/conf.d/openmetrics.d/conf.yaml"))
+        .expect("yaml");
+    let inst = &docs[0]["instances"][0];
+    let ns = inst["namespace"].as_str().expect("namespace").to_string();
+    let prefix = inst["raw_metric_prefix"]
+        .as_str()
+        .expect("raw_metric_prefix")
+        .to_string();
+    let metrics = inst["metrics"]
+        .as_vec()
+        .expect("metrics")
+        .iter()
+        .map(|m| m.as_str().expect("a plain metric name").to_string())
+        .collect();
+    (ns, prefix, metrics)
+}
+
+#[test]
+fn datadog_widgets_query_metrics_tallyd_sends_or_exports() {
+    let exported = exported();
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("packaging/dashboards/datadog-tallyd.json")).expect("json");
+    let groups: Vec<&str> = dash["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .filter_map(|w| w["definition"]["title"].as_str())
+        .collect();
+    for want in [
+        "Platform overview",
+        "Live tracking",
+        "Queue health",
+        "GPS TCP server",
+    ] {
+        assert!(groups.contains(&want), "no group {want:?}: {groups:?}");
+    }
+    let (ns, prefix, listed) = openmetrics_metrics();
+    let mut errors = Vec::new();
+    // Every metric the check collects is a family tallyd exports (a counter by its base name).
+    let kind_of = |m: &str| -> Option<&str> {
+        let full = format!("{prefix}{m}");
+        match exported
+            .families
+            .get(&format!("{full}_total"))
+            .map(String::as_str)
+        {
+            Some("counter") => Some("counter"),
+            _ => exported.families.get(&full).map(String::as_str),
+        }
+    };
+    for m in &listed {
+        if kind_of(m).is_none() {
+            errors.push(format!(
+                "openmetrics conf.yaml lists {m}: no {prefix}{m} on /metrics"
+            ));
+        }
+    }
+    let mut queries = Vec::new();
+    datadog_queries(&dash, &mut queries);
+    assert!(queries.len() >= 30, "only {} queries", queries.len());
+    let metric_re =
+        regex::Regex::new(r"(?:avg|sum|min|max):([A-Za-z0-9_.]+)\{[^}]*\}(?: by \{([^}]*)\})?")
+            .expect("regex");
+    for q in &queries {
+        let mut named = 0;
+        for c in metric_re.captures_iter(q) {
+            named += 1;
+            let metric = &c[1];
+            let by: Vec<&str> = c
+                .get(2)
+                .map(|b| b.as_str().split(',').map(str::trim).collect())
+                .unwrap_or_default();
+            let tags: BTreeSet<String> = if let Some(own) = metric.strip_prefix(&format!("{ns}.")) {
+                // tallyd's own metric through the OpenMetrics check.
+                let (base, counter) = match own.strip_suffix(".count") {
+                    Some(b) if kind_of(b) == Some("counter") => (b, true),
+                    _ => (own, false),
+                };
+                if !listed.iter().any(|l| l == base) {
+                    errors.push(format!("{q}: {base} is not in the OpenMetrics conf.yaml"));
+                    continue;
+                }
+                match (kind_of(base), counter) {
+                    (Some("counter"), true) | (Some("gauge"), false) => {}
+                    (k, _) => {
+                        errors.push(format!("{q}: {metric} does not fit {prefix}{base} ({k:?})"));
+                        continue;
+                    }
+                }
+                let sample = if counter {
+                    format!("{prefix}{base}_total")
+                } else {
+                    format!("{prefix}{base}")
+                };
+                exported.samples[&sample]
+                    .iter()
+                    .flat_map(|l| l.keys().cloned())
+                    .collect()
+            } else if let Some(tags) = exported.datadog.get(metric) {
+                tags.clone()
+            } else {
+                errors.push(format!(
+                    "{q}: tallyd sent no {metric} to the Datadog intake"
+                ));
+                continue;
+            };
+            for tag in by {
+                if tag != "host" && !tags.contains(tag) {
+                    errors.push(format!("{q}: {metric} has no tag {tag} (has {tags:?})"));
+                }
+            }
+        }
+        if named == 0 {
+            errors.push(format!("query names no metric: {q}"));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn the_checks_catch_a_wrong_name_label_or_value() {
+    // The checker itself: a misspelt metric, a label the metric lacks, a value it never has and
+    // a grouping label nobody has are reported; the right query is not.
+    let exported = exported();
+    let none = BTreeSet::new();
+    let ok = r#"sum by (queue) (rate(tallyd_forwarder_requests_total{result="error"}[5m]))"#;
+    assert!(check_promql("ok", ok, exported, &none).is_empty());
+    for bad in [
+        "rate(tallyd_forwarder_request_total[5m])",
+        r#"tallyd_forwarder_queue_depth{result="x"}"#,
+        r#"tallyd_forwarder_queue_depth{queue="nope"}"#,
+        "sum by (protocol) (tallyd_forwarder_queue_depth)",
+    ] {
+        assert_eq!(
+            check_promql("bad", bad, exported, &none).len(),
+            1,
+            "not caught: {bad}"
+        );
+    }
+}
