@@ -262,8 +262,9 @@ container() {
 deb() {
   build_binary
   if ! command -v cargo-deb >/dev/null; then
-    # Not packaged by Debian; about a minute to build on two cores.
-    cargo install cargo-deb --locked --quiet
+    # Not packaged by Debian; about a minute to build on two cores. The version this was tried
+    # with: a newer one may want a newer toolchain.
+    cargo install cargo-deb --locked --quiet --version 3.8.0
   fi
   dpkg -s tallyd >/dev/null 2>&1 && fail "a tallyd package is installed already; remove it first"
   local out="$work/deb" args=(--no-build --output "$work/deb" --fast)

@@ -2,7 +2,7 @@
 //! the families and samples of `/metrics` and the series the Datadog intake stand-in received.
 //! Components: StatsD (UDP, TCP, Unix socket), GPS with a points file and a points URL, OTLP,
 //! Datadog delivery to the intake stand-in, remote_write, OTLP export and a webhook notifier to
-//! a closed port (the built-in TallydForwarderErrorRate fires), host metrics. Traffic: StatsD lines (one bad), a GPS device with a valid and
+//! a closed port, host metrics, an alert rule that keeps firing (uptime above 0). Traffic: StatsD lines (one bad), a GPS device with a valid and
 //! an invalid fix, and a GPS connection closed before it identified itself. Used by
 //! tests/dashboards.rs and tests/docs.rs.
 
@@ -107,6 +107,11 @@ enabled = true
 [alerts.notifiers.hook]
 type = "webhook"
 url = "http://127.0.0.1:{port}/hook"
+[[alerts.rules]]
+name = "DashUptime"
+metric = "tallyd_uptime_seconds"
+aggregation = "last"
+warn = 0.0
 "#,
         intake = intake.url(),
         port = closed.port,
@@ -128,7 +133,7 @@ url = "http://127.0.0.1:{port}/hook"
                 && m.contains("tallyd_forwarder_queue_depth{queue=\"otlp\"}")
                 && m.contains("dash_requests_total")
                 && m.contains("gps_tcp_connections_failed_total{")
-                && m.contains("tallyd_alert_state{")
+                && m.contains("tallyd_alert_state{alert=\"DashUptime\"")
                 && m.contains("tallyd_forwarder_queue_depth{queue=\"live_points\"}")
         },
         "GPS, live points, every queue and StatsD on /metrics",
