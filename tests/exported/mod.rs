@@ -2,9 +2,9 @@
 //! the families and samples of `/metrics` and the series the Datadog intake stand-in received.
 //! Components: StatsD (UDP, TCP, Unix socket), GPS with a points file and a points URL, OTLP,
 //! Datadog delivery to the intake stand-in, remote_write, OTLP export and a webhook notifier to
-//! a closed port, host metrics, an alert rule that keeps firing (uptime above 0). Traffic: StatsD lines (one bad), a GPS device with a valid and
-//! an invalid fix, and a GPS connection closed before it identified itself. Used by
-//! tests/dashboards.rs and tests/docs.rs.
+//! a closed port, host metrics, an alert rule that keeps firing (uptime above 0). Traffic:
+//! StatsD lines (one bad), a GPS device with a valid and an invalid fix, and a GPS connection
+//! closed before it identified itself. Used by tests/dashboards.rs and tests/docs.rs.
 
 #![allow(dead_code)]
 
