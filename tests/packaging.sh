@@ -12,7 +12,8 @@
 #              findings are printed (not fatal).
 #   rules      promtool check rules + promtool test rules on packaging/prometheus/.
 # Usage: bash tests/packaging.sh [container|deb|rules ...]   (default: all three)
-# PKG_PROFILE=dev uses target/debug/tallyd instead of a release build (for development).
+# PKG_PROFILE=dev uses target/debug/tallyd instead of a release build (for development);
+# PKG_BIN=path runs the container part with that binary instead.
 # Installs what it needs from Debian when missing (as root). Every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ case "$profile" in
   dev) bin="$root_dir/target/debug/tallyd" ;;
   *) echo "packaging: PKG_PROFILE must be release or dev" >&2; exit 2 ;;
 esac
+if [ -n "${PKG_BIN:-}" ]; then bin="$PKG_BIN"; profile=given; fi
 
 passed=0
 failed=0
@@ -268,7 +270,10 @@ deb() {
   fi
   dpkg -s tallyd >/dev/null 2>&1 && fail "a tallyd package is installed already; remove it first"
   local out="$work/deb" args=(--no-build --output "$work/deb" --fast)
-  [ "$profile" = release ] || args+=(--profile dev --strip)
+  case "$profile" in
+    dev) args+=(--profile dev --strip) ;;
+    given) fail "PKG_BIN is for the container part; cargo deb packages target/" ;;
+  esac
   cargo deb "${args[@]}" >"$log" 2>&1 || fail "cargo deb"
   local debfile
   debfile="$(ls "$out"/tallyd_*.deb)"
