@@ -209,7 +209,9 @@ fn config_keys_in_the_docs_exist() {
         }
         for (i, l) in text.lines().enumerate() {
             for c in env_re.captures_iter(l) {
-                let key = format!("{}.{}", c[1].to_lowercase(), c[2].to_lowercase());
+                // TALLYD_ALERTS__HEALTH__DLQ_WARN is alerts.health.dlq_warn.
+                let rest = c[2].to_lowercase().replace("__", ".");
+                let key = format!("{}.{rest}", c[1].to_lowercase());
                 checked += 1;
                 if !key_exists(&key, &keys, &open) {
                     errors.push(format!("{page}:{}: {}: no config key {key}", i + 1, &c[0]));
@@ -336,6 +338,7 @@ fn the_checks_catch_a_wrong_key_or_name() {
     ));
     assert!(!key_exists("queue.directroy", &keys, &open));
     assert!(!key_exists("statsd.udp_port", &keys, &open));
+    assert!(key_exists("alerts.health.dlq_warn", &keys, &open));
     assert!(glob("tallyd_forwarder_*", "tallyd_forwarder_queue_depth"));
     assert!(!glob(
         "tallyd_forwarder_*_total",
