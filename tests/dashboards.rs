@@ -14,6 +14,9 @@
 //!   `packaging/datadog/conf.d/openmetrics.d/conf.yaml` and maps to an exported family of the
 //!   right kind (`.count` for counters); every other metric is one the intake received from
 //!   tallyd; each `by {...}` tag is on it.
+//! - A real Prometheus (Debian's) scrapes a second such tallyd and evaluates the rules file:
+//!   every rule evaluates without error, the recording rules yield series, and every Grafana
+//!   panel query runs and returns series (unless it filters with a comparison).
 
 mod common;
 mod exported;
@@ -438,4 +441,158 @@ fn the_checks_catch_a_wrong_name_label_or_value() {
             "not caught: {bad}"
         );
     }
+}
+
+// ---- a real Prometheus ----
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `GET` `path` on Prometheus; the JSON answer.
+fn prom_get(prom: &common::External, path: &str) -> serde_json::Value {
+    let (code, body) = common::http_request(prom.addr, "GET", path, &[], "");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {code} {body}"));
+    assert_eq!(code, 200, "{path}: {body}");
+    v
+}
+
+fn prom_query(prom: &common::External, q: &str) -> serde_json::Value {
+    prom_get(prom, &format!("/api/v1/query?query={}", percent_encode(q)))
+}
+
+#[test]
+fn a_real_prometheus_evaluates_the_rules_and_the_panels() {
+    // Debian's Prometheus scrapes the everything-on tallyd every second and evaluates
+    // tallyd-rules.yml every second (the file's 30 s group interval shortened for the test):
+    // every rule must evaluate without error, the recording rules must produce series from
+    // tallyd's real exposition, and every Grafana panel query must run and return data
+    // (unless it filters with a comparison, where no series is a valid answer).
+    let bin = common::system_tool("PROMETHEUS_BIN", &["prometheus"], "prometheus");
+    let running = exported::start_everything();
+    let target = running.tallyd.http;
+    let rules =
+        read("packaging/prometheus/tallyd-rules.yml").replace("interval: 30s", "interval: 1s");
+    assert!(
+        rules.contains("interval: 1s"),
+        "the recording group's interval moved"
+    );
+    let prom = common::start_external("prometheus", &bin, 60, |dir, addr| {
+        std::fs::write(dir.join("tallyd-rules.yml"), &rules).expect("write rules");
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: tallyd\n    static_configs:\n      - targets: ['{target}']\n",
+                dir.join("tallyd-rules.yml").display()
+            ),
+        )
+        .expect("write config");
+        vec![
+            format!("--web.listen-address={addr}"),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--config.file={}", cfg.display()),
+        ]
+    });
+    // Values keep arriving, so rates are above zero.
+    let feed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let udp = running.tallyd.udp.expect("udp");
+    let go = std::sync::Arc::clone(&feed);
+    let feeder = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while go.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline
+        {
+            let _ = s.send_to(b"dash.requests:1|c|#route:feed", udp);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+
+    // The recording rules have real data once the rate over two scrapes is positive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let v = prom_query(&prom, "tallyd:statsd_samples:rate5m > 0");
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tallyd:statsd_samples:rate5m never rose above 0: {v}; targets {}",
+            prom_get(&prom, "/api/v1/targets")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let mut errors = Vec::new();
+    // Every rule was evaluated, without error.
+    let rules = prom_get(&prom, "/api/v1/rules");
+    let mut evaluated = 0;
+    for g in rules["data"]["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            evaluated += 1;
+            if r["health"] != "ok" {
+                errors.push(format!(
+                    "rule {} is {}: {}",
+                    r["name"], r["health"], r["lastError"]
+                ));
+            }
+        }
+    }
+    assert!(evaluated >= 25, "only {evaluated} rules loaded: {rules}");
+    // Recording rules over tallyd's series produce series.
+    for rec in [
+        "tallyd:statsd_lines:rate5m{transport=\"udp\"}",
+        "tallyd:dropped:rate5m{kind=\"udp_kernel\"}",
+        "tallyd:dropped:rate5m{kind=\"queue_payloads\"}",
+        "tallyd:forwarder_error_ratio:rate5m{queue=\"remote_write\"}",
+        "tallyd:gps_invalid_ratio:rate5m",
+    ] {
+        let v = prom_query(&prom, rec);
+        if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+            errors.push(format!("recording rule {rec} has no series: {v}"));
+        }
+    }
+    // Every Grafana panel query runs; one without a comparison returns series.
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("packaging/dashboards/grafana-tallyd.json")).expect("json");
+    let comparison = regex::Regex::new(r"\s(>|<|==|!=|>=|<=)\s").expect("regex");
+    for p in grafana_panels(&dash) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let Some(expr) = t["expr"].as_str() else {
+                continue;
+            };
+            let q = grafana_expr(expr);
+            let (code, body) = common::http_request(
+                prom.addr,
+                "GET",
+                &format!("/api/v1/query?query={}", percent_encode(&q)),
+                &[],
+                "",
+            );
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if code != 200 || v["status"] != "success" {
+                errors.push(format!("panel {}: {q}: {code} {body}", p["title"]));
+            } else if !comparison.is_match(&q)
+                && v["data"]["result"].as_array().is_none_or(|r| r.is_empty())
+            {
+                errors.push(format!("panel {}: {q}: no series", p["title"]));
+            }
+        }
+    }
+    feed.store(false, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().expect("feeder");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }

@@ -81,11 +81,22 @@ pub fn exported() -> &'static Exported {
     ONCE.get_or_init(run_tallyd)
 }
 
-fn run_tallyd() -> Exported {
+/// The everything-on tallyd, running, with its traffic sent and seen on /metrics.
+pub struct Running {
+    pub tallyd: Tallyd,
+    pub intake: Intake,
+    /// The last scrape, which has everything the traffic makes.
+    pub text: String,
+    _closed: crate::common::ClosedPort,
+    _device: std::net::TcpStream,
+}
+
+/// Starts the everything-on tallyd and sends its traffic (see the module comment).
+pub fn start_everything() -> Running {
     use std::io::Write;
     let intake = Intake::start("0123456789abcdef0123456789abcdef");
     let closed = crate::common::closed_port();
-    let mut t = Tallyd::start(&format!(
+    let t = Tallyd::start(&format!(
         r#"
 [statsd]
 unix_socket = "@DIR@/dsd.socket"
@@ -138,6 +149,22 @@ warn = 0.0
         },
         "GPS, live points, every queue and StatsD on /metrics",
     );
+    Running {
+        tallyd: t,
+        intake,
+        text,
+        _closed: closed,
+        _device: device,
+    }
+}
+
+fn run_tallyd() -> Exported {
+    let Running {
+        tallyd: mut t,
+        intake,
+        text,
+        ..
+    } = start_everything();
     let want = [
         "gps_tcp.messages_invalid",
         "live.latency.avg",
@@ -160,7 +187,6 @@ warn = 0.0
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(device);
     t.terminate();
 
     let mut samples: HashMap<String, Vec<Labels>> = HashMap::new();
