@@ -596,3 +596,82 @@ fn a_real_prometheus_evaluates_the_rules_and_the_panels() {
     feeder.join().expect("feeder");
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+// ---- the compose file ----
+
+#[test]
+fn the_compose_file_wires_the_app_tallyd_and_prometheus() {
+    // No compose engine runs here (docs/operations.md, "What CI verifies"): check what it would
+    // read. The app shares tallyd's network namespace and socket volume and sends to the socket
+    // path tallyd is told to create; Prometheus mounts files that exist, scrapes tallyd and loads
+    // the rules where its config says.
+    use yaml_rust2::YamlLoader;
+    let doc = &YamlLoader::load_from_str(&read("packaging/docker-compose.yml")).expect("yaml")[0];
+    let svc = &doc["services"];
+    let tallyd = &svc["tallyd"];
+    assert_eq!(
+        tallyd["build"]["dockerfile"].as_str(),
+        Some("packaging/Dockerfile")
+    );
+    let socket = tallyd["environment"]["TALLYD_STATSD__UNIX_SOCKET"]
+        .as_str()
+        .expect("tallyd's socket path");
+    let mounts = |s: &yaml_rust2::Yaml| -> Vec<String> {
+        s["volumes"]
+            .as_vec()
+            .expect("volumes")
+            .iter()
+            .map(|v| v.as_str().expect("volume").to_string())
+            .collect()
+    };
+    let socket_dir = socket.rsplit_once('/').expect("a path").0;
+    let shared = format!("dsd:{socket_dir}");
+    assert!(mounts(tallyd).contains(&shared), "{:?}", mounts(tallyd));
+    assert!(mounts(tallyd).contains(&"tallyd-state:/var/lib/tallyd".to_string()));
+    let app = &svc["app"];
+    assert_eq!(app["network_mode"].as_str(), Some("service:tallyd"));
+    assert!(mounts(app).contains(&shared), "{:?}", mounts(app));
+    let command: Vec<&str> = app["command"]
+        .as_vec()
+        .expect("command")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let script = command.join("\n");
+    assert!(script.contains(&format!("\"{socket}\"")), "{script}");
+    assert!(script.contains("(\"127.0.0.1\", 8125)"), "{script}");
+    let prom = &svc["prometheus"];
+    let mut config_target = None;
+    for m in mounts(prom) {
+        let mut parts = m.split(':');
+        let (src, dst) = (parts.next().expect("src"), parts.next().expect("dst"));
+        let local = std::path::Path::new(&exported::root("packaging")).join(src);
+        assert!(local.is_file(), "prometheus mounts {src}, which is missing");
+        if dst.ends_with("prometheus.yml") {
+            config_target = Some(src.to_string());
+        }
+    }
+    let cfg = YamlLoader::load_from_str(&read(&format!(
+        "packaging/{}",
+        config_target.expect("a prometheus.yml mount")
+    )))
+    .expect("yaml");
+    let cfg = &cfg[0];
+    let rule_file = cfg["rule_files"][0].as_str().expect("rule file");
+    assert!(
+        mounts(prom)
+            .iter()
+            .any(|m| m.ends_with(&format!(":{rule_file}:ro"))),
+        "{rule_file} is not mounted"
+    );
+    let job = &cfg["scrape_configs"][0];
+    assert_eq!(
+        job["job_name"].as_str(),
+        Some("tallyd"),
+        "TallydDown expects job=\"tallyd\""
+    );
+    assert_eq!(
+        job["static_configs"][0]["targets"][0].as_str(),
+        Some("tallyd:9090")
+    );
+}
