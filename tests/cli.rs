@@ -366,6 +366,9 @@ fn health_exits_zero_only_when_ready_answers_200() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("/health/ready: 200"));
+    let out = health(&["--live"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/health/live: 200"));
     let url = format!("http://{}/health/ready", t.http);
     assert!(health(&["--url", &url]).status.success());
     // Another path that is not 200, a closed port, and https are failures.
