@@ -121,7 +121,7 @@ fn sum(families: &[Family], name: &str, label: Option<(&str, &str)>) -> u64 {
     family(families, name).map_or(0, |f| {
         f.samples
             .iter()
-            .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+            .filter(|s| label.map_or(true, |(k, v)| s.label(k) == Some(v)))
             .filter_map(|s| s.number())
             .filter(|v| v.is_finite() && *v > 0.0)
             .map(|v| v as u64)
@@ -132,7 +132,9 @@ fn sum(families: &[Family], name: &str, label: Option<(&str, &str)>) -> u64 {
 /// Whether a counter family counts something dropped at a bound.
 fn is_drop(f: &Family) -> bool {
     f.kind == Kind::Counter
-        && (f.name.ends_with("_dropped") || f.name.ends_with("_drops") || f.name.ends_with("_truncated"))
+        && (f.name.ends_with("_dropped")
+            || f.name.ends_with("_drops")
+            || f.name.ends_with("_truncated"))
 }
 
 fn drops(families: &[Family]) -> BTreeMap<&'static str, u64> {
@@ -152,7 +154,10 @@ fn parse_errors(families: &[Family]) -> BTreeMap<String, u64> {
     ] {
         for s in family(families, name).map_or(&[][..], |f| &f.samples) {
             let reason = s.label("reason").unwrap_or("other");
-            let n = s.number().filter(|v| v.is_finite() && *v > 0.0).unwrap_or(0.0);
+            let n = s
+                .number()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .unwrap_or(0.0);
             *out.entry(format!("{source}:{reason}")).or_insert(0) += n as u64;
         }
     }
@@ -319,9 +324,10 @@ fn live_and_gps(src: &Sources, families: &[Family], now: i64) -> (Value, Value) 
         Some(Status::Down) => "down",
         Some(Status::Disabled) | None => "disabled",
     };
-    let connections: u64 = src.gps.as_ref().map_or(0, |g| {
-        g.stats.active.iter().map(|a| a.load(Relaxed)).sum()
-    });
+    let connections: u64 = src
+        .gps
+        .as_ref()
+        .map_or(0, |g| g.stats.active.iter().map(|a| a.load(Relaxed)).sum());
     let gps_tcp_server = json!({
         "status": status,
         "active_connections": connections,
@@ -333,9 +339,7 @@ fn live_and_gps(src: &Sources, families: &[Family], now: i64) -> (Value, Value) 
 
 fn ingest(src: &Sources, families: &[Family], now: Point) -> Value {
     let span = src.history.rate_span();
-    let transport = |unit: &str, total: u64, field: fn(&Point) -> u64| {
-        json!({"unit": unit, "total": total, "per_second": per_second(span, field)})
-    };
+    let transport = |unit: &str, total: u64, field: fn(&Point) -> u64| json!({"unit": unit, "total": total, "per_second": per_second(span, field)});
     let errors = parse_errors(families);
     let dropped = drops(families);
     json!({
@@ -377,7 +381,10 @@ fn alerts_section(src: &Sources) -> Value {
     };
     let snap = crate::base::lock(&shared.snapshot).clone();
     let listed = |v: &[alert::snapshot::ActiveAlert]| {
-        v.iter().take(MAX_ALERTS_LISTED).cloned().collect::<Vec<_>>()
+        v.iter()
+            .take(MAX_ALERTS_LISTED)
+            .cloned()
+            .collect::<Vec<_>>()
     };
     json!({
         "enabled": true,

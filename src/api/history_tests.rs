@@ -24,8 +24,14 @@ fn the_ring_is_bounded_and_counts_what_it_overwrites() {
         &crate::base::metrics::collect_one(h.as_ref()),
         false,
     );
-    assert!(text.contains("tallyd_status_history_points 120\n"), "{text}");
-    assert!(text.contains("tallyd_status_history_evicted_total 7\n"), "{text}");
+    assert!(
+        text.contains("tallyd_status_history_points 120\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tallyd_status_history_evicted_total 7\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -34,7 +40,11 @@ fn rates_span_the_last_minute_of_points() {
     assert_eq!(h.rate_span(), None);
     assert_eq!(per_second(h.rate_span(), |p| p.statsd_udp), 0.0);
     h.push(point(0, 0));
-    assert_eq!(per_second(h.rate_span(), |p| p.statsd_udp), 0.0, "one point");
+    assert_eq!(
+        per_second(h.rate_span(), |p| p.statsd_udp),
+        0.0,
+        "one point"
+    );
     // 0, 10 s, ..., 100 s with 50 lines a second: the span starts 60 s before the newest.
     for i in 1..=10u64 {
         h.push(point(i * 10_000, i * 500));
@@ -43,7 +53,10 @@ fn rates_span_the_last_minute_of_points() {
     assert_eq!((a.t_ms, b.t_ms), (40_000, 100_000));
     assert_eq!(per_second(Some((a, b)), |p| p.statsd_udp), 50.0);
     // A counter that went backwards (never, but) reads as 0, not as a huge number.
-    assert_eq!(per_second(Some((b, point(110_000, 0))), |p| p.statsd_udp), 0.0);
+    assert_eq!(
+        per_second(Some((b, point(110_000, 0))), |p| p.statsd_udp),
+        0.0
+    );
 }
 
 #[test]
@@ -52,8 +65,18 @@ fn busiest_ranks_by_series_then_values() {
     let f = flush(
         1000,
         vec![
-            (MetricKind::Counter, "hits", &["a:1"], SeriesValue::Counter(5.0)),
-            (MetricKind::Counter, "hits", &["a:2"], SeriesValue::Counter(2.0)),
+            (
+                MetricKind::Counter,
+                "hits",
+                &["a:1"],
+                SeriesValue::Counter(5.0),
+            ),
+            (
+                MetricKind::Counter,
+                "hits",
+                &["a:2"],
+                SeriesValue::Counter(2.0),
+            ),
             (MetricKind::Gauge, "temp", one, SeriesValue::Gauge(21.5)),
             (MetricKind::Timer, "lat", one, summary(&[1.0, 2.0, 3.0])),
             (MetricKind::Set, "users", one, SeriesValue::Set(2)),

@@ -42,8 +42,17 @@ mod tests {
 
     #[test]
     fn the_page_loads_nothing_from_elsewhere() {
-        for needle in ["http://", "https://", "src=\"//", "@import", "<link"] {
+        // No external script, style sheet, image or font: nothing with a source or a link,
+        // and the only URL is the SVG namespace (a name, never fetched).
+        for needle in [" src=", "<link", "@import", "url(", "https://", "//cdn"] {
             assert!(!PAGE.contains(needle), "the page names {needle:?}");
+        }
+        let urls = PAGE.matches("http://").count();
+        let svg = PAGE.matches("http://www.w3.org/2000/svg").count();
+        assert_eq!(urls, svg, "a URL other than the SVG namespace");
+        // It fetches only this server's own paths.
+        for call in PAGE.split("getJson(\"").skip(1) {
+            assert!(call.starts_with("/api/monitoring/"), "{call:.40}");
         }
         // Every number the e2e test compares is marked for it.
         for field in [
