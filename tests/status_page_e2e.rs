@@ -208,6 +208,9 @@ flush_interval = "500ms"
 listen = "127.0.0.1:0"
 [gps]
 listen = "127.0.0.1:0"
+[otlp]
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
 [datadog]
 api_key = "{KEY}"
 url = "{url}"
@@ -342,6 +345,10 @@ fn the_status_page_shows_what_the_dashboard_api_says() {
         dom.contains("data-loaded=\"") && !dom.contains("data-loaded=\"0\""),
         "the page never rendered the API's answer:\n{dom}"
     );
+    assert!(
+        dom.contains("<div id=\"banner\" hidden"),
+        "an error banner is shown:\n{dom}"
+    );
     let sorted = |v: &Value| {
         let mut v = v.clone();
         if let Some(list) = v["devices"].as_array_mut() {
@@ -471,4 +478,54 @@ fn the_status_page_shows_what_the_dashboard_api_says() {
         std::fs::write(&keep, &png).expect("keep the screenshot");
     }
     drop(tracker);
+}
+
+#[test]
+fn without_the_token_the_page_asks_for_it() {
+    // Loopback is not trusted here, so the page's own requests need the token, as from
+    // another host: the page is served, its data is refused, and it asks for the token.
+    let t = Tallyd::start_raw(
+        r#"
+[log]
+level = "info"
+format = "json"
+[statsd]
+udp_listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:0"
+admin_token = "s3cret-token"
+trust_loopback = false
+[gps]
+listen = "127.0.0.1:0"
+[otlp]
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
+"#,
+        &[],
+    );
+    assert_eq!(t.get("/").0, 200, "the page itself is public");
+    assert_eq!(t.get("/api/monitoring/dashboard").0, 401);
+    let profile = tempfile::tempdir().expect("profile");
+    let dom = run_chromium(
+        &[
+            "--virtual-time-budget=3000".into(),
+            "--dump-dom".into(),
+            format!("http://{}/", t.http),
+        ],
+        profile.path(),
+    );
+    assert!(
+        dom.contains("data-loaded=\"0\""),
+        "rendered without the token:\n{dom}"
+    );
+    assert!(
+        dom.contains("<div id=\"banner\">"),
+        "no banner shown:\n{dom}"
+    );
+    assert!(
+        dom.contains("<form id=\"auth\">"),
+        "no token form shown:\n{dom}"
+    );
+    assert!(dom.contains("need the admin token"), "{dom}");
+    assert!(!dom.contains("s3cret-token"), "the page learnt the token");
 }

@@ -22,7 +22,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::admin::{get, Admin};
@@ -41,19 +40,10 @@ use crate::telemetry::Telemetry;
 /// Alerts listed per state; the counts are always whole.
 const MAX_ALERTS_LISTED: usize = 50;
 
-/// The last configuration reload, as the dashboard shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastReload {
-    /// When, RFC 3339 UTC.
-    pub at: String,
-    /// `ok` or `failed`.
-    pub outcome: String,
-    /// What changed, or why it was rejected.
-    pub detail: String,
-}
-
-/// Tells the last reload, when the reload component provides it.
-pub type ReloadInfo = Arc<dyn Fn() -> Option<LastReload> + Send + Sync>;
+/// Tells the last configuration reload as `/health` shows it (`at_unix`, `trigger`, `result`,
+/// `error`, `applied`, `restart_required`), once the reload component provides it; the
+/// dashboard repeats it as `last_reload`.
+pub type ReloadInfo = Arc<dyn Fn() -> Option<Value> + Send + Sync>;
 
 /// What the dashboard reads.
 #[derive(Clone)]

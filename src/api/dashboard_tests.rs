@@ -190,15 +190,11 @@ fn the_dashboard_speaks_the_platform_words() {
 
     let src = Sources {
         last_reload: Some(Arc::new(|| {
-            Some(LastReload {
-                at: "2026-01-01T00:00:00.000Z".into(),
-                outcome: "ok".into(),
-                detail: "2 rules changed".into(),
-            })
+            Some(json!({"at_unix": 1_767_225_600, "trigger": "signal", "result": "ok"}))
         })),
         ..src
     };
-    assert_eq!(build(&src)["last_reload"]["outcome"], "ok");
+    assert_eq!(build(&src)["last_reload"]["result"], "ok");
 }
 
 #[test]

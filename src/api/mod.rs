@@ -39,7 +39,7 @@ use crate::telemetry::Telemetry;
 use crate::{alert, queue as queues};
 pub use admin::Admin;
 use config::RouteGroup;
-pub use dashboard::{LastReload, ReloadInfo};
+pub use dashboard::ReloadInfo;
 pub use history::History;
 pub use metrics::Scrapes;
 
