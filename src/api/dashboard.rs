@@ -223,13 +223,14 @@ fn platform_status(s: Status) -> &'static str {
     }
 }
 
-fn platform_health(src: &Sources) -> Value {
-    let (overall, components) = src.health.snapshot();
+type Components = BTreeMap<&'static str, crate::base::health::Component>;
+
+fn platform_health(src: &Sources, overall: Status, components: &Components) -> Value {
     let mut issues = Vec::new();
     if !src.health.is_ready() {
         issues.push("tallyd is not ready (starting or shutting down)".to_string());
     }
-    for (name, c) in &components {
+    for (name, c) in components {
         if matches!(c.status, Status::Degraded | Status::Down) {
             issues.push(format!("{name}: {}", c.detail));
         }
@@ -294,7 +295,12 @@ pub fn queues(src: &Sources) -> Value {
     })
 }
 
-fn live_and_gps(src: &Sources, families: &[Family], now: i64) -> (Value, Value) {
+fn live_and_gps(
+    src: &Sources,
+    families: &[Family],
+    components: &Components,
+    now: i64,
+) -> (Value, Value) {
     let span = src.history.rate_span();
     let (devices, active) = active_devices(src, now);
     let live = src
@@ -307,7 +313,6 @@ fn live_and_gps(src: &Sources, families: &[Family], now: i64) -> (Value, Value) 
         "queue_pending": live.map_or(0, |d| d.pending),
         "dlq_size": live.map_or(0, |d| d.dlq),
     });
-    let (_, components) = src.health.snapshot();
     let status = match components.get("gps").map(|c| c.status) {
         Some(Status::Ok) => "running",
         Some(Status::Degraded) => "degraded",
@@ -392,13 +397,14 @@ pub fn build(src: &Sources) -> Value {
     let now = now_ms();
     let families = src.telemetry.snapshot();
     let totals = point(src, &families, now);
-    let (live_tracking, gps_tcp_server) = live_and_gps(src, &families, now);
+    let (overall, components) = src.health.snapshot();
+    let (live_tracking, gps_tcp_server) = live_and_gps(src, &families, &components, now);
     let uptime = family(&families, "tallyd_uptime_seconds").and_then(|f| f.get(&[]));
     json!({
         "timestamp": rfc3339(now),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": uptime,
-        "platform_health": platform_health(src),
+        "platform_health": platform_health(src, overall, &components),
         "live_tracking": live_tracking,
         "gps_tcp_server": gps_tcp_server,
         "queues": queues(src),

@@ -1,3 +1,5 @@
+//! Unit tests of the dashboard API (`dashboard.rs`): the totals, the platform fields, the rates.
+
 use super::*;
 use crate::base::metrics::{Collect, Families};
 use crate::queue::deliver::BoxFuture;

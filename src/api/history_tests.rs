@@ -1,3 +1,5 @@
+//! Unit tests of the status page history (`history.rs`): the ring bound, rates, the ranking.
+
 use super::*;
 use crate::model::MetricKind;
 use crate::sinks::testutil::{flush, summary};
