@@ -136,9 +136,7 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
     // The status page's history ranks the busiest metrics of a window now and then.
-    let history = api::History::new();
-    ctx.add_sink(history.clone());
-    ctx.telemetry.register(history.clone());
+    let history = api::History::attach(ctx);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);
 
     // Sources.

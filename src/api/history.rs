@@ -125,6 +125,15 @@ impl History {
         h
     }
 
+    /// A new history added to `ctx` as a sink (before the flusher starts, so that it is fed)
+    /// and as a self-metric source.
+    pub fn attach(ctx: &mut crate::component::Context) -> Arc<History> {
+        let h = History::new();
+        ctx.add_sink(h.clone());
+        ctx.telemetry.register(h.clone());
+        h
+    }
+
     /// Appends `p`, overwriting (and counting) the oldest point when full.
     pub fn push(&self, p: Point) {
         let mut ring = lock(&self.ring);
