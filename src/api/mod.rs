@@ -59,7 +59,7 @@ pub struct Parts<'a> {
     pub gps: Option<GpsState>,
     /// tallyd's counters and self-metric sources, for the dashboard.
     pub telemetry: Arc<Telemetry>,
-    /// The status page's ring and busiest metrics (add it as a sink before the flusher
+    /// The status page's ring and busiest metrics ([`History::attach`] it before the flusher
     /// starts, and start its sampler with [`start_sampler`]).
     pub history: Arc<History>,
     /// The last configuration reload, once a reload component tells it.
