@@ -73,4 +73,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 stop_distro_services
 
+# The systemd unit: directives and its systemd-analyze security score (no systemd needed).
+bash tests/systemd.sh
 cargo test "$@"

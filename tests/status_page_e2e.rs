@@ -326,7 +326,11 @@ fn the_status_page_shows_what_the_dashboard_api_says() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A configuration reload (the file unchanged): the page shows its time and outcome.
+    let (code, body) = t.post("/admin/reload");
+    assert_eq!(code, 200, "{body}");
     let before = get_json(&t, "/api/monitoring/dashboard");
+    assert_eq!(before["last_reload"]["result"], "ok", "{before:#}");
     let devices_before = get_json(&t, "/api/monitoring/metrics/devices");
     let profile = tempfile::tempdir().expect("profile");
     let url = format!("http://{}/", t.http);
@@ -429,6 +433,9 @@ fn the_status_page_shows_what_the_dashboard_api_says() {
         "dashboard:gps_tcp_server.messages_total",
         "dashboard:gps_tcp_server.devices_total",
         "dashboard:live_tracking.active_devices",
+        "dashboard:last_reload.at_unix",
+        "dashboard:last_reload.result",
+        "dashboard:last_reload.trigger",
         "devices:count",
         "devices:devices.0.id",
         "devices:devices.0.last_fix.lat",

@@ -2,7 +2,7 @@
 //!
 //! - `GET /api/monitoring/dashboard`: `timestamp`, `platform_health` (`status`, `issues`,
 //!   `components_checked`, and each component), `live_tracking`, `gps_tcp_server`, `queues`,
-//!   and tallyd's own `ingest` and `alerts` sections, `last_reload`;
+//!   and tallyd's own `ingest` and `alerts` sections, and `last_reload` (as `/health` has it);
 //! - `GET /api/monitoring/metrics/queues`: the `queues` part alone, with the dead-letter status;
 //! - `GET /api/monitoring/history`: the status page's ring (`history.rs`) as rates and levels.
 //!
@@ -40,11 +40,6 @@ use crate::telemetry::Telemetry;
 /// Alerts listed per state; the counts are always whole.
 const MAX_ALERTS_LISTED: usize = 50;
 
-/// Tells the last configuration reload as `/health` shows it (`at_unix`, `trigger`, `result`,
-/// `error`, `applied`, `restart_required`), once the reload component provides it; the
-/// dashboard repeats it as `last_reload`.
-pub type ReloadInfo = Arc<dyn Fn() -> Option<Value> + Send + Sync>;
-
 /// What the dashboard reads.
 #[derive(Clone)]
 pub struct Sources {
@@ -60,8 +55,6 @@ pub struct Sources {
     pub gps: Option<GpsState>,
     /// The status page's ring.
     pub history: Arc<History>,
-    /// The last reload; `None` until a reload component provides it (`last_reload` is null).
-    pub last_reload: Option<ReloadInfo>,
 }
 
 /// The dashboard routes.
@@ -410,7 +403,7 @@ pub fn build(src: &Sources) -> Value {
         "queues": queues(src),
         "ingest": ingest(src, &families, totals),
         "alerts": alerts_section(src),
-        "last_reload": src.last_reload.as_ref().and_then(|f| f()),
+        "last_reload": src.health.last_reload(),
     })
 }
 

@@ -83,7 +83,6 @@ fn sources(dir: &std::path::Path) -> Sources {
         alerts: None,
         gps: None,
         history: History::new(),
-        last_reload: None,
     }
 }
 
@@ -190,13 +189,18 @@ fn the_dashboard_speaks_the_platform_words() {
     assert_eq!(d["queues"]["summary"]["total_dlq"], 1);
     assert!(d["last_reload"].is_null());
 
-    let src = Sources {
-        last_reload: Some(Arc::new(|| {
-            Some(json!({"at_unix": 1_767_225_600, "trigger": "signal", "result": "ok"}))
-        })),
-        ..src
-    };
-    assert_eq!(build(&src)["last_reload"]["result"], "ok");
+    src.health.set_reload(crate::base::health::LastReload {
+        at_unix: 1_767_225_600,
+        trigger: "signal",
+        result: "ok",
+        error: None,
+        applied: vec!["alerts.rules".into()],
+        restart_required: vec![],
+    });
+    let d = build(&src);
+    assert_eq!(d["last_reload"]["result"], "ok");
+    assert_eq!(d["last_reload"]["at_unix"], 1_767_225_600);
+    assert_eq!(d["last_reload"]["trigger"], "signal");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! routes (`/api/alerts`, `/api/monitoring/alert/test`), the GPS views
 //! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`), the dashboard API
 //! (`/api/monitoring/dashboard`, `/api/monitoring/metrics/queues`, `/api/monitoring/history`)
-//! and the status page (`GET /`, with its history ring sampled every 5 s).
+//! the status page (`GET /`, with its history ring sampled every 5 s) and `POST /admin/reload`.
 //!
 //! The components expose plain Rust state ([`Prometheus`], [`Health`],
 //! [`queue::Registry`](crate::queue::Registry), [`alert::Shared`], [`GpsState`]); the HTTP
@@ -21,6 +21,7 @@ mod health;
 pub mod history;
 mod metrics;
 mod queue;
+mod reload;
 pub mod server;
 mod status;
 
@@ -39,7 +40,6 @@ use crate::telemetry::Telemetry;
 use crate::{alert, queue as queues};
 pub use admin::Admin;
 use config::RouteGroup;
-pub use dashboard::ReloadInfo;
 pub use history::History;
 pub use metrics::Scrapes;
 
@@ -62,11 +62,11 @@ pub struct Parts<'a> {
     /// The status page's ring and busiest metrics ([`History::attach`] it before the flusher
     /// starts, and start its sampler with [`start_sampler`]).
     pub history: Arc<History>,
-    /// The last configuration reload, once a reload component tells it.
-    pub last_reload: Option<ReloadInfo>,
     /// The admin rule (`http.admin_token`, `http.public_routes`); register it with the
     /// telemetry for its refusal counts.
     pub admin: &'a Admin,
+    /// Takes `POST /admin/reload` when the topology runs the reload task.
+    pub reloader: Option<crate::component::reload::Reloader>,
 }
 
 /// The whole HTTP router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
@@ -88,6 +88,9 @@ pub fn router(parts: Parts<'_>) -> Router {
     if let Some(state) = parts.gps {
         app = app.merge(gps::router(state, admin));
     }
+    if let Some(r) = parts.reloader {
+        app = app.merge(reload::router(r, admin));
+    }
     app
 }
 
@@ -99,7 +102,6 @@ fn sources(parts: &Parts<'_>) -> dashboard::Sources {
         alerts: parts.alerts.clone(),
         gps: parts.gps.clone(),
         history: Arc::clone(&parts.history),
-        last_reload: parts.last_reload.clone(),
     }
 }
 

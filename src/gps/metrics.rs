@@ -23,9 +23,22 @@ use crate::base::metrics::{Collect, Families, Kind};
 use crate::model::MetricKind;
 
 /// Index used for connections whose protocol is not known yet (or never was).
-pub const UNKNOWN: usize = 5;
+pub const UNKNOWN: usize = PROTOCOLS;
+/// Protocols known, the length of the per-protocol counter arrays.
+pub const PROTOCOLS: usize = Protocol::ALL.len();
 /// Protocol label values, by index; `UNKNOWN` last.
-pub const PROTOCOL_LABELS: [&str; 6] = ["nmea", "h02", "tk103", "gt06", "teltonika", "unknown"];
+pub const PROTOCOL_LABELS: [&str; PROTOCOLS + 1] = [
+    "nmea",
+    "h02",
+    "gps103",
+    "gt06",
+    "teltonika",
+    "tk103",
+    "queclink",
+    "meitrack",
+    "watch",
+    "unknown",
+];
 /// Latency samples held between two publishes; more are counted as dropped.
 pub const MAX_PENDING_LATENCIES: usize = 20_000;
 /// Minutes kept for the live API.
@@ -137,14 +150,15 @@ struct Minute {
 #[derive(Default)]
 pub struct GpsStats {
     /// Open connections, by protocol index ([`UNKNOWN`] before detection).
-    pub active: [AtomicU64; 6],
+    pub active: [AtomicU64; PROTOCOLS + 1],
     /// Accepted connections.
     pub connections_total: AtomicU64,
     failed: [AtomicU64; 8],
     closed: [AtomicU64; 7],
-    received: [AtomicU64; 6],
-    invalid: [[AtomicU64; 5]; 6],
-    locations_valid: [AtomicU64; 5],
+    received: [AtomicU64; PROTOCOLS + 1],
+    invalid: [[AtomicU64; 5]; PROTOCOLS + 1],
+    locations_valid: [AtomicU64; PROTOCOLS],
+    locations_without_fix: [AtomicU64; PROTOCOLS],
     points_received: AtomicU64,
     points_processed: AtomicU64,
     points_failed: AtomicU64,
@@ -192,6 +206,11 @@ impl GpsStats {
     /// Counts a valid location decoded from protocol `p`.
     pub fn location_valid(&self, p: Protocol) {
         self.locations_valid[p.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a position report without a usable fix (WiFi/LBS-only, or not positioned).
+    pub fn location_without_fix(&self, p: Protocol) {
+        self.locations_without_fix[p.index()].fetch_add(1, Relaxed);
     }
 
     /// Points handed to delivery, stored, and failed.
@@ -259,9 +278,10 @@ impl GpsStats {
 struct Last {
     connections_total: u64,
     failed: [u64; 8],
-    received: [u64; 6],
-    invalid: [[u64; 5]; 6],
-    locations_valid: [u64; 5],
+    received: [u64; PROTOCOLS + 1],
+    invalid: [[u64; 5]; PROTOCOLS + 1],
+    locations_valid: [u64; PROTOCOLS],
+    locations_without_fix: [u64; PROTOCOLS],
     points: [u64; 3],
 }
 
@@ -423,6 +443,10 @@ impl Publisher {
             let d = v - last.locations_valid[proto.index()];
             out.count(p, "locations_valid", &[tag], d);
             last.locations_valid[proto.index()] = v;
+            let v = load(&s.locations_without_fix[proto.index()]);
+            let d = v - last.locations_without_fix[proto.index()];
+            out.count(p, "locations_without_fix", &[tag], d);
+            last.locations_without_fix[proto.index()] = v;
         }
         let (r, pr, f) = s.point_counts();
         for (k, (name, v)) in [

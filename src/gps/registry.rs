@@ -250,9 +250,9 @@ impl Registry {
     }
 
     /// (devices tracked, active devices per protocol), both pools.
-    pub fn counts(&self, now_ms: i64) -> (usize, [u64; 5]) {
+    pub fn counts(&self, now_ms: i64) -> (usize, [u64; Protocol::ALL.len()]) {
         let d = lock(&self.devices);
-        let mut active = [0u64; 5];
+        let mut active = [0u64; Protocol::ALL.len()];
         for e in d.iter().flat_map(|m| m.values()) {
             if self.is_active(e, now_ms) {
                 active[e.protocol.index()] += 1;
@@ -287,7 +287,7 @@ mod tests {
         assert!(r.connected("b", ID, Protocol::Nmea, addr(), 0));
         r.message("a", ID, true, None, 1_000);
         r.message("a", ID, false, None, 400_000);
-        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0]));
+        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0, 0, 0, 0, 0]));
         let active = r.snapshot(true, 400_000);
         assert_eq!(active.len(), 1);
         assert_eq!(
