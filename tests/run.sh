@@ -16,6 +16,8 @@ command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prom
 command -v promtool >/dev/null || [ -x /usr/bin/promtool ] || missing+=(prometheus)
 # A real node exporter beside the host metrics (tests/host_e2e.rs).
 [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+# Headless Chromium loads the status page (tests/status_page_e2e.rs).
+command -v chromium >/dev/null || missing+=(chromium)
 
 # The distribution's packages start daemons on the default ports (Prometheus 9090, which is
 # tallyd's default HTTP port, Alertmanager 9093, node exporter 9100). The tests run their own

@@ -205,6 +205,8 @@ async fn start(
     sinks::otlp::start(&cfg.otlp_export, received, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
+    // The status page's history ranks the busiest metrics of a window now and then.
+    let history = api::History::attach(ctx);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);
 
     // Sources.
@@ -226,16 +228,20 @@ async fn start(
         cfg.http.trust_loopback,
     );
     ctx.telemetry.register(Arc::new(admin.clone()));
-    let app = api::router(api::Parts {
+    let parts = api::Parts {
         prometheus,
         scrapes,
         health: Arc::clone(&health),
         queues: Arc::clone(&ctx.queues),
         alerts: alerting.clone(),
         gps,
+        telemetry: Arc::clone(&ctx.telemetry),
+        history,
         admin: &admin,
         reloader,
-    });
+    };
+    api::start_sampler(&parts, ctx);
+    let app = api::router(parts);
     api::server::start(&cfg.http, ctx, app)
         .await?
         .report(&health);
