@@ -436,6 +436,15 @@ fn completions_and_the_man_page_come_from_the_clap_definitions() {
     for word in ["check\\-config", "health", "send", "\\-\\-config"] {
         assert!(page.contains(word), "man page lacks {word}");
     }
+    // The Debian package ships the page from the tree; it must be the binary's own.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/deb/tallyd.1"),
+    )
+    .expect("packaging/deb/tallyd.1");
+    assert!(
+        shipped == page,
+        "packaging/deb/tallyd.1 is stale: run `cargo run -- man > packaging/deb/tallyd.1`"
+    );
     // man(1) renders it, when installed.
     if std::path::Path::new("/usr/bin/man").exists() {
         let dir = tempfile::tempdir().expect("tmp");

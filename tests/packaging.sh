@@ -163,7 +163,7 @@ container() {
   done
   local health
   health="$(podman image inspect --format '{{json .HealthCheck.Test}}' "$image")"
-  [ "$health" = '["CMD","/usr/bin/tallyd","--config","/etc/tallyd/tallyd.toml","health"]' ] \
+  [ "$health" = '["CMD","/usr/bin/tallyd","--config","/etc/tallyd/tallyd.toml","health","--live"]' ] \
     || fail "image health check is $health"
   ok "image records user 65532, the six ports, the volume, SIGTERM, entrypoint, cmd, health check"
 
