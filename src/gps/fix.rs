@@ -17,16 +17,19 @@ pub enum Protocol {
     Gt06,
     /// Teltonika Codec 8, 8E and 16.
     Teltonika,
+    /// OsmAnd / Traccar Client over HTTP (`gps.osmand_listen`), never on the TCP port.
+    Osmand,
 }
 
 impl Protocol {
     /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Nmea,
         Protocol::H02,
         Protocol::Tk103,
         Protocol::Gt06,
         Protocol::Teltonika,
+        Protocol::Osmand,
     ];
 
     /// The lower-case name used in labels, logs and the API (`nmea`, `h02`, ...).
@@ -37,6 +40,7 @@ impl Protocol {
             Protocol::Tk103 => "tk103",
             Protocol::Gt06 => "gt06",
             Protocol::Teltonika => "teltonika",
+            Protocol::Osmand => "osmand",
         }
     }
 
@@ -54,6 +58,8 @@ pub enum Attr {
     Int(i64),
     /// Text (alarm names, raw fields).
     Text(String),
+    /// A fractional number (OsmAnd accuracy, battery level).
+    Float(f64),
 }
 
 /// One position report. Units are fixed across protocols: degrees (WGS84), metres, km/h,

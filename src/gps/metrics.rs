@@ -23,9 +23,19 @@ use crate::base::metrics::{Collect, Families, Kind};
 use crate::model::MetricKind;
 
 /// Index used for connections whose protocol is not known yet (or never was).
-pub const UNKNOWN: usize = 5;
+pub const UNKNOWN: usize = PROTOCOLS;
+/// Protocols known, the length of the per-protocol counter arrays.
+pub const PROTOCOLS: usize = Protocol::ALL.len();
 /// Protocol label values, by index; `UNKNOWN` last.
-pub const PROTOCOL_LABELS: [&str; 6] = ["nmea", "h02", "tk103", "gt06", "teltonika", "unknown"];
+pub const PROTOCOL_LABELS: [&str; PROTOCOLS + 1] = [
+    "nmea",
+    "h02",
+    "tk103",
+    "gt06",
+    "teltonika",
+    "osmand",
+    "unknown",
+];
 /// Latency samples held between two publishes; more are counted as dropped.
 pub const MAX_PENDING_LATENCIES: usize = 20_000;
 /// Minutes kept for the live API.
@@ -137,14 +147,14 @@ struct Minute {
 #[derive(Default)]
 pub struct GpsStats {
     /// Open connections, by protocol index ([`UNKNOWN`] before detection).
-    pub active: [AtomicU64; 6],
+    pub active: [AtomicU64; PROTOCOLS + 1],
     /// Accepted connections.
     pub connections_total: AtomicU64,
     failed: [AtomicU64; 8],
     closed: [AtomicU64; 7],
-    received: [AtomicU64; 6],
-    invalid: [[AtomicU64; 5]; 6],
-    locations_valid: [AtomicU64; 5],
+    received: [AtomicU64; PROTOCOLS + 1],
+    invalid: [[AtomicU64; 5]; PROTOCOLS + 1],
+    locations_valid: [AtomicU64; PROTOCOLS],
     points_received: AtomicU64,
     points_processed: AtomicU64,
     points_failed: AtomicU64,
@@ -259,9 +269,9 @@ impl GpsStats {
 struct Last {
     connections_total: u64,
     failed: [u64; 8],
-    received: [u64; 6],
-    invalid: [[u64; 5]; 6],
-    locations_valid: [u64; 5],
+    received: [u64; PROTOCOLS + 1],
+    invalid: [[u64; 5]; PROTOCOLS + 1],
+    locations_valid: [u64; PROTOCOLS],
     points: [u64; 3],
 }
 

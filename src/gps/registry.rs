@@ -182,6 +182,13 @@ impl Registry {
         true
     }
 
+    /// The protocol of the latest connection of identified device `id`, if it is tracked.
+    pub fn protocol(&self, id: &str) -> Option<Protocol> {
+        lock(&self.devices)[Pool::Identified as usize]
+            .get(id)
+            .map(|e| e.protocol)
+    }
+
     /// The connection of `id` (of `pool`) closed.
     pub fn disconnected(&self, id: &str, pool: Pool) {
         if let Some(e) = lock(&self.devices)[pool as usize].get_mut(id) {
@@ -250,9 +257,9 @@ impl Registry {
     }
 
     /// (devices tracked, active devices per protocol), both pools.
-    pub fn counts(&self, now_ms: i64) -> (usize, [u64; 5]) {
+    pub fn counts(&self, now_ms: i64) -> (usize, [u64; Protocol::ALL.len()]) {
         let d = lock(&self.devices);
-        let mut active = [0u64; 5];
+        let mut active = [0u64; Protocol::ALL.len()];
         for e in d.iter().flat_map(|m| m.values()) {
             if self.is_active(e, now_ms) {
                 active[e.protocol.index()] += 1;
