@@ -428,3 +428,7 @@ impl Collect for Commands {
         .value(self.live() as f64);
     }
 }
+
+#[cfg(test)]
+#[path = "command_tests.rs"]
+mod tests;

@@ -192,7 +192,7 @@ impl Default for GpsConfig {
             osmand_enabled: false,
             osmand_listen: "0.0.0.0:5055".into(),
             osmand_max_connections: 1024,
-            command_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(20),
             command_ttl: Duration::from_secs(3600),
             commands_per_device: 16,
             commands_max: 10_000,

@@ -70,7 +70,7 @@ pub async fn start_component(
     let osmand = if cfg.osmand_enabled {
         let (l, addr) =
             bind_tcp("OsmAnd listener", "gps.osmand_listen", &cfg.osmand_listen).await?;
-        tracing::info!(component = "gps", addr = %addr, "OsmAnd / Traccar Client listening");
+        tracing::info!(component = "gps_osmand", addr = %addr, "OsmAnd / Traccar Client listening");
         detail = format!("{detail}, osmand {addr}");
         Some(l)
     } else {
