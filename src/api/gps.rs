@@ -141,16 +141,17 @@ fn yes() -> bool {
 
 async fn command(State(s): State<GpsState>, Path(id): Path<String>, body: Bytes) -> Response {
     use crate::gps::command::{Refused, Status};
-    let req: CommandBody =
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error(
+    let req: CommandBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "body must be {{\"type\": \"locate\" | \"interval\" | \"custom\", ...}}: {e}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     if let Err(e) = req.kind.check() {
         return error(StatusCode::BAD_REQUEST, e);
     }
