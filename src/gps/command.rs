@@ -417,10 +417,7 @@ impl Collect for Commands {
              gps.commands_max), sent, answered, no_answer (gps.command_timeout), expired \
              (gps.command_ttl), unsupported, send_failed.",
         )
-        .by(
-            "result",
-            RESULTS.map(|r| (r, self.counted(r) as f64)).into_iter(),
-        );
+        .by("result", RESULTS.map(|r| (r, self.counted(r) as f64)));
         out.gauge(
             "tallyd_gps_commands_pending",
             "Device commands waiting or awaiting an answer (bound gps.commands_max).",
