@@ -106,6 +106,21 @@ impl Cmd {
         lock(&self.record).clone()
     }
 
+    /// Waits until the command's status is no longer `status` or `limit` passed; true when it
+    /// still is (the timers of the hub: they end as soon as the command moves on).
+    async fn still(&self, status: Status, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            if self.record().status != status {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.record().status == status;
+            }
+        }
+    }
+
     /// Waits until the command is finished or `limit` passed; gives its record then.
     pub async fn wait(&self, limit: Duration) -> Record {
         let deadline = tokio::time::Instant::now() + limit;
@@ -258,21 +273,27 @@ impl Commands {
             let hub = Arc::clone(self);
             let c = Arc::clone(&cmd);
             tokio::spawn(async move {
-                tokio::time::sleep(hub.ttl).await;
-                hub.expire(&c);
+                // Still queued after the TTL: expired if it is waiting; if a connection holds it
+                // (handed over, not yet written), look again after another TTL.
+                while c.still(Status::Queued, hub.ttl).await {
+                    if hub.expire(&c) {
+                        break;
+                    }
+                }
             });
         }
         Ok((cmd, connected))
     }
 
-    fn expire(&self, c: &Arc<Cmd>) {
+    /// Expires `c` if it is waiting for its device; false when it is not there.
+    fn expire(&self, c: &Arc<Cmd>) -> bool {
         let mut g = lock(&self.inner);
         let device = c.record().device_id;
         let Some(q) = g.waiting.get_mut(&device) else {
-            return;
+            return false;
         };
         let Some(i) = q.iter().position(|x| Arc::ptr_eq(x, c)) else {
-            return;
+            return false;
         };
         q.remove(i);
         if q.is_empty() {
@@ -280,6 +301,7 @@ impl Commands {
         }
         drop(g);
         self.finish(c, Status::Expired, None);
+        true
     }
 
     /// Device `device` connected on connection `conn` (a number unique to it): the commands
@@ -333,8 +355,7 @@ impl Commands {
         let hub = Arc::clone(self);
         let c = Arc::clone(c);
         tokio::spawn(async move {
-            tokio::time::sleep(hub.timeout).await;
-            if c.record().status == Status::Sent {
+            if c.still(Status::Sent, hub.timeout).await {
                 hub.finish(&c, Status::NoAnswer, None);
             }
         });
