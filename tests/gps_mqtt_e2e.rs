@@ -37,8 +37,19 @@ struct Broker {
     dir: std::path::PathBuf,
 }
 
+/// A second listener with TLS: its port and the certificate and key files.
+struct Tls {
+    port: u16,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
 impl Broker {
     fn start(dir: &std::path::Path, port: u16) -> Broker {
+        Self::start_with(dir, port, None)
+    }
+
+    fn start_with(dir: &std::path::Path, port: u16, tls: Option<&Tls>) -> Broker {
         let conf = dir.join("mosquitto.conf");
         let passwd = dir.join("passwd");
         if !passwd.exists() {
@@ -53,11 +64,17 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                "user root\nallow_anonymous false\npassword_file {}\n\
                  persistence true\npersistence_location {}/\nautosave_interval 1\n\
-                 log_dest stderr\n",
+                 log_dest stderr\nlistener {port} 127.0.0.1\n{}",
                 passwd.display(),
-                dir.display()
+                dir.display(),
+                tls.map_or(String::new(), |t| format!(
+                    "listener {} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                    t.port,
+                    t.cert.display(),
+                    t.key.display()
+                ))
             ),
         )
         .expect("write mosquitto.conf");
@@ -73,14 +90,13 @@ impl Broker {
             port,
             dir: dir.to_path_buf(),
         };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for p in std::iter::once(port).chain(tls.map(|t| t.port)) {
+            let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "mosquitto did not listen on {p}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         b
     }
@@ -296,4 +312,123 @@ backoff_max = "500ms"
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(sub.distinct().len(), 70);
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn points_reach_a_tls_broker_that_checks_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    // A CA and a server certificate for 127.0.0.1 signed by it (rustls refuses a self-signed
+    // end-entity certificate as its own anchor).
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca_key, ca, key, csr) = (p("ca.key"), p("ca.pem"), p("server.key"), p("server.csr"));
+    let mut args = vec!["req", "-x509", "-days", "1", "-subj", "/CN=e2e CA"];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca]);
+    openssl(&args);
+    let mut args = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ];
+    args.extend(ec);
+    openssl(&args);
+    let ext = p("ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let cert = p("server.pem");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    let tls = Tls {
+        port: free_port(),
+        cert: cert.into(),
+        key: key.into(),
+    };
+    let plain = free_port();
+    let _broker = Broker::start_with(dir.path(), plain, Some(&tls));
+    let sub = Subscriber::start(plain);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sub.subscribed.load(Relaxed) {
+        assert!(Instant::now() < deadline, "subscriber did not subscribe");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = |password: &str| {
+        format!(
+            r#"
+[gps]
+osmand_enabled = true
+osmand_listen = "127.0.0.1:0"
+points_mqtt = "mqtts://127.0.0.1:{}"
+points_mqtt_topic = "fleet/{{device_id}}/points"
+points_mqtt_username = "{USER}"
+points_mqtt_password = "{password}"
+points_mqtt_ca_file = "{ca}"
+points_timeout = "3s"
+[queue]
+directory = "@DIR@/queue"
+backoff_initial = "100ms"
+backoff_max = "500ms"
+"#,
+            tls.port
+        )
+    };
+
+    // A wrong password: the broker refuses the login, the device is still answered (the point
+    // is in the queue) and delivery is retried.
+    let t = Tallyd::start(&config("wrong"));
+    report(osmand_addr(&t), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue_metric(&t, "tallyd_forwarder_retries_total") < 2.0 {
+        assert!(Instant::now() < deadline, "refused logins not retried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(queue_metric(&t, "tallyd_forwarder_queue_depth"), 1.0);
+    assert!(sub.distinct().is_empty());
+    drop(t);
+
+    // The right one: every point over TLS, the broker checked against the CA file.
+    let t = Tallyd::start(&config(PASSWORD));
+    let osmand = osmand_addr(&t);
+    let want: BTreeSet<_> = (0..10).map(|i| report(osmand, i)).collect();
+    sub.wait_for(&want, "over TLS");
 }

@@ -398,5 +398,8 @@ mod tests {
         assert_eq!(g.validate().expect_err("ca").key, "gps.points_mqtt_ca_file");
         g.points_mqtt_ca_file.clear();
         assert!(g.validate().is_ok());
+        g.points_mqtt_password = "hunter2".into();
+        let shown = format!("{:?}", g.redacted());
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
