@@ -349,3 +349,115 @@ fn wait_command_status(t: &Tallyd, device: &str, status: &str) -> Vec<serde_json
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// CRC-16/ARC (Teltonika "CRC-16/IBM"), bit by bit.
+fn crc_ibm(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for b in data {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// A Codec 12 packet of `kind` (5 command, 6 response) carrying `text`.
+fn codec12(kind: u8, text: &[u8]) -> Vec<u8> {
+    let mut data = vec![0x0C, 0x01, kind];
+    data.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    data.extend_from_slice(text);
+    data.push(0x01);
+    let mut p = vec![0, 0, 0, 0];
+    p.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    p.extend_from_slice(&data);
+    p.extend_from_slice(&u32::from(crc_ibm(&data)).to_be_bytes());
+    p
+}
+
+#[test]
+fn teltonika_and_h02_commands_and_their_answers() {
+    let t = Tallyd::start("[gps]\ncommand_timeout = \"5s\"\n");
+    let gps = t.gps.expect("gps address");
+
+    // Teltonika: Codec 12 out, the type 06 response reported.
+    let mut fmb = TcpStream::connect(gps).expect("connect");
+    fmb.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    fmb.write_all(b"\x00\x0f356307042441013").expect("imei");
+    assert_eq!(read_exact(&mut fmb, 1), vec![0x01], "IMEI accepted");
+    let pending = post_command(
+        t.http,
+        "356307042441013",
+        r#"{"type":"custom","text":"getinfo"}"#,
+    );
+    let want = codec12(0x05, b"getinfo");
+    assert_eq!(read_exact(&mut fmb, want.len()), want);
+    let info = b"RTC:2024/3/1 12:00 Init:2024/3/1 11:00 UpTime:3600s PWR:PwrVoltage RST:0 GPS:3";
+    fmb.write_all(&codec12(0x06, info)).expect("response");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(
+        v["command"]["answer"],
+        String::from_utf8_lossy(info).as_ref()
+    );
+    assert_eq!(v["command"]["protocol"], "teltonika");
+    // Teltonika has no interval command: refused up front, the device being known.
+    let (code, v) = post_command(
+        t.http,
+        "356307042441013",
+        r#"{"type":"interval","seconds":30}"#,
+    )
+    .join()
+    .expect("post");
+    assert_eq!(code, 422, "{v}");
+
+    // H02: the device names itself in its first report; D1 out, the V4 confirmation back.
+    let mut h02 = TcpStream::connect(gps).expect("connect");
+    h02.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    h02.write_all(
+        b"*HQ,4970105243,V1,104002,A,2235.1777,N,11357.8913,E,000.00,235,130721,FFFFFBFF#\r\n",
+    )
+    .expect("report");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"#") {
+        h02.read_exact(&mut b).expect("ack");
+        line.push(b[0]);
+    }
+    assert!(line.starts_with(b"*HQ,4970105243,V4,V1,"));
+    let pending = post_command(t.http, "4970105243", r#"{"type":"interval","seconds":30}"#);
+    let mut cmd = Vec::new();
+    while !cmd.ends_with(b"#") {
+        h02.read_exact(&mut b).expect("command");
+        cmd.push(b[0]);
+    }
+    let cmd = String::from_utf8_lossy(&cmd).to_string();
+    let fields: Vec<&str> = cmd.trim_end_matches('#').split(',').collect();
+    assert_eq!(fields[..3], ["*HQ", "4970105243", "D1"], "{cmd}");
+    assert_eq!(fields[3].len(), 6, "HHMMSS: {cmd}");
+    assert_eq!(fields[4..], ["30", "1"], "{cmd}");
+    let confirm = format!("*HQ,4970105243,V4,D1,30,1,{},130721,A#", fields[3]);
+    h02.write_all(confirm.as_bytes()).expect("confirm");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], confirm.as_str());
+    // H02 documents no locate command.
+    let (code, _) = post_command(t.http, "4970105243", r#"{"type":"locate"}"#)
+        .join()
+        .expect("post");
+    assert_eq!(code, 422);
+    let m = t.wait_metrics(
+        |m| value(m, "tallyd_gps_commands_total{result=\"unsupported\"}") == Some(2.0),
+        "two unsupported commands",
+    );
+    assert_eq!(
+        value(&m, "tallyd_gps_commands_total{result=\"answered\"}"),
+        Some(2.0)
+    );
+}
