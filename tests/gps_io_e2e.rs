@@ -461,3 +461,27 @@ fn teltonika_and_h02_commands_and_their_answers() {
         Some(2.0)
     );
 }
+
+#[test]
+fn osmand_is_not_answered_200_when_the_point_cannot_be_stored() {
+    // Every write to /dev/full fails (ENOSPC): the phone must get no 200, so it keeps the
+    // position and sends it again.
+    let t = Tallyd::start(
+        r#"
+[gps]
+osmand_enabled = true
+osmand_listen = "127.0.0.1:0"
+points_file = "/dev/full"
+points_fsync = false
+"#,
+    );
+    let addr = osmand_addr(&t);
+    let (code, body) = curl(&[&format!("http://{addr}/?id=p&lat=1&lon=2")]);
+    assert_eq!(code, 503, "{body}");
+    // A report without a position stores nothing and is answered.
+    assert_eq!(curl(&[&format!("http://{addr}/?id=p&batt=50")]).0, 200);
+    t.wait_metrics(
+        |m| value(m, "live_points_failed_total") == Some(1.0),
+        "the failed point counted",
+    );
+}
