@@ -485,3 +485,16 @@ points_fsync = false
         "the failed point counted",
     );
 }
+
+#[test]
+fn the_command_route_is_behind_the_admin_rule() {
+    let t = Tallyd::start("[http]\nadmin_token = \"tok-cmd\"\ntrust_loopback = false\n");
+    let path = "/api/monitoring/gps/devices/d1/command";
+    let body = r#"{"type":"locate"}"#;
+    let json = ("Content-Type", "application/json");
+    let (code, _) = http_request(t.http, "POST", path, &[json], body);
+    assert_eq!(code, 401, "no token");
+    let bearer = ("Authorization", "Bearer tok-cmd");
+    let (code, reply) = http_request(t.http, "POST", path, &[json, bearer], body);
+    assert_eq!(code, 202, "queued for an offline device: {reply}");
+}
