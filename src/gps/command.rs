@@ -447,6 +447,91 @@ impl Collect for Commands {
     }
 }
 
+/// A device connection's side of the hub: its channel once the device is known, the commands
+/// written and awaiting an answer, and the serial of its command frames. The connection loop
+/// (`server.rs`) waits on [`Link::next`] beside its socket, writes with [`Link::send`] and
+/// asks [`Link::answered`] before the decoder sees the buffer.
+#[derive(Default)]
+pub struct Link {
+    attached: Option<Attached>,
+    awaiting: std::collections::VecDeque<Arc<Cmd>>,
+    serial: u16,
+}
+
+impl Link {
+    /// The device `id` is known on connection `conn`: its commands come to this link.
+    pub fn attach(&mut self, hub: &Commands, id: &str, conn: u64) {
+        self.attached = Some(hub.attach(id, conn));
+    }
+
+    /// The connection of device `id` ended (or named another device).
+    pub fn detach(&mut self, hub: &Commands, id: &str) {
+        if let Some(a) = self.attached.take() {
+            hub.detach(id, a);
+        }
+    }
+
+    /// The next command for the device; never, before the device is known.
+    pub async fn next(&mut self) -> Option<Arc<Cmd>> {
+        match &mut self.attached {
+            Some(a) => a.rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Encodes `c` for `protocol` and writes it to `device` within `timeout`. False when the
+    /// write failed (the connection is then closed).
+    pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        hub: &Arc<Commands>,
+        out: &mut W,
+        protocol: Protocol,
+        device: &str,
+        c: Arc<Cmd>,
+        timeout: Duration,
+    ) -> bool {
+        use tokio::io::AsyncWriteExt;
+        self.serial = self.serial.wrapping_add(1);
+        let kind = c.kind();
+        let Some(frame) = super::encode::encode(protocol, device, &kind, self.serial, now_ms())
+        else {
+            hub.finish(&c, Status::Unsupported, None);
+            return true;
+        };
+        if !matches!(
+            tokio::time::timeout(timeout, out.write_all(&frame)).await,
+            Ok(Ok(()))
+        ) {
+            hub.finish(&c, Status::SendFailed, None);
+            return false;
+        }
+        hub.sent(&c, protocol);
+        self.awaiting.push_back(c);
+        true
+    }
+
+    /// When a command awaits an answer and `buf` starts with one: completes the command and
+    /// gives the bytes of the answer frame to remove (0: none, or an ordinary frame the decoder
+    /// still reads, GPS103's).
+    pub fn answered(&mut self, hub: &Commands, protocol: Protocol, buf: &[u8]) -> usize {
+        if self.awaiting.is_empty() {
+            return 0;
+        }
+        self.awaiting.retain(|c| c.record().status == Status::Sent);
+        let Some(a) = self
+            .awaiting
+            .front()
+            .and(super::encode::answer(protocol, buf))
+        else {
+            return 0;
+        };
+        if let Some(c) = self.awaiting.pop_front() {
+            hub.finish(&c, Status::Answered, Some(a.text));
+        }
+        a.consumed
+    }
+}
+
 #[cfg(test)]
 #[path = "command_tests.rs"]
 mod tests;

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::command::{Attached, Cmd, Commands, Status};
+use super::command::{Cmd, Commands, Link};
 use super::detect::{detect, Detect};
 use super::fix::{FrameError, Message, Protocol, Step};
 use super::guard::Guard;
@@ -30,7 +30,7 @@ use super::nmea::Nmea;
 use super::points::{Delivery, Point};
 use super::registry::{Pool, Registry};
 use super::teltonika::Teltonika;
-use super::{encode, gt06, h02, tk103, GpsConfig};
+use super::{gt06, h02, tk103, GpsConfig};
 use crate::base::accept::{self, Handler};
 
 /// Bytes asked of the socket per read.
@@ -225,12 +225,8 @@ struct Connection<'a> {
     slot: usize,
     /// When the bytes now at the head of the buffer started arriving.
     partial_since: Instant,
-    /// This connection's end of the command hub, once the device is known.
-    cmds: Option<Attached>,
-    /// Commands written to the device, waiting for its answer, oldest first.
-    awaiting: std::collections::VecDeque<Arc<Cmd>>,
-    /// Serial number of the last command frame (GT06).
-    serial: u16,
+    /// This connection's end of the command hub (`command::Link`).
+    cmds: Link,
 }
 
 /// What woke the read loop.
@@ -238,14 +234,6 @@ enum Woke {
     Shutdown,
     Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
     Command(Arc<Cmd>),
-}
-
-/// The next command for the connection's device; never, before the device is known.
-async fn next_command(a: &mut Option<Attached>) -> Option<Arc<Cmd>> {
-    match a {
-        Some(a) => a.rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl<'a> Connection<'a> {
@@ -261,9 +249,7 @@ impl<'a> Connection<'a> {
             pool: Pool::Identified,
             slot: UNKNOWN,
             partial_since: Instant::now(),
-            cmds: None,
-            awaiting: std::collections::VecDeque::new(),
-            serial: 0,
+            cmds: Link::default(),
         }
     }
 
@@ -285,9 +271,7 @@ impl<'a> Connection<'a> {
         }
         if let Some(id) = &self.device {
             self.server.registry.disconnected(id, self.pool);
-            if let Some(a) = self.cmds.take() {
-                self.server.commands.detach(id, a);
-            }
+            self.cmds.detach(&self.server.commands, id);
         }
         s.active[self.slot].fetch_sub(1, Relaxed);
     }
@@ -317,7 +301,7 @@ impl<'a> Connection<'a> {
             self.buf.resize(old + room, 0);
             let woke = tokio::select! {
                 _ = cancel.cancelled() => Woke::Shutdown,
-                Some(c) = next_command(&mut self.cmds) => Woke::Command(c),
+                Some(c) = self.cmds.next() => Woke::Command(c),
                 r = tokio::time::timeout_at(deadline.into(), self.stream.read(&mut self.buf[old..])) => Woke::Read(r),
             };
             let read = match woke {
@@ -325,8 +309,15 @@ impl<'a> Connection<'a> {
                 Woke::Read(r) => Some(r),
                 Woke::Command(c) => {
                     self.buf.truncate(old);
-                    if let Err(end) = self.send_command(c).await {
-                        return end;
+                    let (Some(id), Some(d)) = (&self.device, &self.decoder) else {
+                        continue;
+                    };
+                    let (hub, t) = (&self.server.commands, self.server.limits.frame_timeout);
+                    let sent = self
+                        .cmds
+                        .send(hub, &mut self.stream, d.protocol(), id, c, t);
+                    if !sent.await {
+                        return End::Closed(Close::WriteFailed);
                     }
                     continue;
                 }
@@ -393,13 +384,21 @@ impl<'a> Connection<'a> {
                 },
             };
             let protocol = decoder.protocol();
-            if self.answered(protocol, now_ms) {
+            // A command's answer at the head of the buffer (one only the command layer reads
+            // is removed before the decoder runs).
+            let answer = self
+                .cmds
+                .answered(&self.server.commands, protocol, &self.buf);
+            if answer > 0 {
+                self.buf.drain(..answer.min(self.buf.len()));
+                self.server.stats.message(protocol.index(), None, now_ms);
+                if let Some(id) = &self.device {
+                    let r = &self.server.registry;
+                    r.message(id, self.pool, true, None, now_ms);
+                }
                 consumed = true;
                 continue;
             }
-            let Some(decoder) = self.decoder.as_mut() else {
-                return Ok(());
-            };
             match decoder.step(&self.buf, &self.server.limits, now_ms) {
                 Step::Incomplete => {
                     if consumed {
@@ -447,81 +446,17 @@ impl<'a> Connection<'a> {
         }
         if let Some(old) = self.device.take() {
             self.server.registry.disconnected(&old, self.pool);
-            if let Some(a) = self.cmds.take() {
-                self.server.commands.detach(&old, a);
-            }
+            self.cmds.detach(&self.server.commands, &old);
         }
         self.server
             .registry
             .connected(id, pool, protocol, self.peer, now_ms);
         self.device = Some(id.to_string());
         self.pool = pool;
-        self.attach_commands();
-    }
-
-    /// Takes the device's commands from the hub.
-    fn attach_commands(&mut self) {
-        let hub = &self.server.commands;
-        let Some(id) = &self.device else { return };
-        if self.pool == Pool::Identified {
+        if pool == Pool::Identified {
             let conn = self.server.next_conn.fetch_add(1, Relaxed);
-            self.cmds = Some(hub.attach(id, conn));
+            self.cmds.attach(&self.server.commands, id, conn);
         }
-    }
-
-    /// Encodes `c` for this connection's protocol and writes it; the answer is matched in
-    /// [`Connection::answered`].
-    async fn send_command(&mut self, c: Arc<Cmd>) -> Result<(), End> {
-        let hub = Arc::clone(&self.server.commands);
-        let (Some(id), Some(d)) = (&self.device, &self.decoder) else {
-            return Ok(());
-        };
-        let protocol = d.protocol();
-        self.serial = self.serial.wrapping_add(1);
-        let Some(frame) = encode::encode(protocol, id, &c.kind(), self.serial, now_ms()) else {
-            hub.finish(&c, Status::Unsupported, None);
-            return Ok(());
-        };
-        let t = self.server.limits.frame_timeout;
-        if !matches!(
-            tokio::time::timeout(t, self.stream.write_all(&frame)).await,
-            Ok(Ok(()))
-        ) {
-            hub.finish(&c, Status::SendFailed, None);
-            return Err(End::Closed(Close::WriteFailed));
-        }
-        hub.sent(&c, protocol);
-        self.awaiting.push_back(c);
-        Ok(())
-    }
-
-    /// When a command awaits an answer and the buffer starts with one: completes the command,
-    /// removes the answer frame if it is one only the command layer reads, and says whether it
-    /// did (the decoder then looks at what follows).
-    fn answered(&mut self, protocol: Protocol, now_ms: i64) -> bool {
-        self.awaiting.retain(|c| c.record().status == Status::Sent);
-        if self.awaiting.is_empty() {
-            return false;
-        }
-        let Some(a) = encode::answer(protocol, &self.buf) else {
-            return false;
-        };
-        if let Some(c) = self.awaiting.pop_front() {
-            self.server
-                .commands
-                .finish(&c, Status::Answered, Some(a.text));
-        }
-        if a.consumed == 0 {
-            return false;
-        }
-        self.buf.drain(..a.consumed.min(self.buf.len()));
-        self.server.stats.message(protocol.index(), None, now_ms);
-        if let Some(id) = &self.device {
-            self.server
-                .registry
-                .message(id, self.pool, true, None, now_ms);
-        }
-        true
     }
 
     async fn handle(&mut self, protocol: Protocol, m: Message, now_ms: i64) -> Result<(), End> {
