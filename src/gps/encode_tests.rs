@@ -199,3 +199,36 @@ fn operator_values_are_checked() {
     let k: Kind = serde_json::from_str(r#"{"type":"interval","seconds":30}"#).expect("json");
     assert_eq!(k, Kind::Interval { seconds: 30 });
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever a device sends, recognising an answer never panics and never claims more bytes
+    /// than the buffer holds.
+    #[test]
+    fn answers_of_arbitrary_bytes(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        for p in Protocol::ALL {
+            if let Some(a) = answer(p, &buf) {
+                proptest::prop_assert!(a.consumed <= buf.len());
+                proptest::prop_assert!(a.text.len() <= 2048);
+            }
+        }
+    }
+
+    /// Every accepted custom text encodes for every protocol that has custom commands, and the
+    /// GT06 and Teltonika frames carry it whole.
+    #[test]
+    fn custom_commands_encode(text in "[ -~]{1,200}", serial in proptest::num::u16::ANY) {
+        let kind = Kind::Custom { text: text.clone() };
+        proptest::prop_assert!(kind.check().is_ok());
+        for p in [Protocol::Gt06, Protocol::H02, Protocol::Tk103, Protocol::Teltonika] {
+            let f = encode(p, "123", &kind, serial, 0);
+            proptest::prop_assert!(f.is_some());
+        }
+        let g = gt06(&text, serial);
+        proptest::prop_assert_eq!(usize::from(g[2]) + 5, g.len());
+        proptest::prop_assert_eq!(&g[9..9 + text.len()], text.as_bytes());
+        let t = codec12(&text);
+        proptest::prop_assert_eq!(&t[15..15 + text.len()], text.as_bytes());
+    }
+}

@@ -279,7 +279,14 @@ fn check_position(f: &Fix) -> Result<(), String> {
 fn timestamp(v: &str) -> Result<i64, String> {
     let v = v.trim();
     if let Ok(t) = v.parse::<i64>() {
-        return Ok(if t < i64::from(i32::MAX) { t * 1000 } else { t });
+        let ms = if t < i64::from(i32::MAX) {
+            t.checked_mul(1000)
+        } else {
+            Some(t)
+        };
+        return ms
+            .filter(|ms| *ms >= 0)
+            .ok_or_else(|| format!("timestamp={v:?} is before 1970"));
     }
     if let Ok(t) = v.parse::<f64>() {
         if t.is_finite() && t > 0.0 {

@@ -111,6 +111,11 @@ fn bad_requests_say_why() {
         ("id=a&lat=1", "lat without lon"),
         ("id=a&lat=1&lon=2&timestamp=yesterday", "timestamp"),
         ("id=a&lat=NaN&lon=2", "not a number"),
+        (
+            "id=a&lat=1&lon=2&timestamp=-9223372036854775808",
+            "before 1970",
+        ),
+        ("id=a&lat=1&lon=2&timestamp=-5", "before 1970"),
     ] {
         let e = parse(q, false, b"", NOW).expect_err(q);
         assert!(e.contains(want), "{q}: {e}");
@@ -120,4 +125,26 @@ fn bad_requests_say_why() {
     }
     let long = format!("id={}&lat=1&lon=1", "x".repeat(65));
     assert!(parse(&long, false, b"", NOW).is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever a phone (or anyone) sends, parsing never panics, and an accepted report has a
+    /// bounded id and positions in range.
+    #[test]
+    fn arbitrary_requests(
+        query in "(id=[a-z0-9]{1,3}&)?[a-z=&%0-9.,:+-]{0,120}",
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        json in proptest::bool::ANY,
+    ) {
+        if let Ok(r) = parse(&query, json, &body, NOW) {
+            proptest::prop_assert!(!r.id.is_empty() && r.id.len() <= 64);
+            for f in &r.fixes {
+                proptest::prop_assert!((-90.0..=90.0).contains(&f.lat));
+                proptest::prop_assert!((-180.0..=180.0).contains(&f.lon));
+                proptest::prop_assert!(f.speed_kmh.is_finite() && f.course.is_finite());
+            }
+        }
+    }
 }
