@@ -38,5 +38,6 @@ pub mod sinks;
 pub mod statsd;
 pub mod telemetry;
 mod topology;
+pub use component::reload::Reloader;
 
-pub use topology::run;
+pub use topology::{run, Control, Service, SetLogLevel};

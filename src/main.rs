@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tallyd::config::{Config, LogFormat};
+
+#[path = "main/client.rs"]
+mod client;
 
 #[derive(Parser)]
 #[command(
@@ -33,24 +36,85 @@ enum Command {
     /// Print the effective configuration (defaults + file + environment) as TOML, every
     /// credential shown as "<redacted>".
     PrintConfig,
+    /// Send StatsD/DogStatsD lines to a running tallyd (a smoke test without nc): over UDP to
+    /// the configured statsd.udp_listen by default.
+    Send {
+        /// The lines, e.g. 'test.metric:1|c' (one datagram, or one write over TCP).
+        #[arg(required = true, value_name = "LINE")]
+        lines: Vec<String>,
+        /// Over TCP, to statsd.tcp_listen.
+        #[arg(long, conflicts_with = "unix")]
+        tcp: bool,
+        /// Over the Unix datagram socket at PATH (statsd.unix_socket).
+        #[arg(long, value_name = "PATH")]
+        unix: Option<PathBuf>,
+        /// The address to send to instead of the configured listener's (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "unix")]
+        addr: Option<String>,
+    },
+    /// Check a running tallyd: exit 0 when its /health/ready answers 200, 1 otherwise (for
+    /// container health checks; no curl needed).
+    Health {
+        /// The readiness URL (http:// only); default: /health/ready on the configured
+        /// http.listen, loopback when it listens on every address.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Check /health/live (the process serves HTTP) instead of /health/ready (every
+        /// listener bound, not shutting down); what a container HEALTHCHECK wants.
+        #[arg(long, conflicts_with = "url")]
+        live: bool,
+        /// How long to wait for the answer.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output.
+    Man,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    tallyd::config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    let mut cfg = match Config::load(cli.config.as_deref()) {
+    // These need no configuration.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "tallyd", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the manual page: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    let service = tallyd::Service {
+        config_path: cli.config.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format,
+        set_log_level: None,
+    };
+    let cfg = match service.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    if let Some(l) = cli.log_level {
-        cfg.log.level = l;
-    }
-    if let Some(f) = cli.log_format {
-        cfg.log.format = f;
-    }
     match cli.command {
         Some(Command::CheckConfig) => {
             if let Err(e) = cfg.check_queue_directory() {
@@ -64,14 +128,30 @@ fn main() -> ExitCode {
             print!("{}", cfg.to_toml_redacted());
             return ExitCode::SUCCESS;
         }
-        None => {}
+        Some(Command::Send {
+            lines,
+            tcp,
+            unix,
+            addr,
+        }) => return client::send(&cfg, &lines, tcp, unix.as_deref(), addr.as_deref()),
+        Some(Command::Health { url, live, timeout }) => {
+            return client::health(&cfg, url.as_deref(), live, timeout)
+        }
+        Some(Command::Completions { .. } | Command::Man) | None => {}
     }
     // Before any thread or socket exists; the listeners' caps are fitted to it at start.
     let nofile = tallyd::base::fds::raise_limit();
-    if let Err(e) = init_logging(&cfg) {
-        eprintln!("error: {e}");
-        return ExitCode::from(1);
-    }
+    let set_log_level = match init_logging(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let service = tallyd::Service {
+        set_log_level: Some(set_log_level),
+        ..service
+    };
     match nofile {
         Ok(l) if l.soft > l.was => {
             tracing::info!(
@@ -99,8 +179,18 @@ fn main() -> ExitCode {
         }
     };
     // The signal handlers are installed before anything is bound, so a SIGHUP that arrives
-    // while tallyd starts is ignored too, not left to its default action.
-    match rt.block_on(async { tallyd::run(cfg, shutdown_signal()).await }) {
+    // while tallyd starts is queued as a reload, not left to its default action (exit).
+    let result = rt.block_on(async {
+        let (reloader, requests) = tallyd::Reloader::channel(1);
+        let shutdown = signals(reloader.clone());
+        let control = tallyd::Control {
+            service,
+            reloader,
+            requests,
+        };
+        tallyd::run(cfg, shutdown, Some(control)).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -123,30 +213,44 @@ impl std::fmt::Display for LogLevelError {
     }
 }
 
-/// Installs the log subscriber `[log]` describes; fails only on a bad `log.level`.
-fn init_logging(cfg: &Config) -> Result<(), LogLevelError> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cfg.log.level).map_err(|source| LogLevelError {
-            level: cfg.log.level.clone(),
+/// Installs the log subscriber `[log]` describes, with a filter a reload can replace (the
+/// returned function); fails only on a bad `log.level`.
+fn init_logging(cfg: &Config) -> Result<tallyd::SetLogLevel, LogLevelError> {
+    let parse = |level: &str| {
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|source| LogLevelError {
+            level: level.to_string(),
             source,
-        })?;
+        })
+    };
+    let filter = parse(&cfg.log.level)?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    macro_rules! install {
+        ($b:expr) => {{
+            let b = $b.with_filter_reloading();
+            let handle = b.reload_handle();
+            b.init();
+            Box::new(move |level: &str| {
+                let f = parse(level).map_err(|e| e.to_string())?;
+                handle
+                    .reload(f)
+                    .map_err(|e| format!("cannot replace the log filter: {e}"))
+            })
+        }};
     }
-    Ok(())
+    Ok(match cfg.log.format {
+        LogFormat::Json => install!(builder.json()),
+        LogFormat::Text => install!(builder),
+    })
 }
 
 /// Installs the signal handlers and returns what completes on SIGTERM or SIGINT. SIGHUP, which
-/// `systemctl reload` and many supervisors send, does not stop tallyd: its default action would
-/// kill the process without draining or a final flush, and live reload is not built yet, so it
-/// is logged and ignored.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// `systemctl reload` (the unit's `ExecReload`) sends, asks `reloader` for a reload; its
+/// default action would kill the process without draining or a final flush.
+fn signals(reloader: tallyd::Reloader) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate()).ok();
     let hup = signal(SignalKind::hangup()).ok();
@@ -159,9 +263,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = tokio::signal::ctrl_c() => return,
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP received: reloading the configuration is not supported yet, so it is ignored; restart tallyd to apply a changed configuration"
-                ),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    reloader.request("signal");
+                }
             }
         }
     }

@@ -283,3 +283,171 @@ fn a_non_utf8_environment_is_an_error_only_where_tallyd_reads_it() {
         "{err}"
     );
 }
+
+/// A config file pointing `tallyd send` and `tallyd health` at the running instance `t`.
+fn client_config(t: &common::Tallyd, extra: &str) -> std::path::PathBuf {
+    let p = t.path("client.toml");
+    let text = format!(
+        "[statsd]\nudp_listen = \"{}\"\ntcp_listen = \"{}\"\n[http]\nlisten = \"{}\"\n{extra}",
+        t.udp.expect("udp"),
+        t.tcp.expect("tcp"),
+        t.http
+    );
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn send_delivers_over_udp_tcp_and_the_unix_socket() {
+    let t = common::Tallyd::start("[statsd]\nunix_socket = \"@DIR@/statsd.sock\"\n");
+    let cfg = client_config(&t, "");
+    let run = |args: &[&str]| {
+        let out = command()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("send")
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = run(&["cli.send:1|c", "cli.gauge:7|g"]);
+    assert!(
+        said.contains("2 line(s)") && said.contains("udp:"),
+        "{said}"
+    );
+    assert!(run(&["--tcp", "cli.send:2|c"]).contains("tcp:"));
+    let sock = t.path("statsd.sock");
+    let sock = sock.to_str().expect("utf-8 path");
+    assert!(run(&["--unix", sock, "cli.send:4|c"]).contains("unix:"));
+    let addr = t.udp.expect("udp").to_string();
+    run(&["--addr", &addr, "cli.send:8|c"]);
+    let m = t.wait_value("cli_send_total", 15.0);
+    assert_eq!(common::value(&m, "cli_gauge"), Some(7.0));
+
+    // Nothing listening there: UDP cannot tell, TCP can.
+    let closed = common::closed_port();
+    let out = command()
+        .args([
+            "send",
+            "--tcp",
+            "--addr",
+            &format!("127.0.0.1:{}", closed.port),
+            "x:1|c",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot send"));
+}
+
+#[test]
+fn health_exits_zero_only_when_ready_answers_200() {
+    let mut t = common::Tallyd::start("");
+    let cfg = client_config(&t, "");
+    let health = |args: &[&str]| {
+        command()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("health")
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let out = health(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/health/ready: 200"));
+    let out = health(&["--live"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/health/live: 200"));
+    let url = format!("http://{}/health/ready", t.http);
+    assert!(health(&["--url", &url]).status.success());
+    // Another path that is not 200, a closed port, and https are failures.
+    let missing = format!("http://{}/nothing-here", t.http);
+    assert_eq!(health(&["--url", &missing]).status.code(), Some(1));
+    let closed = common::closed_port();
+    let out = health(&[
+        "--url",
+        &format!("http://127.0.0.1:{}/health/ready", closed.port),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        health(&["--url", "https://127.0.0.1:1/"]).status.code(),
+        Some(1)
+    );
+    // Once tallyd has stopped, it fails too.
+    let http = t.http;
+    assert!(t.terminate().success());
+    let out = health(&["--url", &format!("http://{http}/health/ready")]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn health_sends_the_admin_token_when_health_is_not_public() {
+    let extra = "[http]\nadmin_token = \"tok-1\"\ntrust_loopback = false\npublic_routes = []\n";
+    let t = common::Tallyd::start(extra);
+    assert!(
+        t.get("/health/ready").0 >= 400,
+        "health is behind the admin rule"
+    );
+    let with = client_config(&t, "admin_token = \"tok-1\"\n");
+    let out = command()
+        .arg("--config")
+        .arg(&with)
+        .arg("health")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_clap_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = command()
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for sub in ["check-config", "send", "health", "completions"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let out = command().arg("man").output().expect("run");
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tallyd"),
+        "{page}"
+    );
+    for word in ["check\\-config", "health", "send", "\\-\\-config"] {
+        assert!(page.contains(word), "man page lacks {word}");
+    }
+    // man(1) renders it, when installed.
+    if std::path::Path::new("/usr/bin/man").exists() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("tallyd.1");
+        std::fs::write(&p, page.as_bytes()).expect("write");
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(&p)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("tallyd"));
+    }
+}

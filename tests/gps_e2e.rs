@@ -403,7 +403,7 @@ fn every_protocol_at_once() {
         ("gt06", 8.0, 5.0),
         ("teltonika", 3.0, 3.0),
         ("h02", 3.0, 3.0),
-        ("tk103", 6.0, 3.0),
+        ("gps103", 6.0, 3.0),
         ("nmea", 7.0, 3.0),
     ] {
         assert_eq!(
@@ -659,7 +659,7 @@ fn hostile_peers_are_counted_cut_off_and_blacklisted_while_good_devices_stream()
         1.0
     );
     assert_eq!(
-        v("gps_tcp_messages_invalid_total{protocol=\"tk103\",reason=\"malformed\"}"),
+        v("gps_tcp_messages_invalid_total{protocol=\"gps103\",reason=\"malformed\"}"),
         5.0
     );
     assert_eq!(

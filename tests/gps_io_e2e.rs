@@ -306,7 +306,7 @@ command_ttl = "1m"
     coban.write_all(report.as_bytes()).expect("report");
     let list = wait_command_status(&t, gps103, "answered");
     assert_eq!(list[0]["answer"], report.as_str());
-    assert_eq!(list[0]["protocol"], "tk103");
+    assert_eq!(list[0]["protocol"], "gps103");
     // The report was still decoded as a position.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !points(&t).iter().any(|p| p["device_id"] == gps103) {

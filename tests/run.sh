@@ -16,6 +16,8 @@ command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prom
 command -v promtool >/dev/null || [ -x /usr/bin/promtool ] || missing+=(prometheus)
 # A real node exporter beside the host metrics (tests/host_e2e.rs).
 [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+# Headless Chromium loads the status page (tests/status_page_e2e.rs).
+command -v chromium >/dev/null || missing+=(chromium)
 # A real MQTT broker and its password tool (tests/gps_mqtt_e2e.rs).
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 
@@ -74,4 +76,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 stop_distro_services
 
+# The systemd unit: directives and its systemd-analyze security score (no systemd needed).
+bash tests/systemd.sh
 cargo test "$@"

@@ -1,5 +1,5 @@
-//! Signals from the user's side: SIGHUP must not stop tallyd (nor lose the window), SIGTERM
-//! still drains and flushes.
+//! Signals from the user's side: SIGHUP reloads the configuration and does not stop tallyd
+//! (nor lose the window); SIGTERM still drains and flushes.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::Tallyd;
 
 #[test]
-fn sighup_is_logged_and_ignored_and_the_window_survives() {
+fn sighup_reloads_and_the_window_survives() {
     let mut t = Tallyd::start("");
     t.send_udp("hup.test:3|c");
     t.wait_value("hup_test_total", 3.0);
@@ -17,16 +17,23 @@ fn sighup_is_logged_and_ignored_and_the_window_survives() {
     // SAFETY: kill only sends a signal to the child this test started; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !t.logs().iter().any(|l| l.contains("SIGHUP received")) {
+    while !t
+        .logs()
+        .iter()
+        .any(|l| l.contains("configuration reloaded"))
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "no SIGHUP log line: {:?}",
+            "no reload log line: {:?}",
             t.logs()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (code, _) = t.get("/health/live");
+    let (code, body) = t.get("/health");
     assert_eq!(code, 200, "tallyd answers after SIGHUP");
+    let h: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(h["last_reload"]["trigger"], "signal");
+    assert_eq!(h["last_reload"]["result"], "ok");
     // The increment sent before the signal is still counted: the process kept its state.
     t.wait_value("hup_test_total", 5.0);
     let status = t.terminate();

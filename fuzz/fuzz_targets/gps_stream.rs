@@ -5,8 +5,8 @@
 //! messages decoded (good or bad), their order, the bytes left over and the way the connection
 //! ends are the same whatever the split (one documented exception: `H02_BINARY`).
 //!
-//! Input: byte 0 picks the protocol (0 or > 5: detected from the stream, as the server does;
-//! 1-5: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
+//! Input: byte 0 picks the protocol (0 or > 9: detected from the stream, as the server does;
+//! 1-9: forced, to reach each decoder directly); byte 1 bit 0 picks small limits (to reach the
 //! length checks); byte 2 is the number of piece lengths that follow (mod 16), each one byte
 //! (length = byte + 1, cycled over the stream). The rest is the stream.
 
@@ -25,8 +25,11 @@ const READ_CHUNK: usize = 4096;
 /// the first 32 does not start another frame (as Traccar decides). When a read ends exactly
 /// after 32 bytes the decoder takes the short form (waiting for one more byte would hold a
 /// device's last report until its next one, and past `gps.frame_timeout`), so a 45-byte frame
-/// cut there decodes differently. Runs where that happened are not compared.
+/// cut there decodes differently; the same holds for the 42-byte frame of a 15-digit id. Runs
+/// where that happened are not compared.
 const H02_BINARY: usize = 32;
+/// The 42-byte H02 binary frame (15-digit id), ambiguous in the same way.
+const H02_BINARY_LONG_ID: usize = 42;
 /// H02 fills in the date from the clock; fixed so both runs agree.
 const NOW_MS: i64 = 1_750_000_000_000;
 
@@ -34,6 +37,8 @@ const NOW_MS: i64 = 1_750_000_000_000;
 fn limits(max_line: usize, max_frame: usize) -> Limits {
     let t = Duration::from_secs(60);
     Limits {
+        nmea_require_checksum: max_line % 2 == 0,
+        points_invalid_fixes: false,
         max_connections: 1,
         max_frame,
         max_line,
@@ -102,7 +107,10 @@ impl Conn<'_> {
                         "a step that consumes nothing loops forever: {step:?}"
                     );
                     assert!(*n <= self.buf.len(), "consumed past the buffer: {step:?}");
-                    if h02 && self.buf[0] == b'$' && self.buf.len() == H02_BINARY {
+                    if h02
+                        && self.buf[0] == b'$'
+                        && (self.buf.len() == H02_BINARY || self.buf.len() == H02_BINARY_LONG_ID)
+                    {
                         self.ambiguous = true;
                     }
                     self.buf.drain(..*n);
@@ -164,9 +172,13 @@ fuzz_target!(|data: &[u8]| {
     let forced = match mode {
         1 => Some(Protocol::Nmea),
         2 => Some(Protocol::H02),
-        3 => Some(Protocol::Tk103),
+        3 => Some(Protocol::Gps103),
         4 => Some(Protocol::Gt06),
         5 => Some(Protocol::Teltonika),
+        6 => Some(Protocol::Tk103),
+        7 => Some(Protocol::Queclink),
+        8 => Some(Protocol::Meitrack),
+        9 => Some(Protocol::Watch),
         _ => None,
     };
     let limits = if lim & 1 != 0 {

@@ -148,7 +148,8 @@ pub struct Aggregator {
     spare: Mutex<Vec<shard::Drained>>,
     /// The series buffer of the last flush every holder dropped (see [`Recycle`]).
     spare_series: Arc<Mutex<Vec<Series>>>,
-    percentiles: Arc<[f64]>,
+    /// `aggregate.percentiles`, replaced by a reload ([`Aggregator::set_percentiles`]).
+    percentiles: Mutex<Arc<[f64]>>,
     interval: Duration,
     expiry_windows: u64,
 }
@@ -179,7 +180,7 @@ impl Aggregator {
             memory: Mutex::new(Memory::default()),
             spare: Mutex::new(Vec::new()),
             spare_series: Arc::default(),
-            percentiles: a.percentiles.clone().into(),
+            percentiles: Mutex::new(a.percentiles.clone().into()),
             interval,
             expiry_windows,
         }
@@ -188,6 +189,11 @@ impl Aggregator {
     /// The settings and counters all shards share (and [`Shared::seq`], the gauge order).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Sets the percentiles computed from the next flush on (a configuration reload).
+    pub fn set_percentiles(&self, percentiles: &[f64]) {
+        *lock(&self.percentiles) = percentiles.into();
     }
 
     /// The flush interval (`aggregate.flush_interval`).
@@ -232,6 +238,7 @@ impl Aggregator {
 
     /// Closes the current window, stamped `timestamp` (unix seconds of its start).
     pub fn flush(&self, timestamp: u64) -> Flush {
+        let percentiles = Arc::clone(&lock(&self.percentiles));
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
         let mut merged = std::mem::take(&mut *lock(&self.spare));
         let mut largest = 0..0;
@@ -281,7 +288,7 @@ impl Aggregator {
                 State::Samples(mut samples) => {
                     samples.settle();
                     clamped += samples.clamped();
-                    samples.summarize(&self.percentiles);
+                    samples.summarize(&percentiles);
                     SeriesValue::Samples(samples)
                 }
             };
@@ -315,7 +322,7 @@ impl Aggregator {
         Flush {
             timestamp,
             interval: self.interval,
-            percentiles: Arc::clone(&self.percentiles),
+            percentiles,
             series,
             events: pending.events,
             service_checks: pending.checks,

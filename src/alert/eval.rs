@@ -13,6 +13,8 @@ use crate::aggregate::Flush;
 use crate::aggregate::Samples;
 use crate::base::{expo::sanitize_label, metrics::Family};
 
+mod replace;
+
 pub use super::snapshot::{fingerprint, rfc3339, ActiveAlert, HistoryEntry, Snapshot};
 
 use super::config::Severity;

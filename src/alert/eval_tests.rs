@@ -407,3 +407,33 @@ fn groups_are_bounded() {
     assert_eq!(at(&mut e, 0, s).events.len(), 3);
     assert_eq!(e.groups_dropped, 2);
 }
+
+#[test]
+fn replacing_the_rules_keeps_the_state_of_the_rules_kept() {
+    let mut e = evaluator(
+        "[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 10.0\n[[rules]]\nname = \"Gone\"\nmetric = \"q\"\nwarn = 1.0\n",
+    );
+    assert_eq!(kinds(&at(&mut e, 0, vec![gauge("q", &[], 20.0)])).len(), 2);
+    // Q's threshold moves (still firing), Gone goes, New comes.
+    e.replace_rules(
+        rules("[[rules]]\nname = \"Q\"\nmetric = \"q\"\nwarn = 15.0\n[[rules]]\nname = \"New\"\nmetric = \"q\"\nwarn = 5.0\n"),
+        Duration::from_secs(3600),
+    );
+    let o = at(&mut e, 10, vec![gauge("q", &[], 20.0)]);
+    assert_eq!(
+        kinds(&o),
+        vec![("New".to_string(), EventStatus::Firing, Severity::Warning)],
+        "Q keeps firing without a new notification"
+    );
+    let s = e.snapshot();
+    assert_eq!(s.rules, 2);
+    let firing: Vec<&str> = s.firing.iter().map(|a| a.alert.as_str()).collect();
+    assert_eq!(firing.len(), 2, "{firing:?}");
+    assert!(firing.contains(&"Q") && firing.contains(&"New"));
+    // Under Q's new threshold it resolves, by the new rule.
+    let o = at(&mut e, 20, vec![gauge("q", &[], 12.0)]);
+    assert_eq!(
+        kinds(&o),
+        vec![("Q".to_string(), EventStatus::Resolved, Severity::Warning)]
+    );
+}

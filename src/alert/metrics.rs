@@ -71,7 +71,8 @@ impl Collect for AlertMetrics {
         ];
         out.atomics(Kind::Counter, &[], &counters);
 
-        let d = &s.dispatcher;
+        let d = s.dispatcher();
+        let d = &d;
         let f = out.counter(
             "tallyd_alert_notifications",
             "Alert notifications by notifier and result (sent, failed, dropped at the queue bound).",

@@ -68,7 +68,7 @@ pub fn start(
     tracing::info!(
         component = "alerts",
         rules = a.rule_count(),
-        notifiers = a.shared.dispatcher.notifiers.len(),
+        notifiers = a.shared.dispatcher().notifiers.len(),
         "alerting enabled"
     );
     let detail = format!("{} rules", a.rule_count());
@@ -83,8 +83,13 @@ pub fn start(
 pub struct Shared {
     /// The evaluator's latest state, for the API.
     pub snapshot: Mutex<Snapshot>,
-    /// Queues notifications for the notifiers.
-    pub dispatcher: Arc<Dispatcher>,
+    /// Queues notifications for the notifiers (replaced by a reload: read it through
+    /// [`Shared::dispatcher`]).
+    dispatcher: Mutex<Arc<Dispatcher>>,
+    /// A reload's rules and notifiers, taken by the evaluator before its next window.
+    pending: Mutex<Option<Pending>>,
+    /// What a reload needs to start notifiers the way the start did.
+    restart: Restart,
     /// Windows not evaluated because the evaluator was behind (`alerts.eval_queue` full).
     pub windows_dropped: AtomicU64,
     /// Windows evaluated.
@@ -95,6 +100,59 @@ pub struct Shared {
     pub self_series_dropped: AtomicU64,
     /// The host name alerts carry.
     pub host: String,
+}
+
+/// Rules and notifiers a reload built, waiting for the evaluator's next window.
+struct Pending {
+    rules: Vec<rules::Rule>,
+    repeat_interval: Duration,
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// What the start was given, kept for reloads.
+struct Restart {
+    statsd_enabled: bool,
+    datadog: Option<notify::EventQueue>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    /// The notifiers in effect.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        Arc::clone(&lock(&self.dispatcher))
+    }
+
+    /// Takes a reloaded `[alerts]`: compiles its rules and starts its notifiers (a notifier
+    /// keeps its counters across), then hands both to the evaluator, which puts them in
+    /// effect before its next window. `enabled`, `eval_queue`, `max_groups_per_rule` and
+    /// `history_size` are the start's (the caller reports them as needing a restart).
+    ///
+    /// # Errors
+    /// A rule that does not compile or a notifier that cannot be built: nothing changes.
+    pub fn reload(&self, cfg: &AlertsConfig) -> Result<(), Error> {
+        let r = &self.restart;
+        let rules = rules::build_rules(cfg, r.statsd_enabled)
+            .map_err(|e| Error::start("alerts", e.sentence()))?;
+        let current = self.dispatcher();
+        let dispatcher = Dispatcher::start(
+            cfg,
+            &r.tracker,
+            &r.cancel,
+            r.datadog.clone(),
+            Some(&current),
+        )?;
+        let pending = Pending {
+            rules,
+            repeat_interval: cfg.repeat_interval,
+            dispatcher,
+        };
+        // A reload not yet taken is replaced: its notifiers had no work yet.
+        if let Some(p) = lock(&self.pending).replace(pending) {
+            p.dispatcher.close();
+        }
+        Ok(())
+    }
 }
 
 impl DropCounter for Shared {
@@ -157,13 +215,20 @@ impl Alerting {
             .map_err(|e| Error::start("alerts", e.sentence()))?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog)?;
+        let dispatcher = Dispatcher::start(a, &tracker, &cancel, datadog.clone(), None)?;
         let shared = Arc::new(Shared {
             snapshot: Mutex::new(Snapshot {
                 rules: rules.len(),
                 ..Snapshot::default()
             }),
-            dispatcher: Arc::clone(&dispatcher),
+            dispatcher: Mutex::new(dispatcher),
+            pending: Mutex::new(None),
+            restart: Restart {
+                statsd_enabled,
+                datadog,
+                tracker: tracker.clone(),
+                cancel: cancel.clone(),
+            },
             windows_dropped: AtomicU64::new(0),
             evaluations: AtomicU64::new(0),
             groups_dropped: AtomicU64::new(0),
@@ -213,7 +278,10 @@ impl Alerting {
         // The evaluator ends once it has evaluated the windows it holds (the final one too).
         let _ = tokio::time::timeout_at(deadline, self.sink.windows.join()).await;
         // Then the notifier queues close and the workers end after delivering what is queued.
-        self.shared.dispatcher.close();
+        self.shared.dispatcher().close();
+        if let Some(p) = lock(&self.shared.pending).take() {
+            p.dispatcher.close();
+        }
         self.tracker.close();
         if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
@@ -233,16 +301,30 @@ fn evaluate_window(
     shared: Arc<Shared>,
     telemetry: Arc<Telemetry>,
 ) -> impl FnMut(&Flush) + Send + 'static {
-    let own = evaluator.needs_self_metrics();
-    let wants_firing = shared.dispatcher.wants_firing();
+    let mut own = evaluator.needs_self_metrics();
+    let mut wants_firing = shared.dispatcher().wants_firing();
     move |flush| {
+        // A reload's rules and notifiers take effect from this window on; the state of the
+        // rules kept is kept, and the old notifiers deliver what they hold, then end.
+        if let Some(p) = lock(&shared.pending).take() {
+            evaluator.replace_rules(p.rules, p.repeat_interval);
+            let old = std::mem::replace(&mut *lock(&shared.dispatcher), p.dispatcher);
+            old.close();
+            own = evaluator.needs_self_metrics();
+            wants_firing = shared.dispatcher().wants_firing();
+            tracing::info!(
+                component = "alerts",
+                rules = evaluator.snapshot().rules,
+                "reloaded rules and notifiers in effect"
+            );
+        }
         let families = if own {
             telemetry.snapshot()
         } else {
             Vec::new()
         };
         let out = evaluator.evaluate(flush, &families, wants_firing);
-        shared.dispatcher.dispatch(&out);
+        shared.dispatcher().dispatch(&out);
         let snap = evaluator.snapshot();
         *lock(&shared.snapshot) = snap;
         shared.evaluations.store(evaluator.evaluations, Relaxed);

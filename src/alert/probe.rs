@@ -47,7 +47,7 @@ pub async fn send_test(shared: &Shared, severity: Severity, message: String) -> 
         .unwrap_or_default()
         .as_millis() as u64;
     let event = test_event(&shared.host, severity, message, now);
-    shared.dispatcher.test(&event).await
+    shared.dispatcher().test(&event).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use axum::Router;
 use serde::Serialize;
 
 use super::json;
-use crate::base::health::{Component, Health, Status};
+use crate::base::health::{Component, Health, LastReload, Status};
 
 /// The health routes.
 pub(super) fn router(health: Arc<Health>) -> Router {
@@ -28,6 +28,9 @@ struct HealthBody {
     ready: bool,
     version: &'static str,
     components: BTreeMap<&'static str, Component>,
+    /// The last configuration reload since start (absent before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_reload: Option<LastReload>,
 }
 
 async fn all(State(h): State<Arc<Health>>) -> Response {
@@ -42,6 +45,7 @@ async fn all(State(h): State<Arc<Health>>) -> Response {
         ready: h.is_ready(),
         version: env!("CARGO_PKG_VERSION"),
         components,
+        last_reload: h.last_reload(),
     };
     json(code, &body)
 }

@@ -55,6 +55,28 @@ pub struct Health {
     watched: Mutex<Vec<(&'static str, Watch)>>,
     ready: AtomicBool,
     clock: Clock,
+    reload: Mutex<Option<LastReload>>,
+}
+
+/// The outcome of the last configuration reload (SIGHUP or `POST /admin/reload`), as
+/// `/health` and the status page show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastReload {
+    /// When it finished, Unix seconds.
+    pub at_unix: u64,
+    /// What asked for it: `signal` (SIGHUP) or `api`.
+    pub trigger: &'static str,
+    /// `ok` (the new configuration runs, but for `restart_required`), `invalid` (rejected,
+    /// the old configuration keeps running) or `failed` (a component could not take it; the
+    /// old configuration keeps running).
+    pub result: &'static str,
+    /// Why it was rejected or failed, as `check-config` would say it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Keys that changed and were applied.
+    pub applied: Vec<String>,
+    /// Keys that changed but need a restart: their old values keep running.
+    pub restart_required: Vec<String>,
 }
 
 impl Default for Health {
@@ -71,6 +93,7 @@ impl Health {
             watched: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
             clock,
+            reload: Mutex::new(None),
         }
     }
 
@@ -92,6 +115,16 @@ impl Health {
     /// Whether the agent is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
+    }
+
+    /// Records the outcome of a configuration reload.
+    pub fn set_reload(&self, r: LastReload) {
+        *lock(&self.reload) = Some(r);
+    }
+
+    /// The last configuration reload's outcome, if any since start.
+    pub fn last_reload(&self) -> Option<LastReload> {
+        lock(&self.reload).clone()
     }
 
     /// The overall state and every component's: down when not ready or any is down, degraded

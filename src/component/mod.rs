@@ -10,6 +10,7 @@
 //! to the HTTP API).
 
 mod error;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -19,7 +19,9 @@
 //!   Codec 12 packet of type 06. No single interval command is documented (the period is a set
 //!   of parameters), so the interval is refused.
 //! - NMEA and OsmAnd connections take no commands over the socket (an OsmAnd device gets a
-//!   custom command as the body of its next 200 answer, as Traccar does).
+//!   custom command as the body of its next 200 answer, as Traccar does). The protocols added
+//!   beside these (TK103 parenthesised, Queclink, Meitrack, watch) have no encoder yet: their
+//!   commands are refused as unsupported.
 
 use super::fix::Protocol;
 use super::gt06::CRC_ITU;
@@ -77,11 +79,15 @@ impl Kind {
 /// Whether `protocol` has a documented command for `kind` over its socket.
 pub fn supported(protocol: Protocol, kind: &Kind) -> bool {
     match protocol {
-        Protocol::Gt06 | Protocol::Tk103 => true,
+        Protocol::Gt06 | Protocol::Gps103 => true,
         Protocol::H02 => !matches!(kind, Kind::Locate),
         Protocol::Teltonika => !matches!(kind, Kind::Interval { .. }),
         Protocol::Osmand => matches!(kind, Kind::Custom { .. }),
-        Protocol::Nmea => false,
+        Protocol::Nmea
+        | Protocol::Tk103
+        | Protocol::Queclink
+        | Protocol::Meitrack
+        | Protocol::Watch => false,
     }
 }
 
@@ -119,7 +125,7 @@ pub fn encode(
             };
             Some(format!("*HQ,{device},{cmd},{hms}{params}#").into_bytes())
         }
-        Protocol::Tk103 => Some(
+        Protocol::Gps103 => Some(
             match kind {
                 Kind::Locate => format!("**,imei:{device},B"),
                 Kind::Interval { seconds } => {
@@ -133,7 +139,12 @@ pub fn encode(
             Kind::Custom { text } => text,
             _ => "getgps",
         })),
-        Protocol::Nmea | Protocol::Osmand => None,
+        Protocol::Nmea
+        | Protocol::Osmand
+        | Protocol::Tk103
+        | Protocol::Queclink
+        | Protocol::Meitrack
+        | Protocol::Watch => None,
     }
 }
 
@@ -208,7 +219,7 @@ pub fn answer(protocol: Protocol, buf: &[u8]) -> Option<Answer> {
                 text: text(frame),
             })
         }
-        Protocol::Tk103 => {
+        Protocol::Gps103 => {
             let end = buf.iter().position(|&b| b == b';')?;
             Some(Answer {
                 consumed: 0,
@@ -231,7 +242,12 @@ pub fn answer(protocol: Protocol, buf: &[u8]) -> Option<Answer> {
                 text: text(body),
             })
         }
-        Protocol::Nmea | Protocol::Osmand => None,
+        Protocol::Nmea
+        | Protocol::Osmand
+        | Protocol::Tk103
+        | Protocol::Queclink
+        | Protocol::Meitrack
+        | Protocol::Watch => None,
     }
 }
 

@@ -154,11 +154,11 @@ fn h02_and_gps103_text_commands() {
     assert_eq!(answer(Protocol::H02, b"*HQ,4210051415,V1,123500,A#"), None);
 
     let imei = "359710049092324";
-    let b = encode(Protocol::Tk103, imei, &Kind::Locate, 0, 0).expect("B");
+    let b = encode(Protocol::Gps103, imei, &Kind::Locate, 0, 0).expect("B");
     assert_eq!(b, b"**,imei:359710049092324,B");
     for (secs, want) in [(30, "30s"), (300, "05m"), (7200, "02h")] {
         let c = encode(
-            Protocol::Tk103,
+            Protocol::Gps103,
             imei,
             &Kind::Interval { seconds: secs },
             0,
@@ -167,9 +167,9 @@ fn h02_and_gps103_text_commands() {
         assert_eq!(c, Some(format!("**,imei:{imei},C,{want}").into_bytes()));
     }
     // GPS103 has no acknowledgement: the next whole frame answers, and stays for the decoder.
-    let a = answer(Protocol::Tk103, b"imei:359710049092324,tracker,,;").expect("next");
+    let a = answer(Protocol::Gps103, b"imei:359710049092324,tracker,,;").expect("next");
     assert_eq!(a.consumed, 0);
-    assert_eq!(answer(Protocol::Tk103, b"imei:3597100"), None);
+    assert_eq!(answer(Protocol::Gps103, b"imei:3597100"), None);
 }
 
 #[test]
@@ -221,7 +221,7 @@ proptest::proptest! {
     fn custom_commands_encode(text in "[ -~]{1,200}", serial in proptest::num::u16::ANY) {
         let kind = Kind::Custom { text: text.clone() };
         proptest::prop_assert!(kind.check().is_ok());
-        for p in [Protocol::Gt06, Protocol::H02, Protocol::Tk103, Protocol::Teltonika] {
+        for p in [Protocol::Gt06, Protocol::H02, Protocol::Gps103, Protocol::Teltonika] {
             let f = encode(p, "123", &kind, serial, 0);
             proptest::prop_assert!(f.is_some());
         }

@@ -11,24 +11,39 @@ pub enum Protocol {
     Nmea,
     /// H02 (`*HQ,...#` text frames and their binary `$` form).
     H02,
-    /// TK103/GPS103 text frames.
-    Tk103,
+    /// GPS103 (Coban) text frames: `##,imei:`, `imei:...;` (called `tk103` before 0.x).
+    Gps103,
     /// GT06 (Concox) binary frames.
     Gt06,
     /// Teltonika Codec 8, 8E and 16.
     Teltonika,
+    /// TK103 parenthesised frames: `(<id:12><command:4>...)`.
+    Tk103,
+    /// Queclink @Track ASCII (`+RESP:GTFRI`, `+BUFF:`, `+ACK:GTHBD`).
+    Queclink,
+    /// Meitrack `$$` frames with length and checksum.
+    Meitrack,
+    /// The watch protocol: `[SG*id*len*UD,...]`, `[3G*...]`.
+    Watch,
     /// OsmAnd / Traccar Client over HTTP (`gps.osmand_listen`), never on the TCP port.
     Osmand,
 }
 
 impl Protocol {
+    /// How many protocols there are.
+    pub const COUNT: usize = 10;
+
     /// Every protocol, in [`Protocol::index`] order.
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; Protocol::COUNT] = [
         Protocol::Nmea,
         Protocol::H02,
-        Protocol::Tk103,
+        Protocol::Gps103,
         Protocol::Gt06,
         Protocol::Teltonika,
+        Protocol::Tk103,
+        Protocol::Queclink,
+        Protocol::Meitrack,
+        Protocol::Watch,
         Protocol::Osmand,
     ];
 
@@ -37,9 +52,13 @@ impl Protocol {
         match self {
             Protocol::Nmea => "nmea",
             Protocol::H02 => "h02",
-            Protocol::Tk103 => "tk103",
+            Protocol::Gps103 => "gps103",
             Protocol::Gt06 => "gt06",
             Protocol::Teltonika => "teltonika",
+            Protocol::Tk103 => "tk103",
+            Protocol::Queclink => "queclink",
+            Protocol::Meitrack => "meitrack",
+            Protocol::Watch => "watch",
             Protocol::Osmand => "osmand",
         }
     }
@@ -278,6 +297,19 @@ pub fn civil(unix_ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
         rem / 1000 % 60,
         rem % 1000,
     )
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The UTC time `tod_ms` after midnight on the day (of the local date, or one either side)
+/// that puts it nearest `local_ms`: no time zone is more than 14 hours from UTC.
+pub fn nearest_day(local_ms: i64, tod_ms: i64) -> i64 {
+    let day = local_ms.div_euclid(DAY_MS) * DAY_MS;
+    [day - DAY_MS, day, day + DAY_MS]
+        .into_iter()
+        .map(|d| d + tod_ms)
+        .min_by_key(|t| (t - local_ms).abs())
+        .unwrap_or(day + tod_ms)
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2021-07-13T10:40:00.000Z`.

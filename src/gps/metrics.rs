@@ -30,9 +30,13 @@ pub const PROTOCOLS: usize = Protocol::ALL.len();
 pub const PROTOCOL_LABELS: [&str; PROTOCOLS + 1] = [
     "nmea",
     "h02",
-    "tk103",
+    "gps103",
     "gt06",
     "teltonika",
+    "tk103",
+    "queclink",
+    "meitrack",
+    "watch",
     "osmand",
     "unknown",
 ];
@@ -155,6 +159,7 @@ pub struct GpsStats {
     received: [AtomicU64; PROTOCOLS + 1],
     invalid: [[AtomicU64; 5]; PROTOCOLS + 1],
     locations_valid: [AtomicU64; PROTOCOLS],
+    locations_without_fix: [AtomicU64; PROTOCOLS],
     points_received: AtomicU64,
     points_processed: AtomicU64,
     points_failed: AtomicU64,
@@ -202,6 +207,11 @@ impl GpsStats {
     /// Counts a valid location decoded from protocol `p`.
     pub fn location_valid(&self, p: Protocol) {
         self.locations_valid[p.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a position report without a usable fix (WiFi/LBS-only, or not positioned).
+    pub fn location_without_fix(&self, p: Protocol) {
+        self.locations_without_fix[p.index()].fetch_add(1, Relaxed);
     }
 
     /// Points handed to delivery, stored, and failed.
@@ -272,6 +282,7 @@ struct Last {
     received: [u64; PROTOCOLS + 1],
     invalid: [[u64; 5]; PROTOCOLS + 1],
     locations_valid: [u64; PROTOCOLS],
+    locations_without_fix: [u64; PROTOCOLS],
     points: [u64; 3],
 }
 
@@ -433,6 +444,10 @@ impl Publisher {
             let d = v - last.locations_valid[proto.index()];
             out.count(p, "locations_valid", &[tag], d);
             last.locations_valid[proto.index()] = v;
+            let v = load(&s.locations_without_fix[proto.index()]);
+            let d = v - last.locations_without_fix[proto.index()];
+            out.count(p, "locations_without_fix", &[tag], d);
+            last.locations_without_fix[proto.index()] = v;
         }
         let (r, pr, f) = s.point_counts();
         for (k, (name, v)) in [

@@ -1,7 +1,7 @@
 //! The GPS device server: tracker protocols on one TCP port (default 5000).
 //!
 //! `detect` picks the protocol from a connection's first bytes; one pure decoder per protocol
-//! (`nmea`, `h02`, `tk103`, `gt06`, `teltonika`) turns bytes into [`fix::Message`]s with the
+//! (`nmea`, `h02`, `gps103`, `gt06`, `teltonika`, `tk103`, `queclink`, `meitrack`, `watch`) turns bytes into [`fix::Message`]s with the
 //! acknowledgement the device waits for; `server` owns the sockets and the abuse limits
 //! (`guard`); `registry` remembers devices; `points` delivers every valid fix at least once;
 //! `metrics` feeds counters into an aggregation shard of its own, so they reach every sink like
@@ -14,19 +14,24 @@ pub mod detect;
 pub mod encode;
 pub mod fix;
 pub mod forward;
+pub mod gps103;
 pub mod gt06;
+mod gt06_more;
 pub mod guard;
 pub mod h02;
+pub mod meitrack;
 pub mod metrics;
 pub mod mqtt;
 pub mod nmea;
 pub mod osmand;
 pub mod points;
+pub mod queclink;
 pub mod registry;
 pub mod server;
 pub mod service;
 pub mod teltonika;
 pub mod tk103;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -50,8 +55,15 @@ pub struct GpsConfig {
     /// Longest binary frame (GT06, Teltonika) in bytes, 64..=1048576; a longer one closes the
     /// connection and counts as invalid.
     pub max_frame_bytes: usize,
-    /// Longest text frame or line (NMEA, H02, TK103) in bytes, 64..=65536; same treatment.
+    /// Longest text frame or line (NMEA, H02, GPS103, TK103, Queclink, Meitrack, watch) in
+    /// bytes, 64..=65536; same treatment.
     pub max_line_bytes: usize,
+    /// Whether NMEA sentences without a `*hh` checksum are refused (many receivers omit it;
+    /// a checksum that is present is always verified).
+    pub nmea_require_checksum: bool,
+    /// Whether fixes the device itself marks invalid (RMC status `V`, GT06 not positioned,
+    /// Teltonika without satellites) are written as points too, with `valid: false`.
+    pub points_invalid_fixes: bool,
     /// Time a new connection has to name its device (login, IMEI handshake, first frame).
     #[serde(with = "duration_str")]
     pub handshake_timeout: Duration,
@@ -159,6 +171,8 @@ impl Default for GpsConfig {
             max_connections_per_ip: 64,
             max_frame_bytes: 16_384,
             max_line_bytes: 1024,
+            nmea_require_checksum: false,
+            points_invalid_fixes: false,
             handshake_timeout: Duration::from_secs(30),
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),

@@ -294,7 +294,7 @@ mod tests {
         assert!(r.connected("b", ID, Protocol::Nmea, addr(), 0));
         r.message("a", ID, true, None, 1_000);
         r.message("a", ID, false, None, 400_000);
-        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0, 0]));
+        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
         let active = r.snapshot(true, 400_000);
         assert_eq!(active.len(), 1);
         assert_eq!(

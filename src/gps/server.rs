@@ -23,14 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::{Cmd, Commands, Link};
 use super::detect::{detect, Detect};
-use super::fix::{FrameError, Message, Protocol, Step};
+use super::fix::{FrameError, Kind, Message, Protocol, Step};
 use super::guard::Guard;
 use super::metrics::{Close, Failure, GpsStats, UNKNOWN};
 use super::nmea::Nmea;
 use super::points::{Delivery, Point};
 use super::registry::{Pool, Registry};
 use super::teltonika::Teltonika;
-use super::{gt06, h02, tk103, GpsConfig};
+use super::{gps103, gt06, h02, meitrack, queclink, tk103, watch, GpsConfig};
 use crate::base::accept::{self, Handler};
 
 /// Bytes asked of the socket per read.
@@ -44,9 +44,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Connection limits, from `[gps]`.
+/// Connection limits and decoder options, from `[gps]`.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Whether NMEA sentences without `*hh` are refused (`gps.nmea_require_checksum`).
+    pub nmea_require_checksum: bool,
+    /// Whether fixes the device marks invalid are written too, `valid: false`
+    /// (`gps.points_invalid_fixes`).
+    pub points_invalid_fixes: bool,
     /// Connections served at once (`gps.max_connections`).
     pub max_connections: usize,
     /// Longest binary frame (`gps.max_frame_bytes`).
@@ -65,6 +70,8 @@ impl Limits {
     /// The limits configured in `[gps]`.
     pub fn from_config(c: &GpsConfig) -> Limits {
         Limits {
+            nmea_require_checksum: c.nmea_require_checksum,
+            points_invalid_fixes: c.points_invalid_fixes,
             max_connections: c.max_connections,
             max_frame: c.max_frame_bytes,
             max_line: c.max_line_bytes,
@@ -151,12 +158,20 @@ pub enum Decoder {
     Nmea(Nmea),
     /// H02 text and binary frames.
     H02,
-    /// TK103 frames.
-    Tk103,
+    /// GPS103 (Coban) frames.
+    Gps103,
     /// GT06 frames.
     Gt06,
     /// Teltonika AVL packets.
     Teltonika(Teltonika),
+    /// TK103 parenthesised frames.
+    Tk103,
+    /// Queclink @Track frames.
+    Queclink,
+    /// Meitrack `$$` frames.
+    Meitrack,
+    /// Watch protocol frames.
+    Watch,
 }
 
 impl Decoder {
@@ -165,9 +180,13 @@ impl Decoder {
         match p {
             Protocol::Nmea => Decoder::Nmea(Nmea::default()),
             Protocol::H02 => Decoder::H02,
-            Protocol::Tk103 => Decoder::Tk103,
+            Protocol::Gps103 => Decoder::Gps103,
             Protocol::Gt06 => Decoder::Gt06,
             Protocol::Teltonika => Decoder::Teltonika(Teltonika::default()),
+            Protocol::Tk103 => Decoder::Tk103,
+            Protocol::Queclink => Decoder::Queclink,
+            Protocol::Meitrack => Decoder::Meitrack,
+            Protocol::Watch => Decoder::Watch,
             // OsmAnd is HTTP on its own listener (`gps::osmand`) and never detected here;
             // NMEA is the harmless line decoder should a caller ask for it anyway.
             Protocol::Osmand => Decoder::Nmea(Nmea::default()),
@@ -178,20 +197,28 @@ impl Decoder {
         match self {
             Decoder::Nmea(_) => Protocol::Nmea,
             Decoder::H02 => Protocol::H02,
-            Decoder::Tk103 => Protocol::Tk103,
+            Decoder::Gps103 => Protocol::Gps103,
             Decoder::Gt06 => Protocol::Gt06,
             Decoder::Teltonika(_) => Protocol::Teltonika,
+            Decoder::Tk103 => Protocol::Tk103,
+            Decoder::Queclink => Protocol::Queclink,
+            Decoder::Meitrack => Protocol::Meitrack,
+            Decoder::Watch => Protocol::Watch,
         }
     }
 
-    /// Decodes what `buf` holds at `now_ms` (H02 takes the date from it).
+    /// Decodes what `buf` holds at `now_ms` (the receive time, for frames that carry no date).
     pub fn step(&mut self, buf: &[u8], l: &Limits, now_ms: i64) -> Step {
         match self {
-            Decoder::Nmea(n) => n.decode(buf, l.max_line),
+            Decoder::Nmea(n) => n.decode(buf, l.max_line, now_ms, l.nmea_require_checksum),
             Decoder::H02 => h02::decode(buf, l.max_line, now_ms),
-            Decoder::Tk103 => tk103::decode(buf, l.max_line),
-            Decoder::Gt06 => gt06::decode(buf, l.max_frame),
+            Decoder::Gps103 => gps103::decode(buf, l.max_line),
+            Decoder::Gt06 => gt06::decode(buf, l.max_frame, now_ms),
             Decoder::Teltonika(t) => t.decode(buf, l.max_frame),
+            Decoder::Tk103 => tk103::decode(buf, l.max_line),
+            Decoder::Queclink => queclink::decode(buf, l.max_line),
+            Decoder::Meitrack => meitrack::decode(buf, l.max_line),
+            Decoder::Watch => watch::decode(buf, l.max_line),
         }
     }
 
@@ -429,7 +456,8 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Counts a bad frame; true when the peer's IP is now blacklisted.
+    /// Counts a bad frame; true when the peer's IP is now blacklisted. A well-formed frame of
+    /// a kind not decoded (`Unsupported`) counts as good for the blacklist thresholds.
     fn invalid(&self, protocol: Protocol, e: FrameError, now_ms: i64) -> bool {
         let s = self.server;
         s.stats.message(protocol.index(), Some(e), now_ms);
@@ -437,7 +465,9 @@ impl<'a> Connection<'a> {
             s.registry.message(id, self.pool, false, None, now_ms);
         }
         log_rejected(self.peer, protocol, e);
-        s.guard.frame(self.peer.ip(), false, Instant::now(), now_ms)
+        let well_formed = e == FrameError::Unsupported;
+        s.guard
+            .frame(self.peer.ip(), well_formed, Instant::now(), now_ms)
     }
 
     fn identify(&mut self, id: &str, pool: Pool, protocol: Protocol, now_ms: i64) {
@@ -488,9 +518,16 @@ impl<'a> Connection<'a> {
             now_ms,
         );
         let mut points = Vec::new();
-        for fix in m.fixes.into_iter().filter(|f| f.valid) {
-            s.stats.location_valid(protocol);
-            if s.delivery.enabled() {
+        if m.fixes.is_empty() && m.kind == Kind::Location {
+            s.stats.location_without_fix(protocol);
+        }
+        for fix in m.fixes {
+            if fix.valid {
+                s.stats.location_valid(protocol);
+            } else {
+                s.stats.location_without_fix(protocol);
+            }
+            if (fix.valid || s.limits.points_invalid_fixes) && s.delivery.enabled() {
                 points.push(Point::new(&id, protocol, fix, now_ms));
             }
         }

@@ -93,6 +93,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Deliver: Send + Sync {
     /// Sends `body` once and judges the answer.
     fn deliver<'a>(&'a self, meta: &'a Meta, body: Vec<u8>) -> BoxFuture<'a, Attempt>;
+
+    /// Points later attempts at `base_url` with `headers` (a configuration reload); false
+    /// when this delivery has no such target. Payloads already queued stay queued and go to
+    /// the new target.
+    fn retarget(&self, base_url: &str, headers: HeaderMap) -> bool {
+        let _ = (base_url, headers);
+        false
+    }
+}
+
+/// Where an [`HttpDeliver`] sends: the base URL and the headers every request carries.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `Meta::endpoint` is appended to it.
+    pub base_url: String,
+    /// Sent with every request (API key, agent identification).
+    pub headers: HeaderMap,
 }
 
 /// What is known about the credentials a target uses.
@@ -140,10 +157,9 @@ pub enum RetryPolicy {
 pub struct HttpDeliver {
     /// The HTTP client (timeouts, connection pool).
     pub client: reqwest::Client,
-    /// Where payloads go: `Meta::endpoint` is appended to it.
-    pub base_url: String,
-    /// Sent with every request (API key, agent identification).
-    pub headers: HeaderMap,
+    /// Where payloads go, replaced by [`Deliver::retarget`]: read it with
+    /// [`HttpDeliver::target`].
+    target: std::sync::RwLock<Arc<Target>>,
     /// GET path that answers 2xx for a good key and 403 for a bad one; used on a 403.
     pub validate_path: Option<String>,
     /// What is known about the key, shared with health and telemetry.
@@ -170,12 +186,19 @@ impl HttpDeliver {
             .build()?;
         Ok(HttpDeliver {
             client,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            headers,
+            target: std::sync::RwLock::new(Arc::new(Target {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                headers,
+            })),
             validate_path,
             key: Arc::new(KeyStatus::default()),
             policy: RetryPolicy::Intake,
         })
+    }
+
+    /// Where payloads go now.
+    pub fn target(&self) -> Arc<Target> {
+        Arc::clone(&self.target.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Asks the validation endpoint about the key; records and returns what it learnt.
@@ -186,11 +209,12 @@ impl HttpDeliver {
         let Some(path) = &self.validate_path else {
             return Ok(KeyState::Unknown);
         };
-        let url = format!("{}{path}", self.base_url);
+        let t = self.target();
+        let url = format!("{}{path}", t.base_url);
         match self
             .client
             .get(&url)
-            .headers(self.headers.clone())
+            .headers(t.headers.clone())
             .send()
             .await
         {
@@ -214,8 +238,9 @@ impl HttpDeliver {
     }
 
     async fn post(&self, meta: &Meta, body: Vec<u8>) -> Attempt {
-        let url = format!("{}{}", self.base_url, meta.endpoint);
-        let mut req = self.client.post(&url).headers(self.headers.clone());
+        let t = self.target();
+        let url = format!("{}{}", t.base_url, meta.endpoint);
+        let mut req = self.client.post(&url).headers(t.headers.clone());
         if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
             req = req.header(CONTENT_TYPE, v);
         }
@@ -288,6 +313,17 @@ impl HttpDeliver {
 impl Deliver for HttpDeliver {
     fn deliver<'a>(&'a self, meta: &'a Meta, body: Vec<u8>) -> BoxFuture<'a, Attempt> {
         Box::pin(self.post(meta, body))
+    }
+
+    /// Also forgets what was known about the old credentials.
+    fn retarget(&self, base_url: &str, headers: HeaderMap) -> bool {
+        let t = Arc::new(Target {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            headers,
+        });
+        *self.target.write().unwrap_or_else(|p| p.into_inner()) = t;
+        self.key.set(KeyState::Unknown);
+        true
     }
 }
 

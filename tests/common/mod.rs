@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod gps;
 pub mod gt06;
 pub mod intake;
 pub mod remote_write;

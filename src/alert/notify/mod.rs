@@ -153,7 +153,7 @@ pub struct Notifier {
     pub cfg: NotifierConfig,
     client: reqwest::Client,
     /// Its delivery counters.
-    pub stats: NotifierStats,
+    pub stats: Arc<NotifierStats>,
     last_refresh: AtomicU64,
     /// The Datadog queue, for `datadog` notifiers only.
     datadog: Option<EventQueue>,
@@ -347,7 +347,10 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Builds the notifiers and starts one worker per notifier on `tracker`. `datadog` is the
-    /// Datadog queue when Datadog delivery is on.
+    /// Datadog queue when Datadog delivery is on. After a reload, `previous` is the dispatcher
+    /// being replaced: a notifier of the same name keeps its counters (so
+    /// `tallyd_alert_notifications_total` stays monotonic) and its Alertmanager refresh time,
+    /// and the log notifier's count carries over.
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS setup), or a `datadog` notifier is configured while
@@ -357,7 +360,9 @@ impl Dispatcher {
         tracker: &TaskTracker,
         cancel: &CancellationToken,
         datadog: Option<EventQueue>,
+        previous: Option<&Dispatcher>,
     ) -> Result<Arc<Dispatcher>, Error> {
+        let before = |name: &str| previous?.notifiers.iter().find(|n| n.name == name);
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
@@ -386,12 +391,13 @@ impl Dispatcher {
             } else {
                 None
             };
+            let was = before(name);
             let notifier = Arc::new(Notifier {
                 name: name.clone(),
                 cfg: n.clone(),
                 client: client.clone(),
-                stats: NotifierStats::default(),
-                last_refresh: AtomicU64::new(0),
+                stats: was.map(|w| Arc::clone(&w.stats)).unwrap_or_default(),
+                last_refresh: AtomicU64::new(was.map_or(0, |w| w.last_refresh.load(Relaxed))),
                 datadog: dd,
             });
             let (tx, rx) = mpsc::channel(cfg.notify_queue);
@@ -402,7 +408,7 @@ impl Dispatcher {
         Ok(Arc::new(Dispatcher {
             notifiers,
             queues: std::sync::Mutex::new(queues),
-            logged: AtomicU64::new(0),
+            logged: AtomicU64::new(previous.map_or(0, |p| p.logged.load(Relaxed))),
         }))
     }
 

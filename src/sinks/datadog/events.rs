@@ -6,7 +6,7 @@
 //! delivered by the queue's one sender, so they share its retries, dead-letter queue and
 //! `tallyd_forwarder_*` accounting. This handle never talks to the intake itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::encode::Encoder;
 use crate::component::EventOutbox;
@@ -19,15 +19,20 @@ use crate::queue::store::{unix_ms, Meta, Queue, QueueError};
 pub struct EventQueue {
     queue: Arc<Queue>,
     key: Arc<KeyStatus>,
-    encoder: Arc<Encoder>,
+    /// Shared with the sink, which swaps it on a reload.
+    encoder: Arc<Mutex<Arc<Encoder>>>,
 }
 
 impl EventQueue {
-    pub(super) fn new(queue: Arc<Queue>, key: Arc<KeyStatus>, encoder: Encoder) -> EventQueue {
+    pub(super) fn new(
+        queue: Arc<Queue>,
+        key: Arc<KeyStatus>,
+        encoder: Arc<Mutex<Arc<Encoder>>>,
+    ) -> EventQueue {
         EventQueue {
             queue,
             key,
-            encoder: Arc::new(encoder),
+            encoder,
         }
     }
 
@@ -37,7 +42,8 @@ impl EventQueue {
     /// # Errors
     /// The disk write failed or the event is larger than the whole queue; nothing was queued.
     pub fn push(&self, ev: &Event) -> Result<(), QueueError> {
-        let p = self.encoder.event(ev, (unix_ms() / 1000) as i64);
+        let encoder = Arc::clone(&crate::base::lock(&self.encoder));
+        let p = encoder.event(ev, (unix_ms() / 1000) as i64);
         let meta = Meta {
             endpoint: p.endpoint.into(),
             content_type: p.content_type.into(),

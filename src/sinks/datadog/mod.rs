@@ -24,7 +24,10 @@ use crate::component::{Context, Error, Running, Stage};
 ///
 /// # Errors
 /// The queue directory cannot be used, or the HTTP client cannot be built.
-pub fn start(cfg: &config::DatadogConfig, ctx: &mut Context) -> Result<Running, Error> {
+pub fn start(
+    cfg: &config::DatadogConfig,
+    ctx: &mut Context,
+) -> Result<Running<Arc<DatadogSink>>, Error> {
     if cfg.api_key.is_empty() {
         return Ok(Running::disabled(
             "datadog",
@@ -36,8 +39,13 @@ pub fn start(cfg: &config::DatadogConfig, ctx: &mut Context) -> Result<Running, 
     ctx.telemetry.register(dd.clone());
     ctx.add_sink(dd.clone());
     ctx.events = Some(Arc::new(dd.event_queue()));
+    let handle = dd.clone();
     ctx.shutdown
         .on_stop(Stage::Delivery, async move { dd.shutdown().await });
-    // Its health line is the queue watcher's.
-    Ok(Running::reporting_itself("datadog", Stage::Delivery, ()))
+    // Its health line is the queue watcher's; the handle is for reloads.
+    Ok(Running::reporting_itself(
+        "datadog",
+        Stage::Delivery,
+        handle,
+    ))
 }

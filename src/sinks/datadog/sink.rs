@@ -7,7 +7,7 @@
 //! the queue's delivery.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -20,6 +20,7 @@ use super::events::EventQueue;
 use crate::aggregate::Flush;
 use crate::base::error::ConfigError;
 use crate::base::handoff::{DropCounter, Handoff};
+use crate::base::lock;
 use crate::base::metrics::{Collect, Families, Kind};
 use crate::base::redact;
 use crate::component::{Context, Error};
@@ -55,13 +56,16 @@ pub struct DatadogSink {
     counters: Arc<Counters>,
     key: Arc<KeyStatus>,
     events: EventQueue,
+    /// Replaced by a reload ([`DatadogSink::set_encoding`]); read once per window.
+    encoder: Arc<Mutex<Arc<Encoder>>>,
+    host: String,
 }
 
 /// The headers every request carries.
 ///
 /// # Errors
 /// `datadog.api_key` is not a valid header value.
-fn headers(api_key: &str) -> Result<HeaderMap, ConfigError> {
+pub fn headers(api_key: &str) -> Result<HeaderMap, ConfigError> {
     let mut h = HeaderMap::new();
     let key = HeaderValue::from_str(api_key).map_err(|_| {
         ConfigError::invalid(
@@ -122,21 +126,20 @@ impl DatadogSink {
 
         let counters = Arc::new(Counters::default());
         let queue = Arc::clone(outbox.queue());
-        let events = EventQueue::new(
-            Arc::clone(&queue),
-            Arc::clone(&key),
-            Encoder::new(d, host.clone()),
-        );
-        let encoder = Encoder::new(d, host);
+        // One encoder for windows and events, swapped by a reload (`set_encoding`).
+        let encoder = Arc::new(Mutex::new(Arc::new(Encoder::new(d, host.clone()))));
+        let events = EventQueue::new(Arc::clone(&queue), Arc::clone(&key), Arc::clone(&encoder));
         let windows = {
             let c = Arc::clone(&counters);
+            let encoder = Arc::clone(&encoder);
             let mut last_error_log = None;
             Handoff::start_counting(
                 "datadog-encode",
                 WINDOW_BACKLOG,
                 Arc::clone(&counters),
                 move |flush: Arc<Flush>| {
-                    encode_window(&flush, &encoder, &queue, &c, &mut last_error_log);
+                    let enc = Arc::clone(&lock(&encoder));
+                    encode_window(&flush, &enc, &queue, &c, &mut last_error_log);
                 },
             )
             .map_err(|e| {
@@ -156,7 +159,16 @@ impl DatadogSink {
             counters,
             key,
             events,
+            encoder,
+            host,
         }))
+    }
+
+    /// Encodes from the next window (and event) on with `d`'s constant tags, `env`, `version` and
+    /// histogram aggregates and percentiles (a configuration reload). The host name stays the
+    /// start's.
+    pub fn set_encoding(&self, d: &DatadogConfig) {
+        *lock(&self.encoder) = Arc::new(Encoder::new(d, self.host.clone()));
     }
 
     /// A handle that queues single events (alert notifications) for the same intake.
@@ -229,7 +241,7 @@ async fn validate_loop(deliver: Arc<HttpDeliver>, backoff: Backoff, cancel: Canc
     loop {
         match deliver.validate_key().await {
             Ok(KeyState::Invalid) => {
-                error!(component = "datadog", url = %redact::url(&format!("{}{VALIDATE_PATH}", deliver.base_url)), "the Datadog API key was rejected (403): payloads the intake refuses with 403 go to the dead-letter queue; fix datadog.api_key, then POST /admin/queue/process-dlq/datadog to send them again");
+                error!(component = "datadog", url = %redact::url(&format!("{}{VALIDATE_PATH}", deliver.target().base_url)), "the Datadog API key was rejected (403): payloads the intake refuses with 403 go to the dead-letter queue; fix datadog.api_key, then POST /admin/queue/process-dlq/datadog to send them again");
                 return;
             }
             Ok(_) => {

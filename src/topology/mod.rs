@@ -2,6 +2,12 @@
 //! order their dependencies need (sinks before the flusher, the flusher before the sources,
 //! the HTTP API last), reports each one's health once, and at shutdown drains the stages in
 //! order (see [`Stage`](crate::component::Stage)). Nothing imports this module but `lib.rs`.
+//!
+//! Around that it speaks systemd's notify protocol (`notify.rs`: ready, reloading, stopping,
+//! the watchdog tied to the flusher's progress) and runs the live reload (`reload.rs`).
+
+pub mod notify;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,13 +19,40 @@ use crate::aggregate::Aggregator;
 use crate::base::clock::Clock;
 use crate::base::fds;
 use crate::base::health::Status;
-use crate::component::Context;
+use crate::component::reload::{Reloader, Request};
+use crate::component::{Context, Stage};
 use crate::config::Config;
 use crate::telemetry::Telemetry;
 use crate::{alert, api, flusher, gps, host, otlp, sinks, statsd};
 
-/// Runs tallyd until `shutdown` completes, then drains stage by stage and returns.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub use reload::{Service, SetLogLevel};
+
+/// How the process is driven from outside: what it was started with (re-applied by a
+/// reload), and the reload requests (SIGHUP from `main`, `POST /admin/reload` from the API).
+pub struct Control {
+    /// What a reload re-reads and re-applies.
+    pub service: Service,
+    /// Asks for reloads; the API gets a clone.
+    pub reloader: Reloader,
+    /// The requests the reload task takes.
+    pub requests: tokio::sync::mpsc::Receiver<Request>,
+}
+
+/// The handles a reload reaches, from the start.
+struct Started {
+    alerts: Option<Arc<alert::Shared>>,
+    datadog: Option<Arc<sinks::datadog::DatadogSink>>,
+}
+
+/// Runs tallyd until `shutdown` completes, then drains stage by stage and returns. With
+/// `control`, reloads are taken (see `reload.rs`); tells systemd (`NOTIFY_SOCKET`) when it is
+/// ready, reloading and stopping, and pings its watchdog (`WATCHDOG_USEC`).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    control: Option<Control>,
+) -> anyhow::Result<()> {
+    let loaded = cfg.clone();
     let (cfg, fds) = fit_descriptors(cfg);
     let clock = Clock::system();
     let telemetry = Arc::new(Telemetry::default());
@@ -38,16 +71,49 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Status::Degraded
     };
     ctx.health.set("fd_limit", status, fds.detail);
-    if let Err(e) = start(&cfg, &mut ctx).await {
-        // What already started stops with the process, not half-running.
-        ctx.shutdown.abort();
-        return Err(e);
-    }
+    let reloader = control.as_ref().map(|c| c.reloader.clone());
+    let started = match start(&cfg, &mut ctx, reloader).await {
+        Ok(s) => s,
+        Err(e) => {
+            // What already started stops with the process, not half-running.
+            ctx.shutdown.abort();
+            return Err(e);
+        }
+    };
     let health = Arc::clone(&ctx.health);
+    if let Some(c) = control {
+        let counts = Arc::new(reload::Counts::default());
+        ctx.telemetry.register(counts.clone());
+        let task = reload::ReloadTask {
+            running: loaded,
+            service: c.service,
+            parts: reload::Parts {
+                aggregator: Arc::clone(&ctx.aggregator),
+                alerts: started.alerts,
+                datadog: started.datadog,
+                queues: Arc::clone(&ctx.queues),
+            },
+            health: Arc::clone(&health),
+            counts,
+        };
+        task.spawn(c.requests, ctx.shutdown.token(Stage::Intake));
+    }
     health.set_ready(true);
+    // Every listener is bound (their starts returned): the service is up.
+    notify::ready("running");
+    if let Some(every) = notify::watchdog_interval() {
+        info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
+        notify::spawn_watchdog(
+            every,
+            Arc::clone(&ctx.telemetry),
+            cfg.aggregate.flush_interval,
+            ctx.shutdown.token(Stage::Intake),
+        );
+    }
     info!(version = env!("CARGO_PKG_VERSION"), "tallyd started");
     shutdown.await;
     info!("shutting down: stopping intake, draining, final flush");
+    notify::stopping();
     health.set_ready(false);
     ctx.shutdown.drain().await;
     info!("stopped");
@@ -117,13 +183,17 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
 }
 
 /// Starts every component on `ctx`, in the order their dependencies need.
-async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
+async fn start(
+    cfg: &Config,
+    ctx: &mut Context,
+    reloader: Option<Reloader>,
+) -> anyhow::Result<Started> {
     let health = Arc::clone(&ctx.health);
     // Sinks first: the flusher hands windows to the sinks added before it starts.
     let prometheus = sinks::prometheus::start(&cfg.prometheus, ctx)?
         .report(&health)
         .context("the Prometheus sink is always on")?;
-    sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
+    let datadog = sinks::datadog::start(&cfg.datadog, ctx)?.report(&health);
     sinks::remote_write::start(&cfg.remote_write, &cfg.prometheus, ctx)?.report(&health);
     // Points received over OTLP leave with the resource and scope their tags came from; with
     // the receiver off no tag came from it.
@@ -135,6 +205,8 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
     sinks::otlp::start(&cfg.otlp_export, received, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
+    // The status page's history ranks the busiest metrics of a window now and then.
+    let history = api::History::attach(ctx);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);
 
     // Sources.
@@ -156,17 +228,25 @@ async fn start(cfg: &Config, ctx: &mut Context) -> anyhow::Result<()> {
         cfg.http.trust_loopback,
     );
     ctx.telemetry.register(Arc::new(admin.clone()));
-    let app = api::router(api::Parts {
+    let parts = api::Parts {
         prometheus,
         scrapes,
         health: Arc::clone(&health),
         queues: Arc::clone(&ctx.queues),
-        alerts: alerting,
+        alerts: alerting.clone(),
         gps,
+        telemetry: Arc::clone(&ctx.telemetry),
+        history,
         admin: &admin,
-    });
+        reloader,
+    };
+    api::start_sampler(&parts, ctx);
+    let app = api::router(parts);
     api::server::start(&cfg.http, ctx, app)
         .await?
         .report(&health);
-    Ok(())
+    Ok(Started {
+        alerts: alerting,
+        datadog,
+    })
 }
