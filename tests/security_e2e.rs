@@ -164,6 +164,7 @@ const SENSITIVE: &[(&str, &str)] = &[
     ("/api/monitoring/metrics/devices", "gps"),
     ("/api/monitoring/metrics/live", "gps"),
     ("/api/monitoring/gps/blacklist", "gps"),
+    ("/api/monitoring/gps/devices/x/commands", "gps"),
     ("/admin/queue/health", "queue"),
     ("/admin/queue/stats", "queue"),
     ("/api/alerts", "alerts"),

@@ -193,7 +193,11 @@ fn get(url: &str, token: &str, timeout: Duration) -> Result<(u16, String), Strin
 
 /// `tallyd health`: exit 0 iff the URL answers 200.
 pub fn health(cfg: &Config, url: Option<&str>, live: bool, timeout: Duration) -> ExitCode {
-    let path = if live { "/health/live" } else { "/health/ready" };
+    let path = if live {
+        "/health/live"
+    } else {
+        "/health/ready"
+    };
     let url = match url.map_or_else(|| default_url(cfg, path), |u| Ok(u.to_string())) {
         Ok(u) => u,
         Err(e) => return fail(e),

@@ -139,6 +139,11 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
             "gps.max_connections",
             cfg.gps.max_connections,
         ),
+        (
+            cfg.gps.enabled && !cfg.gps.listen.is_empty() && cfg.gps.osmand_enabled,
+            "gps.osmand_max_connections",
+            cfg.gps.osmand_max_connections,
+        ),
         (true, "http.max_connections", cfg.http.max_connections),
         (
             otlp && !cfg.otlp.http_listen.is_empty(),
@@ -161,6 +166,7 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
         match key {
             "statsd.tcp_max_connections" => cfg.statsd.tcp_max_connections = v,
             "gps.max_connections" => cfg.gps.max_connections = v,
+            "gps.osmand_max_connections" => cfg.gps.osmand_max_connections = v,
             "http.max_connections" => cfg.http.max_connections = v,
             // One key for both listeners: the smaller share.
             _ => cfg.otlp.max_connections = cfg.otlp.max_connections.min(v),
