@@ -5,6 +5,7 @@
 //! returns an immutable [`Flush`] that every sink reads. Sinks never reach back in here.
 
 pub mod config;
+pub mod ddsketch;
 pub mod histogram;
 pub mod shard;
 

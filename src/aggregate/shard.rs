@@ -404,7 +404,7 @@ impl Shard {
                 }
             }
             Slot::Samples(s) => {
-                let s = s.get_or_insert_with(Box::default);
+                let s = s.get_or_insert_with(|| Box::new(store_for(m.kind)));
                 // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
                 let w = parse::sample_weight(m.sample_rate);
                 // Only a huge value, or a window sum already huge, can overflow the sum.
@@ -527,13 +527,23 @@ impl Shard {
         match (&mut entry.slot, value) {
             (Slot::Counter(sum), Value::Count(v)) => *sum += v,
             (Slot::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
-            (Slot::Samples(s), Value::Samples(other)) => {
-                s.get_or_insert_with(Box::default).merge(other)
-            }
+            (Slot::Samples(s), Value::Samples(other)) => s
+                .get_or_insert_with(|| Box::new(store_for(kind)))
+                .merge(other),
             // The kind decides the state, and `fits` checked the kind.
             _ => return false,
         }
         true
+    }
+}
+
+/// The empty sample store of a sampled kind: distributions key their values into the Agent's
+/// DDSketch bins, timers and histograms use HDR histograms past their raw samples.
+fn store_for(kind: MetricKind) -> Samples {
+    if kind == MetricKind::Distribution {
+        Samples::keyed()
+    } else {
+        Samples::new()
     }
 }
 
