@@ -62,6 +62,8 @@ pub struct Telemetry {
     pub service_checks: AtomicU64,
     /// Events and service checks dropped at the per-window limit.
     pub events_dropped: AtomicU64,
+    /// Optional fields of events and service checks skipped as unreadable (the line kept).
+    pub fields_skipped: AtomicU64,
     /// Datagrams larger than `statsd.max_packet_size`.
     pub udp_truncated: AtomicU64,
     /// Failed UDP/UDS receive calls.
@@ -122,6 +124,7 @@ impl Default for Telemetry {
             events: AtomicU64::new(0),
             service_checks: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            fields_skipped: AtomicU64::new(0),
             udp_truncated: AtomicU64::new(0),
             udp_receive_errors: AtomicU64::new(0),
             tcp_active: AtomicU64::new(0),
@@ -164,6 +167,8 @@ pub struct LocalStats {
     pub events: u64,
     /// Service checks accepted.
     pub service_checks: u64,
+    /// Optional fields of events and service checks skipped as unreadable.
+    pub fields_skipped: u64,
     /// Rejected lines, by [`ParseError::index`].
     pub errors: [u64; REASONS],
     /// Samples dropped at `aggregate.max_contexts`.
@@ -187,6 +192,7 @@ impl LocalStats {
         add(&t.samples, self.samples);
         add(&t.events, self.events);
         add(&t.service_checks, self.service_checks);
+        add(&t.fields_skipped, self.fields_skipped);
         add(&t.samples_dropped_context_limit, self.dropped_context_limit);
         add(&t.set_members_dropped, self.set_members_dropped);
         for (i, n) in self.errors.iter().enumerate() {
@@ -312,6 +318,11 @@ impl Collect for Telemetry {
                 "tallyd_statsd_events_dropped",
                 "Events and service checks dropped at the per-window limit.",
                 &self.events_dropped,
+            ),
+            (
+                "tallyd_statsd_fields_skipped",
+                "Optional fields of events and service checks that could not be read, skipped (the event or check was kept).",
+                &self.fields_skipped,
             ),
             (
                 "tallyd_statsd_udp_truncated",

@@ -103,11 +103,13 @@ impl Ingest {
             match parse::parse_line(line, self.max_tags) {
                 Ok(Line::Metric(m)) => metric(line, m, stats),
                 Ok(Line::Event(ev)) => {
+                    skipped_fields(stats, ev.skipped_fields, line);
                     if self.aggregator.push_event(ev) {
                         stats.events += 1;
                     }
                 }
                 Ok(Line::ServiceCheck(sc)) => {
+                    skipped_fields(stats, sc.skipped_fields, line);
                     if self.aggregator.push_check(sc) {
                         stats.service_checks += 1;
                     }
@@ -115,6 +117,29 @@ impl Ingest {
                 Err(e) => bad_line(stats, e, line),
             }
         }
+    }
+}
+
+/// Counts the optional fields skipped in an event or service check, and logs the line at most
+/// once per second for the whole process.
+fn skipped_fields(stats: &mut LocalStats, n: u32, line: &[u8]) {
+    if n == 0 {
+        return;
+    }
+    stats.fields_skipped += u64::from(n);
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST.load(Relaxed);
+    if now > last && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let shown = &line[..line.len().min(200)];
+        tracing::warn!(
+            fields = n,
+            line = %String::from_utf8_lossy(shown),
+            "skipped unreadable optional fields of an event or service check, kept the rest (further ones this second are counted in tallyd_statsd_fields_skipped_total, not logged)"
+        );
     }
 }
 
