@@ -64,6 +64,12 @@ pub struct Telemetry {
     pub events_dropped: AtomicU64,
     /// Optional fields of events and service checks skipped as unreadable (the line kept).
     pub fields_skipped: AtomicU64,
+    /// Timestamped (`|T`) gauge and count values handed on as their own points.
+    pub timestamped: AtomicU64,
+    /// Timestamped points dropped at the per-window limit.
+    pub timestamped_dropped: AtomicU64,
+    /// Values of other types sent with `|T`, aggregated with the timestamp ignored.
+    pub timestamps_ignored: AtomicU64,
     /// Datagrams larger than `statsd.max_packet_size`.
     pub udp_truncated: AtomicU64,
     /// Failed UDP/UDS receive calls.
@@ -125,6 +131,9 @@ impl Default for Telemetry {
             service_checks: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             fields_skipped: AtomicU64::new(0),
+            timestamped: AtomicU64::new(0),
+            timestamped_dropped: AtomicU64::new(0),
+            timestamps_ignored: AtomicU64::new(0),
             udp_truncated: AtomicU64::new(0),
             udp_receive_errors: AtomicU64::new(0),
             tcp_active: AtomicU64::new(0),
@@ -318,6 +327,21 @@ impl Collect for Telemetry {
                 "tallyd_statsd_events_dropped",
                 "Events and service checks dropped at the per-window limit.",
                 &self.events_dropped,
+            ),
+            (
+                "tallyd_statsd_timestamped",
+                "Timestamped (|T) gauge and count values sent on as their own points, not aggregated.",
+                &self.timestamped,
+            ),
+            (
+                "tallyd_statsd_timestamped_dropped",
+                "Timestamped points dropped at the per-window limit (100,000).",
+                &self.timestamped_dropped,
+            ),
+            (
+                "tallyd_statsd_timestamps_ignored",
+                "Values of types other than gauge and count sent with |T: aggregated, the timestamp ignored.",
+                &self.timestamps_ignored,
             ),
             (
                 "tallyd_statsd_fields_skipped",

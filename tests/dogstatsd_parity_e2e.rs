@@ -160,3 +160,199 @@ fn distribution_sketches_keep_the_agents_accuracy_at_any_count() {
     let few: Vec<f64> = (0..100).map(|_| rng.lognormal(0.04, 1.2)).collect();
     check_accuracy(&intake, &t, "lat.few", &few);
 }
+
+#[test]
+fn internal_tags_reach_no_sink() {
+    let intake = Intake::start(KEY);
+    let rw = common::remote_write::StandIn::start(&[]);
+    let t = start(
+        &intake,
+        &format!(
+            r#"
+[remote_write]
+url = "http://{}/api/v1/write"
+"#,
+            rw.addr
+        ),
+    );
+    t.send_udp(
+        "it.hits:1|c|#env:prod,dd.internal.entity_id:abc\n\
+         it.temp:2|g|#env:prod,dd.internal.card:high\n\
+         it.dist:3|d|#dd.internal.jmx_check_name:kafka,env:prod|c:container-1\n\
+         _e{5,4}:title|text|#env:prod,dd.internal.entity_id:abc,dd.internal.card:low\n\
+         _sc|it.up|0|#env:prod,dd.internal.card:orchestrator,dd.internal.entity_id:abc\n",
+    );
+    intake.wait(15, "series, sketch, event and check", |a| {
+        ["it.hits", "it.temp"]
+            .iter()
+            .all(|n| a.series.iter().any(|s| s.metric == *n))
+            && a.sketches.iter().any(|s| s.metric == "it.dist")
+            && !a.events.is_empty()
+            && !a.checks.is_empty()
+    });
+    {
+        let a = intake.accepted();
+        for s in a.series.iter().filter(|s| s.metric.starts_with("it.")) {
+            assert_eq!(s.tags, vec!["env:prod"], "{}", s.metric);
+        }
+        for s in a.sketches.iter().filter(|s| s.metric == "it.dist") {
+            assert_eq!(s.tags, vec!["env:prod"]);
+        }
+        assert_eq!(a.events[0]["tags"], serde_json::json!(["env:prod"]));
+        assert_eq!(a.checks[0]["tags"], serde_json::json!(["env:prod"]));
+    }
+    let m = t.wait_metrics(|m| m.contains("it_hits_total"), "it_hits_total on /metrics");
+    for line in m.lines().filter(|l| l.starts_with("it_")) {
+        assert!(
+            !line.contains("dd_internal") && !line.contains("abc") && line.contains("env=\"prod\""),
+            "{line}"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let series = loop {
+        let s: Vec<String> = rw
+            .seen()
+            .into_iter()
+            .flat_map(|r| r.series)
+            .filter(|s| s.starts_with("it_"))
+            .collect();
+        if s.iter().any(|s| s.starts_with("it_hits")) && s.iter().any(|s| s.starts_with("it_temp"))
+        {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "remote_write: {s:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for s in &series {
+        assert!(
+            !s.contains("dd_internal") && s.contains("env=\"prod\""),
+            "{s}"
+        );
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_counter_reads_zero_for_the_expiry_then_disappears() {
+    let intake = Intake::start(KEY);
+    let t = start(&intake, "[datadog]\nexpiry_seconds = 3\n");
+    t.send_udp("zf.errors:4|c|#env:prod\n");
+    intake.wait(15, "the counter", |a| {
+        a.series.iter().any(|s| s.metric == "zf.errors")
+    });
+    // A heartbeat keeps windows coming; wait for windows well past the expiry.
+    let first = {
+        let a = intake.accepted();
+        a.series
+            .iter()
+            .find(|s| s.metric == "zf.errors")
+            .map(|s| s.points[0].timestamp)
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        t.send_udp("zf.hb:1|g\n");
+        let done = intake
+            .accepted()
+            .series
+            .iter()
+            .any(|s| s.metric == "zf.hb" && s.points[0].timestamp >= first + 6);
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "heartbeat windows");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let a = intake.accepted();
+    let mut points: Vec<(i64, f64)> = a
+        .series
+        .iter()
+        .filter(|s| s.metric == "zf.errors")
+        .map(|s| {
+            assert_eq!((s.mtype, s.interval), (2, 1), "a RATE with its interval");
+            assert_eq!(s.tags, vec!["env:prod"]);
+            (s.points[0].timestamp, s.points[0].value)
+        })
+        .collect();
+    points.sort_by_key(|p| p.0);
+    assert_eq!(
+        points,
+        vec![
+            (first, 4.0),
+            (first + 1, 0.0),
+            (first + 2, 0.0),
+            (first + 3, 0.0)
+        ],
+        "the sample, then zeros for 3 s, then nothing"
+    );
+}
+
+#[test]
+fn timestamped_gauges_and_counts_keep_their_timestamp() {
+    let intake = Intake::start(KEY);
+    let t = start(&intake, "");
+    let past = unix_now() - 60;
+    t.send_udp(&format!(
+        "ts.temp:5|g|#env:prod|T{past}\n\
+         ts.hits:3|c|#env:prod|T{past}\n\
+         ts.temp:7|g|#env:prod\n\
+         ts.hits:2|c|#env:prod\n\
+         ts.lat:9|d|T{past}\n"
+    ));
+    intake.wait(15, "timestamped and windowed points", |a| {
+        a.series
+            .iter()
+            .filter(|s| s.metric.starts_with("ts."))
+            .count()
+            >= 4
+            && a.sketches.iter().any(|s| s.metric == "ts.lat")
+    });
+    let a = intake.accepted();
+    let of = |m: &str| -> Vec<(i32, i64, f64, i64)> {
+        a.series
+            .iter()
+            .filter(|s| s.metric == m)
+            .map(|s| {
+                (
+                    s.mtype,
+                    s.points[0].timestamp,
+                    s.points[0].value,
+                    s.interval,
+                )
+            })
+            .collect()
+    };
+    let (temp, hits) = (of("ts.temp"), of("ts.hits"));
+    // GAUGE = 3, COUNT = 1, RATE = 2.
+    assert!(temp.contains(&(3, past, 5.0, 0)), "{temp:?}");
+    assert!(hits.contains(&(1, past, 3.0, 0)), "{hits:?}");
+    let now_temp: Vec<_> = temp.iter().filter(|p| p.1 != past).collect();
+    let now_hits: Vec<_> = hits.iter().filter(|p| p.1 != past).collect();
+    assert_eq!(now_temp.len(), 1, "{temp:?}");
+    assert_eq!((now_temp[0].0, now_temp[0].2), (3, 7.0));
+    assert_eq!(
+        (now_hits[0].0, now_hits[0].2),
+        (2, 2.0),
+        "the window holds the untimed count alone: {hits:?}"
+    );
+    assert!(now_temp[0].1 > past + 30);
+    // A distribution with a timestamp is aggregated, its timestamp ignored (as the Agent does).
+    let d = a
+        .sketches
+        .iter()
+        .find(|s| s.metric == "ts.lat")
+        .expect("sketch");
+    assert!(d.dogsketches[0].ts > past + 30);
+    drop(a);
+    let m = t.wait_metrics(
+        |m| m.contains("tallyd_statsd_timestamps_ignored_total 1"),
+        "counted",
+    );
+    assert!(m.contains("tallyd_statsd_timestamped_total 2"), "{m}");
+}

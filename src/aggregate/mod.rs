@@ -40,6 +40,20 @@ pub trait Sink: Send + Sync {
 
 /// Events and service checks held per window; more are dropped and counted.
 pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
+/// Timestamped points (`|T` gauges and counts) held per window; more are dropped and counted.
+pub const MAX_TIMESTAMPED_PER_WINDOW: usize = 100_000;
+
+/// A gauge or count sent with its own timestamp (`|T`): as in the Datadog Agent's
+/// no-aggregation pipeline it is not merged into the window but handed on as its own point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timestamped {
+    /// Kind (gauge or counter), name and sorted tags.
+    pub ctx: Arc<Context>,
+    /// The value; for a count, divided by its sample rate.
+    pub value: f64,
+    /// Unix seconds, as sent.
+    pub timestamp: i64,
+}
 
 /// One window's worth of aggregated data, shared read-only by all sinks.
 #[derive(Debug)]
@@ -57,6 +71,9 @@ pub struct Flush {
     pub events: Vec<Event>,
     /// Service checks received in the window, in arrival order.
     pub service_checks: Vec<ServiceCheck>,
+    /// Timestamped gauges and counts received in the window, in arrival order (at most
+    /// [`MAX_TIMESTAMPED_PER_WINDOW`]).
+    pub timestamped: Vec<Timestamped>,
     /// Where `series` goes when the last holder drops the flush (see [`Recycle`]).
     pub(crate) recycle: Recycle,
 }
@@ -124,6 +141,7 @@ pub enum SeriesValue {
 struct Pending {
     events: Vec<Event>,
     checks: Vec<ServiceCheck>,
+    timestamped: Vec<Timestamped>,
 }
 
 /// What the flusher remembers between windows: gauge values for delta mode.
@@ -231,6 +249,35 @@ impl Aggregator {
         true
     }
 
+    /// Queues timestamped points for the current window; false (and counted) for those past
+    /// the window's limit.
+    pub fn push_timestamped(&self, points: impl IntoIterator<Item = Timestamped>) -> bool {
+        let mut p = lock(&self.pending);
+        let mut all = true;
+        for t in points {
+            if p.timestamped.len() >= MAX_TIMESTAMPED_PER_WINDOW {
+                self.shared
+                    .telemetry
+                    .timestamped_dropped
+                    .fetch_add(1, Relaxed);
+                all = false;
+            } else {
+                p.timestamped.push(t);
+                self.shared.telemetry.timestamped.fetch_add(1, Relaxed);
+            }
+        }
+        all
+    }
+
+    /// Counts `n` values of types other than gauge and count that came with a timestamp
+    /// (aggregated, the timestamp ignored).
+    pub fn timestamps_ignored(&self, n: u64) {
+        self.shared
+            .telemetry
+            .timestamps_ignored
+            .fetch_add(n, Relaxed);
+    }
+
     /// Closes the current window, stamped `timestamp` (unix seconds of its start).
     pub fn flush(&self, timestamp: u64) -> Flush {
         let shards: Vec<Arc<Mutex<Shard>>> = lock(&self.shards).clone();
@@ -320,6 +367,7 @@ impl Aggregator {
             series,
             events: pending.events,
             service_checks: pending.checks,
+            timestamped: pending.timestamped,
             recycle: Recycle(Some(Arc::clone(&self.spare_series))),
         }
     }
