@@ -356,3 +356,173 @@ fn timestamped_gauges_and_counts_keep_their_timestamp() {
     );
     assert!(m.contains("tallyd_statsd_timestamped_total 2"), "{m}");
 }
+
+/// One Agent setting given as its DD_* variable: what to send, what the intake must then show.
+struct SettingCase {
+    env: &'static [(&'static str, &'static str)],
+    send: &'static str,
+    /// Series or sketch names that must arrive...
+    present: &'static [&'static str],
+    /// ...and ones that must not (checked once the present ones are in).
+    absent: &'static [&'static str],
+    /// Tags every series and sketch must carry.
+    tags: &'static [&'static str],
+}
+
+fn names(a: &Accepted) -> Vec<String> {
+    a.series
+        .iter()
+        .map(|s| s.metric.clone())
+        .chain(a.sketches.iter().map(|s| format!("sketch:{}", s.metric)))
+        .collect()
+}
+
+#[test]
+fn each_agent_dogstatsd_setting_changes_what_the_intake_receives() {
+    let cases = [
+        SettingCase {
+            env: &[("DD_HISTOGRAM_AGGREGATES", "min max")],
+            send: "set.lat:1|h\nset.lat:3|h\n",
+            present: &["set.lat.min", "set.lat.max"],
+            absent: &["set.lat.avg", "set.lat.count", "set.lat.median"],
+            tags: &[],
+        },
+        SettingCase {
+            env: &[("DD_HISTOGRAM_PERCENTILES", "0.5 0.99")],
+            send: "set.lat:1|ms\n",
+            present: &["set.lat.50percentile", "set.lat.99percentile"],
+            absent: &["set.lat.95percentile"],
+            tags: &[],
+        },
+        SettingCase {
+            env: &[("DD_DOGSTATSD_TAGS", "team:a region:eu")],
+            send: "set.hits:1|c|#env:prod\nset.d:1|d\n",
+            present: &["set.hits", "sketch:set.d"],
+            absent: &[],
+            tags: &["team:a", "region:eu"],
+        },
+        SettingCase {
+            env: &[("DD_STATSD_METRIC_NAMESPACE", "app")],
+            send: "set.hits:1|c\njvm.heap:5|g\n",
+            present: &["app.set.hits", "jvm.heap"],
+            absent: &["set.hits", "app.jvm.heap"],
+            tags: &[],
+        },
+        SettingCase {
+            env: &[
+                ("DD_STATSD_METRIC_NAMESPACE", "app."),
+                ("DD_STATSD_METRIC_NAMESPACE_BLOCKLIST", "keep"),
+            ],
+            send: "keep.hits:1|c\njvm.heap:5|g\n",
+            present: &["keep.hits", "app.jvm.heap"],
+            absent: &["app.keep.hits"],
+            tags: &[],
+        },
+        SettingCase {
+            env: &[
+                ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true"),
+                ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "dist."),
+            ],
+            send: "set.lat:7|h\n",
+            present: &["set.lat.max", "sketch:dist.set.lat"],
+            absent: &[],
+            tags: &[],
+        },
+        SettingCase {
+            env: &[("DD_DOGSTATSD_BUFFER_SIZE", "512")],
+            // A 600-byte datagram: the kernel cuts it at 512 and its last line is dropped.
+            send: "",
+            present: &["set.first"],
+            absent: &["set.last"],
+            tags: &[],
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let intake = Intake::start(KEY);
+        let t = Tallyd::start_raw(&config(&intake, ""), c.env);
+        if c.send.is_empty() {
+            let pad = "x".repeat(560);
+            t.send_udp(&format!("set.first:1|c\nset.pad:1|c|#{pad}\nset.last:1|c\n"));
+        } else {
+            t.send_udp(c.send);
+        }
+        let what = format!("case {i} {:?}", c.env);
+        intake.wait(15, &what, |a| {
+            let n = names(a);
+            c.present.iter().all(|p| n.iter().any(|x| x == p))
+        });
+        // One more window, so that anything else sent with the lines has arrived too.
+        t.send_udp("set.hb:1|g\n");
+        intake.wait(15, &what, |a| names(a).iter().any(|x| x == "set.hb"));
+        let a = intake.accepted();
+        let n = names(&a);
+        for x in c.absent {
+            assert!(!n.iter().any(|y| y == x), "{what}: {x} arrived: {n:?}");
+        }
+        for tag in c.tags {
+            for s in a.series.iter().filter(|s| s.metric != "set.hb") {
+                assert!(s.tags.iter().any(|t| t == tag), "{what}: {} lacks {tag}", s.metric);
+            }
+            for s in &a.sketches {
+                assert!(s.tags.iter().any(|t| t == tag), "{what}: sketch lacks {tag}");
+            }
+        }
+    }
+}
+
+#[test]
+fn agent_listener_settings_from_the_environment() {
+    // DD_DOGSTATSD_SOCKET: the Unix socket the lines arrive on.
+    let intake = Intake::start(KEY);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("dsd.socket");
+    let sock_s = sock.display().to_string();
+    let t = Tallyd::start_raw(
+        &config(&intake, ""),
+        &[
+            ("DD_DOGSTATSD_SOCKET", sock_s.as_str()),
+            ("DD_DOGSTATSD_NON_LOCAL_TRAFFIC", "true"),
+            ("DD_DOGSTATSD_EXPIRY_SECONDS", "0"),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "socket {sock_s}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let c = std::os::unix::net::UnixDatagram::unbound().expect("unix socket");
+    c.send_to(b"uds.hits:2|c\n", &sock).expect("send to the socket");
+    intake.wait(15, "a line over the socket", |a| {
+        a.series.iter().any(|s| s.metric == "uds.hits")
+    });
+    // DD_DOGSTATSD_NON_LOCAL_TRAFFIC=true: every interface, the configured port kept.
+    let udp = t.udp.expect("udp");
+    assert!(udp.ip().is_unspecified(), "{udp}");
+    // DD_DOGSTATSD_EXPIRY_SECONDS=0: no zero-fill.
+    let first = intake
+        .accepted()
+        .series
+        .iter()
+        .find(|s| s.metric == "uds.hits")
+        .map(|s| s.points[0].timestamp)
+        .unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        t.send_udp("uds.hb:1|g\n");
+        let a = intake.accepted();
+        if a.series
+            .iter()
+            .any(|s| s.metric == "uds.hb" && s.points[0].timestamp >= first + 3)
+        {
+            assert_eq!(
+                a.series.iter().filter(|s| s.metric == "uds.hits").count(),
+                1,
+                "no zeros with expiry 0"
+            );
+            break;
+        }
+        drop(a);
+        assert!(std::time::Instant::now() < deadline, "heartbeat windows");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

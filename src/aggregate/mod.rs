@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod ddsketch;
+mod gauge;
 pub mod histogram;
+mod line_options;
 pub mod shard;
 
 use std::collections::HashMap;
@@ -21,7 +23,7 @@ use hashbrown::HashTable;
 pub use config::{AggregateConfig, GaugeMode};
 pub use histogram::{Quantiles, Samples};
 use shard::State;
-pub use shard::{Shard, Shared};
+pub use shard::{LineOptions, Shard, Shared};
 
 use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
 use crate::base::lock;

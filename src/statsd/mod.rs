@@ -39,7 +39,11 @@ pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running,
             aggregator: Arc::clone(&ctx.aggregator),
             max_tags: cfg.max_tags,
         }),
-        shard: ctx.aggregator.new_shard(),
+        shard: {
+            let s = ctx.aggregator.new_shard();
+            crate::base::lock(&s).set_line_options(cfg.line_options());
+            s
+        },
         telemetry: Arc::clone(&ctx.telemetry),
         max_connections: cfg.tcp_max_connections,
         idle_timeout: cfg.tcp_idle_timeout,
