@@ -74,7 +74,7 @@ grep -qx "$timer" <<<"$metrics" || fail "timer missing"
 grep -qx "$bad" <<<"$metrics" || fail "bad line not counted"
 curl -s "$http/health" | grep -q '"status":"ok"' || fail "/health not ok"
 
-# The README's GPS example: an NMEA device that names itself.
+# docs/gps.md's example: an NMEA device that names itself.
 printf '$PGID,boat-7*34\r\n$GPRMC,225446,A,4916.45,N,12311.12,W,000.5,054.7,191194,020.3,E*68\r\n' \
   | nc -w1 127.0.0.1 "$gps_port"
 curl -s "$http/api/monitoring/metrics/devices?active_only=true" | grep -q '"id":"boat-7"' \

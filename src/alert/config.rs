@@ -228,7 +228,7 @@ pub struct RuleConfig {
     pub no_data: Duration,
     /// Severity of the no-data alert.
     pub no_data_severity: Severity,
-    /// Message template (see the README for placeholders); empty = the built-in message.
+    /// Message template (see docs/alerting.md for placeholders); empty = the built-in message.
     pub message: String,
     /// Runbook URL or text template; empty = none.
     pub runbook: String,

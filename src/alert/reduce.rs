@@ -1,5 +1,5 @@
 //! Reduces one group's series in one window to a single value, per aggregation and metric
-//! kind (the table in the README's "Alerting" section).
+//! kind (the table in docs/alerting.md).
 
 use crate::aggregate::Samples;
 

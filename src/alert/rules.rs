@@ -139,7 +139,7 @@ impl Selector {
     }
 
     /// tallyd's own metrics are watched for no-data only once they have been seen, because a
-    /// family that was never rendered belongs to a subsystem that is off (see the README).
+    /// family that was never rendered belongs to a subsystem that is off (see docs/alerting.md).
     pub fn is_self_metric(&self) -> bool {
         self.metric.starts_with("tallyd_")
     }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::fix::{rfc3339_ms, Attr, Fix, Protocol};
 use super::metrics::GpsStats;
 
-/// One delivered position. Field names are the NDJSON output format (see the README).
+/// One delivered position. Field names are the NDJSON output format (see docs/gps.md).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Point {
     /// The device's identity (IMEI or the id it logged in with).

@@ -2,7 +2,7 @@
 //! into (kind, name, tags, value) outputs for an aggregation shard. No I/O and no clock here;
 //! the caller passes the time in.
 //!
-//! The mapping (also in the README's "OTLP" section):
+//! The mapping (also in docs/otlp.md):
 //! - Gauge → gauge (last value wins).
 //! - Sum, monotonic, delta → counter increment; cumulative → the per-stream increase since the
 //!   previous point (see `cumulative.rs`), as a counter increment.

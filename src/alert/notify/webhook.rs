@@ -1,6 +1,6 @@
 //! Generic webhook: one JSON object per event, `POST`ed to the configured URL.
 //!
-//! The body is tallyd's own format (documented in the README), versioned by `version`:
+//! The body is tallyd's own format (documented in docs/alerting.md), versioned by `version`:
 //! `{version, status, alert, severity, previous_severity, labels, metric, value, warn, critical,
 //! direction, message, runbook, starts_at, at, fingerprint, repeat, no_data, host}`.
 

@@ -5,7 +5,7 @@
 //! become summaries (quantiles of the last window that had samples, cumulative `_sum` and
 //! `_count`). A series that receives nothing for `prometheus.series_ttl` disappears.
 //!
-//! Naming rules (also in the README):
+//! Naming rules (also in docs/prometheus.md):
 //! - metric names: every character outside `[a-zA-Z0-9_:]` becomes `_`; a leading digit gets a
 //!   `_` prefix. The `tallyd_` prefix is reserved for tallyd's own metrics.
 //! - tags `key:value` become labels; the key is sanitised to `[a-zA-Z0-9_]` (leading digit gets a
