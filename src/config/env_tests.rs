@@ -66,10 +66,16 @@ fn every_dogstatsd_variable_sets_its_key() {
     // The Agent's defaults.
     let d = Config::default();
     assert_eq!(d.datadog.expiry_seconds, 300);
-    assert_eq!(d.datadog.histogram_aggregates, ["max", "median", "avg", "count"]);
+    assert_eq!(
+        d.datadog.histogram_aggregates,
+        ["max", "median", "avg", "count"]
+    );
     assert_eq!(d.datadog.histogram_percentiles, [0.95]);
     assert!(!d.statsd.histogram_copy_to_distribution);
-    assert!(d.statsd.metric_namespace_blocklist.contains(&"datadog.agent".to_string()));
+    assert!(d
+        .statsd
+        .metric_namespace_blocklist
+        .contains(&"datadog.agent".to_string()));
 }
 
 #[test]
