@@ -429,6 +429,16 @@ fn each_agent_dogstatsd_setting_changes_what_the_intake_receives() {
             tags: &[],
         },
         SettingCase {
+            env: &[(
+                "DD_DOGSTATSD_MAPPER_PROFILES",
+                r#"[{"name":"airflow","prefix":"airflow.","mappings":[{"match":"airflow.job.duration_sec.*","name":"airflow.job.duration","tags":{"job_type":"$1"}}]}]"#,
+            )],
+            send: "airflow.job.duration_sec.scheduler:2|g\n",
+            present: &["airflow.job.duration"],
+            absent: &["airflow.job.duration_sec.scheduler"],
+            tags: &["job_type:scheduler"],
+        },
+        SettingCase {
             env: &[("DD_DOGSTATSD_BUFFER_SIZE", "512")],
             // A 600-byte datagram: the kernel cuts it at 512 and its last line is dropped.
             send: "",
@@ -468,7 +478,7 @@ fn each_agent_dogstatsd_setting_changes_what_the_intake_receives() {
             for s in a
                 .series
                 .iter()
-                .filter(|s| s.metric.starts_with("set.") && !s.metric.ends_with("set.hb"))
+                .filter(|s| c.present.contains(&s.metric.as_str()))
             {
                 assert!(
                     s.tags.iter().any(|t| t == tag),

@@ -14,4 +14,6 @@ pub struct LineOptions {
     pub tags: Vec<Vec<u8>>,
     /// Timers and histograms are also applied as a distribution named with this prefix.
     pub copy_to_distribution: Option<Vec<u8>>,
+    /// The Agent's mapper profiles (renames and tags), applied before the namespace.
+    pub mapper: Option<super::mapper::Mapper>,
 }

@@ -9,6 +9,7 @@ pub mod ddsketch;
 mod gauge;
 pub mod histogram;
 mod line_options;
+pub mod mapper;
 pub mod shard;
 
 use std::collections::HashMap;

@@ -324,29 +324,41 @@ impl Shard {
             let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
             tags.sort_unstable();
             let n = dedup_sorted(&mut tags);
-            return self.apply_as(m, m.kind, &[], &tags[..n], seq, stats);
+            return self.apply_as(m, m.kind, &[], m.name, &tags[..n], seq, stats);
         }
         let opts = Arc::clone(&self.opts);
+        let mapped = opts
+            .mapper
+            .as_ref()
+            .and_then(|mp| mp.map(std::str::from_utf8(m.name).ok()?));
+        let name: &[u8] = mapped.as_ref().map_or(m.name, |(n, _)| n.as_bytes());
         let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
         tags.extend(opts.tags.iter().map(|t| &t[..]));
+        if let Some((_, extra)) = &mapped {
+            tags.extend(extra.iter().map(|t| t.as_bytes()));
+        }
         tags.sort_unstable();
         let n = dedup_sorted(&mut tags);
         let tags = &tags[..n];
         let ns: &[u8] = if opts.namespace.is_empty()
-            || opts
-                .namespace_blocklist
-                .iter()
-                .any(|p| m.name.starts_with(p))
+            || opts.namespace_blocklist.iter().any(|p| name.starts_with(p))
         {
             &[]
         } else {
             &opts.namespace
         };
-        self.apply_as(m, m.kind, &[ns], tags, seq, stats)?;
+        self.apply_as(m, m.kind, &[ns], name, tags, seq, stats)?;
         match &opts.copy_to_distribution {
-            Some(p) if matches!(m.kind, MetricKind::Timer | MetricKind::Histogram) => {
-                self.apply_as(m, MetricKind::Distribution, &[p, ns], tags, seq, stats)
-            }
+            Some(p) if matches!(m.kind, MetricKind::Timer | MetricKind::Histogram) => self
+                .apply_as(
+                    m,
+                    MetricKind::Distribution,
+                    &[p, ns],
+                    name,
+                    tags,
+                    seq,
+                    stats,
+                ),
             _ => Ok(()),
         }
     }
@@ -357,6 +369,7 @@ impl Shard {
         m: &MetricLine<'_>,
         kind: MetricKind,
         prefix: &[&[u8]],
+        name: &[u8],
         tags: &[&[u8]],
         seq: u64,
         stats: &mut LocalStats,
@@ -364,7 +377,7 @@ impl Shard {
         let shared = &*self.shared;
         let entry = match self
             .table
-            .resolve_prefixed(shared, kind, prefix, m.name, tags)
+            .resolve_prefixed(shared, kind, prefix, name, tags)
         {
             Ok(e) => e,
             Err(Unresolved::Utf8) => return Err(ParseError::Utf8),

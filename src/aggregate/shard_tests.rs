@@ -120,6 +120,7 @@ fn line_options_namespace_tags_and_distribution_copy() {
         namespace_blocklist: vec![b"jvm".to_vec()],
         tags: vec![b"team:a".to_vec()],
         copy_to_distribution: Some(b"dist.".to_vec()),
+        mapper: None,
     }));
     let mut stats = LocalStats::default();
     for line in ["hits:1|c|#z:1", "jvm.heap:2|g", "lat:3|h"] {

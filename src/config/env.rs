@@ -188,6 +188,21 @@ pub(super) fn apply_env(
                 check_type(name, section, key, &v)?;
                 set_key(table, section, key, v);
             }
+        } else if name == "DD_DOGSTATSD_MAPPER_PROFILES" {
+            // The Agent takes this variable as JSON: a list of profiles.
+            let bad = |why: String| {
+                ConfigError::environment(
+                    "",
+                    format!(
+                        "environment variable {name}: not a JSON list of mapper profiles: {why}"
+                    ),
+                )
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(value).map_err(|e| bad(e.to_string()))?;
+            let v = toml::Value::try_from(json).map_err(|e| bad(e.to_string()))?;
+            check_type(name, "statsd", "mapper_profiles", &v)?;
+            set_key(table, "statsd", "mapper_profiles", v);
         } else if name == "DD_DOGSTATSD_NON_LOCAL_TRAFFIC" {
             let non_local = match read_form(name, value, Form::Bool)? {
                 toml::Value::Boolean(b) => b,

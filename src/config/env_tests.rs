@@ -60,6 +60,11 @@ fn every_dogstatsd_variable_sets_its_key() {
             c.statsd.udp_recv_buffer == Config::default().statsd.udp_recv_buffer
         }),
     ];
+    let profiles = r#"[{"name":"airflow","prefix":"airflow.","mappings":[{"match":"airflow.job.*","name":"airflow.job","tags":{"job":"$1"}}]}]"#;
+    let c = with("DD_DOGSTATSD_MAPPER_PROFILES", profiles);
+    assert_eq!(c.statsd.mapper_profiles.len(), 1);
+    assert_eq!(c.statsd.mapper_profiles[0].mappings[0].name, "airflow.job");
+    assert_eq!(c.statsd.mapper_profiles[0].mappings[0].match_type, "glob");
     for (name, value, check) in cases {
         assert!(check(&with(name, value)), "{name}={value}");
     }
@@ -85,9 +90,20 @@ fn bad_dogstatsd_variables_name_themselves() {
         ("DD_HISTOGRAM_PERCENTILES", "p95"),
         ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "maybe"),
         ("DD_DOGSTATSD_BUFFER_SIZE", "big"),
+        ("DD_DOGSTATSD_MAPPER_PROFILES", "not json"),
     ] {
         let env = vec![(name.to_string(), value.to_string())];
         let e = Config::from_toml_with_env("", "t", &env).expect_err(name);
         assert!(e.to_string().contains(name), "{e}");
     }
+}
+
+#[test]
+fn a_bad_mapper_profile_names_its_key() {
+    let env = vec![(
+        "DD_DOGSTATSD_MAPPER_PROFILES".to_string(),
+        r#"[{"name":"x","prefix":"","mappings":[{"match":"a.**","name":"b"}]}]"#.to_string(),
+    )];
+    let e = Config::from_toml_with_env("", "t", &env).expect_err("a ** glob");
+    assert!(e.to_string().contains("statsd.mapper_profiles"), "{e}");
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::duration::duration_str;
 use crate::base::error::{check_addr, check_nonzero_duration, check_positive, ConfigError};
 
+use crate::aggregate::mapper::{Mapper, MapperProfile};
 use crate::aggregate::{GaugeMode, LineOptions};
 
 /// The `[statsd]` section.
@@ -57,6 +58,8 @@ pub struct StatsdConfig {
     pub histogram_copy_to_distribution: bool,
     /// Name prefix of those distributions (`histogram_copy_to_distribution_prefix`).
     pub histogram_copy_to_distribution_prefix: String,
+    /// The Agent's `dogstatsd_mapper_profiles` (`DD_DOGSTATSD_MAPPER_PROFILES`, JSON).
+    pub mapper_profiles: Vec<MapperProfile>,
 }
 
 /// The Agent's default `statsd_metric_namespace_blocklist`.
@@ -105,6 +108,7 @@ impl Default for StatsdConfig {
             metric_namespace_blocklist: NAMESPACE_BLOCKLIST.iter().map(|s| s.to_string()).collect(),
             histogram_copy_to_distribution: false,
             histogram_copy_to_distribution_prefix: String::new(),
+            mapper_profiles: Vec::new(),
         }
     }
 }
@@ -148,6 +152,12 @@ impl StatsdConfig {
                 " must be at most 64",
             ));
         }
+        if let Err(e) = Mapper::new(&self.mapper_profiles) {
+            return Err(ConfigError::invalid(
+                "statsd.mapper_profiles",
+                format!(": {e}"),
+            ));
+        }
         if let Some(t) = self.tags.iter().find(|t| t.contains(',')) {
             return Err(ConfigError::invalid(
                 "statsd.tags",
@@ -179,6 +189,10 @@ impl StatsdConfig {
                 .filter(|t| !t.is_empty())
                 .map(|s| s.clone().into_bytes())
                 .collect(),
+            // validate() compiled the same profiles, so this cannot fail in a running agent.
+            mapper: (!self.mapper_profiles.is_empty())
+                .then(|| Mapper::new(&self.mapper_profiles).ok())
+                .flatten(),
             copy_to_distribution: self.histogram_copy_to_distribution.then(|| {
                 self.histogram_copy_to_distribution_prefix
                     .clone()
