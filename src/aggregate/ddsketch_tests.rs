@@ -48,7 +48,7 @@ fn trim_keeps_the_high_end() {
     b.insert(&mut batch);
     assert_eq!(b.bins().len(), BIN_LIMIT);
     assert_eq!(b.count(), 5000);
-    assert_eq!(b.folded(), 5000 - BIN_LIMIT as u64 + 0);
+    assert_eq!(b.folded(), 5000 - BIN_LIMIT as u64);
     assert_eq!(b.bins()[0].k, (5000 - BIN_LIMIT) as i16);
     assert_eq!(b.bins().last().map(|x| x.k), Some(4999));
 }

@@ -43,10 +43,13 @@ fn glob() -> String {
     "glob".into()
 }
 
-/// Profiles compiled for matching.
+/// One compiled mapping: the pattern, the name template, the tag templates.
+type Compiled = (Regex, String, Vec<(String, String)>);
+
+/// Profiles compiled for matching: each prefix with its mappings.
 #[derive(Debug, Clone)]
 pub struct Mapper {
-    profiles: Vec<(String, Vec<(Regex, String, Vec<(String, String)>)>)>,
+    profiles: Vec<(String, Vec<Compiled>)>,
 }
 
 impl PartialEq for Mapper {

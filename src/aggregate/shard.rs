@@ -324,7 +324,7 @@ impl Shard {
             let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
             tags.sort_unstable();
             let n = dedup_sorted(&mut tags);
-            return self.apply_as(m, m.kind, &[], m.name, &tags[..n], seq, stats);
+            return self.apply_as(m, (m.kind, &[], m.name), &tags[..n], seq, stats);
         }
         let opts = Arc::clone(&self.opts);
         let mapped = opts
@@ -347,29 +347,21 @@ impl Shard {
         } else {
             &opts.namespace
         };
-        self.apply_as(m, m.kind, &[ns], name, tags, seq, stats)?;
+        self.apply_as(m, (m.kind, &[ns], name), tags, seq, stats)?;
         match &opts.copy_to_distribution {
-            Some(p) if matches!(m.kind, MetricKind::Timer | MetricKind::Histogram) => self
-                .apply_as(
-                    m,
-                    MetricKind::Distribution,
-                    &[p, ns],
-                    name,
-                    tags,
-                    seq,
-                    stats,
-                ),
+            Some(p) if matches!(m.kind, MetricKind::Timer | MetricKind::Histogram) => {
+                let target = (MetricKind::Distribution, &[&p[..], ns][..], name);
+                self.apply_as(m, target, tags, seq, stats)
+            }
             _ => Ok(()),
         }
     }
 
-    /// Applies `m` to the context (`kind`, `prefix` + its name, `tags`).
+    /// Applies `m`'s values to the context (`kind`, `prefix` parts + `name`, `tags`).
     fn apply_as(
         &mut self,
         m: &MetricLine<'_>,
-        kind: MetricKind,
-        prefix: &[&[u8]],
-        name: &[u8],
+        (kind, prefix, name): (MetricKind, &[&[u8]], &[u8]),
         tags: &[&[u8]],
         seq: u64,
         stats: &mut LocalStats,
