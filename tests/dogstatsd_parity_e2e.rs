@@ -553,3 +553,34 @@ fn agent_listener_settings_from_the_environment() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn otlp_delta_monotonic_sums_reach_datadog_as_counts() {
+    let intake = Intake::start(KEY);
+    let t = start(&intake, "");
+    t.send_udp("dsd.hits:4|c\n");
+    let body = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+        {"name":"otlp.hits","sum":{"aggregationTemporality":1,"isMonotonic":true,
+          "dataPoints":[{"asInt":"7","timeUnixNano":"1700000000000000000"}]}}]}]}]}"#;
+    let (code, answer) = common::http_request(
+        t.otlp_http.expect("otlp http"),
+        "POST",
+        "/v1/metrics",
+        &[("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(code, 200, "{answer}");
+    intake.wait(15, "both counters", |a| {
+        ["dsd.hits", "otlp.hits"]
+            .iter()
+            .all(|n| a.series.iter().any(|s| s.metric == *n))
+    });
+    let a = intake.accepted();
+    let get = |m: &str| {
+        let s = a.series.iter().find(|s| s.metric == m).expect("series");
+        (s.mtype, s.points[0].value, s.interval)
+    };
+    // COUNT = 1 with the delta as its value; a DogStatsD counter stays a RATE (2) per second.
+    assert_eq!(get("otlp.hits"), (1, 7.0, 1));
+    assert_eq!(get("dsd.hits"), (2, 4.0, 1));
+}

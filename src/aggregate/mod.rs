@@ -9,6 +9,7 @@ pub mod ddsketch;
 mod gauge;
 pub mod histogram;
 mod line_options;
+mod lines;
 pub mod mapper;
 pub mod shard;
 
@@ -111,6 +112,10 @@ pub struct Series {
     pub hash: u64,
     /// The window's value, of the kind `ctx` names.
     pub value: SeriesValue,
+    /// A counter whose increments did not come as StatsD lines but as OTLP delta monotonic
+    /// sums (their shard was made with [`Shard::set_counts`]): Datadog gets it as a COUNT, as
+    /// the Agent's OTLP ingest sends such sums, rather than as a DogStatsD RATE.
+    pub count: bool,
 }
 
 impl Series {
@@ -120,6 +125,7 @@ impl Series {
             hash: ctx.hash_code(),
             ctx,
             value,
+            count: false,
         }
     }
 }
@@ -341,6 +347,7 @@ impl Aggregator {
                 ctx: d.ctx,
                 hash: d.hash,
                 value,
+                count: d.count,
             });
         }
         drop(items);
@@ -406,6 +413,7 @@ fn merge_shards(
         match found {
             TableEntry::Occupied(o) => {
                 let i = o.get().1;
+                extra[i].0.count |= d.count;
                 dropped += extra[i].0.state.merge(d.state, max_set_size);
             }
             TableEntry::Vacant(v) => {
@@ -419,6 +427,7 @@ fn merge_shards(
         if let Some(&(_, i)) = index.find(hash, |&(h, i)| h == hash && extra[i].0.ctx == d.ctx) {
             let (other, taken) = &mut extra[i];
             let state = std::mem::replace(&mut other.state, State::Counter(0.0));
+            d.count |= other.count;
             dropped += d.state.merge(state, max_set_size);
             *taken = true;
         }

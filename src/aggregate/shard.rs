@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 pub(super) use super::gauge::GaugeState;
 use super::histogram::Samples;
 pub use super::line_options::LineOptions;
+use super::lines::{dedup_sorted, store_for, value_count};
 use crate::aggregate::GaugeMode;
 use crate::model::dogstatsd::{self as parse, MetricLine, ParseError};
 use crate::model::{key_hash, write_key, Context, MetricKind};
@@ -171,6 +172,8 @@ pub(super) struct Drained {
     pub(super) hash: u64,
     pub(super) ctx: Arc<Context>,
     pub(super) state: State,
+    /// A counter of a shard made with [`Shard::set_counts`].
+    pub(super) count: bool,
 }
 
 /// The contexts one producer (the datagram receivers together, the StatsD TCP server, the OTLP
@@ -183,6 +186,8 @@ pub struct Shard {
     opts: Arc<LineOptions>,
     /// `opts` changes nothing (the usual case): lines take the path without them.
     plain: bool,
+    /// Counters here are sums of deltas (OTLP), sent to Datadog as COUNTs.
+    counts: bool,
 }
 
 /// The contexts of a shard and the bookkeeping of its current window.
@@ -285,6 +290,7 @@ impl Shard {
             shared,
             opts: Arc::default(),
             plain: true,
+            counts: false,
             table: Table {
                 entries: HashTable::new(),
                 key: Vec::new(),
@@ -303,6 +309,12 @@ impl Shard {
     /// Whether the shard holds no context.
     pub fn is_empty(&self) -> bool {
         self.table.entries.is_empty()
+    }
+
+    /// Marks this shard's counters as sums of deltas from another protocol (OTLP), which the
+    /// Datadog sink sends as COUNTs.
+    pub fn set_counts(&mut self) {
+        self.counts = true;
     }
 
     /// Sets the DogStatsD settings applied to the lines given to [`Shard::apply`].
@@ -468,6 +480,7 @@ impl Shard {
                 .map(|e| [Arc::as_ptr(&e.ctx) as usize, e.slot.boxed_addr()]),
         );
         let mut k = 0;
+        let counts = self.counts;
         table.entries.retain(|e| {
             if e.touched {
                 if let Some(&[ctx, state]) = ahead.get(k + crate::base::cpu::PREFETCH_AHEAD) {
@@ -480,6 +493,7 @@ impl Shard {
                     hash: e.hash,
                     ctx: Arc::clone(&e.ctx),
                     state: e.slot.take(),
+                    count: counts && e.ctx.kind() == MetricKind::Counter,
                 });
                 true
             } else if u64::from(window.wrapping_sub(e.last_window)) >= expiry_windows {
@@ -557,39 +571,6 @@ impl Shard {
         }
         true
     }
-}
-
-/// The empty sample store of a sampled kind: distributions key their values into the Agent's
-/// DDSketch bins, timers and histograms use HDR histograms past their raw samples.
-fn store_for(kind: MetricKind) -> Samples {
-    if kind == MetricKind::Distribution {
-        Samples::keyed()
-    } else {
-        Samples::new()
-    }
-}
-
-fn value_count(m: &MetricLine<'_>) -> u64 {
-    if m.kind == MetricKind::Set {
-        1
-    } else {
-        parse::values(m.values).count() as u64
-    }
-}
-
-/// Removes adjacent duplicates in place; returns the new length.
-fn dedup_sorted(tags: &mut [&[u8]]) -> usize {
-    if tags.is_empty() {
-        return 0;
-    }
-    let mut w = 1;
-    for r in 1..tags.len() {
-        if tags[r] != tags[w - 1] {
-            tags[w] = tags[r];
-            w += 1;
-        }
-    }
-    w
 }
 
 #[cfg(test)]

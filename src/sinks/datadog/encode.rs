@@ -298,6 +298,8 @@ impl Encoder {
                 interval,
             };
             match &s.value {
+                // OTLP delta sums as the Agent's OTLP ingest sends them: a COUNT of the sum.
+                SeriesValue::Counter(v) if s.count => out.push(mk("", MetricType::Count, *v)),
                 SeriesValue::Counter(v) => out.push(mk("", MetricType::Rate, v / secs)),
                 SeriesValue::Gauge(v) => out.push(mk("", MetricType::Gauge, *v)),
                 SeriesValue::Set(n) => out.push(mk("", MetricType::Gauge, *n as f64)),

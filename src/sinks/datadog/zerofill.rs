@@ -36,7 +36,8 @@ impl ZeroFill {
         }
         let ts = flush.timestamp;
         for s in &flush.series {
-            if s.ctx.kind() == MetricKind::Counter {
+            // OTLP sums (COUNTs) are not zero-filled: the Agent does it for DogStatsD counters.
+            if s.ctx.kind() == MetricKind::Counter && !s.count {
                 self.last.insert(Arc::clone(&s.ctx), ts);
             }
         }
