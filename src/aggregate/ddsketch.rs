@@ -111,6 +111,30 @@ impl KeyBins {
             return;
         }
         batch.sort_unstable_by_key(|e| e.0);
+        // A busy context already has most of its keys: add to those in place (a binary search
+        // each), and merge only the keys it did not have, without a new allocation otherwise.
+        let mut fresh = 0;
+        let mut i = 0;
+        while i < batch.len() {
+            let (k, mut n) = batch[i];
+            let mut j = i + 1;
+            while j < batch.len() && batch[j].0 == k {
+                n = n.saturating_add(batch[j].1);
+                j += 1;
+            }
+            match self.bins.binary_search_by_key(&k, |b| b.k) {
+                Ok(at) => self.bins[at].n = self.bins[at].n.saturating_add(n),
+                Err(_) => {
+                    batch[fresh] = (k, n);
+                    fresh += 1;
+                }
+            }
+            i = j;
+        }
+        if fresh == 0 {
+            return;
+        }
+        let batch = &batch[..fresh];
         let mut merged = Vec::with_capacity(self.bins.len() + batch.len());
         let (mut i, mut j) = (0, 0);
         while i < self.bins.len() || j < batch.len() {
