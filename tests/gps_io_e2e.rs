@@ -1,6 +1,7 @@
 //! End-to-end, against the real binary: the OsmAnd / Traccar Client listener driven by a real
 //! HTTP client (curl) in its three body forms, and device commands reaching simulated devices
-//! (GT06 online, GPS103 offline until it connects) with their answers reported by the API.
+//! (GT06 online, GPS103 and Meitrack offline until they connect, Teltonika, H02, TK103,
+//! Queclink, watch) with their answers reported by the API.
 //! Frames are built here from the protocol documents, independently of `src/gps`.
 
 mod common;
@@ -591,4 +592,65 @@ fn meitrack_and_watch_commands_and_their_answers() {
         |m| value(m, "tallyd_gps_commands_total{result=\"answered\"}") == Some(4.0),
         "four answered commands",
     );
+}
+
+#[test]
+fn tk103_and_queclink_commands_and_their_answers() {
+    let t = Tallyd::start("[gps]\ncommand_timeout = \"5s\"\n");
+    let gps = t.gps.expect("gps address");
+
+    // TK103 (parenthesised): login answered AP05, then AP00; the heartbeat crossing it is no
+    // answer (it is answered AP01HSO as always), the BP04 position is.
+    let mut tk = TcpStream::connect(gps).expect("connect");
+    tk.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    tk.write_all(b"(027044702512BP05000027044702512240301A5130.0000N00007.5000W012.3120000090.0000000000L00000000)")
+        .expect("login");
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP05)");
+    let pending = post_command(t.http, "027044702512", r#"{"type":"locate"}"#);
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP00)");
+    tk.write_all(b"(027044702512BP00HSO)").expect("heartbeat");
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP01HSO)");
+    let bp04 = "(027044702512BP04240301A5130.0001N00007.5000W000.0120000090.0000000000L00000000)";
+    tk.write_all(bp04.as_bytes()).expect("BP04");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], bp04);
+    assert_eq!(v["command"]["protocol"], "tk103");
+    // The interval: seconds in four hex digits, then 0000 (no time limit).
+    let pending = post_command(
+        t.http,
+        "027044702512",
+        r#"{"type":"interval","seconds":30}"#,
+    );
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AR00001E0000)");
+    tk.write_all(b"(027044702512BS08)").expect("BS08");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], "(027044702512BS08)");
+
+    // Queclink: the heartbeat is answered SACK; locate is AT+GTRTO (serial 0001, the first
+    // command on this connection), answered by its +ACK:GTRTO.
+    let mut q = TcpStream::connect(gps).expect("connect");
+    q.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    q.write_all(b"+ACK:GTHBD,060100,135790246811220,,20240301120400,11F0$")
+        .expect("HBD");
+    assert_eq!(read_until(&mut q, b'$'), "+SACK:GTHBD,060100,11F0$");
+    let pending = post_command(t.http, "135790246811220", r#"{"type":"locate"}"#);
+    assert_eq!(read_until(&mut q, b'$'), "AT+GTRTO=,1,,,,,,0001$");
+    let ack = "+ACK:GTRTO,060100,135790246811220,,GPS,0001,20240301120500,11F1$";
+    q.write_all(ack.as_bytes()).expect("ACK");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], ack);
+    // No single interval command in @Track: refused, the device being known.
+    let (code, _) = post_command(
+        t.http,
+        "135790246811220",
+        r#"{"type":"interval","seconds":30}"#,
+    )
+    .join()
+    .expect("post");
+    assert_eq!(code, 422);
 }
