@@ -93,8 +93,15 @@ impl Kind {
     }
 }
 
-/// Whether `protocol` has a documented command for `kind` over its socket.
+/// Whether `protocol` has a documented command for `kind` over its socket. Custom text that
+/// holds the bytes framing the protocol's commands (`(`/`)` for TK103, `[`/`]` for watches,
+/// `*` for Meitrack) cannot be sent whole and has none.
 pub fn supported(protocol: Protocol, kind: &Kind) -> bool {
+    if let Kind::Custom { text } = kind {
+        if more::breaks_framing(protocol, text) {
+            return false;
+        }
+    }
     match protocol {
         Protocol::Gt06 | Protocol::Gps103 | Protocol::Meitrack | Protocol::Watch => true,
         Protocol::H02 => !matches!(kind, Kind::Locate),

@@ -10,6 +10,7 @@
 //! on the wire is not mistaken for its answer.
 
 use super::encode::{Answer, Kind};
+use super::fix::Protocol;
 
 /// What a connection's frames told about how the device wants its commands framed (the watch
 /// protocol's maker code and whether its frames carry an index field).
@@ -37,6 +38,17 @@ impl Peer {
             self.index = is_hex4(third) && is_hex4(fourth) && parts.next().is_some();
         }
     }
+}
+
+/// Whether custom `text` holds a byte that frames `protocol`'s commands.
+pub fn breaks_framing(protocol: Protocol, text: &str) -> bool {
+    let framing: &[char] = match protocol {
+        Protocol::Tk103 => &['(', ')'],
+        Protocol::Watch => &['[', ']'],
+        Protocol::Meitrack => &['*'],
+        _ => &[],
+    };
+    text.contains(framing)
 }
 
 fn is_hex4(s: &str) -> bool {

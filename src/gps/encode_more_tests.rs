@@ -228,3 +228,20 @@ fn watch_answers_echo_the_command() {
         None
     );
 }
+
+#[test]
+fn custom_text_that_breaks_the_framing_is_refused() {
+    use crate::gps::encode::supported;
+    let p = Peer::default();
+    for (protocol, bad) in [
+        (Protocol::Tk103, "AV01)(x"),
+        (Protocol::Watch, "CR][SG"),
+        (Protocol::Meitrack, "C01*00"),
+    ] {
+        assert!(!supported(protocol, &custom(bad)), "{protocol:?}");
+        assert_eq!(enc(protocol, "123456789012", &custom(bad), &p), None);
+        assert!(supported(protocol, &custom("OK,1")), "{protocol:?}");
+    }
+    // Other protocols carry those bytes inside their own frames.
+    assert!(supported(Protocol::Gt06, &custom("A*(B)[C]")));
+}
