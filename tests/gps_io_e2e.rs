@@ -1,6 +1,7 @@
 //! End-to-end, against the real binary: the OsmAnd / Traccar Client listener driven by a real
 //! HTTP client (curl) in its three body forms, and device commands reaching simulated devices
-//! (GT06 online, GPS103 offline until it connects) with their answers reported by the API.
+//! (GT06 online, GPS103 and Meitrack offline until they connect, Teltonika, H02, TK103,
+//! Queclink, watch) with their answers reported by the API.
 //! Frames are built here from the protocol documents, independently of `src/gps`.
 
 mod common;
@@ -10,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::gps::{meitrack, read_until};
 use common::gt06::{crc_itu, gt06_frame};
 use common::{http_request, value, Tallyd};
 
@@ -497,4 +499,158 @@ fn the_command_route_is_behind_the_admin_rule() {
     let bearer = ("Authorization", "Bearer tok-cmd");
     let (code, reply) = http_request(t.http, "POST", path, &[json, bearer], body);
     assert_eq!(code, 202, "queued for an offline device: {reply}");
+}
+
+/// The Meitrack server frame `@@<flag><length>,<fields>*<checksum>\r\n`, built here from the
+/// protocol document (length from the comma through CR LF, byte sum through `*`).
+fn meitrack_command(flag: char, fields: &str) -> Vec<u8> {
+    let length = 1 + fields.len() + 1 + 2 + 2;
+    let mut f = format!("@@{flag}{length},{fields}*").into_bytes();
+    let sum = f.iter().map(|&b| u32::from(b)).sum::<u32>() % 256;
+    f.extend(format!("{sum:02X}\r\n").bytes());
+    f
+}
+
+#[test]
+fn meitrack_and_watch_commands_and_their_answers() {
+    let t = Tallyd::start(
+        "[gps]\npoints_file = \"@DIR@/points.ndjson\"\ncommand_timeout = \"5s\"\ncommand_ttl = \"1m\"\n",
+    );
+    let gps = t.gps.expect("gps address");
+
+    // Meitrack, offline: the locate (A10) waits, is sent once the device reports, and the
+    // AAA report with event 34 it draws is the answer.
+    let imei = "862170010187175";
+    let (code, v) = post_command(t.http, imei, r#"{"type":"locate"}"#)
+        .join()
+        .expect("post");
+    assert_eq!(code, 202, "{v}");
+    let mut mt = TcpStream::connect(gps).expect("connect");
+    mt.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let aaa = |event: &str, lat: &str| {
+        meitrack(&format!(
+            "{imei},AAA,{event},{lat},-51.655455,240301120000,A,8,9,20,107,0.9,7,169322,126582,724|6|0547|132B,0000,0009|000A||0278|0000,"
+        ))
+    };
+    mt.write_all(&aaa("35", "-29.960365")).expect("AAA");
+    let want = meitrack_command('Q', &format!("{imei},A10"));
+    assert_eq!(
+        String::from_utf8_lossy(&read_exact(&mut mt, want.len())),
+        String::from_utf8_lossy(&want)
+    );
+    let reply = aaa("34", "-29.960366");
+    mt.write_all(&reply).expect("A10 answer");
+    let list = wait_command_status(&t, imei, "answered");
+    let text = String::from_utf8_lossy(&reply).trim_end().to_string();
+    assert_eq!(list[0]["answer"], text.as_str());
+    assert_eq!(list[0]["protocol"], "meitrack");
+    // The answer is a report too: both positions reach the points file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !points(&t)
+        .iter()
+        .any(|p| p["device_id"] == imei && close(p["lat"].as_f64().unwrap_or(0.0), -29.960366))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no A10 position: {:?}",
+            points(&t)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The interval, connected: A12 in tens of seconds, answered A12,OK.
+    let pending = post_command(t.http, imei, r#"{"type":"interval","seconds":60}"#);
+    let want = meitrack_command('V', &format!("{imei},A12,6"));
+    assert_eq!(read_exact(&mut mt, want.len()), want);
+    let ok = meitrack(&format!("{imei},A12,OK"));
+    mt.write_all(&ok).expect("A12,OK");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+
+    // A watch, connected: link answered, then the interval in its own framing (`SG`), echoed.
+    let mut w = TcpStream::connect(gps).expect("connect");
+    w.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    w.write_all(b"[SG*8800000015*0002*LK]").expect("LK");
+    assert_eq!(read_until(&mut w, b']'), "[SG*8800000015*0002*LK]");
+    let pending = post_command(t.http, "8800000015", r#"{"type":"interval","seconds":600}"#);
+    assert_eq!(read_until(&mut w, b']'), "[SG*8800000015*000A*UPLOAD,600]");
+    // A link crossing the command is no answer; the echo is.
+    w.write_all(b"[SG*8800000015*0002*LK]").expect("LK");
+    assert_eq!(read_until(&mut w, b']'), "[SG*8800000015*0002*LK]");
+    w.write_all(b"[SG*8800000015*0006*UPLOAD]").expect("echo");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], "[SG*8800000015*0006*UPLOAD]");
+    assert_eq!(v["command"]["protocol"], "watch");
+    let pending = post_command(t.http, "8800000015", r#"{"type":"locate"}"#);
+    assert_eq!(read_until(&mut w, b']'), "[SG*8800000015*0002*CR]");
+    w.write_all(b"[SG*8800000015*0002*CR]").expect("echo");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    t.wait_metrics(
+        |m| value(m, "tallyd_gps_commands_total{result=\"answered\"}") == Some(4.0),
+        "four answered commands",
+    );
+}
+
+#[test]
+fn tk103_and_queclink_commands_and_their_answers() {
+    let t = Tallyd::start("[gps]\ncommand_timeout = \"5s\"\n");
+    let gps = t.gps.expect("gps address");
+
+    // TK103 (parenthesised): login answered AP05, then AP00; the heartbeat crossing it is no
+    // answer (it is answered AP01HSO as always), the BP04 position is.
+    let mut tk = TcpStream::connect(gps).expect("connect");
+    tk.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    tk.write_all(b"(027044702512BP05000027044702512240301A5130.0000N00007.5000W012.3120000090.0000000000L00000000)")
+        .expect("login");
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP05)");
+    let pending = post_command(t.http, "027044702512", r#"{"type":"locate"}"#);
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP00)");
+    tk.write_all(b"(027044702512BP00HSO)").expect("heartbeat");
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AP01HSO)");
+    let bp04 = "(027044702512BP04240301A5130.0001N00007.5000W000.0120000090.0000000000L00000000)";
+    tk.write_all(bp04.as_bytes()).expect("BP04");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], bp04);
+    assert_eq!(v["command"]["protocol"], "tk103");
+    // The interval: seconds in four hex digits, then 0000 (no time limit).
+    let pending = post_command(
+        t.http,
+        "027044702512",
+        r#"{"type":"interval","seconds":30}"#,
+    );
+    assert_eq!(read_until(&mut tk, b')'), "(027044702512AR00001E0000)");
+    tk.write_all(b"(027044702512BS08)").expect("BS08");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], "(027044702512BS08)");
+
+    // Queclink: the heartbeat is answered SACK; locate is AT+GTRTO (serial 0001, the first
+    // command on this connection), answered by its +ACK:GTRTO.
+    let mut q = TcpStream::connect(gps).expect("connect");
+    q.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    q.write_all(b"+ACK:GTHBD,060100,135790246811220,,20240301120400,11F0$")
+        .expect("HBD");
+    assert_eq!(read_until(&mut q, b'$'), "+SACK:GTHBD,060100,11F0$");
+    let pending = post_command(t.http, "135790246811220", r#"{"type":"locate"}"#);
+    assert_eq!(read_until(&mut q, b'$'), "AT+GTRTO=,1,,,,,,0001$");
+    let ack = "+ACK:GTRTO,060100,135790246811220,,GPS,0001,20240301120500,11F1$";
+    q.write_all(ack.as_bytes()).expect("ACK");
+    let (code, v) = pending.join().expect("post");
+    assert_eq!((code, v["answered"].clone()), (200, true.into()), "{v}");
+    assert_eq!(v["command"]["answer"], ack);
+    // No single interval command in @Track: refused, the device being known.
+    let (code, _) = post_command(
+        t.http,
+        "135790246811220",
+        r#"{"type":"interval","seconds":30}"#,
+    )
+    .join()
+    .expect("post");
+    assert_eq!(code, 422);
 }

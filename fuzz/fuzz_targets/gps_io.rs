@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tallyd::gps::encode::answer;
+use tallyd::gps::encode::{answer, Kind};
 use tallyd::gps::fix::Protocol;
 use tallyd::gps::osmand::parse;
 
@@ -33,9 +33,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     } else {
+        let kinds = [
+            Kind::Locate,
+            Kind::Interval { seconds: 60 },
+            Kind::Custom { text: "AT+GTRTO=,1,,,,,,0001$".into() },
+        ];
         for p in Protocol::ALL {
-            if let Some(a) = answer(p, rest) {
-                assert!(a.consumed <= rest.len(), "{p:?} claims {} of {}", a.consumed, rest.len());
+            for k in &kinds {
+                if let Some(a) = answer(p, rest, k) {
+                    assert!(a.consumed <= rest.len(), "{p:?} claims {} of {}", a.consumed, rest.len());
+                }
             }
         }
     }

@@ -456,6 +456,8 @@ pub struct Link {
     attached: Option<Attached>,
     awaiting: std::collections::VecDeque<Arc<Cmd>>,
     serial: u16,
+    /// How the device frames its messages (the watch protocol's maker code).
+    peer: super::encode_more::Peer,
 }
 
 impl Link {
@@ -493,7 +495,8 @@ impl Link {
         use tokio::io::AsyncWriteExt;
         self.serial = self.serial.wrapping_add(1);
         let kind = c.kind();
-        let Some(frame) = super::encode::encode(protocol, device, &kind, self.serial, now_ms())
+        let Some(frame) =
+            super::encode::encode(protocol, device, &kind, self.serial, now_ms(), &self.peer)
         else {
             hub.finish(&c, Status::Unsupported, None);
             return true;
@@ -514,6 +517,9 @@ impl Link {
     /// gives the bytes of the answer frame to remove (0: none, or an ordinary frame the decoder
     /// still reads, GPS103's).
     pub fn answered(&mut self, hub: &Commands, protocol: Protocol, buf: &[u8]) -> usize {
+        if protocol == Protocol::Watch {
+            self.peer.learn(buf);
+        }
         if self.awaiting.is_empty() {
             return 0;
         }
@@ -521,7 +527,7 @@ impl Link {
         let Some(a) = self
             .awaiting
             .front()
-            .and(super::encode::answer(protocol, buf))
+            .and_then(|c| super::encode::answer(protocol, buf, &c.kind()))
         else {
             return 0;
         };

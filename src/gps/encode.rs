@@ -18,11 +18,28 @@
 //!   crc16 IBM as u32`; locate is `getgps`, custom text is sent as written; the answer is a
 //!   Codec 12 packet of type 06. No single interval command is documented (the period is a set
 //!   of parameters), so the interval is refused.
+//! - **TK103** (parenthesised, `encode_more.rs`): `(<id>AP00)` one position now,
+//!   `(<id>AR00<interval:4 hex>0000)` a report every interval seconds without a time limit
+//!   (at most 0xFFFF s), custom `(<id><text>)`. The device answers locate with `BP04`/`BR01`
+//!   (a position) and the interval with `BS08`: any frame but its unsolicited ones (`BP00`,
+//!   `BP05`, `BR00`, `BR02`, `BO01`) is taken as the answer.
+//! - **Queclink @Track**: locate is `AT+GTRTO=<password>,1,,,,,,<serial:4 hex>$` with the
+//!   empty password Traccar sends (a device with a password takes the command as custom
+//!   text, which is sent as written); the answer is `+ACK:GTRTO,...$` (`+ACK:<command>` for
+//!   custom text). The reporting interval (`AT+GTFRI`) takes a model-specific list of
+//!   parameters, so the interval is refused: send it as custom text.
+//! - **Meitrack**: `@@<flag><length>,<imei>,<content>*<checksum>\r\n` (length and byte-sum
+//!   checksum as the device's own `$$` frames); locate `A10`, answered by an `AAA` report with
+//!   event 34; interval `A12,<tens of seconds>` (the document's "tracking by time
+//!   interval"), answered `A12,OK`; custom text is the content, answered by its command code.
+//! - **Watch**: `[<maker>*<id>*<length:4 hex>*<content>]` in the maker's framing the device
+//!   uses (with its index field if its frames have one); locate `CR`, interval
+//!   `UPLOAD,<seconds>`, custom text the content; the watch echoes the command's name.
 //! - NMEA and OsmAnd connections take no commands over the socket (an OsmAnd device gets a
-//!   custom command as the body of its next 200 answer, as Traccar does). The protocols added
-//!   beside these (TK103 parenthesised, Queclink, Meitrack, watch) have no encoder yet: their
-//!   commands are refused as unsupported.
+//!   custom command as the body of its next 200 answer, as Traccar does).
 
+use super::encode_more as more;
+pub use super::encode_more::Peer;
 use super::fix::Protocol;
 use super::gt06::CRC_ITU;
 use super::teltonika::CRC_IBM;
@@ -76,29 +93,35 @@ impl Kind {
     }
 }
 
-/// Whether `protocol` has a documented command for `kind` over its socket.
+/// Whether `protocol` has a documented command for `kind` over its socket. Custom text that
+/// holds the bytes framing the protocol's commands (`(`/`)` for TK103, `[`/`]` for watches,
+/// `*` for Meitrack) cannot be sent whole and has none.
 pub fn supported(protocol: Protocol, kind: &Kind) -> bool {
+    if let Kind::Custom { text } = kind {
+        if more::breaks_framing(protocol, text) {
+            return false;
+        }
+    }
     match protocol {
-        Protocol::Gt06 | Protocol::Gps103 => true,
+        Protocol::Gt06 | Protocol::Gps103 | Protocol::Meitrack | Protocol::Watch => true,
         Protocol::H02 => !matches!(kind, Kind::Locate),
-        Protocol::Teltonika => !matches!(kind, Kind::Interval { .. }),
+        Protocol::Teltonika | Protocol::Queclink => !matches!(kind, Kind::Interval { .. }),
+        Protocol::Tk103 => !matches!(kind, Kind::Interval { seconds } if *seconds > 0xFFFF),
         Protocol::Osmand => matches!(kind, Kind::Custom { .. }),
-        Protocol::Nmea
-        | Protocol::Tk103
-        | Protocol::Queclink
-        | Protocol::Meitrack
-        | Protocol::Watch => false,
+        Protocol::Nmea => false,
     }
 }
 
 /// The frame that carries `kind` to `device` over `protocol`; `serial` numbers GT06 frames,
-/// `now_ms` stamps H02 ones. `None` when the protocol has no such command.
+/// `now_ms` stamps H02 ones, `peer` frames watch ones. `None` when the protocol has no such
+/// command.
 pub fn encode(
     protocol: Protocol,
     device: &str,
     kind: &Kind,
     serial: u16,
     now_ms: i64,
+    peer: &Peer,
 ) -> Option<Vec<u8>> {
     if !supported(protocol, kind) {
         return None;
@@ -139,12 +162,11 @@ pub fn encode(
             Kind::Custom { text } => text,
             _ => "getgps",
         })),
-        Protocol::Nmea
-        | Protocol::Osmand
-        | Protocol::Tk103
-        | Protocol::Queclink
-        | Protocol::Meitrack
-        | Protocol::Watch => None,
+        Protocol::Tk103 => more::tk103(device, kind),
+        Protocol::Queclink => more::queclink(kind, serial),
+        Protocol::Meitrack => Some(more::meitrack(device, kind)),
+        Protocol::Watch => Some(more::watch(device, kind, peer)),
+        Protocol::Nmea | Protocol::Osmand => None,
     }
 }
 
@@ -196,7 +218,7 @@ pub struct Answer {
     pub text: String,
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b)
         .chars()
         .filter(|c| !c.is_control())
@@ -204,9 +226,9 @@ fn text(b: &[u8]) -> String {
         .collect()
 }
 
-/// The answer at the head of `buf` from a device of `protocol` that has a command waiting for
-/// one; `None` when the head is no (complete) answer.
-pub fn answer(protocol: Protocol, buf: &[u8]) -> Option<Answer> {
+/// The answer at the head of `buf` from a device of `protocol` that has a command (`kind`, the
+/// oldest sent) waiting for one; `None` when the head is no (complete) answer.
+pub fn answer(protocol: Protocol, buf: &[u8], kind: &Kind) -> Option<Answer> {
     match protocol {
         Protocol::Gt06 => gt06_answer(buf),
         Protocol::H02 => {
@@ -242,12 +264,11 @@ pub fn answer(protocol: Protocol, buf: &[u8]) -> Option<Answer> {
                 text: text(body),
             })
         }
-        Protocol::Nmea
-        | Protocol::Osmand
-        | Protocol::Tk103
-        | Protocol::Queclink
-        | Protocol::Meitrack
-        | Protocol::Watch => None,
+        Protocol::Tk103 => more::tk103_answer(buf),
+        Protocol::Queclink => more::queclink_answer(buf, kind),
+        Protocol::Meitrack => more::meitrack_answer(buf, kind),
+        Protocol::Watch => more::watch_answer(buf, kind),
+        Protocol::Nmea | Protocol::Osmand => None,
     }
 }
 

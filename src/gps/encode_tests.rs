@@ -1,5 +1,15 @@
 use super::*;
 
+/// `encode` for the protocols that need no peer state.
+fn encode(p: Protocol, device: &str, kind: &Kind, serial: u16, now_ms: i64) -> Option<Vec<u8>> {
+    super::encode(p, device, kind, serial, now_ms, &Peer::default())
+}
+
+/// `answer` for a locate (the protocols here recognise every answer alike).
+fn answer(p: Protocol, buf: &[u8]) -> Option<Answer> {
+    super::answer(p, buf, &Kind::Locate)
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
@@ -207,23 +217,47 @@ proptest::proptest! {
     /// than the buffer holds.
     #[test]
     fn answers_of_arbitrary_bytes(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        let kinds = [
+            Kind::Locate,
+            Kind::Interval { seconds: 60 },
+            Kind::Custom { text: "AT+GTRTO=,1,,,,,,0001$".into() },
+        ];
         for p in Protocol::ALL {
-            if let Some(a) = answer(p, &buf) {
-                proptest::prop_assert!(a.consumed <= buf.len());
-                proptest::prop_assert!(a.text.len() <= 2048);
+            for k in &kinds {
+                if let Some(a) = super::answer(p, &buf, k) {
+                    proptest::prop_assert!(a.consumed <= buf.len());
+                    proptest::prop_assert!(a.text.len() <= 2048);
+                }
             }
         }
     }
 
     /// Every accepted custom text encodes for every protocol that has custom commands, and the
-    /// GT06 and Teltonika frames carry it whole.
+    /// GT06 and Teltonika frames carry it whole (TK103, watch and Meitrack refuse the text that
+    /// holds their framing bytes, and only that).
     #[test]
     fn custom_commands_encode(text in "[ -~]{1,200}", serial in proptest::num::u16::ANY) {
         let kind = Kind::Custom { text: text.clone() };
         proptest::prop_assert!(kind.check().is_ok());
-        for p in [Protocol::Gt06, Protocol::H02, Protocol::Gps103, Protocol::Teltonika] {
+        for p in [
+            Protocol::Gt06,
+            Protocol::H02,
+            Protocol::Gps103,
+            Protocol::Teltonika,
+            Protocol::Tk103,
+            Protocol::Queclink,
+            Protocol::Meitrack,
+            Protocol::Watch,
+        ] {
             let f = encode(p, "123", &kind, serial, 0);
-            proptest::prop_assert!(f.is_some());
+            let framing: &[char] = match p {
+                Protocol::Tk103 => &['(', ')'],
+                Protocol::Watch => &['[', ']'],
+                Protocol::Meitrack => &['*'],
+                _ => &[],
+            };
+            proptest::prop_assert_eq!(f.is_some(), !text.contains(framing));
+            proptest::prop_assert_eq!(f.is_some(), supported(p, &kind));
         }
         let g = gt06(&text, serial);
         proptest::prop_assert_eq!(usize::from(g[2]) + 5, g.len());

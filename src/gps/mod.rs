@@ -12,6 +12,7 @@
 pub mod command;
 pub mod detect;
 pub mod encode;
+mod encode_more;
 pub mod fix;
 pub mod forward;
 pub mod gps103;
