@@ -3,6 +3,10 @@
 //! flush of 10k and 100k contexts (aggregator flush plus the Prometheus sink's consume; and
 //! with a second, small shard to merge, as the GPS service's in the running agent).
 //!
+//! And busy distributions: ns per `d` sample into contexts past their raw samples, and the
+//! flush of such a window with the Datadog sketch built for every context (issue 17's exact
+//! keying).
+//!
 //! Run with `cargo bench --bench micro`; results are described in BENCHMARKS.md.
 
 mod workload;
@@ -17,6 +21,7 @@ use tallyd::aggregate::{Aggregator, Shard};
 use tallyd::base::lock;
 use tallyd::config::Config;
 use tallyd::model::dogstatsd::{self as parse, Line, MetricLine};
+use tallyd::sinks::datadog::sketch;
 use tallyd::sinks::prometheus::Prometheus;
 use tallyd::sinks::Sink;
 use tallyd::statsd::Ingest;
@@ -298,6 +303,73 @@ fn flush_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Log-normal latencies in seconds (median 40 ms), as `d` lines of 10 values over `contexts`
+/// contexts.
+fn distribution_lines(contexts: usize, lines: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let mut unit = move || ((rng.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    (0..lines)
+        .map(|i| {
+            let mut s = format!("lat.{}", i % contexts);
+            for _ in 0..10 {
+                let (u, v) = (unit(), unit());
+                let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+                s.push_str(&format!(":{:.6}", 0.04 * (1.2 * z).exp()));
+            }
+            s.push_str("|d|#svc:api");
+            s
+        })
+        .collect()
+}
+
+fn sketch_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sketch");
+    // 10 busy contexts, 10,000 samples an iteration; a window closes every 64 iterations, so
+    // contexts hold up to 64,000 samples (far past the raw form).
+    let lines = distribution_lines(10, 1000, 23);
+    let ms = parsed(&lines);
+    let a = aggregator(1_000_000);
+    let shard = a.new_shard();
+    let mut stats = LocalStats::default();
+    apply_all(&shard, &ms, 1, &mut stats);
+    g.throughput(Throughput::Elements(ms.len() as u64 * 10));
+    let mut windows = 0u32;
+    g.bench_function("distribution_ingest_busy", |b| {
+        b.iter(|| {
+            apply_all(&shard, black_box(&ms), 1, &mut stats);
+            windows += 1;
+            if windows % 64 == 0 {
+                black_box(a.flush(0));
+            }
+        })
+    });
+    // A window of 100 contexts with 10,000 samples each: flush, then the sketch of each, as
+    // the Datadog encoder builds them.
+    let lines = distribution_lines(100, 100_000, 29);
+    let ms = parsed(&lines);
+    let a = aggregator(1_000_000);
+    let shard = a.new_shard();
+    g.throughput(Throughput::Elements(ms.len() as u64 * 10));
+    g.sample_size(10);
+    g.bench_function("flush_and_sketch_100x10000", |b| {
+        b.iter_batched(
+            || apply_all(&shard, &ms, 1, &mut stats),
+            |_| {
+                let f = a.flush(0);
+                let mut bins = 0;
+                for s in &f.series {
+                    if let tallyd::aggregate::SeriesValue::Samples(h) = &s.value {
+                        bins += sketch::from_samples(h).keys.len();
+                    }
+                }
+                black_box(bins)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -305,5 +377,5 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
-criterion_group! { name = benches; config = config(); targets = parse_benches, aggregate_benches, flush_benches }
+criterion_group! { name = benches; config = config(); targets = parse_benches, aggregate_benches, flush_benches, sketch_benches }
 criterion_main!(benches);

@@ -59,6 +59,10 @@ enum Command {
         /// http.listen, loopback when it listens on every address.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// Check /health/live (the process serves HTTP) instead of /health/ready (every
+        /// listener bound, not shutting down); what a container HEALTHCHECK wants.
+        #[arg(long, conflicts_with = "url")]
+        live: bool,
         /// How long to wait for the answer.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
         timeout: std::time::Duration,
@@ -130,8 +134,8 @@ fn main() -> ExitCode {
             unix,
             addr,
         }) => return client::send(&cfg, &lines, tcp, unix.as_deref(), addr.as_deref()),
-        Some(Command::Health { url, timeout }) => {
-            return client::health(&cfg, url.as_deref(), timeout)
+        Some(Command::Health { url, live, timeout }) => {
+            return client::health(&cfg, url.as_deref(), live, timeout)
         }
         Some(Command::Completions { .. } | Command::Man) | None => {}
     }

@@ -65,6 +65,14 @@ pub struct Telemetry {
     pub service_checks: AtomicU64,
     /// Events and service checks dropped at the per-window limit.
     pub events_dropped: AtomicU64,
+    /// Optional fields of events and service checks skipped as unreadable (the line kept).
+    pub fields_skipped: AtomicU64,
+    /// Timestamped (`|T`) gauge and count values handed on as their own points.
+    pub timestamped: AtomicU64,
+    /// Timestamped points dropped at the per-window limit.
+    pub timestamped_dropped: AtomicU64,
+    /// Values of other types sent with `|T`, aggregated with the timestamp ignored.
+    pub timestamps_ignored: AtomicU64,
     /// Datagrams larger than `statsd.max_packet_size`.
     pub udp_truncated: AtomicU64,
     /// Failed UDP/UDS receive calls.
@@ -134,6 +142,10 @@ impl Default for Telemetry {
             events: AtomicU64::new(0),
             service_checks: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            fields_skipped: AtomicU64::new(0),
+            timestamped: AtomicU64::new(0),
+            timestamped_dropped: AtomicU64::new(0),
+            timestamps_ignored: AtomicU64::new(0),
             udp_truncated: AtomicU64::new(0),
             udp_receive_errors: AtomicU64::new(0),
             tcp_active: AtomicU64::new(0),
@@ -180,6 +192,8 @@ pub struct LocalStats {
     pub events: u64,
     /// Service checks accepted.
     pub service_checks: u64,
+    /// Optional fields of events and service checks skipped as unreadable.
+    pub fields_skipped: u64,
     /// Rejected lines, by [`ParseError::index`].
     pub errors: [u64; REASONS],
     /// Samples dropped at `aggregate.max_contexts`.
@@ -205,6 +219,7 @@ impl LocalStats {
         add(&t.samples, self.samples);
         add(&t.events, self.events);
         add(&t.service_checks, self.service_checks);
+        add(&t.fields_skipped, self.fields_skipped);
         add(&t.samples_dropped_context_limit, self.dropped_context_limit);
         add(&t.set_members_dropped, self.set_members_dropped);
         for (i, n) in self.errors.iter().enumerate() {
@@ -343,6 +358,26 @@ impl Collect for Telemetry {
                 "tallyd_statsd_events_dropped",
                 "Events and service checks dropped at the per-window limit.",
                 &self.events_dropped,
+            ),
+            (
+                "tallyd_statsd_timestamped",
+                "Timestamped (|T) gauge and count values sent on as their own points, not aggregated.",
+                &self.timestamped,
+            ),
+            (
+                "tallyd_statsd_timestamped_dropped",
+                "Timestamped points dropped at the per-window limit (100,000).",
+                &self.timestamped_dropped,
+            ),
+            (
+                "tallyd_statsd_timestamps_ignored",
+                "Values of types other than gauge and count sent with |T: aggregated, the timestamp ignored.",
+                &self.timestamps_ignored,
+            ),
+            (
+                "tallyd_statsd_fields_skipped",
+                "Optional fields of events and service checks that could not be read, skipped (the event or check was kept).",
+                &self.fields_skipped,
             ),
             (
                 "tallyd_statsd_udp_truncated",

@@ -366,6 +366,9 @@ fn health_exits_zero_only_when_ready_answers_200() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("/health/ready: 200"));
+    let out = health(&["--live"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/health/live: 200"));
     let url = format!("http://{}/health/ready", t.http);
     assert!(health(&["--url", &url]).status.success());
     // Another path that is not 200, a closed port, and https are failures.
@@ -433,6 +436,15 @@ fn completions_and_the_man_page_come_from_the_clap_definitions() {
     for word in ["check\\-config", "health", "send", "\\-\\-config"] {
         assert!(page.contains(word), "man page lacks {word}");
     }
+    // The Debian package ships the page from the tree; it must be the binary's own.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/deb/tallyd.1"),
+    )
+    .expect("packaging/deb/tallyd.1");
+    assert!(
+        shipped == page,
+        "packaging/deb/tallyd.1 is stale: run `cargo run -- man > packaging/deb/tallyd.1`"
+    );
     // man(1) renders it, when installed.
     if std::path::Path::new("/usr/bin/man").exists() {
         let dir = tempfile::tempdir().expect("tmp");

@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-5}"
-targets=(dogstatsd gps_stream otlp encoders queue_segments config)
+targets=(dogstatsd gps_stream otlp encoders queue_segments config gps_io)
 
 if ! command -v rustup >/dev/null || ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "tests/fuzz.sh: the nightly Rust toolchain is missing (cargo-fuzz needs it):" >&2

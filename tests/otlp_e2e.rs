@@ -168,15 +168,10 @@ fn delta_instruments(transport: Transport) {
         value(&text, "latency_sum{service=\"checkout\"}"),
         Some(33.0)
     );
-    // A histogram with the bounds it came with: two values in (0, 5], the third in (25, 50].
-    for (le, n) in [
-        ("0", 0.0),
-        ("5", 2.0),
-        ("10", 2.0),
-        ("25", 2.0),
-        ("50", 3.0),
-        ("+Inf", 3.0),
-    ] {
+    // A histogram with the bounds it came with (issue 14): two values in (0, 5], the third in
+    // (25, 50]. Within a bucket the values are spread over sketch bins (issue 17), each within
+    // about 1 % of the range, so only bounds well away from the values are checked exactly.
+    for (le, n) in [("0", 0.0), ("10", 2.0), ("50", 3.0), ("+Inf", 3.0)] {
         assert_eq!(
             value(
                 &text,

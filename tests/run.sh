@@ -16,16 +16,20 @@ command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prom
 command -v promtool >/dev/null || [ -x /usr/bin/promtool ] || missing+=(prometheus)
 # A real node exporter beside the host metrics (tests/host_e2e.rs).
 [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+# Headless Chromium loads the status page (tests/status_page_e2e.rs).
+command -v chromium >/dev/null || missing+=(chromium)
+# A real MQTT broker and its password tool (tests/gps_mqtt_e2e.rs).
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 
 # The distribution's packages start daemons on the default ports (Prometheus 9090, which is
-# tallyd's default HTTP port, Alertmanager 9093, node exporter 9100). The tests run their own
+# tallyd's default HTTP port, Alertmanager 9093, node exporter 9100, mosquitto 1883). The tests run their own
 # instances on port 0 and need none of them: stop and disable them, with systemd or without
 # it (no systemd as PID 1: the packages' init scripts start them with start-stop-daemon and a
 # pidfile). Nothing running is fine.
-distro_services=(prometheus prometheus-node-exporter prometheus-alertmanager)
+distro_services=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto)
 stop_distro_services() {
   [ "$(id -u)" = 0 ] || return 0
-  local svc pidfile pid
+  local svc pidfile pid exe
   for svc in "${distro_services[@]}"; do
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true
@@ -41,11 +45,12 @@ stop_distro_services() {
       fi
     fi
     # Whatever is still running from the package's own pidfile, if it is that daemon.
-    for pidfile in "/run/$svc/$svc.pid" "/run/prometheus/$svc.pid"; do
+    for pidfile in "/run/$svc/$svc.pid" "/run/prometheus/$svc.pid" "/run/$svc.pid"; do
       [ -r "$pidfile" ] || continue
       pid="$(cat "$pidfile" 2>/dev/null || true)"
       case "$pid" in '' | *[!0-9]*) continue ;; esac
-      if [ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" = "/usr/bin/$svc" ]; then
+      exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+      if [ "$exe" = "/usr/bin/$svc" ] || [ "$exe" = "/usr/sbin/$svc" ]; then
         kill "$pid" 2>/dev/null || true
       fi
     done

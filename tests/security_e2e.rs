@@ -164,9 +164,13 @@ const SENSITIVE: &[(&str, &str)] = &[
     ("/api/monitoring/metrics/devices", "gps"),
     ("/api/monitoring/metrics/live", "gps"),
     ("/api/monitoring/gps/blacklist", "gps"),
+    ("/api/monitoring/gps/devices/x/commands", "gps"),
     ("/admin/queue/health", "queue"),
     ("/admin/queue/stats", "queue"),
     ("/api/alerts", "alerts"),
+    ("/api/monitoring/dashboard", "dashboard"),
+    ("/api/monitoring/history", "dashboard"),
+    ("/api/monitoring/metrics/queues", "queue"),
 ];
 
 /// Public by default.
@@ -310,6 +314,10 @@ fn without_a_token_protected_routes_are_loopback_only_and_public_routes_configur
         let (code, body) = ns.curl("POST", &format!("{base}{path}"), None);
         assert_eq!(code, 403, "POST {path}: {body}");
     }
+    // The status page is static and always served; the views it reads keep their rule.
+    let (code, body) = ns.curl("GET", &format!("{base}/"), None);
+    assert_eq!(code, 200, "GET /: {body}");
+    assert!(body.contains("<title>tallyd status</title>"), "{body:.200}");
     // A group name that is not a read-only view is a config error, naming the key.
     let out = common::command()
         .arg("check-config")

@@ -11,6 +11,12 @@
 //! every sample (the largest single cost of the ingest path in a profile). Appending to the
 //! staging vector touches one cache line, and a bulk record runs while the histogram is hot.
 //!
+//! Distributions (`d`, and OTLP histograms) do not use HDR histograms: a store made with
+//! [`Samples::keyed`] keys every value into the Datadog Agent's DDSketch bins
+//! ([`super::ddsketch`]) when its staging buffer is recorded, so that what a Datadog sink
+//! ships is the sketch the Agent would have built, whatever the number of samples, and the
+//! percentiles read here are within 1/128 relative of the exact ones.
+//!
 //! What stays exact and what is bounded:
 //! - `count`, `sum`, `min` and `max` are always exact (f64 sums of the values as sent).
 //! - Percentiles are exact while samples are raw. In HDR form, `|value|` is recorded in
@@ -21,6 +27,8 @@
 
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
+
+use super::ddsketch::{self, KeyBins};
 
 /// Quantiles of one summary, one per configured percentile: inline up to four (the default
 /// configuration has three), so a summary costs no allocation of its own for them.
@@ -56,6 +64,11 @@ pub struct Samples {
     /// costs 8 bytes per value instead of 16.
     weights: Vec<u32>,
     hdr: Option<Box<Hdr>>,
+    /// The DDSketch bins of a keyed store (see [`Samples::keyed`]), once its staging buffer
+    /// was first recorded.
+    keys: Option<Box<KeyBins>>,
+    /// Staged values go into `keys` rather than `hdr`.
+    keyed: bool,
     clamped: u64,
     /// The window's quantiles, filled in at flush by [`Samples::summarize`]. They live here,
     /// beside the moments sinks read with them, rather than in a box of their own: one
@@ -80,6 +93,26 @@ impl Samples {
     /// An empty store (no samples, raw form).
     pub fn new() -> Samples {
         Samples::default()
+    }
+
+    /// An empty store for a distribution: past [`RAW_LIMIT`] values, each value is keyed into
+    /// the Agent's DDSketch bins instead of an HDR histogram.
+    pub fn keyed() -> Samples {
+        Samples {
+            keyed: true,
+            ..Samples::default()
+        }
+    }
+
+    /// True for a store made by [`Samples::keyed`] (or merged with one).
+    pub fn is_keyed(&self) -> bool {
+        self.keyed
+    }
+
+    /// The DDSketch bins, once a keyed store recorded its first batch (staged values are not
+    /// in them: see [`Samples::for_each_key`]).
+    pub fn key_bins(&self) -> Option<&KeyBins> {
+        self.keys.as_deref()
     }
 
     /// Adds `value` with `weight` (the inverse sample rate, at least 1).
@@ -120,6 +153,9 @@ impl Samples {
     /// Records the raw values into the HDR histograms (creating them the first time) and empties
     /// the raw store, keeping its allocation for the next values.
     fn spill(&mut self) {
+        if self.keyed {
+            return self.spill_keys();
+        }
         let h = self.hdr.get_or_insert_with(|| {
             Box::new(Hdr {
                 pos: new_hdr(),
@@ -144,7 +180,7 @@ impl Samples {
     /// Moves staged values into the histograms, so that [`Samples::clamped`] and the HDR form
     /// are complete. Does nothing while the samples are raw.
     pub fn settle(&mut self) {
-        if self.hdr.is_some() && !self.raw.is_empty() {
+        if (self.hdr.is_some() || self.keys.is_some()) && !self.raw.is_empty() {
             self.spill();
         }
     }
@@ -162,6 +198,9 @@ impl Samples {
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+        if self.keyed || other.keyed {
+            return self.merge_keyed(other);
+        }
         if self.hdr.is_none()
             && other.hdr.is_none()
             && self.raw.len() + other.raw.len() <= RAW_LIMIT
@@ -223,7 +262,7 @@ impl Samples {
     }
     /// True once the samples moved to HDR form.
     pub fn is_compact(&self) -> bool {
-        self.hdr.is_some()
+        self.hdr.is_some() || self.keys.is_some()
     }
 
     /// The 1-based nearest rank of quantile `q` (count must be non-zero).
@@ -237,7 +276,7 @@ impl Samples {
     pub fn summarize(&mut self, qs: &[f64]) {
         let mut summary = std::mem::take(&mut self.summary);
         summary.clear();
-        if self.count > 0 && self.hdr.is_none() && self.weights.is_empty() {
+        if self.count > 0 && !self.is_compact() && self.weights.is_empty() {
             self.raw.sort_unstable_by(f64::total_cmp);
             summary.extend(qs.iter().map(|&q| {
                 let rank = self.rank(q);
@@ -271,6 +310,12 @@ impl Samples {
         }
         let rank = self.rank(q);
         self.settle();
+        if let Some(k) = self.keys.as_deref() {
+            return k
+                .value_at_rank(rank)
+                .unwrap_or(self.max)
+                .clamp(self.min, self.max);
+        }
         if let Some(h) = self.hdr.as_deref() {
             let n_neg = h.neg.as_ref().map_or(0, |n| n.len());
             let n_pos = h.pos.len();
@@ -316,6 +361,11 @@ impl Samples {
     /// HDR form (followed by the staged values not yet recorded). Sinks that ship
     /// distributions (sketches) read this.
     pub fn for_each_bin(&self, mut f: impl FnMut(f64, u64)) {
+        if let Some(k) = self.keys.as_deref() {
+            for b in k.bins() {
+                f(ddsketch::value(b.k), b.n);
+            }
+        }
         if let Some(h) = self.hdr.as_deref() {
             if let Some(n) = &h.neg {
                 for it in n.iter_recorded() {
@@ -419,6 +469,9 @@ fn record(h: &mut Hdr, value: f64, weight: u32) -> u64 {
     let _ = target.record_n(scaled, u64::from(weight));
     clamped
 }
+
+#[path = "histogram_keyed.rs"]
+mod keyed;
 
 #[cfg(test)]
 #[path = "histogram_tests.rs"]

@@ -215,3 +215,59 @@ fn bins_cover_every_sample() {
         assert_eq!(total, n as u64);
     }
 }
+
+#[test]
+fn keyed_store_keys_every_value_with_the_agents_mapping() {
+    use crate::aggregate::ddsketch::{key, EPS};
+    let mut s = Samples::keyed();
+    let mut exact = Vec::new();
+    for i in 0..10_000u32 {
+        // Values from 1e-4 to about 3e2, the range where thousandths lost precision.
+        let v = 1e-4 * 1.0015f64.powi(i as i32);
+        s.add(v, 1);
+        exact.push(v);
+    }
+    assert!(s.is_compact() && s.is_keyed());
+    for q in [0.01, 0.5, 0.9, 0.99, 1.0] {
+        let want = exact[((q * 10_000.0) as usize).clamp(1, 10_000) - 1];
+        let got = s.quantile(q);
+        assert!((got - want).abs() / want <= EPS, "q{q}: {got} vs {want}");
+    }
+    let mut keys = std::collections::BTreeMap::new();
+    s.for_each_key(|k, n| *keys.entry(k).or_insert(0) += n);
+    let mut want = std::collections::BTreeMap::new();
+    for v in &exact {
+        *want.entry(key(*v)).or_insert(0u64) += 1;
+    }
+    assert_eq!(keys, want, "the bins are the keys of the values, exactly");
+    // Merging two keyed stores adds their bins.
+    let mut other = Samples::keyed();
+    for v in &exact[..300] {
+        other.add(*v, 2);
+    }
+    s.merge(other);
+    assert_eq!(s.count(), 10_600);
+    let mut total = 0;
+    s.for_each_key(|_, n| total += n);
+    assert_eq!(total, 10_600);
+}
+
+#[test]
+fn ranges_are_interpolated_into_a_keyed_store() {
+    let mut s = Samples::keyed();
+    let n = s.add_ranges(
+        &[(0.0, 10.0, 1000), (10.0, 20.0, 0)],
+        Some(5000.0),
+        None,
+        None,
+    );
+    assert_eq!(n, 1000);
+    assert_eq!(
+        (s.count(), s.sum(), s.min(), s.max()),
+        (1000, 5000.0, 0.0, 10.0)
+    );
+    let p50 = s.quantile(0.5);
+    assert!((p50 - 5.0).abs() < 0.1, "{p50}");
+    let p90 = s.quantile(0.9);
+    assert!((p90 - 9.0).abs() < 0.1, "{p90}");
+}

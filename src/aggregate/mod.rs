@@ -5,7 +5,12 @@
 //! returns an immutable [`Flush`] that every sink reads. Sinks never reach back in here.
 
 pub mod config;
+pub mod ddsketch;
+mod gauge;
 pub mod histogram;
+mod line_options;
+mod lines;
+pub mod mapper;
 pub mod shard;
 
 use std::collections::HashMap;
@@ -20,7 +25,7 @@ use hashbrown::HashTable;
 pub use config::{AggregateConfig, GaugeMode};
 pub use histogram::{Quantiles, Samples};
 use shard::State;
-pub use shard::{Shard, Shared};
+pub use shard::{LineOptions, Shard, Shared};
 
 use crate::base::cpu::{prefetch, PREFETCH_AHEAD};
 use crate::base::lock;
@@ -39,6 +44,20 @@ pub trait Sink: Send + Sync {
 
 /// Events and service checks held per window; more are dropped and counted.
 pub const MAX_EVENTS_PER_WINDOW: usize = 10_000;
+/// Timestamped points (`|T` gauges and counts) held per window; more are dropped and counted.
+pub const MAX_TIMESTAMPED_PER_WINDOW: usize = 100_000;
+
+/// A gauge or count sent with its own timestamp (`|T`): as in the Datadog Agent's
+/// no-aggregation pipeline it is not merged into the window but handed on as its own point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timestamped {
+    /// Kind (gauge or counter), name and sorted tags.
+    pub ctx: Arc<Context>,
+    /// The value; for a count, divided by its sample rate.
+    pub value: f64,
+    /// Unix seconds, as sent.
+    pub timestamp: i64,
+}
 
 /// One window's worth of aggregated data, shared read-only by all sinks.
 #[derive(Debug)]
@@ -56,6 +75,9 @@ pub struct Flush {
     pub events: Vec<Event>,
     /// Service checks received in the window, in arrival order.
     pub service_checks: Vec<ServiceCheck>,
+    /// Timestamped gauges and counts received in the window, in arrival order (at most
+    /// [`MAX_TIMESTAMPED_PER_WINDOW`]).
+    pub timestamped: Vec<Timestamped>,
     /// Where `series` goes when the last holder drops the flush (see [`Recycle`]).
     pub(crate) recycle: Recycle,
 }
@@ -90,6 +112,10 @@ pub struct Series {
     pub hash: u64,
     /// The window's value, of the kind `ctx` names.
     pub value: SeriesValue,
+    /// A counter whose increments did not come as StatsD lines but as OTLP delta monotonic
+    /// sums (their shard was made with [`Shard::set_counts`]): Datadog gets it as a COUNT, as
+    /// the Agent's OTLP ingest sends such sums, rather than as a DogStatsD RATE.
+    pub count: bool,
 }
 
 impl Series {
@@ -99,6 +125,7 @@ impl Series {
             hash: ctx.hash_code(),
             ctx,
             value,
+            count: false,
         }
     }
 }
@@ -123,6 +150,7 @@ pub enum SeriesValue {
 struct Pending {
     events: Vec<Event>,
     checks: Vec<ServiceCheck>,
+    timestamped: Vec<Timestamped>,
 }
 
 /// What the flusher remembers between windows: gauge values for delta mode.
@@ -236,6 +264,35 @@ impl Aggregator {
         true
     }
 
+    /// Queues timestamped points for the current window; false (and counted) for those past
+    /// the window's limit.
+    pub fn push_timestamped(&self, points: impl IntoIterator<Item = Timestamped>) -> bool {
+        let mut p = lock(&self.pending);
+        let mut all = true;
+        for t in points {
+            if p.timestamped.len() >= MAX_TIMESTAMPED_PER_WINDOW {
+                self.shared
+                    .telemetry
+                    .timestamped_dropped
+                    .fetch_add(1, Relaxed);
+                all = false;
+            } else {
+                p.timestamped.push(t);
+                self.shared.telemetry.timestamped.fetch_add(1, Relaxed);
+            }
+        }
+        all
+    }
+
+    /// Counts `n` values of types other than gauge and count that came with a timestamp
+    /// (aggregated, the timestamp ignored).
+    pub fn timestamps_ignored(&self, n: u64) {
+        self.shared
+            .telemetry
+            .timestamps_ignored
+            .fetch_add(n, Relaxed);
+    }
+
     /// Closes the current window, stamped `timestamp` (unix seconds of its start).
     pub fn flush(&self, timestamp: u64) -> Flush {
         let percentiles = Arc::clone(&lock(&self.percentiles));
@@ -297,6 +354,7 @@ impl Aggregator {
                 ctx: d.ctx,
                 hash: d.hash,
                 value,
+                count: d.count,
             });
         }
         drop(items);
@@ -326,6 +384,7 @@ impl Aggregator {
             series,
             events: pending.events,
             service_checks: pending.checks,
+            timestamped: pending.timestamped,
             recycle: Recycle(Some(Arc::clone(&self.spare_series))),
         }
     }
@@ -361,6 +420,7 @@ fn merge_shards(
         match found {
             TableEntry::Occupied(o) => {
                 let i = o.get().1;
+                extra[i].0.count |= d.count;
                 dropped += extra[i].0.state.merge(d.state, max_set_size);
             }
             TableEntry::Vacant(v) => {
@@ -374,6 +434,7 @@ fn merge_shards(
         if let Some(&(_, i)) = index.find(hash, |&(h, i)| h == hash && extra[i].0.ctx == d.ctx) {
             let (other, taken) = &mut extra[i];
             let state = std::mem::replace(&mut other.state, State::Counter(0.0));
+            d.count |= other.count;
             dropped += d.state.merge(state, max_set_size);
             *taken = true;
         }

@@ -16,7 +16,10 @@ use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{HashSet, HashTable};
 use smallvec::SmallVec;
 
+pub(super) use super::gauge::GaugeState;
 use super::histogram::Samples;
+pub use super::line_options::LineOptions;
+use super::lines::{dedup_sorted, store_for, value_count};
 use crate::aggregate::GaugeMode;
 use crate::model::dogstatsd::{self as parse, MetricLine, ParseError};
 use crate::model::{key_hash, write_key, Context, MetricKind};
@@ -73,61 +76,6 @@ fn rand_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x7a11);
     h.finish()
-}
-
-/// Window state of a gauge in one shard. In delta mode, `delta` sums the relative changes seen
-/// after the last absolute value (`abs`), and `delta_seq` says when the first of them arrived.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct GaugeState {
-    /// The last absolute value and its `seq`.
-    abs: Option<(f64, u64)>,
-    delta: f64,
-    delta_seq: Option<u64>,
-}
-
-impl GaugeState {
-    fn set(&mut self, v: f64, seq: u64) {
-        *self = GaugeState {
-            abs: Some((v, seq)),
-            delta: 0.0,
-            delta_seq: None,
-        };
-    }
-
-    fn shift(&mut self, d: f64, seq: u64) {
-        self.delta += d;
-        self.delta_seq.get_or_insert(seq);
-    }
-
-    /// Combines the same gauge from two shards: the later absolute value wins, and deltas that
-    /// arrived after it are added.
-    pub fn merge(&mut self, other: GaugeState) {
-        let (mut win, lose) = match (self.abs, other.abs) {
-            (Some(a), Some(b)) if b.1 > a.1 => (other, *self),
-            (None, Some(_)) => (other, *self),
-            _ => (*self, other),
-        };
-        let after = match win.abs {
-            Some((_, seq)) => lose.delta_seq.is_some_and(|s| s >= seq),
-            None => true,
-        };
-        if after && lose.delta_seq.is_some() {
-            win.delta += lose.delta;
-            win.delta_seq = match (win.delta_seq, lose.delta_seq) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        *self = win;
-    }
-
-    /// The gauge's value given its value before the window (`prev`, delta mode only).
-    pub fn resolve(&self, prev: Option<f64>) -> f64 {
-        match self.abs {
-            Some((v, _)) => v + self.delta,
-            None => prev.unwrap_or(0.0) + self.delta,
-        }
-    }
 }
 
 /// A context's window state as drained at flush.
@@ -224,6 +172,8 @@ pub(super) struct Drained {
     pub(super) hash: u64,
     pub(super) ctx: Arc<Context>,
     pub(super) state: State,
+    /// A counter of a shard made with [`Shard::set_counts`].
+    pub(super) count: bool,
 }
 
 /// The contexts one producer (the datagram receivers together, the StatsD TCP server, the OTLP
@@ -232,6 +182,12 @@ pub(super) struct Drained {
 pub struct Shard {
     shared: Arc<Shared>,
     table: Table,
+    /// The Agent's DogStatsD settings for StatsD lines (none by default).
+    opts: Arc<LineOptions>,
+    /// `opts` changes nothing (the usual case): lines take the path without them.
+    plain: bool,
+    /// Counters here are sums of deltas (OTLP), sent to Datadog as COUNTs.
+    counts: bool,
 }
 
 /// The contexts of a shard and the bookkeeping of its current window.
@@ -271,13 +227,32 @@ impl Table {
         name: &[u8],
         sorted_tags: &[&[u8]],
     ) -> Result<&mut Entry, Unresolved> {
+        self.resolve_prefixed(shared, kind, &[], name, sorted_tags)
+    }
+
+    /// [`Table::resolve`] for the name `prefix` parts followed by `name`.
+    fn resolve_prefixed(
+        &mut self,
+        shared: &Shared,
+        kind: MetricKind,
+        prefix: &[&[u8]],
+        name: &[u8],
+        sorted_tags: &[&[u8]],
+    ) -> Result<&mut Entry, Unresolved> {
         write_key(&mut self.key, name, sorted_tags.iter().copied());
+        let name_len = if prefix.is_empty() {
+            name.len()
+        } else {
+            let pre: Vec<u8> = prefix.concat();
+            self.key.splice(0..0, pre.iter().copied());
+            pre.len() + name.len()
+        };
         let key = &self.key[..];
-        let hash = key_hash(kind, name.len(), key);
+        let hash = key_hash(kind, name_len, key);
         let window = self.window;
         let entry = match self.entries.entry(
             hash,
-            |e| e.hash == hash && e.ctx.is(kind, name.len(), key),
+            |e| e.hash == hash && e.ctx.is(kind, name_len, key),
             |e| e.hash,
         ) {
             TableEntry::Occupied(o) => o.into_mut(),
@@ -289,7 +264,7 @@ impl Table {
                 }
                 v.insert(Entry {
                     hash,
-                    ctx: Arc::new(Context::from_key(kind, name.len(), key)),
+                    ctx: Arc::new(Context::from_key(kind, name_len, key)),
                     slot: Slot::new(kind, shared.hasher),
                     last_window: window,
                     touched: false,
@@ -313,6 +288,9 @@ impl Shard {
     pub(super) fn new(shared: Arc<Shared>) -> Shard {
         Shard {
             shared,
+            opts: Arc::default(),
+            plain: true,
+            counts: false,
             table: Table {
                 entries: HashTable::new(),
                 key: Vec::new(),
@@ -333,6 +311,18 @@ impl Shard {
         self.table.entries.is_empty()
     }
 
+    /// Marks this shard's counters as sums of deltas from another protocol (OTLP), which the
+    /// Datadog sink sends as COUNTs.
+    pub fn set_counts(&mut self) {
+        self.counts = true;
+    }
+
+    /// Sets the DogStatsD settings applied to the lines given to [`Shard::apply`].
+    pub fn set_line_options(&mut self, opts: Arc<LineOptions>) {
+        self.plain = *opts == LineOptions::default();
+        self.opts = opts;
+    }
+
     /// Adds a parsed metric line. `seq` comes from [`Shared::seq`].
     pub fn apply(
         &mut self,
@@ -342,13 +332,57 @@ impl Shard {
     ) -> Result<(), ParseError> {
         // Inline storage is left uninitialised until pushed to: a zeroed array of slices cost
         // a visible share of every line.
+        if self.plain {
+            let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
+            tags.sort_unstable();
+            let n = dedup_sorted(&mut tags);
+            return self.apply_as(m, (m.kind, &[], m.name), &tags[..n], seq, stats);
+        }
+        let opts = Arc::clone(&self.opts);
+        let mapped = opts
+            .mapper
+            .as_ref()
+            .and_then(|mp| mp.map(std::str::from_utf8(m.name).ok()?));
+        let name: &[u8] = mapped.as_ref().map_or(m.name, |(n, _)| n.as_bytes());
         let mut tags: SmallVec<[&[u8]; STACK_TAGS]> = parse::tags(m.tags).collect();
+        tags.extend(opts.tags.iter().map(|t| &t[..]));
+        if let Some((_, extra)) = &mapped {
+            tags.extend(extra.iter().map(|t| t.as_bytes()));
+        }
         tags.sort_unstable();
         let n = dedup_sorted(&mut tags);
         let tags = &tags[..n];
+        let ns: &[u8] = if opts.namespace.is_empty()
+            || opts.namespace_blocklist.iter().any(|p| name.starts_with(p))
+        {
+            &[]
+        } else {
+            &opts.namespace
+        };
+        self.apply_as(m, (m.kind, &[ns], name), tags, seq, stats)?;
+        match &opts.copy_to_distribution {
+            Some(p) if matches!(m.kind, MetricKind::Timer | MetricKind::Histogram) => {
+                let target = (MetricKind::Distribution, &[&p[..], ns][..], name);
+                self.apply_as(m, target, tags, seq, stats)
+            }
+            _ => Ok(()),
+        }
+    }
 
+    /// Applies `m`'s values to the context (`kind`, `prefix` parts + `name`, `tags`).
+    fn apply_as(
+        &mut self,
+        m: &MetricLine<'_>,
+        (kind, prefix, name): (MetricKind, &[&[u8]], &[u8]),
+        tags: &[&[u8]],
+        seq: u64,
+        stats: &mut LocalStats,
+    ) -> Result<(), ParseError> {
         let shared = &*self.shared;
-        let entry = match self.table.resolve(shared, m.kind, m.name, tags) {
+        let entry = match self
+            .table
+            .resolve_prefixed(shared, kind, prefix, name, tags)
+        {
             Ok(e) => e,
             Err(Unresolved::Utf8) => return Err(ParseError::Utf8),
             Err(Unresolved::Full) => {
@@ -404,7 +438,7 @@ impl Shard {
                 }
             }
             Slot::Samples(s) => {
-                let s = s.get_or_insert_with(Box::default);
+                let s = s.get_or_insert_with(|| Box::new(store_for(kind)));
                 // As the Datadog Agent does, a sampled value counts as trunc(1/rate) values.
                 let w = parse::sample_weight(m.sample_rate);
                 // Only a huge value, or a window sum already huge, can overflow the sum.
@@ -446,6 +480,7 @@ impl Shard {
                 .map(|e| [Arc::as_ptr(&e.ctx) as usize, e.slot.boxed_addr()]),
         );
         let mut k = 0;
+        let counts = self.counts;
         table.entries.retain(|e| {
             if e.touched {
                 if let Some(&[ctx, state]) = ahead.get(k + crate::base::cpu::PREFETCH_AHEAD) {
@@ -458,6 +493,7 @@ impl Shard {
                     hash: e.hash,
                     ctx: Arc::clone(&e.ctx),
                     state: e.slot.take(),
+                    count: counts && e.ctx.kind() == MetricKind::Counter,
                 });
                 true
             } else if u64::from(window.wrapping_sub(e.last_window)) >= expiry_windows {
@@ -527,37 +563,14 @@ impl Shard {
         match (&mut entry.slot, value) {
             (Slot::Counter(sum), Value::Count(v)) => *sum += v,
             (Slot::Gauge(g), Value::Gauge(v)) => g.set(v, seq),
-            (Slot::Samples(s), Value::Samples(other)) => {
-                s.get_or_insert_with(Box::default).merge(other)
-            }
+            (Slot::Samples(s), Value::Samples(other)) => s
+                .get_or_insert_with(|| Box::new(store_for(kind)))
+                .merge(other),
             // The kind decides the state, and `fits` checked the kind.
             _ => return false,
         }
         true
     }
-}
-
-fn value_count(m: &MetricLine<'_>) -> u64 {
-    if m.kind == MetricKind::Set {
-        1
-    } else {
-        parse::values(m.values).count() as u64
-    }
-}
-
-/// Removes adjacent duplicates in place; returns the new length.
-fn dedup_sorted(tags: &mut [&[u8]]) -> usize {
-    if tags.is_empty() {
-        return 0;
-    }
-    let mut w = 1;
-    for r in 1..tags.len() {
-        if tags[r] != tags[w - 1] {
-            tags[w] = tags[r];
-            w += 1;
-        }
-    }
-    w
 }
 
 #[cfg(test)]

@@ -109,3 +109,53 @@ fn gauge_merge_orders_by_sequence() {
     assert_eq!(d.resolve(Some(10.0)), 13.0);
     assert_eq!(d.resolve(None), 3.0);
 }
+
+#[test]
+fn line_options_namespace_tags_and_distribution_copy() {
+    let telemetry = Arc::new(Telemetry::default());
+    let shared = Arc::new(Shared::new(100, 10, GaugeMode::Absolute, telemetry));
+    let mut shard = Shard::new(Arc::clone(&shared));
+    shard.set_line_options(Arc::new(LineOptions {
+        namespace: b"app.".to_vec(),
+        namespace_blocklist: vec![b"jvm".to_vec()],
+        tags: vec![b"team:a".to_vec()],
+        copy_to_distribution: Some(b"dist.".to_vec()),
+        mapper: None,
+    }));
+    let mut stats = LocalStats::default();
+    for line in ["hits:1|c|#z:1", "jvm.heap:2|g", "lat:3|h"] {
+        let m = parse::parse_metric(line.as_bytes(), 100).expect("line");
+        shard.apply(&m, 1, &mut stats).expect("applied");
+    }
+    let mut out = Vec::new();
+    shard.drain(10, &mut out);
+    let mut got: Vec<(MetricKind, String, Vec<String>)> = out
+        .iter()
+        .map(|d| {
+            (
+                d.ctx.kind(),
+                d.ctx.name().to_string(),
+                d.ctx.tags().map(str::to_string).collect(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.1.cmp(&b.1));
+    let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        vec![
+            (
+                MetricKind::Counter,
+                "app.hits".into(),
+                tags(&["team:a", "z:1"])
+            ),
+            (MetricKind::Histogram, "app.lat".into(), tags(&["team:a"])),
+            (
+                MetricKind::Distribution,
+                "dist.app.lat".into(),
+                tags(&["team:a"])
+            ),
+            (MetricKind::Gauge, "jvm.heap".into(), tags(&["team:a"])),
+        ]
+    );
+}

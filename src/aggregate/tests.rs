@@ -289,6 +289,8 @@ fn events_are_bounded() {
         hostname: None,
         message: None,
         tags: vec![],
+        origin: Default::default(),
+        skipped_fields: 0,
     };
     for _ in 0..MAX_EVENTS_PER_WINDOW {
         assert!(a.push_check(sc.clone()));

@@ -62,6 +62,7 @@ fn at_own(e: &mut Evaluator, t: u64, series: Vec<Series>, own: &[Family]) -> Out
         series,
         events: vec![],
         service_checks: vec![],
+        timestamped: vec![],
         recycle: Default::default(),
     };
     e.evaluate(&flush, own, true)

@@ -18,23 +18,28 @@ pub enum RouteGroup {
     Health,
     /// `GET /metrics`.
     Metrics,
-    /// `GET /admin/queue/health`, `/admin/queue/stats`.
+    /// `GET /admin/queue/health`, `/admin/queue/stats`, `/api/monitoring/metrics/queues`.
     Queue,
     /// `GET /api/alerts`.
     Alerts,
     /// `GET /api/monitoring/metrics/devices`, `/live`, `/api/monitoring/gps/blacklist`:
     /// device identities, peer addresses and positions.
     Gps,
+    /// `GET /api/monitoring/dashboard`, `/api/monitoring/history`: counts, rates and states
+    /// of every component (no device position, peer address or endpoint). The status page
+    /// `GET /` itself is static and always served; it reads these views.
+    Dashboard,
 }
 
 impl RouteGroup {
     /// Every group, in bit order.
-    pub const ALL: [RouteGroup; 5] = [
+    pub const ALL: [RouteGroup; 6] = [
         RouteGroup::Health,
         RouteGroup::Metrics,
         RouteGroup::Queue,
         RouteGroup::Alerts,
         RouteGroup::Gps,
+        RouteGroup::Dashboard,
     ];
 }
 

@@ -2,20 +2,30 @@
 //! - `GET /api/monitoring/metrics/devices?active_only=true`: the device registry;
 //! - `GET /api/monitoring/metrics/live?window_minutes=5`: messages/s, active devices, points
 //!   received/processed/failed and latency percentiles over the last 1..=60 minutes;
-//! - `GET /api/monitoring/gps/blacklist`: the IPs refused now, why and until when.
+//! - `GET /api/monitoring/gps/blacklist`: the IPs refused now, why and until when;
+//! - `POST /api/monitoring/gps/devices/{id}/command` (admin): queues a command
+//!   (`{"type": "locate"}`, `{"type": "interval", "seconds": 30}`,
+//!   `{"type": "custom", "text": "..."}`; `"wait": false` answers at once). For a connected
+//!   device it waits up to `gps.command_timeout` (at most 25 s) for the answer: 200 with the
+//!   command's record (`status`: answered, no_answer, unsupported, send_failed, or still
+//!   `sent` when the answer is later than 25 s); offline, 202 with status
+//!   `queued`; 429 at `gps.commands_per_device` / `gps.commands_max`, 422 when the device's
+//!   protocol has no such command;
+//! - `GET /api/monitoring/gps/devices/{id}/commands`: that device's recent commands.
 //!
 //! They show device identities, peer addresses and positions: behind the admin rule unless
 //! `http.public_routes` has `gps`.
 
 use std::time::Instant;
 
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use super::admin::{get, Admin};
+use super::admin::{get, post, Admin};
 use super::config::RouteGroup::Gps;
 use super::{error, json};
 use crate::gps::metrics::LIVE_MINUTES;
@@ -28,6 +38,14 @@ pub(super) fn router(state: GpsState, admin: &Admin) -> Router {
         .route("/api/monitoring/metrics/devices", get(devices, admin, Gps))
         .route("/api/monitoring/metrics/live", get(live, admin, Gps))
         .route("/api/monitoring/gps/blacklist", get(blacklist, admin, Gps))
+        .route(
+            "/api/monitoring/gps/devices/{id}/command",
+            post(command, admin),
+        )
+        .route(
+            "/api/monitoring/gps/devices/{id}/commands",
+            get(commands, admin, Gps),
+        )
         .with_state(state)
 }
 
@@ -106,5 +124,79 @@ async fn blacklist(State(s): State<GpsState>) -> Response {
     json(
         StatusCode::OK,
         &serde_json::json!({"count": list.len(), "blacklist": list}),
+    )
+}
+
+#[derive(Deserialize)]
+struct CommandBody {
+    #[serde(flatten)]
+    kind: crate::gps::encode::Kind,
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn command(State(s): State<GpsState>, Path(id): Path<String>, body: Bytes) -> Response {
+    use crate::gps::command::{Refused, Status};
+    let req: CommandBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"type\": \"locate\" | \"interval\" | \"custom\", ...}}: {e}"
+                ),
+            )
+        }
+    };
+    if let Err(e) = req.kind.check() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let known = s.registry.protocol(&id);
+    let (cmd, connected) = match s.commands.submit(&id, req.kind, known) {
+        Ok(c) => c,
+        Err(Refused::Full(key)) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{key} commands are waiting already"),
+            )
+        }
+        Err(Refused::Unsupported(p)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("protocol {} has no such command", p.as_str()),
+            )
+        }
+    };
+    if !(connected && req.wait) {
+        let code = if connected {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return json(
+            code,
+            &serde_json::json!({"answered": false, "command": cmd.record()}),
+        );
+    }
+    // Bounded under http.request_timeout's default (30 s): a later answer still shows in
+    // the device's command list.
+    let wait = (s.commands.timeout() + std::time::Duration::from_millis(500))
+        .min(std::time::Duration::from_secs(25));
+    let r = cmd.wait(wait).await;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"answered": r.status == Status::Answered, "command": r}),
+    )
+}
+
+async fn commands(State(s): State<GpsState>, Path(id): Path<String>) -> Response {
+    let list = s.commands.list(&id);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"device_id": id, "count": list.len(), "commands": list}),
     )
 }

@@ -1,7 +1,9 @@
 //! The HTTP server's one router: `/metrics` (Prometheus text or OpenMetrics), `/health`,
 //! `/health/live`, `/health/ready`, the queue administration (`/admin/queue/*`), the alert
-//! routes (`/api/alerts`, `/api/monitoring/alert/test`) and the GPS views
-//! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`) and `POST /admin/reload`.
+//! routes (`/api/alerts`, `/api/monitoring/alert/test`), the GPS views
+//! (`/api/monitoring/metrics/*`, `/api/monitoring/gps/blacklist`), the dashboard API
+//! (`/api/monitoring/dashboard`, `/api/monitoring/metrics/queues`, `/api/monitoring/history`)
+//! the status page (`GET /`, with its history ring sampled every 5 s) and `POST /admin/reload`.
 //!
 //! The components expose plain Rust state ([`Prometheus`], [`Health`],
 //! [`queue::Registry`](crate::queue::Registry), [`alert::Shared`], [`GpsState`]); the HTTP
@@ -13,12 +15,15 @@
 mod admin;
 mod alerts;
 pub mod config;
+pub mod dashboard;
 mod gps;
 mod health;
+pub mod history;
 mod metrics;
 mod queue;
 mod reload;
 pub mod server;
+mod status;
 
 use std::sync::Arc;
 
@@ -28,11 +33,14 @@ use axum::Router;
 use serde::Serialize;
 
 pub use crate::base::health::{Component, Health, Status};
+use crate::component::{Context, Stage};
 use crate::gps::service::GpsState;
 use crate::sinks::prometheus::Prometheus;
+use crate::telemetry::Telemetry;
 use crate::{alert, queue as queues};
 pub use admin::Admin;
 use config::RouteGroup;
+pub use history::History;
 pub use metrics::Scrapes;
 
 /// What the router serves; the optional parts add their routes only when present.
@@ -49,6 +57,11 @@ pub struct Parts<'a> {
     pub alerts: Option<Arc<alert::Shared>>,
     /// The GPS server's registry, guard and counters when it runs.
     pub gps: Option<GpsState>,
+    /// tallyd's counters and self-metric sources, for the dashboard.
+    pub telemetry: Arc<Telemetry>,
+    /// The status page's ring and busiest metrics ([`History::attach`] it before the flusher
+    /// starts, and start its sampler with [`start_sampler`]).
+    pub history: Arc<History>,
     /// The admin rule (`http.admin_token`, `http.public_routes`); register it with the
     /// telemetry for its refusal counts.
     pub admin: &'a Admin,
@@ -60,12 +73,15 @@ pub struct Parts<'a> {
 /// the admin rule needs the peer's address to recognise loopback callers.
 pub fn router(parts: Parts<'_>) -> Router {
     let admin = parts.admin;
+    let dashboard = dashboard::router(sources(&parts), admin);
     let metrics = metrics::router(parts.prometheus, parts.scrapes);
     let health = health::router(parts.health);
     let mut app = Router::new()
         .merge(admin::guard(metrics, admin, RouteGroup::Metrics))
         .merge(admin::guard(health, admin, RouteGroup::Health))
-        .merge(queue::router(parts.queues, admin));
+        .merge(queue::router(parts.queues, admin))
+        .merge(dashboard)
+        .merge(status::router());
     if let Some(shared) = parts.alerts {
         app = app.merge(alerts::router(shared, admin));
     }
@@ -76,6 +92,25 @@ pub fn router(parts: Parts<'_>) -> Router {
         app = app.merge(reload::router(r, admin));
     }
     app
+}
+
+fn sources(parts: &Parts<'_>) -> dashboard::Sources {
+    dashboard::Sources {
+        telemetry: Arc::clone(&parts.telemetry),
+        health: Arc::clone(&parts.health),
+        queues: Arc::clone(&parts.queues),
+        alerts: parts.alerts.clone(),
+        gps: parts.gps.clone(),
+        history: Arc::clone(&parts.history),
+    }
+}
+
+/// Starts the status page's sampler: a point into `parts.history` every
+/// [`history::SAMPLE_EVERY`], on the HTTP stage (it stops with the API).
+pub fn start_sampler(parts: &Parts<'_>, ctx: &Context) {
+    let stop = ctx.shutdown.token(Stage::Http);
+    ctx.shutdown
+        .spawn(Stage::Http, dashboard::sample(sources(parts), stop));
 }
 
 /// A JSON response.

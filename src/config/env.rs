@@ -18,6 +18,136 @@ const DD_VARS: &[(&str, &str, &str)] = &[
     ("DD_DD_URL", "datadog", "url"),
 ];
 
+/// How a Datadog Agent variable's text is read.
+#[derive(Clone, Copy)]
+enum Form {
+    /// A string, as is.
+    Text,
+    /// A list of strings: the Agent's space-separated form (commas accepted too), or a TOML
+    /// or JSON array.
+    List,
+    /// A list of numbers, in the same forms.
+    Numbers,
+    /// An integer.
+    Int,
+    /// `true` or `false` (also `1`/`0`).
+    Bool,
+}
+
+/// The Agent's DogStatsD settings read from the environment, with the key each sets (the
+/// same settings in the file: `docs/dogstatsd.md` lists them key by key).
+const DD_DOGSTATSD_VARS: &[(&str, &str, &str, Form)] = &[
+    (
+        "DD_HISTOGRAM_AGGREGATES",
+        "datadog",
+        "histogram_aggregates",
+        Form::List,
+    ),
+    (
+        "DD_HISTOGRAM_PERCENTILES",
+        "datadog",
+        "histogram_percentiles",
+        Form::Numbers,
+    ),
+    (
+        "DD_DOGSTATSD_EXPIRY_SECONDS",
+        "datadog",
+        "expiry_seconds",
+        Form::Int,
+    ),
+    ("DD_DOGSTATSD_TAGS", "statsd", "tags", Form::List),
+    (
+        "DD_STATSD_METRIC_NAMESPACE",
+        "statsd",
+        "metric_namespace",
+        Form::Text,
+    ),
+    (
+        "DD_STATSD_METRIC_NAMESPACE_BLOCKLIST",
+        "statsd",
+        "metric_namespace_blocklist",
+        Form::List,
+    ),
+    (
+        "DD_STATSD_METRIC_NAMESPACE_BLACKLIST",
+        "statsd",
+        "metric_namespace_blocklist",
+        Form::List,
+    ),
+    (
+        "DD_HISTOGRAM_COPY_TO_DISTRIBUTION",
+        "statsd",
+        "histogram_copy_to_distribution",
+        Form::Bool,
+    ),
+    (
+        "DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX",
+        "statsd",
+        "histogram_copy_to_distribution_prefix",
+        Form::Text,
+    ),
+    ("DD_DOGSTATSD_SOCKET", "statsd", "unix_socket", Form::Text),
+    (
+        "DD_DOGSTATSD_BUFFER_SIZE",
+        "statsd",
+        "max_packet_size",
+        Form::Int,
+    ),
+    (
+        "DD_DOGSTATSD_SO_RCVBUF",
+        "statsd",
+        "udp_recv_buffer",
+        Form::Int,
+    ),
+];
+
+/// Reads `value` of the variable `name` in `form`.
+fn read_form(name: &str, value: &str, form: Form) -> Result<toml::Value, ConfigError> {
+    let bad = |what: &str| {
+        ConfigError::environment(
+            "",
+            format!("invalid value from the environment: {name}={value:?} is not {what}"),
+        )
+    };
+    let items = || -> Vec<String> {
+        let v = value.trim();
+        if v.starts_with('[') {
+            if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(v) {
+                return a
+                    .into_iter()
+                    .map(|x| match x {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .collect();
+            }
+        }
+        v.trim_matches(|c| c == '[' || c == ']')
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(|s| s.trim_matches(|c| c == '"' || c == '\''))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    Ok(match form {
+        Form::Text => toml::Value::String(value.to_string()),
+        Form::List => toml::Value::Array(items().into_iter().map(toml::Value::String).collect()),
+        Form::Numbers => toml::Value::Array(
+            items()
+                .iter()
+                .map(|s| s.parse::<f64>().map(toml::Value::Float))
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad("a list of numbers"))?,
+        ),
+        Form::Int => toml::Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?),
+        Form::Bool => toml::Value::Boolean(match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("true or false")),
+        }),
+    })
+}
+
 /// The order variables are applied in, so the result never depends on the environment's
 /// order: the Datadog Agent's aliases first, then the alert thresholds, then `TALLYD_*`, which
 /// therefore wins over an alias for the same key (`TALLYD_STATSD__UDP_LISTEN` over
@@ -49,6 +179,59 @@ pub(super) fn apply_env(
     for (name, value) in env {
         if let Some((_, section, key)) = DD_VARS.iter().find(|(v, _, _)| v == name) {
             set_key(table, section, key, toml::Value::String(value.clone()));
+        } else if let Some((_, section, key, form)) =
+            DD_DOGSTATSD_VARS.iter().find(|(v, ..)| v == name)
+        {
+            let v = read_form(name, value, *form)?;
+            // The Agent's 0 means "the OS default"; tallyd keeps its own then.
+            if !(name == "DD_DOGSTATSD_SO_RCVBUF" && v.as_integer() == Some(0)) {
+                check_type(name, section, key, &v)?;
+                set_key(table, section, key, v);
+            }
+        } else if name == "DD_DOGSTATSD_MAPPER_PROFILES" {
+            // The Agent takes this variable as JSON: a list of profiles.
+            let bad = |why: String| {
+                ConfigError::environment(
+                    "",
+                    format!(
+                        "environment variable {name}: not a JSON list of mapper profiles: {why}"
+                    ),
+                )
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(value).map_err(|e| bad(e.to_string()))?;
+            let v = toml::Value::try_from(json).map_err(|e| bad(e.to_string()))?;
+            check_type(name, "statsd", "mapper_profiles", &v)?;
+            set_key(table, "statsd", "mapper_profiles", v);
+        } else if name == "DD_DOGSTATSD_NON_LOCAL_TRAFFIC" {
+            let non_local = match read_form(name, value, Form::Bool)? {
+                toml::Value::Boolean(b) => b,
+                _ => false,
+            };
+            // As in the Agent: false listens on localhost only, true on every interface.
+            for key in ["udp_listen", "tcp_listen"] {
+                let current = table
+                    .get("statsd")
+                    .and_then(|s| s.get(key))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .or_else(|| schema["statsd"][key].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if current.is_empty() {
+                    continue;
+                }
+                let port = current
+                    .parse::<SocketAddr>()
+                    .map(|a| a.port())
+                    .unwrap_or(8125);
+                let host = if non_local { "0.0.0.0" } else { "127.0.0.1" };
+                set_key(
+                    table,
+                    "statsd",
+                    key,
+                    toml::Value::String(format!("{host}:{port}")),
+                );
+            }
         } else if let Some((_, key)) = crate::alert::config::HEALTH_ENV
             .iter()
             .find(|(v, _)| v == name)
@@ -188,3 +371,7 @@ fn replace_port(addr: &str, port: u16) -> String {
         Err(_) => format!("0.0.0.0:{port}"),
     }
 }
+
+#[cfg(test)]
+#[path = "env_tests.rs"]
+mod tests;

@@ -25,11 +25,13 @@ pub enum Protocol {
     Meitrack,
     /// The watch protocol: `[SG*id*len*UD,...]`, `[3G*...]`.
     Watch,
+    /// OsmAnd / Traccar Client over HTTP (`gps.osmand_listen`), never on the TCP port.
+    Osmand,
 }
 
 impl Protocol {
     /// How many protocols there are.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// Every protocol, in [`Protocol::index`] order.
     pub const ALL: [Protocol; Protocol::COUNT] = [
@@ -42,6 +44,7 @@ impl Protocol {
         Protocol::Queclink,
         Protocol::Meitrack,
         Protocol::Watch,
+        Protocol::Osmand,
     ];
 
     /// The lower-case name used in labels, logs and the API (`nmea`, `h02`, ...).
@@ -56,6 +59,7 @@ impl Protocol {
             Protocol::Queclink => "queclink",
             Protocol::Meitrack => "meitrack",
             Protocol::Watch => "watch",
+            Protocol::Osmand => "osmand",
         }
     }
 
@@ -73,6 +77,8 @@ pub enum Attr {
     Int(i64),
     /// Text (alarm names, raw fields).
     Text(String),
+    /// A fractional number (OsmAnd accuracy, battery level).
+    Float(f64),
 }
 
 /// One position report. Units are fixed across protocols: degrees (WGS84), metres, km/h,

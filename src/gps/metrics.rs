@@ -37,6 +37,7 @@ pub const PROTOCOL_LABELS: [&str; PROTOCOLS + 1] = [
     "queclink",
     "meitrack",
     "watch",
+    "osmand",
     "unknown",
 ];
 /// Latency samples held between two publishes; more are counted as dropped.

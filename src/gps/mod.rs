@@ -9,7 +9,10 @@
 //! guard and counters it serves.
 //! Sources never reach sinks directly: points go through the [`points::PointSink`] interface.
 
+pub mod command;
 pub mod detect;
+pub mod encode;
+mod encode_more;
 pub mod fix;
 pub mod forward;
 pub mod gps103;
@@ -19,7 +22,9 @@ pub mod guard;
 pub mod h02;
 pub mod meitrack;
 pub mod metrics;
+pub mod mqtt;
 pub mod nmea;
+pub mod osmand;
 pub mod points;
 pub mod queclink;
 pub mod registry;
@@ -122,9 +127,40 @@ pub struct GpsConfig {
     pub points_url: String,
     /// Extra headers for `points_url` requests (authorization, ...).
     pub points_headers: std::collections::BTreeMap<String, String>,
-    /// Timeout of one `points_url` request.
+    /// Timeout of one `points_url` request, and of one batch's MQTT acknowledgements.
     #[serde(with = "duration_str")]
     pub points_timeout: Duration,
+    /// MQTT broker receiving every point as JSON through the durable `mqtt_points` queue:
+    /// `mqtt://host:1883` or `mqtts://host:8883`; empty = off.
+    pub points_mqtt: String,
+    /// Topic of each point; `{device_id}` is replaced by the device's id (`+ # /` in it
+    /// become `_`).
+    pub points_mqtt_topic: String,
+    /// MQTT client id; empty = `tallyd-<host name>`.
+    pub points_mqtt_client_id: String,
+    /// MQTT user name; empty = none.
+    pub points_mqtt_username: String,
+    /// MQTT password (with `points_mqtt_username`).
+    pub points_mqtt_password: String,
+    /// PEM file of the CA that signed the broker's certificate (`mqtts://`); empty = the
+    /// bundled web PKI roots.
+    pub points_mqtt_ca_file: String,
+    /// Whether the OsmAnd / Traccar Client HTTP listener runs (phones).
+    pub osmand_enabled: bool,
+    /// Address of the OsmAnd listener (5055 is the port Traccar uses).
+    pub osmand_listen: String,
+    /// OsmAnd HTTP connections served at once (per IP: `gps.max_connections_per_ip`).
+    pub osmand_max_connections: usize,
+    /// Time a sent command waits for the device's answer.
+    #[serde(with = "duration_str")]
+    pub command_timeout: Duration,
+    /// How long a command for an offline device waits for it to connect.
+    #[serde(with = "duration_str")]
+    pub command_ttl: Duration,
+    /// Commands waiting per device; one more is refused and counted.
+    pub commands_per_device: usize,
+    /// Commands waiting or awaiting an answer in total; one more is refused and counted.
+    pub commands_max: usize,
 }
 
 impl Default for GpsConfig {
@@ -162,6 +198,19 @@ impl Default for GpsConfig {
             points_url: String::new(),
             points_headers: std::collections::BTreeMap::new(),
             points_timeout: Duration::from_secs(10),
+            points_mqtt: String::new(),
+            points_mqtt_topic: "tallyd/gps/{device_id}".into(),
+            points_mqtt_client_id: String::new(),
+            points_mqtt_username: String::new(),
+            points_mqtt_password: String::new(),
+            points_mqtt_ca_file: String::new(),
+            osmand_enabled: false,
+            osmand_listen: "0.0.0.0:5055".into(),
+            osmand_max_connections: 1024,
+            command_timeout: Duration::from_secs(20),
+            command_ttl: Duration::from_secs(3600),
+            commands_per_device: 16,
+            commands_max: 10_000,
         }
     }
 }
@@ -173,6 +222,12 @@ impl GpsConfig {
         GpsConfig {
             points_url: crate::base::redact::url(&self.points_url),
             points_headers: crate::base::redact::header_values(&self.points_headers),
+            points_mqtt: crate::base::redact::url(&self.points_mqtt),
+            points_mqtt_password: if self.points_mqtt_password.is_empty() {
+                String::new()
+            } else {
+                crate::base::redact::MARKER.into()
+            },
             ..self.clone()
         }
     }
@@ -195,6 +250,16 @@ impl GpsConfig {
             ));
         }
         crate::queue::deliver::header_map(&self.points_headers, "gps.points_headers")?;
+        mqtt::check(self)?;
+        if self.osmand_enabled && self.osmand_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "gps.osmand_listen",
+                format!(
+                    " = {:?} is not an address like \"0.0.0.0:5055\"",
+                    self.osmand_listen
+                ),
+            ));
+        }
         if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "gps.listen",
@@ -211,6 +276,9 @@ impl GpsConfig {
             ("gps.max_tracked_ips", self.max_tracked_ips),
             ("gps.points_file_max_files", self.points_file_max_files),
             ("gps.points_queue_batches", self.points_queue_batches),
+            ("gps.osmand_max_connections", self.osmand_max_connections),
+            ("gps.commands_per_device", self.commands_per_device),
+            ("gps.commands_max", self.commands_max),
         ];
         for (key, v) in positive {
             check_positive(key, v as u64)?;
@@ -235,6 +303,8 @@ impl GpsConfig {
             ("gps.blacklist_window", self.blacklist_window),
             ("gps.blacklist_duration", self.blacklist_duration),
             ("gps.points_timeout", self.points_timeout),
+            ("gps.command_timeout", self.command_timeout),
+            ("gps.command_ttl", self.command_ttl),
         ] {
             check_nonzero_duration(key, d)?;
         }

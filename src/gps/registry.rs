@@ -182,6 +182,13 @@ impl Registry {
         true
     }
 
+    /// The protocol of the latest connection of identified device `id`, if it is tracked.
+    pub fn protocol(&self, id: &str) -> Option<Protocol> {
+        lock(&self.devices)[Pool::Identified as usize]
+            .get(id)
+            .map(|e| e.protocol)
+    }
+
     /// The connection of `id` (of `pool`) closed.
     pub fn disconnected(&self, id: &str, pool: Pool) {
         if let Some(e) = lock(&self.devices)[pool as usize].get_mut(id) {
@@ -287,7 +294,7 @@ mod tests {
         assert!(r.connected("b", ID, Protocol::Nmea, addr(), 0));
         r.message("a", ID, true, None, 1_000);
         r.message("a", ID, false, None, 400_000);
-        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0, 0, 0, 0, 0]));
+        assert_eq!(r.counts(400_000), (2, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
         let active = r.snapshot(true, 400_000);
         assert_eq!(active.len(), 1);
         assert_eq!(

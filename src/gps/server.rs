@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::command::{Cmd, Commands, Link};
 use super::detect::{detect, Detect};
 use super::fix::{FrameError, Kind, Message, Protocol, Step};
 use super::guard::Guard;
@@ -93,6 +94,10 @@ pub struct Server {
     pub stats: Arc<GpsStats>,
     /// Where valid fixes go.
     pub delivery: Delivery,
+    /// Commands waiting for devices.
+    pub commands: Arc<Commands>,
+    /// Numbers the connections, for the command hub.
+    pub next_conn: std::sync::atomic::AtomicU64,
 }
 
 impl Server {
@@ -182,6 +187,9 @@ impl Decoder {
             Protocol::Queclink => Decoder::Queclink,
             Protocol::Meitrack => Decoder::Meitrack,
             Protocol::Watch => Decoder::Watch,
+            // OsmAnd is HTTP on its own listener (`gps::osmand`) and never detected here;
+            // NMEA is the harmless line decoder should a caller ask for it anyway.
+            Protocol::Osmand => Decoder::Nmea(Nmea::default()),
         }
     }
 
@@ -244,6 +252,15 @@ struct Connection<'a> {
     slot: usize,
     /// When the bytes now at the head of the buffer started arriving.
     partial_since: Instant,
+    /// This connection's end of the command hub (`command::Link`).
+    cmds: Link,
+}
+
+/// What woke the read loop.
+enum Woke {
+    Shutdown,
+    Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
+    Command(Arc<Cmd>),
 }
 
 impl<'a> Connection<'a> {
@@ -259,6 +276,7 @@ impl<'a> Connection<'a> {
             pool: Pool::Identified,
             slot: UNKNOWN,
             partial_since: Instant::now(),
+            cmds: Link::default(),
         }
     }
 
@@ -280,6 +298,7 @@ impl<'a> Connection<'a> {
         }
         if let Some(id) = &self.device {
             self.server.registry.disconnected(id, self.pool);
+            self.cmds.detach(&self.server.commands, id);
         }
         s.active[self.slot].fetch_sub(1, Relaxed);
     }
@@ -307,9 +326,28 @@ impl<'a> Connection<'a> {
             let was_empty = self.buf.is_empty();
             let old = self.buf.len();
             self.buf.resize(old + room, 0);
-            let read = tokio::select! {
-                _ = cancel.cancelled() => None,
-                r = tokio::time::timeout_at(deadline.into(), self.stream.read(&mut self.buf[old..])) => Some(r),
+            let woke = tokio::select! {
+                _ = cancel.cancelled() => Woke::Shutdown,
+                Some(c) = self.cmds.next() => Woke::Command(c),
+                r = tokio::time::timeout_at(deadline.into(), self.stream.read(&mut self.buf[old..])) => Woke::Read(r),
+            };
+            let read = match woke {
+                Woke::Shutdown => None,
+                Woke::Read(r) => Some(r),
+                Woke::Command(c) => {
+                    self.buf.truncate(old);
+                    let (Some(id), Some(d)) = (&self.device, &self.decoder) else {
+                        continue;
+                    };
+                    let (hub, t) = (&self.server.commands, self.server.limits.frame_timeout);
+                    let sent = self
+                        .cmds
+                        .send(hub, &mut self.stream, d.protocol(), id, c, t);
+                    if !sent.await {
+                        return End::Closed(Close::WriteFailed);
+                    }
+                    continue;
+                }
             };
             let n = match read {
                 None => 0,
@@ -373,6 +411,21 @@ impl<'a> Connection<'a> {
                 },
             };
             let protocol = decoder.protocol();
+            // A command's answer at the head of the buffer (one only the command layer reads
+            // is removed before the decoder runs).
+            let answer = self
+                .cmds
+                .answered(&self.server.commands, protocol, &self.buf);
+            if answer > 0 {
+                self.buf.drain(..answer.min(self.buf.len()));
+                self.server.stats.message(protocol.index(), None, now_ms);
+                if let Some(id) = &self.device {
+                    let r = &self.server.registry;
+                    r.message(id, self.pool, true, None, now_ms);
+                }
+                consumed = true;
+                continue;
+            }
             match decoder.step(&self.buf, &self.server.limits, now_ms) {
                 Step::Incomplete => {
                     if consumed {
@@ -423,12 +476,17 @@ impl<'a> Connection<'a> {
         }
         if let Some(old) = self.device.take() {
             self.server.registry.disconnected(&old, self.pool);
+            self.cmds.detach(&self.server.commands, &old);
         }
         self.server
             .registry
             .connected(id, pool, protocol, self.peer, now_ms);
         self.device = Some(id.to_string());
         self.pool = pool;
+        if pool == Pool::Identified {
+            let conn = self.server.next_conn.fetch_add(1, Relaxed);
+            self.cmds.attach(&self.server.commands, id, conn);
+        }
     }
 
     async fn handle(&mut self, protocol: Protocol, m: Message, now_ms: i64) -> Result<(), End> {

@@ -10,9 +10,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::command::Commands;
 use super::forward::Forwarder;
 use super::guard::Guard;
 use super::metrics::{GpsStats, GpsTelemetry, Publisher};
+use super::osmand::Osmand;
 use super::points::{Delivery, NdjsonFile, PointSink};
 use super::registry::Registry;
 use super::server::{now_ms, Limits, Server};
@@ -32,6 +34,8 @@ pub struct GpsState {
     pub stats: Arc<GpsStats>,
     /// How recently a device must have spoken to count as active (`gps.active_window`).
     pub active_window: Duration,
+    /// The device command queues.
+    pub commands: Arc<Commands>,
 }
 
 /// A running GPS subsystem.
@@ -62,15 +66,33 @@ pub async fn start_component(
         ));
     }
     let (listener, local) = bind_tcp("GPS listener", "gps.listen", &cfg.listen).await?;
+    let mut detail = local.to_string();
+    let osmand = if cfg.osmand_enabled {
+        let (l, addr) =
+            bind_tcp("OsmAnd listener", "gps.osmand_listen", &cfg.osmand_listen).await?;
+        tracing::info!(component = "gps_osmand", addr = %addr, "OsmAnd / Traccar Client listening");
+        detail = format!("{detail}, osmand {addr}");
+        Some(l)
+    } else {
+        None
+    };
     let mut point_sinks = configured_sinks(cfg).map_err(|e| Error::start("gps", e))?;
     if let Some(f) = Forwarder::start(cfg, ctx)? {
         point_sinks.push(Box::new(f.sink()));
         ctx.shutdown
             .on_stop(Stage::Delivery, async move { f.shutdown().await });
     }
+    if let Some(f) = super::mqtt::Forwarder::start(cfg, ctx)? {
+        point_sinks.push(Box::new(f.sink()));
+        ctx.shutdown
+            .on_stop(Stage::Delivery, async move { f.shutdown().await });
+    }
     let g = start(
         cfg,
-        listener,
+        Listeners {
+            tcp: listener,
+            osmand,
+        },
         point_sinks,
         &ctx.aggregator,
         &ctx.telemetry,
@@ -82,12 +104,7 @@ pub async fn start_component(
     ctx.shutdown.spawn(Stage::Intake, async move {
         let _ = task.await;
     });
-    Ok(Running::ok(
-        "gps",
-        Stage::Intake,
-        local.to_string(),
-        g.state,
-    ))
+    Ok(Running::ok("gps", Stage::Intake, detail, g.state))
 }
 
 /// Point sinks configured in `[gps]`: the NDJSON file when `gps.points_file` is set.
@@ -112,13 +129,22 @@ pub fn configured_sinks(cfg: &GpsConfig) -> std::io::Result<Vec<Box<dyn PointSin
     Ok(sinks)
 }
 
-/// Starts serving `listener` with `sinks` (see [`configured_sinks`]; the caller may add its own).
+/// The bound GPS listeners: the trackers' TCP port and, when enabled, the OsmAnd HTTP one.
+pub struct Listeners {
+    /// `gps.listen`.
+    pub tcp: TcpListener,
+    /// `gps.osmand_listen` when `gps.osmand_enabled`.
+    pub osmand: Option<TcpListener>,
+}
+
+/// Starts serving `listeners` with `sinks` (see [`configured_sinks`]; the caller may add its
+/// own).
 ///
 /// # Errors
 /// When the point writer thread cannot start.
 pub fn start(
     cfg: &GpsConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     sinks: Vec<Box<dyn PointSink>>,
     aggregator: &Aggregator,
     telemetry: &Telemetry,
@@ -131,6 +157,8 @@ pub fn start(
         cfg.active_window,
     ));
     let guard = Arc::new(Guard::new(cfg));
+    let commands = Arc::new(Commands::new(cfg));
+    telemetry.register(Arc::clone(&commands) as _);
     let (delivery, writer) = Delivery::start(sinks, cfg.points_queue_batches, Arc::clone(&stats))?;
     telemetry.register(Arc::new(GpsTelemetry {
         stats: Arc::clone(&stats),
@@ -154,13 +182,33 @@ pub fn start(
         guard: Arc::clone(&guard),
         registry: Arc::clone(&registry),
         stats: Arc::clone(&stats),
-        delivery,
+        delivery: delivery.clone(),
+        commands: Arc::clone(&commands),
+        next_conn: std::sync::atomic::AtomicU64::new(0),
+    });
+    let osmand = listeners.osmand.map(|l| {
+        let conn_stats = crate::base::conn::Stats::new("gps_osmand");
+        telemetry.register(conn_stats.clone());
+        let state = Arc::new(Osmand {
+            registry: Arc::clone(&registry),
+            stats: Arc::clone(&stats),
+            delivery,
+            commands: Arc::clone(&commands),
+        });
+        super::osmand::serve(
+            l,
+            super::osmand::limits(cfg),
+            state,
+            conn_stats,
+            cancel.clone(),
+        )
     });
     let state = GpsState {
         registry,
         guard,
         stats,
         active_window: cfg.active_window,
+        commands,
     };
     let task = tokio::spawn(async move {
         let stop_publishing = CancellationToken::new();
@@ -178,9 +226,15 @@ pub fn start(
                 publisher.publish(Instant::now(), now_ms());
             }
         });
-        // `run` consumes the last handle on the server and with it the last Delivery: the
-        // writer then stores what is queued and exits.
-        server.run(listener, cancel).await;
+        // `run` and the OsmAnd server consume the last handles on the Delivery: the writer
+        // then stores what is queued and exits.
+        let serving = server.run(listeners.tcp, cancel);
+        match osmand {
+            Some(o) => {
+                tokio::join!(serving, o);
+            }
+            None => serving.await,
+        }
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }

@@ -127,12 +127,12 @@ fn split_url(url: &str) -> Result<(String, u16, String), String> {
 }
 
 /// The default readiness URL: `/health/ready` on `http.listen`.
-fn default_url(cfg: &Config) -> Result<String, String> {
+fn default_url(cfg: &Config, path: &str) -> Result<String, String> {
     if !cfg.http.tls_cert_file.is_empty() {
         return Err("http.listen serves TLS; give --url of a plain-HTTP listener".into());
     }
     let a = reachable("http.listen", &cfg.http.listen)?;
-    Ok(format!("http://{a}/health/ready"))
+    Ok(format!("http://{a}{path}"))
 }
 
 /// GETs `url` with HTTP/1.0 and returns the status code and body.
@@ -192,8 +192,13 @@ fn get(url: &str, token: &str, timeout: Duration) -> Result<(u16, String), Strin
 }
 
 /// `tallyd health`: exit 0 iff the URL answers 200.
-pub fn health(cfg: &Config, url: Option<&str>, timeout: Duration) -> ExitCode {
-    let url = match url.map_or_else(|| default_url(cfg), |u| Ok(u.to_string())) {
+pub fn health(cfg: &Config, url: Option<&str>, live: bool, timeout: Duration) -> ExitCode {
+    let path = if live {
+        "/health/live"
+    } else {
+        "/health/ready"
+    };
+    let url = match url.map_or_else(|| default_url(cfg, path), |u| Ok(u.to_string())) {
         Ok(u) => u,
         Err(e) => return fail(e),
     };

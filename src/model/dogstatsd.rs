@@ -354,13 +354,66 @@ pub fn parse_metric(line: &[u8], max_tags: usize) -> Result<MetricLine<'_>, Pars
     Ok(out)
 }
 
-/// The tags of a raw tag list, empty ones skipped.
+/// The tags of a raw tag list, empty ones and the Agent's internal ones ([`internal_tag`])
+/// skipped.
 pub fn tags(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    all_tags(raw).filter(|t| internal_tag(t).is_none())
+}
+
+/// Every non-empty tag of a raw tag list, internal ones included.
+fn all_tags(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     Split {
         rest: Some(raw),
         sep: b',',
     }
     .filter(|t| !t.is_empty())
+}
+
+/// Prefix shared by the tags the Agent strips as client metadata.
+const INTERNAL: &[u8] = b"dd.internal.";
+
+/// An internal tag the Datadog Agent strips as client metadata (not a tag of the data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// `dd.internal.entity_id:`.
+    EntityId,
+    /// `dd.internal.card:`.
+    Cardinality,
+    /// `dd.internal.jmx_check_name:`.
+    JmxCheckName,
+}
+
+/// Which internal tag `t` is, and its value; None for a tag of the data. Most tags differ in
+/// their first bytes, so this costs a length check and one comparison.
+#[inline]
+pub fn internal_tag(t: &[u8]) -> Option<(Internal, &[u8])> {
+    if t.len() <= INTERNAL.len() || &t[..INTERNAL.len()] != INTERNAL {
+        return None;
+    }
+    let rest = &t[INTERNAL.len()..];
+    [
+        (&b"entity_id:"[..], Internal::EntityId),
+        (b"card:", Internal::Cardinality),
+        (b"jmx_check_name:", Internal::JmxCheckName),
+    ]
+    .into_iter()
+    .find_map(|(p, which)| rest.strip_prefix(p).map(|v| (which, v)))
+}
+
+/// The value of the internal tag `which` in a raw tag list (the first one sent).
+pub fn internal_value(raw: &[u8], which: Internal) -> Option<&[u8]> {
+    all_tags(raw).find_map(|t| match internal_tag(t) {
+        Some((w, v)) if w == which => Some(v),
+        _ => None,
+    })
+}
+
+impl MetricLine<'_> {
+    /// The `dd.internal.entity_id:` tag's value, kept for origin enrichment (the tag itself is
+    /// not one of the line's tags).
+    pub fn entity_id(&self) -> Option<&[u8]> {
+        internal_value(self.tags, Internal::EntityId)
+    }
 }
 
 fn tag_count(raw: &[u8]) -> usize {

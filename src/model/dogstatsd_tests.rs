@@ -223,14 +223,7 @@ fn service_checks() {
         panic!("bare")
     };
     assert_eq!(sc.status, CheckStatus::Ok);
-    for line in [
-        &b"_sc|x|4"[..],
-        b"_sc|x",
-        b"_sc||0",
-        b"_sc|x|",
-        b"_sc|x|1|d:zz",
-        b"_sc|x|12",
-    ] {
+    for line in [&b"_sc|x|4"[..], b"_sc|x", b"_sc||0", b"_sc|x|", b"_sc|x|12"] {
         assert_eq!(
             parse_line(line, 100).err(),
             Some(ParseError::ServiceCheck),
@@ -304,4 +297,90 @@ proptest::proptest! {
         proptest::prop_assert_eq!(vals(&m), vec![v]);
         proptest::prop_assert_eq!(tags(m.tags).count(), tagset.len());
     }
+}
+
+#[test]
+fn a_bad_optional_field_of_a_service_check_is_skipped_and_counted() {
+    // The Agent's parser test: the check stands, the field is ignored.
+    let Ok(Line::ServiceCheck(sc)) = parse_line(b"_sc|agent.up|0|d:some_time|h:box|#a:b", 100)
+    else {
+        panic!("check with a bad timestamp")
+    };
+    assert_eq!(
+        (sc.name.as_str(), sc.timestamp, sc.hostname.as_deref()),
+        ("agent.up", None, Some("box"))
+    );
+    assert_eq!(
+        (sc.tags.clone(), sc.skipped_fields),
+        (vec!["a:b".to_string()], 1)
+    );
+    let Ok(Line::ServiceCheck(sc)) = parse_line(b"_sc|x|1|d:zz|h:\xff", 100) else {
+        panic!("check")
+    };
+    assert_eq!(
+        sc.skipped_fields, 2,
+        "a bad timestamp and a host that is not UTF-8"
+    );
+    let bad_host: &[u8] = &[
+        b'_', b's', b'c', b'|', b'x', b'|', b'1', b'|', b'h', b':', 0xff,
+    ];
+    let Ok(Line::ServiceCheck(sc)) = parse_line(bad_host, 100) else {
+        panic!("check with a host that is not UTF-8")
+    };
+    assert_eq!((sc.hostname, sc.skipped_fields), (None, 1));
+    // Events too: a bad timestamp is skipped and counted.
+    let Ok(Line::Event(ev)) = parse_line(b"_e{1,1}:a|b|d:soon|#x:y", 100) else {
+        panic!("event")
+    };
+    assert_eq!((ev.timestamp, ev.skipped_fields), (None, 1));
+    assert_eq!(ev.tags, vec!["x:y"]);
+}
+
+#[test]
+fn service_check_messages_are_cut_at_500_characters() {
+    let long = format!("_sc|x|2|m:{}", "é".repeat(600));
+    let Ok(Line::ServiceCheck(sc)) = parse_line(long.as_bytes(), 100) else {
+        panic!("check")
+    };
+    assert_eq!(sc.message.map(|m| m.chars().count()), Some(500));
+}
+
+#[test]
+fn internal_tags_are_stripped_and_kept_as_origin() {
+    let m = metric(
+        "a:1|c|#env:prod,dd.internal.entity_id:abc,dd.internal.card:high,dd.internal.jmx_check_name:kafka,dd.internals:kept|c:cid",
+    );
+    let kept: Vec<&[u8]> = tags(m.tags).collect();
+    assert_eq!(kept, vec![&b"env:prod"[..], b"dd.internals:kept"]);
+    assert_eq!(m.entity_id(), Some(&b"abc"[..]));
+    assert_eq!(m.container_id, Some(&b"cid"[..]));
+    assert_eq!(
+        internal_value(m.tags, Internal::Cardinality),
+        Some(&b"high"[..])
+    );
+    // A tag named like the prefix but without a value of a known key stays.
+    let m = metric("a:1|c|#dd.internal.other:1,dd.internal.");
+    assert_eq!(tags(m.tags).count(), 2);
+
+    let Ok(Line::Event(ev)) = parse_line(
+        b"_e{1,1}:a|b|#env:prod,dd.internal.entity_id:abc,dd.internal.card:low|c:cid",
+        100,
+    ) else {
+        panic!("event")
+    };
+    assert_eq!(ev.tags, vec!["env:prod"]);
+    assert_eq!(ev.origin.entity_id.as_deref(), Some("abc"));
+    assert_eq!(ev.origin.cardinality.as_deref(), Some("low"));
+    assert_eq!(ev.origin.container_id.as_deref(), Some("cid"));
+    let Ok(Line::ServiceCheck(sc)) = parse_line(
+        b"_sc|x|0|#dd.internal.card:orchestrator,env:prod,dd.internal.entity_id:abc|card:high",
+        100,
+    ) else {
+        panic!("check")
+    };
+    assert_eq!(sc.tags, vec!["env:prod"]);
+    assert_eq!(sc.origin.entity_id.as_deref(), Some("abc"));
+    // The card: field wins over the tag, as in the Agent.
+    assert_eq!(sc.origin.cardinality.as_deref(), Some("high"));
+    assert_eq!(sc.skipped_fields, 0);
 }

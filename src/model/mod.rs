@@ -221,8 +221,27 @@ pub struct Event {
     pub source_type: Option<String>,
     /// `t:`.
     pub alert_type: AlertType,
-    /// `#`, the tags as sent.
+    /// `#`, the tags as sent, less the Agent's internal ones (see [`Origin`]).
     pub tags: Vec<String>,
+    /// Client metadata from the internal tags.
+    pub origin: Origin,
+    /// Optional fields that could not be read and were skipped (counted by the receiver).
+    pub skipped_fields: u32,
+}
+
+/// Client metadata a DogStatsD client sends as tags (`dd.internal.entity_id:`,
+/// `dd.internal.card:`, `dd.internal.jmx_check_name:`) or fields: not tags of the data, so the
+/// parser strips them, as the Datadog Agent does, and keeps them here for origin enrichment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    /// `dd.internal.entity_id:` (the pod UID the admission controller sets as `DD_ENTITY_ID`).
+    pub entity_id: Option<String>,
+    /// `dd.internal.card:` or the `card:` field: the tag cardinality asked for.
+    pub cardinality: Option<String>,
+    /// `dd.internal.jmx_check_name:`.
+    pub jmx_check_name: Option<String>,
+    /// The `c:` field (container id).
+    pub container_id: Option<String>,
 }
 
 /// A service check status (`0`..`3`).
@@ -251,8 +270,12 @@ pub struct ServiceCheck {
     pub hostname: Option<String>,
     /// `m:`, with `\n` turned into newlines.
     pub message: Option<String>,
-    /// `#`, the tags as sent.
+    /// `#`, the tags as sent, less the Agent's internal ones (see [`Origin`]).
     pub tags: Vec<String>,
+    /// Client metadata from the internal tags.
+    pub origin: Origin,
+    /// Optional fields that could not be read and were skipped (counted by the receiver).
+    pub skipped_fields: u32,
 }
 
 #[cfg(test)]

@@ -519,7 +519,7 @@ fn stream_limit(report: &mut Report, r: Reject, name: &str) {
 
 mod buckets;
 
-pub use buckets::{explicit_bins, exponential_bins};
+pub use buckets::{explicit_ranges, exponential_ranges};
 
 #[cfg(test)]
 mod tests;

@@ -98,7 +98,12 @@ impl Receiver {
         );
         Receiver {
             converter: Mutex::new(Converter::new(Settings::from_config(cfg), streams)),
-            shard: aggregator.new_shard(),
+            shard: {
+                // OTLP sums arrive as deltas: Datadog gets them as COUNTs (issue 17).
+                let s = aggregator.new_shard();
+                crate::base::lock(&s).set_counts();
+                s
+            },
             shared: Arc::clone(aggregator.shared()),
             stats: Arc::new(OtlpStats::default()),
             max_points: cfg.max_points_per_request,

@@ -34,6 +34,7 @@ pub(crate) mod testutil {
                 .collect(),
             events: vec![],
             service_checks: vec![],
+            timestamped: vec![],
             recycle: Default::default(),
         }
     }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::base::duration::duration_str;
 use crate::base::error::{check_addr, check_nonzero_duration, check_positive, ConfigError};
 
-use crate::aggregate::GaugeMode;
+use crate::aggregate::mapper::{Mapper, MapperProfile};
+use crate::aggregate::{GaugeMode, LineOptions};
 use crate::model::tagstyles::TagStyles;
 
 /// The `[statsd]` section.
@@ -48,7 +49,47 @@ pub struct StatsdConfig {
     /// Tag styles read besides DogStatsD's `|#k:v`: any of `influxdb` (`name,k=v:1|c`),
     /// `librato` (`name#k=v:1|c`), `signalfx` (`name[k=v]:1|c`).
     pub tag_styles: Vec<String>,
+    /// Tags added to every StatsD metric line (the Agent's `dogstatsd_tags`, `DD_DOGSTATSD_TAGS`).
+    pub tags: Vec<String>,
+    /// Prefixed to every StatsD metric name, with a `.` added (the Agent's
+    /// `statsd_metric_namespace`, `DD_STATSD_METRIC_NAMESPACE`); empty = none.
+    pub metric_namespace: String,
+    /// Names starting with one of these are not namespaced (the Agent's
+    /// `statsd_metric_namespace_blocklist` and its default).
+    pub metric_namespace_blocklist: Vec<String>,
+    /// Timers and histograms are also sent as distributions (the Agent's
+    /// `histogram_copy_to_distribution`, `DD_HISTOGRAM_COPY_TO_DISTRIBUTION`).
+    pub histogram_copy_to_distribution: bool,
+    /// Name prefix of those distributions (`histogram_copy_to_distribution_prefix`).
+    pub histogram_copy_to_distribution_prefix: String,
+    /// The Agent's `dogstatsd_mapper_profiles` (`DD_DOGSTATSD_MAPPER_PROFILES`, JSON).
+    pub mapper_profiles: Vec<MapperProfile>,
 }
+
+/// The Agent's default `statsd_metric_namespace_blocklist`.
+pub const NAMESPACE_BLOCKLIST: &[&str] = &[
+    "datadog.agent",
+    "datadog.dogstatsd",
+    "datadog.process",
+    "datadog.trace_agent",
+    "datadog.tracer",
+    "activemq",
+    "activemq_58",
+    "airflow",
+    "cassandra",
+    "confluent",
+    "hazelcast",
+    "hive",
+    "ignite",
+    "jboss",
+    "jvm",
+    "kafka",
+    "presto",
+    "sidekiq",
+    "solr",
+    "tomcat",
+    "runtime",
+];
 
 impl Default for StatsdConfig {
     fn default() -> Self {
@@ -67,6 +108,12 @@ impl Default for StatsdConfig {
             max_tags: 100,
             tag_styles: Vec::new(),
             gauge_mode: GaugeMode::Absolute,
+            tags: Vec::new(),
+            metric_namespace: String::new(),
+            metric_namespace_blocklist: NAMESPACE_BLOCKLIST.iter().map(|s| s.to_string()).collect(),
+            histogram_copy_to_distribution: false,
+            histogram_copy_to_distribution_prefix: String::new(),
+            mapper_profiles: Vec::new(),
         }
     }
 }
@@ -111,7 +158,53 @@ impl StatsdConfig {
                 " must be at most 64",
             ));
         }
+        if let Err(e) = Mapper::new(&self.mapper_profiles) {
+            return Err(ConfigError::invalid(
+                "statsd.mapper_profiles",
+                format!(": {e}"),
+            ));
+        }
+        if let Some(t) = self.tags.iter().find(|t| t.contains(',')) {
+            return Err(ConfigError::invalid(
+                "statsd.tags",
+                format!(": {t:?} contains a comma, which separates tags"),
+            ));
+        }
         check_nonzero_duration("statsd.tcp_idle_timeout", self.tcp_idle_timeout)
+    }
+
+    /// The DogStatsD settings a listener's shard applies to its lines.
+    pub fn line_options(&self) -> std::sync::Arc<LineOptions> {
+        let mut namespace = self.metric_namespace.clone().into_bytes();
+        if !namespace.is_empty() && !namespace.ends_with(b".") {
+            namespace.push(b'.');
+        }
+        // Without a namespace the blocklist changes nothing: leave it out, so that lines take
+        // the shard's plain path.
+        let blocklist = if namespace.is_empty() {
+            &[][..]
+        } else {
+            &self.metric_namespace_blocklist[..]
+        };
+        std::sync::Arc::new(LineOptions {
+            namespace,
+            namespace_blocklist: blocklist.iter().map(|s| s.clone().into_bytes()).collect(),
+            tags: self
+                .tags
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|s| s.clone().into_bytes())
+                .collect(),
+            // validate() compiled the same profiles, so this cannot fail in a running agent.
+            mapper: (!self.mapper_profiles.is_empty())
+                .then(|| Mapper::new(&self.mapper_profiles).ok())
+                .flatten(),
+            copy_to_distribution: self.histogram_copy_to_distribution.then(|| {
+                self.histogram_copy_to_distribution_prefix
+                    .clone()
+                    .into_bytes()
+            }),
+        })
     }
 
     /// Whether any StatsD listener (UDP, TCP, Unix socket) is configured.

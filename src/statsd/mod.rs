@@ -13,10 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use config::StatsdConfig;
 
-use crate::aggregate::{Aggregator, Shard};
+use crate::aggregate::{Aggregator, Shard, Timestamped};
 use crate::component::{bind_tcp, Context, Error, Running, Stage};
 use crate::model::dogstatsd::{self as parse, Line, ParseError};
 use crate::model::tagstyles::{Rewrite, TagStyles};
+use crate::model::{Context as MetricContext, MetricKind};
 use crate::telemetry::LocalStats;
 
 /// Starts the newline-delimited TCP listener (`statsd.tcp_listen`) on a shard of its own.
@@ -40,7 +41,11 @@ pub async fn start_tcp(cfg: &StatsdConfig, ctx: &mut Context) -> Result<Running,
             max_tags: cfg.max_tags,
             tag_styles: cfg.tag_styles().map_err(Error::Config)?,
         }),
-        shard: ctx.aggregator.new_shard(),
+        shard: {
+            let s = ctx.aggregator.new_shard();
+            crate::base::lock(&s).set_line_options(cfg.line_options());
+            s
+        },
         telemetry: Arc::clone(&ctx.telemetry),
         max_connections: cfg.tcp_max_connections,
         idle_timeout: cfg.tcp_idle_timeout,
@@ -119,13 +124,18 @@ impl Ingest {
                 }
             }
             match parse::parse_line(line, self.max_tags) {
+                Ok(Line::Metric(m)) if m.timestamp.is_some() => {
+                    self.timestamped(line, m, stats, &mut metric)
+                }
                 Ok(Line::Metric(m)) => metric(line, m, stats),
                 Ok(Line::Event(ev)) => {
+                    skipped_fields(stats, ev.skipped_fields, line);
                     if self.aggregator.push_event(ev) {
                         stats.events += 1;
                     }
                 }
                 Ok(Line::ServiceCheck(sc)) => {
+                    skipped_fields(stats, sc.skipped_fields, line);
                     if self.aggregator.push_check(sc) {
                         stats.service_checks += 1;
                     }
@@ -150,6 +160,80 @@ impl Ingest {
             }
             Err(e) => bad_line(stats, e, line),
         }
+    }
+
+    /// A line with `|T`. As in the Datadog Agent's no-aggregation pipeline, gauges and counts
+    /// keep their timestamp: each value is handed on as its own point, not merged into the
+    /// window. Other types are aggregated as usual, the timestamp ignored (and counted).
+    fn timestamped<'a>(
+        &self,
+        line: &'a [u8],
+        m: parse::MetricLine<'a>,
+        stats: &mut LocalStats,
+        metric: &mut impl FnMut(&'a [u8], parse::MetricLine<'a>, &mut LocalStats),
+    ) {
+        let kind = m.kind;
+        if !matches!(kind, MetricKind::Gauge | MetricKind::Counter) {
+            let n = if kind == MetricKind::Set {
+                1
+            } else {
+                parse::values(m.values).count() as u64
+            };
+            self.aggregator.timestamps_ignored(n);
+            return metric(line, m, stats);
+        }
+        let (Ok(name), Some(ts)) = (std::str::from_utf8(m.name), m.timestamp) else {
+            return bad_line(stats, ParseError::Utf8, line);
+        };
+        let mut tags = Vec::new();
+        for tag in parse::tags(m.tags) {
+            match std::str::from_utf8(tag) {
+                Ok(s) => tags.push(s),
+                Err(_) => return bad_line(stats, ParseError::Utf8, line),
+            }
+        }
+        let ctx = Arc::new(MetricContext::from_unsorted(kind, name, &tags));
+        let rate = if kind == MetricKind::Counter {
+            m.sample_rate
+        } else {
+            1.0
+        };
+        let points: Vec<Timestamped> = parse::values(m.values)
+            .map(|v| Timestamped {
+                ctx: Arc::clone(&ctx),
+                value: v.value / rate,
+                timestamp: ts,
+            })
+            .collect();
+        if points.iter().any(|p| !p.value.is_finite()) {
+            return bad_line(stats, ParseError::Value, line);
+        }
+        let n = points.len() as u64;
+        stats.samples += n;
+        self.aggregator.push_timestamped(points);
+    }
+}
+
+/// Counts the optional fields skipped in an event or service check, and logs the line at most
+/// once per second for the whole process.
+fn skipped_fields(stats: &mut LocalStats, n: u32, line: &[u8]) {
+    if n == 0 {
+        return;
+    }
+    stats.fields_skipped += u64::from(n);
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST.load(Relaxed);
+    if now > last && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let shown = &line[..line.len().min(200)];
+        tracing::warn!(
+            fields = n,
+            line = %String::from_utf8_lossy(shown),
+            "skipped unreadable optional fields of an event or service check, kept the rest (further ones this second are counted in tallyd_statsd_fields_skipped_total, not logged)"
+        );
     }
 }
 

@@ -138,6 +138,7 @@ fn stop_with_intake(
 impl Receiver {
     /// A receiver for `transport` applying to the datagram receivers' shared shard.
     fn new(cfg: &StatsdConfig, ctx: &Context, transport: Transport, stop: Arc<AtomicBool>) -> Self {
+        crate::base::lock(ctx.aggregator.datagram_shard()).set_line_options(cfg.line_options());
         Receiver {
             ingest: Arc::new(Ingest {
                 aggregator: Arc::clone(&ctx.aggregator),

@@ -142,6 +142,11 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
             "gps.max_connections",
             cfg.gps.max_connections,
         ),
+        (
+            cfg.gps.enabled && !cfg.gps.listen.is_empty() && cfg.gps.osmand_enabled,
+            "gps.osmand_max_connections",
+            cfg.gps.osmand_max_connections,
+        ),
         (true, "http.max_connections", cfg.http.max_connections),
         (
             otlp && !cfg.otlp.http_listen.is_empty(),
@@ -164,6 +169,7 @@ fn fit_descriptors(mut cfg: Config) -> (Config, fds::Fit) {
         match key {
             "statsd.tcp_max_connections" => cfg.statsd.tcp_max_connections = v,
             "gps.max_connections" => cfg.gps.max_connections = v,
+            "gps.osmand_max_connections" => cfg.gps.osmand_max_connections = v,
             "http.max_connections" => cfg.http.max_connections = v,
             // One key for both listeners: the smaller share.
             _ => cfg.otlp.max_connections = cfg.otlp.max_connections.min(v),
@@ -209,6 +215,8 @@ async fn start(
     sinks::otlp::start(&cfg.otlp_export, received, ctx)?.report(&health);
     // After Datadog delivery: a `datadog` notifier writes into its queue.
     let alerting = alert::start(&cfg.alerts, cfg.statsd.any_listener(), ctx)?.report(&health);
+    // The status page's history ranks the busiest metrics of a window now and then.
+    let history = api::History::attach(ctx);
     flusher::start(&cfg.aggregate, ctx)?.report(&health);
 
     // Sources.
@@ -230,16 +238,20 @@ async fn start(
         cfg.http.trust_loopback,
     );
     ctx.telemetry.register(Arc::new(admin.clone()));
-    let app = api::router(api::Parts {
+    let parts = api::Parts {
         prometheus,
         scrapes,
         health: Arc::clone(&health),
         queues: Arc::clone(&ctx.queues),
         alerts: alerting.clone(),
         gps,
+        telemetry: Arc::clone(&ctx.telemetry),
+        history,
         admin: &admin,
         reloader,
-    });
+    };
+    api::start_sampler(&parts, ctx);
+    let app = api::router(parts);
     api::server::start(&cfg.http, ctx, app)
         .await?
         .report(&health);

@@ -130,6 +130,8 @@ pub fn event(e: &AlertEvent) -> Event {
         source_type: Some(SOURCE_TYPE.into()),
         alert_type: alert_type(e),
         tags: tags(e),
+        origin: Default::default(),
+        skipped_fields: 0,
     }
 }
 

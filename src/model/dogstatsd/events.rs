@@ -8,15 +8,35 @@ use nom::sequence::{delimited, preceded, separated_pair};
 use nom::IResult;
 
 use super::*;
-use crate::model::{AlertType, CheckStatus, Event, Priority, ServiceCheck};
+use crate::model::{AlertType, CheckStatus, Event, Origin, Priority, ServiceCheck};
 
 fn utf8(b: &[u8], e: ParseError) -> Result<String, ParseError> {
     std::str::from_utf8(b).map(str::to_string).map_err(|_| e)
 }
 
-fn owned_tags(raw: &[u8], e: ParseError) -> Result<Vec<String>, ParseError> {
-    tags(raw).map(|t| utf8(t, e)).collect()
+/// The tags of a raw list as owned strings, the internal ones moved into `origin`.
+fn owned_tags(raw: &[u8], e: ParseError, origin: &mut Origin) -> Result<Vec<String>, ParseError> {
+    let mut out = Vec::new();
+    for t in all_tags(raw) {
+        match internal_tag(t) {
+            None => out.push(utf8(t, e)?),
+            Some((which, v)) => {
+                let v = utf8(v, e)?;
+                let slot = match which {
+                    Internal::EntityId => &mut origin.entity_id,
+                    Internal::Cardinality => &mut origin.cardinality,
+                    Internal::JmxCheckName => &mut origin.jmx_check_name,
+                };
+                slot.get_or_insert(v);
+            }
+        }
+    }
+    Ok(out)
 }
+
+/// Longest service check message the check_run API keeps ("limited to 500 characters"; the
+/// Datadog API reference, Service Checks); longer ones are cut here.
+pub const MAX_CHECK_MESSAGE: usize = 500;
 
 fn event_header(i: &[u8]) -> IResult<&[u8], (u64, u64)> {
     delimited(
@@ -48,17 +68,30 @@ pub fn parse_event(line: &[u8]) -> Result<Event, ParseError> {
         source_type: None,
         alert_type: AlertType::Info,
         tags: Vec::new(),
+        origin: Origin::default(),
+        skipped_fields: 0,
     };
     if !rest.is_empty() && rest[0] != b'|' {
         return Err(e);
     }
     for field in rest.split(|&c| c == b'|').skip(1) {
-        // Like the Agent, an unreadable optional field is skipped; the event itself stands.
+        // Like the Agent, an unreadable optional field is skipped (and counted); the event
+        // itself stands.
+        let mut skip = |ok: bool| ev_skip(&mut ev.skipped_fields, ok);
         match field {
-            [b'd', b':', v @ ..] => ev.timestamp = parse_timestamp(v).ok(),
+            [b'd', b':', v @ ..] => {
+                let ts = parse_timestamp(v).ok();
+                skip(ts.is_some());
+                ev.timestamp = ts.or(ev.timestamp);
+            }
             [b'h', b':', v @ ..] => ev.hostname = utf8(v, e).ok(),
             [b'k', b':', v @ ..] => ev.aggregation_key = utf8(v, e).ok(),
             [b's', b':', v @ ..] => ev.source_type = utf8(v, e).ok(),
+            [b'c', b':', v @ ..] => ev.origin.container_id = utf8(v, e).ok(),
+            [b'c', b'a', b'r', b'd', b':', v @ ..] => {
+                let card = utf8(v, e).ok();
+                ev.origin.cardinality = card.or(ev.origin.cardinality.take());
+            }
             [b'p', b':', v @ ..] if v.eq_ignore_ascii_case(b"low") => ev.priority = Priority::Low,
             [b't', b':', v @ ..] => {
                 ev.alert_type = match v {
@@ -68,11 +101,21 @@ pub fn parse_event(line: &[u8]) -> Result<Event, ParseError> {
                     _ => AlertType::Info,
                 }
             }
-            [b'#', v @ ..] => ev.tags = owned_tags(v, e)?,
+            [b'#', v @ ..] => match owned_tags(v, e, &mut ev.origin) {
+                Ok(t) => ev.tags = t,
+                Err(_) => skip(false),
+            },
             _ => {}
         }
     }
     Ok(ev)
+}
+
+/// Counts a skipped optional field when `ok` is false.
+fn ev_skip(skipped: &mut u32, ok: bool) {
+    if !ok {
+        *skipped = skipped.saturating_add(1);
+    }
 }
 
 fn unescape_newlines(s: &str) -> String {
@@ -108,19 +151,38 @@ pub fn parse_service_check(line: &[u8]) -> Result<ServiceCheck, ParseError> {
         hostname: None,
         message: None,
         tags: Vec::new(),
+        origin: Origin::default(),
+        skipped_fields: 0,
     };
     let (rest, _) = opt(tag::<_, _, nom::error::Error<&[u8]>>("|"))(rest).map_err(|_| e)?;
     if rest.is_empty() {
         return Ok(sc);
     }
+    // As the Agent does, an optional field that cannot be read is skipped (and counted) and
+    // the check stands.
     for field in rest.split(|&c| c == b'|') {
-        match field {
-            [b'd', b':', v @ ..] => sc.timestamp = Some(parse_timestamp(v).map_err(|_| e)?),
-            [b'h', b':', v @ ..] => sc.hostname = Some(utf8(v, e)?),
-            [b'm', b':', v @ ..] => sc.message = Some(unescape_newlines(&utf8(v, e)?)),
-            [b'#', v @ ..] => sc.tags = owned_tags(v, e)?,
-            _ => {}
-        }
+        let ok = match field {
+            [b'd', b':', v @ ..] => parse_timestamp(v).map(|t| sc.timestamp = Some(t)).is_ok(),
+            [b'h', b':', v @ ..] => utf8(v, e).map(|h| sc.hostname = Some(h)).is_ok(),
+            [b'm', b':', v @ ..] => utf8(v, e)
+                .map(|m| {
+                    let m = unescape_newlines(&m);
+                    sc.message = Some(match m.char_indices().nth(MAX_CHECK_MESSAGE) {
+                        Some((cut, _)) => m[..cut].to_string(),
+                        None => m,
+                    });
+                })
+                .is_ok(),
+            [b'#', v @ ..] => owned_tags(v, e, &mut sc.origin)
+                .map(|t| sc.tags = t)
+                .is_ok(),
+            [b'c', b':', v @ ..] => utf8(v, e).map(|c| sc.origin.container_id = Some(c)).is_ok(),
+            [b'c', b'a', b'r', b'd', b':', v @ ..] => {
+                utf8(v, e).map(|c| sc.origin.cardinality = Some(c)).is_ok()
+            }
+            _ => true,
+        };
+        ev_skip(&mut sc.skipped_fields, ok);
     }
     Ok(sc)
 }

@@ -1,8 +1,9 @@
 //! Histogram points (explicit and exponential buckets) into the window's sample store.
 //!
-//! Each bucket adds its count at one representative value; `Samples::add_bins` keeps count,
-//! sum, min and max exact where the point carries them and clamps representatives to
-//! [min, max], so percentiles never leave the observed range.
+//! Each bucket's count is interpolated across its range into the Datadog Agent's DDSketch bins
+//! (`Samples::add_ranges`, as the Agent's OTLP ingest does), rather than put at one
+//! representative value; count, sum, min and max stay exact where the point carries them and
+//! ranges are clamped to [min, max], so percentiles never leave the observed range.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -97,21 +98,24 @@ impl Converter {
         if data.count == 0 {
             return;
         }
-        let bins = if data.buckets.is_empty() || bounds.is_empty() {
+        let ranges = if data.buckets.is_empty() || bounds.is_empty() {
             // Only count and sum are known: the values sit at their mean.
             match data.sum {
-                Some(s) => vec![(s / data.count as f64, data.count)],
+                Some(s) => {
+                    let mean = s / data.count as f64;
+                    vec![(mean, mean, data.count)]
+                }
                 None => return invalid(report, ctx.name, "histogram has neither buckets nor sum"),
             }
         } else {
-            explicit_bins(bounds, &data.buckets, data.min, data.max)
+            explicit_ranges(bounds, &data.buckets, data.min, data.max)
         };
         if !bounds.is_empty() && !data.buckets.is_empty() {
             // So that /metrics exports it with the bounds it came with.
             crate::model::bounds::record(MetricKind::Distribution, ctx.name, &tags, bounds);
         }
-        let mut samples = Samples::new();
-        samples.add_bins(&bins, data.sum, data.min, data.max);
+        let mut samples = Samples::keyed();
+        samples.add_ranges(&ranges, data.sum, data.min, data.max);
         out.push(Output {
             point,
             kind: MetricKind::Distribution,
@@ -189,15 +193,15 @@ impl Converter {
         if data.count == 0 {
             return;
         }
-        let Some(bins) = exponential_bins(&data) else {
+        let Some(ranges) = exponential_ranges(&data) else {
             return invalid(
                 report,
                 ctx.name,
                 "exponential bucket beyond the range of f64",
             );
         };
-        let mut samples = Samples::new();
-        samples.add_bins(&bins, data.sum, data.min, data.max);
+        let mut samples = Samples::keyed();
+        samples.add_ranges(&ranges, data.sum, data.min, data.max);
         out.push(Output {
             point,
             kind: MetricKind::Distribution,
@@ -216,46 +220,46 @@ fn too_many_buckets(report: &mut Report, name: &str, n: usize, max: usize) {
     });
 }
 
-/// Representative values of explicit buckets: `buckets[i]` covers `(bounds[i-1], bounds[i]]`;
-/// inner buckets are represented by their midpoint, the two open-ended ones by the midpoint
-/// between their finite bound and the point's min or max (or the bound itself without them).
-pub fn explicit_bins(
+/// The ranges of explicit buckets: `buckets[i]` covers `(bounds[i-1], bounds[i]]`; the two
+/// open-ended ones run from their finite bound to the point's min or max (or are the bound
+/// alone without them). Empty buckets are left out.
+pub fn explicit_ranges(
     bounds: &[f64],
     buckets: &[u64],
     min: Option<f64>,
     max: Option<f64>,
-) -> Vec<(f64, u64)> {
+) -> Vec<(f64, f64, u64)> {
     let n = bounds.len();
     buckets
         .iter()
         .enumerate()
         .filter(|(_, c)| **c > 0)
         .map(|(i, c)| {
-            let v = if i == 0 {
+            let (lo, hi) = if i == 0 {
                 match min {
-                    Some(m) if m < bounds[0] => (m + bounds[0]) / 2.0,
-                    _ => bounds[0],
+                    Some(m) if m < bounds[0] => (m, bounds[0]),
+                    _ => (bounds[0], bounds[0]),
                 }
             } else if i >= n {
                 match max {
-                    Some(m) if m > bounds[n - 1] => (bounds[n - 1] + m) / 2.0,
-                    _ => bounds[n - 1],
+                    Some(m) if m > bounds[n - 1] => (bounds[n - 1], m),
+                    _ => (bounds[n - 1], bounds[n - 1]),
                 }
             } else {
-                (bounds[i - 1] + bounds[i]) / 2.0
+                (bounds[i - 1], bounds[i])
             };
-            (v, *c)
+            (lo, hi, *c)
         })
         .collect()
 }
 
-/// Representative values of exponential buckets: index `i` at scale `s` covers
-/// (base^i, base^(i+1)] with base = 2^(2^-s), represented by its log-midpoint base^(i+0.5);
-/// negative buckets mirror it and the zero bucket sits at 0. None if a bucket is beyond f64.
-pub fn exponential_bins(d: &ExpData) -> Option<Vec<(f64, u64)>> {
-    let mut bins = Vec::with_capacity(1 + d.pos.counts.len() + d.neg.counts.len());
+/// The ranges of exponential buckets: index `i` at scale `s` covers (base^i, base^(i+1)] with
+/// base = 2^(2^-s); negative buckets mirror it and the zero bucket is the point 0. None if a
+/// bucket is beyond f64.
+pub fn exponential_ranges(d: &ExpData) -> Option<Vec<(f64, f64, u64)>> {
+    let mut out = Vec::with_capacity(1 + d.pos.counts.len() + d.neg.counts.len());
     if d.zero > 0 {
-        bins.push((0.0, d.zero));
+        out.push((0.0, 0.0, d.zero));
     }
     let factor = (-f64::from(d.scale)).exp2();
     for (sign, b) in [(1.0, &d.pos), (-1.0, &d.neg)] {
@@ -264,12 +268,12 @@ pub fn exponential_bins(d: &ExpData) -> Option<Vec<(f64, u64)>> {
                 continue;
             }
             let idx = f64::from(b.offset) + i as f64;
-            let v = ((idx + 0.5) * factor).exp2();
-            if !v.is_finite() {
+            let (lo, hi) = ((idx * factor).exp2(), ((idx + 1.0) * factor).exp2());
+            if !hi.is_finite() {
                 return None;
             }
-            bins.push((sign * v, *c));
+            out.push((sign * lo, sign * hi, *c));
         }
     }
-    Some(bins)
+    Some(out)
 }

@@ -252,12 +252,12 @@ fn bad_points_are_rejected_with_reasons() {
 }
 
 #[test]
-fn explicit_buckets_map_to_midpoints_with_exact_moments() {
-    let bins = explicit_bins(&[0.0, 5.0, 10.0], &[0, 2, 0, 1], Some(1.0), Some(30.0));
-    assert_eq!(bins, vec![(2.5, 2), (20.0, 1)]);
-    // Without min/max the open-ended buckets sit at their finite bound.
-    let bins = explicit_bins(&[0.0, 5.0], &[1, 0, 1], None, None);
-    assert_eq!(bins, vec![(0.0, 1), (5.0, 1)]);
+fn explicit_buckets_are_interpolated_with_exact_moments() {
+    let r = explicit_ranges(&[0.0, 5.0, 10.0], &[0, 2, 0, 1], Some(1.0), Some(30.0));
+    assert_eq!(r, vec![(0.0, 5.0, 2), (10.0, 30.0, 1)]);
+    // Without min/max the open-ended buckets are their finite bound.
+    let r = explicit_ranges(&[0.0, 5.0], &[1, 0, 1], None, None);
+    assert_eq!(r, vec![(0.0, 0.0, 1), (5.0, 5.0, 1)]);
 
     let mut c = converter(&OtlpConfig::default());
     let point = HistogramDataPoint {
@@ -286,8 +286,12 @@ fn explicit_buckets_map_to_midpoints_with_exact_moments() {
     let mut s = s.clone();
     assert_eq!(out[0].kind, MetricKind::Distribution);
     assert_eq!((s.count(), s.sum(), s.min(), s.max()), (3, 33.0, 1.0, 30.0));
-    assert_eq!(s.quantile(0.5), 2.5);
-    assert_eq!(s.quantile(1.0), 20.0);
+    // The bucket (0, 5] clamped to [min, 5] and interpolated: its two values are spread over
+    // [1, 5]; the last one sits in (10, 30].
+    assert!(s.is_keyed());
+    let (p50, p100) = (s.quantile(0.5), s.quantile(1.0));
+    assert!((1.0..=5.0).contains(&p50), "{p50}");
+    assert!((10.0..=30.0).contains(&p100), "{p100}");
 }
 
 #[test]
@@ -306,11 +310,9 @@ fn exponential_buckets_map_to_log_midpoints() {
         },
         ..Default::default()
     };
-    // Scale 0: base 2; index 1 covers (2, 4], represented by 2^1.5; negative index 0 by -2^0.5.
-    let bins = exponential_bins(&d).expect("finite");
-    assert_eq!(bins[0], (0.0, 1));
-    assert!((bins[1].0 - 2f64.powf(1.5)).abs() < 1e-12 && bins[1].1 == 2);
-    assert!((bins[2].0 + 2f64.sqrt()).abs() < 1e-12 && bins[2].1 == 1);
+    // Scale 0: base 2; index 1 covers (2, 4]; negative index 0 covers [-2, -1).
+    let r = exponential_ranges(&d).expect("finite");
+    assert_eq!(r, vec![(0.0, 0.0, 1), (2.0, 4.0, 2), (-1.0, -2.0, 1)]);
     let huge = ExpData {
         scale: 0,
         count: 1,
@@ -320,7 +322,7 @@ fn exponential_buckets_map_to_log_midpoints() {
         },
         ..Default::default()
     };
-    assert_eq!(exponential_bins(&huge), None);
+    assert_eq!(exponential_ranges(&huge), None);
 
     let mut c = converter(&OtlpConfig::default());
     let p = ExponentialHistogramDataPoint {

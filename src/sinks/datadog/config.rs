@@ -64,6 +64,9 @@ pub struct DatadogConfig {
     pub request_timeout: Duration,
     /// Check the key against `/api/v1/validate` at start.
     pub validate_api_key: bool,
+    /// A counter that stops receiving samples is sent as 0 for this many seconds after its
+    /// last one (the Agent's `dogstatsd_expiry_seconds`, `DD_DOGSTATSD_EXPIRY_SECONDS`); 0 = off.
+    pub expiry_seconds: u64,
 }
 
 impl Default for DatadogConfig {
@@ -81,6 +84,7 @@ impl Default for DatadogConfig {
             histogram_percentiles: vec![0.95],
             request_timeout: Duration::from_secs(20),
             validate_api_key: true,
+            expiry_seconds: 300,
         }
     }
 }

@@ -10,7 +10,9 @@
 //! - events → one JSON object per payload for `/api/v1/events`.
 //!
 //! A `host:<name>` tag sets the host of that metric and is removed from its tags, as the
-//! Agent's enrichment does. Every point carries the window's start time.
+//! Agent's enrichment does; a `device:<name>` tag becomes the series' `device` resource, as
+//! the Agent's v2 series serializer does. Every point carries the window's start time and
+//! every series the window's interval, gauges included (as the Agent sets it).
 
 use std::collections::HashSet;
 
@@ -22,9 +24,30 @@ use super::proto::{
     SketchPayload,
 };
 use super::sketch;
-use crate::aggregate::{Flush, SeriesValue};
+use super::zerofill::ZeroFill;
+use crate::aggregate::{Flush, Series, SeriesValue};
 use crate::model::{AlertType, Event, MetricKind, Priority};
 use crate::sinks::datadog::config::{Compression, DatadogConfig};
+
+/// The resources of a series: its host, and a `device:` tag moved out of the tags into a
+/// `device` resource, as the Agent's v2 series serializer does.
+fn resources(host: String, mut tags: Vec<String>) -> (Vec<String>, Vec<Resource>) {
+    let mut res = vec![Resource {
+        r#type: "host".into(),
+        name: host,
+    }];
+    tags.retain(|t| match t.strip_prefix("device:") {
+        Some(d) => {
+            res.push(Resource {
+                r#type: "device".into(),
+                name: d.to_string(),
+            });
+            false
+        }
+        None => true,
+    });
+    (tags, res)
+}
 
 /// Limits of one payload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -170,11 +193,28 @@ impl Encoder {
         (host.unwrap_or_else(|| self.host.clone()), out)
     }
 
-    /// Every payload of one window.
+    /// Every payload of one window (without zero-fill).
     pub fn encode(&self, flush: &Flush, now_unix: i64) -> (Vec<Payload>, EncodeStats) {
+        self.encode_window(flush, now_unix, &mut ZeroFill::new(0))
+    }
+
+    /// Every payload of one window: its series, the zeros `zero` owes counters that stopped,
+    /// the timestamped points, sketches, checks and events.
+    pub fn encode_window(
+        &self,
+        flush: &Flush,
+        now_unix: i64,
+        zero: &mut ZeroFill,
+    ) -> (Vec<Payload>, EncodeStats) {
         let mut stats = EncodeStats::default();
         let mut out = Vec::new();
-        let series = self.series(flush);
+        let zeros: Vec<Series> = zero
+            .window(flush)
+            .into_iter()
+            .map(|ctx| Series::new(ctx, SeriesValue::Counter(0.0)))
+            .collect();
+        let mut series = self.series(flush, flush.series.iter().chain(&zeros));
+        self.timestamped(flush, &mut series);
         self.split(
             series,
             SERIES_LIMITS,
@@ -197,23 +237,55 @@ impl Encoder {
         (out, stats)
     }
 
-    /// The v2 series of a window.
-    fn series(&self, flush: &Flush) -> Vec<MetricSeries> {
+    /// The timestamped gauges (GAUGE) and counts (COUNT, the value as sent over its rate),
+    /// each with its own timestamp, as the Agent's no-aggregation pipeline sends them.
+    fn timestamped(&self, flush: &Flush, out: &mut Vec<MetricSeries>) {
+        for p in &flush.timestamped {
+            if !p.value.is_finite() {
+                continue;
+            }
+            let (host, tags) = self.host_and_tags(p.ctx.tags());
+            let (tags, resources) = resources(host, tags);
+            let t = if p.ctx.kind() == MetricKind::Counter {
+                MetricType::Count
+            } else {
+                MetricType::Gauge
+            };
+            out.push(MetricSeries {
+                resources,
+                metric: p.ctx.name().to_string(),
+                tags,
+                points: vec![MetricPoint {
+                    value: p.value,
+                    timestamp: p.timestamp,
+                }],
+                r#type: t as i32,
+                unit: String::new(),
+                source_type_name: String::new(),
+                interval: 0,
+            });
+        }
+    }
+
+    /// The v2 series of a window's `items`.
+    fn series<'a>(
+        &self,
+        flush: &Flush,
+        items: impl Iterator<Item = &'a Series>,
+    ) -> Vec<MetricSeries> {
         let ts = flush.timestamp as i64;
         let secs = flush.interval.as_secs_f64().max(1e-3);
         let interval = (secs.round() as i64).max(1);
         let mut out = Vec::with_capacity(flush.series.len());
-        for s in &flush.series {
+        for s in items {
             let kind = s.ctx.kind();
             if kind == MetricKind::Distribution {
                 continue;
             }
             let (host, tags) = self.host_and_tags(s.ctx.tags());
+            let (tags, resources) = resources(host, tags);
             let mk = |suffix: &str, t: MetricType, v: f64| MetricSeries {
-                resources: vec![Resource {
-                    r#type: "host".into(),
-                    name: host.clone(),
-                }],
+                resources: resources.clone(),
                 metric: format!("{}{suffix}", s.ctx.name()),
                 tags: tags.clone(),
                 points: vec![MetricPoint {
@@ -223,9 +295,11 @@ impl Encoder {
                 r#type: t as i32,
                 unit: String::new(),
                 source_type_name: String::new(),
-                interval: if t == MetricType::Gauge { 0 } else { interval },
+                interval,
             };
             match &s.value {
+                // OTLP delta sums as the Agent's OTLP ingest sends them: a COUNT of the sum.
+                SeriesValue::Counter(v) if s.count => out.push(mk("", MetricType::Count, *v)),
                 SeriesValue::Counter(v) => out.push(mk("", MetricType::Rate, v / secs)),
                 SeriesValue::Gauge(v) => out.push(mk("", MetricType::Gauge, *v)),
                 SeriesValue::Set(n) => out.push(mk("", MetricType::Gauge, *n as f64)),

@@ -14,6 +14,7 @@ fn flush(series: Vec<Series>) -> Flush {
         series,
         events: vec![],
         service_checks: vec![],
+        timestamped: vec![],
         recycle: Default::default(),
     }
 }
@@ -60,7 +61,7 @@ fn agent_semantics_per_type() {
             samples(&[1.0, 2.0, 3.0, 4.0]),
         ),
     ]);
-    let s = e.series(&f);
+    let s = e.series(&f, f.series.iter());
     let get = |m: &str| {
         s.iter()
             .find(|x| x.metric == m)
@@ -79,6 +80,7 @@ fn agent_semantics_per_type() {
         (MetricType::Gauge as i32, -3.5)
     );
     assert_eq!(get("temp").resources[0].name, "box");
+    assert_eq!(get("temp").interval, 10, "gauges carry the interval too");
     assert_eq!(get("users").points[0].value, 7.0);
     assert_eq!(get("lat.max").points[0].value, 4.0);
     assert_eq!(get("lat.median").points[0].value, 2.0);
@@ -182,4 +184,24 @@ fn a_sketch_whose_sum_is_not_finite_is_not_sent() {
         .collect();
     assert_eq!(sketches.len(), 1);
     assert_eq!(sketches[0].items, 1);
+}
+
+#[test]
+fn a_device_tag_becomes_the_device_resource() {
+    let e = encoder(DatadogConfig::default());
+    let f = flush(vec![ser(
+        MetricKind::Gauge,
+        "disk.used",
+        &["device:sda1", "fs:ext4"],
+        SeriesValue::Gauge(1.0),
+    )]);
+    let s = e.series(&f, f.series.iter());
+    let res: Vec<(&str, &str)> = s[0]
+        .resources
+        .iter()
+        .map(|r| (r.r#type.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(res[1], ("device", "sda1"));
+    assert_eq!(res[0].0, "host");
+    assert_eq!(s[0].tags, vec!["fs:ext4"]);
 }

@@ -10,6 +10,7 @@ pub mod events;
 mod proto;
 pub mod sink;
 pub mod sketch;
+pub mod zerofill;
 
 pub use events::EventQueue;
 pub use sink::{DatadogSink, QUEUE_NAME};

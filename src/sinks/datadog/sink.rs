@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use super::config::DatadogConfig;
 use super::encode::{EncodeStats, Encoder};
 use super::events::EventQueue;
+use super::zerofill::ZeroFill;
 use crate::aggregate::Flush;
 use crate::base::error::ConfigError;
 use crate::base::handoff::{DropCounter, Handoff};
@@ -61,6 +62,9 @@ pub struct DatadogSink {
     host: String,
 }
 
+/// `DD-Agent-Payload`: the agent-payload (v5) release the protobuf messages match.
+pub const AGENT_PAYLOAD_VERSION: &str = "5.0.182";
+
 /// The headers every request carries.
 ///
 /// # Errors
@@ -77,6 +81,13 @@ pub fn headers(api_key: &str) -> Result<HeaderMap, ConfigError> {
     h.insert(
         HeaderName::from_static("dd-agent-version"),
         HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    // The version of DataDog/agent-payload whose messages the bodies follow, as the Agent's
+    // serializer sends it (it does so on protobuf payloads; here every request carries it,
+    // which the JSON intakes ignore).
+    h.insert(
+        HeaderName::from_static("dd-agent-payload"),
+        HeaderValue::from_static(AGENT_PAYLOAD_VERSION),
     );
     h.insert(
         USER_AGENT,
@@ -133,13 +144,14 @@ impl DatadogSink {
             let c = Arc::clone(&counters);
             let encoder = Arc::clone(&encoder);
             let mut last_error_log = None;
+            let mut zero = ZeroFill::new(d.expiry_seconds);
             Handoff::start_counting(
                 "datadog-encode",
                 WINDOW_BACKLOG,
                 Arc::clone(&counters),
                 move |flush: Arc<Flush>| {
                     let enc = Arc::clone(&lock(&encoder));
-                    encode_window(&flush, &enc, &queue, &c, &mut last_error_log);
+                    encode_window(&flush, &enc, &mut zero, &queue, &c, &mut last_error_log);
                 },
             )
             .map_err(|e| {
@@ -200,12 +212,13 @@ impl Sink for DatadogSink {
 fn encode_window(
     flush: &Flush,
     enc: &Encoder,
+    zero: &mut ZeroFill,
     queue: &Queue,
     c: &Counters,
     last_error_log: &mut Option<Instant>,
 ) {
     let now = (unix_ms() / 1000) as i64;
-    let (payloads, stats) = enc.encode(flush, now);
+    let (payloads, stats) = enc.encode_window(flush, now, zero);
     let EncodeStats {
         oversized,
         compress_errors,

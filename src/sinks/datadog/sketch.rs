@@ -1,54 +1,23 @@
 //! The Datadog Agent's flavour of DDSketch, built from a window's samples.
 //!
-//! Parameters (REFERENCE.md §2; DataDog/opentelemetry-mapping-go `pkg/quantile`, saluki
-//! `lib/ddsketch`): relative accuracy eps = 1/128, gamma = 1 + 2·eps, smallest distinguishable
-//! magnitude 1e-9, at most 4096 bins, bin counts at most 65535 (larger counts are split over
-//! several bins with the same key). key(v) = round(ln(v)/ln(gamma)) + bias, clamped to
-//! [1, i16::MAX]; negative values use -key(|v|); |v| below the minimum uses key 0. Keys and
-//! bins are what the intake merges, so Datadog computes the same percentiles the Agent's
-//! sketch would give.
+//! The mapping (relative accuracy 1/128, key = round_half_even(log_gamma(v)) + 1338, at most
+//! 4096 bins) is `aggregate::ddsketch`'s: distributions are keyed with it at ingest, so this
+//! module only gathers the window's keys, folds the low end past the bin limit, and splits bin
+//! counts at 65,535 (the wire's uint16 bins, a key repeated when its count is larger), as the
+//! Agent's sketch does. Keys and bins are what the intake merges, so Datadog computes the same
+//! percentiles the Agent's sketch would give.
 
 use std::collections::BTreeMap;
 
+pub use crate::aggregate::ddsketch::{key, value, BIN_LIMIT, EPS, MIN_VALUE};
 use crate::aggregate::Samples;
 
-/// Relative accuracy of a bin's value.
-pub const EPS: f64 = 1.0 / 128.0;
-/// Smallest magnitude told apart from 0 (smaller ones go to key 0).
-pub const MIN_VALUE: f64 = 1e-9;
-/// Most bins in one sketch; past it the lowest keys are folded together.
-pub const BIN_LIMIT: usize = 4096;
 /// Largest count of one bin; larger counts are split over several bins with the same key.
 pub const MAX_BIN_COUNT: u64 = u16::MAX as u64;
 
-fn gamma_ln() -> f64 {
-    (2.0 * EPS).ln_1p()
-}
-
-/// `-floor(log_gamma(MIN_VALUE)) + 1`.
+#[cfg(test)]
 fn bias() -> i32 {
-    -((MIN_VALUE.ln() / gamma_ln()).floor() as i32) + 1
-}
-
-/// The bin key of `v`.
-pub fn key(v: f64) -> i16 {
-    if v < 0.0 {
-        return -key(-v);
-    }
-    if v.is_nan() || v < MIN_VALUE {
-        return 0;
-    }
-    let k = (v.ln() / gamma_ln()).round_ties_even() as i64 + i64::from(bias());
-    k.clamp(1, i64::from(i16::MAX)) as i16
-}
-
-/// The value a key stands for (its lower bound), the inverse of [`key`].
-pub fn value(k: i16) -> f64 {
-    match k {
-        0 => 0.0,
-        k if k < 0 => -value(-k),
-        k => ((i32::from(k) - bias()) as f64 * gamma_ln()).exp(),
-    }
+    crate::aggregate::ddsketch::bias()
 }
 
 /// One Agent sketch: summary plus sorted bins.
@@ -70,10 +39,11 @@ pub struct AgentSketch {
     pub counts: Vec<u32>,
 }
 
-/// Builds the sketch of `samples` from their stored values and weights.
+/// Builds the sketch of `samples` from their keys (or, for a store that is not keyed, from its
+/// stored values and weights).
 pub fn from_samples(samples: &Samples) -> AgentSketch {
     let mut bins: BTreeMap<i16, u64> = BTreeMap::new();
-    samples.for_each_bin(|v, n| *bins.entry(key(v)).or_insert(0) += n);
+    samples.for_each_key(|k, n| *bins.entry(k).or_insert(0) += n);
     // Over the bin limit, fold the lowest keys into the lowest key kept (the Agent trims the
     // low end too): the upper percentiles, which users watch, stay exact.
     if bins.len() > BIN_LIMIT {

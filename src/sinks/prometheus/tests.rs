@@ -274,6 +274,7 @@ fn one_series_per_context_whatever_the_arc() {
             series: vec![Series::new(ctx, SeriesValue::Counter(1.0))],
             events: vec![],
             service_checks: vec![],
+            timestamped: vec![],
             recycle: Default::default(),
         })
     };
