@@ -152,7 +152,7 @@ fn aggregate_benches(c: &mut Criterion) {
                 // Keep sampled contexts from growing past their raw form forever: close the
                 // window now and then, as the flusher would (not timed separately; rare).
                 windows += 1;
-                if windows % 64 == 0 {
+                if windows.is_multiple_of(64) {
                     black_box(a.flush(0));
                 }
             })
@@ -182,7 +182,7 @@ fn aggregate_benches(c: &mut Criterion) {
             }
             drop(s);
             windows += 1;
-            if windows % 64 == 0 {
+            if windows.is_multiple_of(64) {
                 black_box(a.flush(0));
             }
         })
@@ -338,7 +338,7 @@ fn sketch_benches(c: &mut Criterion) {
         b.iter(|| {
             apply_all(&shard, black_box(&ms), 1, &mut stats);
             windows += 1;
-            if windows % 64 == 0 {
+            if windows.is_multiple_of(64) {
                 black_box(a.flush(0));
             }
         })

@@ -104,7 +104,7 @@ fn sum(families: &[Family], name: &str, label: Option<(&str, &str)>) -> u64 {
     family(families, name).map_or(0, |f| {
         f.samples
             .iter()
-            .filter(|s| label.map_or(true, |(k, v)| s.label(k) == Some(v)))
+            .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
             .filter_map(|s| s.number())
             .filter(|v| v.is_finite() && *v > 0.0)
             .map(|v| v as u64)

@@ -72,7 +72,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 
 /// Renders a duration in the largest unit that keeps it whole.
 pub fn format_duration(d: Duration) -> String {
-    if d.subsec_micros() % 1000 != 0 {
+    if !d.subsec_micros().is_multiple_of(1000) {
         return format!("{}us", d.as_micros());
     }
     let ms = d.as_millis();
@@ -82,7 +82,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms != 0 && ms % size == 0 {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

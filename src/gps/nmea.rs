@@ -198,7 +198,7 @@ impl Nmea {
         let speed = number_or_zero(f[6])?;
         let course = number_or_zero(f[7])?;
         // NMEA 2.3 adds a mode indicator (A/D/E/M/S/N) after the magnetic variation; N = no fix.
-        let mode_ok = f.get(11).map_or(true, |m| !m.starts_with('N'));
+        let mode_ok = f.get(11).is_none_or(|m| !m.starts_with('N'));
         let mut attributes = BTreeMap::new();
         attributes.insert("status".to_string(), Attr::Text(status.to_string()));
         let mut fix = Fix {

@@ -209,7 +209,7 @@ impl Registry {
             e.invalid += 1;
         }
         if let Some(f) = fix {
-            if e.last_fix.as_ref().map_or(true, |l| f.time_ms >= l.time_ms) {
+            if e.last_fix.as_ref().is_none_or(|l| f.time_ms >= l.time_ms) {
                 e.last_fix = Some(LastFix {
                     time: rfc3339_ms(f.time_ms),
                     time_ms: f.time_ms,

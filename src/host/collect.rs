@@ -74,7 +74,7 @@ impl Collector {
             Err(e) => {
                 self.read_errors += 1;
                 // At most one line a minute; the rest are counted.
-                if self.last_warn.map_or(true, |t| t.elapsed().as_secs() >= 60) {
+                if self.last_warn.is_none_or(|t| t.elapsed().as_secs() >= 60) {
                     self.last_warn = Some(Instant::now());
                     tracing::warn!(
                         component = "host_metrics",

@@ -212,7 +212,7 @@ fn globs() {
 
 fn find<'a>(p: &'a [Point], name: &str, tag: Option<&str>) -> Option<&'a Point> {
     p.iter()
-        .find(|p| p.name == name && tag.map_or(true, |t| p.tags.iter().any(|x| x == t)))
+        .find(|p| p.name == name && tag.is_none_or(|t| p.tags.iter().any(|x| x == t)))
 }
 
 #[test]

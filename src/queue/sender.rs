@@ -99,7 +99,7 @@ impl Handle {
                 // after the backoff; dropping the file here would lose a payload silently.
                 let n = q.stats.read_errors.fetch_add(1, Relaxed) + 1;
                 q.stats.consecutive_failures.fetch_add(1, Relaxed);
-                if n == 1 || n % 100 == 0 {
+                if n == 1 || n.is_multiple_of(100) {
                     tracing::warn!(queue = q.name(), error = %e, read_errors = n, "cannot read a queued payload; it stays queued");
                 }
                 return Step::Retry(None);
@@ -132,7 +132,7 @@ impl Handle {
                 q.stats.retries.fetch_add(1, Relaxed);
                 let n = q.stats.consecutive_failures.load(Relaxed);
                 // One line per outage, then one per 100 failures: no log flood.
-                if n == 1 || n % 100 == 0 {
+                if n == 1 || n.is_multiple_of(100) {
                     tracing::warn!(queue = q.name(), endpoint = %meta.endpoint, status, class = class.as_str(), failures = n, error = %why, "delivery failed; will retry");
                 }
                 Step::Retry(after)
@@ -141,7 +141,7 @@ impl Handle {
                 q.stats.failure(super::deliver::FailureClass::Client4xx);
                 // The first rejection and every 100th are logged: a bad key must not flood the log.
                 let n = q.stats.dead_lettered.load(Relaxed);
-                if n == 0 || (n + 1) % 100 == 0 {
+                if n == 0 || (n + 1).is_multiple_of(100) {
                     tracing::error!(queue = q.name(), endpoint = %meta.endpoint, status, response = %body, dead_lettered = n + 1, "payload rejected; moved to the dead-letter queue");
                 }
                 if let Err(e) = q.reject(head.seq, meta, &kept, status, &body) {

@@ -226,7 +226,7 @@ fn answer(
             let v = parsed.unwrap_or(Value::Null);
             if v.get("routing_key")
                 .and_then(Value::as_str)
-                .map_or(true, |k| k.len() != 32)
+                .is_none_or(|k| k.len() != 32)
             {
                 errors.push("'routing_key' must be a 32 character integration key");
             }
@@ -242,13 +242,13 @@ fn answer(
                 let p = v.get("payload").cloned().unwrap_or(Value::Null);
                 if p.get("summary")
                     .and_then(Value::as_str)
-                    .map_or(true, |s| s.is_empty() || s.chars().count() > 1024)
+                    .is_none_or(|s| s.is_empty() || s.chars().count() > 1024)
                 {
                     errors.push("'payload.summary' is missing or too long");
                 }
                 if p.get("source")
                     .and_then(Value::as_str)
-                    .map_or(true, str::is_empty)
+                    .is_none_or(str::is_empty)
                 {
                     errors.push("'payload.source' is missing");
                 }
@@ -278,7 +278,7 @@ fn answer(
                 if labels
                     .and_then(|l| l.get("alertname"))
                     .and_then(Value::as_str)
-                    .map_or(true, str::is_empty)
+                    .is_none_or(str::is_empty)
                 {
                     return (400, "labels.alertname is required".into());
                 }

@@ -240,7 +240,7 @@ fn encode_window(
         };
         if let Err(e) = queue.push(meta, &p.body) {
             c.queue_errors.fetch_add(1, Relaxed);
-            if last_error_log.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+            if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 error!(component = "datadog", error = %e, kind = e.as_label(), "cannot queue a payload; it is lost");
                 *last_error_log = Some(Instant::now());
             }

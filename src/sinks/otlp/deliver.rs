@@ -302,7 +302,7 @@ impl OtlpDeliver {
         self.partial.responses.fetch_add(1, Relaxed);
         self.partial.rejected_points.fetch_add(rejected, Relaxed);
         let mut last = lock(&self.last_log);
-        if last.map_or(true, |t| t.elapsed() >= Duration::from_secs(60)) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             *last = Some(Instant::now());
             tracing::warn!(component = "otlp_export", rejected_points = rejected, message = %p.error_message, total_rejected = self.partial.rejected_points.load(Relaxed), "the OTLP receiver rejected part of a request");
         }

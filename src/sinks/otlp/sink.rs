@@ -175,7 +175,7 @@ impl WindowEncoder {
     fn log_error(&mut self, what: &str, e: &dyn std::fmt::Display) {
         if self
             .last_error_log
-            .map_or(true, |t| t.elapsed() > Duration::from_secs(60))
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
         {
             error!(component = "otlp_export", error = %e, "{what}");
             self.last_error_log = Some(Instant::now());

@@ -124,7 +124,7 @@ impl Mapper {
     /// Maps the statsd metric `name` of `kind`.
     pub fn map(&self, name: &str, kind: MetricKind) -> Mapped {
         let mk = match_kind(kind);
-        let fits = |r: &Rule| r.kind.map_or(true, |k| k == mk);
+        let fits = |r: &Rule| r.kind.is_none_or(|k| k == mk);
         if !self.globs.is_empty() {
             let parts: Vec<&str> = name.split('.').collect();
             let mut caps = Vec::new();

@@ -239,7 +239,7 @@ impl WindowEncoder {
                     c.enqueue_errors.fetch_add(1, Relaxed);
                     if self
                         .last_error_log
-                        .map_or(true, |t| t.elapsed() > Duration::from_secs(60))
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
                     {
                         error!(component = "remote_write", error = %e, kind = e.as_label(), "cannot queue a request; it is lost");
                         self.last_error_log = Some(Instant::now());
