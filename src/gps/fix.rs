@@ -211,6 +211,29 @@ pub enum Step {
     Fatal(FrameError),
 }
 
+/// Leading whitespace (line ends after a frame) as one skip, whatever follows, so that where
+/// TCP cut the stream does not change where the next frame is measured from.
+pub fn leading_blank(buf: &[u8]) -> Option<Step> {
+    let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    (blank > 0).then_some(Step::Skip(blank))
+}
+
+/// Bytes that start no frame (the rest of a frame cut short, line noise) as one malformed
+/// frame: up to the next byte in `starts`, or through the next `close`. It waits for either
+/// (at most `max_line` bytes), so that it counts once however TCP cut it.
+pub fn noise(buf: &[u8], starts: &[u8], close: u8, max_line: usize) -> Step {
+    let len = match buf.iter().position(|b| *b == close || starts.contains(b)) {
+        Some(p) if buf[p] == close => p + 1,
+        Some(p) => p,
+        None if buf.len() > max_line => buf.len(),
+        None => return Step::Incomplete,
+    };
+    Step::Frame {
+        len,
+        msg: Err(FrameError::Malformed),
+    }
+}
+
 /// Finds the next text frame ending at a byte for which `is_end` holds. Returns the frame
 /// without its terminator and without surrounding whitespace, and the bytes consumed; `None`
 /// when no terminator has arrived yet. A frame longer than `max` (or `max` bytes without a

@@ -34,43 +34,23 @@ use nom::sequence::{delimited, terminated, tuple};
 use nom::IResult;
 
 use super::fix::{
-    bcd_digits, nearest_day, nmea_coord, rfc3339_ms, text_frame, unix_ms, Attr, Fix, FrameError,
-    Kind, Message, Step, KNOT_KMH,
+    bcd_digits, leading_blank, nearest_day, nmea_coord, noise, rfc3339_ms, text_frame, unix_ms,
+    Attr, Fix, FrameError, Kind, Message, Step, KNOT_KMH,
 };
 use super::nmea::{ddmmyy, time_of_day, valid_id};
 
 /// Decodes the next frame: a `#`-terminated text frame, or a binary one starting with `$`.
 /// `now_ms` (Unix ms) stamps the V1 acknowledgement.
 pub fn decode(buf: &[u8], max_line: usize, now_ms: i64) -> Step {
-    // Line ends after a frame are skipped first, whatever follows, so that where TCP cut
-    // the stream does not change where the next frame is measured from.
-    let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    if blank > 0 {
-        return Step::Skip(blank);
+    if let Some(skip) = leading_blank(buf) {
+        return skip;
     }
     match buf.first() {
         None => return Step::Incomplete,
         Some(b'$') => return binary_frame(buf),
         Some(b'*') => {}
-        // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
-        // frame up to the next `*` or `$`, or through a `#`, so that the frames after it are
-        // read. Like a text frame it waits for its end (at most `max_line` bytes), so that it
-        // counts once however TCP cut it.
-        Some(_) => {
-            let end = buf
-                .iter()
-                .position(|&b| b == b'*' || b == b'$' || b == b'#');
-            let len = match end {
-                Some(p) if buf[p] == b'#' => p + 1,
-                Some(p) => p,
-                None if buf.len() > max_line => buf.len(),
-                None => return Step::Incomplete,
-            };
-            return Step::Frame {
-                len,
-                msg: Err(FrameError::Malformed),
-            };
-        }
+        // Noise up to the next `*` or `$`, or through a `#`, so that the frames after it are read.
+        Some(_) => return noise(buf, b"*$", b'#', max_line),
     }
     match text_frame(buf, |b| b == b'#', max_line) {
         Err(e) => Step::Fatal(e),

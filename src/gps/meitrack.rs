@@ -14,14 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use super::fix::{unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
+use super::fix::{leading_blank, unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
 use super::nmea::valid_id;
 
 /// Decodes the next frame.
 pub fn decode(buf: &[u8], max_line: usize) -> Step {
-    let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    if blank > 0 {
-        return Step::Skip(blank);
+    if let Some(skip) = leading_blank(buf) {
+        return skip;
     }
     let digits = buf
         .iter()

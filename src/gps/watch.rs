@@ -13,30 +13,18 @@
 
 use std::collections::BTreeMap;
 
-use super::fix::{text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step};
+use super::fix::{
+    leading_blank, noise, text_frame, unix_ms, Attr, Fix, FrameError, Kind, Message, Step,
+};
 use super::nmea::{time_of_day, valid_id};
 
 /// Decodes the next `[`...`]` frame.
 pub fn decode(buf: &[u8], max_line: usize) -> Step {
-    let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    if blank > 0 {
-        return Step::Skip(blank);
+    if let Some(skip) = leading_blank(buf) {
+        return skip;
     }
     if !buf.is_empty() && buf[0] != b'[' {
-        // Bytes that start no frame (the rest of a frame cut short, line noise): one malformed
-        // frame up to the next `[` or through a `]`, waiting for either (at most
-        // `max_line` bytes) so that it counts once however TCP cut it.
-        let stop = buf.iter().position(|&b| b == b'[' || b == b']');
-        let len = match stop {
-            Some(p) if buf[p] == b']' => p + 1,
-            Some(p) => p,
-            None if buf.len() > max_line => buf.len(),
-            None => return Step::Incomplete,
-        };
-        return Step::Frame {
-            len,
-            msg: Err(FrameError::Malformed),
-        };
+        return noise(buf, b"[", b']', max_line);
     }
     match text_frame(buf, |b| b == b']', max_line) {
         Err(e) => Step::Fatal(e),
