@@ -10,26 +10,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::gps::crc_ibm;
 use common::gt06::gt06_frame;
 use common::{value, Tallyd};
 
 // ---- protocol builders (independent of src/gps) ----
-
-/// CRC-16/ARC (Teltonika "CRC-16/IBM"), bit by bit.
-fn crc_ibm(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for b in data {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
 
 fn gt06_ack(protocol: u8, serial: u16) -> Vec<u8> {
     gt06_frame(protocol, &[], serial)

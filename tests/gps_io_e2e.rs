@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::gps::{meitrack, read_until};
+use common::gps::{crc_ibm, meitrack, read_until};
 use common::gt06::{crc_itu, gt06_frame};
 use common::{http_request, value, Tallyd};
 
@@ -350,22 +350,6 @@ fn wait_command_status(t: &Tallyd, device: &str, status: &str) -> Vec<serde_json
         assert!(Instant::now() < deadline, "command not {status}: {v}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// CRC-16/ARC (Teltonika "CRC-16/IBM"), bit by bit.
-fn crc_ibm(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for b in data {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
 }
 
 /// A Codec 12 packet of `kind` (5 command, 6 response) carrying `text`.
