@@ -109,8 +109,8 @@ impl Nmea {
                     ..Message::new(Kind::Login)
                 });
             }
-            a if a.len() == 5 && &a[2..] == "RMC" => self.rmc(&fields, now_ms)?,
-            a if a.len() == 5 && &a[2..] == "GGA" => self.gga(gga(&fields)?, now_ms),
+            a if a.len() == 5 && a.get(2..) == Some("RMC") => self.rmc(&fields, now_ms)?,
+            a if a.len() == 5 && a.get(2..) == Some("GGA") => self.gga(gga(&fields)?, now_ms),
             a if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric()) => {
                 Message::new(Kind::Other)
             }

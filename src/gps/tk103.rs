@@ -53,7 +53,7 @@ fn frame_message(frame: &[u8]) -> Result<Message, FrameError> {
         return Err(FrameError::Malformed);
     }
     let (id, rest) = body.split_at(id_len);
-    let (command, data) = rest.split_at(4);
+    let (command, data) = rest.split_at_checked(4).ok_or(FrameError::Malformed)?;
     let c = command.as_bytes();
     if !(c[0].is_ascii_uppercase()
         && c[1].is_ascii_uppercase()
@@ -180,6 +180,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_command_cut_inside_a_multibyte_character_is_malformed() {
+        // Found by the gps_stream fuzz target: the 4-byte command ended inside 'г'.
+        let frame = "(027044702512BP0\u{433}SO)".as_bytes();
+        assert_eq!(
+            decode(frame, 1024),
+            Step::Frame {
+                len: frame.len(),
+                msg: Err(FrameError::Malformed)
+            }
+        );
     }
 
     #[test]
