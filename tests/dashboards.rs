@@ -445,18 +445,6 @@ fn the_checks_catch_a_wrong_name_label_or_value() {
 
 // ---- a real Prometheus ----
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `GET` `path` on Prometheus; the JSON answer.
 fn prom_get(prom: &common::External, path: &str) -> serde_json::Value {
     let (code, body) = common::http_request(prom.addr, "GET", path, &[], "");
@@ -467,7 +455,10 @@ fn prom_get(prom: &common::External, path: &str) -> serde_json::Value {
 }
 
 fn prom_query(prom: &common::External, q: &str) -> serde_json::Value {
-    prom_get(prom, &format!("/api/v1/query?query={}", percent_encode(q)))
+    prom_get(
+        prom,
+        &format!("/api/v1/query?query={}", common::percent_encode(q)),
+    )
 }
 
 #[test]
@@ -578,7 +569,7 @@ fn a_real_prometheus_evaluates_the_rules_and_the_panels() {
             let (code, body) = common::http_request(
                 prom.addr,
                 "GET",
-                &format!("/api/v1/query?query={}", percent_encode(&q)),
+                &format!("/api/v1/query?query={}", common::percent_encode(&q)),
                 &[],
                 "",
             );

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::remote_write::{Seen, StandIn};
-use common::{http_request, start_external, External, Tallyd};
+use common::{start_external, External, Tallyd};
 use serde_json::Value;
 
 fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -56,49 +56,13 @@ fn start_prometheus() -> External {
     })
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The results of an instant query: (labels, value) pairs.
-fn query(p: &External, q: &str) -> Vec<(HashMap<String, String>, String)> {
-    let path = format!("/api/v1/query?query={}", percent_encode(q));
-    let (code, body) = http_request(p.addr, "GET", &path, &[], "");
-    assert_eq!(code, 200, "{q}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("query json");
-    v["data"]["result"]
-        .as_array()
-        .expect("vector result")
-        .iter()
-        .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .expect("metric")
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect();
-            (
-                labels,
-                r["value"][1].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Waits (bounded) until `q` returns exactly one series with value `want`; returns its labels.
 fn wait_query(p: &External, q: &str, want: &str) -> HashMap<String, String> {
     let mut last;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        last = query(p, q);
+        last = p.query(q);
         if last.len() == 1 && last[0].1 == want {
             return last.remove(0).0;
         }

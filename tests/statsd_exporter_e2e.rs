@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_request, start_external, External, Tallyd};
+use common::{start_external, External, Tallyd};
 use serde_json::Value;
 
 const MAPPING: &str = r#"
@@ -340,43 +339,6 @@ fn prometheus(config: &str, extra: &[&str]) -> External {
     })
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// An instant query's vector: (labels, value) per series.
-fn query(p: &External, q: &str) -> Vec<(HashMap<String, String>, String)> {
-    let path = format!("/api/v1/query?query={}", percent_encode(q));
-    let (code, body) = http_request(p.addr, "GET", &path, &[], "");
-    assert_eq!(code, 200, "{q}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("query json");
-    v["data"]["result"]
-        .as_array()
-        .expect("vector result")
-        .iter()
-        .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .expect("metric")
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect();
-            (
-                labels,
-                r["value"][1].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -405,7 +367,7 @@ fn histogram_quantile_over_two_instances_falls_in_the_true_bucket() {
     a.send_udp("req.latency:0.001|h");
     b.send_udp("req.latency:0.001|h");
     wait_until(30, "both instances' series in Prometheus", || {
-        let r = query(&prom, "count(req_latency_count)");
+        let r = prom.query("count(req_latency_count)");
         (r.first().map(|x| x.1.as_str()) == Some("2")).then_some(())
     });
     // Instance a: fast requests (20 ms .. 400 ms), b: slow ones (0.36 s .. 7.2 s).
@@ -440,11 +402,11 @@ fn histogram_quantile_over_two_instances_falls_in_the_true_bucket() {
     let q = "histogram_quantile(0.9, sum by (le) (rate(req_latency_bucket[1m])))";
     let got: f64 = wait_until(30, "the quantile over both instances", || {
         // Both instances' buckets must have been scraped with the traffic.
-        let n = query(&prom, "sum(req_latency_count)");
+        let n = prom.query("sum(req_latency_count)");
         if n.first().map(|x| x.1.as_str()) != Some("42") {
             return None;
         }
-        let r = query(&prom, q);
+        let r = prom.query(q);
         r.first()
             .and_then(|x| x.1.parse::<f64>().ok())
             .filter(|v| v.is_finite())
@@ -477,7 +439,7 @@ backoff_max = "1s"
     t.send_udp("door.open:1|g");
     t.send_udp("door.kept:1|g");
     wait_until(20, "the gauge in Prometheus", || {
-        (query(&prom, "door_open").len() == 1).then_some(())
+        (prom.query("door_open").len() == 1).then_some(())
     });
     // Keep one gauge alive while the other expires in tallyd.
     let expired_at = wait_until(20, "door_open to expire in tallyd", || {
@@ -488,10 +450,10 @@ backoff_max = "1s"
     // Without a staleness marker Prometheus would return the last value for 5 minutes.
     wait_until(10, "door_open to be stale in Prometheus", || {
         t.send_udp("door.kept:1|g");
-        query(&prom, "door_open").is_empty().then_some(())
+        prom.query("door_open").is_empty().then_some(())
     });
     assert!(expired_at.elapsed() < Duration::from_secs(10));
-    assert_eq!(query(&prom, "door_kept").len(), 1, "the live gauge stays");
+    assert_eq!(prom.query("door_kept").len(), 1, "the live gauge stays");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod gt06;
 pub mod intake;
 pub mod remote_write;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -395,6 +396,46 @@ pub struct External {
     pub dir: tempfile::TempDir,
     /// Its standard error, line by line.
     pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// `s` percent-encoded for a URL query (RFC 3986 unreserved characters kept).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl External {
+    /// A Prometheus instant query's vector: (labels, value) per series.
+    pub fn query(&self, q: &str) -> Vec<(HashMap<String, String>, String)> {
+        let path = format!("/api/v1/query?query={}", percent_encode(q));
+        let (code, body) = http_request(self.addr, "GET", &path, &[], "");
+        assert_eq!(code, 200, "{q}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("query json");
+        v["data"]["result"]
+            .as_array()
+            .expect("vector result")
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .expect("metric")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                (
+                    labels,
+                    r["value"][1].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
 }
 
 impl Drop for External {
