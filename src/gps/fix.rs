@@ -211,6 +211,18 @@ pub enum Step {
     Fatal(FrameError),
 }
 
+/// For decoders' unit tests: `step` must be one frame of `len` bytes; its message.
+#[cfg(test)]
+pub fn whole_frame(step: Step, len: usize) -> Result<Message, FrameError> {
+    match step {
+        Step::Frame { len: n, msg } => {
+            assert_eq!(n, len, "frame length");
+            msg
+        }
+        other => panic!("not one whole frame: {other:?}"),
+    }
+}
+
 /// Leading whitespace (line ends after a frame) as one skip, whatever follows, so that where
 /// TCP cut the stream does not change where the next frame is measured from.
 pub fn leading_blank(buf: &[u8]) -> Option<Step> {

@@ -278,13 +278,7 @@ mod tests {
     }
 
     fn one(bytes: &[u8]) -> Result<Message, FrameError> {
-        match dec(bytes, 1024) {
-            Step::Frame { len, msg } => {
-                assert_eq!(len, bytes.len());
-                msg
-            }
-            other => panic!("{other:?}"),
-        }
+        crate::gps::fix::whole_frame(dec(bytes, 1024), bytes.len())
     }
 
     /// Builds a short frame around `protocol` and `content`, computing the CRC.

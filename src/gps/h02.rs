@@ -348,13 +348,7 @@ mod tests {
     const NOW: i64 = 1_626_172_805_000; // 2021-07-13T10:40:05Z
 
     fn one(bytes: &[u8]) -> Result<Message, FrameError> {
-        match decode(bytes, 512, NOW) {
-            Step::Frame { len, msg } => {
-                assert_eq!(len, bytes.len());
-                msg
-            }
-            other => panic!("{other:?}"),
-        }
+        crate::gps::fix::whole_frame(decode(bytes, 512, NOW), bytes.len())
     }
 
     #[test]

@@ -173,13 +173,7 @@ mod tests {
     use super::*;
 
     fn one(bytes: &[u8]) -> Result<Message, FrameError> {
-        match decode(bytes, 512) {
-            Step::Frame { len, msg } => {
-                assert_eq!(len, bytes.len());
-                msg
-            }
-            other => panic!("{other:?}"),
-        }
+        crate::gps::fix::whole_frame(decode(bytes, 512), bytes.len())
     }
 
     #[test]
